@@ -1,0 +1,17 @@
+-- Grants and comments applied after every object of the extension exists.
+
+COMMENT ON SCHEMA spine IS
+    'Spine: entities, ETL, rules, policy and audit, jobs, outbox and vault.';
+
+-- The schema is reachable by the PostgREST roles; what each role may do with each
+-- object is granted per object, and rows are filtered by RLS.
+GRANT USAGE ON SCHEMA spine TO anon, authenticated, service_role;
+
+-- Functions are private unless granted: revoke the PUBLIC default, then grant the
+-- read-only helpers back.
+REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA spine FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION spine.version() TO anon, authenticated, service_role;
+GRANT EXECUTE ON FUNCTION spine.settings() TO authenticated, service_role;
+
+COMMENT ON FUNCTION spine.version() IS 'Version of the installed spine extension.';
+COMMENT ON FUNCTION spine.settings() IS 'Effective spine.* settings of this session, validated.';

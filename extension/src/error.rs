@@ -1,0 +1,80 @@
+//! Errors that reach SQL. Each domain has its own `thiserror` enum; each maps to a
+//! SQLSTATE here, so a client can tell bad input (22xxx/23xxx) from a missing object
+//! (42704) or a denial (42501) without parsing messages. Messages never contain
+//! secrets: callers pass names and reasons, never values they were given to protect.
+
+use pgrx::pg_sys::panic::ErrorReport;
+use pgrx::PgSqlErrorCode;
+
+/// Errors shared by every domain.
+#[derive(Debug, thiserror::Error)]
+pub enum SpineError {
+    /// A parameter or setting has a value the function cannot accept.
+    #[error("invalid value for {name}: {reason}")]
+    InvalidParameter { name: &'static str, reason: String },
+    /// A named object (queue, rule, source, secret…) does not exist.
+    #[error("{kind} \"{name}\" does not exist")]
+    NotFound { kind: &'static str, name: String },
+    /// The caller's role or grants do not allow the action.
+    #[error("permission denied: {0}")]
+    PermissionDenied(String),
+    /// SPI failed underneath us; the message says which statement.
+    #[error("internal error in {context}: {message}")]
+    Internal {
+        context: &'static str,
+        message: String,
+    },
+}
+
+impl SpineError {
+    pub fn sqlstate(&self) -> PgSqlErrorCode {
+        match self {
+            SpineError::InvalidParameter { .. } => PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            SpineError::NotFound { .. } => PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
+            SpineError::PermissionDenied(_) => PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+            SpineError::Internal { .. } => PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
+        }
+    }
+
+    fn hint(&self) -> Option<&'static str> {
+        match self {
+            SpineError::PermissionDenied(_) => {
+                Some("Set request.jwt.claims for the acting user, or use service_role.")
+            }
+            _ => None,
+        }
+    }
+}
+
+impl From<SpineError> for ErrorReport {
+    fn from(e: SpineError) -> Self {
+        let report = ErrorReport::new(e.sqlstate(), e.to_string(), "spine");
+        match e.hint() {
+            Some(h) => report.set_hint(h),
+            None => report,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_kind_has_its_own_sqlstate() {
+        let bad = SpineError::InvalidParameter {
+            name: "x",
+            reason: "y".into(),
+        };
+        let missing = SpineError::NotFound {
+            kind: "queue",
+            name: "q".into(),
+        };
+        assert_eq!(
+            bad.sqlstate(),
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE
+        );
+        assert_eq!(missing.sqlstate(), PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT);
+        assert_eq!(missing.to_string(), "queue \"q\" does not exist");
+    }
+}

@@ -1,0 +1,44 @@
+//! Every `spine.*` setting: declared here with its documentation, registered in
+//! `_PG_init`, and read through a typed accessor that validates it.
+
+use crate::error::SpineError;
+use pgrx::{GucContext, GucFlags, GucRegistry, GucSetting};
+use std::ffi::CString;
+
+/// `spine.notify_channel`: the LISTEN/NOTIFY channel that wakes outbox consumers.
+/// One notification per transaction that emitted events; it carries no data (the
+/// consumer reads the outbox), so a lost notification only delays, never loses.
+pub static NOTIFY_CHANNEL: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(c"spine_events"));
+
+pub fn init() {
+    GucRegistry::define_string_guc(
+        c"spine.notify_channel",
+        c"LISTEN/NOTIFY channel that wakes Spine's outbox consumers.",
+        c"Notifications carry no payload; consumers read spine.events after their cursor.",
+        &NOTIFY_CHANNEL,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+}
+
+/// The notify channel, validated: a channel name is an identifier and cannot be empty.
+pub fn notify_channel() -> Result<String, SpineError> {
+    let value = NOTIFY_CHANNEL
+        .get()
+        .map(|c| c.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    if value.is_empty() {
+        return Err(SpineError::InvalidParameter {
+            name: "spine.notify_channel",
+            reason: "must not be empty".into(),
+        });
+    }
+    if value.len() >= 64 {
+        return Err(SpineError::InvalidParameter {
+            name: "spine.notify_channel",
+            reason: format!("{} bytes is longer than an identifier (63)", value.len()),
+        });
+    }
+    Ok(value)
+}

@@ -1,0 +1,93 @@
+//! The `spine` extension: Spine's in-database half.
+//!
+//! - [`gucs`]: every `spine.*` setting, registered in `_PG_init`.
+//! - [`error`]: the SQLSTATE mapping every domain's errors go through.
+//! - [`meta`]: `spine.version()` and other facts about the installed extension.
+//!
+//! SQL objects (tables, views, policies, grants) live in `sql/*.sql` and in
+//! `supabase/compat.sql`, loaded in the order declared in [`schema`].
+
+// `#[pg_extern]` functions return `Result<_, ErrorReport>` so pgrx raises the error
+// with its SQLSTATE. ErrorReport is large, but it only exists on the failing path
+// at the SQL boundary, once per call: boxing it would buy nothing.
+#![allow(clippy::result_large_err)]
+
+use pgrx::prelude::*;
+
+pub mod error;
+pub mod gucs;
+pub mod meta;
+mod schema;
+
+::pgrx::pg_module_magic!(name, version);
+
+#[pg_guard]
+extern "C-unwind" fn _PG_init() {
+    gucs::init();
+}
+
+#[cfg(any(test, feature = "pg_test"))]
+#[pg_schema]
+mod tests {
+    use pgrx::prelude::*;
+
+    /// `spine.version()` reports the version the crate was built as.
+    #[pg_test]
+    fn version_matches_crate() {
+        let v = Spi::get_one::<String>("SELECT spine.version()").unwrap();
+        assert_eq!(v.as_deref(), Some(env!("CARGO_PKG_VERSION")));
+    }
+
+    /// `auth.uid()` reads `sub` from claims set the way PostgREST sets them.
+    #[pg_test]
+    fn auth_uid_reads_request_jwt_claims() {
+        Spi::run(
+            "SELECT set_config('request.jwt.claims', \
+             '{\"sub\":\"6f1d3c2e-0d7a-4a55-9c1e-2b8f5a0e9d11\",\"role\":\"authenticated\"}', true)",
+        )
+        .unwrap();
+        let uid = Spi::get_one::<String>("SELECT auth.uid()::text").unwrap();
+        assert_eq!(uid.as_deref(), Some("6f1d3c2e-0d7a-4a55-9c1e-2b8f5a0e9d11"));
+        let role = Spi::get_one::<String>("SELECT auth.role()").unwrap();
+        assert_eq!(role.as_deref(), Some("authenticated"));
+    }
+
+    /// Without claims there is no user: `auth.uid()` is NULL, never an error.
+    #[pg_test]
+    fn auth_uid_is_null_without_claims() {
+        let uid = Spi::get_one::<String>("SELECT auth.uid()::text").unwrap();
+        assert_eq!(uid, None);
+    }
+
+    /// The three PostgREST roles exist, cannot log in, and only service_role bypasses RLS.
+    #[pg_test]
+    fn supabase_roles_exist() {
+        let rows = Spi::get_one::<String>(
+            "SELECT string_agg(rolname || ':' || rolcanlogin || ':' || rolbypassrls, ',' ORDER BY rolname) \
+             FROM pg_roles WHERE rolname IN ('anon', 'authenticated', 'service_role')",
+        )
+        .unwrap();
+        assert_eq!(
+            rows.as_deref(),
+            Some("anon:false:false,authenticated:false:false,service_role:false:true")
+        );
+    }
+
+    /// A domain error reaches SQL with its SQLSTATE, not the generic XX000.
+    #[pg_test(error = "invalid value for spine.notify_channel: must not be empty")]
+    fn errors_carry_their_sqlstate() {
+        Spi::run("SET spine.notify_channel = ''").unwrap();
+        Spi::run("SELECT spine.settings()").unwrap();
+    }
+}
+
+/// Required by `cargo pgrx test`: one-off setup and postgresql.conf for the test cluster.
+#[cfg(test)]
+pub mod pg_test {
+    pub fn setup(_options: Vec<&str>) {}
+
+    #[must_use]
+    pub fn postgresql_conf_options() -> Vec<&'static str> {
+        vec![]
+    }
+}

@@ -1,0 +1,14 @@
+//! Order in which the SQL files become part of `CREATE EXTENSION spine`.
+//! Rust functions (`#[pg_extern]`) are placed by pgrx between bootstrap and finalize.
+
+use pgrx::prelude::*;
+
+// Roles anon/authenticated/service_role and auth.uid()/role()/jwt(), created only
+// where missing, so the extension works on plain Postgres and on Supabase alike.
+extension_sql_file!(
+    "../../supabase/compat.sql",
+    name = "supabase_compat",
+    bootstrap
+);
+
+extension_sql_file!("../sql/finalize.sql", name = "finalize", finalize);

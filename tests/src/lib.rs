@@ -1,0 +1,46 @@
+//! Helpers for Spine's integration tests. The tests run against the dev stack that
+//! `cargo xtask test` starts (or `cargo xtask up` + `eval "$(cargo xtask env)"`).
+
+use tokio_postgres::{Client, NoTls};
+
+/// The stack's `DATABASE_URL`. Tests fail loudly without it: skipping silently
+/// would report a green run that checked nothing.
+pub fn database_url() -> String {
+    std::env::var("DATABASE_URL").expect(
+        "DATABASE_URL is not set: run `cargo xtask test`, or `cargo xtask up` and \
+         `eval \"$(cargo xtask env)\"` before `cargo test`",
+    )
+}
+
+/// A new connection as the superuser, like an admin's psql or PostgREST's
+/// authenticator before it switches role.
+pub async fn connect() -> Client {
+    let (client, connection) = tokio_postgres::connect(&database_url(), NoTls)
+        .await
+        .expect("connect to the dev stack's Postgres");
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            eprintln!("postgres connection error: {e}");
+        }
+    });
+    client
+}
+
+/// What PostgREST does at the start of each request: inside the transaction,
+/// switch to the JWT's role and expose its claims to SQL.
+pub async fn act_as(tx: &tokio_postgres::Transaction<'_>, role: &str, claims: serde_json::Value) {
+    tx.batch_execute(&format!("SET LOCAL ROLE {role}"))
+        .await
+        .expect("SET LOCAL ROLE");
+    tx.execute(
+        "SELECT set_config('request.jwt.claims', $1, true)",
+        &[&claims.to_string()],
+    )
+    .await
+    .expect("set request.jwt.claims");
+}
+
+/// The SQLSTATE of a failed statement, for asserting on error classes.
+pub fn sqlstate(err: &tokio_postgres::Error) -> Option<&str> {
+    err.code().map(|c| c.code())
+}

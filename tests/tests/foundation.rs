@@ -1,0 +1,120 @@
+//! The foundation against the real stack: extension installed by the migrations,
+//! Supabase compatibility, error SQLSTATEs.
+
+use serde_json::json;
+use spine_tests::{act_as, connect, sqlstate};
+
+/// The migrations installed the extension at the version this workspace builds.
+#[tokio::test]
+async fn extension_reports_its_version() {
+    let db = connect().await;
+    let v: String = db
+        .query_one("SELECT spine.version()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(v, env!("CARGO_PKG_VERSION"));
+}
+
+/// auth.uid() returns the `sub` of the claims PostgREST sets for the request, as
+/// the `authenticated` role, and auth.role()/auth.jwt() agree.
+#[tokio::test]
+async fn auth_uid_returns_sub_of_request_claims() {
+    let mut db = connect().await;
+    let tx = db.transaction().await.unwrap();
+    let sub = uuid::Uuid::new_v4();
+    act_as(
+        &tx,
+        "authenticated",
+        json!({"sub": sub.to_string(), "role": "authenticated", "email": "a@example.com"}),
+    )
+    .await;
+    let row = tx
+        .query_one(
+            "SELECT auth.uid(), auth.role(), auth.jwt() ->> 'email', current_user::text",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, uuid::Uuid>(0), sub);
+    assert_eq!(row.get::<_, String>(1), "authenticated");
+    assert_eq!(row.get::<_, String>(2), "a@example.com");
+    assert_eq!(row.get::<_, String>(3), "authenticated");
+    tx.rollback().await.unwrap();
+}
+
+/// Claims are transaction-local (set_config(..., true)): the next transaction on
+/// the same pooled connection has no user.
+#[tokio::test]
+async fn claims_do_not_leak_across_transactions() {
+    let mut db = connect().await;
+    let tx = db.transaction().await.unwrap();
+    act_as(
+        &tx,
+        "authenticated",
+        json!({"sub": uuid::Uuid::new_v4().to_string()}),
+    )
+    .await;
+    tx.commit().await.unwrap();
+    let uid: Option<uuid::Uuid> = db.query_one("SELECT auth.uid()", &[]).await.unwrap().get(0);
+    assert_eq!(uid, None);
+}
+
+/// Migrations are recorded where the Supabase CLI records them, and the
+/// extensions Spine builds on are installed in the same database.
+#[tokio::test]
+async fn migrations_and_dependencies_are_in_place() {
+    let db = connect().await;
+    let applied: i64 = db
+        .query_one(
+            "SELECT count(*) FROM supabase_migrations.schema_migrations WHERE version = '20261125000000'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(applied, 1);
+    let exts: String = db
+        .query_one(
+            "SELECT string_agg(extname, ',' ORDER BY extname) FROM pg_extension \
+             WHERE extname IN ('pg_cron', 'vector', 'spine')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(exts, "pg_cron,spine,vector");
+}
+
+/// Bad settings are reported with SQLSTATE 22023 (invalid_parameter_value).
+#[tokio::test]
+async fn bad_setting_is_invalid_parameter_value() {
+    let db = connect().await;
+    db.batch_execute("SET spine.notify_channel = ''")
+        .await
+        .unwrap();
+    let err = db
+        .query_one("SELECT spine.settings()", &[])
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&err), Some("22023"), "{err:?}");
+    let msg = err.as_db_error().unwrap().message().to_string();
+    assert_eq!(
+        msg,
+        "invalid value for spine.notify_channel: must not be empty"
+    );
+}
+
+/// Functions are private by default: anon may read the version but not settings.
+#[tokio::test]
+async fn anon_gets_only_what_is_granted() {
+    let mut db = connect().await;
+    let tx = db.transaction().await.unwrap();
+    act_as(&tx, "anon", json!({"role": "anon"})).await;
+    tx.query_one("SELECT spine.version()", &[]).await.unwrap();
+    let err = tx
+        .query_one("SELECT spine.settings()", &[])
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&err), Some("42501"), "{err:?}");
+}

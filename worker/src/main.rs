@@ -1,0 +1,28 @@
+//! `spine-worker`: parse configuration once, set up logging, run until told to stop.
+
+use spine_worker::{check, config::Config, run};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let config = Config::from_env()?;
+    match std::env::args().nth(1).as_deref() {
+        None | Some("run") => run(config, shutdown_signal()).await,
+        Some("check") => check::run(&config).await,
+        Some(other) => anyhow::bail!("unknown command `{other}` (expected `run` or `check`)"),
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM (what `kill` and process supervisors send).
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing a SIGTERM handler cannot fail on Unix");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

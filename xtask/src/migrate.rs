@@ -1,0 +1,122 @@
+//! Brings the stack's database up to date the way the Supabase CLI does: each file
+//! of `migrations/` runs once, in name order, in its own transaction, and is recorded
+//! in `supabase_migrations.schema_migrations`; `seed.sql` runs when the database is new.
+//!
+//! The dev database is throwaway: when the installed extension's SQL differs from
+//! the one the database was created with, it is dropped and created again, so a
+//! schema change during development never needs a hand-written reset.
+
+use crate::config::{Config, DATABASE};
+use crate::postgres::{psql, query};
+use crate::proc::{exec, output, step};
+use anyhow::{Context, Result};
+use std::fs;
+use std::path::PathBuf;
+use std::process::Command;
+
+const LEDGER: &str = "CREATE SCHEMA IF NOT EXISTS supabase_migrations; \
+    CREATE TABLE IF NOT EXISTS supabase_migrations.schema_migrations \
+    (version text PRIMARY KEY, statements text[], name text)";
+
+pub fn run(config: &Config) -> Result<()> {
+    let fingerprint = extension_fingerprint(config)?;
+    let stamp = config.dev_dir.join("spine-sql.fingerprint");
+    let exists = query(
+        &config.admin_url(),
+        &format!("SELECT count(*) FROM pg_database WHERE datname = '{DATABASE}'"),
+    )? == "1";
+    let same_schema = fs::read_to_string(&stamp).ok().as_deref() == Some(fingerprint.as_str());
+    if exists && !same_schema {
+        let _s = step(format!(
+            "extension SQL changed: recreating database {DATABASE}"
+        ));
+        query(
+            &config.admin_url(),
+            &format!("DROP DATABASE {DATABASE} WITH (FORCE)"),
+        )?;
+    }
+    let fresh = !exists || !same_schema;
+    if fresh {
+        query(&config.admin_url(), &format!("CREATE DATABASE {DATABASE}"))?;
+        fs::write(&stamp, &fingerprint)?;
+    }
+    apply_migrations(config)?;
+    if fresh {
+        let _s = step("seed.sql");
+        exec(
+            psql(&config.database_url())
+                .arg("-f")
+                .arg(config.root.join("seed.sql")),
+        )?;
+    }
+    Ok(())
+}
+
+fn apply_migrations(config: &Config) -> Result<()> {
+    let url = config.database_url();
+    query(&url, LEDGER)?;
+    let applied = query(
+        &url,
+        "SELECT string_agg(version, ' ') FROM supabase_migrations.schema_migrations",
+    )?;
+    let applied: Vec<&str> = applied.split_whitespace().collect();
+    let mut pending = 0;
+    for file in migration_files(config)? {
+        let name = file
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .context("migration file name is not UTF-8")?;
+        let (version, label) = name.split_once('_').unwrap_or((name, ""));
+        if applied.contains(&version) {
+            continue;
+        }
+        pending += 1;
+        let _s = step(format!("migration {name}"));
+        // psql runs the file and the ledger insert in one transaction: a failed
+        // migration leaves neither behind.
+        exec(
+            psql(&url)
+                .arg("--single-transaction")
+                .arg("-f")
+                .arg(&file)
+                .arg("-c")
+                .arg(format!(
+                    "INSERT INTO supabase_migrations.schema_migrations (version, name) \
+                 VALUES ('{version}', '{}')",
+                    label.replace('\'', "''")
+                )),
+        )?;
+    }
+    if pending == 0 {
+        println!("==> migrations: up to date");
+    }
+    Ok(())
+}
+
+fn migration_files(config: &Config) -> Result<Vec<PathBuf>> {
+    let dir = config.root.join("migrations");
+    let mut files: Vec<PathBuf> = fs::read_dir(&dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "sql"))
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+/// Identifies the installed extension's schema: the bytes of its install script.
+fn extension_fingerprint(config: &Config) -> Result<String> {
+    let sharedir = output(Command::new(&config.pg_config).arg("--sharedir"))?;
+    let version = env!("CARGO_PKG_VERSION");
+    let script = PathBuf::from(sharedir.trim()).join(format!("extension/spine--{version}.sql"));
+    let bytes = fs::read(&script)
+        .with_context(|| format!("{} missing: is the extension installed?", script.display()))?;
+    Ok(format!("{:016x}-{}", fnv1a(&bytes), bytes.len()))
+}
+
+/// FNV-1a: enough to notice a changed file; not a security hash.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf29ce484222325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x100000001b3)
+    })
+}

@@ -1,0 +1,135 @@
+//! The dev stack's PostgreSQL 15 cluster: initdb, configuration, start and stop,
+//! always as the `postgres` OS user, on loopback only.
+
+use crate::config::{Config, DATABASE};
+use crate::proc::{as_postgres, as_root, exec, output, step};
+use anyhow::{Context, Result};
+use std::fs;
+use std::path::PathBuf;
+use std::process::Command;
+
+pub fn data_dir(config: &Config) -> PathBuf {
+    config.dev_dir.join("pg/data")
+}
+
+fn socket_dir(config: &Config) -> PathBuf {
+    config.dev_dir.join("pg/run")
+}
+
+fn log_file(config: &Config) -> PathBuf {
+    config.dev_dir.join("pg/postgres.log")
+}
+
+/// Settings appended to postgresql.conf; pg_cron must be preloaded and told which
+/// database holds its schedule.
+fn settings(config: &Config) -> String {
+    format!(
+        "\n# --- written by cargo xtask up ---\n\
+         listen_addresses = '127.0.0.1'\n\
+         port = {port}\n\
+         unix_socket_directories = '{sock}'\n\
+         shared_preload_libraries = 'pg_cron'\n\
+         cron.database_name = '{DATABASE}'\n\
+         max_connections = 200\n\
+         wal_level = logical\n\
+         log_min_messages = warning\n",
+        port = config.pg_port,
+        sock = socket_dir(config).display(),
+    )
+}
+
+pub fn is_running(config: &Config) -> bool {
+    let pg_ctl = config.pg_bindir().join("pg_ctl");
+    data_dir(config).join("PG_VERSION").exists()
+        && crate::proc::succeeds(
+            as_postgres(pg_ctl)
+                .arg("status")
+                .arg("-D")
+                .arg(data_dir(config)),
+        )
+}
+
+/// Creates the cluster if it does not exist and starts it if it is not running.
+pub fn up(config: &Config) -> Result<()> {
+    let data = data_dir(config);
+    if !data.join("PG_VERSION").exists() {
+        let _s = step(format!("initdb {}", data.display()));
+        let pg_root = config.dev_dir.join("pg");
+        fs::create_dir_all(&data)?;
+        fs::create_dir_all(socket_dir(config))?;
+        exec(
+            as_root("chown")
+                .arg("-R")
+                .arg("postgres:postgres")
+                .arg(&pg_root),
+        )?;
+        exec(
+            as_postgres(config.pg_bindir().join("initdb"))
+                .arg("-D")
+                .arg(&data)
+                .args([
+                    "-U",
+                    "postgres",
+                    "--auth=trust",
+                    "-E",
+                    "UTF8",
+                    "--locale=C.UTF-8",
+                ])
+                .arg("--no-instructions"),
+        )?;
+        append_settings(config)?;
+    }
+    if is_running(config) {
+        println!("==> postgres: running on 127.0.0.1:{}", config.pg_port);
+        return Ok(());
+    }
+    let _s = step(format!("start postgres on 127.0.0.1:{}", config.pg_port));
+    exec(
+        as_postgres(config.pg_bindir().join("pg_ctl"))
+            .arg("start")
+            .arg("-w")
+            .arg("-D")
+            .arg(&data)
+            .arg("-l")
+            .arg(log_file(config)),
+    )
+    .with_context(|| format!("see {}", log_file(config).display()))
+}
+
+/// The configuration file belongs to postgres; write it through `tee -a` as that user.
+fn append_settings(config: &Config) -> Result<()> {
+    let conf = data_dir(config).join("postgresql.conf");
+    let tmp = config.dev_dir.join("postgresql.conf.add");
+    fs::write(&tmp, settings(config))?;
+    let existing = output(as_postgres("cat").arg(&conf))?;
+    let combined = format!("{existing}{}", fs::read_to_string(&tmp)?);
+    fs::write(&tmp, combined)?;
+    exec(as_postgres("cp").arg(&tmp).arg(&conf))?;
+    fs::remove_file(&tmp)?;
+    Ok(())
+}
+
+pub fn down(config: &Config) -> Result<bool> {
+    if !is_running(config) {
+        return Ok(false);
+    }
+    exec(
+        as_postgres(config.pg_bindir().join("pg_ctl"))
+            .args(["stop", "-m", "fast", "-w", "-D"])
+            .arg(data_dir(config)),
+    )?;
+    Ok(true)
+}
+
+/// psql on `url`, quiet, stopping at the first error.
+pub fn psql(url: &str) -> Command {
+    let mut c = Command::new("psql");
+    c.args(["-X", "-q", "-v", "ON_ERROR_STOP=1", url]);
+    c
+}
+
+/// Runs one SQL command and returns its unaligned, tuples-only output.
+pub fn query(url: &str, sql: &str) -> Result<String> {
+    let out = output(psql(url).args(["-tA", "-c", sql]))?;
+    Ok(out.trim().to_string())
+}

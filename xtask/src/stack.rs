@@ -1,0 +1,151 @@
+//! The dev stack as a whole: `up`, `down`, `status`, `env`, `psql`.
+
+use crate::config::Config;
+use crate::meili::{self, Search};
+use crate::proc::{as_root, exec, is_root, step};
+use crate::{migrate, nats, postgres};
+use anyhow::{Context, Result};
+use std::process::Command;
+
+/// Builds and installs the extension into the system PostgreSQL 15, then starts
+/// every component and brings the database up to date. Safe to run repeatedly.
+pub fn up(config: &Config) -> Result<()> {
+    std::fs::create_dir_all(&config.dev_dir)?;
+    install_extension(config)?;
+    postgres::up(config)?;
+    migrate::run(config)?;
+    nats::up(config)?;
+    meili::up(config)?;
+    println!();
+    status(config)
+}
+
+/// `cargo pgrx install` is incremental: warm, it only copies the files again.
+pub fn install_extension(config: &Config) -> Result<()> {
+    let _s = step("cargo pgrx install (extension spine into PostgreSQL 15)");
+    let mut cmd = Command::new("cargo");
+    cmd.args(["pgrx", "install", "--pg-config"])
+        .arg(&config.pg_config)
+        .current_dir(config.root.join("extension"));
+    if !is_root() {
+        cmd.arg("--sudo");
+    }
+    exec(&mut cmd)
+}
+
+pub fn down(config: &Config, clean: bool) -> Result<()> {
+    let report = |what: &str, was_running: bool| {
+        println!(
+            "==> {what}: {}",
+            if was_running {
+                "stopped"
+            } else {
+                "not running"
+            }
+        )
+    };
+    report("meilisearch", meili::down(config)?);
+    report("nats", nats::down(config)?);
+    report("postgres", postgres::down(config)?);
+    if clean && config.dev_dir.exists() {
+        // The cluster's files belong to postgres; remove as root.
+        exec(as_root("rm").arg("-rf").arg(&config.dev_dir))
+            .with_context(|| format!("removing {}", config.dev_dir.display()))?;
+        println!("==> removed {}", config.dev_dir.display());
+    }
+    Ok(())
+}
+
+pub fn status(config: &Config) -> Result<()> {
+    let pg = postgres::is_running(config);
+    println!(
+        "postgres     {}  {}",
+        updown(pg),
+        if pg {
+            config.database_url()
+        } else {
+            String::new()
+        }
+    );
+    let nats = nats::running_pid(config).is_some();
+    println!(
+        "nats         {}  {}",
+        updown(nats),
+        if nats {
+            config.nats_url()
+        } else {
+            String::new()
+        }
+    );
+    match meili::search(config) {
+        Search::External(url) => println!("meilisearch  external  {url} (MEILI_URL)"),
+        Search::Managed { url, .. } => {
+            let up = meili::running_pid(config).is_some();
+            println!(
+                "meilisearch  {}  {}",
+                updown(up),
+                if up { url } else { String::new() }
+            );
+        }
+        Search::Off => println!("meilisearch  off   {}", meili::OFF_MESSAGE),
+    }
+    println!("dev dir      {}", config.dev_dir.display());
+    Ok(())
+}
+
+fn updown(up: bool) -> &'static str {
+    if up {
+        "up  "
+    } else {
+        "down"
+    }
+}
+
+/// The environment a client of the running stack needs, as `(name, value)` pairs.
+pub fn env_vars(config: &Config) -> Result<Vec<(&'static str, String)>> {
+    let mut vars = vec![
+        ("DATABASE_URL", config.database_url()),
+        ("NATS_URL", config.nats_url()),
+    ];
+    match meili::search(config) {
+        Search::External(url) => vars.push(("MEILI_URL", url)),
+        Search::Managed { url, .. } if meili::running_pid(config).is_some() => {
+            vars.push(("MEILI_URL", url));
+            vars.push(("MEILI_MASTER_KEY", meili::master_key(config)?));
+        }
+        _ => {}
+    }
+    Ok(vars)
+}
+
+pub fn print_env(config: &Config) -> Result<()> {
+    let vars = env_vars(config)?;
+    let line: Vec<String> = vars
+        .iter()
+        .map(|(k, v)| format!("{k}={}", shell_quote(v)))
+        .collect();
+    println!("export {}", line.join(" "));
+    if !vars.iter().any(|(k, _)| *k == "MEILI_URL") {
+        println!("unset MEILI_URL  # {}", meili::OFF_MESSAGE);
+    }
+    Ok(())
+}
+
+fn shell_quote(s: &str) -> String {
+    if s.chars()
+        .all(|c| c.is_ascii_alphanumeric() || "-_./:@".contains(c))
+    {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
+}
+
+pub fn psql(config: &Config, args: &[String]) -> Result<()> {
+    let status = Command::new("psql")
+        .arg(config.database_url())
+        .args(args)
+        .status()
+        .context("could not start psql")?;
+    std::process::exit(status.code().unwrap_or(1));
+}
