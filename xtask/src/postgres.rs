@@ -83,6 +83,13 @@ pub fn up(config: &Config) -> Result<()> {
         println!("==> postgres: running on 127.0.0.1:{}", config.pg_port);
         return Ok(());
     }
+    if crate::daemon::port_in_use(config.pg_port) {
+        anyhow::bail!(
+            "port {} is taken by another process (another checkout's stack? `cargo xtask down` \
+             there); or set SPINE_PG_PORT",
+            config.pg_port
+        );
+    }
     let _s = step(format!("start postgres on 127.0.0.1:{}", config.pg_port));
     exec(
         as_postgres(config.pg_bindir().join("pg_ctl"))

@@ -60,6 +60,80 @@ pub fn exec(cmd: &mut Command) -> Result<()> {
     Ok(())
 }
 
+/// Totals of the `test result:` lines a test runner printed.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct TestCounts {
+    pub passed: u64,
+    pub failed: u64,
+}
+
+impl std::ops::AddAssign for TestCounts {
+    fn add_assign(&mut self, other: Self) {
+        self.passed += other.passed;
+        self.failed += other.failed;
+    }
+}
+
+/// Parses libtest's summary, `test result: ok. 7 passed; 0 failed; …`.
+pub fn parse_test_result(line: &str) -> Option<TestCounts> {
+    let rest = line.trim().strip_prefix("test result: ")?;
+    let number_before = |word: &str| -> Option<u64> {
+        rest.split(';').find_map(|part| {
+            part.trim()
+                .strip_suffix(word)?
+                .split_whitespace()
+                .last()?
+                .parse()
+                .ok()
+        })
+    };
+    Some(TestCounts {
+        passed: number_before(" passed")?,
+        failed: number_before(" failed")?,
+    })
+}
+
+/// Runs a test command, echoing its output line by line and adding up the
+/// `test result:` lines on stdout and stderr (cargo pgrx test reports on stderr);
+/// a failing exit status is still an error.
+pub fn exec_tests(cmd: &mut Command) -> Result<TestCounts> {
+    use std::io::{BufRead, BufReader, Read};
+    let what = describe(cmd);
+    println!("    $ {what}");
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("could not start `{what}`"))?;
+    fn forward(stream: impl Read, to_stderr: bool) -> TestCounts {
+        let mut counts = TestCounts::default();
+        for line in BufReader::new(stream).lines().map_while(|l| l.ok()) {
+            if to_stderr {
+                eprintln!("{line}");
+            } else {
+                println!("{line}");
+            }
+            if let Some(c) = parse_test_result(&line) {
+                counts += c;
+            }
+        }
+        counts
+    }
+    let stderr = child.stderr.take().context("no stderr")?;
+    let from_stderr = std::thread::spawn(move || forward(stderr, true));
+    let mut counts = forward(child.stdout.take().context("no stdout")?, false);
+    counts += from_stderr.join().unwrap_or_default();
+    let status = child.wait()?;
+    if !status.success() {
+        bail!("`{what}` failed with {status}");
+    }
+    println!(
+        "    {} passed, {} failed in `{what}`",
+        counts.passed, counts.failed
+    );
+    Ok(counts)
+}
+
 /// Runs a command quietly and returns its stdout; on failure the error carries stderr.
 pub fn output(cmd: &mut Command) -> Result<String> {
     let what = describe(cmd);
@@ -130,5 +204,20 @@ pub fn as_postgres(program: impl AsRef<OsStr>) -> Command {
         let mut c = Command::new("sudo");
         c.args(["-u", "postgres", "--"]).arg(program);
         c
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_test_result;
+
+    #[test]
+    fn parses_libtest_summary() {
+        let c = parse_test_result(
+            "test result: FAILED. 2 passed; 5 failed; 0 ignored; 0 measured; 0 filtered out; finished in 1.27s",
+        )
+        .unwrap();
+        assert_eq!((c.passed, c.failed), (2, 5));
+        assert!(parse_test_result("test foo ... ok").is_none());
     }
 }

@@ -47,6 +47,13 @@ pub fn down(config: &Config, clean: bool) -> Result<()> {
     report("meilisearch", meili::down(config)?);
     report("nats", nats::down(config)?);
     report("postgres", postgres::down(config)?);
+    let leftovers = leftover_processes(config);
+    if !leftovers.is_empty() {
+        anyhow::bail!(
+            "processes of the stack are still running after down: {}",
+            leftovers.join("; ")
+        );
+    }
     if clean && config.dev_dir.exists() {
         // The cluster's files belong to postgres; remove as root.
         exec(as_root("rm").arg("-rf").arg(&config.dev_dir))
@@ -54,6 +61,27 @@ pub fn down(config: &Config, clean: bool) -> Result<()> {
         println!("==> removed {}", config.dev_dir.display());
     }
     Ok(())
+}
+
+/// Processes whose command line names the dev directory (postmaster, nats-server,
+/// meilisearch all get their data paths as arguments), as "pid cmdline".
+pub fn leftover_processes(config: &Config) -> Vec<String> {
+    let needle = config.dev_dir.to_string_lossy().into_owned();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| *pid != std::process::id())
+        .filter_map(|pid| {
+            let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+            let cmdline = String::from_utf8_lossy(&raw).replace('\0', " ");
+            cmdline
+                .contains(&needle)
+                .then(|| format!("{pid} {}", cmdline.trim()))
+        })
+        .collect()
 }
 
 pub fn status(config: &Config) -> Result<()> {
