@@ -13,5 +13,14 @@ REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA spine FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION spine.version() TO anon, authenticated, service_role;
 GRANT EXECUTE ON FUNCTION spine.settings() TO authenticated, service_role;
 
+GRANT EXECUTE ON FUNCTION spine.emit(text, jsonb, text, uuid, uuid) TO authenticated, service_role;
+GRANT EXECUTE ON FUNCTION spine.events_after(bigint, bigint, integer) TO service_role;
+GRANT EXECUTE ON FUNCTION spine.ensure_sink(text, text, boolean) TO service_role;
+GRANT EXECUTE ON FUNCTION spine.advance_sink(text, bigint, bigint, bigint) TO service_role;
+GRANT EXECUTE ON FUNCTION spine.record_sink_error(text, text) TO service_role;
+GRANT EXECUTE ON FUNCTION spine.purge_events(interval) TO service_role;
+
+COMMENT ON FUNCTION spine.emit(text, jsonb, text, uuid, uuid) IS
+    'Writes an event (type domain.PastTenseName) into the outbox in the current transaction; returns its id.';
 COMMENT ON FUNCTION spine.version() IS 'Version of the installed spine extension.';
 COMMENT ON FUNCTION spine.settings() IS 'Effective spine.* settings of this session, validated.';

@@ -11,4 +11,11 @@ extension_sql_file!(
     bootstrap
 );
 
+// The outbox: events, commit order, sinks, retention.
+extension_sql_file!(
+    "../sql/events.sql",
+    name = "events",
+    requires = ["supabase_compat"]
+);
+
 extension_sql_file!("../sql/finalize.sql", name = "finalize", finalize);

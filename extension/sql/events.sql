@@ -1,0 +1,243 @@
+-- Events: the transactional outbox.
+--
+-- Every significant state change writes an immutable row to spine.events in the same
+-- transaction (spine.emit). Consumers (sinks) read "everything after my cursor".
+--
+-- Ordering and the "no skipped event" rule. Sequence numbers are handed out when a
+-- row is inserted, not when its transaction commits, so a cursor over `seq` alone can
+-- step over an event whose transaction commits late. Spine therefore stamps each
+-- emitting transaction with a `commit_seq` at commit time, under a transaction-level
+-- advisory lock that is released only after the commit is visible. So:
+--   * commit_seq order is commit order (per subject too);
+--   * a reader that sees commit_seq N also sees every committed M < N;
+--   * a reader orders by (commit_seq, seq) and keeps that pair as its cursor.
+-- The lock serialises the commit of emitting transactions, which NOTIFY already does
+-- (PostgreSQL takes a database-wide lock in PreCommit_Notify), so it costs little more.
+
+CREATE TABLE spine.events (
+    seq            bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    id             uuid        NOT NULL UNIQUE,
+    type           text        NOT NULL,
+    source         text        NOT NULL DEFAULT '/spine',
+    subject        text,
+    owner_id       uuid,
+    data           jsonb       NOT NULL DEFAULT '{}'::jsonb,
+    correlation_id uuid        NOT NULL,
+    causation_id   uuid,
+    txid           xid8        NOT NULL DEFAULT pg_current_xact_id(),
+    occurred_at    timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+CREATE INDEX events_txid_seq_idx ON spine.events (txid, seq);
+CREATE INDEX events_owner_seq_idx ON spine.events (owner_id, seq);
+
+COMMENT ON TABLE spine.events IS
+    'Transactional outbox: immutable events, written with spine.emit() in the transaction that caused them.';
+COMMENT ON COLUMN spine.events.seq IS 'Insert order; order within one transaction.';
+COMMENT ON COLUMN spine.events.id IS 'UUIDv7; the idempotency key of all work the event causes (Nats-Msg-Id).';
+COMMENT ON COLUMN spine.events.type IS 'domain.PastTenseName, e.g. data.EntityCreated.';
+COMMENT ON COLUMN spine.events.subject IS 'What the event is about (CloudEvents subject), e.g. an entity id.';
+COMMENT ON COLUMN spine.events.owner_id IS 'Owning user (auth.uid() of the emitter); NULL for system events.';
+COMMENT ON COLUMN spine.events.correlation_id IS 'Id of the first event of the causal chain.';
+COMMENT ON COLUMN spine.events.causation_id IS 'Id of the event that directly caused this one.';
+COMMENT ON COLUMN spine.events.txid IS 'Emitting transaction; joins spine.event_commits.';
+
+-- One row per emitting transaction; commit_seq is set at commit.
+CREATE SEQUENCE spine.event_commit_seq AS bigint;
+CREATE TABLE spine.event_commits (
+    txid         xid8 PRIMARY KEY,
+    commit_seq   bigint UNIQUE,
+    committed_at timestamptz
+);
+COMMENT ON TABLE spine.event_commits IS
+    'Commit order of emitting transactions: commit_seq is assigned at commit, under a lock held until the commit is visible.';
+
+-- Registers the transaction once per INSERT statement into spine.events (a no-op
+-- index probe after the first). Statement-level, so a 10k-row INSERT pays once; and
+-- it re-registers after a ROLLBACK TO SAVEPOINT removed an earlier registration.
+CREATE FUNCTION spine.register_event_transaction() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $$
+BEGIN
+    INSERT INTO spine.event_commits (txid) VALUES (pg_current_xact_id())
+        ON CONFLICT (txid) DO NOTHING;
+    RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION spine.register_event_transaction() IS
+    'Trigger: records that the current transaction emitted events.';
+CREATE TRIGGER events_register_transaction
+    AFTER INSERT ON spine.events
+    FOR EACH STATEMENT EXECUTE FUNCTION spine.register_event_transaction();
+
+-- Runs at COMMIT (deferred), once per emitting transaction.
+CREATE FUNCTION spine.stamp_event_commit() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $$
+BEGIN
+    -- Held until the transaction ends, i.e. after its commit became visible: the
+    -- next emitting transaction gets a larger commit_seq only after this one is seen.
+    PERFORM pg_advisory_xact_lock(1397770575, 0);
+    UPDATE spine.event_commits
+       SET commit_seq = nextval('spine.event_commit_seq'), committed_at = clock_timestamp()
+     WHERE txid = NEW.txid;
+    -- Wake-up only: consumers read the table, so a lost notification only delays.
+    PERFORM pg_notify(
+        coalesce(nullif(current_setting('spine.notify_channel', true), ''), 'spine_events'), '');
+    RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION spine.stamp_event_commit() IS
+    'Deferred trigger: assigns commit_seq in commit order and sends one NOTIFY per transaction.';
+CREATE CONSTRAINT TRIGGER event_commits_stamp
+    AFTER INSERT ON spine.event_commits
+    DEFERRABLE INITIALLY DEFERRED
+    FOR EACH ROW EXECUTE FUNCTION spine.stamp_event_commit();
+
+-- What consumers read: committed events in commit order after a cursor.
+CREATE FUNCTION spine.events_after(
+    after_commit_seq bigint,
+    after_seq bigint,
+    max_events integer DEFAULT 1000
+) RETURNS TABLE (
+    commit_seq bigint, seq bigint, id uuid, type text, source text, subject text,
+    owner_id uuid, data jsonb, correlation_id uuid, causation_id uuid,
+    occurred_at timestamptz, committed_at timestamptz
+)
+    LANGUAGE sql STABLE SET search_path = pg_catalog AS $$
+    SELECT c.commit_seq, e.seq, e.id, e.type, e.source, e.subject, e.owner_id, e.data,
+           e.correlation_id, e.causation_id, e.occurred_at, c.committed_at
+      FROM spine.event_commits c
+      JOIN spine.events e ON e.txid = c.txid
+     WHERE c.commit_seq >= after_commit_seq
+       AND (c.commit_seq, e.seq) > (after_commit_seq, after_seq)
+     ORDER BY c.commit_seq, e.seq
+     LIMIT max_events
+$$;
+COMMENT ON FUNCTION spine.events_after(bigint, bigint, integer) IS
+    'Committed events after the cursor (commit_seq, seq), in commit order. Never skips a late commit.';
+
+-- Sinks: one cursor per consumer (nats relay, search sync, …).
+CREATE TABLE spine.sinks (
+    name              text PRIMARY KEY CHECK (name ~ '^[a-z][a-z0-9_]{0,62}$'),
+    kind              text NOT NULL,
+    cursor_commit_seq bigint NOT NULL DEFAULT 0,
+    cursor_seq        bigint NOT NULL DEFAULT 0,
+    delivered         bigint NOT NULL DEFAULT 0,
+    advanced_at       timestamptz,
+    last_error        text,
+    last_error_at     timestamptz,
+    created_at        timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE spine.sinks IS
+    'Consumers of spine.events and their cursors (commit_seq, seq): everything up to the cursor is delivered.';
+
+-- Creates the sink if missing (from the start of retained history, or from now).
+CREATE FUNCTION spine.ensure_sink(sink_name text, sink_kind text, from_start boolean DEFAULT true)
+    RETURNS spine.sinks
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $$
+DECLARE
+    s spine.sinks;
+BEGIN
+    IF sink_name IS NULL OR sink_name !~ '^[a-z][a-z0-9_]{0,62}$' THEN
+        RAISE EXCEPTION 'invalid sink name %', quote_nullable(sink_name)
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Use lowercase letters, digits and _, starting with a letter.';
+    END IF;
+    INSERT INTO spine.sinks AS t (name, kind, cursor_commit_seq)
+    VALUES (sink_name, sink_kind,
+            CASE WHEN from_start THEN 0
+                 ELSE coalesce((SELECT max(commit_seq) FROM spine.event_commits), 0) END)
+    ON CONFLICT (name) DO NOTHING;
+    SELECT * INTO s FROM spine.sinks WHERE name = sink_name;
+    RETURN s;
+END
+$$;
+COMMENT ON FUNCTION spine.ensure_sink(text, text, boolean) IS
+    'Creates a sink if missing and returns it; from_start=false starts at the current head.';
+
+-- Moves a sink's cursor forward after its consumer delivered up to (commit_seq, seq).
+-- Never moves it backwards: a stale relay that lost its lock cannot rewind progress.
+CREATE FUNCTION spine.advance_sink(sink_name text, to_commit_seq bigint, to_seq bigint, delivered_count bigint)
+    RETURNS void
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $$
+BEGIN
+    UPDATE spine.sinks
+       SET cursor_commit_seq = to_commit_seq, cursor_seq = to_seq,
+           delivered = delivered + delivered_count, advanced_at = now(), last_error = NULL
+     WHERE name = sink_name
+       AND (to_commit_seq, to_seq) > (cursor_commit_seq, cursor_seq);
+    IF NOT FOUND AND NOT EXISTS (SELECT 1 FROM spine.sinks WHERE name = sink_name) THEN
+        RAISE EXCEPTION 'sink "%" does not exist', sink_name USING ERRCODE = 'undefined_object';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION spine.advance_sink(text, bigint, bigint, bigint) IS
+    'Advances a sink cursor (forward only) after delivery.';
+
+CREATE FUNCTION spine.record_sink_error(sink_name text, error text) RETURNS void
+    LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog AS $$
+    UPDATE spine.sinks SET last_error = left(error, 2000), last_error_at = now()
+     WHERE name = sink_name
+$$;
+COMMENT ON FUNCTION spine.record_sink_error(text, text) IS
+    'Records the last delivery error of a sink (shown by spine.sink_status).';
+
+CREATE VIEW spine.sink_status AS
+SELECT s.name,
+       s.kind,
+       s.cursor_commit_seq,
+       s.cursor_seq,
+       s.delivered,
+       (SELECT count(*)
+          FROM spine.event_commits c JOIN spine.events e ON e.txid = c.txid
+         WHERE c.commit_seq >= s.cursor_commit_seq
+           AND (c.commit_seq, e.seq) > (s.cursor_commit_seq, s.cursor_seq)) AS backlog,
+       coalesce(extract(epoch FROM now() - (
+           SELECT min(c.committed_at)
+             FROM spine.event_commits c
+            WHERE c.commit_seq > s.cursor_commit_seq
+              OR (c.commit_seq = s.cursor_commit_seq AND EXISTS (
+                    SELECT 1 FROM spine.events e WHERE e.txid = c.txid AND e.seq > s.cursor_seq))
+       )), 0)::double precision AS lag_seconds,
+       s.advanced_at,
+       s.last_error,
+       s.last_error_at
+  FROM spine.sinks s;
+COMMENT ON VIEW spine.sink_status IS
+    'Per sink: cursor, delivered count, backlog (undelivered events), lag in seconds (age of the oldest undelivered commit), last error.';
+
+-- Retention: events every sink has delivered and that are older than keep are deleted.
+CREATE FUNCTION spine.purge_events(keep interval DEFAULT '7 days') RETURNS bigint
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $$
+DECLARE
+    horizon bigint;
+    purged bigint;
+BEGIN
+    IF keep IS NULL OR keep < interval '0' THEN
+        RAISE EXCEPTION 'keep must be a non-negative interval' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    -- Without sinks nothing has been delivered: keep everything.
+    SELECT min(cursor_commit_seq) INTO horizon FROM spine.sinks;
+    IF horizon IS NULL THEN
+        RETURN 0;
+    END IF;
+    WITH old AS (
+        DELETE FROM spine.event_commits
+         WHERE commit_seq < horizon AND committed_at < now() - keep
+        RETURNING txid
+    ), gone AS (
+        DELETE FROM spine.events e USING old WHERE e.txid = old.txid RETURNING 1
+    )
+    SELECT count(*) INTO purged FROM gone;
+    RETURN purged;
+END
+$$;
+COMMENT ON FUNCTION spine.purge_events(interval) IS
+    'Deletes events delivered to every sink and older than keep; run by pg_cron.';
+
+-- Access. Users read their own events; only spine.emit() writes.
+ALTER TABLE spine.events ENABLE ROW LEVEL SECURITY;
+ALTER TABLE spine.event_commits ENABLE ROW LEVEL SECURITY;
+ALTER TABLE spine.sinks ENABLE ROW LEVEL SECURITY;
+CREATE POLICY events_owner_reads ON spine.events
+    FOR SELECT TO authenticated USING (owner_id = auth.uid());
+GRANT SELECT ON spine.events TO authenticated, service_role;
+GRANT SELECT ON spine.event_commits, spine.sinks, spine.sink_status TO service_role;

@@ -1,0 +1,201 @@
+//! Events: `spine.emit()` writes an immutable event into the transactional outbox
+//! (`spine.events`, see `sql/events.sql` for ordering and delivery), in the
+//! caller's transaction. Other domains emit through [`emit_event`].
+
+pub mod event_type;
+
+use crate::error::SpineError;
+use crate::gucs;
+use pgrx::pg_sys::panic::ErrorReport;
+use pgrx::prelude::*;
+use pgrx::{JsonB, Uuid};
+
+/// Longest accepted subject.
+const MAX_SUBJECT_LEN: usize = 1024;
+
+/// An event to write; ids and defaults are filled in by [`emit_event`].
+pub struct NewEvent<'a> {
+    pub event_type: &'a str,
+    pub data: JsonB,
+    pub subject: Option<&'a str>,
+    pub owner_id: Option<Uuid>,
+    pub correlation_id: Option<Uuid>,
+    pub causation_id: Option<Uuid>,
+}
+
+/// Validates and inserts an event; returns its id (UUIDv7, time-ordered).
+///
+/// Without a correlation id the event inherits its cause's correlation id, or, when
+/// it has no cause, starts a new chain whose correlation id is its own id.
+pub fn emit_event(event: NewEvent<'_>) -> Result<Uuid, SpineError> {
+    event_type::validate(event.event_type).map_err(|reason| SpineError::InvalidParameter {
+        name: "type",
+        reason: format!("\"{}\" {reason}", event.event_type),
+    })?;
+    if let Some(subject) = event.subject {
+        if subject.is_empty() || subject.len() > MAX_SUBJECT_LEN {
+            return Err(SpineError::InvalidParameter {
+                name: "subject",
+                reason: format!("must be 1 to {MAX_SUBJECT_LEN} bytes, or NULL"),
+            });
+        }
+    }
+    // A bad channel would make the deferred NOTIFY fail the caller's COMMIT; fail now.
+    gucs::notify_channel()?;
+    let id = Uuid::from_bytes(*uuid::Uuid::now_v7().as_bytes());
+    let correlation_id = match (event.correlation_id, event.causation_id) {
+        (Some(c), _) => c,
+        (None, Some(cause)) => correlation_of(cause)?.unwrap_or(id),
+        (None, None) => id,
+    };
+    Spi::run_with_args(
+        "INSERT INTO spine.events \
+         (id, type, subject, owner_id, data, correlation_id, causation_id) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        &[
+            id.into(),
+            event.event_type.into(),
+            event.subject.into(),
+            event.owner_id.into(),
+            event.data.into(),
+            correlation_id.into(),
+            event.causation_id.into(),
+        ],
+    )
+    .map_err(|e| SpineError::Internal {
+        context: "emit",
+        message: e.to_string(),
+    })?;
+    Ok(id)
+}
+
+/// The correlation id of an earlier event, if it is (still) in the outbox.
+fn correlation_of(event_id: Uuid) -> Result<Option<Uuid>, SpineError> {
+    Spi::get_one_with_args::<Uuid>(
+        "SELECT correlation_id FROM spine.events WHERE id = $1",
+        &[event_id.into()],
+    )
+    .map_err(|e| SpineError::Internal {
+        context: "emit: causation lookup",
+        message: e.to_string(),
+    })
+}
+
+/// The acting user: `sub` of the request's JWT claims, or NULL for system callers.
+fn current_owner() -> Result<Option<Uuid>, SpineError> {
+    Spi::get_one::<Uuid>("SELECT auth.uid()").map_err(|e| SpineError::InvalidParameter {
+        name: "request.jwt.claims",
+        reason: format!("claim \"sub\" is not a uuid ({e})"),
+    })
+}
+
+/// Emits an event in the caller's transaction and returns its id. The owner is the
+/// calling user (`auth.uid()`); it is delivered only if the transaction commits.
+///
+/// The SQL is written out because the argument is called `type`, a Rust keyword.
+#[pg_extern(sql = r#"
+CREATE FUNCTION spine.emit(
+    "type" text,
+    data jsonb,
+    subject text DEFAULT NULL,
+    correlation_id uuid DEFAULT NULL,
+    causation_id uuid DEFAULT NULL
+) RETURNS uuid
+VOLATILE SECURITY DEFINER
+SET search_path TO pg_catalog, spine
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'emit_wrapper';
+"#)]
+fn emit(
+    event_type: Option<&str>,
+    data: Option<JsonB>,
+    subject: default!(Option<&str>, "NULL"),
+    correlation_id: default!(Option<Uuid>, "NULL"),
+    causation_id: default!(Option<Uuid>, "NULL"),
+) -> Result<Uuid, ErrorReport> {
+    let event_type = event_type.ok_or_else(|| null_argument("type"))?;
+    let data = data.ok_or_else(|| null_argument("data"))?;
+    Ok(emit_event(NewEvent {
+        event_type,
+        data,
+        subject,
+        owner_id: current_owner()?,
+        correlation_id,
+        causation_id,
+    })?)
+}
+
+fn null_argument(name: &'static str) -> ErrorReport {
+    ErrorReport::new(
+        PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
+        format!("{name} must not be NULL"),
+        "spine.emit",
+    )
+    .set_hint(if name == "data" {
+        "Pass '{}'::jsonb for an event without data."
+    } else {
+        "Pass an event type such as 'data.EntityCreated'."
+    })
+}
+
+#[cfg(any(test, feature = "pg_test"))]
+#[pg_schema]
+mod tests {
+    use pgrx::prelude::*;
+
+    /// emit() writes one row with the given fields, owned by auth.uid().
+    #[pg_test]
+    fn emit_writes_the_event() {
+        Spi::run(
+            "SELECT set_config('request.jwt.claims', \
+             '{\"sub\":\"6f1d3c2e-0d7a-4a55-9c1e-2b8f5a0e9d11\"}', true)",
+        )
+        .unwrap();
+        let row = Spi::get_three::<String, String, String>(
+            "WITH e AS (SELECT spine.emit('communication.CallStarted', '{\"from\":\"+4930\"}', 'call/1') AS id) \
+             SELECT type || ' ' || subject, owner_id::text, data->>'from' \
+             FROM spine.events JOIN e USING (id)",
+        )
+        .unwrap();
+        assert_eq!(row.0.as_deref(), Some("communication.CallStarted call/1"));
+        assert_eq!(
+            row.1.as_deref(),
+            Some("6f1d3c2e-0d7a-4a55-9c1e-2b8f5a0e9d11")
+        );
+        assert_eq!(row.2.as_deref(), Some("+4930"));
+    }
+
+    /// An event caused by another inherits its correlation id.
+    #[pg_test]
+    fn causation_carries_correlation() {
+        let same = Spi::get_one::<bool>(
+            "WITH a AS (SELECT spine.emit('data.EntityCreated', '{}') AS id), \
+                  b AS (SELECT spine.emit('rules.RuleFired', '{}', causation_id => (SELECT id FROM a)) AS id) \
+             SELECT (SELECT correlation_id FROM spine.events WHERE id = (SELECT id FROM b)) \
+                  = (SELECT id FROM a)",
+        )
+        .unwrap();
+        assert_eq!(same, Some(true));
+    }
+
+    /// A command-shaped type is refused with a message that says why.
+    #[pg_test(
+        error = "invalid value for type: \"data.CreateEntity\" name \"CreateEntity\" must be in the past tense (it is a fact, not a command): \"Entity\" is not, e.g. OrderPlaced, MessageSent"
+    )]
+    fn command_shaped_type_is_refused() {
+        Spi::run("SELECT spine.emit('data.CreateEntity', '{}')").unwrap();
+    }
+
+    /// Emitting registers the transaction once, however many events it writes.
+    #[pg_test]
+    fn one_commit_row_per_transaction() {
+        Spi::run("SELECT spine.emit('data.EntityCreated', '{}') FROM generate_series(1, 5)")
+            .unwrap();
+        Spi::run("SELECT spine.emit('data.EntityUpdated', '{}')").unwrap();
+        let n = Spi::get_one::<i64>(
+            "SELECT count(*) FROM spine.event_commits WHERE txid = pg_current_xact_id()",
+        )
+        .unwrap();
+        assert_eq!(n, Some(1));
+    }
+}
