@@ -153,6 +153,14 @@ $$;
 COMMENT ON FUNCTION spine.ensure_sink(text, text, boolean) IS
     'Creates a sink if missing and returns it; from_start=false starts at the current head.';
 
+CREATE FUNCTION spine.drop_sink(sink_name text) RETURNS boolean
+    LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog AS $$
+    WITH gone AS (DELETE FROM spine.sinks WHERE name = sink_name RETURNING 1)
+    SELECT count(*) > 0 FROM gone
+$$;
+COMMENT ON FUNCTION spine.drop_sink(text) IS
+    'Removes a sink and its cursor (it no longer holds back retention); true if it existed.';
+
 -- Moves a sink's cursor forward after its consumer delivered up to (commit_seq, seq).
 -- Never moves it backwards: a stale relay that lost its lock cannot rewind progress.
 CREATE FUNCTION spine.advance_sink(sink_name text, to_commit_seq bigint, to_seq bigint, delivered_count bigint)
@@ -205,13 +213,16 @@ COMMENT ON VIEW spine.sink_status IS
     'Per sink: cursor, delivered count, backlog (undelivered events), lag in seconds (age of the oldest undelivered commit), last error.';
 
 -- Retention: events every sink has delivered and that are older than keep are deleted.
-CREATE FUNCTION spine.purge_events(keep interval DEFAULT '7 days') RETURNS bigint
+-- keep defaults to the setting spine.event_retention (default 7 days).
+CREATE FUNCTION spine.purge_events(keep interval DEFAULT NULL) RETURNS bigint
     LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $$
 DECLARE
     horizon bigint;
     purged bigint;
 BEGIN
-    IF keep IS NULL OR keep < interval '0' THEN
+    keep := coalesce(keep, nullif(current_setting('spine.event_retention', true), '')::interval,
+                     interval '7 days');
+    IF keep < interval '0' THEN
         RAISE EXCEPTION 'keep must be a non-negative interval' USING ERRCODE = 'invalid_parameter_value';
     END IF;
     -- Without sinks nothing has been delivered: keep everything.
@@ -231,7 +242,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION spine.purge_events(interval) IS
-    'Deletes events delivered to every sink and older than keep; run by pg_cron.';
+    'Deletes events delivered to every sink and older than keep (default: spine.event_retention); run by pg_cron.';
 
 -- Access. Users read their own events; only spine.emit() writes.
 ALTER TABLE spine.events ENABLE ROW LEVEL SECURITY;

@@ -16,6 +16,7 @@ GRANT EXECUTE ON FUNCTION spine.settings() TO authenticated, service_role;
 GRANT EXECUTE ON FUNCTION spine.emit(text, jsonb, text, uuid, uuid) TO authenticated, service_role;
 GRANT EXECUTE ON FUNCTION spine.events_after(bigint, bigint, integer) TO service_role;
 GRANT EXECUTE ON FUNCTION spine.ensure_sink(text, text, boolean) TO service_role;
+GRANT EXECUTE ON FUNCTION spine.drop_sink(text) TO service_role;
 GRANT EXECUTE ON FUNCTION spine.advance_sink(text, bigint, bigint, bigint) TO service_role;
 GRANT EXECUTE ON FUNCTION spine.record_sink_error(text, text) TO service_role;
 GRANT EXECUTE ON FUNCTION spine.purge_events(interval) TO service_role;

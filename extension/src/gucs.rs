@@ -11,7 +11,21 @@ use std::ffi::CString;
 pub static NOTIFY_CHANNEL: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(Some(c"spine_events"));
 
+/// `spine.event_retention`: how long delivered events stay in `spine.events` before
+/// `spine.purge_events()` (scheduled by pg_cron) deletes them. An interval, e.g. `3 days`.
+/// Set it for the database (`ALTER DATABASE … SET`) so the pg_cron job sees it.
+pub static EVENT_RETENTION: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(c"7 days"));
+
 pub fn init() {
+    GucRegistry::define_string_guc(
+        c"spine.event_retention",
+        c"How long delivered events are kept before spine.purge_events() deletes them.",
+        c"An interval such as '7 days'. Events not yet delivered to every sink are never purged.",
+        &EVENT_RETENTION,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
     GucRegistry::define_string_guc(
         c"spine.notify_channel",
         c"LISTEN/NOTIFY channel that wakes Spine's outbox consumers.",

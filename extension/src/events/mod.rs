@@ -151,10 +151,15 @@ mod tests {
              '{\"sub\":\"6f1d3c2e-0d7a-4a55-9c1e-2b8f5a0e9d11\"}', true)",
         )
         .unwrap();
-        let row = Spi::get_three::<String, String, String>(
-            "WITH e AS (SELECT spine.emit('communication.CallStarted', '{\"from\":\"+4930\"}', 'call/1') AS id) \
-             SELECT type || ' ' || subject, owner_id::text, data->>'from' \
-             FROM spine.events JOIN e USING (id)",
+        // Separate statements: a statement does not see rows its own functions insert.
+        let id = Spi::get_one::<pgrx::Uuid>(
+            "SELECT spine.emit('communication.CallStarted', '{\"from\":\"+4930\"}', 'call/1')",
+        )
+        .unwrap()
+        .unwrap();
+        let row = Spi::get_three_with_args::<String, String, String>(
+            "SELECT type || ' ' || subject, owner_id::text, data->>'from' FROM spine.events WHERE id = $1",
+            &[id.into()],
         )
         .unwrap();
         assert_eq!(row.0.as_deref(), Some("communication.CallStarted call/1"));
@@ -168,11 +173,18 @@ mod tests {
     /// An event caused by another inherits its correlation id.
     #[pg_test]
     fn causation_carries_correlation() {
-        let same = Spi::get_one::<bool>(
-            "WITH a AS (SELECT spine.emit('data.EntityCreated', '{}') AS id), \
-                  b AS (SELECT spine.emit('rules.RuleFired', '{}', causation_id => (SELECT id FROM a)) AS id) \
-             SELECT (SELECT correlation_id FROM spine.events WHERE id = (SELECT id FROM b)) \
-                  = (SELECT id FROM a)",
+        let first = Spi::get_one::<pgrx::Uuid>("SELECT spine.emit('data.EntityCreated', '{}')")
+            .unwrap()
+            .unwrap();
+        let second = Spi::get_one_with_args::<pgrx::Uuid>(
+            "SELECT spine.emit('rules.RuleFired', '{}', causation_id => $1)",
+            &[first.into()],
+        )
+        .unwrap()
+        .unwrap();
+        let same = Spi::get_one_with_args::<bool>(
+            "SELECT correlation_id = $2 AND causation_id = $2 FROM spine.events WHERE id = $1",
+            &[second.into(), first.into()],
         )
         .unwrap();
         assert_eq!(same, Some(true));
@@ -197,5 +209,27 @@ mod tests {
         )
         .unwrap();
         assert_eq!(n, Some(1));
+    }
+
+    /// purge_events deletes what every sink has passed and keeps the rest. The
+    /// deferred commit stamp is fired early with SET CONSTRAINTS, as a commit would.
+    #[pg_test]
+    fn purge_deletes_only_delivered_events() {
+        Spi::run("SELECT spine.emit('data.EntityCreated', '{}', 'old')").unwrap();
+        Spi::run("SET CONSTRAINTS ALL IMMEDIATE").unwrap();
+        // The whole test is one transaction, so now() predates the commit stamp.
+        Spi::run("UPDATE spine.event_commits SET committed_at = now() - interval '1 hour'")
+            .unwrap();
+        Spi::run("SELECT spine.ensure_sink('relay', 'nats')").unwrap();
+        let purged = Spi::get_one::<i64>("SELECT spine.purge_events('0 seconds')").unwrap();
+        assert_eq!(purged, Some(0), "the sink has not delivered anything yet");
+        Spi::run(
+            "SELECT spine.advance_sink('relay', commit_seq + 1, 0, 1) FROM spine.event_commits",
+        )
+        .unwrap();
+        let purged = Spi::get_one::<i64>("SELECT spine.purge_events('0 seconds')").unwrap();
+        assert_eq!(purged, Some(1));
+        let left = Spi::get_one::<i64>("SELECT count(*) FROM spine.events").unwrap();
+        assert_eq!(left, Some(0));
     }
 }
