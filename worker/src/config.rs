@@ -1,7 +1,9 @@
-//! Worker configuration from environment variables, with defaults that match the
-//! dev stack (`cargo xtask up`).
+//! Worker configuration from environment variables, parsed once, with defaults that
+//! match the dev stack (`cargo xtask up`).
 
 use anyhow::Context;
+use std::net::SocketAddr;
+use std::time::Duration;
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -11,6 +13,28 @@ pub struct Config {
     pub nats_url: String,
     /// `MEILI_URL`: Meilisearch; `None` turns search sync off.
     pub meili_url: Option<String>,
+    /// `SPINE_HTTP_ADDR`: where `/healthz` and `/metrics` are served.
+    pub http_addr: SocketAddr,
+    pub relay: RelayConfig,
+}
+
+#[derive(Debug, Clone)]
+pub struct RelayConfig {
+    /// `SPINE_RELAY_SINK`: the sink (cursor) this relay advances; one relay holds it.
+    pub sink: String,
+    /// `SPINE_RELAY_STREAM`: JetStream stream receiving `spine.>`.
+    pub stream: String,
+    /// `SPINE_RELAY_BATCH`: events read and published per round (the ack window).
+    pub batch: i32,
+    /// `SPINE_RELAY_POLL_MS`: poll interval when no notification arrives.
+    pub poll: Duration,
+    /// `SPINE_RELAY_DEDUP_WINDOW_SECS`: JetStream duplicate window; must exceed the
+    /// longest time between a publish and its cursor commit (crash + restart).
+    pub duplicate_window: Duration,
+    /// `SPINE_RELAY_LAG_THRESHOLD_SECS`: `/healthz` fails when lag exceeds it.
+    pub lag_threshold: Duration,
+    /// `SPINE_NOTIFY_CHANNEL`: must match the database's `spine.notify_channel`.
+    pub notify_channel: String,
 }
 
 impl Config {
@@ -20,14 +44,49 @@ impl Config {
 
     /// Reads settings through `lookup`, so tests need not touch the process environment.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> anyhow::Result<Self> {
-        let database_url = lookup("DATABASE_URL")
-            .unwrap_or_else(|| "postgres://postgres@127.0.0.1:54390/spine".into());
-        let nats_url = lookup("NATS_URL").unwrap_or_else(|| "nats://127.0.0.1:54391".into());
+        let get = |k: &str, default: &str| lookup(k).unwrap_or_else(|| default.to_string());
+        let num = |k: &str, default: u64| -> anyhow::Result<u64> {
+            match lookup(k) {
+                Some(v) => v
+                    .parse()
+                    .with_context(|| format!("{k}={v:?} is not a number")),
+                None => Ok(default),
+            }
+        };
+        let nats_url = get("NATS_URL", "nats://127.0.0.1:54391");
         nats_address(&nats_url).with_context(|| format!("NATS_URL={nats_url:?}"))?;
+        let http_addr = get("SPINE_HTTP_ADDR", "127.0.0.1:54394");
+        let sink = get("SPINE_RELAY_SINK", "nats");
+        anyhow::ensure!(
+            !sink.is_empty()
+                && sink.len() < 64
+                && sink.starts_with(|c: char| c.is_ascii_lowercase())
+                && sink
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'),
+            "SPINE_RELAY_SINK={sink:?}: lowercase letters, digits and _, starting with a letter"
+        );
+        let batch = num("SPINE_RELAY_BATCH", 1000)?;
+        anyhow::ensure!(
+            (1..=10_000).contains(&batch),
+            "SPINE_RELAY_BATCH must be 1..=10000"
+        );
         Ok(Self {
-            database_url,
+            database_url: get("DATABASE_URL", "postgres://postgres@127.0.0.1:54390/spine"),
             nats_url,
             meili_url: lookup("MEILI_URL").filter(|s| !s.is_empty()),
+            http_addr: http_addr
+                .parse()
+                .with_context(|| format!("SPINE_HTTP_ADDR={http_addr:?}"))?,
+            relay: RelayConfig {
+                sink,
+                stream: get("SPINE_RELAY_STREAM", "SPINE"),
+                batch: batch as i32,
+                poll: Duration::from_millis(num("SPINE_RELAY_POLL_MS", 1000)?),
+                duplicate_window: Duration::from_secs(num("SPINE_RELAY_DEDUP_WINDOW_SECS", 600)?),
+                lag_threshold: Duration::from_secs(num("SPINE_RELAY_LAG_THRESHOLD_SECS", 30)?),
+                notify_channel: get("SPINE_NOTIFY_CHANNEL", "spine_events"),
+            },
         })
     }
 }
@@ -66,5 +125,15 @@ mod tests {
     fn empty_meili_url_means_search_off() {
         let c = Config::from_lookup(|k| (k == "MEILI_URL").then(String::new)).unwrap();
         assert!(c.meili_url.is_none());
+    }
+
+    #[test]
+    fn bad_values_are_named_in_the_error() {
+        let err =
+            Config::from_lookup(|k| (k == "SPINE_RELAY_BATCH").then(|| "lots".into())).unwrap_err();
+        assert!(err.to_string().contains("SPINE_RELAY_BATCH"), "{err}");
+        let err =
+            Config::from_lookup(|k| (k == "SPINE_RELAY_SINK").then(|| "Bad".into())).unwrap_err();
+        assert!(err.to_string().contains("SPINE_RELAY_SINK"), "{err}");
     }
 }

@@ -2,30 +2,76 @@
 //!
 //! - [`config`]: settings from environment variables, parsed once.
 //! - [`db`]: connecting to Postgres.
+//! - [`relay`]: outbox → NATS JetStream, effectively once, in commit order.
+//! - [`listener`]: LISTEN wake-ups for the relay (it also polls).
+//! - [`envelope`]: the CloudEvents JSON an event travels as.
+//! - [`metrics`], [`http`]: `/metrics` (Prometheus) and `/healthz` (fails on lag).
 //! - [`check`]: `spine-worker check`, which verifies every dependency is reachable.
 //!
-//! The outbox relay to NATS JetStream, search sync, job runner and webhook
-//! delivery arrive with their issues; `run` is where their loops are started.
+//! Search sync, the job runner and webhook delivery arrive with their issues.
 
 pub mod check;
 pub mod config;
 pub mod db;
+pub mod envelope;
+pub mod http;
+pub mod listener;
+pub mod metrics;
+pub mod relay;
 
 use config::Config;
 use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{watch, Notify};
 
-/// Runs the worker until `shutdown` resolves.
+/// How long in-flight work may take to finish after a shutdown signal.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Runs every loop until `shutdown` resolves, then lets them finish their current
+/// batch (a broadcast, then a bounded drain).
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-    let (client, connection) = db::connect(&config.database_url).await?;
-    let conn_task = tokio::spawn(connection);
-    let version: String = client
-        .query_one("SELECT spine.version()", &[])
-        .await?
-        .get(0);
-    tracing::info!(%version, "connected to Postgres; no loops are enabled yet");
+    let config = Arc::new(config);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let relay_metrics = Arc::new(metrics::RelayMetrics::default());
+
+    let listener = tokio::net::TcpListener::bind(config.http_addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("binding SPINE_HTTP_ADDR={}: {e}", config.http_addr))?;
+    tracing::info!(addr = %listener.local_addr()?, "serving /healthz and /metrics");
+    let http = tokio::spawn(http::serve(
+        listener,
+        Arc::new(http::HttpState {
+            relay: relay_metrics.clone(),
+            sink: config.relay.sink.clone(),
+            lag_threshold: config.relay.lag_threshold,
+        }),
+        stop_rx.clone(),
+    ));
+
+    let wake = Arc::new(Notify::new());
+    let listen = tokio::spawn(listener::run(
+        config.database_url.clone(),
+        config.relay.notify_channel.clone(),
+        wake.clone(),
+        stop_rx.clone(),
+    ));
+    let relay = tokio::spawn(relay::run(config.clone(), relay_metrics, wake, stop_rx));
+    if config.meili_url.is_none() {
+        tracing::info!("search sync is off: MEILI_URL is not set");
+    }
+
     shutdown.await;
-    tracing::info!("shutting down");
-    drop(client);
-    conn_task.abort();
+    tracing::info!("shutting down: finishing in-flight batches");
+    let _ = stop_tx.send(true);
+    let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
+        let _ = relay.await;
+        let _ = listen.await;
+        let _ = http.await;
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!("drain timed out; exiting with work in flight (it will be redelivered)");
+    }
     Ok(())
 }

@@ -1,0 +1,261 @@
+//! The outbox relay: committed events → NATS JetStream, effectively once.
+//!
+//! - One relay per sink at a time: the session holds `pg_try_advisory_lock` on its
+//!   connection; other instances stand by and take over when that connection dies.
+//! - Reads `spine.events_after(cursor)` (commit order, never skips a late commit),
+//!   publishes the batch as a window of in-flight publishes, and advances the cursor
+//!   in the database only over the acknowledged prefix.
+//! - `Nats-Msg-Id` = event id, so a batch republished after a crash is dropped by
+//!   JetStream's duplicate window.
+//! - Every publish after the first of a batch carries `Nats-Expected-Last-Msg-Id` =
+//!   the previous event's id: if one message of the window is lost (NATS restarted
+//!   mid-batch), the later ones are refused instead of being stored out of order. The
+//!   first needs no expectation: its predecessor was acknowledged before the cursor
+//!   moved past it.
+
+use crate::config::{Config, RelayConfig};
+use crate::envelope::Event;
+use crate::metrics::RelayMetrics;
+use anyhow::Context as _;
+use async_nats::jetstream::{self, context::Context, message::PublishMessage, stream};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{watch, Notify};
+
+/// Advisory-lock class for relay sinks (the key is `hashtext(sink)`).
+const SINK_LOCK_CLASS: i32 = 1397770574;
+
+pub async fn run(
+    config: Arc<Config>,
+    metrics: Arc<RelayMetrics>,
+    wake: Arc<Notify>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut delay = Duration::from_millis(100);
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        match session(&config, &metrics, &wake, &mut shutdown).await {
+            Ok(()) => return,
+            Err(e) => {
+                metrics.errors.fetch_add(1, Ordering::Relaxed);
+                metrics.active.store(false, Ordering::Relaxed);
+                tracing::warn!(error = format!("{e:#}"), retry_in = ?delay, "relay session failed");
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = shutdown.changed() => return,
+        }
+        delay = (delay * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// One relay session: lock, connect, relay until shutdown (Ok) or an error.
+async fn session(
+    config: &Config,
+    metrics: &RelayMetrics,
+    wake: &Notify,
+    shutdown: &mut watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let rc = &config.relay;
+    let (db, connection) = crate::db::connect(&config.database_url).await?;
+    // The lock lives as long as this connection; dropping it hands the sink over.
+    let _conn = AbortOnDrop(tokio::spawn(connection));
+
+    loop {
+        let locked: bool = db
+            .query_one(
+                "SELECT pg_try_advisory_lock($1, hashtext($2))",
+                &[&SINK_LOCK_CLASS, &rc.sink],
+            )
+            .await?
+            .get(0);
+        if locked {
+            break;
+        }
+        metrics.active.store(false, Ordering::Relaxed);
+        tokio::select! {
+            _ = tokio::time::sleep(rc.poll) => {}
+            _ = shutdown.changed() => return Ok(()),
+        }
+    }
+    let row = db
+        .query_one(
+            "SELECT cursor_commit_seq, cursor_seq FROM spine.ensure_sink($1, 'nats')",
+            &[&rc.sink],
+        )
+        .await?;
+    let mut cursor: (i64, i64) = (row.get(0), row.get(1));
+    tracing::info!(sink = %rc.sink, ?cursor, "relay holds the sink");
+
+    let js = connect_jetstream(&config.nats_url, rc).await?;
+    ensure_stream(&js, rc).await?;
+    metrics.active.store(true, Ordering::Relaxed);
+
+    let read = db
+        .prepare("SELECT * FROM spine.events_after($1, $2, $3)")
+        .await?;
+    loop {
+        if *shutdown.borrow() {
+            return Ok(());
+        }
+        let rows = db.query(&read, &[&cursor.0, &cursor.1, &rc.batch]).await?;
+        if rows.is_empty() {
+            metrics.set_oldest_pending(None);
+            tokio::select! {
+                _ = wake.notified() => {}
+                _ = tokio::time::sleep(rc.poll) => {}
+                _ = shutdown.changed() => return Ok(()),
+            }
+            continue;
+        }
+        let events = rows
+            .iter()
+            .map(Event::from_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        metrics.set_oldest_pending(Some(events[0].committed_at));
+        let outcome = publish(&js, &events).await;
+        if outcome.acked > 0 {
+            let last = &events[outcome.acked - 1];
+            db.execute(
+                "SELECT spine.advance_sink($1, $2, $3, $4)",
+                &[
+                    &rc.sink,
+                    &last.commit_seq,
+                    &last.seq,
+                    &(outcome.acked as i64),
+                ],
+            )
+            .await?;
+            cursor = (last.commit_seq, last.seq);
+            metrics
+                .published
+                .fetch_add(outcome.acked as u64, Ordering::Relaxed);
+            metrics
+                .duplicates
+                .fetch_add(outcome.duplicates, Ordering::Relaxed);
+            metrics.batches.fetch_add(1, Ordering::Relaxed);
+        }
+        if let Some(error) = outcome.error {
+            let message = format!("{error:#}");
+            // Best effort: the error is also logged and counted by the caller.
+            let _ = db
+                .execute(
+                    "SELECT spine.record_sink_error($1, $2)",
+                    &[&rc.sink, &message],
+                )
+                .await;
+            return Err(error);
+        }
+    }
+}
+
+async fn connect_jetstream(url: &str, rc: &RelayConfig) -> anyhow::Result<Context> {
+    let client = async_nats::ConnectOptions::new()
+        .connection_timeout(Duration::from_secs(5))
+        .connect(url)
+        .await
+        .with_context(|| format!("connecting to NATS at {url}"))?;
+    Ok(jetstream::ContextBuilder::new()
+        .timeout(Duration::from_secs(5))
+        .max_ack_inflight(rc.batch as usize)
+        .build(client))
+}
+
+/// Creates the stream, or updates the settings the relay relies on.
+async fn ensure_stream(js: &Context, rc: &RelayConfig) -> anyhow::Result<()> {
+    let wanted = stream::Config {
+        name: rc.stream.clone(),
+        subjects: vec!["spine.>".into()],
+        duplicate_window: rc.duplicate_window,
+        storage: stream::StorageType::File,
+        ..Default::default()
+    };
+    let mut existing = js
+        .get_or_create_stream(wanted.clone())
+        .await
+        .with_context(|| format!("creating JetStream stream {}", rc.stream))?;
+    let info = existing.info().await?;
+    if info.config.subjects != wanted.subjects
+        || info.config.duplicate_window != wanted.duplicate_window
+    {
+        let mut updated = info.config.clone();
+        updated.subjects = wanted.subjects;
+        updated.duplicate_window = wanted.duplicate_window;
+        js.update_stream(updated)
+            .await
+            .with_context(|| format!("updating JetStream stream {}", rc.stream))?;
+    }
+    Ok(())
+}
+
+/// What happened to a published batch: how many leading events were acknowledged
+/// (the cursor may move over those), how many of them were duplicates, and the
+/// first error, after which nothing counts.
+struct Outcome {
+    acked: usize,
+    duplicates: u64,
+    error: Option<anyhow::Error>,
+}
+
+async fn publish(js: &Context, events: &[Event]) -> Outcome {
+    let mut outcome = Outcome {
+        acked: 0,
+        duplicates: 0,
+        error: None,
+    };
+    let mut pending = Vec::with_capacity(events.len());
+    for (i, event) in events.iter().enumerate() {
+        let payload = match serde_json::to_vec(&event.cloudevent()) {
+            Ok(p) => p,
+            Err(e) => {
+                outcome.error = Some(e.into());
+                break;
+            }
+        };
+        let mut message = PublishMessage::build()
+            .payload(payload.into())
+            .message_id(event.id.to_string())
+            .header("Content-Type", "application/cloudevents+json");
+        if i > 0 {
+            message = message.expected_last_message_id(events[i - 1].id.to_string());
+        }
+        match js.send_publish(event.nats_subject(), message).await {
+            Ok(ack) => pending.push(ack),
+            Err(e) => {
+                outcome.error = Some(anyhow::Error::new(e).context("publishing to JetStream"));
+                break;
+            }
+        }
+    }
+    for (event, ack) in events.iter().zip(pending) {
+        if outcome.error.is_some() {
+            break;
+        }
+        match ack.await {
+            Ok(ack) => {
+                outcome.acked += 1;
+                outcome.duplicates += u64::from(ack.duplicate);
+            }
+            Err(e) => {
+                outcome.error = Some(
+                    anyhow::Error::new(e)
+                        .context(format!("JetStream did not acknowledge event {}", event.id)),
+                )
+            }
+        }
+    }
+    outcome
+}
+
+/// Aborts a spawned task when dropped (the connection driver of a session).
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}

@@ -1,0 +1,275 @@
+//! Real processes for the worker's integration tests: a private nats-server per test
+//! (so a test may kill and restart it), spine-worker processes, and the dev stack's
+//! Postgres from `cargo xtask test`.
+
+#![allow(dead_code)] // each test binary uses a different subset
+
+use futures_util::StreamExt;
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use tokio_postgres::{Client, NoTls};
+
+pub fn database_url() -> String {
+    std::env::var("DATABASE_URL").expect("DATABASE_URL: run via `cargo xtask test`")
+}
+
+pub async fn db() -> Client {
+    let (client, conn) = tokio_postgres::connect(&database_url(), NoTls)
+        .await
+        .expect("connect to the stack's Postgres");
+    tokio::spawn(conn);
+    client
+}
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Polls `check` every 50 ms until it returns true or `timeout` passes.
+pub async fn wait_until<F, Fut>(what: &str, timeout: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("timed out after {timeout:?} waiting for {what}");
+}
+
+fn nats_binary() -> PathBuf {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin".into(), "/usr/local/sbin".into()])
+        .map(|d| d.join("nats-server"))
+        .find(|p| p.is_file())
+        .expect("nats-server not found: run `cargo xtask setup`")
+}
+
+/// A nats-server with JetStream that belongs to one test.
+pub struct Nats {
+    pub port: u16,
+    store: tempdir::TempDir,
+    child: Option<Child>,
+}
+
+impl Nats {
+    pub fn start() -> Self {
+        let mut nats = Nats {
+            port: free_port(),
+            store: tempdir::TempDir::new(),
+            child: None,
+        };
+        nats.spawn();
+        nats
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    fn spawn(&mut self) {
+        let child = Command::new(nats_binary())
+            .args([
+                "-js",
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-sd",
+            ])
+            .arg(self.store.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start nats-server");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "nats-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGKILL: no chance to flush or say goodbye.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn restart(&mut self) {
+        self.kill9();
+        self.spawn();
+    }
+
+    pub async fn jetstream(&self) -> async_nats::jetstream::Context {
+        let client = async_nats::connect(self.url())
+            .await
+            .expect("connect to nats");
+        async_nats::jetstream::new(client)
+    }
+
+    /// Every message in `stream`, in stream order, as (subject, Nats-Msg-Id, envelope);
+    /// empty while the relay has not created the stream yet.
+    pub async fn read_all(&self, stream: &str) -> Vec<(String, String, serde_json::Value)> {
+        use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy};
+        let js = self.jetstream().await;
+        let Ok(mut stream) = js.get_stream(stream).await else {
+            return Vec::new();
+        };
+        let total = stream.info().await.unwrap().state.messages as usize;
+        let consumer = stream
+            .create_consumer(pull::Config {
+                deliver_policy: DeliverPolicy::All,
+                ack_policy: AckPolicy::None,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let mut messages = consumer.messages().await.unwrap();
+        let mut out = Vec::with_capacity(total);
+        while out.len() < total {
+            let msg = tokio::time::timeout(Duration::from_secs(10), messages.next())
+                .await
+                .expect("stream delivered all its messages")
+                .expect("consumer open")
+                .expect("message");
+            let id = msg
+                .headers
+                .as_ref()
+                .and_then(|h| h.get("Nats-Msg-Id"))
+                .map(|v| v.to_string())
+                .unwrap_or_default();
+            let envelope = serde_json::from_slice(&msg.payload).expect("envelope is JSON");
+            out.push((msg.subject.to_string(), id, envelope));
+        }
+        out
+    }
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// A spine-worker process relaying `sink` into `nats`.
+pub struct Worker {
+    child: Child,
+    pub http_port: u16,
+}
+
+impl Worker {
+    pub fn start(sink: &str, nats_url: &str, extra_env: &[(&str, &str)]) -> Self {
+        let http_port = free_port();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_spine-worker"));
+        cmd.env("DATABASE_URL", database_url())
+            .env("NATS_URL", nats_url)
+            .env("SPINE_RELAY_SINK", sink)
+            .env("SPINE_HTTP_ADDR", format!("127.0.0.1:{http_port}"))
+            .env("SPINE_RELAY_POLL_MS", "200")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null());
+        for (k, v) in extra_env {
+            cmd.env(k, v);
+        }
+        Worker {
+            child: cmd.spawn().expect("start spine-worker"),
+            http_port,
+        }
+    }
+
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// A handle for HTTP probes of a worker by port (no process attached).
+    pub fn probe(http_port: u16) -> Probe {
+        Probe { http_port }
+    }
+
+    pub async fn get(&self, path: &str) -> Option<(u16, String)> {
+        Self::probe(self.http_port).get(path).await
+    }
+}
+
+pub struct Probe {
+    http_port: u16,
+}
+
+impl Probe {
+    /// Status code and body of GET `path` on the worker's HTTP port.
+    pub async fn get(&self, path: &str) -> Option<(u16, String)> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", self.http_port))
+            .await
+            .ok()?;
+        s.write_all(format!("GET {path} HTTP/1.1\r\nhost: x\r\n\r\n").as_bytes())
+            .await
+            .ok()?;
+        let mut buf = String::new();
+        s.read_to_string(&mut buf).await.ok()?;
+        let status = buf.split_whitespace().nth(1)?.parse().ok()?;
+        let body = buf.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+        Some((status, body))
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// A fresh sink at the head of the outbox, so only events emitted after it count.
+pub async fn fresh_sink(db: &Client) -> String {
+    let name = format!("t_{}", uuid::Uuid::new_v4().simple());
+    db.execute("SELECT spine.ensure_sink($1, 'nats', false)", &[&name])
+        .await
+        .unwrap();
+    name
+}
+
+pub async fn drop_sink(db: &Client, sink: &str) {
+    db.execute("SELECT spine.drop_sink($1)", &[&sink])
+        .await
+        .unwrap();
+}
+
+/// A directory removed on drop (no extra crate for it).
+pub mod tempdir {
+    use std::path::{Path, PathBuf};
+
+    pub struct TempDir(PathBuf);
+
+    impl TempDir {
+        pub fn new() -> Self {
+            let dir = std::env::temp_dir().join(format!("spine-test-{}", uuid::Uuid::new_v4()));
+            std::fs::create_dir_all(&dir).unwrap();
+            TempDir(dir)
+        }
+        pub fn path(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}

@@ -1,0 +1,190 @@
+//! The relay against real processes: the dev stack's Postgres, a private
+//! nats-server per test, and spine-worker processes that get killed.
+
+mod common;
+
+use common::{db, drop_sink, fresh_sink, wait_until, Nats, Worker};
+use std::time::Duration;
+use uuid::Uuid;
+
+/// Emits `n` events with subjects `{tag}{i}` in one transaction; returns their ids.
+async fn emit_tagged(db: &tokio_postgres::Client, tag: &str, n: i32) -> Vec<Uuid> {
+    db.query(
+        "SELECT spine.emit('test.ThingHappened', jsonb_build_object('i', i), $1 || i) \
+         FROM generate_series(1, $2) i",
+        &[&tag, &n],
+    )
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| r.get(0))
+    .collect()
+}
+
+/// Messages of this test (subject starts with the tag), in stream order.
+async fn mine(nats: &Nats, tag: &str) -> Vec<(String, String, serde_json::Value)> {
+    nats.read_all("SPINE")
+        .await
+        .into_iter()
+        .filter(|(_, _, ce)| ce["subject"].as_str().is_some_and(|s| s.starts_with(tag)))
+        .collect()
+}
+
+/// Committed events arrive on `spine.<type>` as CloudEvents JSON with Nats-Msg-Id =
+/// event id, in commit order, and the sink's cursor ends past them.
+#[tokio::test]
+async fn relays_cloudevents_in_commit_order() {
+    let db = db().await;
+    let sink = fresh_sink(&db).await;
+    let nats = Nats::start();
+    let tag = format!("order-{}/", Uuid::new_v4().simple());
+    let first = emit_tagged(&db, &tag, 3).await;
+    let worker = Worker::start(&sink, &nats.url(), &[]);
+    let cause = first[0];
+    let effect: Uuid = db
+        .query_one(
+            "SELECT spine.emit('rules.RuleFired', '{\"rule\":\"r\"}', $1, causation_id => $2)",
+            &[&format!("{tag}effect"), &cause],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    wait_until("4 messages", Duration::from_secs(20), || async {
+        mine(&nats, &tag).await.len() >= 4
+    })
+    .await;
+    let got = mine(&nats, &tag).await;
+    assert_eq!(got.len(), 4);
+    let ids: Vec<String> = got.iter().map(|(_, id, _)| id.clone()).collect();
+    let want: Vec<String> = first
+        .iter()
+        .chain([&effect])
+        .map(|u| u.to_string())
+        .collect();
+    assert_eq!(ids, want, "commit order, one message each");
+    let (subject, msg_id, ce) = &got[3];
+    assert_eq!(subject, "spine.rules.RuleFired");
+    assert_eq!(ce["id"].as_str(), Some(msg_id.as_str()));
+    assert_eq!(ce["specversion"], "1.0");
+    assert_eq!(ce["type"], "rules.RuleFired");
+    assert_eq!(ce["source"], "/spine");
+    assert_eq!(ce["subject"], format!("{tag}effect"));
+    assert_eq!(ce["causationid"], cause.to_string());
+    assert_eq!(ce["correlationid"], cause.to_string());
+    assert_eq!(ce["data"]["rule"], "r");
+    assert!(ce["time"].as_str().unwrap().ends_with('Z'));
+
+    let (status, metrics) = worker.get("/metrics").await.expect("metrics served");
+    assert_eq!(status, 200);
+    assert!(metrics.contains("spine_relay_active{sink=\""), "{metrics}");
+    let (status, _) = worker.get("/healthz").await.unwrap();
+    assert_eq!(status, 200);
+    drop(worker);
+    drop_sink(&db, &sink).await;
+}
+
+/// With NATS down the relay keeps the events, reports the error in sink_status and
+/// fails /healthz once lag passes the threshold; when NATS is back it delivers
+/// everything and is healthy again.
+#[tokio::test]
+async fn survives_nats_outage_and_reports_it() {
+    let db = db().await;
+    let sink = fresh_sink(&db).await;
+    let mut nats = Nats::start();
+    let worker = Worker::start(
+        &sink,
+        &nats.url(),
+        &[("SPINE_RELAY_LAG_THRESHOLD_SECS", "1")],
+    );
+    let tag = format!("outage-{}/", Uuid::new_v4().simple());
+    wait_until("relay active", Duration::from_secs(20), || async {
+        worker
+            .get("/metrics")
+            .await
+            .is_some_and(|(_, m)| m.contains(&format!("spine_relay_active{{sink=\"{sink}\"}} 1")))
+    })
+    .await;
+    nats.kill9();
+    let ids = emit_tagged(&db, &tag, 50).await;
+    wait_until("healthz 503", Duration::from_secs(30), || async {
+        worker.get("/healthz").await.is_some_and(|(s, _)| s == 503)
+    })
+    .await;
+    let last_error: Option<String> = db
+        .query_one(
+            "SELECT last_error FROM spine.sink_status WHERE name = $1",
+            &[&sink],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    // The relay may fail at connect (no error row: it cannot reach NATS to try) or
+    // mid-publish (error row); either way nothing was delivered.
+    let backlog: i64 = db
+        .query_one(
+            "SELECT backlog FROM spine.sink_status WHERE name = $1",
+            &[&sink],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(
+        backlog >= 50,
+        "backlog kept while NATS is down ({last_error:?})"
+    );
+
+    nats.restart();
+    wait_until("all 50 delivered", Duration::from_secs(30), || async {
+        mine(&nats, &tag).await.len() >= 50
+    })
+    .await;
+    let got: Vec<String> = mine(&nats, &tag).await.into_iter().map(|m| m.1).collect();
+    let want: Vec<String> = ids.iter().map(Uuid::to_string).collect();
+    assert_eq!(got, want);
+    wait_until("healthz 200 again", Duration::from_secs(15), || async {
+        worker.get("/healthz").await.is_some_and(|(s, _)| s == 200)
+    })
+    .await;
+    drop(worker);
+    drop_sink(&db, &sink).await;
+}
+
+/// Two workers on one sink: one relays, the other stands by; kill -9 the active
+/// one and the standby takes over; every event arrives exactly once.
+#[tokio::test]
+async fn standby_takes_over_after_kill() {
+    let db = db().await;
+    let sink = fresh_sink(&db).await;
+    let nats = Nats::start();
+    let tag = format!("takeover-{}/", Uuid::new_v4().simple());
+    let mut a = Worker::start(&sink, &nats.url(), &[]);
+    let active = |w: &Worker| {
+        let needle = format!("spine_relay_active{{sink=\"{sink}\"}} 1");
+        let port = w.http_port;
+        async move {
+            let probe = Worker::probe(port);
+            probe
+                .get("/metrics")
+                .await
+                .is_some_and(|(_, m)| m.contains(&needle))
+        }
+    };
+    wait_until("a active", Duration::from_secs(20), || active(&a)).await;
+    let b = Worker::start(&sink, &nats.url(), &[]);
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(!active(&b).await, "b must stand by while a holds the sink");
+
+    let mut ids = emit_tagged(&db, &tag, 100).await;
+    a.kill9();
+    ids.extend(emit_tagged(&db, &tag, 100).await);
+    wait_until("b active", Duration::from_secs(20), || active(&b)).await;
+    wait_until("200 delivered", Duration::from_secs(30), || async {
+        mine(&nats, &tag).await.len() >= 200
+    })
+    .await;
+    let got: Vec<String> = mine(&nats, &tag).await.into_iter().map(|m| m.1).collect();
+    let want: Vec<String> = ids.iter().map(Uuid::to_string).collect();
+    assert_eq!(got, want, "exactly once, in commit order");
+    drop(b);
+    drop_sink(&db, &sink).await;
+}
