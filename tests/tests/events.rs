@@ -193,6 +193,8 @@ async fn rollback_emits_nothing() {
 async fn savepoint_rollback_keeps_later_events_deliverable() {
     let mut db = connect().await;
     let tag = format!("sp-{}/", Uuid::new_v4().simple());
+    let sink = fresh_sink(&db).await;
+    let head = sink_status(&db, &sink).await;
     let t = db.transaction().await.unwrap();
     t.batch_execute("SAVEPOINT s").await.unwrap();
     t.execute(
@@ -209,7 +211,10 @@ async fn savepoint_rollback_keeps_later_events_deliverable() {
     .await
     .unwrap();
     t.commit().await.unwrap();
-    let got = read_after(&db, (0, 0), &tag).await;
+    let got = read_after(&db, (head.2, head.3), &tag).await;
+    db.execute("SELECT spine.drop_sink($1)", &[&sink])
+        .await
+        .unwrap();
     assert_eq!(got.len(), 1, "{got:?}");
     assert_eq!(got[0].2, format!("{tag}kept"));
 }

@@ -188,3 +188,65 @@ async fn standby_takes_over_after_kill() {
     drop(b);
     drop_sink(&db, &sink).await;
 }
+
+/// A relay that crashed after JetStream acknowledged a batch but before the cursor
+/// moved republishes that batch: JetStream drops every message as a duplicate (the
+/// dedup check precedes the expected-last-id check), nothing is stored twice, and
+/// the relay counts no error.
+#[tokio::test]
+async fn replay_after_lost_cursor_is_deduplicated() {
+    let db = db().await;
+    let sink = fresh_sink(&db).await;
+    let start: (i64, i64) = {
+        let r = db
+            .query_one(
+                "SELECT cursor_commit_seq, cursor_seq FROM spine.sinks WHERE name = $1",
+                &[&sink],
+            )
+            .await
+            .unwrap();
+        (r.get(0), r.get(1))
+    };
+    let nats = Nats::start();
+    let tag = format!("replay-{}/", Uuid::new_v4().simple());
+    let ids = emit_tagged(&db, &tag, 300).await;
+    let worker = Worker::start(&sink, &nats.url(), &[]);
+    wait_until("300 delivered", Duration::from_secs(20), || async {
+        mine(&nats, &tag).await.len() >= 300
+    })
+    .await;
+    drop(worker);
+    // Simulate the lost cursor write: move the cursor back to where it started.
+    db.execute(
+        "UPDATE spine.sinks SET cursor_commit_seq = $2, cursor_seq = $3 WHERE name = $1",
+        &[&sink, &start.0, &start.1],
+    )
+    .await
+    .unwrap();
+    let worker = Worker::start(&sink, &nats.url(), &[]);
+    let metric = |text: &str, name: &str| -> u64 {
+        text.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    wait_until(
+        "replayed as duplicates",
+        Duration::from_secs(20),
+        || async {
+            worker
+                .get("/metrics")
+                .await
+                .is_some_and(|(_, m)| metric(&m, "spine_relay_duplicates_total") >= 300)
+        },
+    )
+    .await;
+    let (_, m) = worker.get("/metrics").await.unwrap();
+    assert_eq!(metric(&m, "spine_relay_errors_total"), 0, "{m}");
+    let got: Vec<String> = mine(&nats, &tag).await.into_iter().map(|m| m.1).collect();
+    let want: Vec<String> = ids.iter().map(Uuid::to_string).collect();
+    assert_eq!(got, want, "still exactly once");
+    drop(worker);
+    drop_sink(&db, &sink).await;
+}

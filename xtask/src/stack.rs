@@ -134,6 +134,15 @@ pub fn env_vars(config: &Config) -> Result<Vec<(&'static str, String)>> {
     let mut vars = vec![
         ("DATABASE_URL", config.database_url()),
         ("NATS_URL", config.nats_url()),
+        // For tests that restart the cluster (crash recovery): where it lives.
+        (
+            "SPINE_PG_DATA",
+            postgres::data_dir(config).to_string_lossy().into_owned(),
+        ),
+        (
+            "SPINE_PG_BINDIR",
+            config.pg_bindir().to_string_lossy().into_owned(),
+        ),
     ];
     match meili::search(config) {
         Search::External(url) => vars.push(("MEILI_URL", url)),
