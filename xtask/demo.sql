@@ -1,26 +1,44 @@
 -- The main flow of Spine, as a psql user would type it. `cargo xtask demo` runs it.
 \pset footer off
+\set alice '6f1d3c2e-0d7a-4a55-9c1e-2b8f5a0e9d11'
+\set bob '0b7e2f4a-5c3d-4e1f-8a9b-7c6d5e4f3a21'
 
 \echo '1. The extension is installed by the migrations:'
 SELECT spine.version() AS spine_version,
        (SELECT extversion FROM pg_extension WHERE extname = 'pg_cron') AS pg_cron,
        (SELECT extversion FROM pg_extension WHERE extname = 'vector') AS pgvector;
 
-\echo '2. Requests act as a role with JWT claims, exactly as PostgREST sets them:'
+\echo '2. A request acts as a role with JWT claims, exactly as PostgREST sets them:'
 BEGIN;
 SET LOCAL ROLE authenticated;
 SELECT set_config('request.jwt.claims',
-       '{"sub":"6f1d3c2e-0d7a-4a55-9c1e-2b8f5a0e9d11","role":"authenticated","email":"alice@example.com"}',
-       true) IS NOT NULL AS claims_set;
-SELECT current_user AS acting_role, auth.uid() AS user_id, auth.role() AS jwt_role,
-       auth.jwt() ->> 'email' AS email;
+       '{"sub":"' || :'alice' || '","role":"authenticated","email":"alice@example.com"}', true)
+       IS NOT NULL AS claims_set;
+SELECT current_user AS acting_role, auth.uid() AS user_id, auth.jwt() ->> 'email' AS email;
+
+\echo '3. In the same transaction, Alice''s phone reports a call: events go into the outbox.'
+SELECT spine.emit('communication.CallStarted',
+                  '{"from":"+49 30 1234567","caller":"Partner"}', 'call/42') AS call_started;
+SELECT spine.emit('communication.CallAnswered', '{"after_seconds":4}', 'call/42') AS call_answered;
 COMMIT;
 
-\echo '3. Bad input is a clear error with a SQLSTATE (here 22023):'
+\echo '4. Row Level Security: Alice reads her events, Bob reads none of them.'
+BEGIN;
+SET LOCAL ROLE authenticated;
+SELECT set_config('request.jwt.claims', '{"sub":"' || :'alice' || '"}', true) IS NOT NULL AS as_alice;
+SELECT type, subject, data, owner_id = auth.uid() AS mine FROM spine.events
+ WHERE subject = 'call/42' ORDER BY seq;
+SELECT set_config('request.jwt.claims', '{"sub":"' || :'bob' || '"}', true) IS NOT NULL AS as_bob;
+SELECT count(*) AS events_bob_can_see FROM spine.events WHERE subject = 'call/42';
+COMMIT;
+
+\echo '5. What a consumer reads: committed events in commit order, after its cursor.'
+SELECT commit_seq, seq, type, subject, correlation_id = id AS starts_a_chain
+  FROM spine.events_after(0, 0, 1000) WHERE subject = 'call/42';
+
+\echo '6. Bad input is a clear error with a SQLSTATE (here 22023):'
 \set VERBOSITY verbose
-SET spine.notify_channel = '';
 \set ON_ERROR_STOP 0
-SELECT spine.settings();
+SELECT spine.emit('communication.StartCall', '{}');
 \set ON_ERROR_STOP 1
-RESET spine.notify_channel;
-SELECT spine.settings() AS settings;
+\set VERBOSITY default

@@ -2,7 +2,8 @@
 //! extensions `correlationid`, `causationid` and `ownerid` (DESIGN.md).
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use serde_json::{json, Map, Value};
+use serde::Serialize;
+use serde_json::Value;
 use uuid::Uuid;
 
 /// One committed event as read from `spine.events_after`.
@@ -46,37 +47,49 @@ impl Event {
     }
 
     /// The CloudEvents JSON envelope; absent optional attributes are omitted.
-    pub fn cloudevent(&self) -> Value {
-        let mut ce = Map::new();
-        ce.insert("specversion".into(), json!("1.0"));
-        ce.insert("id".into(), json!(self.id));
-        ce.insert("source".into(), json!(self.source));
-        ce.insert("type".into(), json!(self.event_type));
-        if let Some(subject) = &self.subject {
-            ce.insert("subject".into(), json!(subject));
-        }
-        ce.insert(
-            "time".into(),
-            json!(self
+    pub fn cloudevent_json(&self) -> serde_json::Result<Vec<u8>> {
+        serde_json::to_vec(&CloudEvent {
+            specversion: "1.0",
+            id: self.id,
+            source: &self.source,
+            event_type: &self.event_type,
+            subject: self.subject.as_deref(),
+            time: self
                 .occurred_at
-                .to_rfc3339_opts(SecondsFormat::Micros, true)),
-        );
-        ce.insert("datacontenttype".into(), json!("application/json"));
-        ce.insert("correlationid".into(), json!(self.correlation_id));
-        if let Some(cause) = self.causation_id {
-            ce.insert("causationid".into(), json!(cause));
-        }
-        if let Some(owner) = self.owner_id {
-            ce.insert("ownerid".into(), json!(owner));
-        }
-        ce.insert("data".into(), self.data.clone());
-        Value::Object(ce)
+                .to_rfc3339_opts(SecondsFormat::Micros, true),
+            datacontenttype: "application/json",
+            correlationid: self.correlation_id,
+            causationid: self.causation_id,
+            ownerid: self.owner_id,
+            data: &self.data,
+        })
     }
+}
+
+/// Serialized straight from borrowed fields: the relay writes one per event.
+#[derive(Serialize)]
+struct CloudEvent<'a> {
+    specversion: &'static str,
+    id: Uuid,
+    source: &'a str,
+    #[serde(rename = "type")]
+    event_type: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    subject: Option<&'a str>,
+    time: String,
+    datacontenttype: &'static str,
+    correlationid: Uuid,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    causationid: Option<Uuid>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ownerid: Option<Uuid>,
+    data: &'a Value,
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn sample() -> Event {
         Event {
@@ -99,7 +112,7 @@ mod tests {
 
     #[test]
     fn envelope_has_cloudevents_attributes_and_extensions() {
-        let ce = sample().cloudevent();
+        let ce: Value = serde_json::from_slice(&sample().cloudevent_json().unwrap()).unwrap();
         assert_eq!(ce["specversion"], "1.0");
         assert_eq!(ce["id"], "01a2128e-a16f-725a-9849-0b06cf0f690d");
         assert_eq!(ce["type"], "data.EntityCreated");

@@ -1,8 +1,9 @@
 //! `/healthz` and `/metrics` over a deliberately small HTTP/1.1 server: two GET
 //! routes do not justify a web framework in the worker's build.
 //!
-//! `/healthz` is 200 only when the relay's lag is under the threshold (or this
-//! instance is a standby), so a stuck relay is reported even though the process runs.
+//! `/healthz` is 200 only when the relay reached Postgres recently and, if this
+//! instance is the active relay, its lag is under the threshold: a stuck relay is
+//! reported even though the process runs.
 
 use crate::metrics::RelayMetrics;
 use std::sync::Arc;
@@ -80,19 +81,28 @@ fn route(method: &str, path: &str, state: &HttpState) -> (&'static str, &'static
     }
     match path {
         "/healthz" => {
+            let threshold = state.lag_threshold.as_secs_f64();
             let lag = state.relay.lag_seconds();
+            let since_ok = state.relay.seconds_since_ok();
             let active = state
                 .relay
                 .active
                 .load(std::sync::atomic::Ordering::Relaxed);
-            let healthy = !active || lag <= state.lag_threshold.as_secs_f64();
+            let status = if since_ok > threshold {
+                "database unreachable"
+            } else if active && lag > threshold {
+                "lagging"
+            } else {
+                "ok"
+            };
             let body = serde_json::json!({
-                "status": if healthy { "ok" } else { "lagging" },
+                "status": status,
                 "relay": { "sink": state.sink, "active": active, "lag_seconds": lag,
-                           "lag_threshold_seconds": state.lag_threshold.as_secs_f64() },
+                           "seconds_since_database_ok": since_ok,
+                           "lag_threshold_seconds": threshold },
             })
             .to_string();
-            if healthy {
+            if status == "ok" {
                 ("200 OK", JSON, body)
             } else {
                 ("503 Service Unavailable", JSON, body)
@@ -136,6 +146,20 @@ mod tests {
         assert!(body.contains("\"lagging\""));
         // A standby does not relay, so its lag is not its health.
         assert_eq!(route("GET", "/healthz", &state(99.0, false)).0, "200 OK");
+    }
+
+    #[test]
+    fn healthz_fails_when_the_database_is_out_of_reach() {
+        let s = state(0.0, false);
+        assert_eq!(route("GET", "/healthz", &s).0, "200 OK");
+        let s = HttpState {
+            lag_threshold: Duration::ZERO,
+            ..s
+        };
+        std::thread::sleep(Duration::from_millis(5));
+        let (status, _, body) = route("GET", "/healthz", &s);
+        assert_eq!(status, "503 Service Unavailable");
+        assert!(body.contains("database unreachable"), "{body}");
     }
 
     #[test]

@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 
 /// Relay state. Counters only grow; gauges are overwritten by the relay loop.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct RelayMetrics {
     pub published: AtomicU64,
     pub duplicates: AtomicU64,
@@ -15,11 +15,40 @@ pub struct RelayMetrics {
     /// 0 when caught up. Lag is measured from it at read time, so it keeps growing
     /// while the relay is stuck (NATS down), which is what /healthz must see.
     oldest_pending_micros: AtomicI64,
-    /// Whether this instance holds the sink's lock and relays (others stand by).
+    /// Whether this instance holds the sink's lock and relays (others stand by). It
+    /// stays true while the relay fails and retries: it is still the one that must relay.
     pub active: AtomicBool,
+    /// When the relay last completed a database round (µs since the epoch): a relay
+    /// that cannot reach Postgres has no lag to report, but it is not healthy either.
+    last_ok_micros: AtomicI64,
+}
+
+impl Default for RelayMetrics {
+    fn default() -> Self {
+        Self {
+            published: AtomicU64::new(0),
+            duplicates: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            batches: AtomicU64::new(0),
+            oldest_pending_micros: AtomicI64::new(0),
+            active: AtomicBool::new(false),
+            last_ok_micros: AtomicI64::new(Utc::now().timestamp_micros()),
+        }
+    }
 }
 
 impl RelayMetrics {
+    /// Records a successful round trip to the database.
+    pub fn mark_ok(&self) {
+        self.last_ok_micros
+            .store(Utc::now().timestamp_micros(), Ordering::Relaxed);
+    }
+
+    pub fn seconds_since_ok(&self) -> f64 {
+        let then = self.last_ok_micros.load(Ordering::Relaxed);
+        ((Utc::now().timestamp_micros() - then).max(0) as f64) / 1e6
+    }
+
     pub fn set_oldest_pending(&self, committed_at: Option<DateTime<Utc>>) {
         let micros = committed_at.map_or(0, |t| t.timestamp_micros().max(1));
         self.oldest_pending_micros.store(micros, Ordering::Relaxed);
@@ -53,13 +82,17 @@ impl RelayMetrics {
              spine_relay_lag_seconds{l} {}\n\
              # HELP spine_relay_active 1 when this instance holds the sink and relays.\n\
              # TYPE spine_relay_active gauge\n\
-             spine_relay_active{l} {}\n",
+             spine_relay_active{l} {}\n\
+             # HELP spine_relay_last_ok_age_seconds Seconds since the relay last completed a database round.\n\
+             # TYPE spine_relay_last_ok_age_seconds gauge\n\
+             spine_relay_last_ok_age_seconds{l} {:.3}\n",
             get(&self.published),
             get(&self.duplicates),
             get(&self.errors),
             get(&self.batches),
             self.lag_seconds(),
             u8::from(self.active.load(Ordering::Relaxed)),
+            self.seconds_since_ok(),
         )
     }
 }

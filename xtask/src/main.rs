@@ -9,7 +9,9 @@
 //! - [`migrate`]: applies `migrations/` and `seed.sql` the way the Supabase CLI does.
 //! - [`demo`]: setup + up, then the main flow, printed for a person to read.
 //! - [`suite`]: the full test suite that `.ci/run` calls.
+//! - [`bench`]: benchmarks (`cargo xtask bench relay`).
 
+mod bench;
 mod config;
 mod daemon;
 mod demo;
@@ -39,6 +41,7 @@ commands:
   psql [args…]   open psql on the stack's database
   demo           setup + up, then run the main flow and show what happened
   test           the full test suite: fmt, clippy, pgrx tests, integration tests
+  bench <name>   a benchmark against the stack, optimized builds (names: relay)
 
 configuration (environment variables, defaults in parentheses):
   SPINE_DEV_DIR (target/spine-dev)  SPINE_PG_PORT (54390)  SPINE_NATS_PORT (54391)
@@ -67,6 +70,7 @@ fn run() -> Result<()> {
         "psql" => stack::psql(&config, &rest),
         "demo" => demo::run(&config),
         "test" => suite::run(&config),
+        "bench" => bench::run(&config, &rest),
         "" | "help" | "-h" | "--help" => {
             print!("{USAGE}");
             Ok(())

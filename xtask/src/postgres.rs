@@ -8,16 +8,40 @@ use std::fs;
 use std::path::PathBuf;
 use std::process::Command;
 
+/// Where the `postgres` user keeps the stack's cluster (and pgrx's test clusters):
+/// `<dev dir>/pg` when that user can reach the dev directory, otherwise (a checkout
+/// under a private home, say) a directory of its own under its home, one per
+/// checkout. `SPINE_PG_ROOT` overrides both.
+pub fn pg_root(config: &Config) -> PathBuf {
+    if let Some(root) = std::env::var_os("SPINE_PG_ROOT") {
+        return PathBuf::from(root);
+    }
+    let _ = fs::create_dir_all(&config.dev_dir);
+    let reachable = crate::proc::succeeds(as_postgres("test").arg("-x").arg(&config.dev_dir));
+    if reachable {
+        config.dev_dir.join("pg")
+    } else {
+        let tag = config
+            .dev_dir
+            .to_string_lossy()
+            .bytes()
+            .fold(0xcbf29ce484222325u64, |h, b| {
+                (h ^ u64::from(b)).wrapping_mul(0x100000001b3)
+            });
+        PathBuf::from(format!("/var/lib/postgresql/spine-dev/{tag:016x}"))
+    }
+}
+
 pub fn data_dir(config: &Config) -> PathBuf {
-    config.dev_dir.join("pg/data")
+    pg_root(config).join("data")
 }
 
 fn socket_dir(config: &Config) -> PathBuf {
-    config.dev_dir.join("pg/run")
+    pg_root(config).join("run")
 }
 
 fn log_file(config: &Config) -> PathBuf {
-    config.dev_dir.join("pg/postgres.log")
+    pg_root(config).join("postgres.log")
 }
 
 /// Settings appended to postgresql.conf; pg_cron must be preloaded and told which
@@ -54,9 +78,13 @@ pub fn up(config: &Config) -> Result<()> {
     let data = data_dir(config);
     if !data.join("PG_VERSION").exists() {
         let _s = step(format!("initdb {}", data.display()));
-        let pg_root = config.dev_dir.join("pg");
-        fs::create_dir_all(&data)?;
-        fs::create_dir_all(socket_dir(config))?;
+        let pg_root = pg_root(config);
+        exec(
+            as_root("mkdir")
+                .arg("-p")
+                .arg(&data)
+                .arg(socket_dir(config)),
+        )?;
         exec(
             as_root("chown")
                 .arg("-R")

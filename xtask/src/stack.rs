@@ -10,8 +10,14 @@ use std::process::Command;
 /// Builds and installs the extension into the system PostgreSQL 15, then starts
 /// every component and brings the database up to date. Safe to run repeatedly.
 pub fn up(config: &Config) -> Result<()> {
+    install_extension(config, Profile::Debug)?;
+    start(config)
+}
+
+/// Starts every component and applies migrations, using whatever extension build
+/// is installed.
+pub fn start(config: &Config) -> Result<()> {
     std::fs::create_dir_all(&config.dev_dir)?;
-    install_extension(config)?;
     postgres::up(config)?;
     migrate::run(config)?;
     nats::up(config)?;
@@ -20,13 +26,26 @@ pub fn up(config: &Config) -> Result<()> {
     status(config)
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Profile {
+    /// Fast to build; what tests and the demo use.
+    Debug,
+    /// Optimized; what benchmarks use.
+    Release,
+}
+
 /// `cargo pgrx install` is incremental: warm, it only copies the files again.
-pub fn install_extension(config: &Config) -> Result<()> {
-    let _s = step("cargo pgrx install (extension spine into PostgreSQL 15)");
+pub fn install_extension(config: &Config, profile: Profile) -> Result<()> {
+    let _s = step(format!(
+        "cargo pgrx install ({profile:?} build of extension spine into PostgreSQL 15)"
+    ));
     let mut cmd = Command::new("cargo");
     cmd.args(["pgrx", "install", "--pg-config"])
         .arg(&config.pg_config)
         .current_dir(config.root.join("extension"));
+    if profile == Profile::Release {
+        cmd.arg("--release");
+    }
     if !is_root() {
         cmd.arg("--sudo");
     }
@@ -54,19 +73,27 @@ pub fn down(config: &Config, clean: bool) -> Result<()> {
             leftovers.join("; ")
         );
     }
-    if clean && config.dev_dir.exists() {
+    if clean {
         // The cluster's files belong to postgres; remove as root.
-        exec(as_root("rm").arg("-rf").arg(&config.dev_dir))
-            .with_context(|| format!("removing {}", config.dev_dir.display()))?;
-        println!("==> removed {}", config.dev_dir.display());
+        for dir in [postgres::pg_root(config), config.dev_dir.clone()] {
+            if dir.exists() {
+                exec(as_root("rm").arg("-rf").arg(&dir))
+                    .with_context(|| format!("removing {}", dir.display()))?;
+                println!("==> removed {}", dir.display());
+            }
+        }
     }
     Ok(())
 }
 
-/// Processes whose command line names the dev directory (postmaster, nats-server,
-/// meilisearch all get their data paths as arguments), as "pid cmdline".
+/// Processes whose command line names the dev directory or the cluster's directory
+/// (postmaster, nats-server, meilisearch all get their data paths as arguments), as
+/// "pid cmdline".
 pub fn leftover_processes(config: &Config) -> Vec<String> {
-    let needle = config.dev_dir.to_string_lossy().into_owned();
+    let needles = [
+        config.dev_dir.to_string_lossy().into_owned(),
+        postgres::pg_root(config).to_string_lossy().into_owned(),
+    ];
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
@@ -77,8 +104,9 @@ pub fn leftover_processes(config: &Config) -> Vec<String> {
         .filter_map(|pid| {
             let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
             let cmdline = String::from_utf8_lossy(&raw).replace('\0', " ");
-            cmdline
-                .contains(&needle)
+            needles
+                .iter()
+                .any(|n| cmdline.contains(n.as_str()))
                 .then(|| format!("{pid} {}", cmdline.trim()))
         })
         .collect()

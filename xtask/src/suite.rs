@@ -42,11 +42,11 @@ pub fn run(config: &Config) -> Result<()> {
         let _s = step("cargo pgrx test pg15");
         // pgrx creates one cluster per run under here, as postgres: start empty
         // (earlier runs' clusters are dead weight) and owned by postgres.
-        let pgdata = config.dev_dir.join("pgrx-test-data");
+        let pgdata = crate::postgres::pg_root(config).with_file_name("pgrx-test-data");
         if pgdata.exists() {
             exec(as_root("rm").arg("-rf").arg(&pgdata))?;
         }
-        std::fs::create_dir_all(&pgdata)?;
+        exec(as_root("mkdir").arg("-p").arg(&pgdata))?;
         exec(as_root("chown").arg("postgres:postgres").arg(&pgdata))?;
         counts += exec_tests(
             Command::new("cargo")

@@ -1,0 +1,29 @@
+//! `spine-bench <name>`: benchmarks against the running dev stack
+//! (`cargo xtask bench <name>` starts it and passes its environment).
+//!
+//! - [`relay`]: outbox → JetStream drain rate and commit→delivery latency, next to
+//!   the raw JetStream publish rate on the same server.
+
+mod relay;
+mod stats;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let name = std::env::args().nth(1).unwrap_or_default();
+    let env = |k: &str| std::env::var(k).map_err(|_| anyhow::anyhow!("{k} is not set"));
+    match name.as_str() {
+        "relay" => {
+            relay::run(relay::Settings {
+                database_url: env("DATABASE_URL")?,
+                nats_url: env("NATS_URL")?,
+                worker_bin: env("SPINE_WORKER_BIN")?,
+                events: env("SPINE_BENCH_EVENTS")
+                    .ok()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(100_000),
+            })
+            .await
+        }
+        other => anyhow::bail!("unknown benchmark `{other}` (available: relay)"),
+    }
+}

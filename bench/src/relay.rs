@@ -1,0 +1,249 @@
+//! `relay`: how close the outbox relay gets to JetStream's own limit.
+//!
+//! 1. raw: windowed JetStream publishes (1,000 in flight, Nats-Msg-Id set) of the
+//!    same envelopes, same client crate, same server, no Postgres: the ceiling;
+//! 2. drain: a backlog of N committed events, then a fresh relay (release build) is
+//!    started and timed until its sink has no backlog: commit→JetStream-ack rate;
+//! 3. latency: 1,000 events/s for 10 s, each its own transaction; time from COMMIT
+//!    returning to the event reaching a NATS subscriber (stored and acknowledged).
+
+use crate::stats::{per_second, quantile};
+use async_nats::jetstream::{self, message::PublishMessage, stream};
+use futures_util::StreamExt;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio_postgres::{Client, NoTls};
+use uuid::Uuid;
+
+pub struct Settings {
+    pub database_url: String,
+    pub nats_url: String,
+    pub worker_bin: String,
+    pub events: usize,
+}
+
+const WINDOW: usize = 1000;
+
+pub async fn run(s: Settings) -> anyhow::Result<()> {
+    let n = s.events;
+    println!(
+        "relay benchmark: {n} events; NATS {}; Postgres {}\n",
+        s.nats_url, s.database_url
+    );
+    let raw = raw_publish_rate(&s.nats_url, n).await?;
+    println!(
+        "raw JetStream windowed publish  {raw:>10.0} msgs/s  (window {WINDOW}, Nats-Msg-Id set)"
+    );
+    let (emit, drain) = drain_rate(&s, n).await?;
+    println!("spine.emit, 1000 per transaction {emit:>10.0} events/s  (building the backlog)");
+    println!(
+        "spine relay drain (commit→ack)  {drain:>10.0} events/s  ({:.0}% of raw; target ≥ 80%)",
+        100.0 * drain / raw
+    );
+    let (p50, p99, count) = steady_latency(&s, 1000, Duration::from_secs(10)).await?;
+    println!(
+        "commit→delivery at 1000 ev/s     p50 {:.2} ms  p99 {:.2} ms  ({count} events; target p99 < 20 ms)",
+        p50.as_secs_f64() * 1e3,
+        p99.as_secs_f64() * 1e3
+    );
+    Ok(())
+}
+
+async fn db(url: &str) -> anyhow::Result<Client> {
+    let (client, conn) = tokio_postgres::connect(url, NoTls).await?;
+    tokio::spawn(conn);
+    Ok(client)
+}
+
+/// A typical envelope: the JSON the relay would publish for a small entity event.
+fn sample_envelope(id: Uuid) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({
+        "specversion": "1.0", "id": id, "source": "/spine", "type": "bench.EntityCreated",
+        "subject": "entity/1", "time": "2026-11-25T12:00:00.000000Z",
+        "datacontenttype": "application/json", "correlationid": id,
+        "data": {"i": 1, "name": "x".repeat(100)}
+    }))
+    .expect("static JSON")
+}
+
+async fn raw_publish_rate(nats_url: &str, n: usize) -> anyhow::Result<f64> {
+    let js = jetstream::new(async_nats::connect(nats_url).await?);
+    let name = format!("BENCHRAW{}", Uuid::new_v4().simple());
+    js.create_stream(stream::Config {
+        name: name.clone(),
+        subjects: vec![format!("{name}.>")],
+        duplicate_window: Duration::from_secs(120),
+        storage: stream::StorageType::File,
+        ..Default::default()
+    })
+    .await?;
+    let started = Instant::now();
+    let mut sent = 0;
+    while sent < n {
+        let mut acks = Vec::with_capacity(WINDOW);
+        for _ in 0..WINDOW.min(n - sent) {
+            let id = Uuid::now_v7();
+            let msg = PublishMessage::build()
+                .payload(sample_envelope(id).into())
+                .message_id(id.to_string());
+            acks.push(
+                js.send_publish(format!("{name}.bench.EntityCreated"), msg)
+                    .await?,
+            );
+            sent += 1;
+        }
+        for ack in acks {
+            ack.await?;
+        }
+    }
+    let rate = per_second(n, started.elapsed());
+    js.delete_stream(&name).await?;
+    Ok(rate)
+}
+
+/// Returns (emit rate while building the backlog, relay drain rate).
+async fn drain_rate(s: &Settings, n: usize) -> anyhow::Result<(f64, f64)> {
+    let db = db(&s.database_url).await?;
+    let sink = format!("bench_{}", Uuid::new_v4().simple());
+    db.execute("SELECT spine.ensure_sink($1, 'nats', false)", &[&sink])
+        .await?;
+    // The backlog, committed before any relay runs, in transactions of 1,000.
+    let per_txn = 1000i32;
+    let mut left = n as i32;
+    let emitting = Instant::now();
+    while left > 0 {
+        let k = left.min(per_txn);
+        db.execute(
+            "SELECT spine.emit('bench.EntityCreated', jsonb_build_object('i', i, 'name', repeat('x', 100)), 'entity/' || i) \
+             FROM generate_series(1, $1) i",
+            &[&k],
+        )
+        .await?;
+        left -= k;
+    }
+    let emit_rate = per_second(n, emitting.elapsed());
+    let http = format!("127.0.0.1:{}", free_port()?);
+    let started = Instant::now();
+    let mut worker = std::process::Command::new(&s.worker_bin)
+        .env("DATABASE_URL", &s.database_url)
+        .env("NATS_URL", &s.nats_url)
+        .env("SPINE_RELAY_SINK", &sink)
+        .env("SPINE_HTTP_ADDR", &http)
+        .env("RUST_LOG", "warn")
+        .spawn()?;
+    let elapsed = loop {
+        let backlog: i64 = db
+            .query_one(
+                "SELECT backlog FROM spine.sink_status WHERE name = $1",
+                &[&sink],
+            )
+            .await?
+            .get(0);
+        if backlog == 0 {
+            break started.elapsed();
+        }
+        if started.elapsed() > Duration::from_secs(600) {
+            anyhow::bail!("relay did not drain {n} events in 10 minutes");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    worker.kill()?;
+    worker.wait()?;
+    db.execute("SELECT spine.drop_sink($1)", &[&sink]).await?;
+    Ok((emit_rate, per_second(n, elapsed)))
+}
+
+/// Emits `rate` events per second for `duration`, spread over a few connections
+/// (one commit is about one fsync), and measures COMMIT→delivered for each.
+async fn steady_latency(
+    s: &Settings,
+    rate: u32,
+    duration: Duration,
+) -> anyhow::Result<(Duration, Duration, usize)> {
+    let sink = format!("bench_{}", Uuid::new_v4().simple());
+    let admin = db(&s.database_url).await?;
+    admin
+        .execute("SELECT spine.ensure_sink($1, 'nats', false)", &[&sink])
+        .await?;
+    let nats = async_nats::connect(&s.nats_url).await?;
+    let mut sub = nats.subscribe("spine.bench.PingSent").await?;
+    let received: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+    let rx = received.clone();
+    let collector = tokio::spawn(async move {
+        while let Some(msg) = sub.next().await {
+            let at = Instant::now();
+            if let Some(id) = msg.headers.as_ref().and_then(|h| h.get("Nats-Msg-Id")) {
+                rx.lock().unwrap().insert(id.to_string(), at);
+            }
+        }
+    });
+    let mut worker = std::process::Command::new(&s.worker_bin)
+        .env("DATABASE_URL", &s.database_url)
+        .env("NATS_URL", &s.nats_url)
+        .env("SPINE_RELAY_SINK", &sink)
+        .env("SPINE_HTTP_ADDR", format!("127.0.0.1:{}", free_port()?))
+        .env("RUST_LOG", "warn")
+        .spawn()?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    const CONNECTIONS: usize = 8;
+    let committed: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+    let total = (rate as u64 * duration.as_secs()) as usize;
+    let interval = Duration::from_secs(1) / rate;
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for c in 0..CONNECTIONS {
+        let (url, committed) = (s.database_url.clone(), committed.clone());
+        tasks.push(tokio::spawn(async move {
+            let db = db(&url).await?;
+            let stmt = db
+                .prepare("SELECT spine.emit('bench.PingSent', '{}')")
+                .await?;
+            for k in (c..total).step_by(CONNECTIONS) {
+                tokio::time::sleep_until((start + interval * k as u32).into()).await;
+                let id: Uuid = db.query_one(&stmt, &[]).await?.get(0);
+                committed
+                    .lock()
+                    .unwrap()
+                    .insert(id.to_string(), Instant::now());
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    worker.kill()?;
+    worker.wait()?;
+    collector.abort();
+    admin
+        .execute("SELECT spine.drop_sink($1)", &[&sink])
+        .await?;
+
+    let committed = committed.lock().unwrap();
+    let received = received.lock().unwrap();
+    let mut latencies: Vec<Duration> = committed
+        .iter()
+        .filter_map(|(id, at)| received.get(id).map(|r| r.saturating_duration_since(*at)))
+        .collect();
+    anyhow::ensure!(
+        latencies.len() == committed.len(),
+        "{} of {} events were not delivered",
+        committed.len() - latencies.len(),
+        committed.len()
+    );
+    let count = latencies.len();
+    Ok((
+        quantile(&mut latencies, 0.5),
+        quantile(&mut latencies, 0.99),
+        count,
+    ))
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
