@@ -198,19 +198,22 @@ SELECT s.name,
           FROM spine.event_commits c JOIN spine.events e ON e.txid = c.txid
          WHERE c.commit_seq >= s.cursor_commit_seq
            AND (c.commit_seq, e.seq) > (s.cursor_commit_seq, s.cursor_seq)) AS backlog,
+       -- The oldest undelivered event's commit time: the same index walk as
+       -- events_after, so it costs one row however long the backlog.
        coalesce(extract(epoch FROM now() - (
-           SELECT min(c.committed_at)
-             FROM spine.event_commits c
-            WHERE c.commit_seq > s.cursor_commit_seq
-              OR (c.commit_seq = s.cursor_commit_seq AND EXISTS (
-                    SELECT 1 FROM spine.events e WHERE e.txid = c.txid AND e.seq > s.cursor_seq))
+           SELECT c.committed_at
+             FROM spine.event_commits c JOIN spine.events e ON e.txid = c.txid
+            WHERE c.commit_seq >= s.cursor_commit_seq
+              AND (c.commit_seq, e.seq) > (s.cursor_commit_seq, s.cursor_seq)
+            ORDER BY c.commit_seq, e.seq
+            LIMIT 1
        )), 0)::double precision AS lag_seconds,
        s.advanced_at,
        s.last_error,
        s.last_error_at
   FROM spine.sinks s;
 COMMENT ON VIEW spine.sink_status IS
-    'Per sink: cursor, delivered count, backlog (undelivered events), lag in seconds (age of the oldest undelivered commit), last error.';
+    'Per sink: cursor, delivered count, backlog (undelivered events; counting costs time proportional to the backlog), lag in seconds (age of the oldest undelivered event), last error.';
 
 -- Retention: events every sink has delivered and that are older than keep are deleted.
 -- keep defaults to the setting spine.event_retention (default 7 days).

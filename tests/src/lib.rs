@@ -44,3 +44,45 @@ pub async fn act_as(tx: &tokio_postgres::Transaction<'_>, role: &str, claims: se
 pub fn sqlstate(err: &tokio_postgres::Error) -> Option<&str> {
     err.code().map(|c| c.code())
 }
+
+/// A sink's row of `spine.sink_status`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SinkStatus {
+    pub cursor: (i64, i64),
+    pub backlog: i64,
+    pub lag_seconds: f64,
+    pub last_error: Option<String>,
+}
+
+/// A new sink starting at the current head of the outbox, so only events emitted
+/// after it count (other tests share the database). Drop it with [`drop_sink`].
+pub async fn fresh_sink(db: &Client) -> String {
+    let name = format!("t_{}", uuid::Uuid::new_v4().simple());
+    db.execute("SELECT spine.ensure_sink($1, 'test', false)", &[&name])
+        .await
+        .expect("ensure_sink");
+    name
+}
+
+pub async fn drop_sink(db: &Client, sink: &str) {
+    db.execute("SELECT spine.drop_sink($1)", &[&sink])
+        .await
+        .expect("drop_sink");
+}
+
+pub async fn sink_status(db: &Client, sink: &str) -> SinkStatus {
+    let r = db
+        .query_one(
+            "SELECT cursor_commit_seq, cursor_seq, backlog, lag_seconds, last_error \
+             FROM spine.sink_status WHERE name = $1",
+            &[&sink],
+        )
+        .await
+        .expect("sink_status row");
+    SinkStatus {
+        cursor: (r.get(0), r.get(1)),
+        backlog: r.get(2),
+        lag_seconds: r.get(3),
+        last_error: r.get(4),
+    }
+}

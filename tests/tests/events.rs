@@ -3,18 +3,9 @@
 
 use futures_util::StreamExt;
 use serde_json::json;
-use spine_tests::{act_as, connect, database_url, sqlstate};
+use spine_tests::{act_as, connect, database_url, drop_sink, fresh_sink, sink_status, sqlstate};
 use tokio_postgres::{AsyncMessage, NoTls};
 use uuid::Uuid;
-
-/// A sink that starts at the current head, so other tests' events are not counted.
-async fn fresh_sink(db: &tokio_postgres::Client) -> String {
-    let name = format!("t_{}", Uuid::new_v4().simple());
-    db.execute("SELECT spine.ensure_sink($1, 'test', false)", &[&name])
-        .await
-        .unwrap();
-    name
-}
 
 /// Events after the sink's cursor with the given subject prefix, as (commit_seq, seq, subject).
 async fn read_after(
@@ -34,6 +25,24 @@ async fn read_after(
     .collect()
 }
 
+/// Emits one event in `tx` and returns its seq. Two statements: a statement does
+/// not see rows its own function calls insert.
+async fn emit_and_seq(
+    tx: &tokio_postgres::Transaction<'_>,
+    event_type: &str,
+    subject: &str,
+) -> i64 {
+    let id: Uuid = tx
+        .query_one("SELECT spine.emit($1, '{}', $2)", &[&event_type, &subject])
+        .await
+        .unwrap()
+        .get(0);
+    tx.query_one("SELECT seq FROM spine.events WHERE id = $1", &[&id])
+        .await
+        .unwrap()
+        .get(0)
+}
+
 /// Two sessions commit out of order: B (later seq) commits first, A (earlier seq)
 /// second. A reader that advanced its cursor past B still gets A afterwards, while a
 /// naive `seq > cursor` reader would have skipped it.
@@ -44,47 +53,12 @@ async fn late_commit_is_not_skipped() {
     let mut b = connect().await;
     let tag = format!("ooo-{}/", Uuid::new_v4().simple());
     let sink = fresh_sink(&reader).await;
-    let cursor: (i64, i64) = {
-        let r = reader
-            .query_one(
-                "SELECT cursor_commit_seq, cursor_seq FROM spine.sinks WHERE name = $1",
-                &[&sink],
-            )
-            .await
-            .unwrap();
-        (r.get(0), r.get(1))
-    };
+    let cursor = sink_status(&reader, &sink).await.cursor;
 
     let ta = a.transaction().await.unwrap();
-    let a_id: Uuid = ta
-        .query_one(
-            "SELECT spine.emit('test.AFirstEmitted', '{}', $1)",
-            &[&format!("{tag}a")],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    // A statement does not see rows its own function calls insert: look up separately.
-    let a_seq: i64 = ta
-        .query_one("SELECT seq FROM spine.events WHERE id = $1", &[&a_id])
-        .await
-        .unwrap()
-        .get(0);
+    let a_seq = emit_and_seq(&ta, "test.AFirstEmitted", &format!("{tag}a")).await;
     let tb = b.transaction().await.unwrap();
-    let b_id: Uuid = tb
-        .query_one(
-            "SELECT spine.emit('test.BSecondEmitted', '{}', $1)",
-            &[&format!("{tag}b")],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    // A statement does not see rows its own function calls insert: look up separately.
-    let b_seq: i64 = tb
-        .query_one("SELECT seq FROM spine.events WHERE id = $1", &[&b_id])
-        .await
-        .unwrap()
-        .get(0);
+    let b_seq = emit_and_seq(&tb, "test.BSecondEmitted", &format!("{tag}b")).await;
     assert!(a_seq < b_seq, "A inserted first");
     tb.commit().await.unwrap();
 
@@ -211,10 +185,8 @@ async fn savepoint_rollback_keeps_later_events_deliverable() {
     .await
     .unwrap();
     t.commit().await.unwrap();
-    let got = read_after(&db, (head.2, head.3), &tag).await;
-    db.execute("SELECT spine.drop_sink($1)", &[&sink])
-        .await
-        .unwrap();
+    let got = read_after(&db, head.cursor, &tag).await;
+    drop_sink(&db, &sink).await;
     assert_eq!(got.len(), 1, "{got:?}");
     assert_eq!(got[0].2, format!("{tag}kept"));
 }
@@ -353,19 +325,6 @@ async fn bad_emit_input_is_refused() {
     }
 }
 
-/// (backlog, lag_seconds, cursor_commit_seq, cursor_seq) of a sink.
-async fn sink_status(db: &tokio_postgres::Client, sink: &str) -> (i64, f64, i64, i64) {
-    let r = db
-        .query_one(
-            "SELECT backlog, lag_seconds, cursor_commit_seq, cursor_seq \
-             FROM spine.sink_status WHERE name = $1",
-            &[&sink],
-        )
-        .await
-        .unwrap();
-    (r.get(0), r.get(1), r.get(2), r.get(3))
-}
-
 /// sink_status shows the backlog after the cursor; advance_sink moves forward only.
 #[tokio::test]
 async fn sink_status_tracks_backlog_and_cursor() {
@@ -380,7 +339,8 @@ async fn sink_status_tracks_backlog_and_cursor() {
         .await
         .unwrap();
     }
-    let (backlog, lag, c0, s0) = sink_status(&db, &sink).await;
+    let before = sink_status(&db, &sink).await;
+    let (backlog, lag, (c0, s0)) = (before.backlog, before.lag_seconds, before.cursor);
     assert!(backlog >= 3, "{backlog}");
     assert!(lag >= 0.0);
     let mine = read_after(&db, (c0, s0), &tag).await;
@@ -392,8 +352,7 @@ async fn sink_status_tracks_backlog_and_cursor() {
     )
     .await
     .unwrap();
-    let (_, _, c1, s1) = sink_status(&db, &sink).await;
-    assert_eq!((c1, s1), (last.0, last.1));
+    assert_eq!(sink_status(&db, &sink).await.cursor, (last.0, last.1));
     // Backwards is ignored, not applied.
     db.execute(
         "SELECT spine.advance_sink($1, $2, $3, 0)",
@@ -401,8 +360,7 @@ async fn sink_status_tracks_backlog_and_cursor() {
     )
     .await
     .unwrap();
-    let (_, _, c2, s2) = sink_status(&db, &sink).await;
-    assert_eq!((c2, s2), (last.0, last.1));
+    assert_eq!(sink_status(&db, &sink).await.cursor, (last.0, last.1));
     let err = db
         .execute("SELECT spine.advance_sink('no_such_sink', 1, 1, 1)", &[])
         .await
@@ -413,9 +371,7 @@ async fn sink_status_tracks_backlog_and_cursor() {
         .await
         .unwrap_err();
     assert_eq!(sqlstate(&err), Some("22023"));
-    db.execute("SELECT spine.drop_sink($1)", &[&sink])
-        .await
-        .unwrap();
+    drop_sink(&db, &sink).await;
 }
 
 /// Retention deletes only events every sink has passed, and the schedule exists.

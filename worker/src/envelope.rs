@@ -3,11 +3,12 @@
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
-use serde_json::Value;
+use serde_json::value::RawValue;
+use tokio_postgres::types::Json;
 use uuid::Uuid;
 
 /// One committed event as read from `spine.events_after`.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct Event {
     pub commit_seq: i64,
     pub seq: i64,
@@ -16,7 +17,8 @@ pub struct Event {
     pub source: String,
     pub subject: Option<String>,
     pub owner_id: Option<Uuid>,
-    pub data: Value,
+    /// Passed through as JSON text: the relay never needs to look inside it.
+    pub data: Box<RawValue>,
     pub correlation_id: Uuid,
     pub causation_id: Option<Uuid>,
     pub occurred_at: DateTime<Utc>,
@@ -33,7 +35,7 @@ impl Event {
             source: row.try_get("source")?,
             subject: row.try_get("subject")?,
             owner_id: row.try_get("owner_id")?,
-            data: row.try_get("data")?,
+            data: row.try_get::<_, Json<Box<RawValue>>>("data")?.0,
             correlation_id: row.try_get("correlation_id")?,
             causation_id: row.try_get("causation_id")?,
             occurred_at: row.try_get("occurred_at")?,
@@ -83,7 +85,7 @@ struct CloudEvent<'a> {
     causationid: Option<Uuid>,
     #[serde(skip_serializing_if = "Option::is_none")]
     ownerid: Option<Uuid>,
-    data: &'a Value,
+    data: &'a RawValue,
 }
 
 #[cfg(test)]
@@ -100,7 +102,7 @@ mod tests {
             source: "/spine".into(),
             subject: Some("entity/1".into()),
             owner_id: None,
-            data: json!({"name": "Ada"}),
+            data: RawValue::from_string(json!({"name": "Ada"}).to_string()).unwrap(),
             correlation_id: Uuid::parse_str("01a2128e-a16f-725a-9849-0b06cf0f690d").unwrap(),
             causation_id: None,
             occurred_at: DateTime::parse_from_rfc3339("2026-11-25T11:54:27.058096Z")
@@ -112,7 +114,8 @@ mod tests {
 
     #[test]
     fn envelope_has_cloudevents_attributes_and_extensions() {
-        let ce: Value = serde_json::from_slice(&sample().cloudevent_json().unwrap()).unwrap();
+        let ce: serde_json::Value =
+            serde_json::from_slice(&sample().cloudevent_json().unwrap()).unwrap();
         assert_eq!(ce["specversion"], "1.0");
         assert_eq!(ce["id"], "01a2128e-a16f-725a-9849-0b06cf0f690d");
         assert_eq!(ce["type"], "data.EntityCreated");

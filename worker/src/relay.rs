@@ -7,17 +7,25 @@
 //!   in the database only over the acknowledged prefix.
 //! - `Nats-Msg-Id` = event id, so a batch republished after a crash is dropped by
 //!   JetStream's duplicate window.
-//! - Every publish after the first of a batch carries `Nats-Expected-Last-Msg-Id` =
-//!   the previous event's id: if one message of the window is lost (NATS restarted
-//!   mid-batch), the later ones are refused instead of being stored out of order. The
-//!   first needs no expectation: its predecessor was acknowledged before the cursor
-//!   moved past it.
+//! - Up to two batches are in flight: the next is read and sent while JetStream
+//!   stores the previous one.
+//! - Every publish but the first of a session carries `Nats-Expected-Last-Msg-Id` =
+//!   the previous event's id: if one message in flight is lost (NATS restarted
+//!   mid-batch), the later ones are refused instead of being stored out of order.
+//!   The first needs no expectation: its predecessor was acknowledged before the
+//!   cursor moved past it.
 
 use crate::config::{Config, RelayConfig};
 use crate::envelope::Event;
 use crate::metrics::RelayMetrics;
 use anyhow::Context as _;
-use async_nats::jetstream::{self, context::Context, message::PublishMessage, stream};
+use async_nats::jetstream::{
+    self,
+    context::{Context, PublishAckFuture},
+    message::PublishMessage,
+    stream,
+};
+use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -91,7 +99,7 @@ async fn session(
             &[&rc.sink],
         )
         .await?;
-    let mut cursor: (i64, i64) = (row.get(0), row.get(1));
+    let cursor: (i64, i64) = (row.get(0), row.get(1));
     tracing::info!(sink = %rc.sink, ?cursor, "relay holds the sink");
 
     // From here on this instance is the sink's relay, also while it retries.
@@ -109,74 +117,100 @@ async fn session(
     let js = connect_jetstream(&config.nats_url, rc).await?;
     ensure_stream(&js, rc).await?;
 
-    // A batch read ahead while the previous one's acks are awaited.
-    let mut prefetched: Option<Vec<tokio_postgres::Row>> = None;
+    // Up to PIPELINE batches are in flight: while JetStream stores one, the next is
+    // read from Postgres and sent, so neither side waits for the other.
+    let mut inflight: VecDeque<Batch> = VecDeque::new();
+    // The last event sent (not necessarily acknowledged): where the next read starts,
+    // and what the next publish expects to be the stream's last message.
+    let mut sent_upto = cursor;
+    let mut last_sent_id: Option<String> = None;
     loop {
-        if *shutdown.borrow() {
+        let stopping = *shutdown.borrow();
+        if stopping && inflight.is_empty() {
             return Ok(());
         }
-        let rows = match prefetched.take() {
-            Some(rows) => rows,
-            None => db.query(&read, &[&cursor.0, &cursor.1, &rc.batch]).await?,
-        };
-        metrics.mark_ok();
-        if rows.is_empty() {
+        let mut read_nothing = true;
+        if !stopping && inflight.len() < PIPELINE {
+            let rows = db
+                .query(&read, &[&sent_upto.0, &sent_upto.1, &rc.batch])
+                .await?;
+            metrics.mark_ok();
+            if !rows.is_empty() {
+                read_nothing = false;
+                let events = rows
+                    .iter()
+                    .map(Event::from_row)
+                    .collect::<Result<Vec<_>, _>>()?;
+                if inflight.is_empty() {
+                    metrics.set_oldest_pending(Some(events[0].committed_at));
+                }
+                let acks = send(&js, &events, last_sent_id.take()).await?;
+                let last = &events[events.len() - 1];
+                sent_upto = (last.commit_seq, last.seq);
+                last_sent_id = Some(last.id.to_string());
+                inflight.push_back(Batch { events, acks });
+            }
+        }
+        // Wait for the oldest batch when the pipeline is full or nothing new came.
+        if inflight.len() >= PIPELINE || (read_nothing && !inflight.is_empty()) {
+            let mut batch = inflight.pop_front().expect("checked non-empty");
+            let outcome = batch.acknowledged().await;
+            if outcome.acked > 0 {
+                let upto = &batch.events[outcome.acked - 1];
+                db.execute(
+                    &advance,
+                    &[
+                        &rc.sink,
+                        &upto.commit_seq,
+                        &upto.seq,
+                        &(outcome.acked as i64),
+                    ],
+                )
+                .await?;
+                metrics
+                    .published
+                    .fetch_add(outcome.acked as u64, Ordering::Relaxed);
+                metrics
+                    .duplicates
+                    .fetch_add(outcome.duplicates, Ordering::Relaxed);
+                metrics.batches.fetch_add(1, Ordering::Relaxed);
+            }
+            if let Some(error) = outcome.error {
+                let message = format!("{error:#}");
+                // Best effort: the error is also logged and counted by the caller.
+                let _ = db
+                    .execute(
+                        "SELECT spine.record_sink_error($1, $2)",
+                        &[&rc.sink, &message],
+                    )
+                    .await;
+                // Later batches were chained to this one and are refused or
+                // duplicates; the next session resumes from the committed cursor.
+                return Err(error);
+            }
+            if let Some(next) = inflight.front() {
+                metrics.set_oldest_pending(Some(next.events[0].committed_at));
+            }
+            continue;
+        }
+        if read_nothing {
             metrics.set_oldest_pending(None);
             tokio::select! {
                 _ = wake.notified() => {}
                 _ = tokio::time::sleep(rc.poll) => {}
-                _ = shutdown.changed() => return Ok(()),
+                _ = shutdown.changed() => {}
             }
-            continue;
         }
-        let events = rows
-            .iter()
-            .map(Event::from_row)
-            .collect::<Result<Vec<_>, _>>()?;
-        metrics.set_oldest_pending(Some(events[0].committed_at));
-        let last = events
-            .last()
-            .map(|e| (e.commit_seq, e.seq))
-            .unwrap_or(cursor);
-        // Read the next batch while JetStream acknowledges this one; it is used only
-        // if every event of this batch is acknowledged (then the cursor is `last`).
-        let next_params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] =
-            [&last.0, &last.1, &rc.batch];
-        let (outcome, next) = tokio::join!(publish(&js, &events), db.query(&read, &next_params));
-        if outcome.acked > 0 {
-            let upto = &events[outcome.acked - 1];
-            db.execute(
-                &advance,
-                &[
-                    &rc.sink,
-                    &upto.commit_seq,
-                    &upto.seq,
-                    &(outcome.acked as i64),
-                ],
-            )
-            .await?;
-            cursor = (upto.commit_seq, upto.seq);
-            metrics
-                .published
-                .fetch_add(outcome.acked as u64, Ordering::Relaxed);
-            metrics
-                .duplicates
-                .fetch_add(outcome.duplicates, Ordering::Relaxed);
-            metrics.batches.fetch_add(1, Ordering::Relaxed);
-        }
-        if let Some(error) = outcome.error {
-            let message = format!("{error:#}");
-            // Best effort: the error is also logged and counted by the caller.
-            let _ = db
-                .execute(
-                    "SELECT spine.record_sink_error($1, $2)",
-                    &[&rc.sink, &message],
-                )
-                .await;
-            return Err(error);
-        }
-        prefetched = Some(next?);
     }
+}
+
+/// Batches in flight at once.
+const PIPELINE: usize = 2;
+
+/// A batch sent to JetStream whose acknowledgements are pending.
+struct Batch {
+    events: Vec<Event>,
+    acks: Vec<PublishAckFuture>,
 }
 
 async fn connect_jetstream(url: &str, rc: &RelayConfig) -> anyhow::Result<Context> {
@@ -187,7 +221,7 @@ async fn connect_jetstream(url: &str, rc: &RelayConfig) -> anyhow::Result<Contex
         .with_context(|| format!("connecting to NATS at {url}"))?;
     Ok(jetstream::ContextBuilder::new()
         .timeout(Duration::from_secs(5))
-        .max_ack_inflight(rc.batch as usize)
+        .max_ack_inflight(rc.batch as usize * PIPELINE)
         .build(client))
 }
 
@@ -218,63 +252,69 @@ async fn ensure_stream(js: &Context, rc: &RelayConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// What happened to a published batch: how many leading events were acknowledged
-/// (the cursor may move over those), how many of them were duplicates, and the
-/// first error, after which nothing counts.
+/// What happened to a sent batch: how many leading events were acknowledged (the
+/// cursor may move over those), how many of them were duplicates, and the first
+/// error, after which nothing counts.
 struct Outcome {
     acked: usize,
     duplicates: u64,
     error: Option<anyhow::Error>,
 }
 
-async fn publish(js: &Context, events: &[Event]) -> Outcome {
-    let mut outcome = Outcome {
-        acked: 0,
-        duplicates: 0,
-        error: None,
-    };
-    let mut pending = Vec::with_capacity(events.len());
-    for (i, event) in events.iter().enumerate() {
-        let payload = match event.cloudevent_json() {
-            Ok(p) => p,
-            Err(e) => {
-                outcome.error = Some(e.into());
-                break;
-            }
-        };
+/// Sends every event of a batch without waiting for acknowledgements. Each publish
+/// expects the previous event to be the stream's last message; the first expects
+/// `previous` (the last event of the batch before, when one is still in flight).
+async fn send(
+    js: &Context,
+    events: &[Event],
+    previous: Option<String>,
+) -> anyhow::Result<Vec<PublishAckFuture>> {
+    let mut acks = Vec::with_capacity(events.len());
+    let mut expected = previous;
+    for event in events {
         let mut message = PublishMessage::build()
-            .payload(payload.into())
+            .payload(event.cloudevent_json()?.into())
             .message_id(event.id.to_string())
             .header("Content-Type", "application/cloudevents+json");
-        if i > 0 {
-            message = message.expected_last_message_id(events[i - 1].id.to_string());
+        if let Some(prev) = expected.take() {
+            message = message.expected_last_message_id(prev);
         }
-        match js.send_publish(event.nats_subject(), message).await {
-            Ok(ack) => pending.push(ack),
-            Err(e) => {
-                outcome.error = Some(anyhow::Error::new(e).context("publishing to JetStream"));
-                break;
-            }
-        }
+        let ack = js
+            .send_publish(event.nats_subject(), message)
+            .await
+            .context("publishing to JetStream")?;
+        acks.push(ack);
+        expected = Some(event.id.to_string());
     }
-    for (event, ack) in events.iter().zip(pending) {
-        if outcome.error.is_some() {
-            break;
-        }
-        match ack.await {
-            Ok(ack) => {
-                outcome.acked += 1;
-                outcome.duplicates += u64::from(ack.duplicate);
+    Ok(acks)
+}
+
+impl Batch {
+    /// Awaits the acknowledgements in order (they are taken out of the batch).
+    async fn acknowledged(&mut self) -> Outcome {
+        let mut outcome = Outcome {
+            acked: 0,
+            duplicates: 0,
+            error: None,
+        };
+        let acks = std::mem::take(&mut self.acks);
+        for (event, ack) in self.events.iter().zip(acks) {
+            match ack.await {
+                Ok(ack) => {
+                    outcome.acked += 1;
+                    outcome.duplicates += u64::from(ack.duplicate);
+                }
+                Err(e) => {
+                    outcome.error = Some(
+                        anyhow::Error::new(e)
+                            .context(format!("JetStream did not acknowledge event {}", event.id)),
+                    );
+                    break;
+                }
             }
-            Err(e) => {
-                outcome.error = Some(
-                    anyhow::Error::new(e)
-                        .context(format!("JetStream did not acknowledge event {}", event.id)),
-                )
-            }
         }
+        outcome
     }
-    outcome
 }
 
 /// Aborts a spawned task when dropped (the connection driver of a session).

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{db, drop_sink, fresh_sink, wait_until, Nats, Worker};
+use common::{db, drop_sink, fresh_sink, sink_status, wait_until, Nats, Worker};
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -110,24 +110,10 @@ async fn survives_nats_outage_and_reports_it() {
         worker.get("/healthz").await.is_some_and(|(s, _)| s == 503)
     })
     .await;
-    let last_error: Option<String> = db
-        .query_one(
-            "SELECT last_error FROM spine.sink_status WHERE name = $1",
-            &[&sink],
-        )
-        .await
-        .unwrap()
-        .get(0);
     // The relay may fail at connect (no error row: it cannot reach NATS to try) or
     // mid-publish (error row); either way nothing was delivered.
-    let backlog: i64 = db
-        .query_one(
-            "SELECT backlog FROM spine.sink_status WHERE name = $1",
-            &[&sink],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let status = sink_status(&db, &sink).await;
+    let (backlog, last_error) = (status.backlog, status.last_error);
     assert!(
         backlog >= 50,
         "backlog kept while NATS is down ({last_error:?})"
@@ -197,16 +183,7 @@ async fn standby_takes_over_after_kill() {
 async fn replay_after_lost_cursor_is_deduplicated() {
     let db = db().await;
     let sink = fresh_sink(&db).await;
-    let start: (i64, i64) = {
-        let r = db
-            .query_one(
-                "SELECT cursor_commit_seq, cursor_seq FROM spine.sinks WHERE name = $1",
-                &[&sink],
-            )
-            .await
-            .unwrap();
-        (r.get(0), r.get(1))
-    };
+    let start = sink_status(&db, &sink).await.cursor;
     let nats = Nats::start();
     let tag = format!("replay-{}/", Uuid::new_v4().simple());
     let ids = emit_tagged(&db, &tag, 300).await;

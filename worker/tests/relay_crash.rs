@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::{db, fresh_sink, wait_until, Nats, Worker};
+use common::{db, drop_sink, fresh_sink, sink_status, wait_until, Nats, Worker};
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -157,14 +157,7 @@ async fn every_event_exactly_once_in_commit_order_across_crashes() {
     assert_eq!(last.len(), WRITERS);
 
     let reconnect = db().await;
-    let backlog: i64 = reconnect
-        .query_one(
-            "SELECT backlog FROM spine.sink_status WHERE name = $1",
-            &[&sink],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let backlog = sink_status(&reconnect, &sink).await.backlog;
     assert_eq!(backlog, 0);
     println!(
         "crash test: 100000 events, relay killed {kills} times, NATS and Postgres restarted, \
@@ -172,8 +165,5 @@ async fn every_event_exactly_once_in_commit_order_across_crashes() {
         elapsed.as_secs_f64()
     );
     drop(_worker);
-    reconnect
-        .execute("SELECT spine.drop_sink($1)", &[&sink])
-        .await
-        .unwrap();
+    drop_sink(&reconnect, &sink).await;
 }

@@ -9,19 +9,8 @@ use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-use tokio_postgres::{Client, NoTls};
 
-pub fn database_url() -> String {
-    std::env::var("DATABASE_URL").expect("DATABASE_URL: run via `cargo xtask test`")
-}
-
-pub async fn db() -> Client {
-    let (client, conn) = tokio_postgres::connect(&database_url(), NoTls)
-        .await
-        .expect("connect to the stack's Postgres");
-    tokio::spawn(conn);
-    client
-}
+pub use spine_tests::{connect as db, database_url};
 
 /// A port nobody listens on right now.
 pub fn free_port() -> u16 {
@@ -235,20 +224,7 @@ impl Drop for Worker {
     }
 }
 
-/// A fresh sink at the head of the outbox, so only events emitted after it count.
-pub async fn fresh_sink(db: &Client) -> String {
-    let name = format!("t_{}", uuid::Uuid::new_v4().simple());
-    db.execute("SELECT spine.ensure_sink($1, 'nats', false)", &[&name])
-        .await
-        .unwrap();
-    name
-}
-
-pub async fn drop_sink(db: &Client, sink: &str) {
-    db.execute("SELECT spine.drop_sink($1)", &[&sink])
-        .await
-        .unwrap();
-}
+pub use spine_tests::{drop_sink, fresh_sink, sink_status};
 
 /// A directory removed on drop (no extra crate for it).
 pub mod tempdir {
