@@ -20,7 +20,31 @@ GRANT EXECUTE ON FUNCTION spine.drop_sink(text) TO service_role;
 GRANT EXECUTE ON FUNCTION spine.advance_sink(text, bigint, bigint, bigint) TO service_role;
 GRANT EXECUTE ON FUNCTION spine.record_sink_error(text, text) TO service_role;
 GRANT EXECUTE ON FUNCTION spine.purge_events(interval) TO service_role;
+GRANT EXECUTE ON FUNCTION
+    spine.enqueue(text, jsonb, spine.job_priority, timestamptz, text, integer),
+    spine.enqueue_batch(text, jsonb[], spine.job_priority, timestamptz, integer),
+    spine.cancel_job(bigint),
+    spine.queue_stats(),
+    spine.check_queue_name(text),
+    spine.check_cron(text),
+    spine.retry_backoff(bigint, integer)
+    TO authenticated, service_role;
+GRANT EXECUTE ON FUNCTION
+    spine.create_queue(text, integer, interval),
+    spine.fetch_jobs(text[], text, integer, interval),
+    spine.complete_jobs(bigint[]),
+    spine.fail_job(bigint, text, interval),
+    spine.heartbeat(bigint[], interval),
+    spine.redrive(text),
+    spine.reclaim_expired_leases(text[]),
+    spine.jobs_maintenance(),
+    spine.schedule(text, text, text, jsonb, spine.job_priority),
+    spine.unschedule(text)
+    TO service_role;
 
+COMMENT ON FUNCTION spine.check_queue_name(text) IS 'Raises 22023 unless the name is a valid queue or schedule name.';
+COMMENT ON FUNCTION spine.check_cron(text) IS 'Raises 22023, naming the bad field, unless the text is a valid pg_cron schedule.';
+COMMENT ON FUNCTION spine.retry_backoff(bigint, integer) IS 'Delay before retrying a job after a failed attempt: 1 s doubling per attempt, capped at 1 h, jittered by job id.';
 COMMENT ON FUNCTION spine.emit(text, jsonb, text, uuid, uuid) IS
     'Writes an event (type domain.PastTenseName) into the outbox in the current transaction; returns its id.';
 COMMENT ON FUNCTION spine.version() IS 'Version of the installed spine extension.';

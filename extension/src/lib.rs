@@ -3,6 +3,7 @@
 //! - [`gucs`]: every `spine.*` setting, registered in `_PG_init`.
 //! - [`error`]: the SQLSTATE mapping every domain's errors go through.
 //! - [`events`]: `spine.emit()` and the transactional outbox.
+//! - [`jobs`]: retry backoff and validation for the job queue (`sql/jobs.sql`).
 //! - [`meta`]: `spine.version()` and other facts about the installed extension.
 //!
 //! SQL objects (tables, views, policies, grants) live in `sql/*.sql` and in
@@ -18,6 +19,7 @@ use pgrx::prelude::*;
 pub mod error;
 pub mod events;
 pub mod gucs;
+pub mod jobs;
 pub mod meta;
 mod schema;
 

@@ -18,4 +18,17 @@ extension_sql_file!(
     requires = ["supabase_compat"]
 );
 
+// The job queue. Its functions call the Rust helpers check_queue_name, check_cron
+// and retry_backoff, which pgrx defines before this file.
+extension_sql_file!(
+    "../sql/jobs.sql",
+    name = "jobs",
+    requires = [
+        "supabase_compat",
+        check_queue_name,
+        check_cron,
+        retry_backoff
+    ]
+);
+
 extension_sql_file!("../sql/finalize.sql", name = "finalize", finalize);

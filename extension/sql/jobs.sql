@@ -1,0 +1,538 @@
+-- Jobs: a prioritized queue with leases, retries, dead letter and archive.
+--
+-- Life of a job:  queued ──fetch──► running ──complete──► (archive: completed)
+--                   ▲                 │ fail / lease expired
+--                   └── retrying ◄────┤ (attempts < max_attempts, after a backoff)
+--                                     └──► dead ──redrive──► queued
+-- spine.jobs holds only live work (queued, retrying, running, dead); finished jobs
+-- move to spine.jobs_archive (kept for the queue's retention, then deleted), so the
+-- hot table and its indexes stay the size of the backlog, not of the history.
+
+CREATE TYPE spine.job_priority AS ENUM ('realtime', 'interactive', 'background');
+COMMENT ON TYPE spine.job_priority IS
+    'realtime > interactive > background: fetch_jobs serves them in this order.';
+
+CREATE TYPE spine.job_state AS ENUM ('queued', 'retrying', 'running', 'dead', 'completed', 'cancelled');
+COMMENT ON TYPE spine.job_state IS
+    'queued/retrying: waiting for run_at; running: leased; dead: out of attempts; completed/cancelled: archived.';
+
+CREATE TABLE spine.queues (
+    name            text PRIMARY KEY,
+    max_concurrency integer CHECK (max_concurrency IS NULL OR max_concurrency > 0),
+    retention       interval NOT NULL DEFAULT '1 day' CHECK (retention >= interval '0'),
+    created_at      timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE spine.queues IS
+    'Job queues: an optional cap on running jobs, and how long finished jobs stay in the archive.';
+
+CREATE TABLE spine.jobs (
+    id              bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    queue           text NOT NULL REFERENCES spine.queues (name) ON UPDATE CASCADE,
+    owner_id        uuid,
+    priority        spine.job_priority NOT NULL DEFAULT 'interactive',
+    state           spine.job_state NOT NULL DEFAULT 'queued'
+                    CHECK (state IN ('queued', 'retrying', 'running', 'dead')),
+    payload         jsonb NOT NULL,
+    run_at          timestamptz NOT NULL DEFAULT now(),
+    attempts        integer NOT NULL DEFAULT 0,
+    max_attempts    integer NOT NULL DEFAULT 5 CHECK (max_attempts >= 1),
+    idempotency_key text,
+    lease_until     timestamptz,
+    worker          text,
+    errors          jsonb NOT NULL DEFAULT '[]'::jsonb,
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    updated_at      timestamptz NOT NULL DEFAULT now()
+);
+-- What fetch_jobs walks: ready jobs of a queue in serving order.
+CREATE INDEX jobs_ready_idx ON spine.jobs (queue, priority, run_at, id)
+    WHERE state IN ('queued', 'retrying');
+-- Running jobs: lease expiry and concurrency caps.
+CREATE INDEX jobs_running_idx ON spine.jobs (queue, lease_until) WHERE state = 'running';
+CREATE INDEX jobs_dead_idx ON spine.jobs (queue) WHERE state = 'dead';
+CREATE INDEX jobs_owner_idx ON spine.jobs (owner_id);
+-- One live job per (queue, owner, key).
+CREATE UNIQUE INDEX jobs_idempotency_idx
+    ON spine.jobs (queue, coalesce(owner_id, '00000000-0000-0000-0000-000000000000'), idempotency_key)
+    WHERE idempotency_key IS NOT NULL;
+COMMENT ON TABLE spine.jobs IS
+    'Live jobs (queued, retrying, running, dead). Write through spine.enqueue/fetch_jobs/complete_jobs/fail_job.';
+COMMENT ON COLUMN spine.jobs.errors IS 'Error history: [{attempt, at, error}], newest last.';
+COMMENT ON COLUMN spine.jobs.lease_until IS 'A running job whose lease passes returns to the queue.';
+
+CREATE TABLE spine.jobs_archive (
+    id              bigint PRIMARY KEY,
+    queue           text NOT NULL,
+    owner_id        uuid,
+    priority        spine.job_priority NOT NULL,
+    state           spine.job_state NOT NULL CHECK (state IN ('completed', 'cancelled')),
+    payload         jsonb NOT NULL,
+    attempts        integer NOT NULL,
+    max_attempts    integer NOT NULL,
+    idempotency_key text,
+    errors          jsonb NOT NULL,
+    created_at      timestamptz NOT NULL,
+    finished_at     timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX jobs_archive_finished_idx ON spine.jobs_archive (finished_at);
+CREATE INDEX jobs_archive_idempotency_idx
+    ON spine.jobs_archive (queue, coalesce(owner_id, '00000000-0000-0000-0000-000000000000'), idempotency_key)
+    WHERE idempotency_key IS NOT NULL;
+CREATE INDEX jobs_archive_owner_idx ON spine.jobs_archive (owner_id);
+COMMENT ON TABLE spine.jobs_archive IS
+    'Finished jobs (completed, cancelled), kept for their queue''s retention; their idempotency keys stay taken meanwhile.';
+
+-- Schedules: pg_cron entries that enqueue jobs (so scheduled work gets retries,
+-- dead letter and stats).
+CREATE TABLE spine.schedules (
+    name        text PRIMARY KEY,
+    cron        text NOT NULL,
+    queue       text NOT NULL REFERENCES spine.queues (name) ON UPDATE CASCADE,
+    payload     jsonb NOT NULL,
+    priority    spine.job_priority NOT NULL DEFAULT 'interactive',
+    cron_job_id bigint,
+    created_at  timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE spine.schedules IS
+    'Recurring jobs: pg_cron job spine:<name> enqueues payload into queue on the cron schedule.';
+
+CREATE FUNCTION spine.create_queue(
+    queue_name text,
+    max_concurrency integer DEFAULT NULL,
+    retention interval DEFAULT '1 day'
+) RETURNS spine.queues
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $$
+DECLARE
+    q spine.queues;
+BEGIN
+    PERFORM spine.check_queue_name(queue_name);
+    IF max_concurrency IS NOT NULL AND max_concurrency < 1 THEN
+        RAISE EXCEPTION 'max_concurrency must be at least 1, or NULL for no cap'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF retention IS NULL OR retention < interval '0' THEN
+        RAISE EXCEPTION 'retention must be a non-negative interval'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    INSERT INTO spine.queues AS t (name, max_concurrency, retention)
+    VALUES (queue_name, create_queue.max_concurrency, create_queue.retention)
+    ON CONFLICT (name) DO UPDATE
+        SET max_concurrency = excluded.max_concurrency, retention = excluded.retention
+    RETURNING * INTO q;
+    RETURN q;
+END
+$$;
+COMMENT ON FUNCTION spine.create_queue(text, integer, interval) IS
+    'Creates a queue or changes its cap and retention.';
+
+-- The owner-scoped key used by the idempotency indexes.
+CREATE FUNCTION spine.job_owner_key(owner uuid) RETURNS uuid
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT coalesce(owner, '00000000-0000-0000-0000-000000000000'::uuid)
+$$;
+
+CREATE FUNCTION spine.enqueue(
+    queue text,
+    payload jsonb,
+    priority spine.job_priority DEFAULT 'interactive',
+    run_at timestamptz DEFAULT now(),
+    idempotency_key text DEFAULT NULL,
+    max_attempts integer DEFAULT 5
+) RETURNS bigint
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $$
+-- Parameters share names with columns; inside statements a bare name is the column,
+-- and parameters are written enqueue.<name>.
+#variable_conflict use_column
+DECLARE
+    owner uuid := auth.uid();
+    job_id bigint;
+BEGIN
+    IF payload IS NULL THEN
+        RAISE EXCEPTION 'payload must not be NULL' USING ERRCODE = 'null_value_not_allowed',
+            HINT = 'Pass ''{}''::jsonb for a job without a payload.';
+    END IF;
+    IF priority IS NULL THEN
+        RAISE EXCEPTION 'priority must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF max_attempts IS NULL OR max_attempts < 1 THEN
+        RAISE EXCEPTION 'max_attempts must be at least 1 (got %)', coalesce(max_attempts::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF queue IS NULL OR NOT EXISTS (SELECT 1 FROM spine.queues q WHERE q.name = enqueue.queue) THEN
+        RAISE EXCEPTION 'queue "%" does not exist', queue USING ERRCODE = 'undefined_object',
+            HINT = 'Create it with spine.create_queue(name).';
+    END IF;
+    IF idempotency_key IS NOT NULL THEN
+        -- A finished job keeps its key for the queue's retention: replays do nothing.
+        SELECT a.id INTO job_id FROM spine.jobs_archive a
+         WHERE a.queue = enqueue.queue AND spine.job_owner_key(a.owner_id) = spine.job_owner_key(owner)
+           AND a.idempotency_key = enqueue.idempotency_key;
+        IF job_id IS NOT NULL THEN
+            RETURN job_id;
+        END IF;
+    END IF;
+    INSERT INTO spine.jobs (queue, owner_id, priority, payload, run_at, idempotency_key, max_attempts)
+    VALUES (enqueue.queue, owner, enqueue.priority, enqueue.payload, coalesce(enqueue.run_at, now()),
+            enqueue.idempotency_key, enqueue.max_attempts)
+    ON CONFLICT (queue, spine.job_owner_key(owner_id), idempotency_key)
+        WHERE idempotency_key IS NOT NULL DO NOTHING
+    RETURNING id INTO job_id;
+    IF job_id IS NULL THEN
+        SELECT j.id INTO job_id FROM spine.jobs j
+         WHERE j.queue = enqueue.queue AND spine.job_owner_key(j.owner_id) = spine.job_owner_key(owner)
+           AND j.idempotency_key = enqueue.idempotency_key;
+    END IF;
+    RETURN job_id;
+END
+$$;
+COMMENT ON FUNCTION spine.enqueue(text, jsonb, spine.job_priority, timestamptz, text, integer) IS
+    'Enqueues a job owned by auth.uid(); with an idempotency key already live or archived for this queue and owner, returns that job''s id and enqueues nothing.';
+
+CREATE FUNCTION spine.enqueue_batch(
+    queue text,
+    payloads jsonb[],
+    priority spine.job_priority DEFAULT 'interactive',
+    run_at timestamptz DEFAULT now(),
+    max_attempts integer DEFAULT 5
+) RETURNS bigint[]
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $$
+DECLARE
+    ids bigint[];
+BEGIN
+    IF payloads IS NULL OR array_position(payloads, NULL) IS NOT NULL THEN
+        RAISE EXCEPTION 'payloads must not be NULL or contain NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF max_attempts IS NULL OR max_attempts < 1 THEN
+        RAISE EXCEPTION 'max_attempts must be at least 1 (got %)', coalesce(max_attempts::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF priority IS NULL THEN
+        RAISE EXCEPTION 'priority must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF queue IS NULL OR NOT EXISTS (SELECT 1 FROM spine.queues q WHERE q.name = enqueue_batch.queue) THEN
+        RAISE EXCEPTION 'queue "%" does not exist', queue USING ERRCODE = 'undefined_object',
+            HINT = 'Create it with spine.create_queue(name).';
+    END IF;
+    WITH inserted AS (
+        INSERT INTO spine.jobs (queue, owner_id, priority, payload, run_at, max_attempts)
+        SELECT queue, auth.uid(), priority, p, coalesce(run_at, now()), max_attempts
+          FROM unnest(payloads) WITH ORDINALITY AS u(p, ord)
+         ORDER BY ord
+        RETURNING id
+    )
+    SELECT coalesce(array_agg(id ORDER BY id), '{}') INTO ids FROM inserted;
+    RETURN ids;
+END
+$$;
+COMMENT ON FUNCTION spine.enqueue_batch(text, jsonb[], spine.job_priority, timestamptz, integer) IS
+    'Enqueues one job per payload in one statement; returns their ids in payload order.';
+
+-- Returns running jobs whose lease passed to the queue (or to dead, when out of
+-- attempts), recording why in their error history.
+CREATE FUNCTION spine.reclaim_expired_leases(queues text[] DEFAULT NULL) RETURNS bigint
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $$
+DECLARE
+    n bigint;
+BEGIN
+    UPDATE spine.jobs j
+       SET state = CASE WHEN j.attempts >= j.max_attempts THEN 'dead' ELSE 'retrying' END::spine.job_state,
+           run_at = now(),
+           errors = j.errors || jsonb_build_object(
+               'attempt', j.attempts, 'at', now(),
+               'error', format('lease expired: worker %s stopped heartbeating', j.worker)),
+           lease_until = NULL, worker = NULL, updated_at = now()
+     WHERE j.state = 'running' AND j.lease_until < now()
+       AND (queues IS NULL OR j.queue = ANY (queues));
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END
+$$;
+
+CREATE FUNCTION spine.fetch_jobs(
+    queues text[],
+    worker text,
+    n integer DEFAULT 1,
+    lease interval DEFAULT '30 seconds'
+) RETURNS SETOF spine.jobs
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $$
+BEGIN
+    IF queues IS NULL OR cardinality(queues) = 0 THEN
+        RAISE EXCEPTION 'queues must name at least one queue' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF worker IS NULL OR worker = '' THEN
+        RAISE EXCEPTION 'worker must identify the caller' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF n IS NULL OR n < 1 THEN
+        RAISE EXCEPTION 'n must be at least 1' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF lease IS NULL OR lease <= interval '0' THEN
+        RAISE EXCEPTION 'lease must be a positive interval' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    PERFORM spine.reclaim_expired_leases(queues);
+    -- Capped queues: count running jobs under a per-queue lock, taken in name order
+    -- (no deadlock between fetchers), held until this transaction ends.
+    PERFORM pg_advisory_xact_lock(1397770576, hashtext(q.name))
+       FROM spine.queues q
+      WHERE q.name = ANY (queues) AND q.max_concurrency IS NOT NULL
+      ORDER BY q.name;
+    RETURN QUERY
+    WITH room AS (
+        SELECT q.name,
+               CASE WHEN q.max_concurrency IS NULL THEN n
+                    ELSE greatest(0, least(n, q.max_concurrency - (
+                        SELECT count(*) FROM spine.jobs r
+                         WHERE r.queue = q.name AND r.state = 'running')::integer))
+               END AS room
+          FROM spine.queues q
+         WHERE q.name = ANY (queues)
+    ), picked AS (
+        SELECT c.id
+          FROM room
+          CROSS JOIN LATERAL (
+              SELECT j.id, j.priority, j.run_at
+                FROM spine.jobs j
+               WHERE j.queue = room.name AND j.state IN ('queued', 'retrying') AND j.run_at <= now()
+               ORDER BY j.priority, j.run_at, j.id
+               LIMIT room.room
+               FOR UPDATE SKIP LOCKED
+          ) c
+         ORDER BY c.priority, c.run_at, c.id
+         LIMIT n
+    )
+    UPDATE spine.jobs j
+       SET state = 'running', attempts = j.attempts + 1, lease_until = now() + lease,
+           worker = fetch_jobs.worker, updated_at = now()
+      FROM picked
+     WHERE j.id = picked.id
+    RETURNING j.*;
+END
+$$;
+COMMENT ON FUNCTION spine.fetch_jobs(text[], text, integer, interval) IS
+    'Leases up to n ready jobs of the given queues: realtime before interactive before background, then run_at, then id; skips locked rows; honours queue caps; first returns expired leases to their queue.';
+
+CREATE FUNCTION spine.complete_jobs(ids bigint[]) RETURNS bigint
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $$
+DECLARE
+    n bigint;
+BEGIN
+    WITH done AS (
+        DELETE FROM spine.jobs j WHERE j.id = ANY (ids) AND j.state = 'running' RETURNING j.*
+    ), kept AS (
+        INSERT INTO spine.jobs_archive
+            (id, queue, owner_id, priority, state, payload, attempts, max_attempts,
+             idempotency_key, errors, created_at)
+        SELECT d.id, d.queue, d.owner_id, d.priority, 'completed', d.payload, d.attempts,
+               d.max_attempts, d.idempotency_key, d.errors, d.created_at
+          FROM done d JOIN spine.queues q ON q.name = d.queue
+         WHERE q.retention > interval '0'
+        RETURNING 1
+    )
+    SELECT count(*) INTO n FROM done;
+    RETURN n;
+END
+$$;
+COMMENT ON FUNCTION spine.complete_jobs(bigint[]) IS
+    'Completes running jobs (others are ignored) and archives them; returns how many completed.';
+
+CREATE FUNCTION spine.fail_job(id bigint, error text, retry_in interval DEFAULT NULL)
+    RETURNS spine.job_state
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $$
+DECLARE
+    j spine.jobs;
+    next_state spine.job_state;
+BEGIN
+    IF retry_in IS NOT NULL AND retry_in < interval '0' THEN
+        RAISE EXCEPTION 'retry_in must not be negative' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    SELECT * INTO j FROM spine.jobs WHERE spine.jobs.id = fail_job.id FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'job % does not exist', id USING ERRCODE = 'undefined_object';
+    END IF;
+    IF j.state <> 'running' THEN
+        RAISE EXCEPTION 'job % is %, not running', id, j.state
+            USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    next_state := CASE WHEN j.attempts >= j.max_attempts THEN 'dead' ELSE 'retrying' END;
+    UPDATE spine.jobs
+       SET state = next_state,
+           run_at = CASE WHEN next_state = 'dead' THEN spine.jobs.run_at
+                         ELSE now() + coalesce(retry_in, spine.retry_backoff(j.id, j.attempts)) END,
+           errors = spine.jobs.errors || jsonb_build_object(
+               'attempt', j.attempts, 'at', now(), 'error', coalesce(error, 'unknown error')),
+           lease_until = NULL, worker = NULL, updated_at = now()
+     WHERE spine.jobs.id = fail_job.id;
+    RETURN next_state;
+END
+$$;
+COMMENT ON FUNCTION spine.fail_job(bigint, text, interval) IS
+    'Records a failed attempt: retries after retry_in (default: exponential backoff with jitter), or moves the job to dead after max_attempts. Returns the new state.';
+
+CREATE FUNCTION spine.heartbeat(ids bigint[], lease interval DEFAULT '30 seconds') RETURNS bigint
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $$
+DECLARE
+    n bigint;
+BEGIN
+    IF lease IS NULL OR lease <= interval '0' THEN
+        RAISE EXCEPTION 'lease must be a positive interval' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    UPDATE spine.jobs SET lease_until = now() + lease, updated_at = now()
+     WHERE id = ANY (ids) AND state = 'running';
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END
+$$;
+COMMENT ON FUNCTION spine.heartbeat(bigint[], interval) IS
+    'Extends the leases of running jobs; returns how many are still held.';
+
+CREATE FUNCTION spine.redrive(queue text) RETURNS bigint
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $$
+DECLARE
+    n bigint;
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM spine.queues q WHERE q.name = redrive.queue) THEN
+        RAISE EXCEPTION 'queue "%" does not exist', queue USING ERRCODE = 'undefined_object';
+    END IF;
+    UPDATE spine.jobs j SET state = 'queued', attempts = 0, run_at = now(), updated_at = now()
+     WHERE j.queue = redrive.queue AND j.state = 'dead';
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END
+$$;
+COMMENT ON FUNCTION spine.redrive(text) IS
+    'Puts every dead job of a queue back to queued with fresh attempts (error history kept); returns how many.';
+
+-- Owners cancel their own jobs; service_role any.
+CREATE FUNCTION spine.cancel_job(id bigint) RETURNS boolean
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $$
+DECLARE
+    j spine.jobs;
+    -- The role the caller acts as: SET ROLE (PostgREST) wins over the login role.
+    caller text := CASE WHEN current_setting('role') = 'none' THEN session_user
+                        ELSE current_setting('role') END;
+    privileged boolean := EXISTS (SELECT 1 FROM pg_roles
+                                   WHERE rolname = caller AND (rolsuper OR rolbypassrls));
+BEGIN
+    DELETE FROM spine.jobs
+     WHERE spine.jobs.id = cancel_job.id
+       AND (privileged OR owner_id = auth.uid())
+    RETURNING * INTO j;
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    INSERT INTO spine.jobs_archive
+        (id, queue, owner_id, priority, state, payload, attempts, max_attempts,
+         idempotency_key, errors, created_at)
+    VALUES (j.id, j.queue, j.owner_id, j.priority, 'cancelled', j.payload, j.attempts,
+            j.max_attempts, j.idempotency_key, j.errors, j.created_at);
+    RETURN true;
+END
+$$;
+COMMENT ON FUNCTION spine.cancel_job(bigint) IS
+    'Cancels a job that has not finished (a running one is released; its worker''s completion is then ignored); false if there is no such job of yours.';
+
+CREATE FUNCTION spine.queue_stats() RETURNS TABLE (
+    queue text, priority spine.job_priority, queued bigint, running bigint, retrying bigint,
+    dead bigint, oldest_queued_seconds double precision
+)
+    LANGUAGE sql STABLE SET search_path = pg_catalog AS $$
+    SELECT j.queue, j.priority,
+           count(*) FILTER (WHERE j.state = 'queued'),
+           count(*) FILTER (WHERE j.state = 'running'),
+           count(*) FILTER (WHERE j.state = 'retrying'),
+           count(*) FILTER (WHERE j.state = 'dead'),
+           coalesce(extract(epoch FROM now() - min(j.run_at) FILTER (
+               WHERE j.state IN ('queued', 'retrying') AND j.run_at <= now())), 0)::double precision
+      FROM spine.jobs j
+     GROUP BY j.queue, j.priority
+     ORDER BY j.queue, j.priority
+$$;
+COMMENT ON FUNCTION spine.queue_stats() IS
+    'Per queue and priority: queued, running, retrying (failed, waiting for their next attempt), dead, and the age of the oldest ready job. Rows are filtered by RLS for users.';
+
+-- Maintenance (pg_cron, every minute): expired leases back to their queues,
+-- archived jobs past their queue's retention deleted.
+CREATE FUNCTION spine.jobs_maintenance() RETURNS jsonb
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $$
+DECLARE
+    reclaimed bigint;
+    purged bigint;
+BEGIN
+    reclaimed := spine.reclaim_expired_leases(NULL);
+    DELETE FROM spine.jobs_archive a USING spine.queues q
+     WHERE q.name = a.queue AND a.finished_at < now() - q.retention;
+    GET DIAGNOSTICS purged = ROW_COUNT;
+    RETURN jsonb_build_object('leases_reclaimed', reclaimed, 'archive_purged', purged);
+END
+$$;
+COMMENT ON FUNCTION spine.jobs_maintenance() IS
+    'Returns expired leases to their queues and deletes archived jobs past retention; run by pg_cron.';
+
+CREATE FUNCTION spine.schedule(
+    schedule_name text,
+    cron text,
+    queue text,
+    payload jsonb,
+    priority spine.job_priority DEFAULT 'interactive'
+) RETURNS bigint
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $$
+DECLARE
+    job_id bigint;
+BEGIN
+    PERFORM spine.check_queue_name(schedule_name);
+    PERFORM spine.check_cron(cron);
+    IF payload IS NULL THEN
+        RAISE EXCEPTION 'payload must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM spine.queues q WHERE q.name = schedule.queue) THEN
+        RAISE EXCEPTION 'queue "%" does not exist', queue USING ERRCODE = 'undefined_object',
+            HINT = 'Create it with spine.create_queue(name).';
+    END IF;
+    IF to_regnamespace('cron') IS NULL THEN
+        RAISE EXCEPTION 'pg_cron is not installed in this database'
+            USING ERRCODE = 'feature_not_supported',
+                  HINT = 'CREATE EXTENSION pg_cron (it must be preloaded and cron.database_name set).';
+    END IF;
+    -- The idempotency key is the schedule and its firing time, so a firing that
+    -- runs twice enqueues once.
+    EXECUTE 'SELECT cron.schedule($1, $2, $3)' INTO job_id USING
+        'spine:' || schedule_name, cron,
+        format('SELECT spine.enqueue(%L, %L::jsonb, %L::spine.job_priority, now(), %L || to_char(now(), %L))',
+               queue, payload, priority, 'schedule:' || schedule_name || ':', 'YYYYMMDDHH24MISS');
+    INSERT INTO spine.schedules AS s (name, cron, queue, payload, priority, cron_job_id)
+    VALUES (schedule_name, schedule.cron, schedule.queue, schedule.payload, schedule.priority, job_id)
+    ON CONFLICT (name) DO UPDATE
+        SET cron = excluded.cron, queue = excluded.queue, payload = excluded.payload,
+            priority = excluded.priority, cron_job_id = excluded.cron_job_id;
+    RETURN job_id;
+END
+$$;
+COMMENT ON FUNCTION spine.schedule(text, text, text, jsonb, spine.job_priority) IS
+    'Creates or replaces a recurring job: pg_cron (job spine:<name>) enqueues payload into queue on the cron schedule; returns the pg_cron job id.';
+
+CREATE FUNCTION spine.unschedule(schedule_name text) RETURNS boolean
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM spine.schedules WHERE name = schedule_name) THEN
+        RETURN false;
+    END IF;
+    IF to_regnamespace('cron') IS NOT NULL THEN
+        EXECUTE 'SELECT cron.unschedule(jobid) FROM cron.job WHERE jobname = $1'
+            USING 'spine:' || schedule_name;
+    END IF;
+    DELETE FROM spine.schedules WHERE name = schedule_name;
+    RETURN true;
+END
+$$;
+COMMENT ON FUNCTION spine.unschedule(text) IS 'Removes a recurring job and its pg_cron entry; false if there was none.';
+
+-- Access: users read their own jobs; every write goes through the functions above.
+ALTER TABLE spine.jobs ENABLE ROW LEVEL SECURITY;
+ALTER TABLE spine.jobs_archive ENABLE ROW LEVEL SECURITY;
+ALTER TABLE spine.queues ENABLE ROW LEVEL SECURITY;
+ALTER TABLE spine.schedules ENABLE ROW LEVEL SECURITY;
+CREATE POLICY jobs_owner_reads ON spine.jobs
+    FOR SELECT TO authenticated USING (owner_id = auth.uid());
+CREATE POLICY jobs_archive_owner_reads ON spine.jobs_archive
+    FOR SELECT TO authenticated USING (owner_id = auth.uid());
+CREATE POLICY queues_readable ON spine.queues FOR SELECT TO authenticated USING (true);
+GRANT SELECT ON spine.jobs, spine.jobs_archive, spine.queues TO authenticated, service_role;
+GRANT SELECT ON spine.schedules TO service_role;

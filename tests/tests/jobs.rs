@@ -1,0 +1,555 @@
+//! The job queue's SQL surface against the real cluster: ordering, delays,
+//! idempotency, retries → dead letter → redrive, lease expiry, concurrency caps under
+//! concurrent fetchers, schedules, RLS and bad input. Each test has its own queue.
+
+use serde_json::json;
+use spine_tests::{act_as, connect, sqlstate};
+use std::time::Duration;
+use tokio_postgres::Client;
+use uuid::Uuid;
+
+async fn new_queue(db: &Client, cap: Option<i32>) -> String {
+    let name = format!("q{}", Uuid::new_v4().simple());
+    db.execute("SELECT spine.create_queue($1, $2)", &[&name, &cap])
+        .await
+        .unwrap();
+    name
+}
+
+async fn enqueue(db: &Client, queue: &str, payload: serde_json::Value, priority: &str) -> i64 {
+    db.query_one(
+        "SELECT spine.enqueue($1, $2, $3::text::spine.job_priority)",
+        &[&queue, &payload, &priority],
+    )
+    .await
+    .unwrap()
+    .get(0)
+}
+
+/// (id, attempts) of the jobs a fetch leased, in the order fetch_jobs returned them.
+async fn fetch(db: &Client, queue: &str, worker: &str, n: i32, lease: &str) -> Vec<(i64, i32)> {
+    db.query(
+        "SELECT id, attempts FROM spine.fetch_jobs(ARRAY[$1], $2, $3, $4::text::interval)",
+        &[&queue, &worker, &n, &lease],
+    )
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| (r.get(0), r.get(1)))
+    .collect()
+}
+
+/// realtime before interactive before background, then run_at, then id; a job
+/// whose run_at is in the future is not served until then.
+#[tokio::test]
+async fn serves_by_priority_then_time_and_respects_run_at() {
+    let db = connect().await;
+    let q = new_queue(&db, None).await;
+    let bg = enqueue(&db, &q, json!({"n": 1}), "background").await;
+    let inter1 = enqueue(&db, &q, json!({"n": 2}), "interactive").await;
+    let rt = enqueue(&db, &q, json!({"n": 3}), "realtime").await;
+    let inter2 = enqueue(&db, &q, json!({"n": 4}), "interactive").await;
+    let later: i64 = db
+        .query_one(
+            "SELECT spine.enqueue($1, '{}', 'realtime', now() + interval '600 ms')",
+            &[&q],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let got: Vec<i64> = fetch(&db, &q, "w", 10, "30 s")
+        .await
+        .into_iter()
+        .map(|j| j.0)
+        .collect();
+    assert_eq!(got, vec![rt, inter1, inter2, bg]);
+    assert!(
+        fetch(&db, &q, "w", 10, "30 s").await.is_empty(),
+        "delayed job not yet due"
+    );
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(fetch(&db, &q, "w", 10, "30 s").await, vec![(later, 1)]);
+}
+
+/// The same (queue, idempotency key) returns the existing job while it is live and
+/// after it completed (for the queue's retention); a batch returns ids in order.
+#[tokio::test]
+async fn idempotency_keys_hold_while_live_and_archived() {
+    let db = connect().await;
+    let q = new_queue(&db, None).await;
+    let key = "event-0192";
+    let first: i64 = db
+        .query_one(
+            "SELECT spine.enqueue($1, '{}', idempotency_key => $2)",
+            &[&q, &key],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let again: i64 = db
+        .query_one(
+            "SELECT spine.enqueue($1, '{\"x\":1}', idempotency_key => $2)",
+            &[&q, &key],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(first, again);
+    fetch(&db, &q, "w", 1, "30 s").await;
+    let done: i64 = db
+        .query_one("SELECT spine.complete_jobs(ARRAY[$1::bigint])", &[&first])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(done, 1);
+    let replay: i64 = db
+        .query_one(
+            "SELECT spine.enqueue($1, '{}', idempotency_key => $2)",
+            &[&q, &key],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(replay, first, "a replay after completion enqueues nothing");
+    let live: i64 = db
+        .query_one("SELECT count(*) FROM spine.jobs WHERE queue = $1", &[&q])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(live, 0);
+
+    let ids: Vec<i64> = db
+        .query_one(
+            "SELECT spine.enqueue_batch($1, ARRAY['{\"i\":1}', '{\"i\":2}', '{\"i\":3}']::jsonb[])",
+            &[&q],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(ids.len(), 3);
+    assert!(ids.windows(2).all(|w| w[0] < w[1]));
+}
+
+/// A failing job is retried after a backoff, goes dead after max_attempts with its
+/// whole error history, and redrive puts it back with fresh attempts.
+#[tokio::test]
+async fn retries_then_dead_letter_then_redrive() {
+    let db = connect().await;
+    let q = new_queue(&db, None).await;
+    let id: i64 = db
+        .query_one("SELECT spine.enqueue($1, '{}', max_attempts => 3)", &[&q])
+        .await
+        .unwrap()
+        .get(0);
+    // Attempt 1 fails with the default backoff: not ready again at once.
+    assert_eq!(fetch(&db, &q, "w", 1, "30 s").await, vec![(id, 1)]);
+    let state: String = db
+        .query_one("SELECT spine.fail_job($1, 'smtp timeout')::text", &[&id])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(state, "retrying");
+    let wait: f64 = db
+        .query_one(
+            "SELECT extract(epoch FROM run_at - now())::float8 FROM spine.jobs WHERE id = $1",
+            &[&id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(
+        (0.4..1.6).contains(&wait),
+        "first backoff ≈ 1 s ± jitter, got {wait}"
+    );
+    assert!(fetch(&db, &q, "w", 1, "30 s").await.is_empty());
+
+    // Attempts 2 and 3 fail with an explicit retry_in of 0.
+    for attempt in 2..=3 {
+        db.execute("UPDATE spine.jobs SET run_at = now() WHERE id = $1", &[&id])
+            .await
+            .unwrap();
+        assert_eq!(fetch(&db, &q, "w", 1, "30 s").await, vec![(id, attempt)]);
+        db.query_one(
+            "SELECT spine.fail_job($1, $2, '0 s')",
+            &[&id, &format!("fail {attempt}")],
+        )
+        .await
+        .unwrap();
+    }
+    let row = db
+        .query_one(
+            "SELECT state::text, jsonb_array_length(errors), errors->2->>'error' FROM spine.jobs WHERE id = $1",
+            &[&id],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "dead");
+    assert_eq!(row.get::<_, i32>(1), 3);
+    assert_eq!(row.get::<_, String>(2), "fail 3");
+    assert!(
+        fetch(&db, &q, "w", 1, "30 s").await.is_empty(),
+        "dead jobs are not served"
+    );
+
+    let stats = db
+        .query_one(
+            "SELECT sum(dead)::bigint FROM spine.queue_stats() WHERE queue = $1",
+            &[&q],
+        )
+        .await
+        .unwrap();
+    assert_eq!(stats.get::<_, i64>(0), 1);
+    let redriven: i64 = db
+        .query_one("SELECT spine.redrive($1)", &[&q])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(redriven, 1);
+    assert_eq!(fetch(&db, &q, "w", 1, "30 s").await, vec![(id, 1)]);
+}
+
+/// A worker that stops heartbeating loses its lease: the job is served again to
+/// another worker, the history says why, and only one completion counts.
+#[tokio::test]
+async fn expired_lease_returns_the_job_once() {
+    let db = connect().await;
+    let q = new_queue(&db, None).await;
+    let id = enqueue(&db, &q, json!({}), "interactive").await;
+    assert_eq!(fetch(&db, &q, "crashed", 1, "200 ms").await, vec![(id, 1)]);
+    assert!(
+        fetch(&db, &q, "other", 1, "30 s").await.is_empty(),
+        "still leased"
+    );
+    // Heartbeats keep it; then they stop.
+    let held: i64 = db
+        .query_one(
+            "SELECT spine.heartbeat(ARRAY[$1::bigint], '300 ms')",
+            &[&id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(held, 1);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(fetch(&db, &q, "other", 1, "30 s").await, vec![(id, 2)]);
+    let why: String = db
+        .query_one(
+            "SELECT errors->0->>'error' FROM spine.jobs WHERE id = $1",
+            &[&id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(
+        why.contains("lease expired") && why.contains("crashed"),
+        "{why}"
+    );
+    let first: i64 = db
+        .query_one("SELECT spine.complete_jobs(ARRAY[$1::bigint])", &[&id])
+        .await
+        .unwrap()
+        .get(0);
+    let second: i64 = db
+        .query_one("SELECT spine.complete_jobs(ARRAY[$1::bigint])", &[&id])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!((first, second), (1, 0));
+    let archived: i64 = db
+        .query_one(
+            "SELECT count(*) FROM spine.jobs_archive WHERE id = $1",
+            &[&id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(archived, 1);
+}
+
+/// Four fetchers racing on a queue capped at 3 never hold more than 3 jobs, and
+/// no job is leased twice.
+#[tokio::test]
+async fn concurrency_cap_holds_under_concurrent_fetchers() {
+    let db = connect().await;
+    let q = new_queue(&db, Some(3)).await;
+    db.execute(
+        "SELECT spine.enqueue_batch($1, array_agg(jsonb_build_object('i', i))) FROM generate_series(1, 40) i",
+        &[&q],
+    )
+    .await
+    .unwrap();
+    let mut fetchers = Vec::new();
+    for w in 0..4 {
+        let q = q.clone();
+        fetchers.push(tokio::spawn(async move {
+            let db = connect().await;
+            let mut mine = Vec::new();
+            for _ in 0..10 {
+                mine.extend(
+                    fetch(&db, &q, &format!("w{w}"), 2, "30 s")
+                        .await
+                        .into_iter()
+                        .map(|j| j.0),
+                );
+            }
+            mine
+        }));
+    }
+    let mut leased = Vec::new();
+    for f in fetchers {
+        leased.extend(f.await.unwrap());
+    }
+    let unique: std::collections::HashSet<_> = leased.iter().collect();
+    assert_eq!(leased.len(), 3, "cap of 3 running jobs: {leased:?}");
+    assert_eq!(unique.len(), 3);
+    // Completing one makes room for exactly one more.
+    db.execute(
+        "SELECT spine.complete_jobs(ARRAY[$1::bigint])",
+        &[&leased[0]],
+    )
+    .await
+    .unwrap();
+    assert_eq!(fetch(&db, &q, "w9", 5, "30 s").await.len(), 1);
+}
+
+/// A schedule becomes a pg_cron job whose command enqueues into the queue, once
+/// per firing even if the command runs twice in the same second; unschedule removes it.
+#[tokio::test]
+async fn schedules_enqueue_through_pg_cron() {
+    let db = connect().await;
+    let q = new_queue(&db, None).await;
+    let name = format!("s{}", Uuid::new_v4().simple());
+    db.execute(
+        "SELECT spine.schedule($1, '*/5 * * * *', $2, '{\"digest\":true}', 'background')",
+        &[&name, &q],
+    )
+    .await
+    .unwrap();
+    let command: String = db
+        .query_one(
+            "SELECT command FROM cron.job WHERE jobname = 'spine:' || $1 AND schedule = '*/5 * * * *'",
+            &[&name],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    // What pg_cron runs at each firing, run here twice within one second.
+    db.batch_execute(&format!("BEGIN; {command}; {command}; COMMIT;"))
+        .await
+        .unwrap();
+    let row = db
+        .query_one(
+            "SELECT count(*), min(priority::text), min(payload->>'digest') FROM spine.jobs WHERE queue = $1",
+            &[&q],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, i64>(0), 1);
+    assert_eq!(row.get::<_, String>(1), "background");
+    assert_eq!(row.get::<_, String>(2), "true");
+    let removed: bool = db
+        .query_one("SELECT spine.unschedule($1)", &[&name])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(removed);
+    let left: i64 = db
+        .query_one(
+            "SELECT count(*) FROM cron.job WHERE jobname = 'spine:' || $1",
+            &[&name],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 0);
+}
+
+/// Users enqueue and see only their own jobs, cannot cancel others', and cannot
+/// run the worker's functions; service_role sees everything.
+#[tokio::test]
+async fn jobs_are_private_to_their_owner() {
+    let mut db = connect().await;
+    let q = new_queue(&db, None).await;
+    let (alice, bob) = (Uuid::new_v4(), Uuid::new_v4());
+    let as_user = |who: Uuid| json!({"sub": who.to_string(), "role": "authenticated"});
+
+    let t = db.transaction().await.unwrap();
+    act_as(&t, "authenticated", as_user(alice)).await;
+    let id: i64 = t
+        .query_one("SELECT spine.enqueue($1, '{\"to\":\"mum\"}')", &[&q])
+        .await
+        .unwrap()
+        .get(0);
+    t.commit().await.unwrap();
+
+    let t = db.transaction().await.unwrap();
+    act_as(&t, "authenticated", as_user(bob)).await;
+    let seen: i64 = t
+        .query_one("SELECT count(*) FROM spine.jobs WHERE queue = $1", &[&q])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(seen, 0, "bob sees none of alice's jobs");
+    let stats: i64 = t
+        .query_one(
+            "SELECT count(*) FROM spine.queue_stats() WHERE queue = $1",
+            &[&q],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(stats, 0);
+    let cancelled: bool = t
+        .query_one("SELECT spine.cancel_job($1)", &[&id])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(!cancelled, "bob cannot cancel alice's job");
+    let err = t
+        .query("SELECT * FROM spine.fetch_jobs(ARRAY[$1], 'bob', 1)", &[&q])
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&err), Some("42501"));
+    t.rollback().await.unwrap();
+
+    let t = db.transaction().await.unwrap();
+    act_as(&t, "authenticated", as_user(alice)).await;
+    let owner: Uuid = t
+        .query_one("SELECT owner_id FROM spine.jobs WHERE id = $1", &[&id])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(owner, alice);
+    let cancelled: bool = t
+        .query_one("SELECT spine.cancel_job($1)", &[&id])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(cancelled);
+    t.commit().await.unwrap();
+
+    let t = db.transaction().await.unwrap();
+    act_as(&t, "service_role", json!({"role": "service_role"})).await;
+    let state: String = t
+        .query_one(
+            "SELECT state::text FROM spine.jobs_archive WHERE id = $1",
+            &[&id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(state, "cancelled");
+}
+
+/// Every kind of bad input has its own SQLSTATE and a message naming the problem.
+#[tokio::test]
+async fn bad_job_input_is_refused() {
+    let db = connect().await;
+    let q = new_queue(&db, None).await;
+    db.execute("SELECT spine.enqueue($1, '{}')", &[&q])
+        .await
+        .unwrap();
+    let running: i64 = db
+        .query_one("SELECT spine.enqueue($1, '{}')", &[&q])
+        .await
+        .unwrap()
+        .get(0);
+    let queued: i64 = db
+        .query_one(
+            "SELECT spine.enqueue($1, '{}', run_at => now() + interval '1 hour')",
+            &[&q],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    fetch(&db, &q, "w", 2, "30 s").await;
+    let cases: Vec<(String, &str, &str)> = vec![
+        (
+            "SELECT spine.enqueue('no_such_queue', '{}')".to_string(),
+            "42704",
+            "does not exist",
+        ),
+        (
+            format!("SELECT spine.enqueue('{q}', NULL)"),
+            "22004",
+            "payload must not be NULL",
+        ),
+        (
+            format!("SELECT spine.enqueue('{q}', '{{}}', max_attempts => -1)"),
+            "22023",
+            "max_attempts",
+        ),
+        (
+            format!("SELECT spine.enqueue('{q}', '{{}}', 'urgent')"),
+            "22P02",
+            "job_priority",
+        ),
+        (
+            "SELECT spine.create_queue('Bad Name')".to_string(),
+            "22023",
+            "queue name",
+        ),
+        (
+            format!("SELECT spine.create_queue('{q}', 0)"),
+            "22023",
+            "max_concurrency",
+        ),
+        (
+            format!("SELECT spine.schedule('s', '61 * * * *', '{q}', '{{}}')"),
+            "22023",
+            "minute field",
+        ),
+        (
+            format!("SELECT spine.schedule('s', 'every day', '{q}', '{{}}')"),
+            "22023",
+            "fields",
+        ),
+        (
+            format!("SELECT spine.fetch_jobs(ARRAY['{q}'], 'w', 0)"),
+            "22023",
+            "n must be",
+        ),
+        (
+            "SELECT spine.fetch_jobs('{}', 'w')".to_string(),
+            "22023",
+            "at least one queue",
+        ),
+        (
+            format!("SELECT spine.fail_job({queued}, 'x')"),
+            "55000",
+            "not running",
+        ),
+        (
+            "SELECT spine.fail_job(-1, 'x')".to_string(),
+            "42704",
+            "does not exist",
+        ),
+        (
+            format!("SELECT spine.fail_job({running}, 'x', '-1 s')"),
+            "22023",
+            "retry_in",
+        ),
+        (
+            format!("SELECT spine.heartbeat(ARRAY[{running}::bigint], '0 s')"),
+            "22023",
+            "lease",
+        ),
+        (
+            "SELECT spine.redrive('no_such_queue')".to_string(),
+            "42704",
+            "does not exist",
+        ),
+    ];
+    for (sql, code, needle) in cases {
+        let err = db.query(sql.as_str(), &[]).await.unwrap_err();
+        let db_err = err
+            .as_db_error()
+            .unwrap_or_else(|| panic!("{sql}: {err:?}"));
+        assert_eq!(db_err.code().code(), code, "{sql}: {}", db_err.message());
+        assert!(
+            db_err.message().contains(needle),
+            "{sql}: {}",
+            db_err.message()
+        );
+    }
+}
