@@ -35,6 +35,7 @@ GRANT EXECUTE ON FUNCTION
     spine.complete_jobs(bigint[]),
     spine.fail_job(bigint, text, interval),
     spine.heartbeat(bigint[], interval),
+    spine.release_jobs(bigint[]),
     spine.redrive(text),
     spine.reclaim_expired_leases(text[]),
     spine.jobs_maintenance(),

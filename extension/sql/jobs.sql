@@ -383,6 +383,25 @@ $$;
 COMMENT ON FUNCTION spine.heartbeat(bigint[], interval) IS
     'Extends the leases of running jobs; returns how many are still held.';
 
+-- A worker shutting down hands back jobs it has not started or cannot finish: they
+-- return to the queue without the attempt counting.
+CREATE FUNCTION spine.release_jobs(ids bigint[]) RETURNS bigint
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $$
+DECLARE
+    n bigint;
+BEGIN
+    UPDATE spine.jobs
+       SET state = CASE WHEN attempts > 1 THEN 'retrying' ELSE 'queued' END::spine.job_state,
+           attempts = greatest(attempts - 1, 0), run_at = now(),
+           lease_until = NULL, worker = NULL, updated_at = now()
+     WHERE id = ANY (ids) AND state = 'running';
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END
+$$;
+COMMENT ON FUNCTION spine.release_jobs(bigint[]) IS
+    'Returns running jobs to their queue without counting the attempt (a worker shutting down); returns how many.';
+
 CREATE FUNCTION spine.redrive(queue text) RETURNS bigint
     LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $$
 DECLARE

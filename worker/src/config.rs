@@ -16,6 +16,28 @@ pub struct Config {
     /// `SPINE_HTTP_ADDR`: where `/healthz` and `/metrics` are served.
     pub http_addr: SocketAddr,
     pub relay: RelayConfig,
+    pub jobs: JobsConfig,
+    /// `SPINE_DRAIN_SECS`: how long in-flight work may take after SIGTERM.
+    pub drain: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct JobsConfig {
+    /// `SPINE_JOB_QUEUES`: `queue[=handler]` comma list (handler defaults to the
+    /// queue's name); empty turns the runner off. Default `http`.
+    pub queues: Vec<(String, String)>,
+    /// `SPINE_JOB_CONCURRENCY`: jobs run at once by this worker.
+    pub concurrency: usize,
+    /// `SPINE_JOB_BATCH`: most jobs leased per fetch.
+    pub batch: i32,
+    /// `SPINE_JOB_LEASE_SECS`: lease per fetch, renewed every third of it.
+    pub lease: Duration,
+    /// `SPINE_JOB_POLL_MS`: how often an idle runner looks for work.
+    pub poll: Duration,
+    /// `SPINE_WORKER_ID`: recorded on leased jobs (default host-pid).
+    pub worker_id: String,
+    /// Copy of `SPINE_DRAIN_SECS`.
+    pub drain: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -71,7 +93,29 @@ impl Config {
             (1..=10_000).contains(&batch),
             "SPINE_RELAY_BATCH must be 1..=10000"
         );
+        let concurrency = num("SPINE_JOB_CONCURRENCY", 16)?;
+        anyhow::ensure!(
+            (1..=10_000).contains(&concurrency),
+            "SPINE_JOB_CONCURRENCY must be 1..=10000"
+        );
+        let lease = num("SPINE_JOB_LEASE_SECS", 30)?;
+        anyhow::ensure!(lease >= 1, "SPINE_JOB_LEASE_SECS must be at least 1");
+        let drain = Duration::from_secs(num("SPINE_DRAIN_SECS", 30)?);
+        let jobs = JobsConfig {
+            queues: parse_queues(&get("SPINE_JOB_QUEUES", "http"))?,
+            concurrency: concurrency as usize,
+            batch: num("SPINE_JOB_BATCH", concurrency)?.clamp(1, 10_000) as i32,
+            lease: Duration::from_secs(lease),
+            poll: Duration::from_millis(num("SPINE_JOB_POLL_MS", 500)?),
+            worker_id: lookup("SPINE_WORKER_ID").unwrap_or_else(|| {
+                let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
+                format!("{}-{}", host.trim(), std::process::id())
+            }),
+            drain,
+        };
         Ok(Self {
+            jobs,
+            drain,
             database_url: get("DATABASE_URL", "postgres://postgres@127.0.0.1:54390/spine"),
             nats_url,
             meili_url: lookup("MEILI_URL").filter(|s| !s.is_empty()),
@@ -89,6 +133,22 @@ impl Config {
             },
         })
     }
+}
+
+/// `emails,http,bench=noop` → [(emails, emails), (http, http), (bench, noop)].
+pub fn parse_queues(spec: &str) -> anyhow::Result<Vec<(String, String)>> {
+    spec.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|item| {
+            let (queue, handler) = item.split_once('=').unwrap_or((item, item));
+            anyhow::ensure!(
+                !queue.is_empty() && !handler.is_empty(),
+                "SPINE_JOB_QUEUES item {item:?} must be queue or queue=handler"
+            );
+            Ok((queue.to_string(), handler.to_string()))
+        })
+        .collect()
 }
 
 /// `host:port` of a `nats://host:port` URL (the port defaults to 4222).
@@ -125,6 +185,19 @@ mod tests {
     fn empty_meili_url_means_search_off() {
         let c = Config::from_lookup(|k| (k == "MEILI_URL").then(String::new)).unwrap();
         assert!(c.meili_url.is_none());
+    }
+
+    #[test]
+    fn job_queues_bind_handlers() {
+        assert_eq!(
+            parse_queues("http, bench=noop,").unwrap(),
+            vec![
+                ("http".into(), "http".into()),
+                ("bench".into(), "noop".into())
+            ]
+        );
+        assert!(parse_queues("").unwrap().is_empty());
+        assert!(parse_queues("a=").is_err());
     }
 
     #[test]

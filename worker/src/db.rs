@@ -13,6 +13,15 @@ pub async fn connect(
         .with_context(|| format!("connecting to {}", redact(url)))
 }
 
+/// Aborts a spawned task when dropped: a session's connection driver ends with it.
+pub struct AbortOnDrop<T>(pub tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// The URL without its password, for messages and logs.
 pub fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {

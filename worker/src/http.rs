@@ -5,7 +5,7 @@
 //! instance is the active relay, its lag is under the threshold: a stuck relay is
 //! reported even though the process runs.
 
-use crate::metrics::RelayMetrics;
+use crate::metrics::{JobMetrics, RelayMetrics};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -14,6 +14,7 @@ use tokio::sync::watch;
 
 pub struct HttpState {
     pub relay: Arc<RelayMetrics>,
+    pub jobs: Arc<JobMetrics>,
     pub sink: String,
     pub lag_threshold: Duration,
 }
@@ -111,7 +112,7 @@ fn route(method: &str, path: &str, state: &HttpState) -> (&'static str, &'static
         "/metrics" => (
             "200 OK",
             "text/plain; version=0.0.4",
-            state.relay.render(&state.sink),
+            state.relay.render(&state.sink) + &state.jobs.render(),
         ),
         _ => ("404 Not Found", JSON, r#"{"error":"not found"}"#.into()),
     }
@@ -133,6 +134,7 @@ mod tests {
             .store(active, std::sync::atomic::Ordering::Relaxed);
         HttpState {
             relay,
+            jobs: Arc::default(),
             sink: "nats".into(),
             lag_threshold: Duration::from_secs(30),
         }

@@ -5,16 +5,18 @@
 //! - [`relay`]: outbox → NATS JetStream, effectively once, in commit order.
 //! - [`listener`]: LISTEN wake-ups for the relay (it also polls).
 //! - [`envelope`]: the CloudEvents JSON an event travels as.
+//! - [`jobs`]: the job runner and its handlers (`http`, `noop`, registry).
 //! - [`metrics`], [`http`]: `/metrics` (Prometheus) and `/healthz` (fails on lag).
 //! - [`check`]: `spine-worker check`, which verifies every dependency is reachable.
 //!
-//! Search sync, the job runner and webhook delivery arrive with their issues.
+//! Search sync and webhook delivery arrive with their issues.
 
 pub mod check;
 pub mod config;
 pub mod db;
 pub mod envelope;
 pub mod http;
+pub mod jobs;
 pub mod listener;
 pub mod metrics;
 pub mod relay;
@@ -25,15 +27,13 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{watch, Notify};
 
-/// How long in-flight work may take to finish after a shutdown signal.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
-
 /// Runs every loop until `shutdown` resolves, then lets them finish their current
 /// batch (a broadcast, then a bounded drain).
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let config = Arc::new(config);
     let (stop_tx, stop_rx) = watch::channel(false);
     let relay_metrics = Arc::new(metrics::RelayMetrics::default());
+    let job_metrics = Arc::new(metrics::JobMetrics::default());
 
     let listener = tokio::net::TcpListener::bind(config.http_addr)
         .await
@@ -43,6 +43,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         listener,
         Arc::new(http::HttpState {
             relay: relay_metrics.clone(),
+            jobs: job_metrics.clone(),
             sink: config.relay.sink.clone(),
             lag_threshold: config.relay.lag_threshold,
         }),
@@ -56,7 +57,21 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         wake.clone(),
         stop_rx.clone(),
     ));
-    let relay = tokio::spawn(relay::run(config.clone(), relay_metrics, wake, stop_rx));
+    let relay = tokio::spawn(relay::run(
+        config.clone(),
+        relay_metrics,
+        wake,
+        stop_rx.clone(),
+    ));
+    let runner = (!config.jobs.queues.is_empty()).then(|| {
+        tokio::spawn(jobs::runner::run(
+            config.database_url.clone(),
+            config.jobs.clone(),
+            jobs::handler::Registry::builtin(),
+            job_metrics,
+            stop_rx.clone(),
+        ))
+    });
     if config.meili_url.is_none() {
         tracing::info!("search sync is off: MEILI_URL is not set");
     }
@@ -64,7 +79,11 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     shutdown.await;
     tracing::info!("shutting down: finishing in-flight batches");
     let _ = stop_tx.send(true);
-    let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
+    // The runner keeps its own drain deadline; this one bounds everything.
+    let drained = tokio::time::timeout(config.drain + Duration::from_secs(5), async {
+        if let Some(runner) = runner {
+            let _ = runner.await;
+        }
         let _ = relay.await;
         let _ = listen.await;
         let _ = http.await;

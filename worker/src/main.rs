@@ -9,6 +9,8 @@ async fn main() -> anyhow::Result<()> {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .init();
+    // TLS for the http handler: rustls on ring (no system OpenSSL needed).
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let config = Config::from_env()?;
     match std::env::args().nth(1).as_deref() {
         None | Some("run") => run(config, shutdown_signal()).await,

@@ -97,6 +97,33 @@ impl RelayMetrics {
     }
 }
 
+/// Job runner counters.
+#[derive(Debug, Default)]
+pub struct JobMetrics {
+    pub completed: AtomicU64,
+    pub failed: AtomicU64,
+    pub running: AtomicI64,
+}
+
+impl JobMetrics {
+    pub fn render(&self) -> String {
+        format!(
+            "# HELP spine_jobs_completed_total Jobs this worker completed.\n\
+             # TYPE spine_jobs_completed_total counter\n\
+             spine_jobs_completed_total {}\n\
+             # HELP spine_jobs_failed_total Failed job attempts (retried or dead).\n\
+             # TYPE spine_jobs_failed_total counter\n\
+             spine_jobs_failed_total {}\n\
+             # HELP spine_jobs_running Jobs running on this worker now.\n\
+             # TYPE spine_jobs_running gauge\n\
+             spine_jobs_running {}\n",
+            self.completed.load(Ordering::Relaxed),
+            self.failed.load(Ordering::Relaxed),
+            self.running.load(Ordering::Relaxed),
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -70,7 +70,7 @@ async fn session(
     let rc = &config.relay;
     let (db, connection) = crate::db::connect(&config.database_url).await?;
     // The lock lives as long as this connection; dropping it hands the sink over.
-    let _conn = AbortOnDrop(tokio::spawn(connection));
+    let _conn = crate::db::AbortOnDrop(tokio::spawn(connection));
     // A cursor write lost in a Postgres crash only means redelivery, which the
     // duplicate window absorbs: no need to wait for its WAL flush on every batch.
     db.batch_execute("SET synchronous_commit = off").await?;
@@ -314,14 +314,5 @@ impl Batch {
             }
         }
         outcome
-    }
-}
-
-/// Aborts a spawned task when dropped (the connection driver of a session).
-struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
-
-impl<T> Drop for AbortOnDrop<T> {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }

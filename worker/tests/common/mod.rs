@@ -2,7 +2,7 @@
 //! (so a test may kill and restart it), spine-worker processes, and the dev stack's
 //! Postgres from `cargo xtask test`.
 
-#![allow(dead_code)] // each test binary uses a different subset
+#![allow(dead_code, unused_imports)] // each test binary uses a different subset
 
 use futures_util::StreamExt;
 use std::net::TcpListener;
@@ -186,6 +186,24 @@ impl Worker {
         let _ = self.child.wait();
     }
 
+    /// SIGTERM, then wait (up to `timeout`, then SIGKILL) for the exit status.
+    pub fn terminate_and_wait(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let _ = Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                return self.child.wait().unwrap();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// A handle for HTTP probes of a worker by port (no process attached).
     pub fn probe(http_port: u16) -> Probe {
         Probe { http_port }
@@ -248,4 +266,108 @@ pub mod tempdir {
             let _ = std::fs::remove_dir_all(&self.0);
         }
     }
+}
+
+/// A request a [`Hook`] received: (Idempotency-Key header, body).
+pub type Received = (String, String);
+
+/// A webhook receiver on loopback: answers the n-th request (0-based) with the
+/// status and delay `respond(n)` gives, and records every request.
+pub struct Hook {
+    pub url: String,
+    pub received: std::sync::Arc<std::sync::Mutex<Vec<Received>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Hook {
+    pub async fn start(respond: fn(usize) -> (u16, Duration)) -> Self {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        let received: std::sync::Arc<std::sync::Mutex<Vec<Received>>> = Default::default();
+        let log = received.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((mut stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let log = log.clone();
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 4096];
+                    // Read head, then as much body as Content-Length says.
+                    let (head, body) = loop {
+                        let n = stream.read(&mut chunk).await.unwrap_or(0);
+                        if n == 0 {
+                            return;
+                        }
+                        buf.extend_from_slice(&chunk[..n]);
+                        if let Some(pos) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            let head = String::from_utf8_lossy(&buf[..pos]).to_string();
+                            let len: usize = head
+                                .lines()
+                                .find_map(|l| {
+                                    let (k, v) = l.split_once(':')?;
+                                    k.eq_ignore_ascii_case("content-length")
+                                        .then(|| v.trim().parse().ok())?
+                                })
+                                .unwrap_or(0);
+                            while buf.len() < pos + 4 + len {
+                                let n = stream.read(&mut chunk).await.unwrap_or(0);
+                                if n == 0 {
+                                    break;
+                                }
+                                buf.extend_from_slice(&chunk[..n]);
+                            }
+                            let body = String::from_utf8_lossy(&buf[pos + 4..]).to_string();
+                            break (head, body);
+                        }
+                    };
+                    let key = head
+                        .lines()
+                        .find_map(|l| {
+                            let (k, v) = l.split_once(':')?;
+                            k.eq_ignore_ascii_case("idempotency-key")
+                                .then(|| v.trim().to_string())
+                        })
+                        .unwrap_or_default();
+                    let n = {
+                        let mut log = log.lock().unwrap();
+                        log.push((key, body));
+                        log.len() - 1
+                    };
+                    let (status, delay) = respond(n);
+                    tokio::time::sleep(delay).await;
+                    let reply = format!(
+                        "HTTP/1.1 {status} X\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok"
+                    );
+                    let _ = stream.write_all(reply.as_bytes()).await;
+                });
+            }
+        });
+        Hook {
+            url,
+            received,
+            task,
+        }
+    }
+
+    pub fn count(&self) -> usize {
+        self.received.lock().unwrap().len()
+    }
+}
+
+impl Drop for Hook {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A queue of its own for one test.
+pub async fn new_queue(db: &tokio_postgres::Client) -> String {
+    let name = format!("q{}", uuid::Uuid::new_v4().simple());
+    db.execute("SELECT spine.create_queue($1)", &[&name])
+        .await
+        .unwrap();
+    name
 }

@@ -1,0 +1,162 @@
+//! The `http` handler: POST (or another method) the job's payload to a URL.
+//!
+//! Payload: `{"url": "https://…", "method": "POST", "headers": {…}, "body": …,
+//! "timeout_ms": 10000}`. Without `body` the whole payload is sent. The job id is
+//! sent as `Idempotency-Key`, so a receiver can drop a redelivery. A 2xx answer
+//! completes the job; anything else fails it (and it is retried with backoff).
+
+use super::handler::{Handler, HandlerFuture, Job};
+use std::time::Duration;
+
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+const MAX_TIMEOUT: Duration = Duration::from_secs(300);
+
+pub struct HttpHandler {
+    client: reqwest::Client,
+}
+
+impl HttpHandler {
+    pub fn new() -> Self {
+        Self {
+            client: reqwest::Client::builder()
+                .user_agent(concat!("spine-worker/", env!("CARGO_PKG_VERSION")))
+                .redirect(reqwest::redirect::Policy::limited(3))
+                .build()
+                .expect("a client with these settings always builds"),
+        }
+    }
+}
+
+impl Default for HttpHandler {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// What the payload asks for, checked before anything is sent.
+#[derive(Debug, PartialEq)]
+pub struct Request {
+    pub url: String,
+    pub method: reqwest::Method,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    pub timeout: Duration,
+}
+
+pub fn parse(payload: &serde_json::Value) -> Result<Request, String> {
+    let url = payload
+        .get("url")
+        .and_then(|u| u.as_str())
+        .ok_or("payload has no \"url\" string")?;
+    let parsed = reqwest::Url::parse(url).map_err(|e| format!("bad url: {e}"))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(format!(
+            "url scheme {} is not http or https",
+            parsed.scheme()
+        ));
+    }
+    let method = payload
+        .get("method")
+        .and_then(|m| m.as_str())
+        .unwrap_or("POST")
+        .to_ascii_uppercase();
+    let method = reqwest::Method::from_bytes(method.as_bytes())
+        .map_err(|_| format!("bad method {method}"))?;
+    let mut headers = Vec::new();
+    if let Some(map) = payload.get("headers").and_then(|h| h.as_object()) {
+        for (k, v) in map {
+            let v = v.as_str().ok_or(format!("header {k} is not a string"))?;
+            headers.push((k.clone(), v.to_string()));
+        }
+    }
+    let body = match payload.get("body") {
+        Some(serde_json::Value::String(s)) => s.clone().into_bytes(),
+        Some(other) => other.to_string().into_bytes(),
+        None => payload.to_string().into_bytes(),
+    };
+    let timeout = payload
+        .get("timeout_ms")
+        .and_then(|t| t.as_u64())
+        .map(Duration::from_millis)
+        .unwrap_or(DEFAULT_TIMEOUT)
+        .min(MAX_TIMEOUT);
+    Ok(Request {
+        url: url.to_string(),
+        method,
+        headers,
+        body,
+        timeout,
+    })
+}
+
+impl Handler for HttpHandler {
+    fn handle(&self, job: Job) -> HandlerFuture {
+        let client = self.client.clone();
+        Box::pin(async move {
+            let req = parse(&job.payload)?;
+            let mut builder = client
+                .request(req.method, &req.url)
+                .timeout(req.timeout)
+                .header("Idempotency-Key", format!("job-{}", job.id))
+                .header("Content-Type", "application/json");
+            for (k, v) in &req.headers {
+                builder = builder.header(k.as_str(), v.as_str());
+            }
+            let response = builder.body(req.body).send().await.map_err(|e| {
+                if e.is_timeout() {
+                    format!("timed out after {:?}", req.timeout)
+                } else {
+                    format!("request failed: {e}")
+                }
+            })?;
+            let status = response.status();
+            if status.is_success() {
+                return Ok(());
+            }
+            let text = response.text().await.unwrap_or_default();
+            let snippet: String = text.chars().take(300).collect();
+            Err(format!("HTTP {status}: {snippet}"))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn parses_a_full_request() {
+        let r = parse(&json!({"url": "https://example.org/hook", "method": "put",
+            "headers": {"X-A": "1"}, "body": {"k": 2}, "timeout_ms": 500}))
+        .unwrap();
+        assert_eq!(r.method, reqwest::Method::PUT);
+        assert_eq!(r.headers, vec![("X-A".into(), "1".into())]);
+        assert_eq!(r.body, br#"{"k":2}"#.to_vec());
+        assert_eq!(r.timeout, Duration::from_millis(500));
+    }
+
+    #[test]
+    fn whole_payload_is_the_body_by_default() {
+        let p = json!({"url": "http://h/x", "n": 1});
+        assert_eq!(parse(&p).unwrap().body, p.to_string().into_bytes());
+    }
+
+    #[test]
+    fn rejects_what_it_cannot_send() {
+        assert!(parse(&json!({})).unwrap_err().contains("url"));
+        assert!(parse(&json!({"url": "ftp://h/x"}))
+            .unwrap_err()
+            .contains("scheme"));
+        assert!(parse(&json!({"url": "not a url"}))
+            .unwrap_err()
+            .contains("bad url"));
+        assert!(parse(&json!({"url": "http://h", "headers": {"a": 1}})).is_err());
+        assert_eq!(
+            parse(&json!({"url": "http://h", "timeout_ms": 10_000_000}))
+                .unwrap()
+                .timeout,
+            MAX_TIMEOUT
+        );
+    }
+}

@@ -1,0 +1,7 @@
+//! The job runner's parts: [`handler`] (what a job is and the registry of
+//! handlers by queue), the built-in handlers [`http`] and `noop`, and the
+//! [`runner`] loop that leases, runs, heartbeats and completes jobs.
+
+pub mod handler;
+pub mod http;
+pub mod runner;

@@ -1,0 +1,235 @@
+//! The job runner: leases jobs from `spine.fetch_jobs` as slots free up, runs each
+//! with its queue's handler, heartbeats the leases of running jobs, completes
+//! successes in batches and records failures (the database decides retry or dead).
+//!
+//! Crash safety comes from the lease: a runner that dies stops heartbeating, and
+//! its jobs return to the queue when their leases pass. On SIGTERM the runner stops
+//! leasing, lets running jobs finish within the drain time, and releases the rest
+//! without counting the attempt.
+
+use super::handler::{Job, Registry};
+use crate::config::JobsConfig;
+use crate::metrics::JobMetrics;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, watch, Semaphore};
+
+pub async fn run(
+    database_url: String,
+    config: JobsConfig,
+    registry: Registry,
+    metrics: Arc<JobMetrics>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut delay = Duration::from_millis(100);
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        match session(&database_url, &config, &registry, &metrics, &mut shutdown).await {
+            Ok(()) => return,
+            Err(e) => {
+                tracing::warn!(error = format!("{e:#}"), retry_in = ?delay, "job runner session failed")
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = shutdown.changed() => return,
+        }
+        delay = (delay * 2).min(Duration::from_secs(5));
+    }
+}
+
+type Outcome = (i64, Result<(), String>);
+
+async fn session(
+    database_url: &str,
+    config: &JobsConfig,
+    registry: &Registry,
+    metrics: &JobMetrics,
+    shutdown: &mut watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let (db, connection) = crate::db::connect(database_url).await?;
+    let _conn = crate::db::AbortOnDrop(tokio::spawn(connection));
+
+    let handlers: HashMap<&str, _> = config
+        .queues
+        .iter()
+        .map(|(queue, handler)| {
+            let h = registry
+                .get(handler)
+                .ok_or_else(|| anyhow::anyhow!("no handler named {handler} for queue {queue}"));
+            h.map(|h| (queue.as_str(), h))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let queues: Vec<&str> = handlers.keys().copied().collect();
+    let lease_secs = config.lease.as_secs_f64();
+    let fetch = db
+        .prepare(
+            "SELECT * FROM spine.fetch_jobs($1::text[], $2, $3, make_interval(secs => $4::float8))",
+        )
+        .await?;
+    let complete = db.prepare("SELECT spine.complete_jobs($1)").await?;
+    let fail = db.prepare("SELECT spine.fail_job($1, $2)").await?;
+    let heartbeat = db
+        .prepare("SELECT spine.heartbeat($1, make_interval(secs => $2::float8))")
+        .await?;
+    tracing::info!(?queues, worker = %config.worker_id, "job runner started");
+
+    let slots = Arc::new(Semaphore::new(config.concurrency));
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Outcome>();
+    let mut running: HashSet<i64> = HashSet::new();
+    let mut last_heartbeat = Instant::now();
+    let heartbeat_every = config.lease / 3;
+
+    loop {
+        // Record what finished since the last round.
+        let mut finished = Vec::new();
+        while let Ok(outcome) = done_rx.try_recv() {
+            finished.push(outcome);
+        }
+        record(&db, &complete, &fail, metrics, &mut running, finished).await?;
+
+        if running.is_empty() || last_heartbeat.elapsed() >= heartbeat_every {
+            if !running.is_empty() {
+                let ids: Vec<i64> = running.iter().copied().collect();
+                db.execute(&heartbeat, &[&ids, &lease_secs]).await?;
+            }
+            last_heartbeat = Instant::now();
+        }
+
+        let stopping = *shutdown.borrow();
+        if stopping {
+            return drain(
+                &db,
+                config,
+                metrics,
+                &mut running,
+                &mut done_rx,
+                &complete,
+                &fail,
+            )
+            .await;
+        }
+
+        let free = slots.available_permits().min(config.batch as usize);
+        let mut fetched = 0;
+        if free > 0 {
+            let rows = db
+                .query(
+                    &fetch,
+                    &[&queues, &config.worker_id, &(free as i32), &lease_secs],
+                )
+                .await?;
+            fetched = rows.len();
+            for row in rows {
+                let job = Job::from_row(&row)?;
+                let Some(handler) = handlers.get(job.queue.as_str()).cloned() else {
+                    continue; // fetch_jobs only returns the queues we asked for
+                };
+                let permit = slots.clone().acquire_owned().await?;
+                running.insert(job.id);
+                metrics.running.fetch_add(1, Ordering::Relaxed);
+                let done = done_tx.clone();
+                tokio::spawn(async move {
+                    let id = job.id;
+                    // A panicking handler fails its job instead of losing it.
+                    let result = tokio::spawn(handler.handle(job))
+                        .await
+                        .unwrap_or_else(|e| Err(format!("handler panicked: {e}")));
+                    drop(permit);
+                    let _ = done.send((id, result));
+                });
+            }
+        }
+        if fetched == 0 || slots.available_permits() == 0 {
+            // Nothing to lease, or no slot to run it in: wait for a job to finish,
+            // the next poll, a heartbeat, or shutdown.
+            let wait = if fetched == 0 {
+                config.poll
+            } else {
+                heartbeat_every
+            };
+            tokio::select! {
+                outcome = done_rx.recv() => {
+                    if let Some(outcome) = outcome {
+                        record(&db, &complete, &fail, metrics, &mut running, vec![outcome]).await?;
+                    }
+                }
+                _ = tokio::time::sleep(wait.min(heartbeat_every)) => {}
+                _ = shutdown.changed() => {}
+            }
+        }
+    }
+}
+
+/// Completes successes in one statement and fails each failure.
+async fn record(
+    db: &tokio_postgres::Client,
+    complete: &tokio_postgres::Statement,
+    fail: &tokio_postgres::Statement,
+    metrics: &JobMetrics,
+    running: &mut HashSet<i64>,
+    finished: Vec<Outcome>,
+) -> anyhow::Result<()> {
+    let mut ok = Vec::new();
+    for (id, result) in finished {
+        running.remove(&id);
+        metrics.running.fetch_sub(1, Ordering::Relaxed);
+        match result {
+            Ok(()) => ok.push(id),
+            Err(error) => {
+                tracing::info!(job = id, %error, "job failed");
+                db.query_one(fail, &[&id, &error]).await?;
+                metrics.failed.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+    if !ok.is_empty() {
+        db.query_one(complete, &[&ok]).await?;
+        metrics
+            .completed
+            .fetch_add(ok.len() as u64, Ordering::Relaxed);
+    }
+    Ok(())
+}
+
+/// Shutdown: no new leases; running jobs get `drain` time to finish (their leases
+/// kept alive), and whatever is still running then is released to the queue.
+async fn drain(
+    db: &tokio_postgres::Client,
+    config: &JobsConfig,
+    metrics: &JobMetrics,
+    running: &mut HashSet<i64>,
+    done_rx: &mut mpsc::UnboundedReceiver<Outcome>,
+    complete: &tokio_postgres::Statement,
+    fail: &tokio_postgres::Statement,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + config.drain;
+    tracing::info!(jobs = running.len(), "job runner draining");
+    while !running.is_empty() && Instant::now() < deadline {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left.min(config.lease / 3), done_rx.recv()).await {
+            Ok(Some(outcome)) => {
+                record(db, complete, fail, metrics, running, vec![outcome]).await?
+            }
+            Ok(None) => break,
+            Err(_) => {
+                let ids: Vec<i64> = running.iter().copied().collect();
+                db.execute(
+                    "SELECT spine.heartbeat($1, make_interval(secs => $2::float8))",
+                    &[&ids, &config.lease.as_secs_f64()],
+                )
+                .await?;
+            }
+        }
+    }
+    if !running.is_empty() {
+        let ids: Vec<i64> = running.drain().collect();
+        tracing::warn!(jobs = ?ids, "drain time over: releasing unfinished jobs");
+        db.execute("SELECT spine.release_jobs($1)", &[&ids]).await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,165 @@
+//! The job runner as a real process against the real cluster: the http handler
+//! with retries, a worker killed with -9 mid-job, and a graceful SIGTERM.
+
+mod common;
+
+use common::{db, new_queue, wait_until, Hook, Worker};
+use std::time::Duration;
+
+/// Starts a worker that only runs jobs of `queue` with the `http` handler.
+fn runner(queue: &str, extra: &[(&str, &str)]) -> Worker {
+    let spec = format!("{queue}=http");
+    let mut env = vec![
+        ("SPINE_JOB_QUEUES", spec.as_str()),
+        ("SPINE_JOB_POLL_MS", "100"),
+    ];
+    env.extend_from_slice(extra);
+    // The relay is not under test here: give it a NATS address nobody answers.
+    Worker::start(
+        &format!("t_{}", uuid::Uuid::new_v4().simple()),
+        "nats://127.0.0.1:1",
+        &env,
+    )
+}
+
+async fn archived_state(db: &tokio_postgres::Client, id: i64) -> Option<String> {
+    db.query_opt(
+        "SELECT state::text FROM spine.jobs_archive WHERE id = $1",
+        &[&id],
+    )
+    .await
+    .unwrap()
+    .map(|r| r.get(0))
+}
+
+/// The endpoint fails once (HTTP 500): the job is retried after its backoff with
+/// the same Idempotency-Key and completes; its history keeps the failure.
+#[tokio::test]
+async fn http_job_is_retried_until_it_succeeds() {
+    let db = db().await;
+    let q = new_queue(&db).await;
+    let hook = Hook::start(|n| (if n == 0 { 500 } else { 200 }, Duration::ZERO)).await;
+    let id: i64 = db
+        .query_one(
+            "SELECT spine.enqueue($1, jsonb_build_object('url', $2::text, 'body', jsonb_build_object('hello', 'world')))",
+            &[&q, &hook.url],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let worker = runner(&q, &[]);
+    wait_until("job completed", Duration::from_secs(20), || async {
+        archived_state(&db, id).await.is_some()
+    })
+    .await;
+    assert_eq!(archived_state(&db, id).await.as_deref(), Some("completed"));
+    let received = hook.received.lock().unwrap().clone();
+    assert_eq!(received.len(), 2, "one failure, one success");
+    assert!(received.iter().all(|(key, _)| key == &format!("job-{id}")));
+    assert_eq!(received[1].1, r#"{"hello":"world"}"#);
+    let history: serde_json::Value = db
+        .query_one(
+            "SELECT errors FROM spine.jobs_archive WHERE id = $1",
+            &[&id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(
+        history[0]["error"].as_str().unwrap().contains("HTTP 500"),
+        "{history}"
+    );
+    let (_, metrics) = worker.get("/metrics").await.unwrap();
+    assert!(
+        metrics.contains("spine_jobs_completed_total 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("spine_jobs_failed_total 1"), "{metrics}");
+}
+
+/// kill -9 of the worker while its job is in flight: the lease (1 s here) passes,
+/// another worker runs the job again, and exactly one completion is recorded.
+#[tokio::test]
+async fn job_survives_worker_kill_9() {
+    let db = db().await;
+    let q = new_queue(&db).await;
+    // The first delivery hangs (the worker dies meanwhile); later ones answer at once.
+    let hook = Hook::start(|n| {
+        (
+            200,
+            if n == 0 {
+                Duration::from_secs(30)
+            } else {
+                Duration::ZERO
+            },
+        )
+    })
+    .await;
+    let id: i64 = db
+        .query_one(
+            "SELECT spine.enqueue($1, jsonb_build_object('url', $2::text))",
+            &[&q, &hook.url],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let mut first = runner(&q, &[("SPINE_JOB_LEASE_SECS", "1")]);
+    wait_until(
+        "first delivery under way",
+        Duration::from_secs(20),
+        || async { hook.count() >= 1 },
+    )
+    .await;
+    first.kill9();
+    let _second = runner(&q, &[("SPINE_JOB_LEASE_SECS", "1")]);
+    wait_until(
+        "job completed by the second worker",
+        Duration::from_secs(20),
+        || async { archived_state(&db, id).await.is_some() },
+    )
+    .await;
+    let row = db
+        .query_one(
+            "SELECT count(*), min(attempts), min(errors->0->>'error') FROM spine.jobs_archive WHERE id = $1",
+            &[&id],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, i64>(0), 1, "exactly one completion");
+    assert_eq!(row.get::<_, i32>(1), 2, "ran twice");
+    assert!(row.get::<_, String>(2).contains("lease expired"));
+    assert_eq!(hook.count(), 2);
+    let live: i64 = db
+        .query_one("SELECT count(*) FROM spine.jobs WHERE id = $1", &[&id])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(live, 0);
+}
+
+/// SIGTERM while a job runs: the worker stops leasing, lets the job finish, and
+/// exits cleanly; the job is completed, not re-run. (Multi-threaded: the wait for
+/// the process blocks a thread while the hook must keep answering.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_finishes_in_flight_jobs() {
+    let db = db().await;
+    let q = new_queue(&db).await;
+    let hook = Hook::start(|_| (200, Duration::from_millis(1500))).await;
+    let id: i64 = db
+        .query_one(
+            "SELECT spine.enqueue($1, jsonb_build_object('url', $2::text))",
+            &[&q, &hook.url],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let mut worker = runner(&q, &[]);
+    wait_until("delivery under way", Duration::from_secs(20), || async {
+        hook.count() >= 1
+    })
+    .await;
+    let status = worker.terminate_and_wait(Duration::from_secs(20));
+    assert!(status.success(), "clean exit, got {status}");
+    assert_eq!(archived_state(&db, id).await.as_deref(), Some("completed"));
+    assert_eq!(hook.count(), 1);
+}
