@@ -510,6 +510,15 @@ BEGIN
             USING ERRCODE = 'feature_not_supported',
                   HINT = 'CREATE EXTENSION pg_cron (it must be preloaded and cron.database_name set).';
     END IF;
+    -- Intervals in seconds came with pg_cron 1.5; older versions fail obscurely.
+    IF cron ~ '^\s*[0-9]+\s+seconds?\s*$' AND (
+        SELECT string_to_array(split_part(extversion, '-', 1), '.')::int[] < ARRAY[1, 5]
+          FROM pg_extension WHERE extname = 'pg_cron') THEN
+        RAISE EXCEPTION 'schedules in seconds need pg_cron 1.5 or later (installed: %)',
+            (SELECT extversion FROM pg_extension WHERE extname = 'pg_cron')
+            USING ERRCODE = 'feature_not_supported',
+                  HINT = 'Use a five-field cron schedule (every minute at most), or upgrade pg_cron.';
+    END IF;
     -- The idempotency key is the schedule and its firing time, so a firing that
     -- runs twice enqueues once.
     EXECUTE 'SELECT cron.schedule($1, $2, $3)' INTO job_id USING

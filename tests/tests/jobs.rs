@@ -553,3 +553,54 @@ async fn bad_job_input_is_refused() {
         );
     }
 }
+
+/// A one-second schedule: with pg_cron 1.5 or later it enqueues a job every second;
+/// with an older pg_cron (Debian 12 ships 1.4.2) it is refused up front with 0A000
+/// rather than failing inside pg_cron.
+#[tokio::test]
+async fn one_second_schedule_runs_or_is_refused_clearly() {
+    let db = connect().await;
+    let q = new_queue(&db, None).await;
+    let name = format!("s{}", Uuid::new_v4().simple());
+    let version: String = db
+        .query_one(
+            "SELECT extversion FROM pg_extension WHERE extname = 'pg_cron'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let seconds_supported = !version.starts_with("1.4") && !version.starts_with("1.3");
+    let scheduled = db
+        .execute(
+            "SELECT spine.schedule($1, '1 seconds', $2, '{}')",
+            &[&name, &q],
+        )
+        .await;
+    if !seconds_supported {
+        let err = scheduled.unwrap_err();
+        assert_eq!(sqlstate(&err), Some("0A000"), "{err:?}");
+        assert!(err.as_db_error().unwrap().message().contains("pg_cron 1.5"));
+        println!(
+            "pg_cron {version}: one-second schedules refused with 0A000 (need pg_cron >= 1.5)"
+        );
+        return;
+    }
+    scheduled.unwrap();
+    let mut count = 0i64;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        count = db
+            .query_one("SELECT count(*) FROM spine.jobs WHERE queue = $1", &[&q])
+            .await
+            .unwrap()
+            .get(0);
+        if count >= 2 {
+            break;
+        }
+    }
+    db.execute("SELECT spine.unschedule($1)", &[&name])
+        .await
+        .unwrap();
+    assert!(count >= 2, "pg_cron {version} enqueued {count} jobs in 5 s");
+}

@@ -116,28 +116,39 @@ fn pg_config_value(config: &Config, flag: &str) -> Result<PathBuf> {
 /// against it in seconds.
 fn pgvector(config: &Config) -> Result<()> {
     let sharedir = pg_config_value(config, "--sharedir")?;
-    if sharedir.join("extension/vector.control").exists() {
+    let control = sharedir.join("extension/vector.control");
+    if control.exists() {
         skip("pgvector");
         return Ok(());
     }
-    let _s = step("pgvector from Debian trixie's source package");
+    build_trixie_source(config, "pgvector", "pgvector")?;
+    if !control.exists() {
+        bail!("pgvector built but {} is missing", control.display());
+    }
+    Ok(())
+}
+
+/// `apt-get source <package>/trixie`, then `make && make install` with our pg_config.
+fn build_trixie_source(config: &Config, package: &str, what: &str) -> Result<()> {
+    let _s = step(format!("{what} from Debian trixie's source package"));
     add_trixie_sources()?;
     exec(as_root("apt-get").args(["update", "-q"]))?;
-    let build_dir = config.dev_dir.join("cache/pgvector");
+    let build_dir = config.dev_dir.join("cache").join(package);
     if build_dir.exists() {
         fs::remove_dir_all(&build_dir)?;
     }
     fs::create_dir_all(&build_dir)?;
     exec(
         Command::new("apt-get")
-            .args(["source", "-q", "pgvector/trixie"])
+            .args(["source", "-q"])
+            .arg(format!("{package}/trixie"))
             .current_dir(&build_dir),
     )?;
     let source = fs::read_dir(&build_dir)?
         .filter_map(|e| e.ok())
         .map(|e| e.path())
         .find(|p| p.is_dir())
-        .context("apt-get source pgvector unpacked no directory")?;
+        .with_context(|| format!("apt-get source {package} unpacked no directory"))?;
     let pg_config_arg = format!("PG_CONFIG={}", config.pg_config.display());
     // OPTFLAGS= drops pgvector's default -march=native: the build may be cached
     // and reused on another CPU.
@@ -150,14 +161,7 @@ fn pgvector(config: &Config) -> Result<()> {
         as_root("make")
             .args(["install", "OPTFLAGS=", &pg_config_arg])
             .current_dir(&source),
-    )?;
-    if !sharedir.join("extension/vector.control").exists() {
-        bail!(
-            "pgvector built but vector.control is not in {}",
-            sharedir.display()
-        );
-    }
-    Ok(())
+    )
 }
 
 /// Adds a deb-src entry for trixie on the same mirror the machine already uses for
