@@ -298,12 +298,16 @@ BEGIN
          ORDER BY c.priority, c.run_at, c.id
          LIMIT n
     )
-    UPDATE spine.jobs j
-       SET state = 'running', attempts = j.attempts + 1, lease_until = now() + lease,
-           worker = fetch_jobs.worker, updated_at = now()
-      FROM picked
-     WHERE j.id = picked.id
-    RETURNING j.*;
+    , leased AS (
+        UPDATE spine.jobs j
+           SET state = 'running', attempts = j.attempts + 1, lease_until = now() + lease,
+               worker = fetch_jobs.worker, updated_at = now()
+          FROM picked
+         WHERE j.id = picked.id
+        RETURNING j.*
+    )
+    -- UPDATE … RETURNING has no order of its own: hand jobs out in serving order.
+    SELECT * FROM leased l ORDER BY l.priority, l.run_at, l.id;
 END
 $$;
 COMMENT ON FUNCTION spine.fetch_jobs(text[], text, integer, interval) IS

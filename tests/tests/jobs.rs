@@ -604,3 +604,29 @@ async fn one_second_schedule_runs_or_is_refused_clearly() {
         .unwrap();
     assert!(count >= 2, "pg_cron {version} enqueued {count} jobs in 5 s");
 }
+
+/// pg_cron's scheduler is attached to this database, so schedules and the
+/// maintenance job actually run.
+#[tokio::test]
+async fn pg_cron_scheduler_serves_this_database() {
+    let db = connect().await;
+    let launchers: i64 = db
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE backend_type = 'pg_cron launcher' AND datname = current_database()",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(launchers, 1);
+    let maintenance: i64 = db
+        .query_one(
+            "SELECT count(*) FROM cron.job WHERE jobname = 'spine-jobs-maintenance' AND active",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(maintenance, 1);
+}

@@ -41,6 +41,7 @@ pub fn run(config: &Config) -> Result<()> {
         fs::write(&stamp, &fingerprint)?;
     }
     apply_migrations(config)?;
+    ensure_pg_cron_attached(config)?;
     if fresh {
         let _s = step("seed.sql");
         exec(
@@ -50,6 +51,36 @@ pub fn run(config: &Config) -> Result<()> {
         )?;
     }
     Ok(())
+}
+
+/// pg_cron's launcher finds `cron.database_name` only at server start: when the
+/// database did not exist then, or was dropped under it, the cluster is restarted.
+fn ensure_pg_cron_attached(config: &Config) -> Result<()> {
+    let attached = || -> Result<bool> {
+        Ok(query(
+            &config.admin_url(),
+            &format!(
+                "SELECT count(*) FROM pg_stat_activity \
+                 WHERE backend_type = 'pg_cron launcher' AND datname = '{DATABASE}'"
+            ),
+        )? == "1")
+    };
+    // A launcher that just started may not have connected yet.
+    for _ in 0..10 {
+        if attached()? {
+            return Ok(());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let _s = step("restart postgres so pg_cron attaches to the database");
+    crate::postgres::restart(config)?;
+    for _ in 0..50 {
+        if attached()? {
+            return Ok(());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    anyhow::bail!("pg_cron's launcher did not attach to database {DATABASE}; see the postgres log")
 }
 
 fn apply_migrations(config: &Config) -> Result<()> {

@@ -144,6 +144,18 @@ fn append_settings(config: &Config) -> Result<()> {
     Ok(())
 }
 
+/// Restarts the running cluster (pg_cron's launcher attaches to its database only
+/// at server start, so a recreated database needs one).
+pub fn restart(config: &Config) -> Result<()> {
+    exec(
+        as_postgres(config.pg_bindir().join("pg_ctl"))
+            .args(["restart", "-m", "fast", "-w", "-D"])
+            .arg(data_dir(config))
+            .arg("-l")
+            .arg(log_file(config)),
+    )
+}
+
 pub fn down(config: &Config) -> Result<bool> {
     if !is_running(config) {
         return Ok(false);
