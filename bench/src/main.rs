@@ -1,9 +1,12 @@
 //! `spine-bench <name>`: benchmarks against the running dev stack
 //! (`cargo xtask bench <name>` starts it and passes its environment).
 //!
+//! - [`jobs`]: the queue's enqueue and drain rates next to raw Postgres limits and
+//!   pg-boss / graphile-worker.
 //! - [`relay`]: outbox → JetStream drain rate and commit→delivery latency, next to
 //!   the raw JetStream publish rate on the same server.
 
+mod jobs;
 mod relay;
 mod stats;
 
@@ -24,6 +27,18 @@ async fn main() -> anyhow::Result<()> {
             })
             .await
         }
-        other => anyhow::bail!("unknown benchmark `{other}` (available: relay)"),
+        "jobs" => {
+            jobs::run(jobs::Settings {
+                database_url: env("DATABASE_URL")?,
+                pg_bindir: env("SPINE_PG_BINDIR")?,
+                peers_dir: env("SPINE_PEERS_DIR").ok(),
+                jobs: env("SPINE_BENCH_JOBS")
+                    .ok()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(20_000),
+            })
+            .await
+        }
+        other => anyhow::bail!("unknown benchmark `{other}` (available: relay, jobs)"),
     }
 }

@@ -9,8 +9,8 @@ use std::process::Command;
 
 pub fn run(config: &Config, args: &[String]) -> Result<()> {
     let name = args.first().map(String::as_str).unwrap_or("");
-    if name != "relay" {
-        bail!("unknown benchmark `{name}` (available: relay)");
+    if !["relay", "jobs"].contains(&name) {
+        bail!("unknown benchmark `{name}` (available: relay, jobs)");
     }
     crate::setup::run(config)?;
     stack::install_extension(config, Profile::Release)?;
@@ -37,35 +37,47 @@ pub fn run(config: &Config, args: &[String]) -> Result<()> {
     for (k, v) in stack::env_vars(config)? {
         cmd.env(k, v);
     }
+    let peers = peers_ready(config)?;
+    if let (Some(dir), "jobs") = (&peers, name) {
+        cmd.env("SPINE_PEERS_DIR", dir);
+    }
     println!();
     exec(&mut cmd)?;
-    peer_jetstream(config)
+    match (&peers, name) {
+        (Some(dir), "relay") => peer_jetstream(config, dir),
+        _ => Ok(()),
+    }
 }
 
-/// The shared peer benchmark (Node's nats client), for reference, when Node is here.
-fn peer_jetstream(config: &Config) -> Result<()> {
+/// The shared peer scripts with their npm dependencies, when Node is installed.
+fn peers_ready(config: &Config) -> Result<Option<std::path::PathBuf>> {
     let peers = config.root.join("../shared/bench/peers");
-    let (Some(node), Some(npm)) = (find_program("node"), find_program("npm")) else {
-        println!("SKIP peer jetstream.mjs: node/npm not installed");
-        return Ok(());
+    let Some(npm) = find_program("npm") else {
+        println!("SKIP peer benchmarks: node/npm not installed");
+        return Ok(None);
     };
-    if !peers.join("jetstream.mjs").exists() {
-        println!("SKIP peer jetstream.mjs: {} not found", peers.display());
-        return Ok(());
+    if !peers.join("package.json").exists() {
+        println!("SKIP peer benchmarks: {} not found", peers.display());
+        return Ok(None);
     }
-    if !peers.join("node_modules/nats").exists() {
+    if !peers.join("node_modules/pg-boss").exists() || !peers.join("node_modules/nats").exists() {
         exec(
             Command::new(npm)
                 .args(["install", "--no-audit", "--no-fund", "--silent"])
                 .current_dir(&peers),
         )?;
     }
+    Ok(Some(peers))
+}
+
+/// The shared JetStream peer script (Node's nats client), for reference.
+fn peer_jetstream(config: &Config, peers: &std::path::Path) -> Result<()> {
     println!("\npeer (shared/bench/peers/jetstream.mjs, Node nats client, same server):");
     exec(
-        Command::new(node)
+        Command::new("node")
             .arg("jetstream.mjs")
             .arg(config.nats_url())
             .arg("20000")
-            .current_dir(&peers),
+            .current_dir(peers),
     )
 }

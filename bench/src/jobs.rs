@@ -1,0 +1,294 @@
+//! `jobs`: the queue's SQL API against the raw limits of the same cluster and
+//! against pg-boss and graphile-worker (the shared peer scripts, when Node is here).
+//!
+//! - single enqueue: pgbench, one client, `SELECT spine.enqueue(…)` vs a raw
+//!   single-row INSERT into a plain table;
+//! - batch enqueue: `spine.enqueue_batch` with 1,000 payloads per call;
+//! - drain: 4 loops of `fetch_jobs(…, 100)` + `complete_jobs(ids)` (no-op handler,
+//!   the peers' pattern) vs a raw `DELETE … SKIP LOCKED` of 100 rows per statement.
+
+use crate::stats::per_second;
+use std::process::Command;
+use std::time::Instant;
+use tokio_postgres::{Client, NoTls};
+use uuid::Uuid;
+
+pub struct Settings {
+    pub database_url: String,
+    pub pg_bindir: String,
+    pub peers_dir: Option<String>,
+    pub jobs: usize,
+}
+
+const LOOPS: usize = 4;
+const FETCH: i32 = 100;
+
+pub async fn run(s: Settings) -> anyhow::Result<()> {
+    let db = db(&s.database_url).await?;
+    println!(
+        "jobs benchmark: {} jobs, {LOOPS} loops, batches of {FETCH}\n",
+        s.jobs
+    );
+    let raw_insert = pgbench(
+        &s,
+        "INSERT INTO spine_bench_raw (payload) VALUES ('{\"i\":1}')",
+        &db,
+    )
+    .await?;
+    let queue = format!("bench_{}", Uuid::new_v4().simple());
+    db.execute("SELECT spine.create_queue($1, retention => '0')", &[&queue])
+        .await?;
+    let single = pgbench(
+        &s,
+        &format!("SELECT spine.enqueue('{queue}', '{{\"i\":1}}')"),
+        &db,
+    )
+    .await?;
+    let batch = batch_enqueue(&db, &queue, s.jobs).await?;
+    let backlog: i64 = db
+        .query_one(
+            "SELECT count(*) FROM spine.jobs WHERE queue = $1",
+            &[&queue],
+        )
+        .await?
+        .get(0);
+    let drain = drain(&s.database_url, &queue, backlog as usize).await?;
+    let raw_delete = raw_skip_locked_delete(&s.database_url, s.jobs).await?;
+
+    let peers = s
+        .peers_dir
+        .as_deref()
+        .map(|dir| peer_figures(dir, &s.database_url, s.jobs))
+        .unwrap_or_default();
+    let peer = |name: &str| peers.iter().find(|(n, _)| n == name).map(|(_, v)| *v);
+
+    println!("{:<44} {:>12}  compared with", "figure", "per second");
+    let row = |name: &str, value: f64, note: String| {
+        println!("{name:<44} {value:>12.0}  {note}");
+    };
+    row(
+        "raw single-row INSERT (pgbench, 1 client)",
+        raw_insert,
+        "the limit for single enqueue".into(),
+    );
+    row(
+        "spine.enqueue (pgbench, 1 client)",
+        single,
+        format!(
+            "{:.0}% of raw INSERT (target ≥ 90%)",
+            100.0 * single / raw_insert
+        ),
+    );
+    row(
+        "spine.enqueue_batch (1,000 per call)",
+        batch,
+        peer_ratio(batch, peer("pgboss insert_batch"), "pg-boss batch insert"),
+    );
+    row(
+        "raw DELETE … SKIP LOCKED (100/stmt, 4 loops)",
+        raw_delete,
+        "one write per job; a leased job needs two".into(),
+    );
+    row(
+        "spine drain: fetch_jobs + complete_jobs",
+        drain,
+        format!(
+            "{:.0}% of raw delete; {}; {}",
+            100.0 * drain / raw_delete,
+            peer_ratio(drain, peer("pgboss drain"), "pg-boss (target ≥ 3×)"),
+            peer_ratio(
+                drain,
+                peer("graphile drain"),
+                "graphile-worker (target ≥ 10×)"
+            )
+        ),
+    );
+    for (name, value) in &peers {
+        row(&format!("peer: {name}"), *value, String::new());
+    }
+    Ok(())
+}
+
+fn peer_ratio(ours: f64, theirs: Option<f64>, who: &str) -> String {
+    match theirs {
+        Some(t) if t > 0.0 => format!("{:.1}× {who}", ours / t),
+        _ => format!("{who}: not measured"),
+    }
+}
+
+async fn db(url: &str) -> anyhow::Result<Client> {
+    let (client, conn) = tokio_postgres::connect(url, NoTls).await?;
+    tokio::spawn(conn);
+    Ok(client)
+}
+
+/// Runs one statement for 5 s with pgbench (one client) and returns its tps.
+async fn pgbench(s: &Settings, statement: &str, db: &Client) -> anyhow::Result<f64> {
+    db.batch_execute(
+        "CREATE TABLE IF NOT EXISTS spine_bench_raw (id bigserial PRIMARY KEY, payload jsonb NOT NULL)",
+    )
+    .await?;
+    let script = std::env::temp_dir().join(format!("spine-bench-{}.sql", Uuid::new_v4().simple()));
+    std::fs::write(&script, format!("{statement};\n"))?;
+    let out = Command::new(format!("{}/pgbench", s.pg_bindir))
+        .args(["-n", "-c", "1", "-j", "1", "-T", "5", "-f"])
+        .arg(&script)
+        .arg(&s.database_url)
+        .output()?;
+    std::fs::remove_file(&script).ok();
+    let text = String::from_utf8_lossy(&out.stdout);
+    anyhow::ensure!(
+        out.status.success(),
+        "pgbench failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix("tps = ")?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
+        .ok_or_else(|| anyhow::anyhow!("no tps in pgbench output: {text}"))
+}
+
+async fn batch_enqueue(db: &Client, queue: &str, n: usize) -> anyhow::Result<f64> {
+    let payloads: Vec<serde_json::Value> =
+        (0..1000).map(|i| serde_json::json!({ "i": i })).collect();
+    let started = Instant::now();
+    let mut done = 0;
+    while done < n {
+        let k = (n - done).min(1000);
+        db.execute(
+            "SELECT spine.enqueue_batch($1, $2)",
+            &[&queue, &payloads[..k].to_vec()],
+        )
+        .await?;
+        done += k;
+    }
+    Ok(per_second(n, started.elapsed()))
+}
+
+async fn drain(url: &str, queue: &str, total: usize) -> anyhow::Result<f64> {
+    let started = Instant::now();
+    let mut loops = Vec::new();
+    for l in 0..LOOPS {
+        let (url, queue) = (url.to_string(), queue.to_string());
+        loops.push(tokio::spawn(async move {
+            let db = db(&url).await?;
+            let fetch = db
+                .prepare("SELECT id FROM spine.fetch_jobs(ARRAY[$1], $2, $3)")
+                .await?;
+            let complete = db.prepare("SELECT spine.complete_jobs($1)").await?;
+            let worker = format!("bench-{l}");
+            let mut done = 0usize;
+            loop {
+                let ids: Vec<i64> = db
+                    .query(&fetch, &[&queue, &worker, &FETCH])
+                    .await?
+                    .iter()
+                    .map(|r| r.get(0))
+                    .collect();
+                if ids.is_empty() {
+                    return anyhow::Ok(done);
+                }
+                db.query_one(&complete, &[&ids]).await?;
+                done += ids.len();
+            }
+        }));
+    }
+    let mut done = 0;
+    for l in loops {
+        done += l.await??;
+    }
+    anyhow::ensure!(done == total, "drained {done} of {total} jobs");
+    Ok(per_second(done, started.elapsed()))
+}
+
+async fn raw_skip_locked_delete(url: &str, n: usize) -> anyhow::Result<f64> {
+    let admin = db(url).await?;
+    let table = format!("spine_bench_q_{}", Uuid::new_v4().simple());
+    admin.batch_execute(&format!(
+        "CREATE TABLE {table} (id bigserial PRIMARY KEY, payload jsonb NOT NULL); \
+         INSERT INTO {table} (payload) SELECT jsonb_build_object('i', i) FROM generate_series(1, {n}) i; "
+    ))
+    .await?;
+    // A separate statement: VACUUM cannot run in the multi-statement batch's transaction.
+    admin
+        .batch_execute(&format!("VACUUM ANALYZE {table}"))
+        .await?;
+    let started = Instant::now();
+    let mut loops = Vec::new();
+    for _ in 0..LOOPS {
+        let (url, table) = (url.to_string(), table.clone());
+        loops.push(tokio::spawn(async move {
+            let db = db(&url).await?;
+            let stmt = db
+                .prepare(&format!(
+                    "DELETE FROM {table} WHERE id IN (SELECT id FROM {table} ORDER BY id \
+                     LIMIT {FETCH} FOR UPDATE SKIP LOCKED) RETURNING id"
+                ))
+                .await?;
+            let mut done = 0usize;
+            loop {
+                let k = db.query(&stmt, &[]).await?.len();
+                if k == 0 {
+                    return anyhow::Ok(done);
+                }
+                done += k;
+            }
+        }));
+    }
+    let mut done = 0;
+    for l in loops {
+        done += l.await??;
+    }
+    let rate = per_second(done, started.elapsed());
+    admin.batch_execute(&format!("DROP TABLE {table}")).await?;
+    Ok(rate)
+}
+
+/// Runs the shared peer scripts and collects their figures, e.g.
+/// ("pgboss drain", 19000.0). A peer that fails is reported and left out.
+fn peer_figures(dir: &str, url: &str, n: usize) -> Vec<(String, f64)> {
+    let mut figures = Vec::new();
+    for script in ["pgboss.mjs", "graphile.mjs"] {
+        let started = Instant::now();
+        let out = Command::new("node")
+            .arg(script)
+            .arg(url)
+            .arg(n.to_string())
+            .current_dir(dir)
+            .output();
+        match out {
+            Ok(out) if out.status.success() => {
+                let text = String::from_utf8_lossy(&out.stdout);
+                // The figures only: graphile-worker also logs every task it runs.
+                for line in text
+                    .lines()
+                    .filter(|l| l.starts_with("pgboss ") || l.starts_with("graphile "))
+                {
+                    println!("{line}");
+                    let words: Vec<&str> = line.split_whitespace().collect();
+                    // "pgboss drain 19000 jobs/s (…)" → ("pgboss drain", 19000)
+                    if words.len() >= 3 {
+                        if let Ok(v) = words[2].parse::<f64>() {
+                            figures.push((format!("{} {}", words[0], words[1]), v));
+                        }
+                    }
+                }
+            }
+            Ok(out) => println!(
+                "peer {script} failed after {:?}: {}",
+                started.elapsed(),
+                String::from_utf8_lossy(&out.stderr)
+                    .lines()
+                    .last()
+                    .unwrap_or("")
+            ),
+            Err(e) => println!("peer {script} not run: {e}"),
+        }
+    }
+    figures
+}
