@@ -27,7 +27,9 @@ COMMENT ON TABLE spine.queues IS
 
 CREATE TABLE spine.jobs (
     id              bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    queue           text NOT NULL REFERENCES spine.queues (name) ON UPDATE CASCADE,
+    -- No foreign key to spine.queues: enqueue checks the queue, and a key check
+    -- would lock the queue's row on every insert (contention between enqueuers).
+    queue           text NOT NULL,
     owner_id        uuid,
     priority        spine.job_priority NOT NULL DEFAULT 'interactive',
     state           spine.job_state NOT NULL DEFAULT 'queued'
@@ -49,7 +51,8 @@ CREATE INDEX jobs_ready_idx ON spine.jobs (queue, priority, run_at, id)
 -- Running jobs: lease expiry and concurrency caps.
 CREATE INDEX jobs_running_idx ON spine.jobs (queue, lease_until) WHERE state = 'running';
 CREATE INDEX jobs_dead_idx ON spine.jobs (queue) WHERE state = 'dead';
-CREATE INDEX jobs_owner_idx ON spine.jobs (owner_id);
+-- Users' own jobs (RLS); system jobs (no owner) stay out of it.
+CREATE INDEX jobs_owner_idx ON spine.jobs (owner_id) WHERE owner_id IS NOT NULL;
 -- One live job per (queue, owner, key).
 CREATE UNIQUE INDEX jobs_idempotency_idx
     ON spine.jobs (queue, coalesce(owner_id, '00000000-0000-0000-0000-000000000000'), idempotency_key)
@@ -77,7 +80,7 @@ CREATE INDEX jobs_archive_finished_idx ON spine.jobs_archive (finished_at);
 CREATE INDEX jobs_archive_idempotency_idx
     ON spine.jobs_archive (queue, coalesce(owner_id, '00000000-0000-0000-0000-000000000000'), idempotency_key)
     WHERE idempotency_key IS NOT NULL;
-CREATE INDEX jobs_archive_owner_idx ON spine.jobs_archive (owner_id);
+CREATE INDEX jobs_archive_owner_idx ON spine.jobs_archive (owner_id) WHERE owner_id IS NOT NULL;
 COMMENT ON TABLE spine.jobs_archive IS
     'Finished jobs (completed, cancelled), kept for their queue''s retention; their idempotency keys stay taken meanwhile.';
 
@@ -161,14 +164,20 @@ BEGIN
         RAISE EXCEPTION 'queue "%" does not exist', queue USING ERRCODE = 'undefined_object',
             HINT = 'Create it with spine.create_queue(name).';
     END IF;
-    IF idempotency_key IS NOT NULL THEN
-        -- A finished job keeps its key for the queue's retention: replays do nothing.
-        SELECT a.id INTO job_id FROM spine.jobs_archive a
-         WHERE a.queue = enqueue.queue AND spine.job_owner_key(a.owner_id) = spine.job_owner_key(owner)
-           AND a.idempotency_key = enqueue.idempotency_key;
-        IF job_id IS NOT NULL THEN
-            RETURN job_id;
-        END IF;
+    IF idempotency_key IS NULL THEN
+        -- The common case, without the speculative insertion ON CONFLICT needs.
+        INSERT INTO spine.jobs (queue, owner_id, priority, payload, run_at, max_attempts)
+        VALUES (enqueue.queue, owner, enqueue.priority, enqueue.payload,
+                coalesce(enqueue.run_at, now()), enqueue.max_attempts)
+        RETURNING id INTO job_id;
+        RETURN job_id;
+    END IF;
+    -- A finished job keeps its key for the queue's retention: replays do nothing.
+    SELECT a.id INTO job_id FROM spine.jobs_archive a
+     WHERE a.queue = enqueue.queue AND spine.job_owner_key(a.owner_id) = spine.job_owner_key(owner)
+       AND a.idempotency_key = enqueue.idempotency_key;
+    IF job_id IS NOT NULL THEN
+        RETURN job_id;
     END IF;
     INSERT INTO spine.jobs (queue, owner_id, priority, payload, run_at, idempotency_key, max_attempts)
     VALUES (enqueue.queue, owner, enqueue.priority, enqueue.payload, coalesce(enqueue.run_at, now()),
