@@ -32,9 +32,10 @@ SELECT set_config('request.jwt.claims', '{"sub":"' || :'bob' || '"}', true) IS N
 SELECT count(*) AS events_bob_can_see FROM spine.events WHERE subject = 'call/42';
 COMMIT;
 
-\echo '5. What a consumer reads: committed events in commit order, after its cursor.'
+\echo '5. What a consumer reads: committed events in commit order, after its cursor'
+\echo '   (here a cursor just before the last commit, Alice''s transaction).'
 SELECT commit_seq, seq, type, subject, correlation_id = id AS starts_a_chain
-  FROM spine.events_after(0, 0, 1000) WHERE subject = 'call/42';
+  FROM spine.events_after((SELECT max(commit_seq) - 1 FROM spine.event_commits), 9223372036854775807, 1000);
 
 \echo '6. Bad input is a clear error with a SQLSTATE (here 22023):'
 \set VERBOSITY verbose
@@ -42,3 +43,20 @@ SELECT commit_seq, seq, type, subject, correlation_id = id AS starts_a_chain
 SELECT spine.emit('communication.StartCall', '{}');
 \set ON_ERROR_STOP 1
 \set VERBOSITY default
+
+\echo '7. Work to do goes into the job queue: Alice''s outgoing message (what a rule will enqueue'
+\echo '   once rules exist) and a nightly digest scheduled with pg_cron.'
+SELECT spine.create_queue('messages', max_concurrency => 4) IS NOT NULL AS queue_ready;
+BEGIN;
+SET LOCAL ROLE authenticated;
+SELECT set_config('request.jwt.claims', '{"sub":"' || :'alice' || '"}', true) IS NOT NULL AS as_alice;
+SELECT spine.enqueue('messages', '{"to":"Partner","text":"Driving home, call you later"}',
+                     'realtime', idempotency_key => 'call/42:reply') AS reply_job;
+-- The same key again (a replayed event) enqueues nothing and returns the same id.
+SELECT spine.enqueue('messages', '{"to":"Partner","text":"Driving home, call you later"}',
+                     'realtime', idempotency_key => 'call/42:reply') AS same_job;
+COMMIT;
+SELECT spine.schedule('nightly-digest', '0 2 * * *', 'messages', '{"digest":true}', 'background')
+       IS NOT NULL AS digest_scheduled;
+SELECT jobname, schedule FROM cron.job WHERE jobname LIKE 'spine%' ORDER BY jobname;
+SELECT queue, priority, queued, running, retrying, dead FROM spine.queue_stats() WHERE queue = 'messages';

@@ -33,7 +33,10 @@ pub fn run(config: &Config) -> Result<()> {
             .arg(config.root.join("xtask/demo.sql")),
     )?;
 
-    println!("\n7. The worker relays the outbox to NATS JetStream (stream SPINE, subjects spine.<type>):");
+    println!(
+        "\n8. The worker relays the outbox to NATS JetStream (stream SPINE, subjects spine.<type>)\n   \
+         and runs the jobs (here the `messages` queue with the no-op handler):"
+    );
     relay_once(config)?;
     exec(psql(&config.database_url()).args([
         "-P",
@@ -43,6 +46,9 @@ pub fn run(config: &Config) -> Result<()> {
         "-c",
         "SELECT name, delivered, backlog, round(lag_seconds::numeric, 3) AS lag_seconds, \
          advanced_at, last_error FROM spine.sink_status WHERE name = 'nats'",
+        "-c",
+        "SELECT id, queue, state, attempts, payload->>'text' AS text, finished_at \
+         FROM spine.jobs_archive WHERE queue = 'messages' ORDER BY id",
     ]))?;
     println!(
         "\nThe stack keeps running: `cargo xtask psql` to explore, `cargo xtask down` to stop."
@@ -50,8 +56,8 @@ pub fn run(config: &Config) -> Result<()> {
     Ok(())
 }
 
-/// Runs the worker until the `nats` sink has no backlog, then stops it (SIGTERM:
-/// it finishes its batch first).
+/// Runs the worker until the `nats` sink has no backlog and the `messages` queue is
+/// empty, then stops it (SIGTERM: it finishes its batch first).
 fn relay_once(config: &Config) -> Result<()> {
     let mut worker = Command::new(config.root.join("target/debug/spine-worker"));
     for (k, v) in stack::env_vars(config)? {
@@ -59,6 +65,8 @@ fn relay_once(config: &Config) -> Result<()> {
     }
     let mut child = worker
         .env("SPINE_HTTP_ADDR", DEMO_HTTP_ADDR)
+        .env("SPINE_JOB_QUEUES", "http,messages=noop")
+        .env("SPINE_JOB_POLL_MS", "100")
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .spawn()
@@ -66,19 +74,20 @@ fn relay_once(config: &Config) -> Result<()> {
     let url = config.database_url();
     let started = Instant::now();
     let outcome = loop {
-        let backlog = query(
+        let pending = query(
             &url,
-            "SELECT backlog FROM spine.sink_status WHERE name = 'nats'",
+            "SELECT (SELECT backlog FROM spine.sink_status WHERE name = 'nats') \
+             + (SELECT count(*) FROM spine.jobs WHERE queue = 'messages' AND run_at <= now())",
         )
         .unwrap_or_default();
-        if backlog == "0" {
+        if pending == "0" {
             break Ok(());
         }
         if let Ok(Some(status)) = child.try_wait() {
             break Err(anyhow::anyhow!("spine-worker exited early: {status}"));
         }
         if started.elapsed() > Duration::from_secs(60) {
-            break Err(anyhow::anyhow!("the relay did not catch up within 60 s"));
+            break Err(anyhow::anyhow!("the relay or the runner did not catch up within 60 s"));
         }
         std::thread::sleep(Duration::from_millis(100));
     };
