@@ -86,3 +86,18 @@ pub async fn sink_status(db: &Client, sink: &str) -> SinkStatus {
         last_error: r.get(4),
     }
 }
+
+/// The single value of a one-row, one-column query (panics with the SQL otherwise).
+pub async fn one<T>(
+    db: &impl tokio_postgres::GenericClient,
+    sql: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> T
+where
+    T: for<'a> tokio_postgres::types::FromSql<'a>,
+{
+    db.query_one(sql, params)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .get(0)
+}

@@ -3,7 +3,9 @@
 
 use futures_util::StreamExt;
 use serde_json::json;
-use spine_tests::{act_as, connect, database_url, drop_sink, fresh_sink, sink_status, sqlstate};
+use spine_tests::{
+    act_as, connect, database_url, drop_sink, fresh_sink, one, sink_status, sqlstate,
+};
 use tokio_postgres::{AsyncMessage, NoTls};
 use uuid::Uuid;
 
@@ -32,15 +34,13 @@ async fn emit_and_seq(
     event_type: &str,
     subject: &str,
 ) -> i64 {
-    let id: Uuid = tx
-        .query_one("SELECT spine.emit($1, '{}', $2)", &[&event_type, &subject])
-        .await
-        .unwrap()
-        .get(0);
-    tx.query_one("SELECT seq FROM spine.events WHERE id = $1", &[&id])
-        .await
-        .unwrap()
-        .get(0)
+    let id: Uuid = one(
+        tx,
+        "SELECT spine.emit($1, '{}', $2)",
+        &[&event_type, &subject],
+    )
+    .await;
+    one(tx, "SELECT seq FROM spine.events WHERE id = $1", &[&id]).await
 }
 
 /// Two sessions commit out of order: B (later seq) commits first, A (earlier seq)
@@ -149,14 +149,12 @@ async fn rollback_emits_nothing() {
     .await
     .unwrap();
     t.rollback().await.unwrap();
-    let n: i64 = db
-        .query_one(
-            "SELECT count(*) FROM spine.events WHERE subject = $1",
-            &[&subject],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let n: i64 = one(
+        &db,
+        "SELECT count(*) FROM spine.events WHERE subject = $1",
+        &[&subject],
+    )
+    .await;
     assert_eq!(n, 0);
 }
 
@@ -224,14 +222,12 @@ async fn events_are_private_to_their_owner() {
                 None => json!({"role": role}),
             };
             act_as(&t, role, claims).await;
-            let n: i64 = t
-                .query_one(
-                    "SELECT count(*) FROM spine.events WHERE subject = $1",
-                    &[&subject],
-                )
-                .await
-                .unwrap()
-                .get(0);
+            let n: i64 = one(
+                &t,
+                "SELECT count(*) FROM spine.events WHERE subject = $1",
+                &[&subject],
+            )
+            .await;
             n
         }
     };
@@ -378,14 +374,12 @@ async fn sink_status_tracks_backlog_and_cursor() {
 #[tokio::test]
 async fn purge_respects_the_slowest_sink() {
     let db = connect().await;
-    let jobs: i64 = db
-        .query_one(
-            "SELECT count(*) FROM cron.job WHERE jobname = 'spine-purge-events'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let jobs: i64 = one(
+        &db,
+        "SELECT count(*) FROM cron.job WHERE jobname = 'spine-purge-events'",
+        &[],
+    )
+    .await;
     assert_eq!(jobs, 1, "pg_cron schedule from the migration");
     let subject = format!("purge-{}", Uuid::new_v4());
     db.execute(
@@ -405,21 +399,15 @@ async fn purge_respects_the_slowest_sink() {
         .await
         .unwrap();
     for sink in [&at_head, &from_start] {
-        let existed: bool = db
-            .query_one("SELECT spine.drop_sink($1)", &[sink])
-            .await
-            .unwrap()
-            .get(0);
+        let existed: bool = one(&db, "SELECT spine.drop_sink($1)", &[sink]).await;
         assert!(existed);
     }
-    let n: i64 = db
-        .query_one(
-            "SELECT count(*) FROM spine.events WHERE subject = $1",
-            &[&subject],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let n: i64 = one(
+        &db,
+        "SELECT count(*) FROM spine.events WHERE subject = $1",
+        &[&subject],
+    )
+    .await;
     assert_eq!(n, 1, "undelivered event survived the purge");
     let err = db
         .query_one("SELECT spine.purge_events('-1 day')", &[])

@@ -2,17 +2,13 @@
 //! Supabase compatibility, error SQLSTATEs.
 
 use serde_json::json;
-use spine_tests::{act_as, connect, sqlstate};
+use spine_tests::{act_as, connect, one, sqlstate};
 
 /// The migrations installed the extension at the version this workspace builds.
 #[tokio::test]
 async fn extension_reports_its_version() {
     let db = connect().await;
-    let v: String = db
-        .query_one("SELECT spine.version()", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let v: String = one(&db, "SELECT spine.version()", &[]).await;
     assert_eq!(v, env!("CARGO_PKG_VERSION"));
 }
 
@@ -56,7 +52,7 @@ async fn claims_do_not_leak_across_transactions() {
     )
     .await;
     tx.commit().await.unwrap();
-    let uid: Option<uuid::Uuid> = db.query_one("SELECT auth.uid()", &[]).await.unwrap().get(0);
+    let uid: Option<uuid::Uuid> = one(&db, "SELECT auth.uid()", &[]).await;
     assert_eq!(uid, None);
 }
 
@@ -65,24 +61,15 @@ async fn claims_do_not_leak_across_transactions() {
 #[tokio::test]
 async fn migrations_and_dependencies_are_in_place() {
     let db = connect().await;
-    let applied: i64 = db
-        .query_one(
-            "SELECT count(*) FROM supabase_migrations.schema_migrations WHERE version = '20261125000000'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let applied: i64 = one(&db, "SELECT count(*) FROM supabase_migrations.schema_migrations WHERE version = '20261125000000'", &[]).await;
     assert_eq!(applied, 1);
-    let exts: String = db
-        .query_one(
-            "SELECT string_agg(extname, ',' ORDER BY extname) FROM pg_extension \
+    let exts: String = one(
+        &db,
+        "SELECT string_agg(extname, ',' ORDER BY extname) FROM pg_extension \
              WHERE extname IN ('pg_cron', 'vector', 'spine')",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+        &[],
+    )
+    .await;
     assert_eq!(exts, "pg_cron,spine,vector");
 }
 

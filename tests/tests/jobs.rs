@@ -3,7 +3,7 @@
 //! concurrent fetchers, schedules, RLS and bad input. Each test has its own queue.
 
 use serde_json::json;
-use spine_tests::{act_as, connect, sqlstate};
+use spine_tests::{act_as, connect, one, sqlstate};
 use std::time::Duration;
 use tokio_postgres::Client;
 use uuid::Uuid;
@@ -17,13 +17,12 @@ async fn new_queue(db: &Client, cap: Option<i32>) -> String {
 }
 
 async fn enqueue(db: &Client, queue: &str, payload: serde_json::Value, priority: &str) -> i64 {
-    db.query_one(
+    one(
+        db,
         "SELECT spine.enqueue($1, $2, $3::text::spine.job_priority)",
         &[&queue, &payload, &priority],
     )
     .await
-    .unwrap()
-    .get(0)
 }
 
 /// (id, attempts) of the jobs a fetch leased, in the order fetch_jobs returned them.
@@ -49,14 +48,12 @@ async fn serves_by_priority_then_time_and_respects_run_at() {
     let inter1 = enqueue(&db, &q, json!({"n": 2}), "interactive").await;
     let rt = enqueue(&db, &q, json!({"n": 3}), "realtime").await;
     let inter2 = enqueue(&db, &q, json!({"n": 4}), "interactive").await;
-    let later: i64 = db
-        .query_one(
-            "SELECT spine.enqueue($1, '{}', 'realtime', now() + interval '600 ms')",
-            &[&q],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let later: i64 = one(
+        &db,
+        "SELECT spine.enqueue($1, '{}', 'realtime', now() + interval '600 ms')",
+        &[&q],
+    )
+    .await;
     let got: Vec<i64> = fetch(&db, &q, "w", 10, "30 s")
         .await
         .into_iter()
@@ -78,54 +75,48 @@ async fn idempotency_keys_hold_while_live_and_archived() {
     let db = connect().await;
     let q = new_queue(&db, None).await;
     let key = "event-0192";
-    let first: i64 = db
-        .query_one(
-            "SELECT spine.enqueue($1, '{}', idempotency_key => $2)",
-            &[&q, &key],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    let again: i64 = db
-        .query_one(
-            "SELECT spine.enqueue($1, '{\"x\":1}', idempotency_key => $2)",
-            &[&q, &key],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let first: i64 = one(
+        &db,
+        "SELECT spine.enqueue($1, '{}', idempotency_key => $2)",
+        &[&q, &key],
+    )
+    .await;
+    let again: i64 = one(
+        &db,
+        "SELECT spine.enqueue($1, '{\"x\":1}', idempotency_key => $2)",
+        &[&q, &key],
+    )
+    .await;
     assert_eq!(first, again);
     fetch(&db, &q, "w", 1, "30 s").await;
-    let done: i64 = db
-        .query_one("SELECT spine.complete_jobs(ARRAY[$1::bigint])", &[&first])
-        .await
-        .unwrap()
-        .get(0);
+    let done: i64 = one(
+        &db,
+        "SELECT spine.complete_jobs(ARRAY[$1::bigint])",
+        &[&first],
+    )
+    .await;
     assert_eq!(done, 1);
-    let replay: i64 = db
-        .query_one(
-            "SELECT spine.enqueue($1, '{}', idempotency_key => $2)",
-            &[&q, &key],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let replay: i64 = one(
+        &db,
+        "SELECT spine.enqueue($1, '{}', idempotency_key => $2)",
+        &[&q, &key],
+    )
+    .await;
     assert_eq!(replay, first, "a replay after completion enqueues nothing");
-    let live: i64 = db
-        .query_one("SELECT count(*) FROM spine.jobs WHERE queue = $1", &[&q])
-        .await
-        .unwrap()
-        .get(0);
+    let live: i64 = one(
+        &db,
+        "SELECT count(*) FROM spine.jobs WHERE queue = $1",
+        &[&q],
+    )
+    .await;
     assert_eq!(live, 0);
 
-    let ids: Vec<i64> = db
-        .query_one(
-            "SELECT spine.enqueue_batch($1, ARRAY['{\"i\":1}', '{\"i\":2}', '{\"i\":3}']::jsonb[])",
-            &[&q],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let ids: Vec<i64> = one(
+        &db,
+        "SELECT spine.enqueue_batch($1, ARRAY['{\"i\":1}', '{\"i\":2}', '{\"i\":3}']::jsonb[])",
+        &[&q],
+    )
+    .await;
     assert_eq!(ids.len(), 3);
     assert!(ids.windows(2).all(|w| w[0] < w[1]));
 }
@@ -136,27 +127,27 @@ async fn idempotency_keys_hold_while_live_and_archived() {
 async fn retries_then_dead_letter_then_redrive() {
     let db = connect().await;
     let q = new_queue(&db, None).await;
-    let id: i64 = db
-        .query_one("SELECT spine.enqueue($1, '{}', max_attempts => 3)", &[&q])
-        .await
-        .unwrap()
-        .get(0);
+    let id: i64 = one(
+        &db,
+        "SELECT spine.enqueue($1, '{}', max_attempts => 3)",
+        &[&q],
+    )
+    .await;
     // Attempt 1 fails with the default backoff: not ready again at once.
     assert_eq!(fetch(&db, &q, "w", 1, "30 s").await, vec![(id, 1)]);
-    let state: String = db
-        .query_one("SELECT spine.fail_job($1, 'smtp timeout')::text", &[&id])
-        .await
-        .unwrap()
-        .get(0);
+    let state: String = one(
+        &db,
+        "SELECT spine.fail_job($1, 'smtp timeout')::text",
+        &[&id],
+    )
+    .await;
     assert_eq!(state, "retrying");
-    let wait: f64 = db
-        .query_one(
-            "SELECT extract(epoch FROM run_at - now())::float8 FROM spine.jobs WHERE id = $1",
-            &[&id],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let wait: f64 = one(
+        &db,
+        "SELECT extract(epoch FROM run_at - now())::float8 FROM spine.jobs WHERE id = $1",
+        &[&id],
+    )
+    .await;
     assert!(
         (0.4..1.6).contains(&wait),
         "first backoff ≈ 1 s ± jitter, got {wait}"
@@ -199,11 +190,7 @@ async fn retries_then_dead_letter_then_redrive() {
         .await
         .unwrap();
     assert_eq!(stats.get::<_, i64>(0), 1);
-    let redriven: i64 = db
-        .query_one("SELECT spine.redrive($1)", &[&q])
-        .await
-        .unwrap()
-        .get(0);
+    let redriven: i64 = one(&db, "SELECT spine.redrive($1)", &[&q]).await;
     assert_eq!(redriven, 1);
     assert_eq!(fetch(&db, &q, "w", 1, "30 s").await, vec![(id, 1)]);
 }
@@ -221,48 +208,34 @@ async fn expired_lease_returns_the_job_once() {
         "still leased"
     );
     // Heartbeats keep it; then they stop.
-    let held: i64 = db
-        .query_one(
-            "SELECT spine.heartbeat(ARRAY[$1::bigint], '300 ms')",
-            &[&id],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let held: i64 = one(
+        &db,
+        "SELECT spine.heartbeat(ARRAY[$1::bigint], '300 ms')",
+        &[&id],
+    )
+    .await;
     assert_eq!(held, 1);
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert_eq!(fetch(&db, &q, "other", 1, "30 s").await, vec![(id, 2)]);
-    let why: String = db
-        .query_one(
-            "SELECT errors->0->>'error' FROM spine.jobs WHERE id = $1",
-            &[&id],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let why: String = one(
+        &db,
+        "SELECT errors->0->>'error' FROM spine.jobs WHERE id = $1",
+        &[&id],
+    )
+    .await;
     assert!(
         why.contains("lease expired") && why.contains("crashed"),
         "{why}"
     );
-    let first: i64 = db
-        .query_one("SELECT spine.complete_jobs(ARRAY[$1::bigint])", &[&id])
-        .await
-        .unwrap()
-        .get(0);
-    let second: i64 = db
-        .query_one("SELECT spine.complete_jobs(ARRAY[$1::bigint])", &[&id])
-        .await
-        .unwrap()
-        .get(0);
+    let first: i64 = one(&db, "SELECT spine.complete_jobs(ARRAY[$1::bigint])", &[&id]).await;
+    let second: i64 = one(&db, "SELECT spine.complete_jobs(ARRAY[$1::bigint])", &[&id]).await;
     assert_eq!((first, second), (1, 0));
-    let archived: i64 = db
-        .query_one(
-            "SELECT count(*) FROM spine.jobs_archive WHERE id = $1",
-            &[&id],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let archived: i64 = one(
+        &db,
+        "SELECT count(*) FROM spine.jobs_archive WHERE id = $1",
+        &[&id],
+    )
+    .await;
     assert_eq!(archived, 1);
 }
 
@@ -325,14 +298,12 @@ async fn schedules_enqueue_through_pg_cron() {
     )
     .await
     .unwrap();
-    let command: String = db
-        .query_one(
-            "SELECT command FROM cron.job WHERE jobname = 'spine:' || $1 AND schedule = '*/5 * * * *'",
-            &[&name],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let command: String = one(
+        &db,
+        "SELECT command FROM cron.job WHERE jobname = 'spine:' || $1 AND schedule = '*/5 * * * *'",
+        &[&name],
+    )
+    .await;
     // What pg_cron runs at each firing, run here twice within one second.
     db.batch_execute(&format!("BEGIN; {command}; {command}; COMMIT;"))
         .await
@@ -347,20 +318,14 @@ async fn schedules_enqueue_through_pg_cron() {
     assert_eq!(row.get::<_, i64>(0), 1);
     assert_eq!(row.get::<_, String>(1), "background");
     assert_eq!(row.get::<_, String>(2), "true");
-    let removed: bool = db
-        .query_one("SELECT spine.unschedule($1)", &[&name])
-        .await
-        .unwrap()
-        .get(0);
+    let removed: bool = one(&db, "SELECT spine.unschedule($1)", &[&name]).await;
     assert!(removed);
-    let left: i64 = db
-        .query_one(
-            "SELECT count(*) FROM cron.job WHERE jobname = 'spine:' || $1",
-            &[&name],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let left: i64 = one(
+        &db,
+        "SELECT count(*) FROM cron.job WHERE jobname = 'spine:' || $1",
+        &[&name],
+    )
+    .await;
     assert_eq!(left, 0);
 }
 
@@ -375,35 +340,26 @@ async fn jobs_are_private_to_their_owner() {
 
     let t = db.transaction().await.unwrap();
     act_as(&t, "authenticated", as_user(alice)).await;
-    let id: i64 = t
-        .query_one("SELECT spine.enqueue($1, '{\"to\":\"mum\"}')", &[&q])
-        .await
-        .unwrap()
-        .get(0);
+    let id: i64 = one(&t, "SELECT spine.enqueue($1, '{\"to\":\"mum\"}')", &[&q]).await;
     t.commit().await.unwrap();
 
     let t = db.transaction().await.unwrap();
     act_as(&t, "authenticated", as_user(bob)).await;
-    let seen: i64 = t
-        .query_one("SELECT count(*) FROM spine.jobs WHERE queue = $1", &[&q])
-        .await
-        .unwrap()
-        .get(0);
+    let seen: i64 = one(
+        &t,
+        "SELECT count(*) FROM spine.jobs WHERE queue = $1",
+        &[&q],
+    )
+    .await;
     assert_eq!(seen, 0, "bob sees none of alice's jobs");
-    let stats: i64 = t
-        .query_one(
-            "SELECT count(*) FROM spine.queue_stats() WHERE queue = $1",
-            &[&q],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let stats: i64 = one(
+        &t,
+        "SELECT count(*) FROM spine.queue_stats() WHERE queue = $1",
+        &[&q],
+    )
+    .await;
     assert_eq!(stats, 0);
-    let cancelled: bool = t
-        .query_one("SELECT spine.cancel_job($1)", &[&id])
-        .await
-        .unwrap()
-        .get(0);
+    let cancelled: bool = one(&t, "SELECT spine.cancel_job($1)", &[&id]).await;
     assert!(!cancelled, "bob cannot cancel alice's job");
     let err = t
         .query("SELECT * FROM spine.fetch_jobs(ARRAY[$1], 'bob', 1)", &[&q])
@@ -414,30 +370,20 @@ async fn jobs_are_private_to_their_owner() {
 
     let t = db.transaction().await.unwrap();
     act_as(&t, "authenticated", as_user(alice)).await;
-    let owner: Uuid = t
-        .query_one("SELECT owner_id FROM spine.jobs WHERE id = $1", &[&id])
-        .await
-        .unwrap()
-        .get(0);
+    let owner: Uuid = one(&t, "SELECT owner_id FROM spine.jobs WHERE id = $1", &[&id]).await;
     assert_eq!(owner, alice);
-    let cancelled: bool = t
-        .query_one("SELECT spine.cancel_job($1)", &[&id])
-        .await
-        .unwrap()
-        .get(0);
+    let cancelled: bool = one(&t, "SELECT spine.cancel_job($1)", &[&id]).await;
     assert!(cancelled);
     t.commit().await.unwrap();
 
     let t = db.transaction().await.unwrap();
     act_as(&t, "service_role", json!({"role": "service_role"})).await;
-    let state: String = t
-        .query_one(
-            "SELECT state::text FROM spine.jobs_archive WHERE id = $1",
-            &[&id],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let state: String = one(
+        &t,
+        "SELECT state::text FROM spine.jobs_archive WHERE id = $1",
+        &[&id],
+    )
+    .await;
     assert_eq!(state, "cancelled");
 }
 
@@ -449,19 +395,13 @@ async fn bad_job_input_is_refused() {
     db.execute("SELECT spine.enqueue($1, '{}')", &[&q])
         .await
         .unwrap();
-    let running: i64 = db
-        .query_one("SELECT spine.enqueue($1, '{}')", &[&q])
-        .await
-        .unwrap()
-        .get(0);
-    let queued: i64 = db
-        .query_one(
-            "SELECT spine.enqueue($1, '{}', run_at => now() + interval '1 hour')",
-            &[&q],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let running: i64 = one(&db, "SELECT spine.enqueue($1, '{}')", &[&q]).await;
+    let queued: i64 = one(
+        &db,
+        "SELECT spine.enqueue($1, '{}', run_at => now() + interval '1 hour')",
+        &[&q],
+    )
+    .await;
     fetch(&db, &q, "w", 2, "30 s").await;
     let cases: Vec<(String, &str, &str)> = vec![
         (
@@ -562,14 +502,12 @@ async fn one_second_schedule_runs_or_is_refused_clearly() {
     let db = connect().await;
     let q = new_queue(&db, None).await;
     let name = format!("s{}", Uuid::new_v4().simple());
-    let version: String = db
-        .query_one(
-            "SELECT extversion FROM pg_extension WHERE extname = 'pg_cron'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let version: String = one(
+        &db,
+        "SELECT extversion FROM pg_extension WHERE extname = 'pg_cron'",
+        &[],
+    )
+    .await;
     let seconds_supported = !version.starts_with("1.4") && !version.starts_with("1.3");
     let scheduled = db
         .execute(
@@ -590,11 +528,12 @@ async fn one_second_schedule_runs_or_is_refused_clearly() {
     let mut count = 0i64;
     for _ in 0..50 {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        count = db
-            .query_one("SELECT count(*) FROM spine.jobs WHERE queue = $1", &[&q])
-            .await
-            .unwrap()
-            .get(0);
+        count = one(
+            &db,
+            "SELECT count(*) FROM spine.jobs WHERE queue = $1",
+            &[&q],
+        )
+        .await;
         if count >= 2 {
             break;
         }
@@ -610,23 +549,19 @@ async fn one_second_schedule_runs_or_is_refused_clearly() {
 #[tokio::test]
 async fn pg_cron_scheduler_serves_this_database() {
     let db = connect().await;
-    let launchers: i64 = db
-        .query_one(
-            "SELECT count(*) FROM pg_stat_activity \
+    let launchers: i64 = one(
+        &db,
+        "SELECT count(*) FROM pg_stat_activity \
              WHERE backend_type = 'pg_cron launcher' AND datname = current_database()",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+        &[],
+    )
+    .await;
     assert_eq!(launchers, 1);
-    let maintenance: i64 = db
-        .query_one(
-            "SELECT count(*) FROM cron.job WHERE jobname = 'spine-jobs-maintenance' AND active",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let maintenance: i64 = one(
+        &db,
+        "SELECT count(*) FROM cron.job WHERE jobname = 'spine-jobs-maintenance' AND active",
+        &[],
+    )
+    .await;
     assert_eq!(maintenance, 1);
 }

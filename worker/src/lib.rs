@@ -7,6 +7,7 @@
 //! - [`envelope`]: the CloudEvents JSON an event travels as.
 //! - [`jobs`]: the job runner and its handlers (`http`, `noop`, registry).
 //! - [`metrics`], [`http`]: `/metrics` (Prometheus) and `/healthz` (fails on lag).
+//! - [`supervise`]: restarting a failed loop with backoff until shutdown.
 //! - [`check`]: `spine-worker check`, which verifies every dependency is reachable.
 //!
 //! Search sync and webhook delivery arrive with their issues.
@@ -20,6 +21,7 @@ pub mod jobs;
 pub mod listener;
 pub mod metrics;
 pub mod relay;
+pub mod supervise;
 
 use config::Config;
 use std::future::Future;

@@ -38,26 +38,17 @@ pub async fn run(
     config: Arc<Config>,
     metrics: Arc<RelayMetrics>,
     wake: Arc<Notify>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
-    let mut delay = Duration::from_millis(100);
-    loop {
-        if *shutdown.borrow() {
-            return;
+    let (config, metrics, wake) = (&config, &metrics, &wake);
+    crate::supervise::restart_with_backoff("relay", shutdown, |mut stop| async move {
+        let result = session(config, metrics, wake, &mut stop).await;
+        if result.is_err() {
+            metrics.errors.fetch_add(1, Ordering::Relaxed);
         }
-        match session(&config, &metrics, &wake, &mut shutdown).await {
-            Ok(()) => return,
-            Err(e) => {
-                metrics.errors.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(error = format!("{e:#}"), retry_in = ?delay, "relay session failed");
-            }
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(delay) => {}
-            _ = shutdown.changed() => return,
-        }
-        delay = (delay * 2).min(Duration::from_secs(5));
-    }
+        result
+    })
+    .await
 }
 
 /// One relay session: lock, connect, relay until shutdown (Ok) or an error.

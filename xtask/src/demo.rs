@@ -87,7 +87,9 @@ fn relay_once(config: &Config) -> Result<()> {
             break Err(anyhow::anyhow!("spine-worker exited early: {status}"));
         }
         if started.elapsed() > Duration::from_secs(60) {
-            break Err(anyhow::anyhow!("the relay or the runner did not catch up within 60 s"));
+            break Err(anyhow::anyhow!(
+                "the relay or the runner did not catch up within 60 s"
+            ));
         }
         std::thread::sleep(Duration::from_millis(100));
     };

@@ -13,7 +13,7 @@ use crate::metrics::JobMetrics;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use tokio::sync::{mpsc, watch, Semaphore};
 
 pub async fn run(
@@ -21,25 +21,13 @@ pub async fn run(
     config: JobsConfig,
     registry: Registry,
     metrics: Arc<JobMetrics>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
-    let mut delay = Duration::from_millis(100);
-    loop {
-        if *shutdown.borrow() {
-            return;
-        }
-        match session(&database_url, &config, &registry, &metrics, &mut shutdown).await {
-            Ok(()) => return,
-            Err(e) => {
-                tracing::warn!(error = format!("{e:#}"), retry_in = ?delay, "job runner session failed")
-            }
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(delay) => {}
-            _ = shutdown.changed() => return,
-        }
-        delay = (delay * 2).min(Duration::from_secs(5));
-    }
+    let (url, config, registry, metrics) = (&database_url, &config, &registry, &metrics);
+    crate::supervise::restart_with_backoff("job runner", shutdown, |mut stop| async move {
+        session(url, config, registry, metrics, &mut stop).await
+    })
+    .await
 }
 
 type Outcome = (i64, Result<(), String>);
