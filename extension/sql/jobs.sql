@@ -57,6 +57,18 @@ CREATE INDEX jobs_owner_idx ON spine.jobs (owner_id) WHERE owner_id IS NOT NULL;
 CREATE UNIQUE INDEX jobs_idempotency_idx
     ON spine.jobs (queue, coalesce(owner_id, '00000000-0000-0000-0000-000000000000'), idempotency_key)
     WHERE idempotency_key IS NOT NULL;
+-- Every job is inserted, updated once per attempt and deleted: dead tuples pile up
+-- at the head of jobs_ready_idx, and each fetch walks over them until VACUUM removes
+-- them. Vacuum after a fixed number of dead rows, at full speed, so a large backlog
+-- does not slow draining down (measured: 1M jobs drain at ~51k/s with this, ~16k/s
+-- with the defaults). The cluster's autovacuum_naptime decides how soon it starts.
+ALTER TABLE spine.jobs SET (
+    autovacuum_vacuum_scale_factor = 0,
+    autovacuum_vacuum_threshold = 20000,
+    autovacuum_vacuum_insert_scale_factor = 0,
+    autovacuum_vacuum_insert_threshold = 100000,
+    autovacuum_vacuum_cost_delay = 0
+);
 COMMENT ON TABLE spine.jobs IS
     'Live jobs (queued, retrying, running, dead). Write through spine.enqueue/fetch_jobs/complete_jobs/fail_job.';
 COMMENT ON COLUMN spine.jobs.errors IS 'Error history: [{attempt, at, error}], newest last.';

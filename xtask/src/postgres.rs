@@ -56,6 +56,7 @@ fn settings(config: &Config) -> String {
          cron.database_name = '{DATABASE}'\n\
          max_connections = 200\n\
          wal_level = logical\n\
+         autovacuum_naptime = 1s\n\
          log_min_messages = warning\n",
         port = config.pg_port,
         sock = socket_dir(config).display(),
