@@ -288,7 +288,11 @@ BEGIN
     IF lease IS NULL OR lease <= interval '0' THEN
         RAISE EXCEPTION 'lease must be a positive interval' USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    PERFORM spine.reclaim_expired_leases(queues);
+    -- Expired leases back to their queues first (an index probe when there are none).
+    IF EXISTS (SELECT 1 FROM spine.jobs r
+                WHERE r.queue = ANY (queues) AND r.state = 'running' AND r.lease_until < now()) THEN
+        PERFORM spine.reclaim_expired_leases(queues);
+    END IF;
     -- Capped queues: count running jobs under a per-queue lock, taken in name order
     -- (no deadlock between fetchers), held until this transaction ends.
     PERFORM pg_advisory_xact_lock(1397770576, hashtext(q.name))
