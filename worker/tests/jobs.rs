@@ -22,6 +22,20 @@ fn runner(queue: &str, extra: &[(&str, &str)]) -> Worker {
     )
 }
 
+/// Enqueues an `http` job for `queue` posting `body` (or the whole payload) to `url`.
+async fn enqueue_http(
+    db: &tokio_postgres::Client,
+    queue: &str,
+    url: &str,
+    body: Option<serde_json::Value>,
+) -> i64 {
+    let mut payload = serde_json::json!({ "url": url });
+    if let Some(body) = body {
+        payload["body"] = body;
+    }
+    spine_tests::one(db, "SELECT spine.enqueue($1, $2)", &[&queue, &payload]).await
+}
+
 async fn archived_state(db: &tokio_postgres::Client, id: i64) -> Option<String> {
     db.query_opt(
         "SELECT state::text FROM spine.jobs_archive WHERE id = $1",
@@ -39,14 +53,13 @@ async fn http_job_is_retried_until_it_succeeds() {
     let db = db().await;
     let q = new_queue(&db).await;
     let hook = Hook::start(|n| (if n == 0 { 500 } else { 200 }, Duration::ZERO)).await;
-    let id: i64 = db
-        .query_one(
-            "SELECT spine.enqueue($1, jsonb_build_object('url', $2::text, 'body', jsonb_build_object('hello', 'world')))",
-            &[&q, &hook.url],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let id = enqueue_http(
+        &db,
+        &q,
+        &hook.url,
+        Some(serde_json::json!({"hello": "world"})),
+    )
+    .await;
     let worker = runner(&q, &[]);
     wait_until("job completed", Duration::from_secs(20), || async {
         archived_state(&db, id).await.is_some()
@@ -95,14 +108,7 @@ async fn job_survives_worker_kill_9() {
         )
     })
     .await;
-    let id: i64 = db
-        .query_one(
-            "SELECT spine.enqueue($1, jsonb_build_object('url', $2::text))",
-            &[&q, &hook.url],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let id = enqueue_http(&db, &q, &hook.url, None).await;
     let mut first = runner(&q, &[("SPINE_JOB_LEASE_SECS", "1")]);
     wait_until(
         "first delivery under way",
@@ -145,14 +151,7 @@ async fn sigterm_finishes_in_flight_jobs() {
     let db = db().await;
     let q = new_queue(&db).await;
     let hook = Hook::start(|_| (200, Duration::from_millis(1500))).await;
-    let id: i64 = db
-        .query_one(
-            "SELECT spine.enqueue($1, jsonb_build_object('url', $2::text))",
-            &[&q, &hook.url],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let id = enqueue_http(&db, &q, &hook.url, None).await;
     let mut worker = runner(&q, &[]);
     wait_until("delivery under way", Duration::from_secs(20), || async {
         hook.count() >= 1
