@@ -32,9 +32,9 @@ GRANT EXECUTE ON FUNCTION
 GRANT EXECUTE ON FUNCTION
     spine.create_queue(text, integer, interval),
     spine.fetch_jobs(text[], text, integer, interval),
-    spine.complete_jobs(bigint[]),
-    spine.fail_job(bigint, text, interval),
-    spine.heartbeat(bigint[], interval),
+    spine.complete_jobs(bigint[], text),
+    spine.fail_job(bigint, text, interval, text),
+    spine.heartbeat(bigint[], interval, text),
     spine.release_jobs(bigint[]),
     spine.redrive(text),
     spine.reclaim_expired_leases(text[]),

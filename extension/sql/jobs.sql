@@ -338,13 +338,16 @@ $$;
 COMMENT ON FUNCTION spine.fetch_jobs(text[], text, integer, interval) IS
     'Leases up to n ready jobs of the given queues: realtime before interactive before background, then run_at, then id; skips locked rows; honours queue caps; first returns expired leases to their queue.';
 
-CREATE FUNCTION spine.complete_jobs(ids bigint[]) RETURNS bigint
+CREATE FUNCTION spine.complete_jobs(ids bigint[], worker text DEFAULT NULL) RETURNS bigint
     LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $$
 DECLARE
     n bigint;
 BEGIN
     WITH done AS (
-        DELETE FROM spine.jobs j WHERE j.id = ANY (ids) AND j.state = 'running' RETURNING j.*
+        DELETE FROM spine.jobs j
+         WHERE j.id = ANY (ids) AND j.state = 'running'
+           AND (complete_jobs.worker IS NULL OR j.worker = complete_jobs.worker)
+        RETURNING j.*
     ), kept AS (
         INSERT INTO spine.jobs_archive
             (id, queue, owner_id, priority, state, payload, attempts, max_attempts,
@@ -359,10 +362,10 @@ BEGIN
     RETURN n;
 END
 $$;
-COMMENT ON FUNCTION spine.complete_jobs(bigint[]) IS
-    'Completes running jobs (others are ignored) and archives them; returns how many completed.';
+COMMENT ON FUNCTION spine.complete_jobs(bigint[], text) IS
+    'Completes running jobs (others are ignored; with worker, only jobs that worker holds: a worker whose lease passed cannot complete the new holder''s run) and archives them; returns how many completed.';
 
-CREATE FUNCTION spine.fail_job(id bigint, error text, retry_in interval DEFAULT NULL)
+CREATE FUNCTION spine.fail_job(id bigint, error text, retry_in interval DEFAULT NULL, worker text DEFAULT NULL)
     RETURNS spine.job_state
     LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $$
 DECLARE
@@ -380,6 +383,11 @@ BEGIN
         RAISE EXCEPTION 'job % is %, not running', id, j.state
             USING ERRCODE = 'object_not_in_prerequisite_state';
     END IF;
+    IF fail_job.worker IS NOT NULL AND j.worker IS DISTINCT FROM fail_job.worker THEN
+        RAISE EXCEPTION 'job % is held by worker %, not %', id, j.worker, fail_job.worker
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'Its lease passed and it was leased again.';
+    END IF;
     next_state := CASE WHEN j.attempts >= j.max_attempts THEN 'dead' ELSE 'retrying' END;
     UPDATE spine.jobs
        SET state = next_state,
@@ -392,10 +400,11 @@ BEGIN
     RETURN next_state;
 END
 $$;
-COMMENT ON FUNCTION spine.fail_job(bigint, text, interval) IS
-    'Records a failed attempt: retries after retry_in (default: exponential backoff with jitter), or moves the job to dead after max_attempts. Returns the new state.';
+COMMENT ON FUNCTION spine.fail_job(bigint, text, interval, text) IS
+    'Records a failed attempt (with worker: only if that worker holds the job): retries after retry_in (default: exponential backoff with jitter), or moves the job to dead after max_attempts. Returns the new state.';
 
-CREATE FUNCTION spine.heartbeat(ids bigint[], lease interval DEFAULT '30 seconds') RETURNS bigint
+CREATE FUNCTION spine.heartbeat(ids bigint[], lease interval DEFAULT '30 seconds', worker text DEFAULT NULL)
+    RETURNS bigint
     LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $$
 DECLARE
     n bigint;
@@ -404,12 +413,13 @@ BEGIN
         RAISE EXCEPTION 'lease must be a positive interval' USING ERRCODE = 'invalid_parameter_value';
     END IF;
     UPDATE spine.jobs SET lease_until = now() + lease, updated_at = now()
-     WHERE id = ANY (ids) AND state = 'running';
+     WHERE id = ANY (ids) AND state = 'running'
+       AND (heartbeat.worker IS NULL OR spine.jobs.worker = heartbeat.worker);
     GET DIAGNOSTICS n = ROW_COUNT;
     RETURN n;
 END
 $$;
-COMMENT ON FUNCTION spine.heartbeat(bigint[], interval) IS
+COMMENT ON FUNCTION spine.heartbeat(bigint[], interval, text) IS
     'Extends the leases of running jobs; returns how many are still held.';
 
 -- A worker shutting down hands back jobs it has not started or cannot finish: they

@@ -227,7 +227,29 @@ async fn expired_lease_returns_the_job_once() {
         why.contains("lease expired") && why.contains("crashed"),
         "{why}"
     );
-    let first: i64 = one(&db, "SELECT spine.complete_jobs(ARRAY[$1::bigint])", &[&id]).await;
+    // The crashed worker coming back cannot complete or fail the new holder's run.
+    let stale: i64 = one(
+        &db,
+        "SELECT spine.complete_jobs(ARRAY[$1::bigint], 'crashed')",
+        &[&id],
+    )
+    .await;
+    assert_eq!(stale, 0);
+    let err = db
+        .query_one(
+            "SELECT spine.fail_job($1, 'late', worker => 'crashed')",
+            &[&id],
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&err), Some("55000"));
+    assert!(err.as_db_error().unwrap().message().contains("held by worker other"));
+    let first: i64 = one(
+        &db,
+        "SELECT spine.complete_jobs(ARRAY[$1::bigint], 'other')",
+        &[&id],
+    )
+    .await;
     let second: i64 = one(&db, "SELECT spine.complete_jobs(ARRAY[$1::bigint])", &[&id]).await;
     assert_eq!((first, second), (1, 0));
     let archived: i64 = one(

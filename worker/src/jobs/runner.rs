@@ -59,10 +59,12 @@ async fn session(
             "SELECT * FROM spine.fetch_jobs($1::text[], $2, $3, make_interval(secs => $4::float8))",
         )
         .await?;
-    let complete = db.prepare("SELECT spine.complete_jobs($1)").await?;
-    let fail = db.prepare("SELECT spine.fail_job($1, $2)").await?;
+    let complete = db.prepare("SELECT spine.complete_jobs($1, $2)").await?;
+    let fail = db
+        .prepare("SELECT spine.fail_job($1, $2, NULL, $3)")
+        .await?;
     let heartbeat = db
-        .prepare("SELECT spine.heartbeat($1, make_interval(secs => $2::float8))")
+        .prepare("SELECT spine.heartbeat($1, make_interval(secs => $2::float8), $3)")
         .await?;
     tracing::info!(?queues, worker = %config.worker_id, "job runner started");
 
@@ -78,12 +80,22 @@ async fn session(
         while let Ok(outcome) = done_rx.try_recv() {
             finished.push(outcome);
         }
-        record(&db, &complete, &fail, metrics, &mut running, finished).await?;
+        record(
+            &db,
+            &complete,
+            &fail,
+            &config.worker_id,
+            metrics,
+            &mut running,
+            finished,
+        )
+        .await?;
 
         if running.is_empty() || last_heartbeat.elapsed() >= heartbeat_every {
             if !running.is_empty() {
                 let ids: Vec<i64> = running.iter().copied().collect();
-                db.execute(&heartbeat, &[&ids, &lease_secs]).await?;
+                db.execute(&heartbeat, &[&ids, &lease_secs, &config.worker_id])
+                    .await?;
             }
             last_heartbeat = Instant::now();
         }
@@ -143,7 +155,7 @@ async fn session(
             tokio::select! {
                 outcome = done_rx.recv() => {
                     if let Some(outcome) = outcome {
-                        record(&db, &complete, &fail, metrics, &mut running, vec![outcome]).await?;
+                        record(&db, &complete, &fail, &config.worker_id, metrics, &mut running, vec![outcome]).await?;
                     }
                 }
                 _ = tokio::time::sleep(wait.min(heartbeat_every)) => {}
@@ -158,6 +170,7 @@ async fn record(
     db: &tokio_postgres::Client,
     complete: &tokio_postgres::Statement,
     fail: &tokio_postgres::Statement,
+    worker: &str,
     metrics: &JobMetrics,
     running: &mut HashSet<i64>,
     finished: Vec<Outcome>,
@@ -170,18 +183,36 @@ async fn record(
             Ok(()) => ok.push(id),
             Err(error) => {
                 tracing::info!(job = id, %error, "job failed");
-                db.query_one(fail, &[&id, &error]).await?;
+                match db.query_one(fail, &[&id, &error, &worker]).await {
+                    Ok(_) => {}
+                    // Cancelled, or its lease passed and another worker has it:
+                    // the job is no longer ours to fail.
+                    Err(e) if no_longer_ours(&e) => {
+                        tracing::info!(job = id, "job was cancelled or re-leased meanwhile")
+                    }
+                    Err(e) => return Err(e.into()),
+                }
                 metrics.failed.fetch_add(1, Ordering::Relaxed);
             }
         }
     }
     if !ok.is_empty() {
-        db.query_one(complete, &[&ok]).await?;
+        db.query_one(complete, &[&ok, &worker]).await?;
         metrics
             .completed
             .fetch_add(ok.len() as u64, Ordering::Relaxed);
     }
     Ok(())
+}
+
+/// fail_job's answer for a job that no longer exists (42704) or is not running
+/// (55000).
+fn no_longer_ours(e: &tokio_postgres::Error) -> bool {
+    use tokio_postgres::error::SqlState;
+    matches!(
+        e.code(),
+        Some(c) if *c == SqlState::UNDEFINED_OBJECT || *c == SqlState::OBJECT_NOT_IN_PREREQUISITE_STATE
+    )
 }
 
 /// Shutdown: no new leases; running jobs get `drain` time to finish (their leases
@@ -201,14 +232,24 @@ async fn drain(
         let left = deadline.saturating_duration_since(Instant::now());
         match tokio::time::timeout(left.min(config.lease / 3), done_rx.recv()).await {
             Ok(Some(outcome)) => {
-                record(db, complete, fail, metrics, running, vec![outcome]).await?
+                let outcome = vec![outcome];
+                record(
+                    db,
+                    complete,
+                    fail,
+                    &config.worker_id,
+                    metrics,
+                    running,
+                    outcome,
+                )
+                .await?
             }
             Ok(None) => break,
             Err(_) => {
                 let ids: Vec<i64> = running.iter().copied().collect();
                 db.execute(
-                    "SELECT spine.heartbeat($1, make_interval(secs => $2::float8))",
-                    &[&ids, &config.lease.as_secs_f64()],
+                    "SELECT spine.heartbeat($1, make_interval(secs => $2::float8), $3)",
+                    &[&ids, &config.lease.as_secs_f64(), &config.worker_id],
                 )
                 .await?;
             }
