@@ -243,7 +243,11 @@ async fn expired_lease_returns_the_job_once() {
         .await
         .unwrap_err();
     assert_eq!(sqlstate(&err), Some("55000"));
-    assert!(err.as_db_error().unwrap().message().contains("held by worker other"));
+    assert!(err
+        .as_db_error()
+        .unwrap()
+        .message()
+        .contains("held by worker other"));
     let first: i64 = one(
         &db,
         "SELECT spine.complete_jobs(ARRAY[$1::bigint], 'other')",
