@@ -46,7 +46,7 @@ SELECT spine.emit('communication.StartCall', '{}');
 
 \echo '7. Work to do goes into the job queue: Alice''s outgoing message (what a rule will enqueue'
 \echo '   once rules exist) and a nightly digest scheduled with pg_cron.'
-SELECT spine.create_queue('messages', max_concurrency => 4) IS NOT NULL AS queue_ready;
+SELECT spine.create_queue('messages', max_concurrency => 4, user_enqueue => true) IS NOT NULL AS queue_ready;
 BEGIN;
 SET LOCAL ROLE authenticated;
 SELECT set_config('request.jwt.claims', '{"sub":"' || :'alice' || '"}', true) IS NOT NULL AS as_alice;

@@ -55,7 +55,7 @@ COMMENT ON TABLE spine.event_commits IS
 -- index probe after the first). Statement-level, so a 10k-row INSERT pays once; and
 -- it re-registers after a ROLLBACK TO SAVEPOINT removed an earlier registration.
 CREATE FUNCTION spine.register_event_transaction() RETURNS trigger
-    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $$
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     INSERT INTO spine.event_commits (txid) VALUES (pg_current_xact_id())
         ON CONFLICT (txid) DO NOTHING;
@@ -70,7 +70,7 @@ CREATE TRIGGER events_register_transaction
 
 -- Runs at COMMIT (deferred), once per emitting transaction.
 CREATE FUNCTION spine.stamp_event_commit() RETURNS trigger
-    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $$
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     -- Held until the transaction ends, i.e. after its commit became visible: the
     -- next emitting transaction gets a larger commit_seq only after this one is seen.
@@ -101,7 +101,7 @@ CREATE FUNCTION spine.events_after(
     owner_id uuid, data jsonb, correlation_id uuid, causation_id uuid,
     occurred_at timestamptz, committed_at timestamptz
 )
-    LANGUAGE sql STABLE SET search_path = pg_catalog AS $$
+    LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
     SELECT c.commit_seq, e.seq, e.id, e.type, e.source, e.subject, e.owner_id, e.data,
            e.correlation_id, e.causation_id, e.occurred_at, c.committed_at
       FROM spine.event_commits c
@@ -132,7 +132,7 @@ COMMENT ON TABLE spine.sinks IS
 -- Creates the sink if missing (from the start of retained history, or from now).
 CREATE FUNCTION spine.ensure_sink(sink_name text, sink_kind text, from_start boolean DEFAULT true)
     RETURNS spine.sinks
-    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $$
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     s spine.sinks;
 BEGIN
@@ -154,7 +154,7 @@ COMMENT ON FUNCTION spine.ensure_sink(text, text, boolean) IS
     'Creates a sink if missing and returns it; from_start=false starts at the current head.';
 
 CREATE FUNCTION spine.drop_sink(sink_name text) RETURNS boolean
-    LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog AS $$
+    LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
     WITH gone AS (DELETE FROM spine.sinks WHERE name = sink_name RETURNING 1)
     SELECT count(*) > 0 FROM gone
 $$;
@@ -165,7 +165,7 @@ COMMENT ON FUNCTION spine.drop_sink(text) IS
 -- Never moves it backwards: a stale relay that lost its lock cannot rewind progress.
 CREATE FUNCTION spine.advance_sink(sink_name text, to_commit_seq bigint, to_seq bigint, delivered_count bigint)
     RETURNS void
-    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $$
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     UPDATE spine.sinks
        SET cursor_commit_seq = to_commit_seq, cursor_seq = to_seq,
@@ -181,7 +181,7 @@ COMMENT ON FUNCTION spine.advance_sink(text, bigint, bigint, bigint) IS
     'Advances a sink cursor (forward only) after delivery.';
 
 CREATE FUNCTION spine.record_sink_error(sink_name text, error text) RETURNS void
-    LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog AS $$
+    LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
     UPDATE spine.sinks SET last_error = left(error, 2000), last_error_at = now()
      WHERE name = sink_name
 $$;
@@ -218,7 +218,7 @@ COMMENT ON VIEW spine.sink_status IS
 -- Retention: events every sink has delivered and that are older than keep are deleted.
 -- keep defaults to the setting spine.event_retention (default 7 days).
 CREATE FUNCTION spine.purge_events(keep interval DEFAULT NULL) RETURNS bigint
-    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $$
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     horizon bigint;
     purged bigint;

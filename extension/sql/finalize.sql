@@ -1,5 +1,18 @@
 -- Grants and comments applied after every object of the extension exists.
 
+-- Extension tables are left out of pg_dump unless registered: without this a
+-- logical backup would lose queued jobs, undelivered events and sink cursors.
+SELECT pg_catalog.pg_extension_config_dump('spine.events', '');
+SELECT pg_catalog.pg_extension_config_dump('spine.event_commits', '');
+SELECT pg_catalog.pg_extension_config_dump('spine.event_commit_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('spine.sinks', '');
+SELECT pg_catalog.pg_extension_config_dump('spine.queues', '');
+SELECT pg_catalog.pg_extension_config_dump('spine.jobs', '');
+SELECT pg_catalog.pg_extension_config_dump('spine.jobs_archive', '');
+SELECT pg_catalog.pg_extension_config_dump('spine.schedules', '');
+SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('spine.events', 'seq')::regclass, '');
+SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('spine.jobs', 'id')::regclass, '');
+
 COMMENT ON SCHEMA spine IS
     'Spine: entities, ETL, rules, policy and audit, jobs, outbox and vault.';
 
@@ -30,12 +43,12 @@ GRANT EXECUTE ON FUNCTION
     spine.retry_backoff(bigint, integer)
     TO authenticated, service_role;
 GRANT EXECUTE ON FUNCTION
-    spine.create_queue(text, integer, interval),
+    spine.create_queue(text, integer, interval, boolean),
     spine.fetch_jobs(text[], text, integer, interval),
     spine.complete_jobs(bigint[], text),
     spine.fail_job(bigint, text, interval, text),
     spine.heartbeat(bigint[], interval, text),
-    spine.release_jobs(bigint[]),
+    spine.release_jobs(bigint[], text),
     spine.redrive(text),
     spine.reclaim_expired_leases(text[]),
     spine.jobs_maintenance(),

@@ -20,10 +20,45 @@ CREATE TABLE spine.queues (
     name            text PRIMARY KEY,
     max_concurrency integer CHECK (max_concurrency IS NULL OR max_concurrency > 0),
     retention       interval NOT NULL DEFAULT '1 day' CHECK (retention >= interval '0'),
+    -- Users (authenticated) may enqueue only into queues that say so: a queue's
+    -- handler acts with the worker's reach (the http queue can call any URL).
+    user_enqueue    boolean NOT NULL DEFAULT false,
     created_at      timestamptz NOT NULL DEFAULT now()
 );
 COMMENT ON TABLE spine.queues IS
-    'Job queues: an optional cap on running jobs, and how long finished jobs stay in the archive.';
+    'Job queues: an optional cap on running jobs, how long finished jobs stay in the archive, and whether users may enqueue.';
+
+-- Whether the caller acts with privilege: a superuser or BYPASSRLS role (such as
+-- service_role). The role set with SET ROLE (PostgREST) wins over the login role.
+CREATE FUNCTION spine.caller_is_privileged() RETURNS boolean
+    LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    SELECT coalesce((
+        SELECT r.rolsuper OR r.rolbypassrls FROM pg_catalog.pg_roles r
+         WHERE r.rolname = CASE WHEN pg_catalog.current_setting('role') = 'none' THEN session_user
+                                ELSE pg_catalog.current_setting('role') END), false)
+$$;
+COMMENT ON FUNCTION spine.caller_is_privileged() IS
+    'True for superusers and BYPASSRLS roles (service_role), judged by the role the caller acts as.';
+
+-- Raises 42704 for an unknown queue, 42501 when a user enqueues into a queue that
+-- does not accept users' jobs.
+CREATE FUNCTION spine.check_enqueue_allowed(queue_name text) RETURNS void
+    LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    open_to_users boolean;
+BEGIN
+    SELECT q.user_enqueue INTO open_to_users FROM spine.queues q WHERE q.name = queue_name;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'queue "%" does not exist', queue_name USING ERRCODE = 'undefined_object',
+            HINT = 'Create it with spine.create_queue(name).';
+    END IF;
+    IF NOT open_to_users AND NOT spine.caller_is_privileged() THEN
+        RAISE EXCEPTION 'queue "%" does not accept jobs from users', queue_name
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = 'Create it with spine.create_queue(name, user_enqueue => true) to allow that.';
+    END IF;
+END
+$$;
 
 CREATE TABLE spine.jobs (
     id              bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -113,9 +148,10 @@ COMMENT ON TABLE spine.schedules IS
 CREATE FUNCTION spine.create_queue(
     queue_name text,
     max_concurrency integer DEFAULT NULL,
-    retention interval DEFAULT '1 day'
+    retention interval DEFAULT '1 day',
+    user_enqueue boolean DEFAULT false
 ) RETURNS spine.queues
-    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $$
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     q spine.queues;
 BEGIN
@@ -128,16 +164,18 @@ BEGIN
         RAISE EXCEPTION 'retention must be a non-negative interval'
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    INSERT INTO spine.queues AS t (name, max_concurrency, retention)
-    VALUES (queue_name, create_queue.max_concurrency, create_queue.retention)
+    INSERT INTO spine.queues AS t (name, max_concurrency, retention, user_enqueue)
+    VALUES (queue_name, create_queue.max_concurrency, create_queue.retention,
+            coalesce(create_queue.user_enqueue, false))
     ON CONFLICT (name) DO UPDATE
-        SET max_concurrency = excluded.max_concurrency, retention = excluded.retention
+        SET max_concurrency = excluded.max_concurrency, retention = excluded.retention,
+            user_enqueue = excluded.user_enqueue
     RETURNING * INTO q;
     RETURN q;
 END
 $$;
-COMMENT ON FUNCTION spine.create_queue(text, integer, interval) IS
-    'Creates a queue or changes its cap and retention.';
+COMMENT ON FUNCTION spine.create_queue(text, integer, interval, boolean) IS
+    'Creates a queue or changes its cap, retention and whether users (authenticated) may enqueue into it.';
 
 -- The owner-scoped key used by the idempotency indexes.
 CREATE FUNCTION spine.job_owner_key(owner uuid) RETURNS uuid
@@ -153,7 +191,7 @@ CREATE FUNCTION spine.enqueue(
     idempotency_key text DEFAULT NULL,
     max_attempts integer DEFAULT 5
 ) RETURNS bigint
-    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $$
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 -- Parameters share names with columns; inside statements a bare name is the column,
 -- and parameters are written enqueue.<name>.
 #variable_conflict use_column
@@ -172,10 +210,7 @@ BEGIN
         RAISE EXCEPTION 'max_attempts must be at least 1 (got %)', coalesce(max_attempts::text, 'NULL')
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    IF queue IS NULL OR NOT EXISTS (SELECT 1 FROM spine.queues q WHERE q.name = enqueue.queue) THEN
-        RAISE EXCEPTION 'queue "%" does not exist', queue USING ERRCODE = 'undefined_object',
-            HINT = 'Create it with spine.create_queue(name).';
-    END IF;
+    PERFORM spine.check_enqueue_allowed(enqueue.queue);
     IF idempotency_key IS NULL THEN
         -- The common case, without the speculative insertion ON CONFLICT needs.
         INSERT INTO spine.jobs (queue, owner_id, priority, payload, run_at, max_attempts)
@@ -215,7 +250,7 @@ CREATE FUNCTION spine.enqueue_batch(
     run_at timestamptz DEFAULT now(),
     max_attempts integer DEFAULT 5
 ) RETURNS bigint[]
-    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $$
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     ids bigint[];
 BEGIN
@@ -229,10 +264,7 @@ BEGIN
     IF priority IS NULL THEN
         RAISE EXCEPTION 'priority must not be NULL' USING ERRCODE = 'null_value_not_allowed';
     END IF;
-    IF queue IS NULL OR NOT EXISTS (SELECT 1 FROM spine.queues q WHERE q.name = enqueue_batch.queue) THEN
-        RAISE EXCEPTION 'queue "%" does not exist', queue USING ERRCODE = 'undefined_object',
-            HINT = 'Create it with spine.create_queue(name).';
-    END IF;
+    PERFORM spine.check_enqueue_allowed(enqueue_batch.queue);
     WITH inserted AS (
         INSERT INTO spine.jobs (queue, owner_id, priority, payload, run_at, max_attempts)
         SELECT queue, auth.uid(), priority, p, coalesce(run_at, now()), max_attempts
@@ -250,7 +282,7 @@ COMMENT ON FUNCTION spine.enqueue_batch(text, jsonb[], spine.job_priority, times
 -- Returns running jobs whose lease passed to the queue (or to dead, when out of
 -- attempts), recording why in their error history.
 CREATE FUNCTION spine.reclaim_expired_leases(queues text[] DEFAULT NULL) RETURNS bigint
-    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $$
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     n bigint;
 BEGIN
@@ -274,7 +306,7 @@ CREATE FUNCTION spine.fetch_jobs(
     n integer DEFAULT 1,
     lease interval DEFAULT '30 seconds'
 ) RETURNS SETOF spine.jobs
-    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $$
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     IF queues IS NULL OR cardinality(queues) = 0 THEN
         RAISE EXCEPTION 'queues must name at least one queue' USING ERRCODE = 'invalid_parameter_value';
@@ -339,7 +371,7 @@ COMMENT ON FUNCTION spine.fetch_jobs(text[], text, integer, interval) IS
     'Leases up to n ready jobs of the given queues: realtime before interactive before background, then run_at, then id; skips locked rows; honours queue caps; first returns expired leases to their queue.';
 
 CREATE FUNCTION spine.complete_jobs(ids bigint[], worker text DEFAULT NULL) RETURNS bigint
-    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $$
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     n bigint;
 BEGIN
@@ -367,7 +399,7 @@ COMMENT ON FUNCTION spine.complete_jobs(bigint[], text) IS
 
 CREATE FUNCTION spine.fail_job(id bigint, error text, retry_in interval DEFAULT NULL, worker text DEFAULT NULL)
     RETURNS spine.job_state
-    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $$
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     j spine.jobs;
     next_state spine.job_state;
@@ -405,7 +437,7 @@ COMMENT ON FUNCTION spine.fail_job(bigint, text, interval, text) IS
 
 CREATE FUNCTION spine.heartbeat(ids bigint[], lease interval DEFAULT '30 seconds', worker text DEFAULT NULL)
     RETURNS bigint
-    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $$
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     n bigint;
 BEGIN
@@ -424,8 +456,8 @@ COMMENT ON FUNCTION spine.heartbeat(bigint[], interval, text) IS
 
 -- A worker shutting down hands back jobs it has not started or cannot finish: they
 -- return to the queue without the attempt counting.
-CREATE FUNCTION spine.release_jobs(ids bigint[]) RETURNS bigint
-    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $$
+CREATE FUNCTION spine.release_jobs(ids bigint[], worker text DEFAULT NULL) RETURNS bigint
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     n bigint;
 BEGIN
@@ -433,16 +465,17 @@ BEGIN
        SET state = CASE WHEN attempts > 1 THEN 'retrying' ELSE 'queued' END::spine.job_state,
            attempts = greatest(attempts - 1, 0), run_at = now(),
            lease_until = NULL, worker = NULL, updated_at = now()
-     WHERE id = ANY (ids) AND state = 'running';
+     WHERE id = ANY (ids) AND state = 'running'
+       AND (release_jobs.worker IS NULL OR spine.jobs.worker = release_jobs.worker);
     GET DIAGNOSTICS n = ROW_COUNT;
     RETURN n;
 END
 $$;
-COMMENT ON FUNCTION spine.release_jobs(bigint[]) IS
+COMMENT ON FUNCTION spine.release_jobs(bigint[], text) IS
     'Returns running jobs to their queue without counting the attempt (a worker shutting down); returns how many.';
 
 CREATE FUNCTION spine.redrive(queue text) RETURNS bigint
-    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $$
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     n bigint;
 BEGIN
@@ -460,14 +493,10 @@ COMMENT ON FUNCTION spine.redrive(text) IS
 
 -- Owners cancel their own jobs; service_role any.
 CREATE FUNCTION spine.cancel_job(id bigint) RETURNS boolean
-    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $$
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     j spine.jobs;
-    -- The role the caller acts as: SET ROLE (PostgREST) wins over the login role.
-    caller text := CASE WHEN current_setting('role') = 'none' THEN session_user
-                        ELSE current_setting('role') END;
-    privileged boolean := EXISTS (SELECT 1 FROM pg_roles
-                                   WHERE rolname = caller AND (rolsuper OR rolbypassrls));
+    privileged boolean := spine.caller_is_privileged();
 BEGIN
     DELETE FROM spine.jobs
      WHERE spine.jobs.id = cancel_job.id
@@ -491,7 +520,7 @@ CREATE FUNCTION spine.queue_stats() RETURNS TABLE (
     queue text, priority spine.job_priority, queued bigint, running bigint, retrying bigint,
     dead bigint, oldest_queued_seconds double precision
 )
-    LANGUAGE sql STABLE SET search_path = pg_catalog AS $$
+    LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
     SELECT j.queue, j.priority,
            count(*) FILTER (WHERE j.state = 'queued'),
            count(*) FILTER (WHERE j.state = 'running'),
@@ -509,7 +538,7 @@ COMMENT ON FUNCTION spine.queue_stats() IS
 -- Maintenance (pg_cron, every minute): expired leases back to their queues,
 -- archived jobs past their queue's retention deleted.
 CREATE FUNCTION spine.jobs_maintenance() RETURNS jsonb
-    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $$
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     reclaimed bigint;
     purged bigint;
@@ -531,7 +560,7 @@ CREATE FUNCTION spine.schedule(
     payload jsonb,
     priority spine.job_priority DEFAULT 'interactive'
 ) RETURNS bigint
-    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $$
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     job_id bigint;
 BEGIN
@@ -552,9 +581,9 @@ BEGIN
     -- Intervals in seconds came with pg_cron 1.5; older versions fail obscurely.
     IF cron ~ '^\s*[0-9]+\s+seconds?\s*$' AND (
         SELECT string_to_array(split_part(extversion, '-', 1), '.')::int[] < ARRAY[1, 5]
-          FROM pg_extension WHERE extname = 'pg_cron') THEN
+          FROM pg_catalog.pg_extension WHERE extname = 'pg_cron') THEN
         RAISE EXCEPTION 'schedules in seconds need pg_cron 1.5 or later (installed: %)',
-            (SELECT extversion FROM pg_extension WHERE extname = 'pg_cron')
+            (SELECT extversion FROM pg_catalog.pg_extension WHERE extname = 'pg_cron')
             USING ERRCODE = 'feature_not_supported',
                   HINT = 'Use a five-field cron schedule (every minute at most), or upgrade pg_cron.';
     END IF;
@@ -576,7 +605,7 @@ COMMENT ON FUNCTION spine.schedule(text, text, text, jsonb, spine.job_priority) 
     'Creates or replaces a recurring job: pg_cron (job spine:<name>) enqueues payload into queue on the cron schedule; returns the pg_cron job id.';
 
 CREATE FUNCTION spine.unschedule(schedule_name text) RETURNS boolean
-    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $$
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     IF NOT EXISTS (SELECT 1 FROM spine.schedules WHERE name = schedule_name) THEN
         RETURN false;

@@ -18,6 +18,13 @@ pub enum SpineError {
     /// The caller's role or grants do not allow the action.
     #[error("permission denied: {0}")]
     PermissionDenied(String),
+    /// A value is larger than Spine can carry (e.g. an event over a NATS message).
+    #[error("{what} is {actual} bytes; the limit is {limit}")]
+    TooLarge {
+        what: &'static str,
+        actual: usize,
+        limit: usize,
+    },
     /// SPI failed underneath us; the message says which statement.
     #[error("internal error in {context}: {message}")]
     Internal {
@@ -32,6 +39,7 @@ impl SpineError {
             SpineError::InvalidParameter { .. } => PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
             SpineError::NotFound { .. } => PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
             SpineError::PermissionDenied(_) => PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+            SpineError::TooLarge { .. } => PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
             SpineError::Internal { .. } => PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
         }
     }

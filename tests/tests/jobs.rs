@@ -10,9 +10,12 @@ use uuid::Uuid;
 
 async fn new_queue(db: &Client, cap: Option<i32>) -> String {
     let name = format!("q{}", Uuid::new_v4().simple());
-    db.execute("SELECT spine.create_queue($1, $2)", &[&name, &cap])
-        .await
-        .unwrap();
+    db.execute(
+        "SELECT spine.create_queue($1, $2, user_enqueue => true)",
+        &[&name, &cap],
+    )
+    .await
+    .unwrap();
     name
 }
 
@@ -368,6 +371,19 @@ async fn jobs_are_private_to_their_owner() {
     act_as(&t, "authenticated", as_user(alice)).await;
     let id: i64 = one(&t, "SELECT spine.enqueue($1, '{\"to\":\"mum\"}')", &[&q]).await;
     t.commit().await.unwrap();
+
+    // The http queue can reach any URL the worker can: closed to users.
+    let t = db.transaction().await.unwrap();
+    act_as(&t, "authenticated", as_user(alice)).await;
+    let err = t
+        .query_one(
+            "SELECT spine.enqueue('http', '{\"url\":\"http://169.254.169.254/\"}')",
+            &[],
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&err), Some("42501"), "{err:?}");
+    t.rollback().await.unwrap();
 
     let t = db.transaction().await.unwrap();
     act_as(&t, "authenticated", as_user(bob)).await;

@@ -13,6 +13,31 @@ use pgrx::{JsonB, Uuid};
 /// Longest accepted subject.
 const MAX_SUBJECT_LEN: usize = 1024;
 
+/// Largest `data` (as JSON text). The relay publishes each event as one NATS
+/// message (1 MiB by default, with the envelope around it): a larger event could
+/// never be delivered and would stop its sink.
+pub const MAX_DATA_BYTES: usize = 512 * 1024;
+
+/// Counts the bytes of JSON text without building it.
+struct ByteCount(usize);
+
+impl std::io::Write for ByteCount {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 += buf.len();
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn json_len(value: &serde_json::Value) -> usize {
+    let mut count = ByteCount(0);
+    // Writing into a counter cannot fail.
+    let _ = serde_json::to_writer(&mut count, value);
+    count.0
+}
+
 /// An event to write; ids and defaults are filled in by [`emit_event`].
 pub struct NewEvent<'a> {
     pub event_type: &'a str,
@@ -39,6 +64,14 @@ pub fn emit_event(event: NewEvent<'_>) -> Result<Uuid, SpineError> {
                 reason: format!("must be 1 to {MAX_SUBJECT_LEN} bytes, or NULL"),
             });
         }
+    }
+    let size = json_len(&event.data.0);
+    if size > MAX_DATA_BYTES {
+        return Err(SpineError::TooLarge {
+            what: "event data",
+            actual: size,
+            limit: MAX_DATA_BYTES,
+        });
     }
     // A bad channel would make the deferred NOTIFY fail the caller's COMMIT; fail now.
     gucs::notify_channel()?;
@@ -102,7 +135,7 @@ CREATE FUNCTION spine.emit(
     causation_id uuid DEFAULT NULL
 ) RETURNS uuid
 VOLATILE SECURITY DEFINER
-SET search_path TO pg_catalog, spine
+SET search_path TO pg_catalog, spine, pg_temp
 LANGUAGE c
 AS 'MODULE_PATHNAME', 'emit_wrapper';
 "#)]

@@ -227,10 +227,22 @@ async fn drain(
     fail: &tokio_postgres::Statement,
 ) -> anyhow::Result<()> {
     let deadline = Instant::now() + config.drain;
+    let heartbeat_every = config.lease / 3;
+    let mut last_heartbeat = Instant::now();
     tracing::info!(jobs = running.len(), "job runner draining");
     while !running.is_empty() && Instant::now() < deadline {
+        // Keep the leases of jobs still running, however often others finish.
+        if last_heartbeat.elapsed() >= heartbeat_every {
+            let ids: Vec<i64> = running.iter().copied().collect();
+            db.execute(
+                "SELECT spine.heartbeat($1, make_interval(secs => $2::float8), $3)",
+                &[&ids, &config.lease.as_secs_f64(), &config.worker_id],
+            )
+            .await?;
+            last_heartbeat = Instant::now();
+        }
         let left = deadline.saturating_duration_since(Instant::now());
-        match tokio::time::timeout(left.min(config.lease / 3), done_rx.recv()).await {
+        match tokio::time::timeout(left.min(heartbeat_every), done_rx.recv()).await {
             Ok(Some(outcome)) => {
                 let outcome = vec![outcome];
                 record(
@@ -245,20 +257,18 @@ async fn drain(
                 .await?
             }
             Ok(None) => break,
-            Err(_) => {
-                let ids: Vec<i64> = running.iter().copied().collect();
-                db.execute(
-                    "SELECT spine.heartbeat($1, make_interval(secs => $2::float8), $3)",
-                    &[&ids, &config.lease.as_secs_f64(), &config.worker_id],
-                )
-                .await?;
-            }
+            Err(_) => {}
         }
     }
     if !running.is_empty() {
         let ids: Vec<i64> = running.drain().collect();
         tracing::warn!(jobs = ?ids, "drain time over: releasing unfinished jobs");
-        db.execute("SELECT spine.release_jobs($1)", &[&ids]).await?;
+        // Only jobs this worker still holds: one whose lease passed belongs to another.
+        db.execute(
+            "SELECT spine.release_jobs($1, $2)",
+            &[&ids, &config.worker_id],
+        )
+        .await?;
     }
     Ok(())
 }
