@@ -78,7 +78,7 @@ pub fn emit_event(event: NewEvent<'_>) -> Result<Uuid, SpineError> {
     let id = Uuid::from_bytes(*uuid::Uuid::now_v7().as_bytes());
     let correlation_id = match (event.correlation_id, event.causation_id) {
         (Some(c), _) => c,
-        (None, Some(cause)) => correlation_of(cause)?.unwrap_or(id),
+        (None, Some(cause)) => correlation_of(cause, event.owner_id)?.unwrap_or(id),
         (None, None) => id,
     };
     Spi::run_with_args(
@@ -102,11 +102,14 @@ pub fn emit_event(event: NewEvent<'_>) -> Result<Uuid, SpineError> {
     Ok(id)
 }
 
-/// The correlation id of an earlier event, if it is (still) in the outbox.
-fn correlation_of(event_id: Uuid) -> Result<Option<Uuid>, SpineError> {
+/// The correlation id of an earlier event, if it is (still) in the outbox and the
+/// emitter may see it: a user only their own events (emit runs as the extension's
+/// owner, so RLS does not do this here), a system caller (no owner) any.
+fn correlation_of(event_id: Uuid, owner: Option<Uuid>) -> Result<Option<Uuid>, SpineError> {
     Spi::get_one_with_args::<Uuid>(
-        "SELECT correlation_id FROM spine.events WHERE id = $1",
-        &[event_id.into()],
+        "SELECT correlation_id FROM spine.events \
+         WHERE id = $1 AND ($2::uuid IS NULL OR owner_id = $2)",
+        &[event_id.into(), owner.into()],
     )
     .map_err(|e| SpineError::Internal {
         context: "emit: causation lookup",

@@ -10,6 +10,8 @@ use std::time::Duration;
 
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_TIMEOUT: Duration = Duration::from_secs(300);
+/// How much of an error response is kept for the job's error history.
+const ERROR_BODY_BYTES: usize = 1024;
 
 pub struct HttpHandler {
     client: reqwest::Client,
@@ -113,8 +115,17 @@ impl Handler for HttpHandler {
             if status.is_success() {
                 return Ok(());
             }
-            let text = response.text().await.unwrap_or_default();
-            let snippet: String = text.chars().take(300).collect();
+            // Read only the start of the body: a hostile endpoint could send gigabytes.
+            let mut head = Vec::new();
+            let mut response = response;
+            while head.len() < ERROR_BODY_BYTES {
+                match response.chunk().await {
+                    Ok(Some(chunk)) => head.extend_from_slice(&chunk),
+                    _ => break,
+                }
+            }
+            head.truncate(ERROR_BODY_BYTES);
+            let snippet: String = String::from_utf8_lossy(&head).chars().take(300).collect();
             Err(format!("HTTP {status}: {snippet}"))
         })
     }
