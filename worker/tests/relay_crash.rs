@@ -49,20 +49,6 @@ async fn write(tag: &str, writers: usize, txns: usize, start_n: usize) -> Vec<Uu
     all
 }
 
-fn restart_postgres() {
-    let data = std::env::var("SPINE_PG_DATA").expect("SPINE_PG_DATA: run via `cargo xtask test`");
-    let bindir =
-        std::env::var("SPINE_PG_BINDIR").expect("SPINE_PG_BINDIR: run via `cargo xtask test`");
-    let status = std::process::Command::new("sudo")
-        .args(["-u", "postgres", "--"])
-        .arg(format!("{bindir}/pg_ctl"))
-        .args(["restart", "-m", "fast", "-w", "-D", &data])
-        .stdout(std::process::Stdio::null())
-        .status()
-        .expect("pg_ctl restart");
-    assert!(status.success(), "pg_ctl restart failed");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_event_exactly_once_in_commit_order_across_crashes() {
     let admin = db().await;
@@ -102,7 +88,7 @@ async fn every_event_exactly_once_in_commit_order_across_crashes() {
     // Phase 3: 10k more, then Postgres restarted while the relay drains.
     emitted.extend(write(&tag, WRITERS, 25, 22_500).await);
     tokio::time::sleep(Duration::from_millis(100)).await;
-    restart_postgres();
+    common::restart_postgres();
     assert_eq!(emitted.len(), 100_000);
 
     let js = nats.jetstream().await;

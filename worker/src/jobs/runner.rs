@@ -23,11 +23,34 @@ pub async fn run(
     metrics: Arc<JobMetrics>,
     shutdown: watch::Receiver<bool>,
 ) {
+    // Jobs in flight outlive a failed database session: their slots, their ids and
+    // the channel their outcomes arrive on belong to the runner, so the next session
+    // keeps heartbeating them and records their outcomes (nothing runs twice because
+    // a connection dropped, and the concurrency limit holds across sessions).
+    let (done_tx, done_rx) = mpsc::unbounded_channel::<Outcome>();
+    let state = Arc::new(tokio::sync::Mutex::new(InFlight {
+        slots: Arc::new(Semaphore::new(config.concurrency)),
+        running: HashSet::new(),
+        done_tx,
+        done_rx,
+    }));
     let (url, config, registry, metrics) = (&database_url, &config, &registry, &metrics);
-    crate::supervise::restart_with_backoff("job runner", shutdown, |mut stop| async move {
-        session(url, config, registry, metrics, &mut stop).await
+    crate::supervise::restart_with_backoff("job runner", shutdown, |mut stop| {
+        let state = state.clone();
+        async move {
+            let mut state = state.lock().await;
+            session(url, config, registry, metrics, &mut state, &mut stop).await
+        }
     })
     .await
+}
+
+/// What the runner has in flight, kept across database sessions.
+struct InFlight {
+    slots: Arc<Semaphore>,
+    running: HashSet<i64>,
+    done_tx: mpsc::UnboundedSender<Outcome>,
+    done_rx: mpsc::UnboundedReceiver<Outcome>,
 }
 
 type Outcome = (i64, Result<(), String>);
@@ -37,6 +60,7 @@ async fn session(
     config: &JobsConfig,
     registry: &Registry,
     metrics: &JobMetrics,
+    state: &mut InFlight,
     shutdown: &mut watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let (db, connection) = crate::db::connect(database_url).await?;
@@ -68,11 +92,18 @@ async fn session(
         .await?;
     tracing::info!(?queues, worker = %config.worker_id, "job runner started");
 
-    let slots = Arc::new(Semaphore::new(config.concurrency));
-    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Outcome>();
-    let mut running: HashSet<i64> = HashSet::new();
-    let mut last_heartbeat = Instant::now();
+    let InFlight {
+        slots,
+        running,
+        done_tx,
+        done_rx,
+    } = state;
+    let running: &mut HashSet<i64> = running;
     let heartbeat_every = config.lease / 3;
+    // Jobs inherited from a failed session get their leases renewed straight away.
+    let mut last_heartbeat = Instant::now()
+        .checked_sub(heartbeat_every)
+        .unwrap_or_else(Instant::now);
 
     loop {
         // Record what finished since the last round.
@@ -86,7 +117,7 @@ async fn session(
             &fail,
             &config.worker_id,
             metrics,
-            &mut running,
+            running,
             finished,
         )
         .await?;
@@ -102,16 +133,7 @@ async fn session(
 
         let stopping = *shutdown.borrow();
         if stopping {
-            return drain(
-                &db,
-                config,
-                metrics,
-                &mut running,
-                &mut done_rx,
-                &complete,
-                &fail,
-            )
-            .await;
+            return drain(&db, config, metrics, running, done_rx, &complete, &fail).await;
         }
 
         let free = slots.available_permits().min(config.batch as usize);
@@ -155,7 +177,7 @@ async fn session(
             tokio::select! {
                 outcome = done_rx.recv() => {
                     if let Some(outcome) = outcome {
-                        record(&db, &complete, &fail, &config.worker_id, metrics, &mut running, vec![outcome]).await?;
+                        record(&db, &complete, &fail, &config.worker_id, metrics, running, vec![outcome]).await?;
                     }
                 }
                 _ = tokio::time::sleep(wait.min(heartbeat_every)) => {}

@@ -371,3 +371,18 @@ pub async fn new_queue(db: &tokio_postgres::Client) -> String {
         .unwrap();
     name
 }
+
+/// Restarts the stack's Postgres (`pg_ctl restart -m fast`) as the postgres user.
+pub fn restart_postgres() {
+    let data = std::env::var("SPINE_PG_DATA").expect("SPINE_PG_DATA: run via `cargo xtask test`");
+    let bindir =
+        std::env::var("SPINE_PG_BINDIR").expect("SPINE_PG_BINDIR: run via `cargo xtask test`");
+    let status = std::process::Command::new("sudo")
+        .args(["-u", "postgres", "--"])
+        .arg(format!("{bindir}/pg_ctl"))
+        .args(["restart", "-m", "fast", "-w", "-D", &data])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("pg_ctl restart");
+    assert!(status.success(), "pg_ctl restart failed");
+}
