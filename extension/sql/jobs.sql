@@ -183,6 +183,15 @@ CREATE FUNCTION spine.job_owner_key(owner uuid) RETURNS uuid
     SELECT coalesce(owner, '00000000-0000-0000-0000-000000000000'::uuid)
 $$;
 
+-- Serialises everything that can move an idempotency key between the live table and
+-- the archive (enqueue with a key, complete, cancel), so a replayed enqueue never
+-- slips between a completion's delete and its archive insert.
+CREATE FUNCTION spine.lock_idempotency_key(queue text, owner uuid, key text) RETURNS void
+    LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    SELECT pg_catalog.pg_advisory_xact_lock(1397770577,
+        pg_catalog.hashtext(queue || '/' || coalesce(owner::text, '-') || '/' || key))
+$$;
+
 CREATE FUNCTION spine.enqueue(
     queue text,
     payload jsonb,
@@ -219,6 +228,7 @@ BEGIN
         RETURNING id INTO job_id;
         RETURN job_id;
     END IF;
+    PERFORM spine.lock_idempotency_key(enqueue.queue, owner, enqueue.idempotency_key);
     -- A finished job keeps its key for the queue's retention: replays do nothing.
     SELECT a.id INTO job_id FROM spine.jobs_archive a
      WHERE a.queue = enqueue.queue AND spine.job_owner_key(a.owner_id) = spine.job_owner_key(owner)
@@ -375,6 +385,11 @@ CREATE FUNCTION spine.complete_jobs(ids bigint[], worker text DEFAULT NULL) RETU
 DECLARE
     n bigint;
 BEGIN
+    -- Keyed jobs: take their key locks (in a fixed order, against deadlocks) first.
+    PERFORM spine.lock_idempotency_key(k.queue, k.owner_id, k.idempotency_key)
+       FROM (SELECT j.queue, j.owner_id, j.idempotency_key FROM spine.jobs j
+              WHERE j.id = ANY (ids) AND j.idempotency_key IS NOT NULL
+              ORDER BY j.queue, j.owner_id, j.idempotency_key) k;
     WITH done AS (
         DELETE FROM spine.jobs j
          WHERE j.id = ANY (ids) AND j.state = 'running'
@@ -498,6 +513,8 @@ DECLARE
     j spine.jobs;
     privileged boolean := spine.caller_is_privileged();
 BEGIN
+    PERFORM spine.lock_idempotency_key(k.queue, k.owner_id, k.idempotency_key)
+       FROM spine.jobs k WHERE k.id = cancel_job.id AND k.idempotency_key IS NOT NULL;
     DELETE FROM spine.jobs
      WHERE spine.jobs.id = cancel_job.id
        AND (privileged OR owner_id = auth.uid())

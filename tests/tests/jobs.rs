@@ -607,3 +607,47 @@ async fn pg_cron_scheduler_serves_this_database() {
     .await;
     assert_eq!(maintenance, 1);
 }
+
+/// A replayed enqueue racing the completion of the same key waits for it and then
+/// returns the archived job instead of enqueuing a duplicate.
+#[tokio::test]
+async fn replay_racing_completion_enqueues_nothing() {
+    let db = connect().await;
+    let q = new_queue(&db, None).await;
+    let id: i64 = one(
+        &db,
+        "SELECT spine.enqueue($1, '{}', idempotency_key => 'evt-1')",
+        &[&q],
+    )
+    .await;
+    fetch(&db, &q, "w", 1, "30 s").await;
+    let mut completer = connect().await;
+    let tx = completer.transaction().await.unwrap();
+    let done: i64 = one(&tx, "SELECT spine.complete_jobs(ARRAY[$1::bigint])", &[&id]).await;
+    assert_eq!(done, 1);
+    // The replay starts while the completion is not committed yet.
+    let replay = {
+        let q = q.clone();
+        tokio::spawn(async move {
+            let db = connect().await;
+            let again: i64 = one(
+                &db,
+                "SELECT spine.enqueue($1, '{}', idempotency_key => 'evt-1')",
+                &[&q],
+            )
+            .await;
+            again
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!replay.is_finished(), "the replay waits for the key");
+    tx.commit().await.unwrap();
+    assert_eq!(replay.await.unwrap(), id);
+    let live: i64 = one(
+        &db,
+        "SELECT count(*) FROM spine.jobs WHERE queue = $1",
+        &[&q],
+    )
+    .await;
+    assert_eq!(live, 0, "no duplicate enqueued");
+}
