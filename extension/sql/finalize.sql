@@ -40,7 +40,8 @@ GRANT EXECUTE ON FUNCTION
     spine.queue_stats(),
     spine.check_queue_name(text),
     spine.check_cron(text),
-    spine.retry_backoff(bigint, integer)
+    spine.retry_backoff(bigint, integer),
+    spine.caller_is_privileged()
     TO authenticated, service_role;
 GRANT EXECUTE ON FUNCTION
     spine.create_queue(text, integer, interval, boolean),
@@ -56,6 +57,7 @@ GRANT EXECUTE ON FUNCTION
     spine.unschedule(text)
     TO service_role;
 
+COMMENT ON FUNCTION spine.caller_is_privileged() IS 'True when the caller acts as a superuser or a BYPASSRLS role (service_role).';
 COMMENT ON FUNCTION spine.check_queue_name(text) IS 'Raises 22023 unless the name is a valid queue or schedule name.';
 COMMENT ON FUNCTION spine.check_cron(text) IS 'Raises 22023, naming the bad field, unless the text is a valid pg_cron schedule.';
 COMMENT ON FUNCTION spine.retry_backoff(bigint, integer) IS 'Delay before retrying a job after a failed attempt: 1 s doubling per attempt, capped at 1 h, jittered by job id.';

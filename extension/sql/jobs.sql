@@ -28,22 +28,14 @@ CREATE TABLE spine.queues (
 COMMENT ON TABLE spine.queues IS
     'Job queues: an optional cap on running jobs, how long finished jobs stay in the archive, and whether users may enqueue.';
 
--- Whether the caller acts with privilege: a superuser or BYPASSRLS role (such as
--- service_role). The role set with SET ROLE (PostgREST) wins over the login role.
-CREATE FUNCTION spine.caller_is_privileged() RETURNS boolean
-    LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-    SELECT coalesce((
-        SELECT r.rolsuper OR r.rolbypassrls FROM pg_catalog.pg_roles r
-         WHERE r.rolname = CASE WHEN pg_catalog.current_setting('role') = 'none' THEN session_user
-                                ELSE pg_catalog.current_setting('role') END), false)
-$$;
-COMMENT ON FUNCTION spine.caller_is_privileged() IS
-    'True for superusers and BYPASSRLS roles (service_role), judged by the role the caller acts as.';
+-- spine.caller_is_privileged() is defined in Rust (src/caller.rs).
 
 -- Raises 42704 for an unknown queue, 42501 when a user enqueues into a queue that
 -- does not accept users' jobs.
+-- Called from SECURITY DEFINER functions (it runs with their rights); no SET clause
+-- of its own, so a call costs no configuration save and restore. Names qualified.
 CREATE FUNCTION spine.check_enqueue_allowed(queue_name text) RETURNS void
-    LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    LANGUAGE plpgsql STABLE AS $$
 DECLARE
     open_to_users boolean;
 BEGIN

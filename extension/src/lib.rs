@@ -1,5 +1,6 @@
 //! The `spine` extension: Spine's in-database half.
 //!
+//! - [`caller`]: facts about the role a request acts as (privilege checks).
 //! - [`gucs`]: every `spine.*` setting, registered in `_PG_init`.
 //! - [`error`]: the SQLSTATE mapping every domain's errors go through.
 //! - [`events`]: `spine.emit()` and the transactional outbox.
@@ -16,6 +17,7 @@
 
 use pgrx::prelude::*;
 
+mod caller;
 pub mod error;
 pub mod events;
 pub mod gucs;

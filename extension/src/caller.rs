@@ -1,0 +1,45 @@
+//! Who is calling: facts about the role a request acts as, for the checks that
+//! SECURITY DEFINER functions make (inside them `current_user` is the owner).
+
+use pgrx::prelude::*;
+
+/// True when the caller acts as a superuser or a BYPASSRLS role (service_role).
+/// "Acts as" is the outer user: the role set with SET ROLE (PostgREST does this per
+/// request), or the login role — not the owner of the SECURITY DEFINER function
+/// that asks. Reads the role cache, so it costs microseconds on every enqueue.
+#[pg_extern(stable, parallel_safe)]
+pub fn caller_is_privileged() -> bool {
+    // SAFETY: these read the backend's current role and its cached attributes; they
+    // are valid in any transaction, which a SQL-callable function always runs in.
+    unsafe {
+        let role = pg_sys::GetOuterUserId();
+        pg_sys::superuser_arg(role) || pg_sys::has_bypassrls_privilege(role)
+    }
+}
+
+#[cfg(any(test, feature = "pg_test"))]
+#[pg_schema]
+mod tests {
+    use pgrx::prelude::*;
+
+    /// The test runs as a superuser; as authenticated it is not privileged, as
+    /// service_role it is (BYPASSRLS), also inside a SECURITY DEFINER function.
+    #[pg_test]
+    fn privilege_follows_the_role_acted_as() {
+        assert_eq!(
+            Spi::get_one::<bool>("SELECT spine.caller_is_privileged()").unwrap(),
+            Some(true)
+        );
+        Spi::run("SET LOCAL ROLE authenticated").unwrap();
+        assert_eq!(
+            Spi::get_one::<bool>("SELECT spine.caller_is_privileged()").unwrap(),
+            Some(false)
+        );
+        Spi::run("RESET ROLE").unwrap();
+        Spi::run("SET LOCAL ROLE service_role").unwrap();
+        assert_eq!(
+            Spi::get_one::<bool>("SELECT spine.caller_is_privileged()").unwrap(),
+            Some(true)
+        );
+    }
+}
