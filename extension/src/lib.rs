@@ -17,7 +17,7 @@
 
 use pgrx::prelude::*;
 
-mod caller;
+pub mod caller;
 pub mod error;
 pub mod events;
 pub mod gucs;

@@ -235,6 +235,22 @@ async fn events_are_private_to_their_owner() {
     assert_eq!(count_as("authenticated", Some(bob)).await, 0);
     assert_eq!(count_as("service_role", None).await, 1);
 
+    // Spine's own domains are not for users to forge.
+    let t = db.transaction().await.unwrap();
+    act_as(
+        &t,
+        "authenticated",
+        json!({"sub": alice.to_string(), "role": "authenticated"}),
+    )
+    .await;
+    let err = t
+        .execute("SELECT spine.emit('data.EntityCreated', '{}')", &[])
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&err), Some("42501"), "{err:?}");
+    assert!(err.as_db_error().unwrap().message().contains("reserved"));
+    t.rollback().await.unwrap();
+
     let t = db.transaction().await.unwrap();
     act_as(&t, "anon", json!({"role": "anon"})).await;
     let err = t

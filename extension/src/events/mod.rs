@@ -13,6 +13,19 @@ use pgrx::{JsonB, Uuid};
 /// Longest accepted subject.
 const MAX_SUBJECT_LEN: usize = 1024;
 
+/// Event domains only Spine itself (and service_role) may emit: consumers trust
+/// `data.EntityCreated` or `rules.RuleFired` to come from Spine, not from a user.
+pub const RESERVED_DOMAINS: &[&str] = &[
+    "audit",
+    "connector",
+    "data",
+    "jobs",
+    "policy",
+    "rules",
+    "spine",
+    "vault",
+];
+
 /// Largest `data` (as JSON text). The relay publishes each event as one NATS
 /// message (1 MiB by default, with the envelope around it): a larger event could
 /// never be delivered and would stop its sink.
@@ -151,6 +164,13 @@ fn emit(
 ) -> Result<Uuid, ErrorReport> {
     let event_type = event_type.ok_or_else(|| null_argument("type"))?;
     let data = data.ok_or_else(|| null_argument("data"))?;
+    let domain = event_type.split('.').next().unwrap_or_default();
+    if RESERVED_DOMAINS.contains(&domain) && !crate::caller::caller_is_privileged() {
+        return Err(SpineError::PermissionDenied(format!(
+            "event domain \"{domain}\" is reserved for Spine; emit in a domain of your own"
+        ))
+        .into());
+    }
     Ok(emit_event(NewEvent {
         event_type,
         data,
