@@ -10,6 +10,11 @@ SELECT pg_catalog.pg_extension_config_dump('spine.queues', '');
 SELECT pg_catalog.pg_extension_config_dump('spine.jobs', '');
 SELECT pg_catalog.pg_extension_config_dump('spine.jobs_archive', '');
 SELECT pg_catalog.pg_extension_config_dump('spine.schedules', '');
+SELECT pg_catalog.pg_extension_config_dump('spine.audit_log', '');
+SELECT pg_catalog.pg_extension_config_dump('spine.audit_head', '');
+SELECT pg_catalog.pg_extension_config_dump('spine.plugins', '');
+SELECT pg_catalog.pg_extension_config_dump('spine.consents', '');
+SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('spine.consents', 'id')::regclass, '');
 SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('spine.events', 'seq')::regclass, '');
 SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('spine.jobs', 'id')::regclass, '');
 
@@ -18,7 +23,7 @@ COMMENT ON SCHEMA spine IS
 
 -- The schema is reachable by the PostgREST roles; what each role may do with each
 -- object is granted per object, and rows are filtered by RLS.
-GRANT USAGE ON SCHEMA spine TO anon, authenticated, service_role;
+GRANT USAGE ON SCHEMA spine TO anon, authenticated, service_role, spine_functions;
 
 -- Functions are private unless granted: revoke the PUBLIC default, then grant the
 -- read-only helpers back.
@@ -56,6 +61,57 @@ GRANT EXECUTE ON FUNCTION
     spine.schedule(text, text, text, jsonb, spine.job_priority),
     spine.unschedule(text)
     TO service_role;
+
+-- Trust: audit, policy, vault.
+GRANT EXECUTE ON FUNCTION
+    spine.audit(text, text, jsonb),
+    spine.audit_verify(),
+    spine.register_plugin(jsonb),
+    spine.set_plugin_enabled(text, boolean),
+    spine.rotate_vault_key(),
+    spine.vault_key_versions()
+    TO service_role;
+GRANT EXECUTE ON FUNCTION
+    spine.grant_consent(text, text[], uuid),
+    spine.revoke_consent(text, text[], uuid)
+    TO authenticated, service_role;
+-- The function host (spine_functions) asks for decisions and its plugin's secrets;
+-- vault_decrypt is what vault.decrypted_secrets calls for its readers.
+GRANT EXECUTE ON FUNCTION
+    spine.authorize(text, text, text),
+    spine.require(text, text, text),
+    spine.plugin_secrets(text),
+    spine.vault_decrypt(uuid, text, integer, bytea)
+    TO service_role, spine_functions;
+
+COMMENT ON FUNCTION spine.audit(text, text, jsonb) IS
+    'Appends a row (action, target, details) to the audit log in the current transaction; returns its seq.';
+COMMENT ON FUNCTION spine.audit_verify() IS
+    'Recomputes the audit hash chain; returns the seq of the first missing, altered or forged row, or NULL when intact.';
+COMMENT ON FUNCTION spine.audit_link(bytea, bigint, timestamptz, text, text, text, text, text) IS
+    'Hash of an audit row from the previous row''s hash and the row''s canonical content.';
+COMMENT ON FUNCTION spine.register_plugin(jsonb) IS
+    'Validates a plugin manifest and registers the plugin (or a new version of it). Audited.';
+COMMENT ON FUNCTION spine.set_plugin_enabled(text, boolean) IS
+    'Enables or disables a plugin; a disabled plugin is denied everything. Audited.';
+COMMENT ON FUNCTION spine.grant_consent(text, text[], uuid) IS
+    'The user (or, for service_role, owner) allows a plugin scopes within its manifest: action:resource, action:* or *. Audited.';
+COMMENT ON FUNCTION spine.revoke_consent(text, text[], uuid) IS
+    'Revokes a plugin''s scopes (all when NULL) for the user. Audited.';
+COMMENT ON FUNCTION spine.authorize(text, text, text) IS
+    'Whether plugin:<name> may do an action on a resource for auth.uid(): manifest AND consent. Each decision is audited.';
+COMMENT ON FUNCTION spine.require(text, text, text) IS
+    'spine.authorize that raises 42501 with the reason on a denial.';
+COMMENT ON FUNCTION spine.plugin_secrets(text) IS
+    'The secrets a plugin may read for auth.uid() (declared AND consented); <uid>/<NAME> preferred over <NAME>. Audited.';
+COMMENT ON FUNCTION spine.vault_decrypt(uuid, text, integer, bytea) IS
+    'Decrypts one vault.secrets row (used by vault.decrypted_secrets); audited; XX001 on a wrong key or altered row.';
+COMMENT ON FUNCTION spine.vault_create_secret(text, text, text) IS 'Behind vault.create_secret.';
+COMMENT ON FUNCTION spine.vault_update_secret(uuid, text, text, text) IS 'Behind vault.update_secret.';
+COMMENT ON FUNCTION spine.rotate_vault_key() IS
+    'Re-encrypts every secret under the newest root key version; returns how many. Audited.';
+COMMENT ON FUNCTION spine.vault_key_versions() IS
+    'Root key versions in the keyring, which is current, and how many secrets each encrypts.';
 
 COMMENT ON FUNCTION spine.caller_is_privileged() IS 'True when the caller acts as a superuser or a BYPASSRLS role (service_role).';
 COMMENT ON FUNCTION spine.check_queue_name(text) IS 'Raises 22023 unless the name is a valid queue or schedule name.';

@@ -17,6 +17,22 @@ pub fn caller_is_privileged() -> bool {
     }
 }
 
+/// The name of the role the request acts as (see [`caller_is_privileged`]), for
+/// the audit log: `authenticated`, `service_role`, or a login role.
+pub fn outer_role_name() -> String {
+    // SAFETY: as above; GetUserNameFromId with noerr returns NULL for a dropped role
+    // and otherwise a palloc'd C string that lives until the memory context resets.
+    unsafe {
+        let name = pg_sys::GetUserNameFromId(pg_sys::GetOuterUserId(), true);
+        if name.is_null() {
+            return String::new();
+        }
+        std::ffi::CStr::from_ptr(name)
+            .to_string_lossy()
+            .into_owned()
+    }
+}
+
 #[cfg(any(test, feature = "pg_test"))]
 #[pg_schema]
 mod tests {

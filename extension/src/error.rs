@@ -25,6 +25,12 @@ pub enum SpineError {
         actual: usize,
         limit: usize,
     },
+    /// Something the call needs is not set up (e.g. the vault's root key).
+    #[error("{0}")]
+    Unavailable(String),
+    /// Stored data fails its integrity check (e.g. a secret that does not decrypt).
+    #[error("{0}")]
+    Corrupted(String),
     /// SPI failed underneath us; the message says which statement.
     #[error("internal error in {context}: {message}")]
     Internal {
@@ -40,6 +46,8 @@ impl SpineError {
             SpineError::NotFound { .. } => PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
             SpineError::PermissionDenied(_) => PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
             SpineError::TooLarge { .. } => PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
+            SpineError::Unavailable(_) => PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            SpineError::Corrupted(_) => PgSqlErrorCode::ERRCODE_DATA_CORRUPTED,
             SpineError::Internal { .. } => PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
         }
     }

@@ -17,7 +17,33 @@ pub static NOTIFY_CHANNEL: GucSetting<Option<CString>> =
 pub static EVENT_RETENTION: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(Some(c"7 days"));
 
+/// `spine.vault_key_file`: path of the file holding the vault's root keys
+/// (`version:64 hex digits` per line). Set in postgresql.conf; superuser-only, and
+/// hidden from other roles. Read by the backend, never exposed to SQL.
+pub static VAULT_KEY_FILE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+
+/// `spine.vault_key_command`: a shell command that prints the keys in the key
+/// file's format (for a KMS or secret manager), used when no key file is set.
+pub static VAULT_KEY_COMMAND: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(None);
+
 pub fn init() {
+    GucRegistry::define_string_guc(
+        c"spine.vault_key_file",
+        c"File holding the vault's root keys (version:hex per line).",
+        c"Keys never enter the database; the newest version encrypts, older ones decrypt until rotated away.",
+        &VAULT_KEY_FILE,
+        GucContext::Suset,
+        GucFlags::SUPERUSER_ONLY,
+    );
+    GucRegistry::define_string_guc(
+        c"spine.vault_key_command",
+        c"Shell command printing the vault's root keys, used when spine.vault_key_file is not set.",
+        c"Output format as the key file: version:64 hex digits per line.",
+        &VAULT_KEY_COMMAND,
+        GucContext::Suset,
+        GucFlags::SUPERUSER_ONLY,
+    );
     GucRegistry::define_string_guc(
         c"spine.event_retention",
         c"How long delivered events are kept before spine.purge_events() deletes them.",
@@ -55,4 +81,21 @@ pub fn notify_channel() -> Result<String, SpineError> {
         });
     }
     Ok(value)
+}
+
+fn non_empty(setting: &GucSetting<Option<CString>>) -> Option<String> {
+    setting
+        .get()
+        .map(|c| c.to_string_lossy().trim().to_string())
+        .filter(|s| !s.is_empty())
+}
+
+/// The vault key file, when set.
+pub fn vault_key_file() -> Option<String> {
+    non_empty(&VAULT_KEY_FILE)
+}
+
+/// The vault key command, when set.
+pub fn vault_key_command() -> Option<String> {
+    non_empty(&VAULT_KEY_COMMAND)
 }

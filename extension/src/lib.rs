@@ -1,11 +1,15 @@
 //! The `spine` extension: Spine's in-database half.
 //!
+//! - [`audit`]: the append-only, hash-chained audit log.
 //! - [`caller`]: facts about the role a request acts as (privilege checks).
 //! - [`gucs`]: every `spine.*` setting, registered in `_PG_init`.
 //! - [`error`]: the SQLSTATE mapping every domain's errors go through.
 //! - [`events`]: `spine.emit()` and the transactional outbox.
 //! - [`jobs`]: retry backoff and validation for the job queue (`sql/jobs.sql`).
 //! - [`meta`]: `spine.version()` and other facts about the installed extension.
+//! - [`policy`]: plugin manifests, owners' consents, `spine.authorize`.
+//! - [`vault`]: the Supabase-Vault-compatible secret store and key rotation.
+//! - [`spi_ext`]: small helpers over SPI results.
 //!
 //! SQL objects (tables, views, policies, grants) live in `sql/*.sql` and in
 //! `supabase/compat.sql`, loaded in the order declared in [`schema`].
@@ -17,13 +21,17 @@
 
 use pgrx::prelude::*;
 
+pub mod audit;
 pub mod caller;
 pub mod error;
 pub mod events;
 pub mod gucs;
 pub mod jobs;
 pub mod meta;
+pub mod policy;
 mod schema;
+pub mod spi_ext;
+pub mod vault;
 
 ::pgrx::pg_module_magic!(name, version);
 
@@ -92,8 +100,14 @@ mod tests {
 pub mod pg_test {
     pub fn setup(_options: Vec<&str>) {}
 
+    /// The test cluster's vault key: a fixed test-only key in a file the `postgres`
+    /// user can read (never a key for real data).
     #[must_use]
     pub fn postgresql_conf_options() -> Vec<&'static str> {
-        vec![]
+        let path = std::env::temp_dir().join("spine-pgtest-vault.key");
+        let key = format!("# test key, not secret\n1:{}\n", "5a".repeat(32));
+        std::fs::write(&path, key).expect("write the test vault key");
+        let conf = format!("spine.vault_key_file = '{}'", path.display());
+        vec![Box::leak(conf.into_boxed_str())]
     }
 }

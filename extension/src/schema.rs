@@ -31,4 +31,32 @@ extension_sql_file!(
     ]
 );
 
+// The audit log (append-only, hash-chained).
+extension_sql_file!(
+    "../sql/audit.sql",
+    name = "audit",
+    requires = ["supabase_compat"]
+);
+
+// Plugins and consents.
+extension_sql_file!(
+    "../sql/policy.sql",
+    name = "policy",
+    requires = ["supabase_compat", "audit"]
+);
+
+// The vault schema (unless supabase_vault's exists). Its view and functions call
+// the Rust functions below, which pgrx must define first.
+extension_sql_file!(
+    "../sql/vault.sql",
+    name = "vault",
+    requires = [
+        "supabase_compat",
+        "audit",
+        vault_decrypt,
+        vault_create_secret,
+        vault_update_secret
+    ]
+);
+
 extension_sql_file!("../sql/finalize.sql", name = "finalize", finalize);

@@ -110,7 +110,7 @@ pub fn up(config: &Config) -> Result<()> {
     }
     if is_running(config) {
         println!("==> postgres: running on 127.0.0.1:{}", config.pg_port);
-        return Ok(());
+        return ensure_vault_key(config);
     }
     if crate::daemon::port_in_use(config.pg_port) {
         anyhow::bail!(
@@ -119,17 +119,63 @@ pub fn up(config: &Config) -> Result<()> {
             config.pg_port
         );
     }
-    let _s = step(format!("start postgres on 127.0.0.1:{}", config.pg_port));
-    exec(
-        as_postgres(config.pg_bindir().join("pg_ctl"))
-            .arg("start")
-            .arg("-w")
-            .arg("-D")
-            .arg(&data)
-            .arg("-l")
-            .arg(log_file(config)),
-    )
-    .with_context(|| format!("see {}", log_file(config).display()))
+    {
+        let _s = step(format!("start postgres on 127.0.0.1:{}", config.pg_port));
+        exec(
+            as_postgres(config.pg_bindir().join("pg_ctl"))
+                .arg("start")
+                .arg("-w")
+                .arg("-D")
+                .arg(&data)
+                .arg("-l")
+                .arg(log_file(config)),
+        )
+        .with_context(|| format!("see {}", log_file(config).display()))?;
+    }
+    ensure_vault_key(config)
+}
+
+/// The vault's root key file of the dev stack: 32 random bytes as key version 1,
+/// readable by `postgres` only, outside the data directory (keys never enter the
+/// database or its backups), named by `spine.vault_key_file` in postgresql.auto.conf.
+/// Created once; an existing key is kept, or the stack's secrets would be lost.
+fn ensure_vault_key(config: &Config) -> Result<()> {
+    let path = pg_root(config).join("vault.key");
+    let exists = crate::proc::succeeds(as_postgres("test").arg("-f").arg(&path));
+    if !exists {
+        let _s = step(format!("vault root key {}", path.display()));
+        let mut key = [0u8; 32];
+        use std::io::Read;
+        fs::File::open("/dev/urandom")?.read_exact(&mut key)?;
+        let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
+        let tmp = config.dev_dir.join("vault.key.new");
+        fs::write(
+            &tmp,
+            format!("# Spine dev stack vault keys: version:hex, newest encrypts\n1:{hex}\n"),
+        )?;
+        exec(
+            as_root("install")
+                .args(["-o", "postgres", "-g", "postgres", "-m", "600"])
+                .arg(&tmp)
+                .arg(&path),
+        )?;
+        fs::remove_file(&tmp)?;
+    }
+    let url = config.admin_url();
+    let wanted = path.to_string_lossy().into_owned();
+    let current = query(&url, "SELECT current_setting('spine.vault_key_file', true)")?;
+    if current != wanted {
+        // The setting is the extension's: load it so ALTER SYSTEM knows the name
+        // (two commands, one session; ALTER SYSTEM refuses a transaction block).
+        exec(psql(&url).args([
+            "-c",
+            "LOAD 'spine'",
+            "-c",
+            &format!("ALTER SYSTEM SET spine.vault_key_file = '{wanted}'"),
+        ]))?;
+        query(&url, "SELECT pg_reload_conf()")?;
+    }
+    Ok(())
 }
 
 /// The configuration file belongs to postgres; write it through `tee -a` as that user.

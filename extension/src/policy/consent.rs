@@ -1,0 +1,241 @@
+//! Consents: what an owner allowed a plugin, as scopes `action:resource`
+//! (`secrets.read:TWILIO_AUTH_TOKEN`, `events.emit:sms.*`), `action:*` (everything
+//! the manifest declares for that action) or `*` (everything it declares). A scope
+//! must lie within the manifest when it is granted; when a later manifest version
+//! drops a permission, the consent stays on record but no longer allows anything,
+//! because every decision checks the manifest too.
+
+use super::manifest::{self, Action, Manifest};
+use super::{current_owner, internal, load_plugin};
+use crate::audit;
+use crate::caller;
+use crate::error::SpineError;
+use pgrx::pg_sys::panic::ErrorReport;
+use pgrx::prelude::*;
+use pgrx::Uuid;
+use serde_json::json;
+
+/// A parsed consent scope.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Scope<'a> {
+    /// `*`: everything the manifest declares.
+    Everything,
+    /// `action:*` or `action:resource-or-pattern`.
+    Action(Action, Option<&'a str>),
+}
+
+impl<'a> Scope<'a> {
+    pub fn parse(scope: &'a str) -> Result<Scope<'a>, String> {
+        if scope == "*" {
+            return Ok(Scope::Everything);
+        }
+        let (action, resource) = scope
+            .split_once(':')
+            .ok_or_else(|| format!("scope \"{scope}\" must be action:resource, action:* or *"))?;
+        let action = Action::parse(action)
+            .ok_or_else(|| format!("scope \"{scope}\": unknown action \"{action}\""))?;
+        if resource == "*" {
+            return Ok(Scope::Action(action, None));
+        }
+        manifest::check_resource(action, resource, true)
+            .map_err(|reason| format!("scope \"{scope}\": {reason}"))?;
+        Ok(Scope::Action(action, Some(resource)))
+    }
+
+    /// Whether this scope allows `action` on `resource` (the manifest is checked
+    /// separately).
+    pub fn allows(&self, action: Action, resource: &str) -> bool {
+        match self {
+            Scope::Everything => true,
+            Scope::Action(a, None) => *a == action,
+            Scope::Action(a, Some(pattern)) => *a == action && action.covers(pattern, resource),
+        }
+    }
+
+    /// Whether the manifest declares everything this scope could allow.
+    pub fn within(&self, manifest: &Manifest) -> bool {
+        match self {
+            Scope::Everything | Scope::Action(_, None) => true,
+            Scope::Action(a, Some(resource)) => manifest.declares(*a, resource),
+        }
+    }
+}
+
+/// Whether `owner` has an active consent for `plugin` that allows `action` on
+/// `resource`.
+pub fn covers(
+    owner: Uuid,
+    manifest: &Manifest,
+    action: Action,
+    resource: &str,
+) -> Result<bool, SpineError> {
+    Spi::connect(|client| {
+        let rows = client
+            .select(
+                "SELECT scope FROM spine.consents \
+                 WHERE owner_id = $1 AND plugin = $2 AND revoked_at IS NULL",
+                None,
+                &[owner.into(), manifest.name.as_str().into()],
+            )
+            .map_err(internal("consent lookup"))?;
+        for row in rows {
+            let scope: Option<String> = row.get(1).map_err(internal("consent lookup"))?;
+            let allows = scope
+                .as_deref()
+                .and_then(|s| Scope::parse(s).ok())
+                .is_some_and(|s| s.allows(action, resource));
+            if allows {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    })
+}
+
+/// The owner a consent call acts for: the given one (only privileged callers may
+/// name someone else) or the current user.
+fn consenting_owner(owner: Option<Uuid>) -> Result<Uuid, SpineError> {
+    let me = current_owner()?;
+    match (owner, me) {
+        (Some(o), Some(m)) if o == m => Ok(o),
+        (Some(o), _) if caller::caller_is_privileged() => Ok(o),
+        (Some(_), _) => Err(SpineError::PermissionDenied(
+            "only service_role may change another user's consents".into(),
+        )),
+        (None, Some(m)) => Ok(m),
+        (None, None) => Err(SpineError::PermissionDenied(
+            "consents belong to a user: set request.jwt.claims (sub) or pass owner".into(),
+        )),
+    }
+}
+
+fn plugin_manifest(plugin: &str) -> Result<Manifest, SpineError> {
+    load_plugin(plugin)?
+        .map(|p| p.manifest)
+        .ok_or_else(|| SpineError::NotFound {
+            kind: "plugin",
+            name: plugin.into(),
+        })
+}
+
+/// Grants `scopes` of `plugin` for the current user (or `owner`, for service_role).
+/// Each scope must lie within the plugin's manifest. Returns how many scopes were
+/// newly granted (already active ones are left as they are).
+#[pg_extern(security_definer, volatile)]
+#[search_path(pg_catalog, pg_temp)]
+fn grant_consent(
+    plugin: &str,
+    scopes: Vec<String>,
+    owner: default!(Option<Uuid>, "NULL"),
+) -> Result<i64, ErrorReport> {
+    let owner = consenting_owner(owner)?;
+    let manifest = plugin_manifest(plugin)?;
+    if scopes.is_empty() {
+        return Err(SpineError::InvalidParameter {
+            name: "scopes",
+            reason: "must name at least one scope".into(),
+        }
+        .into());
+    }
+    for scope in &scopes {
+        let parsed = Scope::parse(scope).map_err(|reason| SpineError::InvalidParameter {
+            name: "scope",
+            reason,
+        })?;
+        if !parsed.within(&manifest) {
+            return Err(SpineError::PermissionDenied(format!(
+                "scope \"{scope}\" is not declared by the manifest of {plugin} {}",
+                manifest.version
+            ))
+            .into());
+        }
+    }
+    let granted = Spi::get_one_with_args::<i64>(
+        "WITH added AS ( \
+             INSERT INTO spine.consents (owner_id, plugin, scope) \
+             SELECT $1, $2, s FROM unnest($3::text[]) AS s \
+             ON CONFLICT (owner_id, plugin, scope) WHERE revoked_at IS NULL DO NOTHING \
+             RETURNING 1) \
+         SELECT count(*) FROM added",
+        &[owner.into(), plugin.into(), scopes.clone().into()],
+    )
+    .map_err(internal("grant consent"))?
+    .unwrap_or(0);
+    audit::record(
+        "consent.granted",
+        Some(&format!("plugin:{plugin}")),
+        json!({"owner": owner.to_string(), "scopes": scopes, "newly_granted": granted}),
+    )?;
+    Ok(granted)
+}
+
+/// Revokes `scopes` of `plugin` (all of them when NULL) for the current user (or
+/// `owner`, for service_role). Returns how many were revoked.
+#[pg_extern(security_definer, volatile)]
+#[search_path(pg_catalog, pg_temp)]
+fn revoke_consent(
+    plugin: &str,
+    scopes: default!(Option<Vec<String>>, "NULL"),
+    owner: default!(Option<Uuid>, "NULL"),
+) -> Result<i64, ErrorReport> {
+    let owner = consenting_owner(owner)?;
+    let revoked = Spi::get_one_with_args::<i64>(
+        "WITH gone AS ( \
+             UPDATE spine.consents SET revoked_at = now() \
+              WHERE owner_id = $1 AND plugin = $2 AND revoked_at IS NULL \
+                AND ($3::text[] IS NULL OR scope = ANY ($3)) \
+             RETURNING 1) \
+         SELECT count(*) FROM gone",
+        &[owner.into(), plugin.into(), scopes.clone().into()],
+    )
+    .map_err(internal("revoke consent"))?
+    .unwrap_or(0);
+    audit::record(
+        "consent.revoked",
+        Some(&format!("plugin:{plugin}")),
+        json!({"owner": owner.to_string(), "scopes": scopes, "revoked": revoked}),
+    )?;
+    Ok(revoked)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn scopes_parse_and_allow() {
+        let s = Scope::parse("secrets.read:TOKEN").unwrap();
+        assert!(s.allows(Action::SecretsRead, "TOKEN"));
+        assert!(!s.allows(Action::SecretsRead, "OTHER"));
+        assert!(!s.allows(Action::NetworkFetch, "TOKEN"));
+        let all_emits = Scope::parse("events.emit:*").unwrap();
+        assert!(all_emits.allows(Action::EventsEmit, "sms.MessageSent"));
+        assert!(!all_emits.allows(Action::SecretsRead, "TOKEN"));
+        assert!(Scope::parse("*")
+            .unwrap()
+            .allows(Action::NetworkFetch, "x.org"));
+        let domain = Scope::parse("events.emit:sms.*").unwrap();
+        assert!(domain.allows(Action::EventsEmit, "sms.MessageSent"));
+        assert!(!domain.allows(Action::EventsEmit, "mail.MessageSent"));
+        for bad in ["", "secrets.read", "db.drop:x", "network.fetch:https://x"] {
+            assert!(Scope::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn scopes_must_lie_within_the_manifest() {
+        let m = Manifest::parse(json!({
+            "name": "sms", "version": "1.0.0",
+            "permissions": {"secrets": ["TOKEN"], "events": {"emit": ["sms.*"]}}
+        }))
+        .unwrap();
+        assert!(Scope::parse("secrets.read:TOKEN").unwrap().within(&m));
+        assert!(Scope::parse("events.emit:sms.*").unwrap().within(&m));
+        assert!(Scope::parse("events.emit:sms.MessageSent")
+            .unwrap()
+            .within(&m));
+        assert!(!Scope::parse("secrets.read:OTHER").unwrap().within(&m));
+        assert!(!Scope::parse("events.emit:mail.*").unwrap().within(&m));
+    }
+}

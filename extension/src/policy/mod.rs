@@ -1,0 +1,265 @@
+//! Policy: registered plugins (their manifests), owners' consents, and
+//! `spine.authorize`, the one decision point the function host and the worker ask
+//! before a plugin acts. Tables and grants are in `sql/policy.sql`.
+//!
+//! A plugin acts for an owner (the request's `auth.uid()`) only within what its
+//! manifest declares AND the owner consented to. Every decision is written to the
+//! audit log in the caller's transaction: denials as `policy.denied`, uses of a
+//! grant as `policy.allowed`.
+
+pub mod consent;
+pub mod manifest;
+
+use crate::audit;
+use crate::error::SpineError;
+use crate::spi_ext::optional_row;
+use manifest::{Action, Manifest};
+use pgrx::pg_sys::panic::ErrorReport;
+use pgrx::prelude::*;
+use pgrx::{JsonB, Uuid};
+use serde_json::json;
+
+/// A plugin as stored in `spine.plugins`.
+pub struct Plugin {
+    pub manifest: Manifest,
+    pub enabled: bool,
+}
+
+fn internal(context: &'static str) -> impl Fn(pgrx::spi::SpiError) -> SpineError {
+    move |e| SpineError::Internal {
+        context,
+        message: e.to_string(),
+    }
+}
+
+/// Loads a registered plugin, or None when there is none of that name.
+pub fn load_plugin(name: &str) -> Result<Option<Plugin>, SpineError> {
+    let row = optional_row(Spi::get_two_with_args::<JsonB, bool>(
+        "SELECT manifest, enabled FROM spine.plugins WHERE name = $1",
+        &[name.into()],
+    ))
+    .map_err(internal("load plugin"))?;
+    let Some((Some(manifest), Some(enabled))) = row else {
+        return Ok(None);
+    };
+    let manifest = Manifest::parse(manifest.0).map_err(|reason| SpineError::Internal {
+        context: "stored plugin manifest",
+        message: reason,
+    })?;
+    Ok(Some(Plugin { manifest, enabled }))
+}
+
+/// The acting user, `auth.uid()`.
+pub fn current_owner() -> Result<Option<Uuid>, SpineError> {
+    Spi::get_one::<Uuid>("SELECT auth.uid()").map_err(|e| SpineError::InvalidParameter {
+        name: "request.jwt.claims",
+        reason: format!("claim \"sub\" is not a uuid ({e})"),
+    })
+}
+
+/// Registers a plugin or replaces its manifest (a new version). Consents given to
+/// an earlier version stay, but count only for what the new manifest still declares.
+#[pg_extern(security_definer, volatile)]
+#[search_path(pg_catalog, pg_temp)]
+fn register_plugin(manifest: JsonB) -> Result<String, ErrorReport> {
+    let parsed =
+        Manifest::parse(manifest.0.clone()).map_err(|reason| SpineError::InvalidParameter {
+            name: "plugin manifest",
+            reason,
+        })?;
+    let previous = optional_row(Spi::get_one_with_args::<String>(
+        "SELECT version FROM spine.plugins WHERE name = $1 FOR UPDATE",
+        &[parsed.name.as_str().into()],
+    ))
+    .map_err(internal("register plugin"))?
+    .flatten();
+    Spi::run_with_args(
+        "INSERT INTO spine.plugins (name, version, manifest) VALUES ($1, $2, $3) \
+         ON CONFLICT (name) DO UPDATE \
+            SET version = EXCLUDED.version, manifest = EXCLUDED.manifest, updated_at = now()",
+        &[
+            parsed.name.as_str().into(),
+            parsed.version.as_str().into(),
+            manifest.into(),
+        ],
+    )
+    .map_err(internal("register plugin"))?;
+    let (action, details) = match previous {
+        None => ("plugin.registered", json!({"version": parsed.version})),
+        Some(from) => (
+            "plugin.updated",
+            json!({"from_version": from, "version": parsed.version}),
+        ),
+    };
+    audit::record(action, Some(&format!("plugin:{}", parsed.name)), details)?;
+    Ok(parsed.name)
+}
+
+/// Enables or disables a plugin; a disabled plugin is denied everything.
+#[pg_extern(security_definer, volatile)]
+#[search_path(pg_catalog, pg_temp)]
+fn set_plugin_enabled(name: &str, enabled: bool) -> Result<bool, ErrorReport> {
+    let found = optional_row(Spi::get_one_with_args::<bool>(
+        "UPDATE spine.plugins SET enabled = $2, updated_at = now() WHERE name = $1 RETURNING true",
+        &[name.into(), enabled.into()],
+    ))
+    .map_err(internal("set plugin enabled"))?
+    .flatten();
+    if found.is_none() {
+        return Err(SpineError::NotFound {
+            kind: "plugin",
+            name: name.into(),
+        }
+        .into());
+    }
+    let action = if enabled {
+        "plugin.enabled"
+    } else {
+        "plugin.disabled"
+    };
+    audit::record(action, Some(&format!("plugin:{name}")), json!({}))?;
+    Ok(enabled)
+}
+
+/// The outcome of one authorization, with the reason for a denial.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Decision {
+    Allowed,
+    Denied(String),
+}
+
+/// Decides whether `principal` may do `action` on `resource` for the current user,
+/// and records the decision in the audit log.
+pub fn decide(principal: &str, action: &str, resource: &str) -> Result<Decision, SpineError> {
+    let plugin_name =
+        principal
+            .strip_prefix("plugin:")
+            .ok_or_else(|| SpineError::InvalidParameter {
+                name: "principal",
+                reason: format!("\"{principal}\" must be plugin:<name>"),
+            })?;
+    let parsed_action = Action::parse(action).ok_or_else(|| SpineError::InvalidParameter {
+        name: "action",
+        reason: format!(
+            "\"{action}\" is not one of {}",
+            Action::ALL.map(Action::name).join(", ")
+        ),
+    })?;
+    manifest::check_resource(parsed_action, resource, false).map_err(|reason| {
+        SpineError::InvalidParameter {
+            name: "resource",
+            reason,
+        }
+    })?;
+    let owner = current_owner()?;
+    let decision = match load_plugin(plugin_name)? {
+        None => Decision::Denied("plugin is not registered".into()),
+        Some(p) if !p.enabled => Decision::Denied("plugin is disabled".into()),
+        Some(p) if !p.manifest.declares(parsed_action, resource) => Decision::Denied(format!(
+            "the manifest of {plugin_name} {} does not declare {action} on {resource}",
+            p.manifest.version
+        )),
+        Some(_) if owner.is_none() => {
+            Decision::Denied("no user to act for (request.jwt.claims has no sub)".into())
+        }
+        Some(p) => {
+            let owner = owner.expect("checked above");
+            if consent::covers(owner, &p.manifest, parsed_action, resource)? {
+                Decision::Allowed
+            } else {
+                Decision::Denied(format!(
+                    "the user has not consented to {action} on {resource} for {plugin_name}"
+                ))
+            }
+        }
+    };
+    let mut details = json!({"action": action, "resource": resource});
+    let audit_action = match &decision {
+        Decision::Allowed => "policy.allowed",
+        Decision::Denied(reason) => {
+            details["reason"] = json!(reason);
+            "policy.denied"
+        }
+    };
+    audit::record(audit_action, Some(principal), details)?;
+    Ok(decision)
+}
+
+/// Whether `principal` (`plugin:<name>`) may do `action` (`entities.read`,
+/// `entities.write`, `events.emit`, `secrets.read`, `network.fetch`) on `resource`
+/// for the current user. Records the decision in the audit log.
+#[pg_extern(security_definer, volatile)]
+#[search_path(pg_catalog, pg_temp)]
+fn authorize(principal: &str, action: &str, resource: &str) -> Result<bool, ErrorReport> {
+    Ok(decide(principal, action, resource)? == Decision::Allowed)
+}
+
+/// Like `spine.authorize`, but a denial raises 42501 with the reason. The audit
+/// row of a denial is rolled back with the failing transaction, so the denial is
+/// also written to the server log; callers that must keep the row (the function
+/// host) call `authorize` and commit before answering.
+#[pg_extern(security_definer, volatile)]
+#[search_path(pg_catalog, pg_temp)]
+fn require(principal: &str, action: &str, resource: &str) -> Result<bool, ErrorReport> {
+    match decide(principal, action, resource)? {
+        Decision::Allowed => Ok(true),
+        Decision::Denied(reason) => {
+            pgrx::log!("spine: denied {principal} {action} on {resource}: {reason}");
+            Err(SpineError::PermissionDenied(format!(
+                "{principal} may not {action} on {resource}: {reason}"
+            ))
+            .into())
+        }
+    }
+}
+
+#[cfg(any(test, feature = "pg_test"))]
+#[pg_schema]
+mod tests {
+    use pgrx::prelude::*;
+
+    const ALICE: &str = "6f1d3c2e-0d7a-4a55-9c1e-2b8f5a0e9d11";
+
+    fn as_alice() {
+        Spi::run(&format!(
+            "SELECT set_config('request.jwt.claims', '{{\"sub\":\"{ALICE}\"}}', true)"
+        ))
+        .unwrap();
+    }
+
+    fn authorize(action: &str, resource: &str) -> bool {
+        Spi::get_one_with_args::<bool>(
+            "SELECT spine.authorize('plugin:sms', $1, $2)",
+            &[action.into(), resource.into()],
+        )
+        .unwrap()
+        .unwrap()
+    }
+
+    /// Allowed only where the manifest declares AND the user consented; each
+    /// decision is audited.
+    #[pg_test]
+    fn manifest_and_consent_both_required() {
+        Spi::run(
+            r#"SELECT spine.register_plugin('{"name":"sms","version":"1.0.0",
+                 "permissions":{"secrets":["TOKEN"],"network":["api.example.com"]}}')"#,
+        )
+        .unwrap();
+        as_alice();
+        assert!(!authorize("secrets.read", "TOKEN"), "no consent yet");
+        Spi::run("SELECT spine.grant_consent('sms', ARRAY['secrets.read:TOKEN'])").unwrap();
+        assert!(authorize("secrets.read", "TOKEN"));
+        assert!(
+            !authorize("network.fetch", "api.example.com"),
+            "not consented"
+        );
+        assert!(!authorize("secrets.read", "OTHER"), "not declared");
+        Spi::run("SELECT spine.revoke_consent('sms')").unwrap();
+        assert!(!authorize("secrets.read", "TOKEN"), "revoked");
+        let denied = Spi::get_one::<i64>(
+            "SELECT count(*) FROM spine.audit_log WHERE action = 'policy.denied' AND target = 'plugin:sms'",
+        )
+        .unwrap();
+        assert_eq!(denied, Some(4));
+    }
+}
