@@ -1,16 +1,21 @@
 -- Audit: an append-only, hash-chained record of privileged decisions and changes.
 --
--- Rows are written only by spine.audit()/the Rust record() path, in the transaction
--- of the action they record (so an action that rolls back leaves no row, and one
--- that commits cannot lose its row). Each row's hash covers the previous row's hash
--- and the row's canonical content (see src/audit/chain.rs); spine.audit_verify()
--- recomputes the chain and returns the first broken row.
+-- Spine's functions record rows in the transaction of the action (into
+-- spine.audit_pending); at COMMIT a deferred trigger appends them to
+-- spine.audit_log with consecutive seqs, each row's hash covering the previous
+-- row's hash and the row's canonical content (src/audit/chain.rs). So an action
+-- that rolls back leaves no row, one that commits cannot lose its row, and seq
+-- order is commit order. spine.audit_verify() recomputes the chain.
 --
--- Writers serialise on the single row of spine.audit_head (the chain's tip), which
--- each write updates in the same statement that inserts the log row. The row lock
--- is held until the writing transaction ends: that is what keeps the chain linear
--- under concurrency, and under REPEATABLE READ a concurrent writer gets a
--- serialization failure instead of forking the chain.
+-- Committers serialise on the single row of spine.audit_head (the chain's tip)
+-- only for the moment of their commit. Under REPEATABLE READ a commit that would
+-- fork the chain fails with a serialization error instead.
+--
+-- Threat model: the triggers stop ordinary changes, even by the table's owner; a
+-- superuser who disables triggers (session_replication_role) and rewrites rows
+-- AND the head consistently is not detected by audit_verify() alone, because the
+-- hash is unkeyed. Against that, compare the head with a copy kept outside the
+-- database (spine.audit_head's seq and hash, e.g. from a monitoring job).
 
 CREATE TABLE spine.audit_log (
     seq       bigint      PRIMARY KEY,
@@ -39,10 +44,63 @@ CREATE TABLE spine.audit_head (
     prev_hash bytea   NOT NULL,
     hash      bytea   NOT NULL
 );
--- The row is created by the first audit write (src/audit), not here: a database
--- restored from pg_dump brings its own head row.
+-- The row is created by the first seal (src/audit), not here: a database restored
+-- from pg_dump brings its own head row, which must not collide with a fresh one.
 COMMENT ON TABLE spine.audit_head IS
-    'The tip of the audit chain (one row): the last seq and its hash. Every audit write updates it.';
+    'The tip of the audit chain (one row): the last seq and its hash. Moved by each committing transaction that audited.';
+
+-- Rows of transactions still running; moved into audit_log at their COMMIT.
+CREATE TABLE spine.audit_pending (
+    id      bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    txid    xid8        NOT NULL DEFAULT pg_current_xact_id(),
+    at      timestamptz NOT NULL,
+    actor   uuid,
+    role    text        NOT NULL,
+    action  text        NOT NULL,
+    target  text,
+    details jsonb       NOT NULL
+);
+CREATE INDEX audit_pending_txid_idx ON spine.audit_pending (txid, id);
+COMMENT ON TABLE spine.audit_pending IS
+    'Audit rows of running transactions; appended to spine.audit_log at their COMMIT. Empty between transactions.';
+
+-- One row per auditing transaction: its deferred trigger seals the transaction.
+CREATE TABLE spine.audit_transactions (
+    txid xid8 PRIMARY KEY
+);
+COMMENT ON TABLE spine.audit_transactions IS
+    'Transactions that recorded audit rows; each row''s deferred trigger appends them to the chain at COMMIT.';
+
+CREATE FUNCTION spine.audit_seal_transaction() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM spine.audit_seal();
+    DELETE FROM spine.audit_transactions WHERE txid = NEW.txid;
+    RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION spine.audit_seal_transaction() IS
+    'Deferred trigger: at COMMIT, appends the transaction''s audit rows to the chain.';
+CREATE CONSTRAINT TRIGGER audit_seal_at_commit
+    AFTER INSERT ON spine.audit_transactions
+    DEFERRABLE INITIALLY DEFERRED
+    FOR EACH ROW EXECUTE FUNCTION spine.audit_seal_transaction();
+
+-- The head only moves forward, by exactly the rows appended (seal does that).
+CREATE FUNCTION spine.audit_head_moves_forward() RETURNS trigger
+    LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF NEW.seq < OLD.seq OR (NEW.seq = OLD.seq AND NEW.hash IS DISTINCT FROM OLD.hash) THEN
+        RAISE EXCEPTION 'spine.audit_head only moves forward' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    RETURN NEW;
+END
+$$;
+COMMENT ON FUNCTION spine.audit_head_moves_forward() IS
+    'Trigger: refuses moving the audit chain''s head backwards or rewriting its hash.';
+CREATE TRIGGER audit_head_forward_only
+    BEFORE UPDATE ON spine.audit_head
+    FOR EACH ROW EXECUTE FUNCTION spine.audit_head_moves_forward();
 
 CREATE FUNCTION spine.audit_refuse_change() RETURNS trigger
     LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
@@ -72,8 +130,10 @@ CREATE TRIGGER audit_head_no_truncate
 -- directly: the writing functions are SECURITY DEFINER.
 ALTER TABLE spine.audit_log ENABLE ROW LEVEL SECURITY;
 ALTER TABLE spine.audit_head ENABLE ROW LEVEL SECURITY;
+ALTER TABLE spine.audit_pending ENABLE ROW LEVEL SECURITY;
+ALTER TABLE spine.audit_transactions ENABLE ROW LEVEL SECURITY;
 CREATE POLICY audit_log_own_rows ON spine.audit_log
     FOR SELECT TO authenticated USING (actor = auth.uid());
-REVOKE ALL ON spine.audit_log, spine.audit_head FROM PUBLIC;
+REVOKE ALL ON spine.audit_log, spine.audit_head, spine.audit_pending, spine.audit_transactions FROM PUBLIC;
 GRANT SELECT ON spine.audit_log TO authenticated, service_role;
 GRANT SELECT ON spine.audit_head TO service_role;

@@ -75,21 +75,21 @@ GRANT EXECUTE ON FUNCTION
     spine.grant_consent(text, text[], uuid),
     spine.revoke_consent(text, text[], uuid)
     TO authenticated, service_role;
--- The function host (spine_functions) asks for decisions and its plugin's secrets;
--- vault_decrypt is what vault.decrypted_secrets calls for its readers.
+-- The function host (spine_functions) asks for decisions and its plugin's secrets.
 GRANT EXECUTE ON FUNCTION
     spine.authorize(text, text, text),
     spine.require(text, text, text),
-    spine.plugin_secrets(text),
-    spine.vault_decrypt(uuid, text, integer, bytea)
+    spine.plugin_secrets(text)
     TO service_role, spine_functions;
+-- What vault.decrypted_secrets calls for its readers.
+GRANT EXECUTE ON FUNCTION spine.vault_decrypt(uuid, text, integer, bytea) TO service_role;
 
 COMMENT ON FUNCTION spine.audit(text, text, jsonb) IS
-    'Appends a row (action, target, details) to the audit log in the current transaction; returns its seq.';
+    'Records a row (action, target, details) in the current transaction; it joins the audit chain at COMMIT.';
 COMMENT ON FUNCTION spine.audit_verify() IS
     'Recomputes the audit hash chain; returns the seq of the first missing, altered or forged row, or NULL when intact.';
-COMMENT ON FUNCTION spine.audit_link(bytea, bigint, timestamptz, text, text, text, text, text) IS
-    'Hash of an audit row from the previous row''s hash and the row''s canonical content.';
+COMMENT ON FUNCTION spine.audit_seal() IS
+    'Appends the current transaction''s pending audit rows to the chain; run at COMMIT by a deferred trigger.';
 COMMENT ON FUNCTION spine.register_plugin(jsonb) IS
     'Validates a plugin manifest and registers the plugin (or a new version of it). Audited.';
 COMMENT ON FUNCTION spine.set_plugin_enabled(text, boolean) IS

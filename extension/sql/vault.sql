@@ -10,7 +10,14 @@
 -- The root key never enters the database (src/vault/keys.rs). key_id holds the key
 -- version (an integer; supabase_vault's is a pgsodium key uuid).
 --
--- Who may decrypt: service_role and spine_functions (the function host's role).
+-- Who may decrypt: service_role. The function host's role (spine_functions) gets a
+-- plugin's secrets only through spine.plugin_secrets(), which checks the plugin's
+-- manifest and the user's consent; it cannot list the vault.
+--
+-- Reading vault.decrypted_secrets decrypts (and audits) every row the query
+-- returns: filter by id or name, and list secrets from vault.secrets. Pass
+-- secrets to create_secret/update_secret as bind parameters: a statement that
+-- fails is written to the server log with its literal text.
 
 DO $vault$
 BEGIN
@@ -44,7 +51,7 @@ BEGIN
     COMMENT ON COLUMN vault.secrets.key_id IS 'Version of the root key that encrypted it (see spine.vault_key_versions()).';
 
     -- The view runs as its owner (it reads vault.secrets); spine.vault_decrypt runs
-    -- as the caller, who needs EXECUTE on it: only the roles granted below.
+    -- as the caller, who needs EXECUTE on it: only service_role has it.
     CREATE VIEW vault.decrypted_secrets AS
         SELECT s.id, s.name, s.description, s.secret,
                spine.vault_decrypt(s.id, s.secret, s.key_id, s.nonce) AS decrypted_secret,
@@ -95,8 +102,8 @@ BEGIN
     REVOKE ALL ON vault.secrets, vault.decrypted_secrets FROM PUBLIC;
     REVOKE EXECUTE ON FUNCTION vault.create_secret(text, text, text, uuid),
                              vault.update_secret(uuid, text, text, text, uuid) FROM PUBLIC;
-    GRANT USAGE ON SCHEMA vault TO service_role, spine_functions;
-    GRANT SELECT ON vault.secrets, vault.decrypted_secrets TO service_role, spine_functions;
+    GRANT USAGE ON SCHEMA vault TO service_role;
+    GRANT SELECT ON vault.secrets, vault.decrypted_secrets TO service_role;
     GRANT EXECUTE ON FUNCTION vault.create_secret(text, text, text, uuid),
                             vault.update_secret(uuid, text, text, text, uuid) TO service_role;
     PERFORM pg_catalog.pg_extension_config_dump('vault.secrets', '');

@@ -25,6 +25,12 @@ pub enum SpineError {
         actual: usize,
         limit: usize,
     },
+    /// A required argument is NULL.
+    #[error("{0} must not be NULL")]
+    NullArgument(&'static str),
+    /// A concurrent transaction got in the way; retrying the transaction succeeds.
+    #[error("{0}")]
+    Conflict(String),
     /// Something the call needs is not set up (e.g. the vault's root key).
     #[error("{0}")]
     Unavailable(String),
@@ -46,6 +52,8 @@ impl SpineError {
             SpineError::NotFound { .. } => PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
             SpineError::PermissionDenied(_) => PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
             SpineError::TooLarge { .. } => PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
+            SpineError::NullArgument(_) => PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
+            SpineError::Conflict(_) => PgSqlErrorCode::ERRCODE_T_R_SERIALIZATION_FAILURE,
             SpineError::Unavailable(_) => PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
             SpineError::Corrupted(_) => PgSqlErrorCode::ERRCODE_DATA_CORRUPTED,
             SpineError::Internal { .. } => PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,

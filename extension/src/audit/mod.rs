@@ -1,17 +1,20 @@
 //! Audit: `spine.audit_log`, append-only and hash-chained (`sql/audit.sql` holds the
 //! tables and the triggers that refuse UPDATE, DELETE and TRUNCATE).
 //!
-//! Every row is written by [`record`], in the transaction of the action it records:
-//! one statement moves the chain head (`spine.audit_head`, a single row, locked until
-//! the transaction ends) and inserts the row with `hash = link(prev_hash, row)`.
-//! The head row is what serialises writers; it also lets `audit_verify()` notice a
-//! row cut off the end of the log. Readers of the log are not blocked.
+//! [`record`] writes a row in the transaction of the action it records, into
+//! `spine.audit_pending`; at COMMIT a deferred trigger calls [`audit_seal`], which
+//! locks the chain's head (`spine.audit_head`, one row), appends the transaction's
+//! rows to `spine.audit_log` with consecutive `seq`s and `hash = link(prev_hash,
+//! row)`, and moves the head. So a rolled-back action leaves no row, a committed
+//! one cannot lose its row, `seq` order is commit order, and the head is locked
+//! only for the moment of a commit — not for the life of every transaction that
+//! audits something (which would stall all decryptions and authorizations behind
+//! one slow transaction).
 
 pub mod chain;
 
 use crate::caller;
 use crate::error::SpineError;
-use crate::spi_ext::optional_row;
 use pgrx::datum::TimestampWithTimeZone;
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
@@ -19,6 +22,9 @@ use pgrx::{JsonB, Uuid};
 
 /// Longest accepted action or target.
 const MAX_NAME_LEN: usize = 200;
+
+/// Largest `details` (as JSON text): the log is append-only, so what goes in stays.
+const MAX_DETAILS_BYTES: usize = 16 * 1024;
 
 /// Actions are lowercase dotted names, `domain.what_happened`, e.g. `consent.granted`.
 pub fn check_action(action: &str) -> Result<(), SpineError> {
@@ -43,18 +49,34 @@ pub fn check_action(action: &str) -> Result<(), SpineError> {
     }
 }
 
-/// Appends one row to the audit log in the current transaction and returns its
-/// sequence number. The actor is `auth.uid()`, the role the one the request acts as.
+fn internal(context: &'static str) -> impl Fn(pgrx::spi::SpiError) -> SpineError {
+    move |e| SpineError::Internal {
+        context,
+        message: e.to_string(),
+    }
+}
+
+/// Records one audit row in the current transaction; it joins the chain when the
+/// transaction commits. The actor is `auth.uid()`, the role the one the request
+/// acts as.
 pub fn record(
     action: &str,
     target: Option<&str>,
     details: serde_json::Value,
-) -> Result<i64, SpineError> {
+) -> Result<(), SpineError> {
     check_action(action)?;
     if target.is_some_and(|t| t.len() > MAX_NAME_LEN) {
         return Err(SpineError::InvalidParameter {
             name: "audit target",
             reason: format!("longer than {MAX_NAME_LEN} bytes"),
+        });
+    }
+    let size = details.to_string().len();
+    if size > MAX_DETAILS_BYTES {
+        return Err(SpineError::TooLarge {
+            what: "audit details",
+            actual: size,
+            limit: MAX_DETAILS_BYTES,
         });
     }
     let actor =
@@ -69,92 +91,160 @@ pub fn record(
         context: "audit: clock",
         message: format!("{e:?}"),
     })?;
-    // One statement: the head moves and the row is inserted with the hash computed
-    // from the head's current (locked, latest committed) hash.
-    let append = || {
-        optional_row(Spi::get_one_with_args::<i64>(
-            "WITH head AS ( \
-                 UPDATE spine.audit_head h \
-                    SET seq = h.seq + 1, prev_hash = h.hash, \
-                        hash = spine.audit_link(h.hash, h.seq + 1, $1, $2::text, $3, $4, $5, $6::text) \
-                 RETURNING h.seq, h.prev_hash, h.hash) \
-             INSERT INTO spine.audit_log (seq, at, actor, role, action, target, details, prev_hash, hash) \
-             SELECT head.seq, $1, $2, $3, $4, $5, $6, head.prev_hash, head.hash FROM head \
-             RETURNING seq",
-            &[
-                at.into(),
-                actor.into(),
-                role.as_str().into(),
-                action.into(),
-                target.into(),
-                JsonB(details.clone()).into(),
-            ],
-        ))
-        .map(Option::flatten)
-        .map_err(internal)
-    };
-    if let Some(seq) = append()? {
-        return Ok(seq);
-    }
-    // The first audit write of a database creates the head row. CREATE EXTENSION
-    // does not: a database restored from pg_dump gets the dumped head row, which
-    // must not collide with a fresh one.
-    Spi::run(
-        "INSERT INTO spine.audit_head (seq, prev_hash, hash) \
-         SELECT 0, decode(repeat('00', 32), 'hex'), decode(repeat('00', 32), 'hex') \
-         ON CONFLICT DO NOTHING",
+    // The transaction registers once (the deferred seal trigger hangs off that
+    // row); registering again after a rolled-back savepoint is what ON CONFLICT
+    // makes cheap.
+    Spi::run_with_args(
+        "WITH registered AS ( \
+             INSERT INTO spine.audit_transactions (txid) VALUES (pg_current_xact_id()) \
+             ON CONFLICT (txid) DO NOTHING) \
+         INSERT INTO spine.audit_pending (at, actor, role, action, target, details) \
+         VALUES ($1, $2, $3, $4, $5, $6)",
+        &[
+            at.into(),
+            actor.into(),
+            role.as_str().into(),
+            action.into(),
+            target.into(),
+            JsonB(details).into(),
+        ],
     )
-    .map_err(internal)?;
-    append()?.ok_or_else(|| SpineError::Internal {
-        context: "audit: append",
-        message: "spine.audit_head has no row".into(),
+    .map_err(internal("audit: record"))
+}
+
+/// Appends the current transaction's pending audit rows to the chain. Called at
+/// COMMIT by the deferred trigger on `spine.audit_transactions`; returns how many
+/// rows it appended.
+#[pg_extern(security_definer, volatile)]
+#[search_path(pg_catalog, pg_temp)]
+fn audit_seal() -> Result<i64, ErrorReport> {
+    Ok(seal()?)
+}
+
+fn seal() -> Result<i64, SpineError> {
+    Spi::connect_mut(|client| {
+        let pending = client
+            .update(
+                "SELECT id, at, actor::text, role, action, target, details::text \
+                 FROM spine.audit_pending WHERE txid = pg_current_xact_id() ORDER BY id",
+                None,
+                &[],
+            )
+            .map_err(internal("audit: seal"))?;
+        let mut rows = Vec::with_capacity(pending.len());
+        for row in pending {
+            let get_text = |n: usize| -> Result<Option<String>, SpineError> {
+                row.get::<String>(n).map_err(internal("audit: seal"))
+            };
+            let id: i64 = row
+                .get(1)
+                .map_err(internal("audit: seal"))?
+                .unwrap_or_default();
+            let at: Option<TimestampWithTimeZone> = row.get(2).map_err(internal("audit: seal"))?;
+            rows.push((
+                id,
+                at.map(|t| t.into_inner()).unwrap_or_default(),
+                get_text(3)?,
+                get_text(4)?.unwrap_or_default(),
+                get_text(5)?.unwrap_or_default(),
+                get_text(6)?,
+                get_text(7)?.unwrap_or_default(),
+            ));
+        }
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        // The chain's tip, locked until this transaction's commit is done; a
+        // concurrent committer's update is waited for and then read (READ
+        // COMMITTED), or is a serialization failure (REPEATABLE READ): never a fork.
+        let head = "SELECT seq, hash FROM spine.audit_head FOR UPDATE";
+        let mut tip = client
+            .update(head, Some(1), &[])
+            .map_err(internal("audit: seal"))?;
+        if tip.is_empty() {
+            // The first audit write of this database (CREATE EXTENSION makes no head
+            // row, so a pg_dump restore brings its own without a collision).
+            client
+                .update(
+                    "INSERT INTO spine.audit_head (seq, prev_hash, hash) \
+                     SELECT 0, decode(repeat('00', 32), 'hex'), decode(repeat('00', 32), 'hex') \
+                     ON CONFLICT DO NOTHING",
+                    None,
+                    &[],
+                )
+                .map_err(internal("audit: seal"))?;
+            tip = client
+                .update(head, Some(1), &[])
+                .map_err(internal("audit: seal"))?;
+        }
+        let (seq, hash) = tip.first().get_two::<i64, Vec<u8>>().map_err(|_| {
+            SpineError::Conflict(
+                "the audit chain's head row was created concurrently; retry the transaction".into(),
+            )
+        })?;
+        let mut seq = seq.unwrap_or_default();
+        let mut prev = hash.unwrap_or_default();
+        let (mut ids, mut seqs, mut prevs, mut hashes) = (vec![], vec![], vec![], vec![]);
+        for (id, at_micros, actor, role, action, target, details) in &rows {
+            seq += 1;
+            let hash = chain::link(
+                &prev,
+                &chain::Row {
+                    seq,
+                    at_micros: *at_micros,
+                    actor: actor.as_deref(),
+                    role,
+                    action,
+                    target: target.as_deref(),
+                    details,
+                },
+            )
+            .to_vec();
+            ids.push(*id);
+            seqs.push(seq);
+            prevs.push(std::mem::replace(&mut prev, hash.clone()));
+            hashes.push(hash);
+        }
+        let last_prev = prevs.last().cloned().unwrap_or_default();
+        client
+            .update(
+                "INSERT INTO spine.audit_log (seq, at, actor, role, action, target, details, prev_hash, hash) \
+                 SELECT s.seq, p.at, p.actor, p.role, p.action, p.target, p.details, s.prev, s.hash \
+                   FROM unnest($1::bigint[], $2::bigint[], $3::bytea[], $4::bytea[]) AS s(id, seq, prev, hash) \
+                   JOIN spine.audit_pending p ON p.id = s.id \
+                  ORDER BY s.seq",
+                None,
+                &[ids.into(), seqs.into(), prevs.into(), hashes.into()],
+            )
+            .map_err(internal("audit: seal"))?;
+        client
+            .update(
+                "DELETE FROM spine.audit_pending WHERE txid = pg_current_xact_id()",
+                None,
+                &[],
+            )
+            .map_err(internal("audit: seal"))?;
+        client
+            .update(
+                "UPDATE spine.audit_head SET seq = $1, prev_hash = $2, hash = $3",
+                None,
+                &[seq.into(), last_prev.into(), prev.into()],
+            )
+            .map_err(internal("audit: seal"))?;
+        Ok(rows.len() as i64)
     })
 }
 
-fn internal(e: pgrx::spi::SpiError) -> SpineError {
-    SpineError::Internal {
-        context: "audit: append",
-        message: e.to_string(),
-    }
-}
-
-/// The hash of an audit row given the previous row's hash (used by the insert).
-#[allow(clippy::too_many_arguments)]
-#[pg_extern(immutable, parallel_safe)]
-fn audit_link(
-    prev_hash: &[u8],
-    seq: i64,
-    at: TimestampWithTimeZone,
-    actor: Option<&str>,
-    role: &str,
-    action: &str,
-    target: Option<&str>,
-    details: &str,
-) -> Vec<u8> {
-    chain::link(
-        prev_hash,
-        &chain::Row {
-            seq,
-            at_micros: at.into_inner(),
-            actor,
-            role,
-            action,
-            target,
-            details,
-        },
-    )
-    .to_vec()
-}
-
-/// Appends a row to the audit log (for SQL callers: service_role and Spine's own
-/// functions). Returns its sequence number.
+/// Records a row for the audit log in the current transaction (for SQL callers:
+/// service_role and Spine's own functions); it is appended to the chain at COMMIT.
 #[pg_extern(security_definer, volatile)]
 #[search_path(pg_catalog, pg_temp)]
 fn audit(
-    action: &str,
+    action: Option<&str>,
     target: default!(Option<&str>, "NULL"),
     details: default!(Option<JsonB>, "'{}'"),
-) -> Result<i64, ErrorReport> {
+) -> Result<(), ErrorReport> {
+    let action = action.ok_or(SpineError::NullArgument("action"))?;
     let details = details
         .map(|d| d.0)
         .unwrap_or_else(|| serde_json::json!({}));
@@ -286,11 +376,28 @@ fn verify() -> Result<Option<(i64, String)>, SpineError> {
 mod tests {
     use pgrx::prelude::*;
 
-    /// Rows chain and verify passes over them.
+    /// Sealing (what COMMIT runs) appends the transaction's rows with consecutive
+    /// seqs after the head, and verify passes over the result.
     #[pg_test]
-    fn chain_verifies() {
+    fn seal_appends_a_verifiable_chain() {
+        let head = Spi::get_one::<i64>("SELECT coalesce((SELECT seq FROM spine.audit_head), 0)")
+            .unwrap()
+            .unwrap();
         Spi::run("SELECT spine.audit('test.happened', 'x', '{\"n\": 1}')").unwrap();
         Spi::run("SELECT spine.audit('test.happened', NULL, '{\"n\": 2}')").unwrap();
+        assert_eq!(
+            Spi::get_one::<i64>("SELECT spine.audit_seal()").unwrap(),
+            Some(2)
+        );
+        let seqs = Spi::get_one::<String>(
+            "SELECT string_agg(seq::text, ',' ORDER BY seq) FROM spine.audit_log WHERE action = 'test.happened'",
+        )
+        .unwrap();
+        assert_eq!(seqs, Some(format!("{},{}", head + 1, head + 2)));
+        assert_eq!(
+            Spi::get_one::<i64>("SELECT count(*) FROM spine.audit_pending").unwrap(),
+            Some(0)
+        );
         assert_eq!(
             Spi::get_one::<i64>("SELECT spine.audit_verify()").unwrap(),
             None

@@ -1,9 +1,11 @@
 //! Consents: what an owner allowed a plugin, as scopes `action:resource`
-//! (`secrets.read:TWILIO_AUTH_TOKEN`, `events.emit:sms.*`), `action:*` (everything
-//! the manifest declares for that action) or `*` (everything it declares). A scope
-//! must lie within the manifest when it is granted; when a later manifest version
-//! drops a permission, the consent stays on record but no longer allows anything,
-//! because every decision checks the manifest too.
+//! (`secrets.read:TWILIO_AUTH_TOKEN`, `events.emit:sms.*`). A grant may say
+//! `action:*` (everything the manifest declares for that action) or `*`
+//! (everything it declares); these are expanded into the manifest's concrete
+//! entries when granted, so a later manifest version that asks for more gets
+//! nothing more without new consent. A version that drops a permission leaves the
+//! consent on record, allowing nothing, because every decision checks the manifest
+//! too.
 
 use super::manifest::{self, Action, Manifest};
 use super::{current_owner, internal, load_plugin};
@@ -118,30 +120,62 @@ fn plugin_manifest(plugin: &str) -> Result<Manifest, SpineError> {
         })
 }
 
+/// Most scopes in one grant or revoke.
+const MAX_SCOPES: usize = 100;
+
+/// The scopes argument: present, 1 to MAX_SCOPES entries, none NULL.
+fn scope_list(scopes: Option<Vec<Option<String>>>) -> Result<Vec<String>, SpineError> {
+    let scopes = scopes.ok_or(SpineError::NullArgument("scopes"))?;
+    if scopes.is_empty() || scopes.len() > MAX_SCOPES {
+        return Err(SpineError::InvalidParameter {
+            name: "scopes",
+            reason: format!("must name 1 to {MAX_SCOPES} scopes"),
+        });
+    }
+    scopes
+        .into_iter()
+        .map(|s| s.ok_or(SpineError::NullArgument("a scope")))
+        .collect()
+}
+
+fn parse_scope(scope: &str) -> Result<Scope<'_>, SpineError> {
+    Scope::parse(scope).map_err(|reason| SpineError::InvalidParameter {
+        name: "scope",
+        reason,
+    })
+}
+
+/// The concrete `action:pattern` scopes a requested scope stands for.
+fn expand(scope: &Scope<'_>, manifest: &Manifest) -> Vec<String> {
+    let actions: Vec<Action> = match scope {
+        Scope::Everything => Action::ALL.to_vec(),
+        Scope::Action(action, None) => vec![*action],
+        Scope::Action(action, Some(resource)) => return vec![format!("{action}:{resource}")],
+    };
+    actions
+        .into_iter()
+        .flat_map(|a| manifest.declared(a).iter().map(move |p| format!("{a}:{p}")))
+        .collect()
+}
+
 /// Grants `scopes` of `plugin` for the current user (or `owner`, for service_role).
-/// Each scope must lie within the plugin's manifest. Returns how many scopes were
-/// newly granted (already active ones are left as they are).
+/// Each scope must lie within the plugin's manifest; `*` and `action:*` are
+/// expanded into what the manifest declares now. Returns how many scopes were newly
+/// granted (already active ones are left as they are).
 #[pg_extern(security_definer, volatile)]
 #[search_path(pg_catalog, pg_temp)]
 fn grant_consent(
-    plugin: &str,
-    scopes: Vec<String>,
+    plugin: Option<&str>,
+    scopes: Option<Vec<Option<String>>>,
     owner: default!(Option<Uuid>, "NULL"),
 ) -> Result<i64, ErrorReport> {
+    let plugin = plugin.ok_or(SpineError::NullArgument("plugin"))?;
+    let scopes = scope_list(scopes)?;
     let owner = consenting_owner(owner)?;
     let manifest = plugin_manifest(plugin)?;
-    if scopes.is_empty() {
-        return Err(SpineError::InvalidParameter {
-            name: "scopes",
-            reason: "must name at least one scope".into(),
-        }
-        .into());
-    }
+    let mut concrete: Vec<String> = Vec::new();
     for scope in &scopes {
-        let parsed = Scope::parse(scope).map_err(|reason| SpineError::InvalidParameter {
-            name: "scope",
-            reason,
-        })?;
+        let parsed = parse_scope(scope)?;
         if !parsed.within(&manifest) {
             return Err(SpineError::PermissionDenied(format!(
                 "scope \"{scope}\" is not declared by the manifest of {plugin} {}",
@@ -149,53 +183,93 @@ fn grant_consent(
             ))
             .into());
         }
+        for c in expand(&parsed, &manifest) {
+            if !concrete.contains(&c) {
+                concrete.push(c);
+            }
+        }
     }
     let granted = Spi::get_one_with_args::<i64>(
         "WITH added AS ( \
              INSERT INTO spine.consents (owner_id, plugin, scope) \
              SELECT $1, $2, s FROM unnest($3::text[]) AS s \
              ON CONFLICT (owner_id, plugin, scope) WHERE revoked_at IS NULL DO NOTHING \
-             RETURNING 1) \
+             RETURNING scope) \
          SELECT count(*) FROM added",
-        &[owner.into(), plugin.into(), scopes.clone().into()],
+        &[owner.into(), plugin.into(), concrete.clone().into()],
     )
     .map_err(internal("grant consent"))?
     .unwrap_or(0);
-    audit::record(
-        "consent.granted",
-        Some(&format!("plugin:{plugin}")),
-        json!({"owner": owner.to_string(), "scopes": scopes, "newly_granted": granted}),
-    )?;
+    if granted > 0 {
+        audit::record(
+            "consent.granted",
+            Some(&format!("plugin:{plugin}")),
+            json!({"owner": owner.to_string(), "version": manifest.version, "scopes": concrete}),
+        )?;
+    }
     Ok(granted)
 }
 
-/// Revokes `scopes` of `plugin` (all of them when NULL) for the current user (or
-/// `owner`, for service_role). Returns how many were revoked.
+/// Revokes `scopes` of `plugin` (`*`, `action:*`, concrete scopes; all when NULL)
+/// for the current user (or `owner`, for service_role). Returns how many active
+/// scopes were revoked.
 #[pg_extern(security_definer, volatile)]
 #[search_path(pg_catalog, pg_temp)]
 fn revoke_consent(
-    plugin: &str,
-    scopes: default!(Option<Vec<String>>, "NULL"),
+    plugin: Option<&str>,
+    scopes: default!(Option<Vec<Option<String>>>, "NULL"),
     owner: default!(Option<Uuid>, "NULL"),
 ) -> Result<i64, ErrorReport> {
+    let plugin = plugin.ok_or(SpineError::NullArgument("plugin"))?;
+    let requested = match scopes {
+        None => vec!["*".to_string()],
+        some => scope_list(some)?,
+    };
+    let parsed: Vec<Scope<'_>> = requested
+        .iter()
+        .map(|s| parse_scope(s))
+        .collect::<Result<_, _>>()?;
     let owner = consenting_owner(owner)?;
-    let revoked = Spi::get_one_with_args::<i64>(
-        "WITH gone AS ( \
-             UPDATE spine.consents SET revoked_at = now() \
-              WHERE owner_id = $1 AND plugin = $2 AND revoked_at IS NULL \
-                AND ($3::text[] IS NULL OR scope = ANY ($3)) \
-             RETURNING 1) \
-         SELECT count(*) FROM gone",
-        &[owner.into(), plugin.into(), scopes.clone().into()],
-    )
-    .map_err(internal("revoke consent"))?
-    .unwrap_or(0);
-    audit::record(
-        "consent.revoked",
-        Some(&format!("plugin:{plugin}")),
-        json!({"owner": owner.to_string(), "scopes": scopes, "revoked": revoked}),
-    )?;
-    Ok(revoked)
+    plugin_manifest(plugin)?;
+    let revoked: Vec<String> = Spi::connect_mut(|client| {
+        let active = client.update(
+            "SELECT id, scope FROM spine.consents \
+             WHERE owner_id = $1 AND plugin = $2 AND revoked_at IS NULL FOR UPDATE",
+            None,
+            &[owner.into(), plugin.into()],
+        )?;
+        let mut ids = Vec::new();
+        let mut names = Vec::new();
+        for row in active {
+            let (Some(id), Some(scope)) = (row.get::<i64>(1)?, row.get::<String>(2)?) else {
+                continue;
+            };
+            let hit = parsed.iter().any(|p| match (p, Scope::parse(&scope)) {
+                (Scope::Everything, _) => true,
+                (Scope::Action(a, None), Ok(Scope::Action(b, _))) => *a == b,
+                _ => requested.contains(&scope),
+            });
+            if hit {
+                ids.push(id);
+                names.push(scope);
+            }
+        }
+        client.update(
+            "UPDATE spine.consents SET revoked_at = now() WHERE id = ANY ($1)",
+            None,
+            &[ids.into()],
+        )?;
+        Ok::<_, pgrx::spi::SpiError>(names)
+    })
+    .map_err(internal("revoke consent"))?;
+    if !revoked.is_empty() {
+        audit::record(
+            "consent.revoked",
+            Some(&format!("plugin:{plugin}")),
+            json!({"owner": owner.to_string(), "scopes": revoked}),
+        )?;
+    }
+    Ok(revoked.len() as i64)
 }
 
 #[cfg(test)]
@@ -237,5 +311,26 @@ mod tests {
             .within(&m));
         assert!(!Scope::parse("secrets.read:OTHER").unwrap().within(&m));
         assert!(!Scope::parse("events.emit:mail.*").unwrap().within(&m));
+    }
+
+    #[test]
+    fn wildcards_expand_to_what_the_manifest_declares_now() {
+        let m = Manifest::parse(json!({
+            "name": "sms", "version": "1.0.0",
+            "permissions": {"secrets": ["TOKEN"], "events": {"emit": ["sms.*"]}}
+        }))
+        .unwrap();
+        assert_eq!(
+            expand(&Scope::parse("*").unwrap(), &m),
+            ["events.emit:sms.*", "secrets.read:TOKEN"]
+        );
+        assert_eq!(
+            expand(&Scope::parse("secrets.read:*").unwrap(), &m),
+            ["secrets.read:TOKEN"]
+        );
+        assert_eq!(
+            expand(&Scope::parse("events.emit:sms.MessageSent").unwrap(), &m),
+            ["events.emit:sms.MessageSent"]
+        );
     }
 }

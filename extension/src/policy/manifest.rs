@@ -269,18 +269,24 @@ pub fn check_resource(action: Action, value: &str, pattern: bool) -> Result<(), 
                 bad("a secret name (letters, digits, _ - .)")
             }
         }
-        Action::NetworkFetch => {
-            let host = if pattern {
-                value.strip_prefix("*.").unwrap_or(value)
-            } else {
-                value
-            };
-            if is_hostname(host) {
-                Ok(())
-            } else {
-                bad("a host name such as api.example.com (no scheme, port or path)")
+        Action::NetworkFetch => match value.strip_prefix("*.").filter(|_| pattern) {
+            // A wildcard covers the subdomains of a registrable-looking name: at
+            // least two labels ending in a letter label, so neither `*.com` nor
+            // `*.169.254` (link-local metadata addresses) passes.
+            Some(suffix) => {
+                let labels: Vec<&str> = suffix.split('.').collect();
+                let tld_is_name = labels
+                    .last()
+                    .is_some_and(|l| l.chars().all(|c| c.is_ascii_lowercase()));
+                if is_hostname(suffix) && labels.len() >= 2 && tld_is_name {
+                    Ok(())
+                } else {
+                    bad("a wildcard over a domain such as *.example.com")
+                }
             }
-        }
+            None if is_hostname(value) => Ok(()),
+            None => bad("a host name such as api.example.com (no scheme, port or path)"),
+        },
     }
 }
 
@@ -348,6 +354,14 @@ mod tests {
             ),
             (
                 json!({"name": "ok", "version": "1.0.0", "permissions": {"network": ["https://x.com"]}}),
+                "network.fetch",
+            ),
+            (
+                json!({"name": "ok", "version": "1.0.0", "permissions": {"network": ["*.com"]}}),
+                "network.fetch",
+            ),
+            (
+                json!({"name": "ok", "version": "1.0.0", "permissions": {"network": ["*.169.254"]}}),
                 "network.fetch",
             ),
             (

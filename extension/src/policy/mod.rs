@@ -58,10 +58,12 @@ pub fn current_owner() -> Result<Option<Uuid>, SpineError> {
 }
 
 /// Registers a plugin or replaces its manifest (a new version). Consents given to
-/// an earlier version stay, but count only for what the new manifest still declares.
+/// an earlier version stay, but allow only what the new manifest still declares;
+/// what it adds needs new consent (consents name concrete scopes, see [`consent`]).
 #[pg_extern(security_definer, volatile)]
 #[search_path(pg_catalog, pg_temp)]
-fn register_plugin(manifest: JsonB) -> Result<String, ErrorReport> {
+fn register_plugin(manifest: Option<JsonB>) -> Result<String, ErrorReport> {
+    let manifest = manifest.ok_or(SpineError::NullArgument("manifest"))?;
     let parsed =
         Manifest::parse(manifest.0.clone()).map_err(|reason| SpineError::InvalidParameter {
             name: "plugin manifest",
@@ -98,7 +100,9 @@ fn register_plugin(manifest: JsonB) -> Result<String, ErrorReport> {
 /// Enables or disables a plugin; a disabled plugin is denied everything.
 #[pg_extern(security_definer, volatile)]
 #[search_path(pg_catalog, pg_temp)]
-fn set_plugin_enabled(name: &str, enabled: bool) -> Result<bool, ErrorReport> {
+fn set_plugin_enabled(name: Option<&str>, enabled: Option<bool>) -> Result<bool, ErrorReport> {
+    let name = name.ok_or(SpineError::NullArgument("name"))?;
+    let enabled = enabled.ok_or(SpineError::NullArgument("enabled"))?;
     let found = optional_row(Spi::get_one_with_args::<bool>(
         "UPDATE spine.plugins SET enabled = $2, updated_at = now() WHERE name = $1 RETURNING true",
         &[name.into(), enabled.into()],
@@ -145,6 +149,11 @@ pub fn decide(principal: &str, action: &str, resource: &str) -> Result<Decision,
             Action::ALL.map(Action::name).join(", ")
         ),
     })?;
+    // Hosts compare case-insensitively: decide on the lowercase form.
+    let resource = &match parsed_action {
+        Action::NetworkFetch => resource.to_ascii_lowercase(),
+        _ => resource.to_string(),
+    };
     manifest::check_resource(parsed_action, resource, false).map_err(|reason| {
         SpineError::InvalidParameter {
             name: "resource",
@@ -190,8 +199,27 @@ pub fn decide(principal: &str, action: &str, resource: &str) -> Result<Decision,
 /// for the current user. Records the decision in the audit log.
 #[pg_extern(security_definer, volatile)]
 #[search_path(pg_catalog, pg_temp)]
-fn authorize(principal: &str, action: &str, resource: &str) -> Result<bool, ErrorReport> {
+fn authorize(
+    principal: Option<&str>,
+    action: Option<&str>,
+    resource: Option<&str>,
+) -> Result<bool, ErrorReport> {
+    let (principal, action, resource) = required(principal, action, resource)?;
     Ok(decide(principal, action, resource)? == Decision::Allowed)
+}
+
+/// NULL is never a principal, action or resource: 22004 rather than a NULL
+/// answer a caller might mistake for "no objection".
+fn required<'a>(
+    principal: Option<&'a str>,
+    action: Option<&'a str>,
+    resource: Option<&'a str>,
+) -> Result<(&'a str, &'a str, &'a str), SpineError> {
+    Ok((
+        principal.ok_or(SpineError::NullArgument("principal"))?,
+        action.ok_or(SpineError::NullArgument("action"))?,
+        resource.ok_or(SpineError::NullArgument("resource"))?,
+    ))
 }
 
 /// Like `spine.authorize`, but a denial raises 42501 with the reason. The audit
@@ -200,7 +228,12 @@ fn authorize(principal: &str, action: &str, resource: &str) -> Result<bool, Erro
 /// host) call `authorize` and commit before answering.
 #[pg_extern(security_definer, volatile)]
 #[search_path(pg_catalog, pg_temp)]
-fn require(principal: &str, action: &str, resource: &str) -> Result<bool, ErrorReport> {
+fn require(
+    principal: Option<&str>,
+    action: Option<&str>,
+    resource: Option<&str>,
+) -> Result<bool, ErrorReport> {
+    let (principal, action, resource) = required(principal, action, resource)?;
     match decide(principal, action, resource)? {
         Decision::Allowed => Ok(true),
         Decision::Denied(reason) => {
@@ -256,8 +289,9 @@ mod tests {
         assert!(!authorize("secrets.read", "OTHER"), "not declared");
         Spi::run("SELECT spine.revoke_consent('sms')").unwrap();
         assert!(!authorize("secrets.read", "TOKEN"), "revoked");
+        // Not committed yet: the rows wait in audit_pending for the COMMIT.
         let denied = Spi::get_one::<i64>(
-            "SELECT count(*) FROM spine.audit_log WHERE action = 'policy.denied' AND target = 'plugin:sms'",
+            "SELECT count(*) FROM spine.audit_pending WHERE action = 'policy.denied' AND target = 'plugin:sms'",
         )
         .unwrap();
         assert_eq!(denied, Some(4));

@@ -71,6 +71,13 @@ fn check_secret(secret: &str) -> Result<(), SpineError> {
     Ok(())
 }
 
+/// Writers take the lock their INSERT/UPDATE would take anyway, but before they
+/// encrypt: a running `rotate_vault_key()` (which holds a conflicting lock) is
+/// waited for, so nothing is sealed under a key version it is moving away from.
+fn wait_for_rotation() -> Result<(), SpineError> {
+    Spi::run("LOCK TABLE vault.secrets IN ROW EXCLUSIVE MODE").map_err(internal("vault: lock"))
+}
+
 fn seal_for(id: &Uuid, plaintext: &str) -> Result<Sealed, SpineError> {
     check_secret(plaintext)?;
     let ring = keys::keyring(false)?;
@@ -92,10 +99,8 @@ fn vault_create_secret(
     description: Option<&str>,
 ) -> Result<Uuid, ErrorReport> {
     require_spine_vault()?;
-    let secret = secret.ok_or_else(|| SpineError::InvalidParameter {
-        name: "new_secret",
-        reason: "must not be NULL".into(),
-    })?;
+    let secret = secret.ok_or(SpineError::NullArgument("new_secret"))?;
+    wait_for_rotation()?;
     let id = Uuid::from_bytes(*uuid::Uuid::new_v4().as_bytes());
     let sealed = seal_for(&id, secret)?;
     Spi::run_with_args(
@@ -124,12 +129,14 @@ fn vault_create_secret(
 #[pg_extern(security_definer, volatile)]
 #[search_path(pg_catalog, pg_temp)]
 fn vault_update_secret(
-    id: Uuid,
+    id: Option<Uuid>,
     secret: Option<&str>,
     name: Option<&str>,
     description: Option<&str>,
 ) -> Result<(), ErrorReport> {
+    let id = id.ok_or(SpineError::NullArgument("secret_id"))?;
     require_spine_vault()?;
+    wait_for_rotation()?;
     let sealed = secret.map(|s| seal_for(&id, s)).transpose()?;
     let found = optional_row(Spi::get_one_with_args::<bool>(
         "UPDATE vault.secrets SET \
@@ -219,6 +226,9 @@ fn decrypt(id: &Uuid, secret: &str, key_version: i32, nonce: &[u8]) -> Result<St
 #[search_path(pg_catalog, pg_temp)]
 fn rotate_vault_key() -> Result<i64, ErrorReport> {
     require_spine_vault()?;
+    // Writers wait (readers do not) until the rotation commits; see wait_for_rotation.
+    Spi::run("LOCK TABLE vault.secrets IN SHARE ROW EXCLUSIVE MODE")
+        .map_err(internal("vault: rotate"))?;
     let ring = keys::keyring(true)?;
     let (current, key) = ring.current();
     // Locks the rows to re-encrypt (a concurrent update_secret waits for us).
@@ -272,7 +282,9 @@ fn rotate_vault_key() -> Result<i64, ErrorReport> {
     Ok(rows.len() as i64)
 }
 
-/// Key versions the keyring holds and how many secrets each encrypts.
+/// Every key version the keyring holds or a secret uses: whether it is the current
+/// one, whether this backend's keyring has it, and how many secrets it encrypts.
+/// A version with secrets but not in the keyring means those secrets cannot be read.
 #[pg_extern(security_definer, stable)]
 #[search_path(pg_catalog, pg_temp)]
 fn vault_key_versions() -> Result<
@@ -281,6 +293,7 @@ fn vault_key_versions() -> Result<
         (
             name!(key_version, i32),
             name!(current, bool),
+            name!(in_keyring, bool),
             name!(secrets, i64),
         ),
     >,
@@ -289,16 +302,23 @@ fn vault_key_versions() -> Result<
     require_spine_vault()?;
     let ring = keys::keyring(false)?;
     let (current, _) = ring.current();
-    let mut rows = Vec::new();
-    for version in ring.versions() {
-        let n = Spi::get_one_with_args::<i64>(
-            "SELECT count(*) FROM vault.secrets WHERE key_id = $1",
-            &[version.into()],
-        )
-        .map_err(internal("vault: key versions"))?
-        .unwrap_or(0);
-        rows.push((version, version == current, n));
-    }
+    let rows = Spi::connect(|client| {
+        let mut rows = Vec::new();
+        let table = client.select(
+            "SELECT v, (SELECT count(*) FROM vault.secrets s WHERE s.key_id = v) \
+               FROM (SELECT unnest($1::int[]) UNION SELECT DISTINCT key_id FROM vault.secrets) AS k(v) \
+              ORDER BY v",
+            None,
+            &[ring.versions().into()],
+        )?;
+        for row in table {
+            let version: i32 = row.get(1)?.unwrap_or_default();
+            let n: i64 = row.get(2)?.unwrap_or_default();
+            rows.push((version, version == current, ring.get(version).is_some(), n));
+        }
+        Ok::<_, pgrx::spi::SpiError>(rows)
+    })
+    .map_err(internal("vault: key versions"))?;
     Ok(TableIterator::new(rows))
 }
 
@@ -310,8 +330,9 @@ fn vault_key_versions() -> Result<
 #[pg_extern(security_definer, volatile)]
 #[search_path(pg_catalog, pg_temp)]
 fn plugin_secrets(
-    plugin: &str,
+    plugin: Option<&str>,
 ) -> Result<TableIterator<'static, (name!(name, String), name!(secret, String))>, ErrorReport> {
+    let plugin = plugin.ok_or(SpineError::NullArgument("plugin"))?;
     let manifest = policy::load_plugin(plugin)?
         .ok_or_else(|| SpineError::NotFound {
             kind: "plugin",
