@@ -1,11 +1,13 @@
 //! `spine-bench <name>`: benchmarks against the running dev stack
 //! (`cargo xtask bench <name>` starts it and passes its environment).
 //!
+//! - [`audit`]: audited writes next to the same writes unaudited.
 //! - [`jobs`]: the queue's enqueue and drain rates next to raw Postgres limits and
 //!   pg-boss / graphile-worker.
 //! - [`relay`]: outbox → JetStream drain rate and commit→delivery latency, next to
 //!   the raw JetStream publish rate on the same server.
 
+mod audit;
 mod jobs;
 mod relay;
 mod stats;
@@ -39,6 +41,16 @@ async fn main() -> anyhow::Result<()> {
             })
             .await
         }
-        other => anyhow::bail!("unknown benchmark `{other}` (available: relay, jobs)"),
+        "audit" => {
+            audit::run(audit::Settings {
+                database_url: env("DATABASE_URL")?,
+                seconds: env("SPINE_BENCH_SECONDS")
+                    .ok()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(5),
+            })
+            .await
+        }
+        other => anyhow::bail!("unknown benchmark `{other}` (available: relay, jobs, audit)"),
     }
 }

@@ -1,16 +1,19 @@
 -- Audit: an append-only, hash-chained record of privileged decisions and changes.
 --
 -- Spine's functions record rows in the transaction of the action (into
--- spine.audit_pending); at COMMIT a deferred trigger appends them to
--- spine.audit_log with consecutive seqs, each row's hash covering the previous
--- row's hash and the row's canonical content (src/audit/chain.rs). So an action
--- that rolls back leaves no row, one that commits cannot lose its row, and seq
--- order is commit order. spine.audit_verify() recomputes the chain.
+-- spine.audit_pending): an action that rolls back leaves no row, one that commits
+-- cannot lose its row. A sealer appends committed pending rows to spine.audit_log
+-- with consecutive seqs, each row's hash covering the previous row's hash and the
+-- row's canonical content (src/audit/chain.rs); spine.audit_verify() recomputes
+-- the chain. Only the holder of spine.audit_head's row lock appends, so the chain
+-- is one line.
 --
--- Committers serialise on the single row of spine.audit_head (the chain's tip)
--- only for the moment of their commit. Under REPEATABLE READ a commit that would
--- fork the chain fails with a serialization error instead.
---
+-- Who seals: each auditing transaction at its COMMIT (a deferred trigger) when the
+-- head is free; if another committer holds it, the transaction does not wait and
+-- its rows are taken by the next sealer — the next auditing commit, an explicit
+-- spine.audit_seal(), or the pg_cron sweep every minute. Under REPEATABLE READ the
+-- commit leaves its rows to the next sealer rather than fail.
+
 -- Threat model: the triggers stop ordinary changes, even by the table's owner; a
 -- superuser who disables triggers (session_replication_role) and rewrites rows
 -- AND the head consistently is not detected by audit_verify() alone, because the
@@ -49,7 +52,8 @@ CREATE TABLE spine.audit_head (
 COMMENT ON TABLE spine.audit_head IS
     'The tip of the audit chain (one row): the last seq and its hash. Moved by each committing transaction that audited.';
 
--- Rows of transactions still running; moved into audit_log at their COMMIT.
+-- Recorded rows not yet in the chain: those of running transactions, and
+-- committed ones waiting for the next sealer (normally none for long).
 CREATE TABLE spine.audit_pending (
     id      bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     txid    xid8        NOT NULL DEFAULT pg_current_xact_id(),
@@ -62,25 +66,25 @@ CREATE TABLE spine.audit_pending (
 );
 CREATE INDEX audit_pending_txid_idx ON spine.audit_pending (txid, id);
 COMMENT ON TABLE spine.audit_pending IS
-    'Audit rows of running transactions; appended to spine.audit_log at their COMMIT. Empty between transactions.';
+    'Audit rows not yet in the chain (running transactions, or waiting for the next sealer); spine.audit_seal() appends the committed ones.';
 
--- One row per auditing transaction: its deferred trigger seals the transaction.
+-- One row per auditing transaction: its deferred trigger seals at COMMIT.
 CREATE TABLE spine.audit_transactions (
     txid xid8 PRIMARY KEY
 );
 COMMENT ON TABLE spine.audit_transactions IS
-    'Transactions that recorded audit rows; each row''s deferred trigger appends them to the chain at COMMIT.';
+    'Transactions that recorded audit rows; each row''s deferred trigger seals at COMMIT. Empty between transactions.';
 
 CREATE FUNCTION spine.audit_seal_transaction() RETURNS trigger
     LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    PERFORM spine.audit_seal();
+    PERFORM spine.audit_seal_at_commit();
     DELETE FROM spine.audit_transactions WHERE txid = NEW.txid;
     RETURN NULL;
 END
 $$;
 COMMENT ON FUNCTION spine.audit_seal_transaction() IS
-    'Deferred trigger: at COMMIT, appends the transaction''s audit rows to the chain.';
+    'Deferred trigger: at COMMIT, appends committed audit rows to the chain unless another sealer holds the head.';
 CREATE CONSTRAINT TRIGGER audit_seal_at_commit
     AFTER INSERT ON spine.audit_transactions
     DEFERRABLE INITIALLY DEFERRED

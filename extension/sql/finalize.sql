@@ -12,6 +12,8 @@ SELECT pg_catalog.pg_extension_config_dump('spine.jobs_archive', '');
 SELECT pg_catalog.pg_extension_config_dump('spine.schedules', '');
 SELECT pg_catalog.pg_extension_config_dump('spine.audit_log', '');
 SELECT pg_catalog.pg_extension_config_dump('spine.audit_head', '');
+SELECT pg_catalog.pg_extension_config_dump('spine.audit_pending', '');
+SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('spine.audit_pending', 'id')::regclass, '');
 SELECT pg_catalog.pg_extension_config_dump('spine.plugins', '');
 SELECT pg_catalog.pg_extension_config_dump('spine.consents', '');
 SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('spine.consents', 'id')::regclass, '');
@@ -66,6 +68,7 @@ GRANT EXECUTE ON FUNCTION
 GRANT EXECUTE ON FUNCTION
     spine.audit(text, text, jsonb),
     spine.audit_verify(),
+    spine.audit_seal(),
     spine.register_plugin(jsonb),
     spine.set_plugin_enabled(text, boolean),
     spine.rotate_vault_key(),
@@ -89,7 +92,9 @@ COMMENT ON FUNCTION spine.audit(text, text, jsonb) IS
 COMMENT ON FUNCTION spine.audit_verify() IS
     'Recomputes the audit hash chain; returns the seq of the first missing, altered or forged row, or NULL when intact.';
 COMMENT ON FUNCTION spine.audit_seal() IS
-    'Appends the current transaction''s pending audit rows to the chain; run at COMMIT by a deferred trigger.';
+    'Appends every committed pending audit row to the chain (waits for the head); returns how many.';
+COMMENT ON FUNCTION spine.audit_seal_at_commit() IS
+    'What the COMMIT trigger runs: spine.audit_seal() unless the head is held (then the holder or the next sealer takes the rows).';
 COMMENT ON FUNCTION spine.register_plugin(jsonb) IS
     'Validates a plugin manifest and registers the plugin (or a new version of it). Audited.';
 COMMENT ON FUNCTION spine.set_plugin_enabled(text, boolean) IS

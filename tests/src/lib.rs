@@ -101,3 +101,12 @@ where
         .unwrap_or_else(|e| panic!("{sql}: {e}"))
         .get(0)
 }
+
+/// Appends every committed audit row still waiting for a sealer to the chain
+/// (a commit that found the chain's head busy leaves its rows to the next sealer),
+/// so a test can look for its rows in `spine.audit_log`.
+pub async fn seal_audit(db: &impl tokio_postgres::GenericClient) {
+    db.execute("SELECT spine.audit_seal()", &[])
+        .await
+        .expect("spine.audit_seal()");
+}

@@ -4,7 +4,7 @@
 //! spine.audit_pending and join the chain at COMMIT).
 
 use serde_json::json;
-use spine_tests::{connect, one, sqlstate};
+use spine_tests::{connect, one, seal_audit, sqlstate};
 use tokio_postgres::{Client, Transaction};
 use uuid::Uuid;
 
@@ -21,8 +21,9 @@ async fn audit(db: &impl tokio_postgres::GenericClient, target: &str, n: i64) {
     .unwrap();
 }
 
-/// The seqs the chain gave to rows with this target.
+/// The seqs the chain gave to rows with this target (after sealing what waits).
 async fn seqs_of(db: &impl tokio_postgres::GenericClient, target: &str) -> Vec<i64> {
+    seal_audit(db).await;
     db.query(
         "SELECT seq FROM spine.audit_log WHERE target = $1 ORDER BY seq",
         &[&target],
@@ -103,9 +104,7 @@ async fn verify_finds_altered_forged_and_removed_rows() {
     let target = format!("tamper-{}", Uuid::new_v4().simple());
     audit(&tx, &target, 1).await;
     audit(&tx, &target, 2).await;
-    // What COMMIT would do, without committing.
-    let sealed: i64 = one(&tx, "SELECT spine.audit_seal()", &[]).await;
-    assert_eq!(sealed, 2);
+    // Sealed inside the transaction (what COMMIT would do), never committed.
     let (first, last) = match seqs_of(&tx, &target).await[..] {
         [a, b] => (a, b),
         ref other => panic!("expected two rows, got {other:?}"),
@@ -190,8 +189,11 @@ async fn concurrent_writers_keep_one_chain() {
     assert_eq!((n, distinct), (600, 600));
     assert_eq!(verify(&db).await, None);
 
+    // REPEATABLE READ: the commit does not fail (it leaves its rows to the next
+    // sealer instead of taking a head moved since its snapshot) …
     let mut a = connect().await;
     let b: Client = connect().await;
+    let rr_target = format!("rr-{}", Uuid::new_v4().simple());
     let ta = a
         .build_transaction()
         .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
@@ -200,9 +202,24 @@ async fn concurrent_writers_keep_one_chain() {
         .unwrap();
     ta.batch_execute("SELECT 1").await.unwrap(); // takes the snapshot
     audit(&b, &target, -1).await;
-    audit(&ta, "rr", 0).await;
-    // The chain is extended at COMMIT: that is where the fork is refused.
-    let err = ta.commit().await.unwrap_err();
+    audit(&ta, &rr_target, 0).await;
+    ta.commit().await.unwrap();
+    assert_eq!(seqs_of(&b, &rr_target).await.len(), 1);
+    assert_eq!(verify(&b).await, None);
+    // … while an explicit seal under REPEATABLE READ after the head moved is a
+    // serialization failure, not a fork.
+    let ta = a
+        .build_transaction()
+        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+        .start()
+        .await
+        .unwrap();
+    ta.batch_execute("SELECT 1").await.unwrap();
+    audit(&b, &target, -2).await;
+    let err = ta
+        .query_one("SELECT spine.audit_seal()", &[])
+        .await
+        .unwrap_err();
     assert_eq!(sqlstate(&err), Some("40001"), "{err:?}");
 }
 
@@ -240,6 +257,7 @@ async fn audit_rows_live_and_die_with_their_transaction() {
         assert_eq!(pending, 1);
         if commit {
             tx.commit().await.unwrap();
+            seal_audit(&db).await;
             assert_eq!(seqs_of(&db, &format!("plugin:{plugin}")).await.len(), 1);
         } else {
             tx.rollback().await.unwrap();

@@ -3,7 +3,7 @@
 //! audit rows every decision leaves.
 
 use serde_json::json;
-use spine_tests::{act_as, connect, one, sqlstate};
+use spine_tests::{act_as, connect, one, seal_audit, sqlstate};
 use tokio_postgres::Client;
 use uuid::Uuid;
 
@@ -117,6 +117,7 @@ async fn plugin_acts_only_within_manifest_and_consent() {
         .await
     );
 
+    seal_audit(&db).await;
     let rows = db
         .query(
             "SELECT action, actor, details->>'reason' FROM spine.audit_log \
@@ -200,6 +201,7 @@ async fn revocation_disabling_and_manifest_updates_take_effect() {
     assert_eq!(revoked, 4, "`*` was granted as the 4 scopes v1 declared");
     assert!(!authorize(&mut db, Some(alice), &p, "secrets.read", "TOKEN").await);
 
+    seal_audit(&db).await;
     let actions: Vec<String> = db
         .query(
             "SELECT action FROM spine.audit_log WHERE target = 'plugin:' || $1 \

@@ -15,9 +15,10 @@ use uuid::Uuid;
 /// Tables every signed-in user may read whole: catalogs without user data.
 const USER_CATALOGS: &[&str] = &["spine.queues", "spine.plugins"];
 
-/// Tables whose rows live only inside a running transaction (moved at COMMIT), so
-/// there is nothing of the seed's to find in them afterwards.
-const TRANSIENT: &[&str] = &["spine.audit_pending", "spine.audit_transactions"];
+/// Tables whose rows are gone once the seed's transactions end, so there is
+/// nothing of the seed's to find in them: transaction markers, and audit rows
+/// waiting for the sealer (sealed by the seed's own commits).
+const TRANSIENT: &[&str] = &["spine.audit_transactions", "spine.audit_pending"];
 
 struct Relation {
     name: String,

@@ -5,7 +5,7 @@
 //! existing (supabase_vault) `vault` schema is used instead of Spine's own.
 
 use serde_json::json;
-use spine_tests::{act_as, connect, database_url, one, sqlstate};
+use spine_tests::{act_as, connect, database_url, one, seal_audit, sqlstate};
 use std::path::{Path, PathBuf};
 use tokio_postgres::{Client, NoTls};
 use uuid::Uuid;
@@ -206,6 +206,7 @@ async fn only_privileged_roles_decrypt_and_each_read_is_audited() {
         assert_eq!(value, "s3cret", "{role}");
         tx.commit().await.unwrap();
     }
+    seal_audit(&db).await;
     let audited: Vec<String> = db
         .query(
             "SELECT role FROM spine.audit_log WHERE action = 'vault.secret_decrypted' \
@@ -376,6 +377,7 @@ async fn rotation_reencrypts_while_readers_keep_reading() {
         Some("55000"),
         "old keyring after rotation: {err:?}"
     );
+    seal_audit(&writer).await;
     let audited: i64 = one(
         &writer,
         "SELECT count(*) FROM spine.audit_log WHERE action = 'vault.key_rotated' AND details->>'secrets' = '3'",

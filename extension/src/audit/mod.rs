@@ -2,14 +2,15 @@
 //! tables and the triggers that refuse UPDATE, DELETE and TRUNCATE).
 //!
 //! [`record`] writes a row in the transaction of the action it records, into
-//! `spine.audit_pending`; at COMMIT a deferred trigger calls [`audit_seal`], which
-//! locks the chain's head (`spine.audit_head`, one row), appends the transaction's
-//! rows to `spine.audit_log` with consecutive `seq`s and `hash = link(prev_hash,
-//! row)`, and moves the head. So a rolled-back action leaves no row, a committed
-//! one cannot lose its row, `seq` order is commit order, and the head is locked
-//! only for the moment of a commit — not for the life of every transaction that
-//! audits something (which would stall all decryptions and authorizations behind
-//! one slow transaction).
+//! `spine.audit_pending`: an action that rolls back leaves no row, one that commits
+//! cannot lose its row. Rows join the chain when a sealer ([`seal`]) appends every
+//! committed pending row to `spine.audit_log` with consecutive `seq`s and `hash =
+//! link(prev_hash, row)`, under the lock of the chain's head (`spine.audit_head`,
+//! one row). Each auditing transaction seals at its COMMIT (a deferred trigger)
+//! when the head is free; when another committer holds it, it does not wait — its
+//! rows are sealed by the next sealer (the next auditing commit, `spine.audit_seal()`,
+//! or the pg_cron sweep). Committers therefore never queue behind each other's WAL
+//! flushes, and the chain stays one line: only the head's holder appends.
 
 pub mod chain;
 
@@ -91,14 +92,9 @@ pub fn record(
         context: "audit: clock",
         message: format!("{e:?}"),
     })?;
-    // The transaction registers once (the deferred seal trigger hangs off that
-    // row); registering again after a rolled-back savepoint is what ON CONFLICT
-    // makes cheap.
+    register_transaction()?;
     Spi::run_with_args(
-        "WITH registered AS ( \
-             INSERT INTO spine.audit_transactions (txid) VALUES (pg_current_xact_id()) \
-             ON CONFLICT (txid) DO NOTHING) \
-         INSERT INTO spine.audit_pending (at, actor, role, action, target, details) \
+        "INSERT INTO spine.audit_pending (at, actor, role, action, target, details) \
          VALUES ($1, $2, $3, $4, $5, $6)",
         &[
             at.into(),
@@ -112,21 +108,111 @@ pub fn record(
     .map_err(internal("audit: record"))
 }
 
-/// Appends the current transaction's pending audit rows to the chain. Called at
-/// COMMIT by the deferred trigger on `spine.audit_transactions`; returns how many
-/// rows it appended.
+// The transaction whose seal-at-commit trigger this backend registered last (a
+// backend is one thread). A registration lost to a rolled-back savepoint only
+// means the rows wait for the next sealer, never that they are lost.
+thread_local! {
+    static REGISTERED: std::cell::Cell<pg_sys::TransactionId> =
+        const { std::cell::Cell::new(pg_sys::TransactionId::INVALID) };
+}
+
+/// Makes sure the current transaction seals at COMMIT (its row in
+/// `spine.audit_transactions` carries the deferred trigger).
+fn register_transaction() -> Result<(), SpineError> {
+    // SAFETY: assigns the transaction an id if it has none; we are about to write.
+    let xid = unsafe { pg_sys::GetTopTransactionId() };
+    if REGISTERED.get() == xid {
+        return Ok(());
+    }
+    Spi::run(
+        "INSERT INTO spine.audit_transactions (txid) VALUES (pg_current_xact_id()) \
+         ON CONFLICT (txid) DO NOTHING",
+    )
+    .map_err(internal("audit: record"))?;
+    REGISTERED.set(xid);
+    Ok(())
+}
+
+/// Seals: appends every committed (and this transaction's own) pending audit row to
+/// the chain, waiting for the head's lock. Returns how many rows it appended.
 #[pg_extern(security_definer, volatile)]
 #[search_path(pg_catalog, pg_temp)]
 fn audit_seal() -> Result<i64, ErrorReport> {
-    Ok(seal()?)
+    Ok(seal(Wait::Block)?)
 }
 
-fn seal() -> Result<i64, SpineError> {
+/// What the COMMIT trigger calls: seals when the head is free, otherwise leaves the
+/// rows to the head's holder or the next sealer. Under REPEATABLE READ it leaves
+/// them too (taking a head moved since the snapshot would fail the commit).
+#[pg_extern(security_definer, volatile)]
+#[search_path(pg_catalog, pg_temp)]
+fn audit_seal_at_commit() -> Result<i64, ErrorReport> {
+    // SAFETY: reads the backend's isolation level.
+    let snapshot_isolation = unsafe { pg_sys::XactIsoLevel >= pg_sys::XACT_REPEATABLE_READ as i32 };
+    if snapshot_isolation {
+        return Ok(0);
+    }
+    Ok(seal(Wait::Skip)?)
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Wait {
+    Block,
+    Skip,
+}
+
+fn seal(wait: Wait) -> Result<i64, SpineError> {
     Spi::connect_mut(|client| {
+        // The chain's tip, locked until this transaction ends. A waiting sealer
+        // reads the tip its predecessor committed (READ COMMITTED), or fails with
+        // a serialization error (REPEATABLE READ): never a fork.
+        let head = match wait {
+            Wait::Block => "SELECT seq, hash FROM spine.audit_head FOR UPDATE",
+            Wait::Skip => "SELECT seq, hash FROM spine.audit_head FOR UPDATE SKIP LOCKED",
+        };
+        let mut tip = client
+            .update(head, Some(1), &[])
+            .map_err(internal("audit: seal"))?;
+        if tip.is_empty() {
+            let exists = client
+                .update("SELECT 1 FROM spine.audit_head", Some(1), &[])
+                .map_err(internal("audit: seal"))?;
+            if !exists.is_empty() {
+                // Skip: another sealer holds the head and will take our rows, or
+                // the next one will.
+                return Ok(0);
+            }
+            // The first seal of this database (CREATE EXTENSION makes no head row,
+            // so a pg_dump restore brings its own without a collision).
+            client
+                .update(
+                    "INSERT INTO spine.audit_head (seq, prev_hash, hash) \
+                     SELECT 0, decode(repeat('00', 32), 'hex'), decode(repeat('00', 32), 'hex') \
+                     ON CONFLICT DO NOTHING",
+                    None,
+                    &[],
+                )
+                .map_err(internal("audit: seal"))?;
+            tip = client
+                .update(
+                    "SELECT seq, hash FROM spine.audit_head FOR UPDATE",
+                    Some(1),
+                    &[],
+                )
+                .map_err(internal("audit: seal"))?;
+        }
+        let (seq, hash) = tip.first().get_two::<i64, Vec<u8>>().map_err(|_| {
+            SpineError::Conflict(
+                "the audit chain's head row was created concurrently; retry the transaction".into(),
+            )
+        })?;
+        // Every pending row this snapshot sees: committed ones of any transaction,
+        // and this transaction's own. Rows of transactions still running are left
+        // for a later sealer.
         let pending = client
             .update(
                 "SELECT id, at, actor::text, role, action, target, details::text \
-                 FROM spine.audit_pending WHERE txid = pg_current_xact_id() ORDER BY id",
+                 FROM spine.audit_pending ORDER BY id",
                 None,
                 &[],
             )
@@ -154,34 +240,6 @@ fn seal() -> Result<i64, SpineError> {
         if rows.is_empty() {
             return Ok(0);
         }
-        // The chain's tip, locked until this transaction's commit is done; a
-        // concurrent committer's update is waited for and then read (READ
-        // COMMITTED), or is a serialization failure (REPEATABLE READ): never a fork.
-        let head = "SELECT seq, hash FROM spine.audit_head FOR UPDATE";
-        let mut tip = client
-            .update(head, Some(1), &[])
-            .map_err(internal("audit: seal"))?;
-        if tip.is_empty() {
-            // The first audit write of this database (CREATE EXTENSION makes no head
-            // row, so a pg_dump restore brings its own without a collision).
-            client
-                .update(
-                    "INSERT INTO spine.audit_head (seq, prev_hash, hash) \
-                     SELECT 0, decode(repeat('00', 32), 'hex'), decode(repeat('00', 32), 'hex') \
-                     ON CONFLICT DO NOTHING",
-                    None,
-                    &[],
-                )
-                .map_err(internal("audit: seal"))?;
-            tip = client
-                .update(head, Some(1), &[])
-                .map_err(internal("audit: seal"))?;
-        }
-        let (seq, hash) = tip.first().get_two::<i64, Vec<u8>>().map_err(|_| {
-            SpineError::Conflict(
-                "the audit chain's head row was created concurrently; retry the transaction".into(),
-            )
-        })?;
         let mut seq = seq.unwrap_or_default();
         let mut prev = hash.unwrap_or_default();
         let (mut ids, mut seqs, mut prevs, mut hashes) = (vec![], vec![], vec![], vec![]);
@@ -206,6 +264,7 @@ fn seal() -> Result<i64, SpineError> {
             hashes.push(hash);
         }
         let last_prev = prevs.last().cloned().unwrap_or_default();
+        let ids_sealed = ids.clone();
         client
             .update(
                 "INSERT INTO spine.audit_log (seq, at, actor, role, action, target, details, prev_hash, hash) \
@@ -219,9 +278,9 @@ fn seal() -> Result<i64, SpineError> {
             .map_err(internal("audit: seal"))?;
         client
             .update(
-                "DELETE FROM spine.audit_pending WHERE txid = pg_current_xact_id()",
+                "DELETE FROM spine.audit_pending WHERE id = ANY ($1)",
                 None,
-                &[],
+                &[ids_sealed.into()],
             )
             .map_err(internal("audit: seal"))?;
         client
