@@ -124,7 +124,7 @@ pub async fn run(s: Settings) -> anyhow::Result<()> {
         &format!("spine.audit_verify() over {log} rows"),
         per_second(log as usize, started.elapsed()),
         format!(
-            "chain intact; {} rows written by this run",
+            "chain intact; {} rows written by this run, {waiting} of them still waiting for a sealer at the end",
             log - log_before
         ),
     );
