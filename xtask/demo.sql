@@ -60,3 +60,31 @@ SELECT spine.schedule('nightly-digest', '0 2 * * *', 'messages', '{"digest":true
        IS NOT NULL AS digest_scheduled;
 SELECT jobname, schedule FROM cron.job WHERE jobname LIKE 'spine%' ORDER BY jobname;
 SELECT queue, priority, queued, running, retrying, dead FROM spine.queue_stats() WHERE queue = 'messages';
+
+\echo '8. Trust: a plugin declares what it needs, Alice consents, the vault keeps its token'
+\echo '   encrypted, and every decision lands in the hash-chained audit log.'
+SELECT spine.register_plugin('{"name":"sms-sender","version":"1.0.0","description":"Sends SMS replies",
+  "permissions":{"secrets":["SMS_API_TOKEN"],"network":["api.sms.example"],"events":{"emit":["sms.*"]}}}') AS plugin;
+SELECT coalesce((SELECT id FROM vault.secrets WHERE name = 'SMS_API_TOKEN'),
+                vault.create_secret('demo-token-not-a-real-secret', 'SMS_API_TOKEN', 'demo')) AS secret_id;
+SELECT name, key_id AS key_version, left(secret, 24) || '…' AS stored_ciphertext FROM vault.secrets
+ WHERE name = 'SMS_API_TOKEN';
+BEGIN;
+SET LOCAL ROLE authenticated;
+SELECT set_config('request.jwt.claims', '{"sub":"' || :'alice' || '"}', true) IS NOT NULL AS as_alice;
+SELECT spine.grant_consent('sms-sender', ARRAY['secrets.read:SMS_API_TOKEN']) AS newly_granted;
+COMMIT;
+\echo '   The function host asks for Alice (service_role with her claims):'
+BEGIN;
+SET LOCAL ROLE service_role;
+SELECT set_config('request.jwt.claims', '{"sub":"' || :'alice' || '"}', true) IS NOT NULL AS for_alice;
+SELECT spine.authorize('plugin:sms-sender', 'secrets.read', 'SMS_API_TOKEN') AS may_read_token,
+       spine.authorize('plugin:sms-sender', 'network.fetch', 'api.sms.example') AS may_call_api;
+SELECT name, secret FROM spine.plugin_secrets('sms-sender');
+SELECT set_config('request.jwt.claims', '{"sub":"' || :'bob' || '"}', true) IS NOT NULL AS for_bob;
+SELECT count(*) AS secrets_for_bob FROM spine.plugin_secrets('sms-sender');
+COMMIT;
+SELECT spine.audit_seal() >= 0 AS sealed;
+SELECT seq, role, action, target, details ->> 'reason' AS reason
+  FROM spine.audit_log ORDER BY seq DESC LIMIT 6;
+SELECT spine.audit_verify() IS NULL AS audit_chain_intact;
