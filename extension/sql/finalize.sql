@@ -111,8 +111,8 @@ COMMENT ON FUNCTION spine.plugin_secrets(text) IS
     'The secrets a plugin may read for auth.uid() (declared AND consented); <uid>/<NAME> preferred over <NAME>. Audited.';
 COMMENT ON FUNCTION spine.vault_decrypt(uuid, text, integer, bytea) IS
     'Decrypts one vault.secrets row (used by vault.decrypted_secrets); audited; XX001 on a wrong key or altered row.';
-COMMENT ON FUNCTION spine.vault_create_secret(text, text, text) IS 'Behind vault.create_secret.';
-COMMENT ON FUNCTION spine.vault_update_secret(uuid, text, text, text) IS 'Behind vault.update_secret.';
+COMMENT ON FUNCTION spine.vault_create_secret(text, text, text, uuid) IS 'Behind vault.create_secret.';
+COMMENT ON FUNCTION spine.vault_update_secret(uuid, text, text, text, uuid) IS 'Behind vault.update_secret.';
 COMMENT ON FUNCTION spine.rotate_vault_key() IS
     'Re-encrypts every secret under the newest root key version; returns how many. Audited.';
 COMMENT ON FUNCTION spine.vault_key_versions() IS

@@ -66,14 +66,8 @@ BEGIN
         new_description text DEFAULT '',
         new_key_id uuid DEFAULT NULL
     ) RETURNS uuid
-        LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
-    BEGIN
-        IF new_key_id IS NOT NULL THEN
-            RAISE EXCEPTION 'new_key_id is not supported: Spine''s vault encrypts with its newest root key'
-                USING ERRCODE = 'feature_not_supported';
-        END IF;
-        RETURN spine.vault_create_secret(new_secret, new_name, new_description);
-    END
+        LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
+        SELECT spine.vault_create_secret(new_secret, new_name, new_description, new_key_id)
     $fn$;
     COMMENT ON FUNCTION vault.create_secret(text, text, text, uuid) IS
         'Encrypts and stores a secret; returns its id. Audited.';
@@ -85,14 +79,8 @@ BEGIN
         new_description text DEFAULT NULL,
         new_key_id uuid DEFAULT NULL
     ) RETURNS void
-        LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
-    BEGIN
-        IF new_key_id IS NOT NULL THEN
-            RAISE EXCEPTION 'new_key_id is not supported: Spine''s vault encrypts with its newest root key'
-                USING ERRCODE = 'feature_not_supported';
-        END IF;
-        PERFORM spine.vault_update_secret(secret_id, new_secret, new_name, new_description);
-    END
+        LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
+        SELECT spine.vault_update_secret(secret_id, new_secret, new_name, new_description, new_key_id)
     $fn$;
     COMMENT ON FUNCTION vault.update_secret(uuid, text, text, text, uuid) IS
         'Changes a secret''s value (re-encrypted), name or description; NULL keeps a field. Audited.';

@@ -70,6 +70,15 @@ impl SpineError {
     }
 }
 
+/// Maps a failed SPI statement to [`SpineError::Internal`], naming where it ran:
+/// `.map_err(internal("vault: rotate"))`.
+pub fn internal(context: &'static str) -> impl Fn(pgrx::spi::SpiError) -> SpineError {
+    move |e| SpineError::Internal {
+        context,
+        message: e.to_string(),
+    }
+}
+
 impl From<SpineError> for ErrorReport {
     fn from(e: SpineError) -> Self {
         let report = ErrorReport::new(e.sqlstate(), e.to_string(), "spine");

@@ -158,6 +158,15 @@ async fn wrong_or_missing_key_is_a_clear_error() {
     db.batch_execute("RESET spine.vault_key_file")
         .await
         .unwrap();
+    // Choosing a key (supabase_vault's new_key_id) is refused, not ignored.
+    let err = db
+        .query(
+            "SELECT vault.create_secret('x', NULL, '', gen_random_uuid())",
+            &[],
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&err), Some("0A000"), "{err:?}");
     let back: String = one(&db, read, &[&id]).await;
     assert_eq!(back, plaintext);
     for f in [wrong, other_version] {

@@ -15,7 +15,7 @@
 pub mod chain;
 
 use crate::caller;
-use crate::error::SpineError;
+use crate::error::{internal, SpineError};
 use pgrx::datum::TimestampWithTimeZone;
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
@@ -47,13 +47,6 @@ pub fn check_action(action: &str) -> Result<(), SpineError> {
                 "\"{action}\" must be lowercase dotted words such as consent.granted (at most {MAX_NAME_LEN} bytes)"
             ),
         })
-    }
-}
-
-fn internal(context: &'static str) -> impl Fn(pgrx::spi::SpiError) -> SpineError {
-    move |e| SpineError::Internal {
-        context,
-        message: e.to_string(),
     }
 }
 

@@ -8,10 +8,10 @@
 //! too.
 
 use super::manifest::{self, Action, Manifest};
-use super::{current_owner, internal, load_plugin};
+use super::{current_owner, load_plugin};
 use crate::audit;
 use crate::caller;
-use crate::error::SpineError;
+use crate::error::{internal, SpineError};
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
 use pgrx::Uuid;

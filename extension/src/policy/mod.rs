@@ -11,7 +11,7 @@ pub mod consent;
 pub mod manifest;
 
 use crate::audit;
-use crate::error::SpineError;
+use crate::error::{internal, SpineError};
 use crate::spi_ext::optional_row;
 use manifest::{Action, Manifest};
 use pgrx::pg_sys::panic::ErrorReport;
@@ -23,13 +23,6 @@ use serde_json::json;
 pub struct Plugin {
     pub manifest: Manifest,
     pub enabled: bool,
-}
-
-fn internal(context: &'static str) -> impl Fn(pgrx::spi::SpiError) -> SpineError {
-    move |e| SpineError::Internal {
-        context,
-        message: e.to_string(),
-    }
 }
 
 /// Loads a registered plugin, or None when there is none of that name.

@@ -15,7 +15,7 @@ pub mod cipher;
 pub mod keys;
 
 use crate::audit;
-use crate::error::SpineError;
+use crate::error::{internal, SpineError};
 use crate::policy::{self, Decision};
 use crate::spi_ext::optional_row;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -28,13 +28,6 @@ use serde_json::json;
 
 /// Largest secret accepted (bytes of UTF-8).
 const MAX_SECRET_BYTES: usize = 64 * 1024;
-
-fn internal(context: &'static str) -> impl Fn(pgrx::spi::SpiError) -> SpineError {
-    move |e| SpineError::Internal {
-        context,
-        message: e.to_string(),
-    }
-}
 
 /// Whether `vault.secrets` is Spine's (and not supabase_vault's).
 fn spine_owns_vault() -> Result<bool, SpineError> {
@@ -57,6 +50,19 @@ fn require_spine_vault() -> Result<(), SpineError> {
             "the vault schema belongs to supabase_vault here; manage its keys with its own tools"
                 .into(),
         ))
+    }
+}
+
+/// supabase_vault lets callers pick a pgsodium key; Spine's vault always encrypts
+/// with the newest root key version, so an explicit key is refused, not ignored.
+fn refuse_key_id(key_id: Option<Uuid>) -> Result<(), ErrorReport> {
+    match key_id {
+        None => Ok(()),
+        Some(_) => Err(ErrorReport::new(
+            PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
+            "new_key_id is not supported: Spine's vault encrypts with its newest root key",
+            "vault",
+        )),
     }
 }
 
@@ -97,7 +103,9 @@ fn vault_create_secret(
     secret: Option<&str>,
     name: Option<&str>,
     description: Option<&str>,
+    key_id: Option<Uuid>,
 ) -> Result<Uuid, ErrorReport> {
+    refuse_key_id(key_id)?;
     require_spine_vault()?;
     let secret = secret.ok_or(SpineError::NullArgument("new_secret"))?;
     wait_for_rotation()?;
@@ -133,7 +141,9 @@ fn vault_update_secret(
     secret: Option<&str>,
     name: Option<&str>,
     description: Option<&str>,
+    key_id: Option<Uuid>,
 ) -> Result<(), ErrorReport> {
+    refuse_key_id(key_id)?;
     let id = id.ok_or(SpineError::NullArgument("secret_id"))?;
     require_spine_vault()?;
     wait_for_rotation()?;
