@@ -4,12 +4,14 @@
 //! - [`audit`]: audited writes next to the same writes unaudited.
 //! - [`jobs`]: the queue's enqueue and drain rates next to raw Postgres limits and
 //!   pg-boss / graphile-worker.
+//! - [`rules`]: the cost of 0–1,000 rules per event on event insert.
 //! - [`relay`]: outbox → JetStream drain rate and commit→delivery latency, next to
 //!   the raw JetStream publish rate on the same server.
 
 mod audit;
 mod jobs;
 mod relay;
+mod rules;
 mod stats;
 
 #[tokio::main]
@@ -51,6 +53,18 @@ async fn main() -> anyhow::Result<()> {
             })
             .await
         }
-        other => anyhow::bail!("unknown benchmark `{other}` (available: relay, jobs, audit)"),
+        "rules" => {
+            rules::run(rules::Settings {
+                database_url: env("DATABASE_URL")?,
+                events: env("SPINE_BENCH_EVENTS")
+                    .ok()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(10_000),
+            })
+            .await
+        }
+        other => {
+            anyhow::bail!("unknown benchmark `{other}` (available: relay, jobs, audit, rules)")
+        }
     }
 }

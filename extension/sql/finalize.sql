@@ -10,6 +10,10 @@ SELECT pg_catalog.pg_extension_config_dump('spine.queues', '');
 SELECT pg_catalog.pg_extension_config_dump('spine.jobs', '');
 SELECT pg_catalog.pg_extension_config_dump('spine.jobs_archive', '');
 SELECT pg_catalog.pg_extension_config_dump('spine.schedules', '');
+SELECT pg_catalog.pg_extension_config_dump('spine.rules', '');
+SELECT pg_catalog.pg_extension_config_dump('spine.state', '');
+SELECT pg_catalog.pg_extension_config_dump('spine.rule_firings', '');
+SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('spine.rule_firings', 'id')::regclass, '');
 SELECT pg_catalog.pg_extension_config_dump('spine.audit_log', '');
 SELECT pg_catalog.pg_extension_config_dump('spine.audit_head', '');
 SELECT pg_catalog.pg_extension_config_dump('spine.audit_pending', '');
@@ -63,6 +67,25 @@ GRANT EXECUTE ON FUNCTION
     spine.schedule(text, text, text, jsonb, spine.job_priority),
     spine.unschedule(text)
     TO service_role;
+
+-- Rules.
+GRANT EXECUTE ON FUNCTION
+    spine.save_rule(text, text, jsonb, jsonb, integer, boolean, uuid),
+    spine.delete_rule(text, uuid),
+    spine.set_state(text, jsonb),
+    spine.get_state(text),
+    spine.explain(uuid)
+    TO authenticated, service_role;
+GRANT EXECUTE ON FUNCTION spine.replay_event(uuid) TO service_role;
+COMMENT ON FUNCTION spine.save_rule(text, text, jsonb, jsonb, integer, boolean, uuid) IS
+    'Creates or replaces (by name) a rule of the user: on_event, JsonLogic condition, actions; validated when saved. Returns its id.';
+COMMENT ON FUNCTION spine.delete_rule(text, uuid) IS 'Deletes a rule of the user; its firings stay.';
+COMMENT ON FUNCTION spine.set_state(text, jsonb) IS 'Sets (NULL: deletes) a key of the user''s state, which rules read as state.<key>.';
+COMMENT ON FUNCTION spine.get_state(text) IS 'A key of the user''s state.';
+COMMENT ON FUNCTION spine.explain(uuid) IS
+    'For each rule of the event''s owner: considered, matches, fired, and why (not); the inputs its condition read.';
+COMMENT ON FUNCTION spine.replay_event(uuid) IS
+    'Evaluates the owner''s rules again on a stored event; rules that already fired for it do nothing.';
 
 -- Trust: audit, policy, vault.
 GRANT EXECUTE ON FUNCTION

@@ -184,6 +184,50 @@ CREATE FUNCTION spine.lock_idempotency_key(queue text, owner uuid, key text) RET
         pg_catalog.hashtext(queue || '/' || coalesce(owner::text, '-') || '/' || key))
 $$;
 
+-- The keyed enqueue: a key live or archived for (queue, owner) returns that job.
+-- No permission checks of its own: spine.enqueue checks the caller first, and the
+-- rules engine checks the rule's owner.
+CREATE FUNCTION spine.enqueue_keyed(
+    queue text,
+    owner uuid,
+    payload jsonb,
+    priority spine.job_priority,
+    run_at timestamptz,
+    idempotency_key text,
+    max_attempts integer
+) RETURNS bigint
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+DECLARE
+    job_id bigint;
+BEGIN
+    PERFORM spine.lock_idempotency_key(enqueue_keyed.queue, enqueue_keyed.owner, enqueue_keyed.idempotency_key);
+    -- A finished job keeps its key for the queue's retention: replays do nothing.
+    SELECT a.id INTO job_id FROM spine.jobs_archive a
+     WHERE a.queue = enqueue_keyed.queue
+       AND spine.job_owner_key(a.owner_id) = spine.job_owner_key(enqueue_keyed.owner)
+       AND a.idempotency_key = enqueue_keyed.idempotency_key;
+    IF job_id IS NOT NULL THEN
+        RETURN job_id;
+    END IF;
+    INSERT INTO spine.jobs (queue, owner_id, priority, payload, run_at, idempotency_key, max_attempts)
+    VALUES (enqueue_keyed.queue, enqueue_keyed.owner, enqueue_keyed.priority, enqueue_keyed.payload,
+            coalesce(enqueue_keyed.run_at, now()), enqueue_keyed.idempotency_key, enqueue_keyed.max_attempts)
+    ON CONFLICT (queue, spine.job_owner_key(owner_id), idempotency_key)
+        WHERE idempotency_key IS NOT NULL DO NOTHING
+    RETURNING id INTO job_id;
+    IF job_id IS NULL THEN
+        SELECT j.id INTO job_id FROM spine.jobs j
+         WHERE j.queue = enqueue_keyed.queue
+           AND spine.job_owner_key(j.owner_id) = spine.job_owner_key(enqueue_keyed.owner)
+           AND j.idempotency_key = enqueue_keyed.idempotency_key;
+    END IF;
+    RETURN job_id;
+END
+$$;
+COMMENT ON FUNCTION spine.enqueue_keyed(text, uuid, jsonb, spine.job_priority, timestamptz, text, integer) IS
+    'Enqueues a job for owner with an idempotency key, or returns the live or archived job that has it. Checks no permissions: callers do.';
+
 CREATE FUNCTION spine.enqueue(
     queue text,
     payload jsonb,
@@ -220,26 +264,8 @@ BEGIN
         RETURNING id INTO job_id;
         RETURN job_id;
     END IF;
-    PERFORM spine.lock_idempotency_key(enqueue.queue, owner, enqueue.idempotency_key);
-    -- A finished job keeps its key for the queue's retention: replays do nothing.
-    SELECT a.id INTO job_id FROM spine.jobs_archive a
-     WHERE a.queue = enqueue.queue AND spine.job_owner_key(a.owner_id) = spine.job_owner_key(owner)
-       AND a.idempotency_key = enqueue.idempotency_key;
-    IF job_id IS NOT NULL THEN
-        RETURN job_id;
-    END IF;
-    INSERT INTO spine.jobs (queue, owner_id, priority, payload, run_at, idempotency_key, max_attempts)
-    VALUES (enqueue.queue, owner, enqueue.priority, enqueue.payload, coalesce(enqueue.run_at, now()),
-            enqueue.idempotency_key, enqueue.max_attempts)
-    ON CONFLICT (queue, spine.job_owner_key(owner_id), idempotency_key)
-        WHERE idempotency_key IS NOT NULL DO NOTHING
-    RETURNING id INTO job_id;
-    IF job_id IS NULL THEN
-        SELECT j.id INTO job_id FROM spine.jobs j
-         WHERE j.queue = enqueue.queue AND spine.job_owner_key(j.owner_id) = spine.job_owner_key(owner)
-           AND j.idempotency_key = enqueue.idempotency_key;
-    END IF;
-    RETURN job_id;
+    RETURN spine.enqueue_keyed(enqueue.queue, owner, enqueue.payload, enqueue.priority,
+                               enqueue.run_at, enqueue.idempotency_key, enqueue.max_attempts);
 END
 $$;
 COMMENT ON FUNCTION spine.enqueue(text, jsonb, spine.job_priority, timestamptz, text, integer) IS

@@ -27,7 +27,22 @@ pub static VAULT_KEY_FILE: GucSetting<Option<CString>> = GucSetting::<Option<CSt
 pub static VAULT_KEY_COMMAND: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(None);
 
+/// `spine.rules_max_depth`: how often one rule may fire within one causal chain
+/// (an event caused by its own actions, directly or through other rules). 1 means
+/// a rule never fires again because of itself.
+pub static RULES_MAX_DEPTH: GucSetting<i32> = GucSetting::<i32>::new(1);
+
 pub fn init() {
+    GucRegistry::define_int_guc(
+        c"spine.rules_max_depth",
+        c"How often one rule may fire within one causal chain of events (loop guard).",
+        c"1: a rule never fires again on events its own actions caused.",
+        &RULES_MAX_DEPTH,
+        1,
+        16,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
     GucRegistry::define_string_guc(
         c"spine.vault_key_file",
         c"File holding the vault's root keys (version:hex per line).",
@@ -98,4 +113,9 @@ pub fn vault_key_file() -> Option<String> {
 /// The vault key command, when set.
 pub fn vault_key_command() -> Option<String> {
     non_empty(&VAULT_KEY_COMMAND)
+}
+
+/// The loop guard's depth.
+pub fn rules_max_depth() -> usize {
+    RULES_MAX_DEPTH.get().max(1) as usize
 }

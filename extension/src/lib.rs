@@ -8,6 +8,7 @@
 //! - [`jobs`]: retry backoff and validation for the job queue (`sql/jobs.sql`).
 //! - [`meta`]: `spine.version()` and other facts about the installed extension.
 //! - [`policy`]: plugin manifests, owners' consents, `spine.authorize`.
+//! - [`rules`]: JsonLogic rules evaluated on every event, their actions and firings.
 //! - [`vault`]: the Supabase-Vault-compatible secret store and key rotation.
 //! - [`spi_ext`]: small helpers over SPI results.
 //!
@@ -29,6 +30,7 @@ pub mod gucs;
 pub mod jobs;
 pub mod meta;
 pub mod policy;
+pub mod rules;
 mod schema;
 pub mod spi_ext;
 pub mod vault;
@@ -38,6 +40,7 @@ pub mod vault;
 #[pg_guard]
 extern "C-unwind" fn _PG_init() {
     gucs::init();
+    rules::cache::register_invalidation();
 }
 
 #[cfg(any(test, feature = "pg_test"))]

@@ -59,4 +59,11 @@ extension_sql_file!(
     ]
 );
 
+// Rules, state and firings.
+extension_sql_file!(
+    "../sql/rules.sql",
+    name = "rules",
+    requires = ["supabase_compat", "jobs"]
+);
+
 extension_sql_file!("../sql/finalize.sql", name = "finalize", finalize);

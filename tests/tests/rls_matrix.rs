@@ -90,7 +90,8 @@ async fn attempt(db: &mut Client, who: &Principal, sql: &str) -> Result<i64, Str
 }
 
 /// Gives both users rows in every table that has owners: events, live and
-/// archived jobs, consents, and the audit rows those actions write.
+/// archived jobs, consents and the audit rows those actions write, a rule, its
+/// firing and the state it sets.
 async fn seed(db: &mut Client, users: [Uuid; 2]) {
     let queue = format!("m{}", Uuid::new_v4().simple());
     db.execute(
@@ -115,7 +116,9 @@ async fn seed(db: &mut Client, users: [Uuid; 2]) {
         )
         .await;
         tx.batch_execute(&format!(
-            "SELECT spine.emit('matrix.RowWritten', '{{}}'); \
+            "SELECT spine.save_rule('matrix', 'matrix.RowWritten', 'true', \
+                 '[{{\"set_state\": {{\"key\": \"written\", \"value\": true}}}}]'); \
+             SELECT spine.emit('matrix.RowWritten', '{{}}'); \
              SELECT spine.enqueue('{queue}', '{{}}'); \
              SELECT spine.enqueue('{queue}', '{{}}', idempotency_key => 'archived'); \
              SELECT spine.grant_consent('{plugin}', ARRAY['*']);"

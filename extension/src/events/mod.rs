@@ -6,6 +6,8 @@ pub mod event_type;
 
 use crate::error::SpineError;
 use crate::gucs;
+use crate::rules;
+use pgrx::datum::TimestampWithTimeZone;
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
 use pgrx::{JsonB, Uuid};
@@ -94,10 +96,23 @@ pub fn emit_event(event: NewEvent<'_>) -> Result<Uuid, SpineError> {
         (None, Some(cause)) => correlation_of(cause, event.owner_id)?.unwrap_or(id),
         (None, None) => id,
     };
+    // The owner's rules that listen to this type (usually none: one cache lookup).
+    let rules = match event.owner_id {
+        Some(owner) => rules::engine::candidates(owner, event.event_type)?,
+        None => Vec::new(),
+    };
+    // SAFETY: reads the backend's clock (what clock_timestamp() returns).
+    let now = unsafe { pg_sys::GetCurrentTimestamp() };
+    let occurred_at = TimestampWithTimeZone::try_from(now).map_err(|e| SpineError::Internal {
+        context: "emit: clock",
+        message: format!("{e:?}"),
+    })?;
+    // Rules read the data after the insert took it.
+    let data_for_rules = (!rules.is_empty()).then(|| event.data.0.clone());
     Spi::run_with_args(
         "INSERT INTO spine.events \
-         (id, type, subject, owner_id, data, correlation_id, causation_id) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+         (id, type, subject, owner_id, data, correlation_id, causation_id, occurred_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         &[
             id.into(),
             event.event_type.into(),
@@ -106,13 +121,52 @@ pub fn emit_event(event: NewEvent<'_>) -> Result<Uuid, SpineError> {
             event.data.into(),
             correlation_id.into(),
             event.causation_id.into(),
+            occurred_at.into(),
         ],
     )
     .map_err(|e| SpineError::Internal {
         context: "emit",
         message: e.to_string(),
     })?;
+    if let (Some(owner), Some(data)) = (event.owner_id, data_for_rules) {
+        rules::engine::on_event(&rules::engine::EventInfo {
+            id,
+            event_type: event.event_type,
+            subject: event.subject,
+            owner,
+            data: &data,
+            correlation_id,
+            causation_id: event.causation_id,
+            time: rfc3339(now),
+        })?;
+    }
     Ok(id)
+}
+
+/// A PostgreSQL timestamp (microseconds since 2000-01-01 UTC) as RFC 3339 in UTC
+/// with microseconds, the way the relay writes an envelope's `time`.
+pub fn rfc3339(pg_micros: i64) -> String {
+    const UNIX_TO_PG_DAYS: i64 = 10_957;
+    let micros = pg_micros.rem_euclid(86_400_000_000);
+    let days = pg_micros.div_euclid(86_400_000_000) + UNIX_TO_PG_DAYS;
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let secs = micros / 1_000_000;
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:06}Z",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60,
+        micros % 1_000_000
+    )
 }
 
 /// The correlation id of an earlier event, if it is (still) in the outbox and the
@@ -192,6 +246,23 @@ fn null_argument(name: &'static str) -> ErrorReport {
     } else {
         "Pass an event type such as 'data.EntityCreated'."
     })
+}
+
+#[cfg(test)]
+mod time_tests {
+    use super::rfc3339;
+
+    #[test]
+    fn rfc3339_in_utc() {
+        assert_eq!(rfc3339(0), "2000-01-01T00:00:00.000000Z");
+        assert_eq!(rfc3339(-1), "1999-12-31T23:59:59.999999Z");
+        // 2026-11-25T11:54:27.058096Z
+        let days = 9_825; // 2000-01-01 .. 2026-11-25
+        let t = days * 86_400_000_000 + ((11 * 3600 + 54 * 60 + 27) * 1_000_000 + 58_096);
+        assert_eq!(rfc3339(t), "2026-11-25T11:54:27.058096Z");
+        // 2000 is a leap year: day 59 is February 29.
+        assert_eq!(rfc3339(59 * 86_400_000_000), "2000-02-29T00:00:00.000000Z");
+    }
 }
 
 #[cfg(any(test, feature = "pg_test"))]

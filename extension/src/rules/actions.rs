@@ -1,0 +1,291 @@
+//! A rule's actions, parsed strictly when the rule is saved:
+//!
+//! ```json
+//! [{"enqueue":       {"queue": "messages", "payload": {…}, "priority": "realtime"}},
+//!  {"emit":          {"type": "assistant.ReplyQueued", "data": {…}}},
+//!  {"set_state":     {"key": "last_caller", "value": "{{event.data.caller}}"}},
+//!  {"call_function": {"name": "sms-sender", "payload": {…}}},
+//!  {"webhook":       {"url": "https://hooks.example.com/x", "payload": {…}, "headers": {…}}}]
+//! ```
+//!
+//! Payloads, data and values are [`Template`]s. What needs the database (does the
+//! queue exist and accept users' jobs) is checked by the caller.
+
+use super::template::Template;
+use crate::events::{event_type, RESERVED_DOMAINS};
+use serde_json::{Map, Value};
+
+/// Most actions in one rule.
+const MAX_ACTIONS: usize = 20;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    Enqueue {
+        queue: String,
+        payload: Template,
+        priority: String,
+    },
+    Emit {
+        event_type: String,
+        data: Template,
+    },
+    SetState {
+        key: String,
+        value: Template,
+    },
+    CallFunction {
+        name: String,
+        payload: Template,
+    },
+    Webhook {
+        url: String,
+        payload: Template,
+        headers: Map<String, Value>,
+    },
+}
+
+impl Action {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Action::Enqueue { .. } => "enqueue",
+            Action::Emit { .. } => "emit",
+            Action::SetState { .. } => "set_state",
+            Action::CallFunction { .. } => "call_function",
+            Action::Webhook { .. } => "webhook",
+        }
+    }
+
+    /// Whether running the action reads the owner's state.
+    pub fn reads_state(&self) -> bool {
+        match self {
+            Action::Enqueue { payload, .. }
+            | Action::CallFunction { payload, .. }
+            | Action::Webhook { payload, .. } => payload.reads("state"),
+            Action::Emit { data, .. } => data.reads("state"),
+            Action::SetState { value, .. } => value.reads("state"),
+        }
+    }
+}
+
+/// The fields of one action object, with unknown fields refused.
+struct Fields<'a> {
+    kind: &'static str,
+    map: &'a Map<String, Value>,
+}
+
+impl<'a> Fields<'a> {
+    fn new(kind: &'static str, value: &'a Value, allowed: &[&str]) -> Result<Self, String> {
+        let map = value
+            .as_object()
+            .ok_or_else(|| format!("{kind}: expected an object"))?;
+        if let Some(unknown) = map.keys().find(|k| !allowed.contains(&k.as_str())) {
+            return Err(format!(
+                "{kind}: unknown field \"{unknown}\" (expected {})",
+                allowed.join(", ")
+            ));
+        }
+        Ok(Fields { kind, map })
+    }
+
+    fn text(&self, name: &str) -> Result<String, String> {
+        match self.map.get(name) {
+            Some(Value::String(s)) if !s.is_empty() => Ok(s.clone()),
+            _ => Err(format!(
+                "{}: \"{name}\" must be a non-empty string",
+                self.kind
+            )),
+        }
+    }
+
+    fn template(&self, name: &str) -> Result<Template, String> {
+        Template::compile(self.map.get(name).unwrap_or(&Value::Object(Map::new())))
+            .map_err(|e| format!("{}.{name}: {e}", self.kind))
+    }
+}
+
+/// Webhook targets: https URLs to a named host. Internal addresses are refused here
+/// (IP literals, localhost); the http handler reaches whatever a name resolves to.
+fn check_webhook_url(url: &str) -> Result<(), String> {
+    let rest = url
+        .strip_prefix("https://")
+        .ok_or_else(|| format!("webhook: url \"{url}\" must start with https://"))?;
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, h)| h)
+        .split(':')
+        .next()
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    let is_ip = host.starts_with('[') || host.parse::<std::net::Ipv4Addr>().is_ok();
+    let local = host == "localhost" || host.ends_with(".localhost") || host.ends_with(".local");
+    if host.is_empty() || !host.contains('.') || is_ip || local {
+        return Err(format!(
+            "webhook: url \"{url}\" must name a public host (no IP address, localhost or .local)"
+        ));
+    }
+    Ok(())
+}
+
+fn parse_one(value: &Value) -> Result<Action, String> {
+    let map = value
+        .as_object()
+        .filter(|m| m.len() == 1)
+        .ok_or_else(|| "each action is an object with one key: enqueue, emit, set_state, call_function or webhook".to_string())?;
+    let (kind, body) = map.iter().next().expect("one entry");
+    match kind.as_str() {
+        "enqueue" => {
+            let f = Fields::new("enqueue", body, &["queue", "payload", "priority"])?;
+            let priority = match f.map.get("priority") {
+                None => "interactive".to_string(),
+                Some(Value::String(p)) if ["realtime", "interactive", "background"].contains(&p.as_str()) => {
+                    p.clone()
+                }
+                Some(other) => {
+                    return Err(format!(
+                        "enqueue: priority {other} is not realtime, interactive or background"
+                    ))
+                }
+            };
+            Ok(Action::Enqueue {
+                queue: f.text("queue")?,
+                payload: f.template("payload")?,
+                priority,
+            })
+        }
+        "emit" => {
+            let f = Fields::new("emit", body, &["type", "data"])?;
+            let event_type = f.text("type")?;
+            event_type::validate(&event_type).map_err(|r| format!("emit: type \"{event_type}\" {r}"))?;
+            let domain = event_type.split('.').next().unwrap_or_default();
+            if RESERVED_DOMAINS.contains(&domain) {
+                return Err(format!(
+                    "emit: domain \"{domain}\" is reserved for Spine; rules emit in a domain of their own"
+                ));
+            }
+            Ok(Action::Emit {
+                event_type,
+                data: f.template("data")?,
+            })
+        }
+        "set_state" => {
+            let f = Fields::new("set_state", body, &["key", "value"])?;
+            let key = f.text("key")?;
+            if key.len() > 200 {
+                return Err("set_state: key is longer than 200 bytes".into());
+            }
+            Ok(Action::SetState {
+                key,
+                value: Template::compile(f.map.get("value").unwrap_or(&Value::Null))
+                    .map_err(|e| format!("set_state.value: {e}"))?,
+            })
+        }
+        "call_function" => {
+            let f = Fields::new("call_function", body, &["name", "payload"])?;
+            let name = f.text("name")?;
+            crate::policy::manifest::check_plugin_name(&name)
+                .map_err(|e| format!("call_function: {e}"))?;
+            Ok(Action::CallFunction {
+                name,
+                payload: f.template("payload")?,
+            })
+        }
+        "webhook" => {
+            let f = Fields::new("webhook", body, &["url", "payload", "headers"])?;
+            let url = f.text("url")?;
+            check_webhook_url(&url)?;
+            let headers = match f.map.get("headers") {
+                None => Map::new(),
+                Some(Value::Object(h)) if h.values().all(Value::is_string) => h.clone(),
+                Some(_) => return Err("webhook: headers must be an object of strings".into()),
+            };
+            Ok(Action::Webhook {
+                url,
+                payload: f.template("payload")?,
+                headers,
+            })
+        }
+        other => Err(format!(
+            "unknown action \"{other}\" (expected enqueue, emit, set_state, call_function or webhook)"
+        )),
+    }
+}
+
+/// Parses a rule's action list; errors name the action by position.
+pub fn parse(value: &Value) -> Result<Vec<Action>, String> {
+    let list = value
+        .as_array()
+        .ok_or_else(|| "actions must be a JSON array".to_string())?;
+    if list.is_empty() || list.len() > MAX_ACTIONS {
+        return Err(format!("a rule has 1 to {MAX_ACTIONS} actions"));
+    }
+    list.iter()
+        .enumerate()
+        .map(|(i, a)| parse_one(a).map_err(|e| format!("action {}: {e}", i + 1)))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn every_kind_parses() {
+        let actions = parse(&json!([
+            {"enqueue": {"queue": "messages", "payload": {"to": "{{event.data.caller}}"}, "priority": "realtime"}},
+            {"emit": {"type": "assistant.ReplyQueued", "data": {"for": "{{event.id}}"}}},
+            {"set_state": {"key": "last_caller", "value": "{{event.data.caller}}"}},
+            {"call_function": {"name": "sms-sender", "payload": {}}},
+            {"webhook": {"url": "https://hooks.example.com/in", "headers": {"X-A": "b"}}}
+        ]))
+        .unwrap();
+        let kinds: Vec<&str> = actions.iter().map(Action::kind).collect();
+        assert_eq!(
+            kinds,
+            ["enqueue", "emit", "set_state", "call_function", "webhook"]
+        );
+    }
+
+    #[test]
+    fn bad_actions_say_which_and_why() {
+        for (actions, expected) in [
+            (json!({}), "array"),
+            (json!([]), "1 to 20"),
+            (
+                json!([{"launch": {}}]),
+                "action 1: unknown action \"launch\"",
+            ),
+            (
+                json!([{"enqueue": {"queue": "q", "prio": 1}}]),
+                "unknown field \"prio\"",
+            ),
+            (
+                json!([{"enqueue": {"queue": "q", "priority": "urgent"}}]),
+                "priority",
+            ),
+            (
+                json!([{"emit": {"type": "data.EntityCreated"}}]),
+                "reserved",
+            ),
+            (json!([{"emit": {"type": "x.DoIt"}}]), "past tense"),
+            (json!([{"set_state": {"key": ""}}]), "\"key\" must be"),
+            (json!([{"webhook": {"url": "http://example.com"}}]), "https"),
+            (
+                json!([{"webhook": {"url": "https://169.254.169.254/latest"}}]),
+                "public host",
+            ),
+            (
+                json!([{"webhook": {"url": "https://localhost:8080/"}}]),
+                "public host",
+            ),
+            (
+                json!([{"enqueue": {"queue": "q", "payload": "{{secret.x}}"}}]),
+                "must start with",
+            ),
+        ] {
+            let err = parse(&actions).unwrap_err();
+            assert!(err.contains(expected), "{actions}: {err}");
+        }
+    }
+}

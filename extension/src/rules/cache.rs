@@ -1,0 +1,236 @@
+//! Compiled rules, cached per backend and per owner.
+//!
+//! A backend is one thread, so the cache is a `thread_local!`. Saving or deleting
+//! a rule invalidates the relcache entry of `spine.rules`
+//! (`CacheInvalidateRelcacheByRelid`); PostgreSQL delivers that to every backend
+//! when the change commits (and to this one at its next command), and the
+//! callback registered in `_PG_init` drops the cache. So an event never meets a
+//! stale rule, and an unchanged rule set costs one flag check per event.
+
+use super::actions::{self, Action};
+use super::jsonlogic::Expr;
+use crate::error::{internal, SpineError};
+use pgrx::prelude::*;
+use pgrx::{JsonB, Uuid};
+use serde_json::Value;
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+
+/// Which events a rule listens to: one type, or every type of a domain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Pattern {
+    Exact(String),
+    Domain(String),
+}
+
+impl Pattern {
+    pub fn parse(on_event: &str) -> Result<Pattern, String> {
+        match on_event.strip_suffix(".*") {
+            Some(domain) => {
+                crate::events::event_type::validate(&format!("{domain}.Matched")).map_err(
+                    |_| format!("on_event \"{on_event}\" is not domain.* with a valid domain"),
+                )?;
+                Ok(Pattern::Domain(format!("{domain}.")))
+            }
+            None => crate::events::event_type::validate(on_event)
+                .map(|()| Pattern::Exact(on_event.to_string()))
+                .map_err(|reason| format!("on_event \"{on_event}\" {reason}")),
+        }
+    }
+
+    pub fn matches(&self, event_type: &str) -> bool {
+        match self {
+            Pattern::Exact(t) => t == event_type,
+            Pattern::Domain(prefix) => event_type.starts_with(prefix.as_str()),
+        }
+    }
+}
+
+/// A rule ready to evaluate.
+#[derive(Debug)]
+pub struct Rule {
+    pub id: Uuid,
+    pub name: String,
+    pub on_event: String,
+    pub pattern: Pattern,
+    pub condition: Expr,
+    pub actions: Vec<Action>,
+    /// The var paths the condition reads: recorded with each firing.
+    pub inputs: Vec<String>,
+    /// Whether evaluating or acting reads the owner's state.
+    pub reads_state: bool,
+}
+
+impl Rule {
+    /// Compiles a stored or submitted rule; the error names what is wrong.
+    pub fn compile(
+        id: Uuid,
+        name: String,
+        on_event: String,
+        condition: &Value,
+        actions: &Value,
+    ) -> Result<Rule, String> {
+        let pattern = Pattern::parse(&on_event)?;
+        let condition = Expr::compile(condition).map_err(|e| format!("condition: {e}"))?;
+        let actions = actions::parse(actions)?;
+        let mut inputs = Vec::new();
+        condition.var_paths(&mut inputs);
+        for path in &inputs {
+            let root = path.split('.').next().unwrap_or_default();
+            if !path.is_empty() && !super::template::ROOTS.contains(&root) {
+                return Err(format!(
+                    "condition: var \"{path}\" must start with event, entity or state"
+                ));
+            }
+        }
+        let reads_state = inputs
+            .iter()
+            .any(|p| p.is_empty() || p.starts_with("state"))
+            || actions.iter().any(Action::reads_state);
+        Ok(Rule {
+            id,
+            name,
+            on_event,
+            pattern,
+            condition,
+            actions,
+            inputs,
+            reads_state,
+        })
+    }
+}
+
+/// Most owners whose rules one backend keeps; beyond it the cache starts over.
+const MAX_OWNERS: usize = 10_000;
+
+/// One owner's enabled rules, in evaluation order.
+pub type OwnerRules = Rc<Vec<Rc<Rule>>>;
+
+thread_local! {
+    static OWNERS: RefCell<HashMap<[u8; 16], OwnerRules>> = RefCell::new(HashMap::new());
+    static STALE: Cell<bool> = const { Cell::new(false) };
+    static RULES_OID: Cell<pg_sys::Oid> = const { Cell::new(pg_sys::InvalidOid) };
+}
+
+/// Relcache invalidation callback: any invalidation of `spine.rules` (or a full
+/// reset, relid 0) makes the cache stale.
+#[pg_guard]
+unsafe extern "C-unwind" fn relcache_changed(_arg: pg_sys::Datum, relid: pg_sys::Oid) {
+    let rules = RULES_OID.get();
+    if relid == pg_sys::InvalidOid || rules == pg_sys::InvalidOid || relid == rules {
+        STALE.set(true);
+    }
+}
+
+/// Called from `_PG_init`, once per backend.
+pub fn register_invalidation() {
+    // SAFETY: registering a callback is what _PG_init is for; it lives as long as
+    // the backend.
+    unsafe {
+        pg_sys::CacheRegisterRelcacheCallback(Some(relcache_changed), pg_sys::Datum::from(0));
+    }
+}
+
+fn rules_oid() -> Result<pg_sys::Oid, SpineError> {
+    if RULES_OID.get() == pg_sys::InvalidOid {
+        let oid = Spi::get_one::<pg_sys::Oid>("SELECT 'spine.rules'::regclass::oid")
+            .map_err(internal("rules: table oid"))?
+            .unwrap_or(pg_sys::InvalidOid);
+        RULES_OID.set(oid);
+    }
+    Ok(RULES_OID.get())
+}
+
+/// Tells every backend (at commit; this one at its next command) that rules changed.
+pub fn invalidate() -> Result<(), SpineError> {
+    let oid = rules_oid()?;
+    // SAFETY: queues a relcache invalidation for an existing relation.
+    unsafe { pg_sys::CacheInvalidateRelcacheByRelid(oid) };
+    Ok(())
+}
+
+/// The enabled rules of `owner`, highest priority first (then by name).
+pub fn rules_of(owner: Uuid) -> Result<OwnerRules, SpineError> {
+    rules_oid()?;
+    if STALE.replace(false) {
+        OWNERS.with(|o| o.borrow_mut().clear());
+    }
+    let key = *owner.as_bytes();
+    if let Some(found) = OWNERS.with(|o| o.borrow().get(&key).cloned()) {
+        return Ok(found);
+    }
+    let loaded = Rc::new(load(owner)?);
+    OWNERS.with(|o| {
+        let mut o = o.borrow_mut();
+        if o.len() >= MAX_OWNERS {
+            o.clear();
+        }
+        o.insert(key, loaded.clone());
+    });
+    Ok(loaded)
+}
+
+fn load(owner: Uuid) -> Result<Vec<Rc<Rule>>, SpineError> {
+    Spi::connect(|client| {
+        let rows = client
+            .select(
+                "SELECT id, name, on_event, condition, actions FROM spine.rules \
+                 WHERE owner_id = $1 AND enabled ORDER BY priority DESC, name",
+                None,
+                &[owner.into()],
+            )
+            .map_err(internal("rules: load"))?;
+        let mut rules = Vec::new();
+        for row in rows {
+            let id: Uuid = row
+                .get(1)
+                .map_err(internal("rules: load"))?
+                .ok_or_else(|| SpineError::Internal {
+                    context: "rules: load",
+                    message: "rule without id".into(),
+                })?;
+            let name: String = row
+                .get(2)
+                .map_err(internal("rules: load"))?
+                .unwrap_or_default();
+            let on_event: String = row
+                .get(3)
+                .map_err(internal("rules: load"))?
+                .unwrap_or_default();
+            let condition: Option<JsonB> = row.get(4).map_err(internal("rules: load"))?;
+            let actions: Option<JsonB> = row.get(5).map_err(internal("rules: load"))?;
+            let rule = Rule::compile(
+                id,
+                name.clone(),
+                on_event,
+                &condition.map_or(Value::Bool(true), |c| c.0),
+                &actions.map_or(Value::Null, |a| a.0),
+            )
+            .map_err(|reason| SpineError::Internal {
+                context: "rules: stored rule no longer compiles",
+                message: format!("{name}: {reason}"),
+            })?;
+            rules.push(Rc::new(rule));
+        }
+        Ok(rules)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn patterns() {
+        let exact = Pattern::parse("communication.CallStarted").unwrap();
+        assert!(exact.matches("communication.CallStarted"));
+        assert!(!exact.matches("communication.CallEnded"));
+        let domain = Pattern::parse("communication.*").unwrap();
+        assert!(domain.matches("communication.CallEnded"));
+        assert!(!domain.matches("communicationx.CallEnded"));
+        assert!(Pattern::parse("Communication.*").is_err());
+        assert!(Pattern::parse("call").is_err());
+        assert!(Pattern::parse("*").is_err());
+    }
+}

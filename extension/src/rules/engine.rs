@@ -1,0 +1,318 @@
+//! Evaluating rules on an event, in the transaction that emitted it, and running
+//! the actions of those that match.
+//!
+//! The context a condition sees is `{event, entity, state}`: the CloudEvents
+//! envelope, the subject entity (NULL until the entity model exists), and the
+//! owner's state (`spine.state`, read only when a candidate rule needs it).
+//! Each firing is recorded in `spine.rule_firings` (unique per rule and event: a
+//! replayed event never fires a rule twice) and announced as `rules.RuleFired`.
+
+use super::actions::Action;
+use super::cache::{self, Rule};
+use crate::error::{internal, SpineError};
+use crate::events::{self, NewEvent};
+use crate::gucs;
+use crate::spi_ext::optional_row;
+use pgrx::prelude::*;
+use pgrx::{JsonB, Uuid};
+use serde_json::{json, Map, Value};
+use std::cell::RefCell;
+
+/// An emitted event as rules see it.
+pub struct EventInfo<'a> {
+    pub id: Uuid,
+    pub event_type: &'a str,
+    pub subject: Option<&'a str>,
+    pub owner: Uuid,
+    pub data: &'a Value,
+    pub correlation_id: Uuid,
+    pub causation_id: Option<Uuid>,
+    /// RFC 3339, UTC.
+    pub time: String,
+}
+
+impl EventInfo<'_> {
+    /// The CloudEvents envelope the relay publishes (same fields and names).
+    pub fn envelope(&self) -> Value {
+        let mut e = json!({
+            "specversion": "1.0",
+            "id": self.id.to_string(),
+            "source": "/spine",
+            "type": self.event_type,
+            "time": self.time,
+            "datacontenttype": "application/json",
+            "correlationid": self.correlation_id.to_string(),
+            "ownerid": self.owner.to_string(),
+            "data": self.data,
+        });
+        if let Some(s) = self.subject {
+            e["subject"] = json!(s);
+        }
+        if let Some(c) = self.causation_id {
+            e["causationid"] = json!(c.to_string());
+        }
+        e
+    }
+}
+
+// The rules whose actions are running, innermost last: an event caused by a rule's
+// actions is evaluated while that rule is on this stack (a backend is one thread).
+thread_local! {
+    static FIRING: RefCell<Vec<Uuid>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Pops the rule off the firing stack however the actions end (an ERROR unwinds).
+struct OnStack;
+
+impl OnStack {
+    fn push(id: Uuid) -> OnStack {
+        FIRING.with(|f| f.borrow_mut().push(id));
+        OnStack
+    }
+}
+
+impl Drop for OnStack {
+    fn drop(&mut self) {
+        FIRING.with(|f| f.borrow_mut().pop());
+    }
+}
+
+/// How often `rule` is firing further up this causal chain.
+pub fn depth_of(rule: Uuid) -> usize {
+    FIRING.with(|f| f.borrow().iter().filter(|r| **r == rule).count())
+}
+
+/// Whether the loop guard stops `rule` here.
+pub fn loop_guarded(rule: Uuid) -> bool {
+    depth_of(rule) >= gucs::rules_max_depth()
+}
+
+/// The owner's state as one JSON object.
+pub fn load_state(owner: Uuid) -> Result<Value, SpineError> {
+    Ok(Spi::get_one_with_args::<JsonB>(
+        "SELECT coalesce(jsonb_object_agg(key, value), '{}') FROM spine.state WHERE owner_id = $1",
+        &[owner.into()],
+    )
+    .map_err(internal("rules: state"))?
+    .map_or(json!({}), |j| j.0))
+}
+
+/// The evaluation context of an event; state only when a rule needs it.
+pub fn context(event: &EventInfo<'_>, rules: &[std::rc::Rc<Rule>]) -> Result<Value, SpineError> {
+    let state = if rules.iter().any(|r| r.reads_state) {
+        load_state(event.owner)?
+    } else {
+        json!({})
+    };
+    Ok(json!({"event": event.envelope(), "entity": null, "state": state}))
+}
+
+/// The candidate rules of an event: the owner's enabled rules whose `on_event`
+/// matches, in priority order.
+pub fn candidates(owner: Uuid, event_type: &str) -> Result<Vec<std::rc::Rc<Rule>>, SpineError> {
+    Ok(cache::rules_of(owner)?
+        .iter()
+        .filter(|r| r.pattern.matches(event_type))
+        .cloned()
+        .collect())
+}
+
+/// Evaluates the owner's rules on an event that was just written, and fires the
+/// ones that match. Returns how many fired.
+pub fn on_event(event: &EventInfo<'_>) -> Result<usize, SpineError> {
+    let rules = candidates(event.owner, event.event_type)?;
+    if rules.is_empty() {
+        return Ok(0);
+    }
+    let mut ctx = context(event, &rules)?;
+    let mut fired = 0;
+    for rule in &rules {
+        if loop_guarded(rule.id) {
+            continue;
+        }
+        if super::jsonlogic::truthy(&rule.condition.eval(&ctx)) && fire(rule, event, &mut ctx)? {
+            fired += 1;
+        }
+    }
+    Ok(fired)
+}
+
+/// The values of the paths the condition read, as recorded with a firing.
+pub fn inputs_of(rule: &Rule, ctx: &Value) -> Value {
+    let mut inputs = Map::new();
+    for path in &rule.inputs {
+        let value = super::value_at(ctx, path).cloned().unwrap_or(Value::Null);
+        inputs.insert(path.clone(), value);
+    }
+    Value::Object(inputs)
+}
+
+/// Records the firing (once per rule and event) and runs the actions in order.
+/// False when the rule had already fired for this event (a replay).
+fn fire(rule: &Rule, event: &EventInfo<'_>, ctx: &mut Value) -> Result<bool, SpineError> {
+    let depth = depth_of(rule.id) as i32;
+    let firing: Option<i64> = optional_row(Spi::get_one_with_args::<i64>(
+        "INSERT INTO spine.rule_firings (rule_id, owner_id, event_id, event_type, depth, inputs) \
+         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (rule_id, event_id) DO NOTHING RETURNING id",
+        &[
+            rule.id.into(),
+            event.owner.into(),
+            event.id.into(),
+            event.event_type.into(),
+            depth.into(),
+            JsonB(inputs_of(rule, ctx)).into(),
+        ],
+    ))
+    .map_err(internal("rules: record firing"))?
+    .flatten();
+    let Some(firing) = firing else {
+        return Ok(false);
+    };
+    let _on_stack = OnStack::push(rule.id);
+    let mut results = Vec::with_capacity(rule.actions.len());
+    for (i, action) in rule.actions.iter().enumerate() {
+        let result = run(action, i, rule, event, ctx).map_err(|e| match e {
+            SpineError::Internal { context, message } => SpineError::Internal {
+                context,
+                message: format!("rule \"{}\", action {}: {message}", rule.name, i + 1),
+            },
+            other => other,
+        })?;
+        results.push(result);
+    }
+    let results = Value::Array(results);
+    Spi::run_with_args(
+        "UPDATE spine.rule_firings SET actions = $2 WHERE id = $1",
+        &[firing.into(), JsonB(results.clone()).into()],
+    )
+    .map_err(internal("rules: record actions"))?;
+    // Announced while the rule is still on the firing stack: a rule listening to
+    // rules.* does not re-fire itself on its own announcement.
+    events::emit_event(NewEvent {
+        event_type: "rules.RuleFired",
+        data: JsonB(json!({
+            "rule_id": rule.id.to_string(),
+            "rule": rule.name,
+            "firing_id": firing,
+            "event_id": event.id.to_string(),
+            "event_type": event.event_type,
+            "actions": results,
+        })),
+        subject: Some(&format!("rule/{}", rule.id)),
+        owner_id: Some(event.owner),
+        correlation_id: Some(event.correlation_id),
+        causation_id: Some(event.id),
+    })?;
+    Ok(true)
+}
+
+/// The idempotency key of the jobs an action enqueues: the event id, the rule and
+/// the action's position (a replayed event finds the same key).
+fn job_key(event: &EventInfo<'_>, rule: &Rule, index: usize) -> String {
+    format!("event:{}:rule:{}:{}", event.id, rule.id, index + 1)
+}
+
+fn enqueue(
+    queue: &str,
+    owner: Uuid,
+    payload: Value,
+    priority: &str,
+    key: &str,
+) -> Result<i64, SpineError> {
+    Spi::get_one_with_args::<i64>(
+        "SELECT spine.enqueue_keyed($1, $2, $3, $4::spine.job_priority, now(), $5, 5)",
+        &[
+            queue.into(),
+            owner.into(),
+            JsonB(payload).into(),
+            priority.into(),
+            key.into(),
+        ],
+    )
+    .map_err(internal("rules: enqueue"))?
+    .ok_or_else(|| SpineError::Internal {
+        context: "rules: enqueue",
+        message: "no job id".into(),
+    })
+}
+
+/// A user's rule may enqueue only where the user may (the queue exists and accepts
+/// users' jobs).
+pub fn check_queue_for_users(queue: &str) -> Result<(), SpineError> {
+    let open = optional_row(Spi::get_one_with_args::<bool>(
+        "SELECT user_enqueue FROM spine.queues WHERE name = $1",
+        &[queue.into()],
+    ))
+    .map_err(internal("rules: queue"))?
+    .flatten();
+    match open {
+        None => Err(SpineError::NotFound {
+            kind: "queue",
+            name: queue.into(),
+        }),
+        Some(false) => Err(SpineError::PermissionDenied(format!(
+            "queue \"{queue}\" does not accept users' jobs, so rules cannot enqueue into it"
+        ))),
+        Some(true) => Ok(()),
+    }
+}
+
+fn run(
+    action: &Action,
+    index: usize,
+    rule: &Rule,
+    event: &EventInfo<'_>,
+    ctx: &mut Value,
+) -> Result<Value, SpineError> {
+    let key = job_key(event, rule, index);
+    Ok(match action {
+        Action::Enqueue {
+            queue,
+            payload,
+            priority,
+        } => {
+            check_queue_for_users(queue)?;
+            let job = enqueue(queue, event.owner, payload.render(ctx), priority, &key)?;
+            json!({"enqueue": {"queue": queue, "job_id": job}})
+        }
+        Action::CallFunction { name, payload } => {
+            let body = json!({"function": name, "payload": payload.render(ctx), "event_id": event.id.to_string()});
+            let job = enqueue("function", event.owner, body, "interactive", &key)?;
+            json!({"call_function": {"name": name, "job_id": job}})
+        }
+        Action::Webhook {
+            url,
+            payload,
+            headers,
+        } => {
+            let body = json!({"url": url, "method": "POST", "headers": headers, "body": payload.render(ctx)});
+            let job = enqueue("http", event.owner, body, "interactive", &key)?;
+            json!({"webhook": {"url": url, "job_id": job}})
+        }
+        Action::Emit { event_type, data } => {
+            let id = events::emit_event(NewEvent {
+                event_type,
+                data: JsonB(data.render(ctx)),
+                subject: None,
+                owner_id: Some(event.owner),
+                correlation_id: Some(event.correlation_id),
+                causation_id: Some(event.id),
+            })?;
+            json!({"emit": {"type": event_type, "event_id": id.to_string()}})
+        }
+        Action::SetState { key, value } => {
+            let value = value.render(ctx);
+            Spi::run_with_args(
+                "INSERT INTO spine.state (owner_id, key, value) VALUES ($1, $2, $3) \
+                 ON CONFLICT (owner_id, key) DO UPDATE SET value = EXCLUDED.value, updated_at = now()",
+                &[event.owner.into(), key.as_str().into(), JsonB(value.clone()).into()],
+            )
+            .map_err(internal("rules: set state"))?;
+            // Later rules on the same event see the new value.
+            if let Some(state) = ctx.get_mut("state").and_then(Value::as_object_mut) {
+                state.insert(key.clone(), value.clone());
+            }
+            json!({"set_state": {"key": key, "value": value}})
+        }
+    })
+}

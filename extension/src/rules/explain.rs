@@ -1,0 +1,206 @@
+//! `spine.explain(event_id)`: for each rule of the event's owner, whether it was
+//! considered (enabled, `on_event` matches), whether its condition matches, whether
+//! it fired, and why not — down to the first failing part of an `and`.
+
+use super::cache::Rule;
+use super::engine::{self, EventInfo};
+use super::jsonlogic::{truthy, Expr};
+use crate::caller;
+use crate::error::{internal, SpineError};
+use crate::policy::current_owner;
+use crate::spi_ext::optional_row;
+use pgrx::pg_sys::panic::ErrorReport;
+use pgrx::prelude::*;
+use pgrx::{JsonB, Uuid};
+use serde_json::{json, Value};
+
+/// An event read back from the outbox.
+pub struct StoredEvent {
+    id: Uuid,
+    event_type: String,
+    subject: Option<String>,
+    owner: Option<Uuid>,
+    data: Value,
+    correlation_id: Uuid,
+    causation_id: Option<Uuid>,
+    time: String,
+}
+
+impl StoredEvent {
+    /// The event as rules see it; None for system events (no owner, no rules).
+    pub fn as_info(&self) -> Option<EventInfo<'_>> {
+        Some(EventInfo {
+            id: self.id,
+            event_type: &self.event_type,
+            subject: self.subject.as_deref(),
+            owner: self.owner?,
+            data: &self.data,
+            correlation_id: self.correlation_id,
+            causation_id: self.causation_id,
+            time: self.time.clone(),
+        })
+    }
+}
+
+/// Loads an event the caller may see (its owner, or a privileged caller).
+pub fn load_event(event_id: Uuid) -> Result<StoredEvent, SpineError> {
+    let not_found = || SpineError::NotFound {
+        kind: "event",
+        name: event_id.to_string(),
+    };
+    let row = Spi::connect(|client| {
+        let t = client.select(
+            "SELECT type, subject, owner_id, data, correlation_id, causation_id, \
+                    to_char(occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') \
+               FROM spine.events WHERE id = $1",
+            Some(1),
+            &[event_id.into()],
+        )?;
+        if t.is_empty() {
+            return Ok(None);
+        }
+        let r = t.first();
+        Ok::<_, pgrx::spi::SpiError>(Some(StoredEvent {
+            id: event_id,
+            event_type: r.get::<String>(1)?.unwrap_or_default(),
+            subject: r.get::<String>(2)?,
+            owner: r.get::<Uuid>(3)?,
+            data: r.get::<JsonB>(4)?.map_or(Value::Null, |j| j.0),
+            correlation_id: r.get::<Uuid>(5)?.unwrap_or(event_id),
+            causation_id: r.get::<Uuid>(6)?,
+            time: r.get::<String>(7)?.unwrap_or_default(),
+        }))
+    })
+    .map_err(internal("explain: load event"))?
+    .ok_or_else(not_found)?;
+    let visible =
+        caller::caller_is_privileged() || (row.owner.is_some() && row.owner == current_owner()?);
+    if !visible {
+        // The same answer as for a missing event: ids of others' events reveal nothing.
+        return Err(not_found());
+    }
+    Ok(row)
+}
+
+/// Why a condition is false: the first falsy operand of a top-level `and`, or the
+/// condition itself.
+fn failing_part(condition: &Value, ctx: &Value) -> String {
+    if let Some(Value::Array(parts)) = condition.get("and") {
+        for part in parts {
+            if let Ok(e) = Expr::compile(part) {
+                if !truthy(&e.eval(ctx)) {
+                    return part.to_string();
+                }
+            }
+        }
+    }
+    condition.to_string()
+}
+
+// pgrx needs the row type spelled out in the signature, so clippy's complaint
+// about it cannot be met with a type alias.
+#[allow(clippy::type_complexity)]
+/// For every rule of the event's owner: considered, matches (now), fired, why.
+#[pg_extern(security_definer, volatile)]
+#[search_path(pg_catalog, pg_temp)]
+fn explain(
+    event_id: Option<Uuid>,
+) -> Result<
+    TableIterator<
+        'static,
+        (
+            name!(rule, String),
+            name!(on_event, String),
+            name!(considered, bool),
+            name!(matches, bool),
+            name!(fired, bool),
+            name!(reason, String),
+            name!(inputs, JsonB),
+        ),
+    >,
+    ErrorReport,
+> {
+    let event_id = event_id.ok_or(SpineError::NullArgument("event_id"))?;
+    let stored = load_event(event_id)?;
+    let Some(event) = stored.as_info() else {
+        return Ok(TableIterator::new(Vec::new()));
+    };
+    let rules: Vec<(Uuid, String, String, Value, Value, bool)> = Spi::connect(|client| {
+        let mut out = Vec::new();
+        for r in client.select(
+            "SELECT id, name, on_event, condition, actions, enabled FROM spine.rules \
+             WHERE owner_id = $1 ORDER BY priority DESC, name",
+            None,
+            &[event.owner.into()],
+        )? {
+            out.push((
+                r.get::<Uuid>(1)?.unwrap_or(event_id),
+                r.get::<String>(2)?.unwrap_or_default(),
+                r.get::<String>(3)?.unwrap_or_default(),
+                r.get::<JsonB>(4)?.map_or(Value::Null, |j| j.0),
+                r.get::<JsonB>(5)?.map_or(Value::Null, |j| j.0),
+                r.get::<bool>(6)?.unwrap_or(false),
+            ));
+        }
+        Ok::<_, pgrx::spi::SpiError>(out)
+    })
+    .map_err(internal("explain: rules"))?;
+    let ctx = json!({"event": event.envelope(), "entity": null,
+                     "state": engine::load_state(event.owner)?});
+    let mut rows = Vec::new();
+    for (id, name, on_event, condition, actions, enabled) in rules {
+        let rule = match Rule::compile(id, name.clone(), on_event.clone(), &condition, &actions) {
+            Ok(r) => r,
+            Err(e) => {
+                rows.push((
+                    name,
+                    on_event,
+                    false,
+                    false,
+                    false,
+                    format!("does not compile: {e}"),
+                    JsonB(json!({})),
+                ));
+                continue;
+            }
+        };
+        let fired: Option<(Option<String>, Option<JsonB>)> = optional_row(
+            Spi::get_two_with_args::<String, JsonB>(
+                "SELECT fired_at::text, inputs FROM spine.rule_firings WHERE rule_id = $1 AND event_id = $2",
+                &[id.into(), event_id.into()],
+            ),
+        )
+        .map_err(internal("explain: firings"))?;
+        let considered = enabled && rule.pattern.matches(event.event_type);
+        let matches = considered && truthy(&rule.condition.eval(&ctx));
+        let (reason, inputs) = match (&fired, enabled, considered, matches) {
+            (Some((at, inputs)), ..) => (
+                format!("fired at {}", at.clone().unwrap_or_default()),
+                inputs.as_ref().map_or(json!({}), |j| j.0.clone()),
+            ),
+            (None, false, ..) => ("rule is disabled".to_string(), json!({})),
+            (None, true, false, _) => (
+                format!("on_event \"{on_event}\" does not match \"{}\"", event.event_type),
+                json!({}),
+            ),
+            (None, true, true, false) => (
+                format!("condition is false at {}", failing_part(&condition, &ctx)),
+                engine::inputs_of(&rule, &ctx),
+            ),
+            (None, true, true, true) => (
+                "matches now but did not fire: saved or changed after the event, or stopped by the loop guard (spine.rules_max_depth)".to_string(),
+                engine::inputs_of(&rule, &ctx),
+            ),
+        };
+        rows.push((
+            name,
+            on_event,
+            considered,
+            matches,
+            fired.is_some(),
+            reason,
+            JsonB(inputs),
+        ));
+    }
+    Ok(TableIterator::new(rows))
+}

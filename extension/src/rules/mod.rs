@@ -1,0 +1,208 @@
+//! Rules: JsonLogic conditions on events, evaluated in Rust inside the transaction
+//! that emitted the event, with actions (enqueue, emit, set_state, call_function,
+//! webhook) and a record of every firing. Tables are in `sql/rules.sql`.
+//!
+//! - [`jsonlogic`]: the condition language, compiled once.
+//! - [`template`]: `{{path}}` substitution in action payloads.
+//! - [`actions`]: the action list, validated when a rule is saved.
+//! - [`cache`]: compiled rules per owner, invalidated when rules change.
+//! - [`engine`]: evaluation on each event, firing, actions.
+//! - [`explain`]: why a rule did or did not fire for an event.
+
+pub mod actions;
+pub mod cache;
+pub mod engine;
+pub mod explain;
+pub mod jsonlogic;
+pub mod template;
+
+use crate::caller;
+use crate::error::{internal, SpineError};
+use crate::policy::current_owner;
+use crate::spi_ext::optional_row;
+use actions::Action;
+use cache::Rule;
+use pgrx::pg_sys::panic::ErrorReport;
+use pgrx::prelude::*;
+use pgrx::{JsonB, Uuid};
+use serde_json::Value;
+
+/// Longest rule name.
+const MAX_NAME_LEN: usize = 100;
+
+/// The owner a rule call acts for: the given one (service_role only) or the user.
+fn rule_owner(owner: Option<Uuid>) -> Result<Uuid, SpineError> {
+    match (owner, current_owner()?) {
+        (Some(o), me) if me == Some(o) || caller::caller_is_privileged() => Ok(o),
+        (Some(_), _) => Err(SpineError::PermissionDenied(
+            "only service_role may manage another user's rules".into(),
+        )),
+        (None, Some(me)) => Ok(me),
+        (None, None) => Err(SpineError::PermissionDenied(
+            "rules belong to a user: set request.jwt.claims (sub) or pass owner".into(),
+        )),
+    }
+}
+
+/// Saves (creates or replaces, by name) a rule of the current user (or, for
+/// service_role, of `owner`). Everything is validated here: the event pattern,
+/// the JsonLogic condition (operators, arities, var paths) and every action, and
+/// the queues its enqueue actions name must accept users' jobs. Returns the id.
+#[allow(clippy::too_many_arguments)]
+#[pg_extern(security_definer, volatile)]
+#[search_path(pg_catalog, pg_temp)]
+fn save_rule(
+    name: Option<&str>,
+    on_event: Option<&str>,
+    condition: Option<JsonB>,
+    actions: Option<JsonB>,
+    priority: default!(i32, 0),
+    enabled: default!(bool, true),
+    owner: default!(Option<Uuid>, "NULL"),
+) -> Result<Uuid, ErrorReport> {
+    let name = name.ok_or(SpineError::NullArgument("name"))?;
+    let on_event = on_event.ok_or(SpineError::NullArgument("on_event"))?;
+    let condition = condition.ok_or(SpineError::NullArgument("condition"))?;
+    let actions = actions.ok_or(SpineError::NullArgument("actions"))?;
+    if name.trim().is_empty() || name.len() > MAX_NAME_LEN {
+        return Err(SpineError::InvalidParameter {
+            name: "rule name",
+            reason: format!("must be 1 to {MAX_NAME_LEN} bytes"),
+        }
+        .into());
+    }
+    let owner = rule_owner(owner)?;
+    let compiled = Rule::compile(
+        Uuid::from_bytes([0; 16]),
+        name.into(),
+        on_event.into(),
+        &condition.0,
+        &actions.0,
+    )
+    .map_err(|reason| SpineError::InvalidParameter {
+        name: "rule",
+        reason,
+    })?;
+    for action in &compiled.actions {
+        if let Action::Enqueue { queue, .. } = action {
+            engine::check_queue_for_users(queue)?;
+        }
+    }
+    let id = Spi::get_one_with_args::<Uuid>(
+        "INSERT INTO spine.rules (owner_id, name, on_event, condition, actions, priority, enabled) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7) \
+         ON CONFLICT (owner_id, name) DO UPDATE SET on_event = EXCLUDED.on_event, \
+             condition = EXCLUDED.condition, actions = EXCLUDED.actions, \
+             priority = EXCLUDED.priority, enabled = EXCLUDED.enabled, updated_at = now() \
+         RETURNING id",
+        &[
+            owner.into(),
+            name.into(),
+            on_event.into(),
+            condition.into(),
+            actions.into(),
+            priority.into(),
+            enabled.into(),
+        ],
+    )
+    .map_err(internal("save rule"))?
+    .ok_or_else(|| SpineError::Internal {
+        context: "save rule",
+        message: "no id".into(),
+    })?;
+    cache::invalidate()?;
+    Ok(id)
+}
+
+/// Deletes a rule of the current user (or, for service_role, of `owner`); its
+/// firings are kept. False when there was none.
+#[pg_extern(security_definer, volatile)]
+#[search_path(pg_catalog, pg_temp)]
+fn delete_rule(
+    name: Option<&str>,
+    owner: default!(Option<Uuid>, "NULL"),
+) -> Result<bool, ErrorReport> {
+    let name = name.ok_or(SpineError::NullArgument("name"))?;
+    let owner = rule_owner(owner)?;
+    let deleted = optional_row(Spi::get_one_with_args::<bool>(
+        "DELETE FROM spine.rules WHERE owner_id = $1 AND name = $2 RETURNING true",
+        &[owner.into(), name.into()],
+    ))
+    .map_err(internal("delete rule"))?
+    .flatten()
+    .is_some();
+    if deleted {
+        cache::invalidate()?;
+    }
+    Ok(deleted)
+}
+
+/// Sets a key of the current user's state (what rules read as `state.<key>`);
+/// NULL deletes it.
+#[pg_extern(security_definer, volatile)]
+#[search_path(pg_catalog, pg_temp)]
+fn set_state(key: Option<&str>, value: Option<JsonB>) -> Result<(), ErrorReport> {
+    let key = key.ok_or(SpineError::NullArgument("key"))?;
+    if key.is_empty() || key.len() > 200 {
+        return Err(SpineError::InvalidParameter {
+            name: "state key",
+            reason: "must be 1 to 200 bytes".into(),
+        }
+        .into());
+    }
+    let owner = rule_owner(None)?;
+    match value {
+        Some(v) => Spi::run_with_args(
+            "INSERT INTO spine.state (owner_id, key, value) VALUES ($1, $2, $3) \
+             ON CONFLICT (owner_id, key) DO UPDATE SET value = EXCLUDED.value, updated_at = now()",
+            &[owner.into(), key.into(), v.into()],
+        ),
+        None => Spi::run_with_args(
+            "DELETE FROM spine.state WHERE owner_id = $1 AND key = $2",
+            &[owner.into(), key.into()],
+        ),
+    }
+    .map_err(internal("set state"))?;
+    Ok(())
+}
+
+/// Evaluates the owner's rules again on a stored event (e.g. after adding a rule):
+/// rules that already fired for it do nothing (their jobs are keyed by the event),
+/// others fire now. Returns how many fired.
+#[pg_extern(security_definer, volatile)]
+#[search_path(pg_catalog, pg_temp)]
+fn replay_event(event_id: Option<Uuid>) -> Result<i64, ErrorReport> {
+    let event_id = event_id.ok_or(SpineError::NullArgument("event_id"))?;
+    let stored = explain::load_event(event_id)?;
+    let Some(event) = stored.as_info() else {
+        return Ok(0);
+    };
+    Ok(engine::on_event(&event)? as i64)
+}
+
+/// Current state value of the user, for SQL callers: `spine.get_state('location')`.
+#[pg_extern(security_definer, stable)]
+#[search_path(pg_catalog, pg_temp)]
+fn get_state(key: Option<&str>) -> Result<Option<JsonB>, ErrorReport> {
+    let key = key.ok_or(SpineError::NullArgument("key"))?;
+    let Some(owner) = current_owner()? else {
+        return Ok(None);
+    };
+    Ok(optional_row(Spi::get_one_with_args::<JsonB>(
+        "SELECT value FROM spine.state WHERE owner_id = $1 AND key = $2",
+        &[owner.into(), key.into()],
+    ))
+    .map_err(internal("get state"))?
+    .flatten())
+}
+
+/// The value of a dotted path in a JSON value (for explain's inputs).
+pub fn value_at<'a>(v: &'a Value, path: &str) -> Option<&'a Value> {
+    path.split('.')
+        .filter(|p| !p.is_empty())
+        .try_fold(v, |v, k| match v {
+            Value::Object(m) => m.get(k),
+            Value::Array(a) => k.parse::<usize>().ok().and_then(|i| a.get(i)),
+            _ => None,
+        })
+}
