@@ -1,7 +1,20 @@
 //! Who is calling: facts about the role a request acts as, for the checks that
 //! SECURITY DEFINER functions make (inside them `current_user` is the owner).
 
+use crate::error::SpineError;
+use crate::spi_ext::one_prepared;
 use pgrx::prelude::*;
+use pgrx::Uuid;
+
+/// The user a request acts for: `auth.uid()`, i.e. claim `sub` of the request's
+/// JWT claims (as PostgREST sets them), or None for system callers. A `sub` that
+/// is not a uuid is 22023.
+pub fn request_user() -> Result<Option<Uuid>, SpineError> {
+    one_prepared::<Uuid>("SELECT auth.uid()", &[], &[]).map_err(|e| SpineError::InvalidParameter {
+        name: "request.jwt.claims",
+        reason: format!("claim \"sub\" is not a uuid ({e})"),
+    })
+}
 
 /// True when the caller acts as a superuser or a BYPASSRLS role (service_role).
 /// "Acts as" is the outer user: the role set with SET ROLE (PostgREST does this per

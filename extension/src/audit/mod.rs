@@ -16,10 +16,12 @@ pub mod chain;
 
 use crate::caller;
 use crate::error::{internal, SpineError};
+use crate::spi_ext::run_prepared;
 use pgrx::datum::TimestampWithTimeZone;
 use pgrx::pg_sys::panic::ErrorReport;
+use pgrx::pg_sys::BuiltinOid::{JSONBOID, TEXTOID, TIMESTAMPTZOID, UUIDOID};
 use pgrx::prelude::*;
-use pgrx::{JsonB, Uuid};
+use pgrx::JsonB;
 
 /// Longest accepted action or target.
 const MAX_NAME_LEN: usize = 200;
@@ -73,11 +75,7 @@ pub fn record(
             limit: MAX_DETAILS_BYTES,
         });
     }
-    let actor =
-        Spi::get_one::<Uuid>("SELECT auth.uid()").map_err(|e| SpineError::InvalidParameter {
-            name: "request.jwt.claims",
-            reason: format!("claim \"sub\" is not a uuid ({e})"),
-        })?;
+    let actor = caller::request_user()?;
     let role = caller::outer_role_name();
     // SAFETY: reads the backend's clock; valid in any transaction.
     let now = unsafe { pg_sys::GetCurrentTimestamp() };
@@ -86,9 +84,10 @@ pub fn record(
         message: format!("{e:?}"),
     })?;
     register_transaction()?;
-    Spi::run_with_args(
+    run_prepared(
         "INSERT INTO spine.audit_pending (at, actor, role, action, target, details) \
          VALUES ($1, $2, $3, $4, $5, $6)",
+        &[TIMESTAMPTZOID, UUIDOID, TEXTOID, TEXTOID, TEXTOID, JSONBOID],
         &[
             at.into(),
             actor.into(),
@@ -117,9 +116,11 @@ fn register_transaction() -> Result<(), SpineError> {
     if REGISTERED.get() == xid {
         return Ok(());
     }
-    Spi::run(
+    run_prepared(
         "INSERT INTO spine.audit_transactions (txid) VALUES (pg_current_xact_id()) \
          ON CONFLICT (txid) DO NOTHING",
+        &[],
+        &[],
     )
     .map_err(internal("audit: record"))?;
     REGISTERED.set(xid);

@@ -7,8 +7,10 @@ pub mod event_type;
 use crate::error::SpineError;
 use crate::gucs;
 use crate::rules;
+use crate::spi_ext::run_prepared;
 use pgrx::datum::TimestampWithTimeZone;
 use pgrx::pg_sys::panic::ErrorReport;
+use pgrx::pg_sys::BuiltinOid::{JSONBOID, TEXTOID, TIMESTAMPTZOID, UUIDOID};
 use pgrx::prelude::*;
 use pgrx::{JsonB, Uuid};
 
@@ -109,10 +111,20 @@ pub fn emit_event(event: NewEvent<'_>) -> Result<Uuid, SpineError> {
     })?;
     // Rules read the data after the insert took it.
     let data_for_rules = (!rules.is_empty()).then(|| event.data.0.clone());
-    Spi::run_with_args(
+    run_prepared(
         "INSERT INTO spine.events \
          (id, type, subject, owner_id, data, correlation_id, causation_id, occurred_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        &[
+            UUIDOID,
+            TEXTOID,
+            TEXTOID,
+            UUIDOID,
+            JSONBOID,
+            UUIDOID,
+            UUIDOID,
+            TIMESTAMPTZOID,
+        ],
         &[
             id.into(),
             event.event_type.into(),
@@ -184,14 +196,6 @@ fn correlation_of(event_id: Uuid, owner: Option<Uuid>) -> Result<Option<Uuid>, S
     })
 }
 
-/// The acting user: `sub` of the request's JWT claims, or NULL for system callers.
-fn current_owner() -> Result<Option<Uuid>, SpineError> {
-    Spi::get_one::<Uuid>("SELECT auth.uid()").map_err(|e| SpineError::InvalidParameter {
-        name: "request.jwt.claims",
-        reason: format!("claim \"sub\" is not a uuid ({e})"),
-    })
-}
-
 /// Emits an event in the caller's transaction and returns its id. The owner is the
 /// calling user (`auth.uid()`); it is delivered only if the transaction commits.
 ///
@@ -229,7 +233,7 @@ fn emit(
         event_type,
         data,
         subject,
-        owner_id: current_owner()?,
+        owner_id: crate::caller::request_user()?,
         correlation_id,
         causation_id,
     })?)

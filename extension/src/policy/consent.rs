@@ -7,8 +7,8 @@
 //! consent on record, allowing nothing, because every decision checks the manifest
 //! too.
 
+use super::load_plugin;
 use super::manifest::{self, Action, Manifest};
-use super::{current_owner, load_plugin};
 use crate::audit;
 use crate::caller;
 use crate::error::{internal, SpineError};
@@ -97,7 +97,7 @@ pub fn covers(
 /// The owner a consent call acts for: the given one (only privileged callers may
 /// name someone else) or the current user.
 fn consenting_owner(owner: Option<Uuid>) -> Result<Uuid, SpineError> {
-    let me = current_owner()?;
+    let me = caller::request_user()?;
     match (owner, me) {
         (Some(o), Some(m)) if o == m => Ok(o),
         (Some(o), _) if caller::caller_is_privileged() => Ok(o),

@@ -16,7 +16,7 @@ use crate::spi_ext::optional_row;
 use manifest::{Action, Manifest};
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
-use pgrx::{JsonB, Uuid};
+use pgrx::JsonB;
 use serde_json::json;
 
 /// A plugin as stored in `spine.plugins`.
@@ -40,14 +40,6 @@ pub fn load_plugin(name: &str) -> Result<Option<Plugin>, SpineError> {
         message: reason,
     })?;
     Ok(Some(Plugin { manifest, enabled }))
-}
-
-/// The acting user, `auth.uid()`.
-pub fn current_owner() -> Result<Option<Uuid>, SpineError> {
-    Spi::get_one::<Uuid>("SELECT auth.uid()").map_err(|e| SpineError::InvalidParameter {
-        name: "request.jwt.claims",
-        reason: format!("claim \"sub\" is not a uuid ({e})"),
-    })
 }
 
 /// Registers a plugin or replaces its manifest (a new version). Consents given to
@@ -153,7 +145,7 @@ pub fn decide(principal: &str, action: &str, resource: &str) -> Result<Decision,
             reason,
         }
     })?;
-    let owner = current_owner()?;
+    let owner = crate::caller::request_user()?;
     let decision = match load_plugin(plugin_name)? {
         None => Decision::Denied("plugin is not registered".into()),
         Some(p) if !p.enabled => Decision::Denied("plugin is disabled".into()),

@@ -54,17 +54,6 @@ impl Action {
             Action::Webhook { .. } => "webhook",
         }
     }
-
-    /// Whether running the action reads the owner's state.
-    pub fn reads_state(&self) -> bool {
-        match self {
-            Action::Enqueue { payload, .. }
-            | Action::CallFunction { payload, .. }
-            | Action::Webhook { payload, .. } => payload.reads("state"),
-            Action::Emit { data, .. } => data.reads("state"),
-            Action::SetState { value, .. } => value.reads("state"),
-        }
-    }
 }
 
 /// The fields of one action object, with unknown fields refused.

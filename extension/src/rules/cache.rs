@@ -58,8 +58,6 @@ pub struct Rule {
     pub actions: Vec<Action>,
     /// The var paths the condition reads: recorded with each firing.
     pub inputs: Vec<String>,
-    /// Whether evaluating or acting reads the owner's state.
-    pub reads_state: bool,
 }
 
 impl Rule {
@@ -84,10 +82,6 @@ impl Rule {
                 ));
             }
         }
-        let reads_state = inputs
-            .iter()
-            .any(|p| p.is_empty() || p.starts_with("state"))
-            || actions.iter().any(Action::reads_state);
         Ok(Rule {
             id,
             name,
@@ -96,7 +90,6 @@ impl Rule {
             condition,
             actions,
             inputs,
-            reads_state,
         })
     }
 }

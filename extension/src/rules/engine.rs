@@ -9,10 +9,12 @@
 
 use super::actions::Action;
 use super::cache::{self, Rule};
+use super::jsonlogic::{self, truthy};
 use crate::error::{internal, SpineError};
 use crate::events::{self, NewEvent};
 use crate::gucs;
-use crate::spi_ext::optional_row;
+use crate::spi_ext::{one_prepared, optional_row, run_prepared};
+use pgrx::pg_sys::BuiltinOid::{INT4OID, INT8OID, JSONBOID, TEXTOID, UUIDOID};
 use pgrx::prelude::*;
 use pgrx::{JsonB, Uuid};
 use serde_json::{json, Map, Value};
@@ -89,22 +91,13 @@ pub fn loop_guarded(rule: Uuid) -> bool {
 
 /// The owner's state as one JSON object.
 pub fn load_state(owner: Uuid) -> Result<Value, SpineError> {
-    Ok(Spi::get_one_with_args::<JsonB>(
+    Ok(one_prepared::<JsonB>(
         "SELECT coalesce(jsonb_object_agg(key, value), '{}') FROM spine.state WHERE owner_id = $1",
+        &[UUIDOID],
         &[owner.into()],
     )
     .map_err(internal("rules: state"))?
     .map_or(json!({}), |j| j.0))
-}
-
-/// The evaluation context of an event; state only when a rule needs it.
-pub fn context(event: &EventInfo<'_>, rules: &[std::rc::Rc<Rule>]) -> Result<Value, SpineError> {
-    let state = if rules.iter().any(|r| r.reads_state) {
-        load_state(event.owner)?
-    } else {
-        json!({})
-    };
-    Ok(json!({"event": event.envelope(), "entity": null, "state": state}))
 }
 
 /// The candidate rules of an event: the owner's enabled rules whose `on_event`
@@ -119,18 +112,35 @@ pub fn candidates(owner: Uuid, event_type: &str) -> Result<Vec<std::rc::Rc<Rule>
 
 /// Evaluates the owner's rules on an event that was just written, and fires the
 /// ones that match. Returns how many fired.
+///
+/// The owner's state is read from the table only when a condition reaches for
+/// it (JsonLogic short-circuits, so `event.x == 1 and state.y == 2` on another
+/// event never does) or before the first firing (actions may read or set it).
 pub fn on_event(event: &EventInfo<'_>) -> Result<usize, SpineError> {
     let rules = candidates(event.owner, event.event_type)?;
     if rules.is_empty() {
         return Ok(0);
     }
-    let mut ctx = context(event, &rules)?;
+    let mut ctx = json!({"event": event.envelope(), "entity": null});
     let mut fired = 0;
     for rule in &rules {
         if loop_guarded(rule.id) {
             continue;
         }
-        if super::jsonlogic::truthy(&rule.condition.eval(&ctx)) && fire(rule, event, &mut ctx)? {
+        let state_missing = ctx.get("state").is_none();
+        jsonlogic::take_missing_root();
+        let mut matches = truthy(&rule.condition.eval_ref(&ctx));
+        if state_missing && jsonlogic::take_missing_root() {
+            ctx["state"] = load_state(event.owner)?;
+            matches = truthy(&rule.condition.eval_ref(&ctx));
+        }
+        if !matches {
+            continue;
+        }
+        if ctx.get("state").is_none() {
+            ctx["state"] = load_state(event.owner)?;
+        }
+        if fire(rule, event, &mut ctx)? {
             fired += 1;
         }
     }
@@ -151,9 +161,10 @@ pub fn inputs_of(rule: &Rule, ctx: &Value) -> Value {
 /// False when the rule had already fired for this event (a replay).
 fn fire(rule: &Rule, event: &EventInfo<'_>, ctx: &mut Value) -> Result<bool, SpineError> {
     let depth = depth_of(rule.id) as i32;
-    let firing: Option<i64> = optional_row(Spi::get_one_with_args::<i64>(
+    let firing: Option<i64> = one_prepared::<i64>(
         "INSERT INTO spine.rule_firings (rule_id, owner_id, event_id, event_type, depth, inputs) \
          VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (rule_id, event_id) DO NOTHING RETURNING id",
+        &[UUIDOID, UUIDOID, UUIDOID, TEXTOID, INT4OID, JSONBOID],
         &[
             rule.id.into(),
             event.owner.into(),
@@ -162,9 +173,8 @@ fn fire(rule: &Rule, event: &EventInfo<'_>, ctx: &mut Value) -> Result<bool, Spi
             depth.into(),
             JsonB(inputs_of(rule, ctx)).into(),
         ],
-    ))
-    .map_err(internal("rules: record firing"))?
-    .flatten();
+    )
+    .map_err(internal("rules: record firing"))?;
     let Some(firing) = firing else {
         return Ok(false);
     };
@@ -181,8 +191,9 @@ fn fire(rule: &Rule, event: &EventInfo<'_>, ctx: &mut Value) -> Result<bool, Spi
         results.push(result);
     }
     let results = Value::Array(results);
-    Spi::run_with_args(
+    run_prepared(
         "UPDATE spine.rule_firings SET actions = $2 WHERE id = $1",
+        &[INT8OID, JSONBOID],
         &[firing.into(), JsonB(results.clone()).into()],
     )
     .map_err(internal("rules: record actions"))?;
@@ -219,8 +230,9 @@ fn enqueue(
     priority: &str,
     key: &str,
 ) -> Result<i64, SpineError> {
-    Spi::get_one_with_args::<i64>(
+    one_prepared::<i64>(
         "SELECT spine.enqueue_keyed($1, $2, $3, $4::spine.job_priority, now(), $5, 5)",
+        &[TEXTOID, UUIDOID, JSONBOID, TEXTOID, TEXTOID],
         &[
             queue.into(),
             owner.into(),
@@ -302,9 +314,10 @@ fn run(
         }
         Action::SetState { key, value } => {
             let value = value.render(ctx);
-            Spi::run_with_args(
+            run_prepared(
                 "INSERT INTO spine.state (owner_id, key, value) VALUES ($1, $2, $3) \
                  ON CONFLICT (owner_id, key) DO UPDATE SET value = EXCLUDED.value, updated_at = now()",
+                &[UUIDOID, TEXTOID, JSONBOID],
                 &[event.owner.into(), key.as_str().into(), JsonB(value.clone()).into()],
             )
             .map_err(internal("rules: set state"))?;

@@ -7,7 +7,6 @@ use super::engine::{self, EventInfo};
 use super::jsonlogic::{truthy, Expr};
 use crate::caller;
 use crate::error::{internal, SpineError};
-use crate::policy::current_owner;
 use crate::spi_ext::optional_row;
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
@@ -73,8 +72,8 @@ pub fn load_event(event_id: Uuid) -> Result<StoredEvent, SpineError> {
     })
     .map_err(internal("explain: load event"))?
     .ok_or_else(not_found)?;
-    let visible =
-        caller::caller_is_privileged() || (row.owner.is_some() && row.owner == current_owner()?);
+    let visible = caller::caller_is_privileged()
+        || (row.owner.is_some() && row.owner == caller::request_user()?);
     if !visible {
         // The same answer as for a missing event: ids of others' events reveal nothing.
         return Err(not_found());

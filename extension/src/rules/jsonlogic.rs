@@ -11,6 +11,8 @@
 //! max min + - * / % in cat substr merge map filter reduce all some none`.
 
 use serde_json::{Map, Number, Value};
+use std::borrow::Cow;
+use std::cell::Cell;
 
 /// Deepest nesting accepted (a condition is data written by users).
 const MAX_DEPTH: usize = 64;
@@ -180,26 +182,39 @@ impl Expr {
     }
 
     pub fn eval(&self, data: &Value) -> Value {
+        self.eval_ref(data).into_owned()
+    }
+
+    /// Evaluates without copying what it only reads: a `var` or a literal comes
+    /// back borrowed.
+    pub fn eval_ref<'a>(&'a self, data: &'a Value) -> Cow<'a, Value> {
         match self {
-            Expr::Literal(v) => v.clone(),
-            Expr::Array(items) => Value::Array(items.iter().map(|e| e.eval(data)).collect()),
+            Expr::Literal(v) => Cow::Borrowed(v),
+            Expr::Array(items) => Cow::Owned(Value::Array(
+                items
+                    .iter()
+                    .map(|e| e.eval_ref(data).into_owned())
+                    .collect(),
+            )),
             Expr::Var { path, default } => match lookup(data, path) {
-                Some(v) if !v.is_null() => v.clone(),
-                _ => default.as_ref().map_or(Value::Null, |d| d.eval(data)),
+                Some(v) if !v.is_null() => Cow::Borrowed(v),
+                _ => default.as_ref().map_or(NULL, |d| d.eval_ref(data)),
             },
             Expr::DynamicVar(e, default) => {
-                let found = path_of(&e.eval(data))
+                let found = path_of(&e.eval_ref(data))
                     .and_then(|p| split_path(&p).ok())
-                    .and_then(|p| lookup(data, &p).cloned());
+                    .and_then(|p| lookup(data, &p));
                 match found {
-                    Some(v) if !v.is_null() => v,
-                    _ => default.as_ref().map_or(Value::Null, |d| d.eval(data)),
+                    Some(v) if !v.is_null() => Cow::Borrowed(v),
+                    _ => default.as_ref().map_or(NULL, |d| d.eval_ref(data)),
                 }
             }
             Expr::Op(op, args) => eval_op(*op, args, data),
         }
     }
 }
+
+const NULL: Cow<'static, Value> = Cow::Owned(Value::Null);
 
 fn compile(value: &Value, depth: usize) -> Result<Expr, String> {
     if depth > MAX_DEPTH {
@@ -278,7 +293,25 @@ fn compile_var(args: &[&Value], depth: usize) -> Result<Expr, String> {
     }
 }
 
+// Set when a var's first key is absent from the data it was looked up in: lets a
+// caller leave an expensive part of the context out, and evaluate again with it
+// only when a condition actually reached for it (a backend is one thread).
+thread_local! {
+    static MISSING_ROOT: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Whether a lookup since the last call found its first key missing.
+pub fn take_missing_root() -> bool {
+    MISSING_ROOT.replace(false)
+}
+
 fn lookup<'a>(data: &'a Value, path: &[String]) -> Option<&'a Value> {
+    if let (Some(first), Value::Object(m)) = (path.first(), data) {
+        if !m.contains_key(first) {
+            MISSING_ROOT.set(true);
+            return None;
+        }
+    }
     path.iter().try_fold(data, |v, key| match v {
         Value::Object(m) => m.get(key),
         Value::Array(a) => key.parse::<usize>().ok().and_then(|i| a.get(i)),
@@ -385,26 +418,18 @@ fn less(a: &Value, b: &Value) -> bool {
     }
 }
 
-fn eval_op(op: Op, args: &[Expr], data: &Value) -> Value {
-    let arg = |i: usize| args.get(i).map_or(Value::Null, |e| e.eval(data));
+fn eval_op<'a>(op: Op, args: &'a [Expr], data: &'a Value) -> Cow<'a, Value> {
+    let arg = |i: usize| args.get(i).map_or(NULL, |e| e.eval_ref(data));
+    let owned = |v: Value| -> Cow<'a, Value> { Cow::Owned(v) };
+    let boolean = |b: bool| -> Cow<'a, Value> { Cow::Owned(Value::Bool(b)) };
     match op {
-        Op::Not => Value::Bool(!truthy(&arg(0))),
-        Op::Truthy => Value::Bool(truthy(&arg(0))),
-        Op::Or => {
-            let mut last = Value::Null;
+        Op::Not => boolean(!truthy(&arg(0))),
+        Op::Truthy => boolean(truthy(&arg(0))),
+        Op::Or | Op::And => {
+            let mut last = NULL;
             for e in args {
-                last = e.eval(data);
-                if truthy(&last) {
-                    return last;
-                }
-            }
-            last
-        }
-        Op::And => {
-            let mut last = Value::Null;
-            for e in args {
-                last = e.eval(data);
-                if !truthy(&last) {
+                last = e.eval_ref(data);
+                if truthy(&last) == (op == Op::Or) {
                     return last;
                 }
             }
@@ -413,28 +438,28 @@ fn eval_op(op: Op, args: &[Expr], data: &Value) -> Value {
         Op::If => {
             let mut i = 0;
             while i + 1 < args.len() {
-                if truthy(&args[i].eval(data)) {
-                    return args[i + 1].eval(data);
+                if truthy(&args[i].eval_ref(data)) {
+                    return args[i + 1].eval_ref(data);
                 }
                 i += 2;
             }
             if i < args.len() {
-                args[i].eval(data)
+                args[i].eval_ref(data)
             } else {
-                Value::Null
+                NULL
             }
         }
-        Op::Eq => Value::Bool(loose_eq(&arg(0), &arg(1))),
-        Op::Ne => Value::Bool(!loose_eq(&arg(0), &arg(1))),
-        Op::StrictEq => Value::Bool(strict_eq(&arg(0), &arg(1))),
-        Op::StrictNe => Value::Bool(!strict_eq(&arg(0), &arg(1))),
-        Op::Gt => Value::Bool(less(&arg(1), &arg(0))),
+        Op::Eq => boolean(loose_eq(&arg(0), &arg(1))),
+        Op::Ne => boolean(!loose_eq(&arg(0), &arg(1))),
+        Op::StrictEq => boolean(strict_eq(&arg(0), &arg(1))),
+        Op::StrictNe => boolean(!strict_eq(&arg(0), &arg(1))),
+        Op::Gt => boolean(less(&arg(1), &arg(0))),
         Op::Ge => {
             let (a, b) = (arg(0), arg(1));
-            Value::Bool(less(&b, &a) || loose_eq(&a, &b) || to_number(&a) == to_number(&b))
+            boolean(less(&b, &a) || loose_eq(&a, &b) || to_number(&a) == to_number(&b))
         }
         Op::Lt | Op::Le => {
-            let values: Vec<Value> = args.iter().map(|e| e.eval(data)).collect();
+            let values: Vec<Cow<'a, Value>> = args.iter().map(|e| e.eval_ref(data)).collect();
             let cmp = |a: &Value, b: &Value| {
                 if op == Op::Lt {
                     less(a, b)
@@ -442,33 +467,39 @@ fn eval_op(op: Op, args: &[Expr], data: &Value) -> Value {
                     less(a, b) || to_number(a) == to_number(b) || loose_eq(a, b)
                 }
             };
-            Value::Bool(values.windows(2).all(|w| cmp(&w[0], &w[1])))
+            boolean(values.windows(2).all(|w| cmp(&w[0], &w[1])))
         }
         Op::Max | Op::Min => {
-            let nums: Vec<f64> = args.iter().map(|e| to_number(&e.eval(data))).collect();
+            let nums: Vec<f64> = args.iter().map(|e| to_number(&e.eval_ref(data))).collect();
             if nums.iter().any(|n| n.is_nan()) {
-                return Value::Null;
+                return NULL;
             }
             let pick = if op == Op::Max { f64::max } else { f64::min };
-            nums.into_iter().reduce(pick).map_or(Value::Null, number)
+            owned(nums.into_iter().reduce(pick).map_or(Value::Null, number))
         }
-        Op::Add => number(args.iter().map(|e| to_number(&e.eval(data))).sum()),
-        Op::Mul => number(args.iter().map(|e| to_number(&e.eval(data))).product()),
-        Op::Sub => match args.len() {
+        Op::Add => owned(number(
+            args.iter().map(|e| to_number(&e.eval_ref(data))).sum(),
+        )),
+        Op::Mul => owned(number(
+            args.iter().map(|e| to_number(&e.eval_ref(data))).product(),
+        )),
+        Op::Sub => owned(match args.len() {
             1 => number(-to_number(&arg(0))),
             _ => number(to_number(&arg(0)) - to_number(&arg(1))),
-        },
-        Op::Div => number(to_number(&arg(0)) / to_number(&arg(1))),
-        Op::Mod => number(to_number(&arg(0)) % to_number(&arg(1))),
-        Op::In => match arg(1) {
+        }),
+        Op::Div => owned(number(to_number(&arg(0)) / to_number(&arg(1)))),
+        Op::Mod => owned(number(to_number(&arg(0)) % to_number(&arg(1)))),
+        Op::In => boolean(match arg(1).as_ref() {
             Value::Array(items) => {
                 let needle = arg(0);
-                Value::Bool(items.iter().any(|x| strict_eq(x, &needle)))
+                items.iter().any(|x| strict_eq(x, &needle))
             }
-            Value::String(s) => Value::Bool(s.contains(&to_text(&arg(0)))),
-            _ => Value::Bool(false),
-        },
-        Op::Cat => Value::String(args.iter().map(|e| to_text(&e.eval(data))).collect()),
+            Value::String(s) => s.contains(&to_text(&arg(0))),
+            _ => false,
+        }),
+        Op::Cat => owned(Value::String(
+            args.iter().map(|e| to_text(&e.eval_ref(data))).collect(),
+        )),
         Op::Substr => {
             let s: Vec<char> = to_text(&arg(0)).chars().collect();
             let len = s.len() as i64;
@@ -481,7 +512,7 @@ fn eval_op(op: Op, args: &[Expr], data: &Value) -> Value {
             let end = match args.get(2) {
                 None => len,
                 Some(e) => {
-                    let n = to_number(&e.eval(data)) as i64;
+                    let n = to_number(&e.eval_ref(data)) as i64;
                     if n < 0 {
                         (len + n).max(start)
                     } else {
@@ -489,29 +520,33 @@ fn eval_op(op: Op, args: &[Expr], data: &Value) -> Value {
                     }
                 }
             };
-            Value::String(s[start as usize..end.max(start) as usize].iter().collect())
+            owned(Value::String(
+                s[start as usize..end.max(start) as usize].iter().collect(),
+            ))
         }
-        Op::Merge => Value::Array(
+        Op::Merge => owned(Value::Array(
             args.iter()
-                .flat_map(|e| match e.eval(data) {
+                .flat_map(|e| match e.eval_ref(data).into_owned() {
                     Value::Array(a) => a,
                     other => vec![other],
                 })
                 .collect(),
-        ),
+        )),
         Op::Missing => {
             let keys: Vec<Value> = match args {
-                [one] => match one.eval(data) {
+                [one] => match one.eval_ref(data).into_owned() {
                     Value::Array(a) => a,
                     other => vec![other],
                 },
-                many => many.iter().map(|e| e.eval(data)).collect(),
+                many => many.iter().map(|e| e.eval_ref(data).into_owned()).collect(),
             };
-            Value::Array(keys.into_iter().filter(|k| is_missing(data, k)).collect())
+            owned(Value::Array(
+                keys.into_iter().filter(|k| is_missing(data, k)).collect(),
+            ))
         }
         Op::MissingSome => {
             let need = to_number(&arg(0)) as usize;
-            let keys = match arg(1) {
+            let keys = match arg(1).into_owned() {
                 Value::Array(a) => a,
                 other => vec![other],
             };
@@ -520,47 +555,55 @@ fn eval_op(op: Op, args: &[Expr], data: &Value) -> Value {
                 .filter(|k| is_missing(data, k))
                 .cloned()
                 .collect();
-            if keys.len() - missing.len() >= need {
-                Value::Array(Vec::new())
+            owned(Value::Array(if keys.len() - missing.len() >= need {
+                Vec::new()
             } else {
-                Value::Array(missing)
-            }
+                missing
+            }))
         }
         Op::Map | Op::Filter | Op::All | Op::Some | Op::None => {
-            let items = match arg(0) {
+            let list = arg(0);
+            let empty = Vec::new();
+            let items = match list.as_ref() {
                 Value::Array(a) => a,
-                _ => Vec::new(),
+                _ => &empty,
             };
             let body = &args[1];
             match op {
-                Op::Map => Value::Array(items.iter().map(|x| body.eval(x)).collect()),
-                Op::Filter => Value::Array(
+                Op::Map => owned(Value::Array(
                     items
-                        .into_iter()
-                        .filter(|x| truthy(&body.eval(x)))
+                        .iter()
+                        .map(|x| body.eval_ref(x).into_owned())
                         .collect(),
-                ),
+                )),
+                Op::Filter => owned(Value::Array(
+                    items
+                        .iter()
+                        .filter(|x| truthy(&body.eval_ref(x)))
+                        .cloned()
+                        .collect(),
+                )),
                 // JsonLogic: `all` of an empty list is false.
                 Op::All => {
-                    Value::Bool(!items.is_empty() && items.iter().all(|x| truthy(&body.eval(x))))
+                    boolean(!items.is_empty() && items.iter().all(|x| truthy(&body.eval_ref(x))))
                 }
-                Op::Some => Value::Bool(items.iter().any(|x| truthy(&body.eval(x)))),
-                _ => Value::Bool(!items.iter().any(|x| truthy(&body.eval(x)))),
+                Op::Some => boolean(items.iter().any(|x| truthy(&body.eval_ref(x)))),
+                _ => boolean(!items.iter().any(|x| truthy(&body.eval_ref(x)))),
             }
         }
         Op::Reduce => {
-            let items = match arg(0) {
+            let items = match arg(0).into_owned() {
                 Value::Array(a) => a,
                 _ => Vec::new(),
             };
-            let mut acc = arg(2);
+            let mut acc = arg(2).into_owned();
             for item in items {
                 let mut scope = Map::new();
                 scope.insert("current".into(), item);
                 scope.insert("accumulator".into(), acc);
-                acc = args[1].eval(&Value::Object(scope));
+                acc = args[1].eval_ref(&Value::Object(scope)).into_owned();
             }
-            acc
+            owned(acc)
         }
     }
 }
@@ -747,6 +790,27 @@ mod tests {
             let err = Expr::compile(&logic).unwrap_err();
             assert!(err.contains(expected), "{logic}: {err}");
         }
+    }
+
+    /// A var whose first key is absent is reported, so a caller can add that part
+    /// of the context and evaluate again.
+    #[test]
+    fn missing_roots_are_reported() {
+        let e = Expr::compile(&json!({"and": [
+            {"==": [{"var": "event.kind"}, "a"]},
+            {"==": [{"var": "state.mode"}, "busy"]}
+        ]}))
+        .unwrap();
+        take_missing_root();
+        assert_eq!(e.eval(&json!({"event": {"kind": "b"}})), json!(false));
+        assert!(!take_missing_root(), "short-circuited before state");
+        assert_eq!(e.eval(&json!({"event": {"kind": "a"}})), json!(false));
+        assert!(take_missing_root(), "reached for state");
+        assert_eq!(
+            e.eval(&json!({"event": {"kind": "a"}, "state": {"mode": "busy"}})),
+            json!(true)
+        );
+        assert!(!take_missing_root());
     }
 
     #[test]

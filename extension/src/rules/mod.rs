@@ -18,7 +18,6 @@ pub mod template;
 
 use crate::caller;
 use crate::error::{internal, SpineError};
-use crate::policy::current_owner;
 use crate::spi_ext::optional_row;
 use actions::Action;
 use cache::Rule;
@@ -32,7 +31,7 @@ const MAX_NAME_LEN: usize = 100;
 
 /// The owner a rule call acts for: the given one (service_role only) or the user.
 fn rule_owner(owner: Option<Uuid>) -> Result<Uuid, SpineError> {
-    match (owner, current_owner()?) {
+    match (owner, caller::request_user()?) {
         (Some(o), me) if me == Some(o) || caller::caller_is_privileged() => Ok(o),
         (Some(_), _) => Err(SpineError::PermissionDenied(
             "only service_role may manage another user's rules".into(),
@@ -185,7 +184,7 @@ fn replay_event(event_id: Option<Uuid>) -> Result<i64, ErrorReport> {
 #[search_path(pg_catalog, pg_temp)]
 fn get_state(key: Option<&str>) -> Result<Option<JsonB>, ErrorReport> {
     let key = key.ok_or(SpineError::NullArgument("key"))?;
-    let Some(owner) = current_owner()? else {
+    let Some(owner) = caller::request_user()? else {
         return Ok(None);
     };
     Ok(optional_row(Spi::get_one_with_args::<JsonB>(

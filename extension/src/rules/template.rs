@@ -110,19 +110,6 @@ impl Template {
             ),
         }
     }
-
-    /// Whether rendering reads `root` (e.g. `state`), to load it only when needed.
-    pub fn reads(&self, root: &str) -> bool {
-        match self {
-            Template::Literal(_) => false,
-            Template::Value(p) => p[0] == root,
-            Template::Text(parts) => parts
-                .iter()
-                .any(|p| matches!(p, Part::Path(path) if path[0] == root)),
-            Template::Array(items) => items.iter().any(|t| t.reads(root)),
-            Template::Object(fields) => fields.iter().any(|(_, t)| t.reads(root)),
-        }
-    }
 }
 
 fn lookup<'a>(data: &'a Value, path: &[String]) -> Option<&'a Value> {
@@ -155,10 +142,6 @@ mod tests {
             json!({"to": "Partner", "text": "At Work, call #2 from Partner",
                    "data": {"caller": "Partner", "n": 2}, "missing": null, "fixed": [1, "plain"]})
         );
-        assert!(t.reads("state"));
-        assert!(!Template::compile(&json!({"a": "{{event.id}}"}))
-            .unwrap()
-            .reads("state"));
     }
 
     #[test]

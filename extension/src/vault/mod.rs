@@ -349,7 +349,7 @@ fn plugin_secrets(
             name: plugin.into(),
         })?
         .manifest;
-    let owner = policy::current_owner()?;
+    let owner = crate::caller::request_user()?;
     let principal = format!("plugin:{plugin}");
     let mut out = Vec::new();
     for name in &manifest.permissions.secrets {
