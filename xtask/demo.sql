@@ -61,7 +61,35 @@ SELECT spine.schedule('nightly-digest', '0 2 * * *', 'messages', '{"digest":true
 SELECT jobname, schedule FROM cron.job WHERE jobname LIKE 'spine%' ORDER BY jobname;
 SELECT queue, priority, queued, running, retrying, dead FROM spine.queue_stats() WHERE queue = 'messages';
 
-\echo '8. Trust: a plugin declares what it needs, Alice consents, the vault keeps its token'
+
+\echo '8. Rules: Alice''s rule says "a call from Partner while I am at Work: reply by SMS".'
+\echo '   Rules run inside Postgres, in the transaction that emits the event.'
+BEGIN;
+SET LOCAL ROLE authenticated;
+SELECT set_config('request.jwt.claims', '{"sub":"' || :'alice' || '"}', true) IS NOT NULL AS as_alice;
+SELECT spine.get_state('location') AS location FROM spine.set_state('location', '"Work"');
+SELECT spine.save_rule('partner-at-work', 'communication.CallStarted',
+  '{"and": [{"==": [{"var": "event.data.caller"}, "Partner"]},
+            {"==": [{"var": "state.location"}, "Work"]}]}',
+  '[{"enqueue": {"queue": "messages", "priority": "realtime",
+      "payload": {"to": "{{event.data.caller}}", "text": "In a meeting at {{state.location}}, I will call you back"}}}]'
+) IS NOT NULL AS rule_saved;
+SELECT spine.emit('communication.CallStarted', '{"caller":"Partner"}', 'call/43') AS partner_calls;
+SELECT spine.emit('communication.CallStarted', '{"caller":"Dentist"}', 'call/44') AS dentist_calls;
+COMMIT;
+\echo '   The rule fired for Partner only; its job is keyed by the call''s event id:'
+SELECT j.payload ->> 'text' AS text, j.priority, j.idempotency_key FROM spine.jobs j
+ WHERE j.queue = 'messages' AND j.idempotency_key LIKE 'event:%'
+   AND j.idempotency_key LIKE '%' || (SELECT id::text FROM spine.events WHERE subject = 'call/43' ORDER BY seq DESC LIMIT 1) || '%';
+\echo '   Why (not)? spine.explain for the Dentist call:'
+BEGIN;
+SET LOCAL ROLE authenticated;
+SELECT set_config('request.jwt.claims', '{"sub":"' || :'alice' || '"}', true) IS NOT NULL AS as_alice;
+SELECT rule, considered, matches, fired, reason, inputs
+  FROM spine.explain((SELECT id FROM spine.events WHERE subject = 'call/44' ORDER BY seq DESC LIMIT 1));
+COMMIT;
+
+\echo '9. Trust: a plugin declares what it needs, Alice consents, the vault keeps its token'
 \echo '   encrypted, and every decision lands in the hash-chained audit log.'
 SELECT spine.register_plugin('{"name":"sms-sender","version":"1.0.0","description":"Sends SMS replies",
   "permissions":{"secrets":["SMS_API_TOKEN"],"network":["api.sms.example"],"events":{"emit":["sms.*"]}}}') AS plugin;
