@@ -36,6 +36,8 @@ CREATE TABLE spine.rule_firings (
     owner_id   uuid        NOT NULL,
     event_id   uuid        NOT NULL,
     event_type text        NOT NULL,
+    -- The event's correlation id: the loop guard counts a chain's firings by it.
+    correlation_id uuid    NOT NULL,
     depth      integer     NOT NULL DEFAULT 0,
     inputs     jsonb       NOT NULL DEFAULT '{}',
     actions    jsonb       NOT NULL DEFAULT '[]',
@@ -45,9 +47,10 @@ CREATE TABLE spine.rule_firings (
 );
 CREATE INDEX rule_firings_event_idx ON spine.rule_firings (event_id);
 CREATE INDEX rule_firings_owner_idx ON spine.rule_firings (owner_id, id);
+CREATE INDEX rule_firings_correlation_idx ON spine.rule_firings (correlation_id);
 COMMENT ON TABLE spine.rule_firings IS
     'Every firing: the rule, the event, the inputs its condition read, the actions taken (with job and event ids).';
-COMMENT ON COLUMN spine.rule_firings.depth IS 'How often the same rule was already firing up this causal chain (loop guard: spine.rules_max_depth).';
+COMMENT ON COLUMN spine.rule_firings.depth IS 'How often the same rule had fired on this event''s causal ancestors (loop guard: spine.rules_max_depth).';
 
 ALTER TABLE spine.rules ENABLE ROW LEVEL SECURITY;
 ALTER TABLE spine.state ENABLE ROW LEVEL SECURITY;

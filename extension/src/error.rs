@@ -37,6 +37,13 @@ pub enum SpineError {
     /// Stored data fails its integrity check (e.g. a secret that does not decrypt).
     #[error("{0}")]
     Corrupted(String),
+    /// A rule's action failed: the cause keeps its SQLSTATE, the message names the rule.
+    #[error("rule \"{rule}\", action {action}: {source}")]
+    InRule {
+        rule: String,
+        action: usize,
+        source: Box<SpineError>,
+    },
     /// SPI failed underneath us; the message says which statement.
     #[error("internal error in {context}: {message}")]
     Internal {
@@ -56,12 +63,14 @@ impl SpineError {
             SpineError::Conflict(_) => PgSqlErrorCode::ERRCODE_T_R_SERIALIZATION_FAILURE,
             SpineError::Unavailable(_) => PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
             SpineError::Corrupted(_) => PgSqlErrorCode::ERRCODE_DATA_CORRUPTED,
+            SpineError::InRule { source, .. } => source.sqlstate(),
             SpineError::Internal { .. } => PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
         }
     }
 
     fn hint(&self) -> Option<&'static str> {
         match self {
+            SpineError::InRule { source, .. } => source.hint(),
             SpineError::PermissionDenied(_) => {
                 Some("Set request.jwt.claims for the acting user, or use service_role.")
             }

@@ -27,10 +27,15 @@ pub static VAULT_KEY_FILE: GucSetting<Option<CString>> = GucSetting::<Option<CSt
 pub static VAULT_KEY_COMMAND: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(None);
 
-/// `spine.rules_max_depth`: how often one rule may fire within one causal chain
-/// (an event caused by its own actions, directly or through other rules). 1 means
-/// a rule never fires again because of itself.
+/// `spine.rules_max_depth`: how often one rule may fire along one causal chain
+/// (an event caused by its own actions, directly or through other rules, jobs or
+/// functions that pass the causation id on). 1 means a rule never fires again
+/// because of itself. Superuser-only: a user must not lift the guard.
 pub static RULES_MAX_DEPTH: GucSetting<i32> = GucSetting::<i32>::new(1);
+
+/// `spine.rules_max_chain_firings`: how many firings one chain of events (one
+/// correlation id) may have in all; bounds fan-out. Superuser-only.
+pub static RULES_MAX_CHAIN_FIRINGS: GucSetting<i32> = GucSetting::<i32>::new(1000);
 
 pub fn init() {
     GucRegistry::define_int_guc(
@@ -40,7 +45,17 @@ pub fn init() {
         &RULES_MAX_DEPTH,
         1,
         16,
-        GucContext::Userset,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"spine.rules_max_chain_firings",
+        c"How many rule firings one chain of events (one correlation id) may have in all.",
+        c"Bounds fan-out: rules whose actions emit several events multiply without repeating.",
+        &RULES_MAX_CHAIN_FIRINGS,
+        1,
+        100_000,
+        GucContext::Suset,
         GucFlags::default(),
     );
     GucRegistry::define_string_guc(
@@ -118,4 +133,9 @@ pub fn vault_key_command() -> Option<String> {
 /// The loop guard's depth.
 pub fn rules_max_depth() -> usize {
     RULES_MAX_DEPTH.get().max(1) as usize
+}
+
+/// The loop guard's cap on a chain's firings.
+pub fn rules_max_chain_firings() -> usize {
+    RULES_MAX_CHAIN_FIRINGS.get().max(1) as usize
 }

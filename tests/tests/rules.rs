@@ -357,7 +357,8 @@ async fn bad_rules_are_refused_when_saved() {
 }
 
 /// A rule that emits the event it listens to fires once per causal chain by
-/// default, and `spine.rules_max_depth` times when raised.
+/// default, and `spine.rules_max_depth` times when an administrator raises it
+/// (users cannot).
 #[tokio::test]
 async fn loop_guard_stops_a_rule_retriggering_itself() {
     let mut db = connect().await;
@@ -373,29 +374,125 @@ async fn loop_guard_stops_a_rule_retriggering_itself() {
         .await;
     })
     .await;
+    let tx = db.transaction().await.unwrap();
+    act_as(&tx, "authenticated", claims(alice)).await;
+    let err = tx
+        .batch_execute("SET LOCAL spine.rules_max_depth = 16")
+        .await
+        .unwrap_err();
+    assert_eq!(
+        sqlstate(&err),
+        Some("42501"),
+        "a user lifting the guard: {err:?}"
+    );
+    tx.rollback().await.unwrap();
     for depth in [1i64, 3] {
+        db.batch_execute(&format!("SET spine.rules_max_depth = {depth}"))
+            .await
+            .unwrap();
         let first = as_user(&mut db, alice, async |tx| {
-            tx.batch_execute(&format!("SET LOCAL spine.rules_max_depth = {depth}"))
-                .await
-                .unwrap();
             emit(tx, "loop.Pinged", json!({"n": 0})).await
         })
         .await;
-        let (pings, firings): (i64, i64) = {
-            let r = db
-                .query_one(
-                    "SELECT (SELECT count(*) FROM spine.events WHERE correlation_id = $1 AND type = 'loop.Pinged'), \
-                            (SELECT count(*) FROM spine.rule_firings f JOIN spine.events e ON e.id = f.event_id \
-                              WHERE e.correlation_id = $1)",
-                    &[&first],
-                )
-                .await
-                .unwrap();
-            (r.get(0), r.get(1))
-        };
+        let (pings, firings) = chain_counts(&db, first, "loop.Pinged").await;
         assert_eq!(firings, depth, "max depth {depth}");
         assert_eq!(pings, depth + 1, "max depth {depth}");
     }
+    db.batch_execute("RESET spine.rules_max_depth")
+        .await
+        .unwrap();
+}
+
+/// (events of `event_type`, rule firings) in the chain that started with `first`.
+async fn chain_counts(db: &Client, first: Uuid, event_type: &str) -> (i64, i64) {
+    let r = db
+        .query_one(
+            "SELECT (SELECT count(*) FROM spine.events WHERE correlation_id = $1 AND type = $2), \
+                    (SELECT count(*) FROM spine.rule_firings WHERE correlation_id = $1)",
+            &[&first, &event_type],
+        )
+        .await
+        .unwrap();
+    (r.get(0), r.get(1))
+}
+
+/// Rules whose actions emit several events multiply without any rule repeating;
+/// `spine.rules_max_chain_firings` caps the whole chain.
+#[tokio::test]
+async fn loop_guard_caps_fan_out() {
+    let mut db = connect().await;
+    let alice = Uuid::new_v4();
+    as_user(&mut db, alice, async |tx| {
+        for r in ["a", "b", "c", "d"] {
+            save_rule(
+                tx,
+                r,
+                "fan.*",
+                json!(true),
+                json!([{"emit": {"type": "fan.Forked", "data": {}}},
+                       {"emit": {"type": "fan.Forked", "data": {}}},
+                       {"emit": {"type": "fan.Forked", "data": {}}}]),
+            )
+            .await;
+        }
+    })
+    .await;
+    db.batch_execute("SET spine.rules_max_chain_firings = 20")
+        .await
+        .unwrap();
+    let first = as_user(&mut db, alice, async |tx| {
+        emit(tx, "fan.Started", json!({})).await
+    })
+    .await;
+    db.batch_execute("RESET spine.rules_max_chain_firings")
+        .await
+        .unwrap();
+    let (_, firings) = chain_counts(&db, first, "fan.Forked").await;
+    assert_eq!(firings, 20);
+}
+
+/// The guard holds across transactions: a rule enqueues a job, and what runs the
+/// job emits the next event with the job's cause — the rule does not fire again.
+#[tokio::test]
+async fn loop_guard_holds_through_jobs() {
+    let mut db = connect().await;
+    let queue = user_queue(&db).await;
+    let alice = Uuid::new_v4();
+    let q = queue.clone();
+    let first = as_user(&mut db, alice, async |tx| {
+        save_rule(
+            tx,
+            "through-a-job",
+            "relay.Pinged",
+            json!(true),
+            json!([{"enqueue": {"queue": q, "payload": {"cause": "{{event.id}}"}}}]),
+        )
+        .await;
+        emit(tx, "relay.Pinged", json!({})).await
+    })
+    .await;
+    // What a job handler (say an edge function) does later, in its own
+    // transaction: emit for the user, caused by the event the job came from.
+    for _ in 0..2 {
+        let cause: Uuid = one(
+            &db,
+            "SELECT (payload->>'cause')::uuid FROM spine.jobs WHERE queue = $1 ORDER BY id DESC LIMIT 1",
+            &[&queue],
+        )
+        .await;
+        as_user(&mut db, alice, async |tx| {
+            tx.execute(
+                "SELECT spine.emit('relay.Pinged', '{}', causation_id => $1)",
+                &[&cause],
+            )
+            .await
+            .unwrap();
+        })
+        .await;
+    }
+    assert_eq!(jobs_in(&db, &queue).await.len(), 1);
+    let (_, firings) = chain_counts(&db, first, "relay.Pinged").await;
+    assert_eq!(firings, 1);
 }
 
 /// Replaying an event fires only rules that have not fired for it, and never

@@ -7,7 +7,7 @@ pub mod event_type;
 use crate::error::SpineError;
 use crate::gucs;
 use crate::rules;
-use crate::spi_ext::run_prepared;
+use crate::spi_ext::{one_prepared, run_prepared};
 use pgrx::datum::TimestampWithTimeZone;
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::pg_sys::BuiltinOid::{JSONBOID, TEXTOID, TIMESTAMPTZOID, UUIDOID};
@@ -185,9 +185,11 @@ pub fn rfc3339(pg_micros: i64) -> String {
 /// emitter may see it: a user only their own events (emit runs as the extension's
 /// owner, so RLS does not do this here), a system caller (no owner) any.
 fn correlation_of(event_id: Uuid, owner: Option<Uuid>) -> Result<Option<Uuid>, SpineError> {
-    Spi::get_one_with_args::<Uuid>(
+    // A cause that is gone (purged) or not the emitter's starts a new chain.
+    one_prepared::<Uuid>(
         "SELECT correlation_id FROM spine.events \
          WHERE id = $1 AND ($2::uuid IS NULL OR owner_id = $2)",
+        &[UUIDOID, UUIDOID],
         &[event_id.into(), owner.into()],
     )
     .map_err(|e| SpineError::Internal {

@@ -92,28 +92,36 @@ impl<'a> Fields<'a> {
     }
 }
 
-/// Webhook targets: https URLs to a named host. Internal addresses are refused here
-/// (IP literals, localhost); the http handler reaches whatever a name resolves to.
-fn check_webhook_url(url: &str) -> Result<(), String> {
-    let rest = url
-        .strip_prefix("https://")
-        .ok_or_else(|| format!("webhook: url \"{url}\" must start with https://"))?;
-    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
-    let host = authority
-        .rsplit_once('@')
-        .map_or(authority, |(_, h)| h)
-        .split(':')
-        .next()
-        .unwrap_or_default()
-        .to_ascii_lowercase();
-    let is_ip = host.starts_with('[') || host.parse::<std::net::Ipv4Addr>().is_ok();
-    let local = host == "localhost" || host.ends_with(".localhost") || host.ends_with(".local");
-    if host.is_empty() || !host.contains('.') || is_ip || local {
-        return Err(format!(
-            "webhook: url \"{url}\" must name a public host (no IP address, localhost or .local)"
-        ));
+/// Webhook targets: https URLs to a named public host. The URL is parsed the way
+/// the worker's HTTP client parses it (WHATWG), so `https://0x7f.1/`,
+/// `https://127.1/` or `https://169.254.43518/` are the IP addresses they stand for
+/// and are refused, as are `localhost` and `.local` names (with or without a
+/// trailing dot). The http handler reaches whatever a name resolves to.
+fn check_webhook_url(raw: &str) -> Result<(), String> {
+    let bad = |why: &str| Err(format!("webhook: url \"{raw}\" {why}"));
+    let Ok(url) = url::Url::parse(raw) else {
+        return bad("is not a URL");
+    };
+    if url.scheme() != "https" {
+        return bad("must start with https://");
     }
-    Ok(())
+    match url.host() {
+        Some(url::Host::Domain(name)) => {
+            let name = name.trim_end_matches('.').to_ascii_lowercase();
+            let local = name == "localhost"
+                || name.ends_with(".localhost")
+                || name.ends_with(".local")
+                || name.ends_with(".internal");
+            if local || !name.contains('.') {
+                return bad("must name a public host (no IP address, localhost or .local)");
+            }
+            Ok(())
+        }
+        Some(url::Host::Ipv4(_) | url::Host::Ipv6(_)) => {
+            bad("must name a public host (no IP address, localhost or .local)")
+        }
+        None => bad("has no host"),
+    }
 }
 
 fn parse_one(value: &Value) -> Result<Action, String> {

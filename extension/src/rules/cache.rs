@@ -113,6 +113,8 @@ unsafe extern "C-unwind" fn relcache_changed(_arg: pg_sys::Datum, relid: pg_sys:
     let rules = RULES_OID.get();
     if relid == pg_sys::InvalidOid || rules == pg_sys::InvalidOid || relid == rules {
         STALE.set(true);
+        // The table may have been recreated (DROP/CREATE EXTENSION): look it up again.
+        RULES_OID.set(pg_sys::InvalidOid);
     }
 }
 
@@ -144,7 +146,15 @@ pub fn invalidate() -> Result<(), SpineError> {
 }
 
 /// The enabled rules of `owner`, highest priority first (then by name).
+///
+/// Under REPEATABLE READ or SERIALIZABLE the rules are read with the
+/// transaction's snapshot, which may predate a change other sessions see: such a
+/// read is used for this transaction only, never cached.
 pub fn rules_of(owner: Uuid) -> Result<OwnerRules, SpineError> {
+    // SAFETY: reads the backend's isolation level.
+    if unsafe { pg_sys::XactIsoLevel >= pg_sys::XACT_REPEATABLE_READ as i32 } {
+        return Ok(Rc::new(load(owner)?));
+    }
     rules_oid()?;
     if STALE.replace(false) {
         OWNERS.with(|o| o.borrow_mut().clear());

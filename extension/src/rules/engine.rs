@@ -18,7 +18,6 @@ use pgrx::pg_sys::BuiltinOid::{INT4OID, INT8OID, JSONBOID, TEXTOID, UUIDOID};
 use pgrx::prelude::*;
 use pgrx::{JsonB, Uuid};
 use serde_json::{json, Map, Value};
-use std::cell::RefCell;
 
 /// An emitted event as rules see it.
 pub struct EventInfo<'a> {
@@ -57,36 +56,56 @@ impl EventInfo<'_> {
     }
 }
 
-// The rules whose actions are running, innermost last: an event caused by a rule's
-// actions is evaluated while that rule is on this stack (a backend is one thread).
-thread_local! {
-    static FIRING: RefCell<Vec<Uuid>> = const { RefCell::new(Vec::new()) };
+/// Why a matching rule may not fire here, if it may not: the loop guard.
+///
+/// Two limits, both read from the firings already recorded (so they hold across
+/// transactions too, e.g. a rule → job → function → event → rule loop, as long as
+/// the function passes the causation id on):
+/// - `spine.rules_max_depth`: how often this rule fired on the event's causal
+///   ancestors (the causation links back to the first event);
+/// - `spine.rules_max_chain_firings`: how many firings the whole chain (events
+///   sharing the correlation id) has had — this bounds fan-out, where rules with
+///   several emit actions multiply without any one rule repeating.
+///
+pub fn loop_guard(rule: &Rule, event: &EventInfo<'_>) -> Result<Guard, SpineError> {
+    let max_depth = gucs::rules_max_depth() as i64;
+    let counts = Spi::get_two_with_args::<i64, i64>(
+        "WITH RECURSIVE ancestors (id, causation_id, hops) AS ( \
+             SELECT e.id, e.causation_id, 0 FROM spine.events e WHERE e.id = $1 \
+             UNION ALL \
+             SELECT e.id, e.causation_id, a.hops + 1 FROM spine.events e \
+               JOIN ancestors a ON e.id = a.causation_id WHERE a.hops < $4) \
+         SELECT (SELECT count(*) FROM ancestors a JOIN spine.rule_firings f ON f.event_id = a.id \
+                  WHERE f.rule_id = $2), \
+                (SELECT count(*) FROM spine.rule_firings f WHERE f.correlation_id = $3)",
+        &[
+            event.id.into(),
+            rule.id.into(),
+            event.correlation_id.into(),
+            (gucs::rules_max_chain_firings() as i64).into(),
+        ],
+    )
+    .map_err(internal("rules: loop guard"))?;
+    let (depth, chain) = (counts.0.unwrap_or(0), counts.1.unwrap_or(0));
+    Ok(if depth >= max_depth {
+        Guard::Stop(format!(
+            "fired {depth} time(s) up this causal chain (spine.rules_max_depth = {max_depth})"
+        ))
+    } else if chain >= gucs::rules_max_chain_firings() as i64 {
+        Guard::Stop(format!(
+            "the chain already had {chain} firings (spine.rules_max_chain_firings)"
+        ))
+    } else {
+        Guard::Fire {
+            depth: depth as i32,
+        }
+    })
 }
 
-/// Pops the rule off the firing stack however the actions end (an ERROR unwinds).
-struct OnStack;
-
-impl OnStack {
-    fn push(id: Uuid) -> OnStack {
-        FIRING.with(|f| f.borrow_mut().push(id));
-        OnStack
-    }
-}
-
-impl Drop for OnStack {
-    fn drop(&mut self) {
-        FIRING.with(|f| f.borrow_mut().pop());
-    }
-}
-
-/// How often `rule` is firing further up this causal chain.
-pub fn depth_of(rule: Uuid) -> usize {
-    FIRING.with(|f| f.borrow().iter().filter(|r| **r == rule).count())
-}
-
-/// Whether the loop guard stops `rule` here.
-pub fn loop_guarded(rule: Uuid) -> bool {
-    depth_of(rule) >= gucs::rules_max_depth()
+/// The loop guard's answer.
+pub enum Guard {
+    Fire { depth: i32 },
+    Stop(String),
 }
 
 /// The owner's state as one JSON object.
@@ -124,9 +143,6 @@ pub fn on_event(event: &EventInfo<'_>) -> Result<usize, SpineError> {
     let mut ctx = json!({"event": event.envelope(), "entity": null});
     let mut fired = 0;
     for rule in &rules {
-        if loop_guarded(rule.id) {
-            continue;
-        }
         let state_missing = ctx.get("state").is_none();
         jsonlogic::take_missing_root();
         let mut matches = truthy(&rule.condition.eval_ref(&ctx));
@@ -137,10 +153,21 @@ pub fn on_event(event: &EventInfo<'_>) -> Result<usize, SpineError> {
         if !matches {
             continue;
         }
+        // A first event (no cause, its own correlation id) starts its chain: until
+        // one of its rules has fired (and maybe cascaded) nothing needs counting.
+        let starts_chain = event.causation_id.is_none() && event.correlation_id == event.id;
+        let guard = if starts_chain && fired == 0 {
+            Guard::Fire { depth: 0 }
+        } else {
+            loop_guard(rule, event)?
+        };
+        let Guard::Fire { depth } = guard else {
+            continue;
+        };
         if ctx.get("state").is_none() {
             ctx["state"] = load_state(event.owner)?;
         }
-        if fire(rule, event, &mut ctx)? {
+        if fire(rule, event, depth, &mut ctx)? {
             fired += 1;
         }
     }
@@ -159,17 +186,23 @@ pub fn inputs_of(rule: &Rule, ctx: &Value) -> Value {
 
 /// Records the firing (once per rule and event) and runs the actions in order.
 /// False when the rule had already fired for this event (a replay).
-fn fire(rule: &Rule, event: &EventInfo<'_>, ctx: &mut Value) -> Result<bool, SpineError> {
-    let depth = depth_of(rule.id) as i32;
+fn fire(
+    rule: &Rule,
+    event: &EventInfo<'_>,
+    depth: i32,
+    ctx: &mut Value,
+) -> Result<bool, SpineError> {
     let firing: Option<i64> = one_prepared::<i64>(
-        "INSERT INTO spine.rule_firings (rule_id, owner_id, event_id, event_type, depth, inputs) \
-         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (rule_id, event_id) DO NOTHING RETURNING id",
-        &[UUIDOID, UUIDOID, UUIDOID, TEXTOID, INT4OID, JSONBOID],
+        "INSERT INTO spine.rule_firings \
+             (rule_id, owner_id, event_id, event_type, correlation_id, depth, inputs) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (rule_id, event_id) DO NOTHING RETURNING id",
+        &[UUIDOID, UUIDOID, UUIDOID, TEXTOID, UUIDOID, INT4OID, JSONBOID],
         &[
             rule.id.into(),
             event.owner.into(),
             event.id.into(),
             event.event_type.into(),
+            event.correlation_id.into(),
             depth.into(),
             JsonB(inputs_of(rule, ctx)).into(),
         ],
@@ -178,15 +211,12 @@ fn fire(rule: &Rule, event: &EventInfo<'_>, ctx: &mut Value) -> Result<bool, Spi
     let Some(firing) = firing else {
         return Ok(false);
     };
-    let _on_stack = OnStack::push(rule.id);
     let mut results = Vec::with_capacity(rule.actions.len());
     for (i, action) in rule.actions.iter().enumerate() {
-        let result = run(action, i, rule, event, ctx).map_err(|e| match e {
-            SpineError::Internal { context, message } => SpineError::Internal {
-                context,
-                message: format!("rule \"{}\", action {}: {message}", rule.name, i + 1),
-            },
-            other => other,
+        let result = run(action, i, rule, event, ctx).map_err(|e| SpineError::InRule {
+            rule: rule.name.clone(),
+            action: i + 1,
+            source: Box::new(e),
         })?;
         results.push(result);
     }
@@ -197,8 +227,8 @@ fn fire(rule: &Rule, event: &EventInfo<'_>, ctx: &mut Value) -> Result<bool, Spi
         &[firing.into(), JsonB(results.clone()).into()],
     )
     .map_err(internal("rules: record actions"))?;
-    // Announced while the rule is still on the firing stack: a rule listening to
-    // rules.* does not re-fire itself on its own announcement.
+    // Caused by the event, so a rule listening to rules.* meets its own firing up
+    // the chain and does not re-fire on its own announcement.
     events::emit_event(NewEvent {
         event_type: "rules.RuleFired",
         data: JsonB(json!({
@@ -314,13 +344,7 @@ fn run(
         }
         Action::SetState { key, value } => {
             let value = value.render(ctx);
-            run_prepared(
-                "INSERT INTO spine.state (owner_id, key, value) VALUES ($1, $2, $3) \
-                 ON CONFLICT (owner_id, key) DO UPDATE SET value = EXCLUDED.value, updated_at = now()",
-                &[UUIDOID, TEXTOID, JSONBOID],
-                &[event.owner.into(), key.as_str().into(), JsonB(value.clone()).into()],
-            )
-            .map_err(internal("rules: set state"))?;
+            super::put_state(event.owner, key, Some(&value))?;
             // Later rules on the same event see the new value.
             if let Some(state) = ctx.get_mut("state").and_then(Value::as_object_mut) {
                 state.insert(key.clone(), value.clone());

@@ -159,7 +159,8 @@ impl Expr {
         match self {
             Expr::Var { path, default } => {
                 let p = path.join(".");
-                if !out.contains(&p) {
+                // `{"var": ""}` is the whole data, not an input worth recording.
+                if !p.is_empty() && !out.contains(&p) {
                     out.push(p);
                 }
                 if let Some(d) = default {
@@ -170,6 +171,15 @@ impl Expr {
                 e.var_paths(out);
                 if let Some(d) = d {
                     d.var_paths(out);
+                }
+            }
+            // The body of map/filter/all/some/none/reduce reads each item (or
+            // {current, accumulator}), not the context: only the list counts.
+            Expr::Op(Op::Map | Op::Filter | Op::All | Op::Some | Op::None | Op::Reduce, items) => {
+                for (n, i) in items.iter().enumerate() {
+                    if n != 1 {
+                        i.var_paths(out);
+                    }
                 }
             }
             Expr::Array(items) | Expr::Op(_, items) => {
@@ -418,6 +428,15 @@ fn less(a: &Value, b: &Value) -> bool {
     }
 }
 
+/// JavaScript `<=`: strings compare as strings, anything else as numbers (NaN
+/// compares false).
+fn less_or_equal(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::String(x), Value::String(y)) => x <= y,
+        _ => to_number(a) <= to_number(b),
+    }
+}
+
 fn eval_op<'a>(op: Op, args: &'a [Expr], data: &'a Value) -> Cow<'a, Value> {
     let arg = |i: usize| args.get(i).map_or(NULL, |e| e.eval_ref(data));
     let owned = |v: Value| -> Cow<'a, Value> { Cow::Owned(v) };
@@ -454,17 +473,14 @@ fn eval_op<'a>(op: Op, args: &'a [Expr], data: &'a Value) -> Cow<'a, Value> {
         Op::StrictEq => boolean(strict_eq(&arg(0), &arg(1))),
         Op::StrictNe => boolean(!strict_eq(&arg(0), &arg(1))),
         Op::Gt => boolean(less(&arg(1), &arg(0))),
-        Op::Ge => {
-            let (a, b) = (arg(0), arg(1));
-            boolean(less(&b, &a) || loose_eq(&a, &b) || to_number(&a) == to_number(&b))
-        }
+        Op::Ge => boolean(less_or_equal(&arg(1), &arg(0))),
         Op::Lt | Op::Le => {
             let values: Vec<Cow<'a, Value>> = args.iter().map(|e| e.eval_ref(data)).collect();
             let cmp = |a: &Value, b: &Value| {
                 if op == Op::Lt {
                     less(a, b)
                 } else {
-                    less(a, b) || to_number(a) == to_number(b) || loose_eq(a, b)
+                    less_or_equal(a, b)
                 }
             };
             boolean(values.windows(2).all(|w| cmp(&w[0], &w[1])))
@@ -497,8 +513,14 @@ fn eval_op<'a>(op: Op, args: &'a [Expr], data: &'a Value) -> Cow<'a, Value> {
             Value::String(s) => s.contains(&to_text(&arg(0))),
             _ => false,
         }),
+        // json-logic-js joins its arguments: null (and a missing var) is "".
         Op::Cat => owned(Value::String(
-            args.iter().map(|e| to_text(&e.eval_ref(data))).collect(),
+            args.iter()
+                .map(|e| match e.eval_ref(data).as_ref() {
+                    Value::Null => String::new(),
+                    v => to_text(v),
+                })
+                .collect(),
         )),
         Op::Substr => {
             let s: Vec<char> = to_text(&arg(0)).chars().collect();
@@ -823,5 +845,16 @@ mod tests {
         let mut paths = Vec::new();
         e.var_paths(&mut paths);
         assert_eq!(paths, ["event.data.caller", "state.location"]);
+        let items = Expr::compile(
+            &json!({"some": [{"var": "event.data.items"}, {"==": [{"var": "price"}, 1]}]}),
+        )
+        .unwrap();
+        let mut paths = Vec::new();
+        items.var_paths(&mut paths);
+        assert_eq!(
+            paths,
+            ["event.data.items"],
+            "item fields are not context inputs"
+        );
     }
 }

@@ -18,16 +18,69 @@ pub mod template;
 
 use crate::caller;
 use crate::error::{internal, SpineError};
-use crate::spi_ext::optional_row;
+use crate::spi_ext::{one_prepared, optional_row, run_prepared};
 use actions::Action;
 use cache::Rule;
 use pgrx::pg_sys::panic::ErrorReport;
+use pgrx::pg_sys::BuiltinOid::{JSONBOID, TEXTOID, UUIDOID};
 use pgrx::prelude::*;
 use pgrx::{JsonB, Uuid};
 use serde_json::Value;
 
 /// Longest rule name.
 const MAX_NAME_LEN: usize = 100;
+/// Most rules one user may have: every one is evaluated on each of their events.
+const MAX_RULES_PER_OWNER: i64 = 1000;
+/// Most state keys one user may have, and the largest value (JSON text).
+const MAX_STATE_KEYS: i64 = 1000;
+const MAX_STATE_VALUE_BYTES: usize = 64 * 1024;
+
+/// Sets (or, with None, deletes) a key of `owner`'s state, within the limits.
+pub fn put_state(owner: Uuid, key: &str, value: Option<&Value>) -> Result<(), SpineError> {
+    if key.is_empty() || key.len() > 200 {
+        return Err(SpineError::InvalidParameter {
+            name: "state key",
+            reason: "must be 1 to 200 bytes".into(),
+        });
+    }
+    let Some(value) = value else {
+        return run_prepared(
+            "DELETE FROM spine.state WHERE owner_id = $1 AND key = $2",
+            &[UUIDOID, TEXTOID],
+            &[owner.into(), key.into()],
+        )
+        .map_err(internal("state"));
+    };
+    let size = value.to_string().len();
+    if size > MAX_STATE_VALUE_BYTES {
+        return Err(SpineError::TooLarge {
+            what: "state value",
+            actual: size,
+            limit: MAX_STATE_VALUE_BYTES,
+        });
+    }
+    let keys = one_prepared::<i64>(
+        "SELECT count(*) FILTER (WHERE key <> $2) FROM spine.state WHERE owner_id = $1",
+        &[UUIDOID, TEXTOID],
+        &[owner.into(), key.into()],
+    )
+    .map_err(internal("state"))?
+    .unwrap_or(0);
+    if keys >= MAX_STATE_KEYS {
+        return Err(SpineError::TooLarge {
+            what: "state (keys)",
+            actual: keys as usize + 1,
+            limit: MAX_STATE_KEYS as usize,
+        });
+    }
+    run_prepared(
+        "INSERT INTO spine.state (owner_id, key, value) VALUES ($1, $2, $3) \
+         ON CONFLICT (owner_id, key) DO UPDATE SET value = EXCLUDED.value, updated_at = now()",
+        &[UUIDOID, TEXTOID, JSONBOID],
+        &[owner.into(), key.into(), JsonB(value.clone()).into()],
+    )
+    .map_err(internal("state"))
+}
 
 /// The owner a rule call acts for: the given one (service_role only) or the user.
 fn rule_owner(owner: Option<Uuid>) -> Result<Uuid, SpineError> {
@@ -55,10 +108,12 @@ fn save_rule(
     on_event: Option<&str>,
     condition: Option<JsonB>,
     actions: Option<JsonB>,
-    priority: default!(i32, 0),
-    enabled: default!(bool, true),
+    priority: default!(Option<i32>, 0),
+    enabled: default!(Option<bool>, true),
     owner: default!(Option<Uuid>, "NULL"),
 ) -> Result<Uuid, ErrorReport> {
+    let priority = priority.ok_or(SpineError::NullArgument("priority"))?;
+    let enabled = enabled.ok_or(SpineError::NullArgument("enabled"))?;
     let name = name.ok_or(SpineError::NullArgument("name"))?;
     let on_event = on_event.ok_or(SpineError::NullArgument("on_event"))?;
     let condition = condition.ok_or(SpineError::NullArgument("condition"))?;
@@ -86,6 +141,20 @@ fn save_rule(
         if let Action::Enqueue { queue, .. } = action {
             engine::check_queue_for_users(queue)?;
         }
+    }
+    let others = Spi::get_one_with_args::<i64>(
+        "SELECT count(*) FROM spine.rules WHERE owner_id = $1 AND name <> $2",
+        &[owner.into(), name.into()],
+    )
+    .map_err(internal("save rule"))?
+    .unwrap_or(0);
+    if others >= MAX_RULES_PER_OWNER {
+        return Err(SpineError::TooLarge {
+            what: "rules of one user",
+            actual: others as usize + 1,
+            limit: MAX_RULES_PER_OWNER as usize,
+        }
+        .into());
     }
     let id = Spi::get_one_with_args::<Uuid>(
         "INSERT INTO spine.rules (owner_id, name, on_event, condition, actions, priority, enabled) \
@@ -142,27 +211,8 @@ fn delete_rule(
 #[search_path(pg_catalog, pg_temp)]
 fn set_state(key: Option<&str>, value: Option<JsonB>) -> Result<(), ErrorReport> {
     let key = key.ok_or(SpineError::NullArgument("key"))?;
-    if key.is_empty() || key.len() > 200 {
-        return Err(SpineError::InvalidParameter {
-            name: "state key",
-            reason: "must be 1 to 200 bytes".into(),
-        }
-        .into());
-    }
     let owner = rule_owner(None)?;
-    match value {
-        Some(v) => Spi::run_with_args(
-            "INSERT INTO spine.state (owner_id, key, value) VALUES ($1, $2, $3) \
-             ON CONFLICT (owner_id, key) DO UPDATE SET value = EXCLUDED.value, updated_at = now()",
-            &[owner.into(), key.into(), v.into()],
-        ),
-        None => Spi::run_with_args(
-            "DELETE FROM spine.state WHERE owner_id = $1 AND key = $2",
-            &[owner.into(), key.into()],
-        ),
-    }
-    .map_err(internal("set state"))?;
-    Ok(())
+    Ok(put_state(owner, key, value.as_ref().map(|v| &v.0))?)
 }
 
 /// Evaluates the owner's rules again on a stored event (e.g. after adding a rule):
