@@ -431,3 +431,45 @@ async fn purge_respects_the_slowest_sink() {
         .unwrap_err();
     assert_eq!(sqlstate(&err), Some("22023"));
 }
+
+/// A cause the emitter cannot see (another user's event, or one purged or never
+/// written) is kept as the causation id, but the event starts a chain of its own:
+/// correlation ids never leak across users.
+#[tokio::test]
+async fn unknown_or_foreign_cause_starts_a_new_chain() {
+    let mut db = spine_tests::connect().await;
+    let (alice, bob) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+    let emit_as = async |db: &mut tokio_postgres::Client, who: uuid::Uuid, cause: uuid::Uuid| {
+        let tx = db.transaction().await.unwrap();
+        spine_tests::act_as(
+            &tx,
+            "authenticated",
+            serde_json::json!({"sub": who.to_string(), "role": "authenticated"}),
+        )
+        .await;
+        let id: uuid::Uuid = spine_tests::one(
+            &tx,
+            "SELECT spine.emit('test.ThingHappened', '{}', causation_id => $1)",
+            &[&cause],
+        )
+        .await;
+        tx.commit().await.unwrap();
+        id
+    };
+    let bobs = emit_as(&mut db, bob, uuid::Uuid::new_v4()).await;
+    for cause in [uuid::Uuid::new_v4(), bobs] {
+        let id = emit_as(&mut db, alice, cause).await;
+        let (correlation, causation): (uuid::Uuid, Option<uuid::Uuid>) = {
+            let r = db
+                .query_one(
+                    "SELECT correlation_id, causation_id FROM spine.events WHERE id = $1",
+                    &[&id],
+                )
+                .await
+                .unwrap();
+            (r.get(0), r.get(1))
+        };
+        assert_eq!(correlation, id);
+        assert_eq!(causation, Some(cause));
+    }
+}
