@@ -347,6 +347,18 @@ async fn bad_rules_are_refused_when_saved() {
             "SELECT spine.replay_event(gen_random_uuid())",
             "42501",
         ),
+        (
+            "authenticated",
+            claims(alice),
+            "SELECT spine.set_state('big', to_jsonb(repeat('x', 70000)))",
+            "54000",
+        ),
+        (
+            "authenticated",
+            claims(alice),
+            "SELECT spine.set_state('', '1')",
+            "22023",
+        ),
     ] {
         let tx = db.transaction().await.unwrap();
         act_as(&tx, role, claim).await;

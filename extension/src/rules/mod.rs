@@ -59,27 +59,35 @@ pub fn put_state(owner: Uuid, key: &str, value: Option<&Value>) -> Result<(), Sp
             limit: MAX_STATE_VALUE_BYTES,
         });
     }
-    let keys = one_prepared::<i64>(
-        "SELECT count(*) FILTER (WHERE key <> $2) FROM spine.state WHERE owner_id = $1",
-        &[UUIDOID, TEXTOID],
-        &[owner.into(), key.into()],
-    )
-    .map_err(internal("state"))?
-    .unwrap_or(0);
-    if keys >= MAX_STATE_KEYS {
-        return Err(SpineError::TooLarge {
-            what: "state (keys)",
-            actual: keys as usize + 1,
-            limit: MAX_STATE_KEYS as usize,
-        });
-    }
-    run_prepared(
+    // Upsert first; only a new key (xmax = 0: inserted, not updated) can breach
+    // the key limit, and the error then undoes the insert.
+    let inserted = one_prepared::<bool>(
         "INSERT INTO spine.state (owner_id, key, value) VALUES ($1, $2, $3) \
-         ON CONFLICT (owner_id, key) DO UPDATE SET value = EXCLUDED.value, updated_at = now()",
+         ON CONFLICT (owner_id, key) DO UPDATE SET value = EXCLUDED.value, updated_at = now() \
+         RETURNING xmax = 0",
         &[UUIDOID, TEXTOID, JSONBOID],
         &[owner.into(), key.into(), JsonB(value.clone()).into()],
     )
-    .map_err(internal("state"))
+    .map_err(internal("state"))?
+    .unwrap_or(false);
+    if !inserted {
+        return Ok(());
+    }
+    let keys = one_prepared::<i64>(
+        "SELECT count(*) FROM spine.state WHERE owner_id = $1",
+        &[UUIDOID],
+        &[owner.into()],
+    )
+    .map_err(internal("state"))?
+    .unwrap_or(0);
+    if keys > MAX_STATE_KEYS {
+        return Err(SpineError::TooLarge {
+            what: "state (keys)",
+            actual: keys as usize,
+            limit: MAX_STATE_KEYS as usize,
+        });
+    }
+    Ok(())
 }
 
 /// The owner a rule call acts for: the given one (service_role only) or the user.
