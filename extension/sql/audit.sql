@@ -18,7 +18,8 @@
 -- superuser who disables triggers (session_replication_role) and rewrites rows
 -- AND the head consistently is not detected by audit_verify() alone, because the
 -- hash is unkeyed. Against that, compare the head with a copy kept outside the
--- database (spine.audit_head's seq and hash, e.g. from a monitoring job).
+-- database: spine.audit_anchor() (pg_cron, every minute) publishes the head as an
+-- audit.HeadAnchored event to NATS; check a copy with spine.audit_verify_anchor().
 
 CREATE TABLE spine.audit_log (
     seq       bigint      PRIMARY KEY,
@@ -51,6 +52,15 @@ CREATE TABLE spine.audit_head (
 -- from pg_dump brings its own head row, which must not collide with a fresh one.
 COMMENT ON TABLE spine.audit_head IS
     'The tip of the audit chain (one row): the last seq and its hash. Moved by each committing transaction that audited.';
+
+-- Heads already anchored (published as audit.HeadAnchored events): see src/audit/anchor.rs.
+CREATE TABLE spine.audit_anchors (
+    seq         bigint      PRIMARY KEY,
+    hash        bytea       NOT NULL,
+    anchored_at timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE spine.audit_anchors IS
+    'Chain heads published as audit.HeadAnchored events (to NATS via the relay), so a copy lives outside the database.';
 
 -- Recorded rows not yet in the chain: those of running transactions, and
 -- committed ones waiting for the next sealer (normally none for long).
@@ -136,8 +146,11 @@ ALTER TABLE spine.audit_log ENABLE ROW LEVEL SECURITY;
 ALTER TABLE spine.audit_head ENABLE ROW LEVEL SECURITY;
 ALTER TABLE spine.audit_pending ENABLE ROW LEVEL SECURITY;
 ALTER TABLE spine.audit_transactions ENABLE ROW LEVEL SECURITY;
+ALTER TABLE spine.audit_anchors ENABLE ROW LEVEL SECURITY;
 CREATE POLICY audit_log_own_rows ON spine.audit_log
     FOR SELECT TO authenticated USING (actor = auth.uid());
-REVOKE ALL ON spine.audit_log, spine.audit_head, spine.audit_pending, spine.audit_transactions FROM PUBLIC;
+REVOKE ALL ON spine.audit_log, spine.audit_head, spine.audit_pending, spine.audit_transactions,
+    spine.audit_anchors FROM PUBLIC;
+GRANT SELECT ON spine.audit_anchors TO service_role;
 GRANT SELECT ON spine.audit_log TO authenticated, service_role;
 GRANT SELECT ON spine.audit_head TO service_role;

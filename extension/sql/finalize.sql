@@ -16,6 +16,7 @@ SELECT pg_catalog.pg_extension_config_dump('spine.rule_firings', '');
 SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('spine.rule_firings', 'id')::regclass, '');
 SELECT pg_catalog.pg_extension_config_dump('spine.audit_log', '');
 SELECT pg_catalog.pg_extension_config_dump('spine.audit_head', '');
+SELECT pg_catalog.pg_extension_config_dump('spine.audit_anchors', '');
 SELECT pg_catalog.pg_extension_config_dump('spine.audit_pending', '');
 SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('spine.audit_pending', 'id')::regclass, '');
 SELECT pg_catalog.pg_extension_config_dump('spine.plugins', '');
@@ -92,6 +93,8 @@ GRANT EXECUTE ON FUNCTION
     spine.audit(text, text, jsonb),
     spine.audit_verify(),
     spine.audit_seal(),
+    spine.audit_anchor(),
+    spine.audit_verify_anchor(bigint, bytea),
     spine.register_plugin(jsonb),
     spine.set_plugin_enabled(text, boolean),
     spine.rotate_vault_key(),
@@ -114,6 +117,10 @@ COMMENT ON FUNCTION spine.audit(text, text, jsonb) IS
     'Records a row (action, target, details) in the current transaction; it joins the audit chain at COMMIT.';
 COMMENT ON FUNCTION spine.audit_verify() IS
     'Recomputes the audit hash chain; returns the seq of the first missing, altered or forged row, or NULL when intact.';
+COMMENT ON FUNCTION spine.audit_anchor() IS
+    'Publishes the audit chain''s head as an audit.HeadAnchored event (unless unchanged); returns the anchored seq.';
+COMMENT ON FUNCTION spine.audit_verify_anchor(bigint, bytea) IS
+    'Whether the log still has row seq with this hash (an anchor kept outside the database).';
 COMMENT ON FUNCTION spine.audit_seal() IS
     'Appends every committed pending audit row to the chain (waits for the head); returns how many.';
 COMMENT ON FUNCTION spine.audit_seal_at_commit() IS

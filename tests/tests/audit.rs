@@ -279,3 +279,60 @@ async fn audit_rows_live_and_die_with_their_transaction() {
     .await;
     assert_eq!(left, 0);
 }
+
+/// The head is published as an audit.HeadAnchored event (for NATS, outside the
+/// database); an anchor checks out until the anchored row is rewritten.
+#[tokio::test]
+async fn anchors_keep_a_copy_of_the_head_outside() {
+    let mut db = connect().await;
+    audit(&db, &format!("anchor-{}", Uuid::new_v4().simple()), 1).await;
+    seal_audit(&db).await;
+    // pg_cron may have anchored this head first; either way it is anchored now.
+    db.execute("SELECT spine.audit_anchor()", &[])
+        .await
+        .unwrap();
+    let (seq, hash): (i64, Vec<u8>) = {
+        let r = db
+            .query_one(
+                "SELECT a.seq, a.hash FROM spine.audit_anchors a \
+                  WHERE a.seq = (SELECT seq FROM spine.audit_head)",
+                &[],
+            )
+            .await
+            .unwrap();
+        (r.get(0), r.get(1))
+    };
+    let published: i64 = one(
+        &db,
+        "SELECT count(*) FROM spine.events WHERE type = 'audit.HeadAnchored' \
+            AND (data->>'seq')::bigint = $1 AND data->>'hash' = encode($2, 'hex')",
+        &[&seq, &hash],
+    )
+    .await;
+    assert_eq!(published, 1);
+    let holds: bool = one(
+        &db,
+        "SELECT spine.audit_verify_anchor($1, $2)",
+        &[&seq, &hash],
+    )
+    .await;
+    assert!(holds);
+    let tx = db.transaction().await.unwrap();
+    tx.batch_execute("SET LOCAL session_replication_role = replica")
+        .await
+        .unwrap();
+    tx.execute(
+        "UPDATE spine.audit_log SET details = '{\"rewritten\": true}', hash = sha256(hash) WHERE seq = $1",
+        &[&seq],
+    )
+    .await
+    .unwrap();
+    let holds: bool = one(
+        &tx,
+        "SELECT spine.audit_verify_anchor($1, $2)",
+        &[&seq, &hash],
+    )
+    .await;
+    assert!(!holds, "a rewritten row no longer matches its anchor");
+    tx.rollback().await.unwrap();
+}

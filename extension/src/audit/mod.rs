@@ -12,6 +12,7 @@
 //! or the pg_cron sweep). Committers therefore never queue behind each other's WAL
 //! flushes, and the chain stays one line: only the head's holder appends.
 
+pub mod anchor;
 pub mod chain;
 
 use crate::caller;
