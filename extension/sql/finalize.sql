@@ -10,6 +10,12 @@ SELECT pg_catalog.pg_extension_config_dump('spine.queues', '');
 SELECT pg_catalog.pg_extension_config_dump('spine.jobs', '');
 SELECT pg_catalog.pg_extension_config_dump('spine.jobs_archive', '');
 SELECT pg_catalog.pg_extension_config_dump('spine.schedules', '');
+SELECT pg_catalog.pg_extension_config_dump('spine.entities', '');
+SELECT pg_catalog.pg_extension_config_dump('spine.entity_keys', '');
+SELECT pg_catalog.pg_extension_config_dump('spine.edges', '');
+SELECT pg_catalog.pg_extension_config_dump('spine.sources', '');
+SELECT pg_catalog.pg_extension_config_dump('spine.raw_records', '');
+SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('spine.raw_records', 'id')::regclass, '');
 SELECT pg_catalog.pg_extension_config_dump('spine.rules', '');
 SELECT pg_catalog.pg_extension_config_dump('spine.state', '');
 SELECT pg_catalog.pg_extension_config_dump('spine.rule_firings', '');
@@ -68,6 +74,25 @@ GRANT EXECUTE ON FUNCTION
     spine.schedule(text, text, text, jsonb, spine.job_priority),
     spine.unschedule(text)
     TO service_role;
+
+-- Entities and ETL.
+GRANT EXECUTE ON FUNCTION
+    spine.upsert_entity(text, jsonb, uuid, uuid),
+    spine.delete_entity(uuid, uuid),
+    spine.add_edge(uuid, text, uuid, uuid),
+    spine.save_source(text, jsonb, uuid),
+    spine.ingest(text, jsonb, uuid),
+    spine.reprocess(text, uuid)
+    TO authenticated, service_role;
+COMMENT ON FUNCTION spine.upsert_entity(text, jsonb, uuid, uuid) IS
+    'Creates an entity of the user, or replaces the data of one (by id); emits data.EntityCreated/Updated. Returns its id.';
+COMMENT ON FUNCTION spine.delete_entity(uuid, uuid) IS 'Deletes an entity of the user (keys and edges too); emits data.EntityDeleted.';
+COMMENT ON FUNCTION spine.add_edge(uuid, text, uuid, uuid) IS 'Relates two of the user''s entities.';
+COMMENT ON FUNCTION spine.save_source(text, jsonb, uuid) IS
+    'Creates or replaces a connector source with its mapping (validated here); returns the source''s entity id.';
+COMMENT ON FUNCTION spine.ingest(text, jsonb, uuid) IS
+    'Lands, maps and upserts raw records; returns {received, created, updated, unchanged, rejected, errors}.';
+COMMENT ON FUNCTION spine.reprocess(text, uuid) IS 'Maps the rejected raw records of a source again.';
 
 -- Rules.
 GRANT EXECUTE ON FUNCTION

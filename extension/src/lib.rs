@@ -2,6 +2,8 @@
 //!
 //! - [`audit`]: the append-only, hash-chained audit log.
 //! - [`caller`]: facts about the role a request acts as (privilege checks).
+//! - [`entities`]: the unified entity model, identity keys and edges.
+//! - [`etl`]: sources, mappings and `spine.ingest` from raw connector records.
 //! - [`gucs`]: every `spine.*` setting, registered in `_PG_init`.
 //! - [`error`]: the SQLSTATE mapping every domain's errors go through.
 //! - [`events`]: `spine.emit()` and the transactional outbox.
@@ -24,7 +26,9 @@ use pgrx::prelude::*;
 
 pub mod audit;
 pub mod caller;
+pub mod entities;
 pub mod error;
+pub mod etl;
 pub mod events;
 pub mod gucs;
 pub mod jobs;

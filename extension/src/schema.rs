@@ -59,6 +59,16 @@ extension_sql_file!(
     ]
 );
 
+// Entities, identity keys, edges (and embeddings where pgvector is installed).
+extension_sql_file!(
+    "../sql/entities.sql",
+    name = "entities",
+    requires = ["supabase_compat", caller_is_privileged]
+);
+
+// Connector sources and raw records.
+extension_sql_file!("../sql/etl.sql", name = "etl", requires = ["entities"]);
+
 // Rules, state and firings.
 extension_sql_file!(
     "../sql/rules.sql",

@@ -91,7 +91,7 @@ async fn attempt(db: &mut Client, who: &Principal, sql: &str) -> Result<i64, Str
 
 /// Gives both users rows in every table that has owners: events, live and
 /// archived jobs, consents and the audit rows those actions write, a rule, its
-/// firing and the state it sets.
+/// firing and the state it sets, a source, a raw record, entities, a key, an edge.
 async fn seed(db: &mut Client, users: [Uuid; 2]) {
     let queue = format!("m{}", Uuid::new_v4().simple());
     db.execute(
@@ -118,6 +118,9 @@ async fn seed(db: &mut Client, users: [Uuid; 2]) {
         tx.batch_execute(&format!(
             "SELECT spine.save_rule('matrix', 'matrix.RowWritten', 'true', \
                  '[{{\"set_state\": {{\"key\": \"written\", \"value\": true}}}}]'); \
+             SELECT spine.save_source('matrix', '{{\"kind\": \"person\", \"fields\": {{\"email\": \
+                 {{\"path\": \"email\", \"normalize\": [\"email\"]}}}}, \"identity\": [\"email\"]}}'); \
+             SELECT spine.ingest('matrix', '[{{\"id\": 1, \"email\": \"m@example.com\"}}]'); \
              SELECT spine.emit('matrix.RowWritten', '{{}}'); \
              SELECT spine.enqueue('{queue}', '{{}}'); \
              SELECT spine.enqueue('{queue}', '{{}}', idempotency_key => 'archived'); \

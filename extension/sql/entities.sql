@@ -1,0 +1,96 @@
+-- Entities: the unified model every integration's data becomes (src/entities).
+-- entity_keys resolve identities across sources (a normalized email or phone →
+-- one entity); edges relate entities (the knowledge graph, and which sources
+-- describe an entity). Every change emits data.EntityCreated/Updated/Deleted in
+-- the same transaction. Writes go through spine.upsert_entity / delete_entity /
+-- add_edge / ingest.
+
+CREATE TABLE spine.entities (
+    id         uuid        PRIMARY KEY DEFAULT gen_random_uuid(),
+    owner_id   uuid        NOT NULL,
+    kind       text        NOT NULL,
+    data       jsonb       NOT NULL DEFAULT '{}',
+    version    bigint      NOT NULL DEFAULT 1,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    updated_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX entities_owner_kind_idx ON spine.entities (owner_id, kind);
+COMMENT ON TABLE spine.entities IS
+    'The unified entity model: a kind and its data per owner; version counts changes. Write with spine.upsert_entity or spine.ingest.';
+
+CREATE TABLE spine.entity_keys (
+    owner_id  uuid NOT NULL,
+    key_type  text NOT NULL,
+    key_value text NOT NULL,
+    entity_id uuid NOT NULL REFERENCES spine.entities (id) ON DELETE CASCADE,
+    PRIMARY KEY (owner_id, key_type, key_value)
+);
+CREATE INDEX entity_keys_entity_idx ON spine.entity_keys (entity_id);
+COMMENT ON TABLE spine.entity_keys IS
+    'Identity keys (e.g. email → ada@example.com) that resolve records from any source to one entity of the owner.';
+
+CREATE TABLE spine.edges (
+    owner_id   uuid        NOT NULL,
+    from_id    uuid        NOT NULL REFERENCES spine.entities (id) ON DELETE CASCADE,
+    to_id      uuid        NOT NULL REFERENCES spine.entities (id) ON DELETE CASCADE,
+    rel        text        NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (from_id, rel, to_id)
+);
+CREATE INDEX edges_to_idx ON spine.edges (to_id, rel);
+COMMENT ON TABLE spine.edges IS
+    'Relations between an owner''s entities (knowledge graph); described_by links an entity to each source that describes it.';
+
+ALTER TABLE spine.entities ENABLE ROW LEVEL SECURITY;
+ALTER TABLE spine.entity_keys ENABLE ROW LEVEL SECURITY;
+ALTER TABLE spine.edges ENABLE ROW LEVEL SECURITY;
+CREATE POLICY entities_own_rows ON spine.entities FOR SELECT TO authenticated USING (owner_id = auth.uid());
+CREATE POLICY entity_keys_own_rows ON spine.entity_keys FOR SELECT TO authenticated USING (owner_id = auth.uid());
+CREATE POLICY edges_own_rows ON spine.edges FOR SELECT TO authenticated USING (owner_id = auth.uid());
+REVOKE ALL ON spine.entities, spine.entity_keys, spine.edges FROM PUBLIC;
+GRANT SELECT ON spine.entities, spine.entity_keys, spine.edges TO authenticated, service_role;
+
+-- Embeddings, where pgvector is installed (the first migration creates it before
+-- spine; on a cluster without it entities simply have no embedding column).
+-- similar() runs as the caller, so RLS limits it to the caller's entities.
+DO $vector$
+DECLARE
+    vector_schema text;
+BEGIN
+    SELECT n.nspname INTO vector_schema
+      FROM pg_catalog.pg_extension e JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace
+     WHERE e.extname = 'vector';
+    IF vector_schema IS NULL THEN
+        RAISE NOTICE 'spine: pgvector is not installed; entities get no embedding column';
+        RETURN;
+    END IF;
+    EXECUTE format('ALTER TABLE spine.entities ADD COLUMN embedding %I.vector', vector_schema);
+    EXECUTE format($f$
+        CREATE FUNCTION spine.similar(kind text, query %1$I.vector, k integer DEFAULT 10)
+        RETURNS TABLE (id uuid, kind text, data jsonb, distance double precision)
+        LANGUAGE sql STABLE SECURITY INVOKER SET search_path = pg_catalog, %1$I, pg_temp AS $body$
+            -- Positional: "similar" is a keyword, so similar.query would not parse.
+            SELECT e.id, e.kind, e.data, e.embedding <=> $2
+              FROM spine.entities e
+             WHERE e.kind = $1 AND e.embedding IS NOT NULL
+             ORDER BY e.embedding <=> $2
+             LIMIT greatest(1, least($3, 1000))
+        $body$$f$, vector_schema);
+    EXECUTE format($f$
+        CREATE FUNCTION spine.set_embedding(entity_id uuid, embedding %1$I.vector) RETURNS boolean
+        LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, %1$I, pg_temp AS $body$
+        BEGIN
+            UPDATE spine.entities e SET embedding = set_embedding.embedding
+             WHERE e.id = set_embedding.entity_id
+               AND (e.owner_id = auth.uid() OR spine.caller_is_privileged());
+            RETURN FOUND;
+        END
+        $body$$f$, vector_schema);
+    COMMENT ON FUNCTION spine.similar IS
+        'The k entities of a kind nearest to the query embedding (cosine distance), among those the caller may read.';
+    COMMENT ON FUNCTION spine.set_embedding IS
+        'Sets the embedding of one of the caller''s entities; false when there is none the caller owns.';
+    REVOKE EXECUTE ON FUNCTION spine.similar, spine.set_embedding FROM PUBLIC;
+    GRANT EXECUTE ON FUNCTION spine.similar, spine.set_embedding TO authenticated, service_role;
+END
+$vector$;

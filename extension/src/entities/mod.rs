@@ -1,0 +1,314 @@
+//! Entities: the unified model (`sql/entities.sql`). Every write goes through
+//! here so that each create, update and delete emits `data.EntityCreated`,
+//! `data.EntityUpdated` (with the changed fields) or `data.EntityDeleted` in the
+//! same transaction — which is what rules, search sync and plugins consume.
+
+use crate::caller;
+use crate::error::{internal, SpineError};
+use crate::events::{emit_event, NewEvent};
+use crate::spi_ext::{one_prepared, optional_row, run_prepared};
+use pgrx::pg_sys::panic::ErrorReport;
+use pgrx::pg_sys::BuiltinOid::{JSONBOID, TEXTOID, UUIDOID};
+use pgrx::prelude::*;
+use pgrx::{JsonB, Uuid};
+use serde_json::{json, Map, Value};
+
+/// Largest entity data (JSON text): it travels in events (512 KiB) with room to spare.
+const MAX_DATA_BYTES: usize = 256 * 1024;
+
+pub fn check_kind(kind: &str) -> Result<(), SpineError> {
+    let ok = !kind.is_empty()
+        && kind.len() <= 63
+        && kind.starts_with(|c: char| c.is_ascii_lowercase())
+        && kind
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err(SpineError::InvalidParameter {
+            name: "entity kind",
+            reason: format!(
+                "\"{kind}\" must be lowercase letters, digits and _, starting with a letter"
+            ),
+        })
+    }
+}
+
+fn check_size(data: &Map<String, Value>) -> Result<(), SpineError> {
+    let size = serde_json::to_string(data).map(|s| s.len()).unwrap_or(0);
+    if size > MAX_DATA_BYTES {
+        return Err(SpineError::TooLarge {
+            what: "entity data",
+            actual: size,
+            limit: MAX_DATA_BYTES,
+        });
+    }
+    Ok(())
+}
+
+fn entity_event(
+    event_type: &'static str,
+    owner: Uuid,
+    id: Uuid,
+    data: Value,
+) -> Result<Uuid, SpineError> {
+    emit_event(NewEvent {
+        event_type,
+        data: JsonB(data),
+        subject: Some(&format!("entity/{id}")),
+        owner_id: Some(owner),
+        correlation_id: None,
+        causation_id: None,
+    })
+}
+
+/// Creates an entity and emits `data.EntityCreated`.
+pub fn create(owner: Uuid, kind: &str, data: &Map<String, Value>) -> Result<Uuid, SpineError> {
+    check_kind(kind)?;
+    check_size(data)?;
+    let id = one_prepared::<Uuid>(
+        "INSERT INTO spine.entities (owner_id, kind, data) VALUES ($1, $2, $3) RETURNING id",
+        &[UUIDOID, TEXTOID, JSONBOID],
+        &[
+            owner.into(),
+            kind.into(),
+            JsonB(Value::Object(data.clone())).into(),
+        ],
+    )
+    .map_err(internal("entities: create"))?
+    .ok_or_else(|| SpineError::Internal {
+        context: "entities: create",
+        message: "no id".into(),
+    })?;
+    entity_event(
+        "data.EntityCreated",
+        owner,
+        id,
+        json!({"id": id.to_string(), "kind": kind, "fields": data}),
+    )?;
+    Ok(id)
+}
+
+/// An entity's kind and data, as stored.
+pub type Stored = (String, Map<String, Value>);
+
+/// Loads (and locks) one of the owner's entities.
+pub fn load(owner: Uuid, id: Uuid) -> Result<Option<Stored>, SpineError> {
+    let row = optional_row(Spi::get_two_with_args::<String, JsonB>(
+        "SELECT kind, data FROM spine.entities WHERE id = $1 AND owner_id = $2 FOR UPDATE",
+        &[id.into(), owner.into()],
+    ))
+    .map_err(internal("entities: load"))?;
+    Ok(match row {
+        Some((Some(kind), Some(data))) => {
+            Some((kind, data.0.as_object().cloned().unwrap_or_default()))
+        }
+        _ => None,
+    })
+}
+
+/// Replaces an entity's data, bumping its version, and emits `data.EntityUpdated`
+/// with `changed` (`{field: {from, to}}`); does nothing when nothing changed.
+pub fn update(
+    owner: Uuid,
+    id: Uuid,
+    kind: &str,
+    data: &Map<String, Value>,
+    changed: Map<String, Value>,
+) -> Result<bool, SpineError> {
+    if changed.is_empty() {
+        return Ok(false);
+    }
+    check_size(data)?;
+    run_prepared(
+        "UPDATE spine.entities SET data = $2, version = version + 1, updated_at = now() WHERE id = $1",
+        &[UUIDOID, JSONBOID],
+        &[id.into(), JsonB(Value::Object(data.clone())).into()],
+    )
+    .map_err(internal("entities: update"))?;
+    entity_event(
+        "data.EntityUpdated",
+        owner,
+        id,
+        json!({"id": id.to_string(), "kind": kind, "changed": changed}),
+    )?;
+    Ok(true)
+}
+
+/// The changed fields between two versions of an entity's data.
+pub fn diff(old: &Map<String, Value>, new: &Map<String, Value>) -> Map<String, Value> {
+    let mut changed = Map::new();
+    for (k, v) in new {
+        if old.get(k) != Some(v) {
+            changed.insert(
+                k.clone(),
+                json!({"from": old.get(k).cloned().unwrap_or(Value::Null), "to": v}),
+            );
+        }
+    }
+    for (k, v) in old {
+        if !new.contains_key(k) {
+            changed.insert(k.clone(), json!({"from": v, "to": null}));
+        }
+    }
+    changed
+}
+
+/// Adds an identity key (ignored when the owner already has it).
+pub fn add_key(
+    owner: Uuid,
+    key_type: &str,
+    key_value: &str,
+    entity: Uuid,
+) -> Result<(), SpineError> {
+    run_prepared(
+        "INSERT INTO spine.entity_keys (owner_id, key_type, key_value, entity_id) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT DO NOTHING",
+        &[UUIDOID, TEXTOID, TEXTOID, UUIDOID],
+        &[owner.into(), key_type.into(), key_value.into(), entity.into()],
+    )
+    .map_err(internal("entities: key"))
+}
+
+/// The entity an identity key belongs to.
+pub fn find_by_key(
+    owner: Uuid,
+    key_type: &str,
+    key_value: &str,
+) -> Result<Option<Uuid>, SpineError> {
+    one_prepared::<Uuid>(
+        "SELECT entity_id FROM spine.entity_keys WHERE owner_id = $1 AND key_type = $2 AND key_value = $3",
+        &[UUIDOID, TEXTOID, TEXTOID],
+        &[owner.into(), key_type.into(), key_value.into()],
+    )
+    .map_err(internal("entities: key lookup"))
+}
+
+/// Adds an edge between two of the owner's entities (ignored when present).
+pub fn link(owner: Uuid, from: Uuid, rel: &str, to: Uuid) -> Result<(), SpineError> {
+    run_prepared(
+        "INSERT INTO spine.edges (owner_id, from_id, rel, to_id) \
+         SELECT $1, $2, $3, $4 WHERE EXISTS (SELECT 1 FROM spine.entities WHERE id = $2 AND owner_id = $1) \
+            AND EXISTS (SELECT 1 FROM spine.entities WHERE id = $4 AND owner_id = $1) \
+         ON CONFLICT DO NOTHING",
+        &[UUIDOID, UUIDOID, TEXTOID, UUIDOID],
+        &[owner.into(), from.into(), rel.into(), to.into()],
+    )
+    .map_err(internal("entities: link"))
+}
+
+/// The owner an entity call acts for: the user, or (service_role) `owner`.
+pub fn acting_owner(owner: Option<Uuid>) -> Result<Uuid, SpineError> {
+    match (owner, caller::request_user()?) {
+        (Some(o), me) if me == Some(o) || caller::caller_is_privileged() => Ok(o),
+        (Some(_), _) => Err(SpineError::PermissionDenied(
+            "only service_role may act for another user".into(),
+        )),
+        (None, Some(me)) => Ok(me),
+        (None, None) => Err(SpineError::PermissionDenied(
+            "entities belong to a user: set request.jwt.claims (sub) or pass owner".into(),
+        )),
+    }
+}
+
+/// Creates an entity, or (with `id`) replaces the data of one of the user's
+/// entities. Emits data.EntityCreated / data.EntityUpdated. Returns the id.
+#[pg_extern(security_definer, volatile)]
+#[search_path(pg_catalog, pg_temp)]
+fn upsert_entity(
+    kind: Option<&str>,
+    data: Option<JsonB>,
+    id: default!(Option<Uuid>, "NULL"),
+    owner: default!(Option<Uuid>, "NULL"),
+) -> Result<Uuid, ErrorReport> {
+    let kind = kind.ok_or(SpineError::NullArgument("kind"))?;
+    let data = data.ok_or(SpineError::NullArgument("data"))?.0;
+    let Value::Object(data) = data else {
+        return Err(SpineError::InvalidParameter {
+            name: "entity data",
+            reason: "must be a JSON object".into(),
+        }
+        .into());
+    };
+    let owner = acting_owner(owner)?;
+    let Some(id) = id else {
+        return Ok(create(owner, kind, &data)?);
+    };
+    let (stored_kind, old) = load(owner, id)?.ok_or_else(|| SpineError::NotFound {
+        kind: "entity",
+        name: id.to_string(),
+    })?;
+    if stored_kind != kind {
+        return Err(SpineError::InvalidParameter {
+            name: "entity kind",
+            reason: format!("entity {id} is a {stored_kind}, not a {kind}"),
+        }
+        .into());
+    }
+    let changed = diff(&old, &data);
+    update(owner, id, kind, &data, changed)?;
+    Ok(id)
+}
+
+/// Deletes one of the user's entities (its keys and edges go with it) and emits
+/// data.EntityDeleted. False when there was none.
+#[pg_extern(security_definer, volatile)]
+#[search_path(pg_catalog, pg_temp)]
+fn delete_entity(
+    id: Option<Uuid>,
+    owner: default!(Option<Uuid>, "NULL"),
+) -> Result<bool, ErrorReport> {
+    let id = id.ok_or(SpineError::NullArgument("id"))?;
+    let owner = acting_owner(owner)?;
+    let kind = optional_row(Spi::get_one_with_args::<String>(
+        "DELETE FROM spine.entities WHERE id = $1 AND owner_id = $2 RETURNING kind",
+        &[id.into(), owner.into()],
+    ))
+    .map_err(internal("entities: delete"))?
+    .flatten();
+    let Some(kind) = kind else {
+        return Ok(false);
+    };
+    entity_event(
+        "data.EntityDeleted",
+        owner,
+        id,
+        json!({"id": id.to_string(), "kind": kind}),
+    )?;
+    Ok(true)
+}
+
+/// Relates two of the user's entities (`rel`: lowercase words, e.g. works_at).
+#[pg_extern(security_definer, volatile)]
+#[search_path(pg_catalog, pg_temp)]
+fn add_edge(
+    from_id: Option<Uuid>,
+    rel: Option<&str>,
+    to_id: Option<Uuid>,
+    owner: default!(Option<Uuid>, "NULL"),
+) -> Result<bool, ErrorReport> {
+    let from = from_id.ok_or(SpineError::NullArgument("from_id"))?;
+    let to = to_id.ok_or(SpineError::NullArgument("to_id"))?;
+    let rel = rel.ok_or(SpineError::NullArgument("rel"))?;
+    check_kind(rel).map_err(|_| SpineError::InvalidParameter {
+        name: "rel",
+        reason: format!("\"{rel}\" must be lowercase letters, digits and _"),
+    })?;
+    let owner = acting_owner(owner)?;
+    let both = Spi::get_one_with_args::<i64>(
+        "SELECT count(*) FROM spine.entities WHERE owner_id = $1 AND id IN ($2, $3)",
+        &[owner.into(), from.into(), to.into()],
+    )
+    .map_err(internal("entities: edge"))?
+    .unwrap_or(0);
+    if both < if from == to { 1 } else { 2 } {
+        return Err(SpineError::NotFound {
+            kind: "entity",
+            name: format!("{from} or {to}"),
+        }
+        .into());
+    }
+    link(owner, from, rel, to)?;
+    Ok(true)
+}

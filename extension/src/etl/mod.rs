@@ -1,0 +1,376 @@
+//! ETL: raw connector records → entities (`sql/etl.sql`).
+//!
+//! - [`mapping`]: the declarative mapping, validated when a source is saved.
+//! - [`normalize`]: trim, lowercase, email, E.164 phone, timestamp, number, boolean.
+//!
+//! `spine.ingest(source, records)` lands each record in `spine.raw_records`
+//! (idempotent on source, external id and payload hash: a record seen before
+//! changes nothing and emits nothing), maps it, resolves its identity keys to an
+//! existing entity or creates one, links the entity to the source (edge
+//! `described_by`), and emits `connector.DataReceived` plus the entity events. A
+//! record that fails is kept with its error and reported; it never aborts the batch.
+
+pub mod mapping;
+pub mod normalize;
+
+use crate::entities;
+use crate::error::{internal, SpineError};
+use crate::events::{emit_event, NewEvent};
+use crate::spi_ext::{one_prepared, optional_row, run_prepared};
+use mapping::Mapping;
+use pgrx::pg_sys::panic::ErrorReport;
+use pgrx::pg_sys::BuiltinOid::{BYTEAOID, INT8OID, JSONBOID, TEXTOID, UUIDOID};
+use pgrx::prelude::*;
+use pgrx::{JsonB, Uuid};
+use serde_json::{json, Map, Value};
+use sha2::{Digest, Sha256};
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+
+/// Most records in one ingest call.
+const MAX_BATCH: usize = 10_000;
+
+/// A source ready to ingest into: its mapping compiled, and its entity.
+struct Source {
+    mapping: Rc<Mapping>,
+    entity: Uuid,
+}
+
+// Compiled mappings per backend (a backend is one thread), keyed by owner, source
+// name and the source's updated_at: saving a source changes the key.
+thread_local! {
+    static COMPILED: RefCell<HashMap<(Uuid, String, String), Rc<Mapping>>> = RefCell::new(HashMap::new());
+}
+
+fn check_name(name: &str) -> Result<(), SpineError> {
+    entities::check_kind(name).map_err(|_| SpineError::InvalidParameter {
+        name: "source name",
+        reason: format!(
+            "\"{name}\" must be lowercase letters, digits and _, starting with a letter"
+        ),
+    })
+}
+
+fn load_source(owner: Uuid, name: &str) -> Result<Source, SpineError> {
+    let row = Spi::connect(|client| {
+        let t = client.select(
+            "SELECT mapping, entity_id, updated_at::text FROM spine.sources WHERE owner_id = $1 AND name = $2",
+            Some(1),
+            &[owner.into(), name.into()],
+        )?;
+        if t.is_empty() {
+            return Ok(None);
+        }
+        let r = t.first();
+        Ok::<_, pgrx::spi::SpiError>(Some((
+            r.get::<JsonB>(1)?,
+            r.get::<Uuid>(2)?,
+            r.get::<String>(3)?.unwrap_or_default(),
+        )))
+    })
+    .map_err(internal("etl: load source"))?;
+    let Some((Some(mapping), Some(entity), version)) = row else {
+        return Err(SpineError::NotFound {
+            kind: "source",
+            name: name.into(),
+        });
+    };
+    let key = (owner, name.to_string(), version);
+    if let Some(found) = COMPILED.with(|c| c.borrow().get(&key).cloned()) {
+        return Ok(Source {
+            mapping: found,
+            entity,
+        });
+    }
+    let compiled = Rc::new(
+        Mapping::parse(&mapping.0).map_err(|reason| SpineError::Internal {
+            context: "etl: stored mapping no longer compiles",
+            message: reason,
+        })?,
+    );
+    COMPILED.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.len() > 10_000 {
+            c.clear();
+        }
+        c.insert(key, compiled.clone());
+    });
+    Ok(Source {
+        mapping: compiled,
+        entity,
+    })
+}
+
+/// Creates or replaces a source of the user (or, for service_role, of `owner`)
+/// with its mapping, validated here. Returns the source's entity id.
+#[pg_extern(security_definer, volatile)]
+#[search_path(pg_catalog, pg_temp)]
+fn save_source(
+    name: Option<&str>,
+    mapping: Option<JsonB>,
+    owner: default!(Option<Uuid>, "NULL"),
+) -> Result<Uuid, ErrorReport> {
+    let name = name.ok_or(SpineError::NullArgument("name"))?;
+    let mapping = mapping.ok_or(SpineError::NullArgument("mapping"))?;
+    check_name(name)?;
+    Mapping::parse(&mapping.0).map_err(|reason| SpineError::InvalidParameter {
+        name: "mapping",
+        reason,
+    })?;
+    let owner = entities::acting_owner(owner)?;
+    let existing = optional_row(Spi::get_one_with_args::<Uuid>(
+        "UPDATE spine.sources SET mapping = $3, updated_at = clock_timestamp() \
+         WHERE owner_id = $1 AND name = $2 RETURNING entity_id",
+        &[owner.into(), name.into(), JsonB(mapping.0.clone()).into()],
+    ))
+    .map_err(internal("etl: save source"))?
+    .flatten();
+    if let Some(entity) = existing {
+        return Ok(entity);
+    }
+    let mut data = Map::new();
+    data.insert("name".into(), json!(name));
+    let entity = entities::create(owner, "source", &data)?;
+    Spi::run_with_args(
+        "INSERT INTO spine.sources (owner_id, name, mapping, entity_id) VALUES ($1, $2, $3, $4)",
+        &[owner.into(), name.into(), mapping.into(), entity.into()],
+    )
+    .map_err(internal("etl: save source"))?;
+    Ok(entity)
+}
+
+/// What happened to the records of one call.
+#[derive(Default)]
+struct Counts {
+    received: i64,
+    created: i64,
+    updated: i64,
+    unchanged: i64,
+    rejected: i64,
+    errors: Vec<Value>,
+}
+
+impl Counts {
+    fn json(&self) -> Value {
+        json!({"received": self.received, "created": self.created, "updated": self.updated,
+               "unchanged": self.unchanged, "rejected": self.rejected, "errors": self.errors})
+    }
+}
+
+enum Outcome {
+    Created,
+    Updated,
+    Unchanged,
+}
+
+/// Maps a landed record and writes its entity; the error is the rejection reason.
+fn process(
+    owner: Uuid,
+    source: &Source,
+    record: &Value,
+) -> Result<Result<(Outcome, Uuid), String>, SpineError> {
+    let mapped = match source.mapping.apply(record) {
+        Ok(m) => m,
+        Err(reason) => return Ok(Err(reason)),
+    };
+    let mut found = None;
+    for (key_type, key_value) in &mapped.keys {
+        if let Some(id) = entities::find_by_key(owner, key_type, key_value)? {
+            found = Some(id);
+            break;
+        }
+    }
+    let kind = &source.mapping.kind;
+    let (outcome, id) = match found.map(|id| (id, entities::load(owner, id))) {
+        Some((id, load)) => {
+            let Some((stored_kind, existing)) = load? else {
+                return Ok(Err(format!(
+                    "identity resolved to entity {id}, which is gone"
+                )));
+            };
+            if &stored_kind != kind {
+                return Ok(Err(format!(
+                    "its identity keys belong to entity {id}, a {stored_kind}, not a {kind}"
+                )));
+            }
+            let (merged, changed) = source.mapping.merge(&existing, &mapped.data);
+            let changed_any = entities::update(owner, id, kind, &merged, changed)?;
+            (
+                if changed_any {
+                    Outcome::Updated
+                } else {
+                    Outcome::Unchanged
+                },
+                id,
+            )
+        }
+        None => (
+            Outcome::Created,
+            entities::create(owner, kind, &mapped.data)?,
+        ),
+    };
+    for (key_type, key_value) in &mapped.keys {
+        entities::add_key(owner, key_type, key_value, id)?;
+    }
+    entities::link(owner, id, "described_by", source.entity)?;
+    Ok(Ok((outcome, id)))
+}
+
+fn record_result(
+    raw_id: i64,
+    counts: &mut Counts,
+    external_id: Option<&str>,
+    result: Result<(Outcome, Uuid), String>,
+) -> Result<(), SpineError> {
+    match result {
+        Ok((outcome, entity)) => {
+            match outcome {
+                Outcome::Created => counts.created += 1,
+                Outcome::Updated => counts.updated += 1,
+                Outcome::Unchanged => counts.unchanged += 1,
+            }
+            run_prepared(
+                "UPDATE spine.raw_records SET status = 'processed', error = NULL, entity_id = $2, \
+                 processed_at = now() WHERE id = $1",
+                &[INT8OID, UUIDOID],
+                &[raw_id.into(), entity.into()],
+            )
+        }
+        Err(reason) => {
+            counts.rejected += 1;
+            counts
+                .errors
+                .push(json!({"external_id": external_id, "reason": reason}));
+            run_prepared(
+                "UPDATE spine.raw_records SET status = 'rejected', error = $2, processed_at = now() \
+                 WHERE id = $1",
+                &[INT8OID, TEXTOID],
+                &[raw_id.into(), reason.as_str().into()],
+            )
+        }
+    }
+    .map_err(internal("etl: record result"))
+}
+
+fn data_received(owner: Uuid, source: &str, counts: &Counts, what: &str) -> Result<(), SpineError> {
+    let mut data = counts.json();
+    data["source"] = json!(source);
+    data["operation"] = json!(what);
+    if let Some(m) = data.as_object_mut() {
+        m.remove("errors");
+    }
+    emit_event(NewEvent {
+        event_type: "connector.DataReceived",
+        data: JsonB(data),
+        subject: Some(&format!("source/{source}")),
+        owner_id: Some(owner),
+        correlation_id: None,
+        causation_id: None,
+    })?;
+    Ok(())
+}
+
+/// Lands, maps and upserts a batch of raw records of `source`; returns
+/// `{received, created, updated, unchanged, rejected, errors: [{external_id, reason}]}`.
+#[pg_extern(security_definer, volatile)]
+#[search_path(pg_catalog, pg_temp)]
+fn ingest(
+    source: Option<&str>,
+    records: Option<JsonB>,
+    owner: default!(Option<Uuid>, "NULL"),
+) -> Result<JsonB, ErrorReport> {
+    let name = source.ok_or(SpineError::NullArgument("source"))?;
+    let records = records.ok_or(SpineError::NullArgument("records"))?.0;
+    let Value::Array(records) = records else {
+        return Err(SpineError::InvalidParameter {
+            name: "records",
+            reason: "must be a JSON array of objects".into(),
+        }
+        .into());
+    };
+    if records.len() > MAX_BATCH {
+        return Err(SpineError::TooLarge {
+            what: "ingest batch (records)",
+            actual: records.len(),
+            limit: MAX_BATCH,
+        }
+        .into());
+    }
+    let owner = entities::acting_owner(owner)?;
+    let src = load_source(owner, name)?;
+    let mut counts = Counts::default();
+    for record in &records {
+        counts.received += 1;
+        let external_id = src.mapping.external_id(record);
+        let text = serde_json::to_string(record).unwrap_or_default();
+        let hash = Sha256::digest(text.as_bytes()).to_vec();
+        let landed = one_prepared::<i64>(
+            "INSERT INTO spine.raw_records (owner_id, source, external_id, payload, payload_hash) \
+             VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (owner_id, source, external_id, payload_hash) DO NOTHING RETURNING id",
+            &[UUIDOID, TEXTOID, TEXTOID, JSONBOID, BYTEAOID],
+            &[
+                owner.into(),
+                name.into(),
+                external_id.as_deref().into(),
+                JsonB(record.clone()).into(),
+                hash.into(),
+            ],
+        )
+        .map_err(internal("etl: land record"))?;
+        let Some(raw_id) = landed else {
+            // Seen before, byte for byte: nothing to do.
+            counts.unchanged += 1;
+            continue;
+        };
+        let result = match &external_id {
+            None => Err("the record has no external id (mapping external_id)".to_string()),
+            Some(_) => process(owner, &src, record)?,
+        };
+        record_result(raw_id, &mut counts, external_id.as_deref(), result)?;
+    }
+    data_received(owner, name, &counts, "ingest")?;
+    Ok(JsonB(counts.json()))
+}
+
+/// Maps the rejected raw records of `source` again (after its mapping was fixed);
+/// returns the same counts as ingest.
+#[pg_extern(security_definer, volatile)]
+#[search_path(pg_catalog, pg_temp)]
+fn reprocess(
+    source: Option<&str>,
+    owner: default!(Option<Uuid>, "NULL"),
+) -> Result<JsonB, ErrorReport> {
+    let name = source.ok_or(SpineError::NullArgument("source"))?;
+    let owner = entities::acting_owner(owner)?;
+    let src = load_source(owner, name)?;
+    let rejected: Vec<(i64, Option<String>, Value)> = Spi::connect_mut(|client| {
+        let mut out = Vec::new();
+        for r in client.update(
+            "SELECT id, external_id, payload FROM spine.raw_records \
+             WHERE owner_id = $1 AND source = $2 AND status = 'rejected' ORDER BY id FOR UPDATE",
+            None,
+            &[owner.into(), name.into()],
+        )? {
+            out.push((
+                r.get::<i64>(1)?.unwrap_or_default(),
+                r.get::<String>(2)?,
+                r.get::<JsonB>(3)?.map_or(Value::Null, |j| j.0),
+            ));
+        }
+        Ok::<_, pgrx::spi::SpiError>(out)
+    })
+    .map_err(internal("etl: reprocess"))?;
+    let mut counts = Counts::default();
+    for (raw_id, external_id, record) in rejected {
+        counts.received += 1;
+        let result = match &external_id {
+            None => Err("the record has no external id (mapping external_id)".to_string()),
+            Some(_) => process(owner, &src, &record)?,
+        };
+        record_result(raw_id, &mut counts, external_id.as_deref(), result)?;
+    }
+    data_received(owner, name, &counts, "reprocess")?;
+    Ok(JsonB(counts.json()))
+}

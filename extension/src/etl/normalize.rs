@@ -1,0 +1,447 @@
+//! Normalizers: what a mapping applies to a source value before it becomes an
+//! entity field. Each returns the normalized JSON value or why it refuses.
+
+use serde_json::{Number, Value};
+
+/// One normalizer of a mapping field.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Normalizer {
+    Trim,
+    Lowercase,
+    Email,
+    /// E.164, with the calling code of `region` for national numbers.
+    Phone {
+        region: String,
+    },
+    Timestamp,
+    Number,
+    Boolean,
+}
+
+/// Calling codes and national trunk prefixes of the regions a mapping may name as
+/// the default for numbers written without a country code.
+const REGIONS: &[(&str, &str, &str)] = &[
+    ("AT", "43", "0"),
+    ("AU", "61", "0"),
+    ("BE", "32", "0"),
+    ("BR", "55", "0"),
+    ("CA", "1", "1"),
+    ("CH", "41", "0"),
+    ("CN", "86", "0"),
+    ("DE", "49", "0"),
+    ("DK", "45", ""),
+    ("ES", "34", ""),
+    ("FI", "358", "0"),
+    ("FR", "33", "0"),
+    ("GB", "44", "0"),
+    ("IE", "353", "0"),
+    ("IN", "91", "0"),
+    ("IT", "39", ""),
+    ("JP", "81", "0"),
+    ("MX", "52", ""),
+    ("NL", "31", "0"),
+    ("NO", "47", ""),
+    ("NZ", "64", "0"),
+    ("PL", "48", ""),
+    ("PT", "351", ""),
+    ("SE", "46", "0"),
+    ("US", "1", "1"),
+];
+
+pub fn known_region(region: &str) -> bool {
+    REGIONS.iter().any(|(r, _, _)| *r == region)
+}
+
+impl Normalizer {
+    /// Parses `"trim"` or `{"phone": {"region": "DE"}}`.
+    pub fn parse(value: &Value) -> Result<Normalizer, String> {
+        match value {
+            Value::String(name) => match name.as_str() {
+                "trim" => Ok(Normalizer::Trim),
+                "lowercase" => Ok(Normalizer::Lowercase),
+                "email" => Ok(Normalizer::Email),
+                "timestamp" => Ok(Normalizer::Timestamp),
+                "number" => Ok(Normalizer::Number),
+                "boolean" => Ok(Normalizer::Boolean),
+                "phone" => Err("phone needs a default region: {\"phone\": {\"region\": \"DE\"}}".into()),
+                other => Err(format!(
+                    "unknown normalizer \"{other}\" (trim, lowercase, email, phone, timestamp, number, boolean)"
+                )),
+            },
+            Value::Object(m) if m.len() == 1 && m.contains_key("phone") => {
+                let region = m["phone"]
+                    .get("region")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_ascii_uppercase();
+                if known_region(&region) {
+                    Ok(Normalizer::Phone { region })
+                } else {
+                    Err(format!(
+                        "phone: region \"{region}\" is not one of {}",
+                        REGIONS.iter().map(|r| r.0).collect::<Vec<_>>().join(", ")
+                    ))
+                }
+            }
+            other => Err(format!("a normalizer is a name or {{\"phone\": {{\"region\": …}}}}, got {other}")),
+        }
+    }
+
+    pub fn apply(&self, value: Value) -> Result<Value, String> {
+        if value.is_null() {
+            return Ok(Value::Null);
+        }
+        match self {
+            Normalizer::Trim => Ok(match value {
+                Value::String(s) => Value::String(s.trim().to_string()),
+                other => other,
+            }),
+            Normalizer::Lowercase => Ok(match value {
+                Value::String(s) => Value::String(s.to_lowercase()),
+                other => other,
+            }),
+            Normalizer::Email => text(&value).and_then(|s| email(&s)).map(Value::String),
+            Normalizer::Phone { region } => text(&value)
+                .and_then(|s| phone(&s, region))
+                .map(Value::String),
+            Normalizer::Timestamp => text(&value).and_then(|s| timestamp(&s)).map(Value::String),
+            Normalizer::Number => number(&value),
+            Normalizer::Boolean => boolean(&value),
+        }
+    }
+}
+
+fn text(value: &Value) -> Result<String, String> {
+    match value {
+        Value::String(s) => Ok(s.clone()),
+        Value::Number(n) => Ok(n.to_string()),
+        other => Err(format!("expected text, got {other}")),
+    }
+}
+
+/// `local@domain`, trimmed and lowercased; one `@`, a dotted domain of letters,
+/// digits and hyphens, no spaces or control characters.
+pub fn email(raw: &str) -> Result<String, String> {
+    let s = raw.trim().to_lowercase();
+    let bad = || Err(format!("\"{raw}\" is not an email address"));
+    let Some((local, domain)) = s.split_once('@') else {
+        return bad();
+    };
+    let local_ok = !local.is_empty()
+        && local.len() <= 64
+        && !local.starts_with('.')
+        && !local.ends_with('.')
+        && !local.contains("..")
+        && local
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "!#$%&'*+/=?^_`{|}~.-".contains(c));
+    let domain_ok = domain.len() <= 253
+        && domain.contains('.')
+        && domain.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        });
+    if local_ok && domain_ok {
+        Ok(s)
+    } else {
+        bad()
+    }
+}
+
+/// E.164 (`+4930123456`): `+` or `00` and a country code, or a national number
+/// (trunk prefix dropped) in the default region. Spaces, dashes, dots, slashes and
+/// parentheses are ignored; anything else is refused. 8 to 15 digits.
+pub fn phone(raw: &str, region: &str) -> Result<String, String> {
+    let bad = |why: &str| Err(format!("\"{raw}\" is not a phone number: {why}"));
+    let trimmed = raw.trim();
+    let mut digits = String::new();
+    for (i, c) in trimmed.chars().enumerate() {
+        match c {
+            '0'..='9' => digits.push(c),
+            '+' if i == 0 => {}
+            ' ' | '-' | '.' | '/' | '(' | ')' | '\u{a0}' => {}
+            _ => return bad("unexpected character"),
+        }
+    }
+    let (code, trunk) = REGIONS
+        .iter()
+        .find(|(r, _, _)| *r == region)
+        .map(|(_, c, t)| (*c, *t))
+        .unwrap_or(("", ""));
+    let international = if trimmed.starts_with('+') {
+        digits
+    } else if let Some(rest) = digits.strip_prefix("00") {
+        rest.to_string()
+    } else {
+        let national = if !trunk.is_empty() && digits.starts_with(trunk) {
+            &digits[trunk.len()..]
+        } else {
+            &digits[..]
+        };
+        format!("{code}{national}")
+    };
+    if international.starts_with('0') {
+        return bad("no country code");
+    }
+    if !(8..=15).contains(&international.len()) {
+        return bad("E.164 numbers have 8 to 15 digits");
+    }
+    Ok(format!("+{international}"))
+}
+
+/// RFC 3339 timestamps (any offset) and plain dates, as UTC `YYYY-MM-DDTHH:MM:SSZ`
+/// (fractions kept); a plain date is midnight UTC.
+pub fn timestamp(raw: &str) -> Result<String, String> {
+    let s = raw.trim();
+    let bad = || Err(format!("\"{raw}\" is not a date or RFC 3339 timestamp"));
+    let num = |t: &str| {
+        t.parse::<i64>()
+            .ok()
+            .filter(|_| t.chars().all(|c| c.is_ascii_digit()))
+    };
+    let (date, rest) = if s.len() >= 10 {
+        s.split_at(10)
+    } else {
+        return bad();
+    };
+    let parts: Vec<&str> = date.split('-').collect();
+    let (Some(y), Some(mo), Some(d)) = (
+        parts
+            .first()
+            .and_then(|p| num(p))
+            .filter(|_| parts.len() == 3 && parts[0].len() == 4),
+        parts
+            .get(1)
+            .and_then(|p| num(p))
+            .filter(|m| (1..=12).contains(m)),
+        parts.get(2).and_then(|p| num(p)),
+    ) else {
+        return bad();
+    };
+    let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    let days_in = [
+        31,
+        if leap { 29 } else { 28 },
+        31,
+        30,
+        31,
+        30,
+        31,
+        31,
+        30,
+        31,
+        30,
+        31,
+    ][(mo - 1) as usize];
+    if d < 1 || d > days_in {
+        return bad();
+    }
+    if rest.is_empty() {
+        return Ok(format!("{date}T00:00:00Z"));
+    }
+    let Some(time) = rest.strip_prefix(['T', 't', ' ']) else {
+        return bad();
+    };
+    // Split the offset off: Z, +hh:mm or -hh:mm.
+    let (clock, offset_minutes) = if let Some(c) = time.strip_suffix(['Z', 'z']) {
+        (c, 0)
+    } else if time.len() > 6 && matches!(&time[time.len() - 6..time.len() - 5], "+" | "-") {
+        let (c, off) = time.split_at(time.len() - 6);
+        let sign = if off.starts_with('-') { -1 } else { 1 };
+        let (Some(h), Some(m)) = (num(&off[1..3]), num(&off[4..6])) else {
+            return bad();
+        };
+        if &off[3..4] != ":" || h > 23 || m > 59 {
+            return bad();
+        }
+        (c, sign * (h * 60 + m))
+    } else {
+        return bad();
+    };
+    let (hms, fraction) = clock.split_once('.').unwrap_or((clock, ""));
+    let hms: Vec<&str> = hms.split(':').collect();
+    let (Some(h), Some(mi), Some(se)) = (
+        hms.first().and_then(|p| num(p)).filter(|h| *h < 24),
+        hms.get(1).and_then(|p| num(p)).filter(|m| *m < 60),
+        hms.get(2).and_then(|p| num(p)).filter(|s| *s < 61),
+    ) else {
+        return bad();
+    };
+    if hms.len() != 3 || !fraction.chars().all(|c| c.is_ascii_digit()) {
+        return bad();
+    }
+    // To UTC through days since the epoch (civil date arithmetic).
+    let days = days_from_civil(y, mo, d);
+    let secs = days * 86_400 + h * 3600 + mi * 60 + se - offset_minutes * 60;
+    let (days, secs_of_day) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let (y, mo, d) = civil_from_days(days);
+    let frac = if fraction.is_empty() {
+        String::new()
+    } else {
+        format!(".{fraction}")
+    };
+    Ok(format!(
+        "{y:04}-{mo:02}-{d:02}T{:02}:{:02}:{:02}{frac}Z",
+        secs_of_day / 3600,
+        secs_of_day / 60 % 60,
+        secs_of_day % 60
+    ))
+}
+
+/// Days since 1970-01-01 (Howard Hinnant's algorithm).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+fn civil_from_days(z: i64) -> (i64, i64, i64) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+fn number(value: &Value) -> Result<Value, String> {
+    match value {
+        Value::Number(_) => Ok(value.clone()),
+        Value::String(s) => {
+            let t = s.trim().replace(['_', '\u{a0}', ' '], "");
+            t.parse::<i64>()
+                .map(|i| Value::Number(i.into()))
+                .or_else(|_| {
+                    t.parse::<f64>()
+                        .ok()
+                        .filter(|f| f.is_finite())
+                        .and_then(Number::from_f64)
+                        .map(Value::Number)
+                        .ok_or(())
+                })
+                .map_err(|_| format!("\"{s}\" is not a number"))
+        }
+        other => Err(format!("{other} is not a number")),
+    }
+}
+
+fn boolean(value: &Value) -> Result<Value, String> {
+    match value {
+        Value::Bool(_) => Ok(value.clone()),
+        Value::Number(n) if n.as_f64() == Some(1.0) => Ok(Value::Bool(true)),
+        Value::Number(n) if n.as_f64() == Some(0.0) => Ok(Value::Bool(false)),
+        Value::String(s) => match s.trim().to_lowercase().as_str() {
+            "true" | "yes" | "y" | "1" | "on" => Ok(Value::Bool(true)),
+            "false" | "no" | "n" | "0" | "off" => Ok(Value::Bool(false)),
+            _ => Err(format!("\"{s}\" is not a boolean")),
+        },
+        other => Err(format!("{other} is not a boolean")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn emails() {
+        for (raw, want) in [
+            ("  Alice@Example.COM ", Some("alice@example.com")),
+            ("a.b+tag@sub.example.org", Some("a.b+tag@sub.example.org")),
+            ("no-at-sign.example.com", None),
+            ("two@@example.com", None),
+            ("a@localhost", None),
+            (".a@example.com", None),
+            ("a..b@example.com", None),
+            ("a b@example.com", None),
+            ("jörg@example.com", None),
+            ("a@exa_mple.com", None),
+            ("a@-example.com", None),
+            ("a\u{200b}@example.com", None),
+        ] {
+            assert_eq!(email(raw).ok().as_deref(), want, "{raw:?}");
+        }
+    }
+
+    #[test]
+    fn phones() {
+        for (raw, region, want) in [
+            ("+49 30 1234567", "DE", Some("+49301234567")),
+            ("030 1234567", "DE", Some("+49301234567")),
+            ("0049 (30) 123-4567", "DE", Some("+49301234567")),
+            ("(415) 555-2671", "US", Some("+14155552671")),
+            ("1-415-555-2671", "US", Some("+14155552671")),
+            ("+44 20 7946 0958", "DE", Some("+442079460958")),
+            ("07700 900123", "GB", Some("+447700900123")),
+            ("12345", "DE", None),
+            ("+49 30 CALL-NOW", "DE", None),
+            ("+1234567890123456", "DE", None),
+            ("٠٣٠١٢٣٤٥٦٧", "DE", None),
+            ("30+1234567", "DE", None),
+        ] {
+            assert_eq!(phone(raw, region).ok().as_deref(), want, "{raw:?} {region}");
+        }
+    }
+
+    #[test]
+    fn timestamps() {
+        for (raw, want) in [
+            ("2026-11-25", Some("2026-11-25T00:00:00Z")),
+            ("2026-11-25T12:30:00Z", Some("2026-11-25T12:30:00Z")),
+            ("2026-11-25T01:30:00+02:00", Some("2026-11-24T23:30:00Z")),
+            (
+                "2026-12-31T23:30:00.125-01:00",
+                Some("2027-01-01T00:30:00.125Z"),
+            ),
+            ("2024-02-29", Some("2024-02-29T00:00:00Z")),
+            ("2023-02-29", None),
+            ("2026-13-01", None),
+            ("25.11.2026", None),
+            ("2026-11-25T25:00:00Z", None),
+            ("2026-11-25T12:00:00", None),
+            ("yesterday", None),
+        ] {
+            assert_eq!(timestamp(raw).ok().as_deref(), want, "{raw:?}");
+        }
+    }
+
+    #[test]
+    fn numbers_booleans_and_text() {
+        let n = Normalizer::Number;
+        assert_eq!(n.apply(json!(" 1_000 ")), Ok(json!(1000)));
+        assert_eq!(n.apply(json!("2.5")), Ok(json!(2.5)));
+        assert!(n.apply(json!("NaN")).is_err());
+        assert!(n.apply(json!("12abc")).is_err());
+        let b = Normalizer::Boolean;
+        assert_eq!(b.apply(json!("Yes")), Ok(json!(true)));
+        assert_eq!(b.apply(json!(0)), Ok(json!(false)));
+        assert!(b.apply(json!("maybe")).is_err());
+        assert_eq!(Normalizer::Trim.apply(json!("  x \n")), Ok(json!("x")));
+        assert_eq!(Normalizer::Lowercase.apply(json!("ÄB")), Ok(json!("äb")));
+        assert_eq!(Normalizer::Email.apply(Value::Null), Ok(Value::Null));
+    }
+
+    #[test]
+    fn normalizer_specs() {
+        assert_eq!(
+            Normalizer::parse(&json!({"phone": {"region": "de"}})),
+            Ok(Normalizer::Phone {
+                region: "DE".into()
+            })
+        );
+        assert!(Normalizer::parse(&json!("phone")).is_err());
+        assert!(Normalizer::parse(&json!({"phone": {"region": "XX"}})).is_err());
+        assert!(Normalizer::parse(&json!("upper")).is_err());
+    }
+}

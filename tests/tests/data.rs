@@ -1,0 +1,418 @@
+//! Entities and ETL against the real cluster, as users call them: mapping
+//! validation, idempotent re-ingest, identity merge across sources, per-record
+//! rejection and reprocessing, entity events, similarity search under RLS.
+
+use serde_json::{json, Value};
+use spine_tests::{act_as, connect, one, sqlstate};
+use tokio_postgres::{Client, Transaction};
+use uuid::Uuid;
+
+async fn as_user<T>(db: &mut Client, user: Uuid, f: impl AsyncFnOnce(&Transaction<'_>) -> T) -> T {
+    let tx = db.transaction().await.unwrap();
+    act_as(
+        &tx,
+        "authenticated",
+        json!({"sub": user.to_string(), "role": "authenticated"}),
+    )
+    .await;
+    let out = f(&tx).await;
+    tx.commit().await.unwrap();
+    out
+}
+
+fn crm_mapping() -> Value {
+    json!({
+        "kind": "person",
+        "fields": {
+            "name": {"path": "full_name", "normalize": ["trim"], "required": true},
+            "email": {"path": "email", "normalize": ["email"]},
+            "phone": {"path": "phone", "normalize": [{"phone": {"region": "DE"}}]}
+        },
+        "identity": ["email", "phone"]
+    })
+}
+
+async fn ingest(tx: &Transaction<'_>, source: &str, records: Value) -> Value {
+    one(tx, "SELECT spine.ingest($1, $2)", &[&source, &records]).await
+}
+
+/// Mappings are validated when saved.
+#[tokio::test]
+async fn bad_mappings_are_refused() {
+    let mut db = connect().await;
+    let alice = Uuid::new_v4();
+    for (mapping, text) in [
+        (json!({"fields": {"a": {"path": "a"}}}), "kind is required"),
+        (
+            json!({"kind": "person", "fields": {"a": {"path": "x", "normalize": ["shout"]}}}),
+            "unknown normalizer",
+        ),
+        (
+            json!({"kind": "person", "fields": {"a": {"path": "x..y"}}}),
+            "dotted names",
+        ),
+        (
+            json!({"kind": "person", "fields": {"a": {"path": "x"}}, "identity": ["b"]}),
+            "not a field",
+        ),
+        (
+            json!({"kind": "person", "fields": {"p": {"path": "x", "normalize": [{"phone": {"region": "ZZ"}}]}}}),
+            "region",
+        ),
+    ] {
+        let tx = db.transaction().await.unwrap();
+        act_as(&tx, "authenticated", json!({"sub": alice.to_string()})).await;
+        let err = tx
+            .execute("SELECT spine.save_source('crm', $1)", &[&mapping])
+            .await
+            .unwrap_err();
+        assert_eq!(sqlstate(&err), Some("22023"), "{mapping}: {err:?}");
+        assert!(
+            err.as_db_error().unwrap().message().contains(text),
+            "{err:?}"
+        );
+        tx.rollback().await.unwrap();
+    }
+}
+
+/// Re-ingesting identical records changes nothing and emits nothing; a changed
+/// record updates its entity and says which fields changed.
+#[tokio::test]
+async fn reingest_is_idempotent_and_changes_are_events() {
+    let mut db = connect().await;
+    let alice = Uuid::new_v4();
+    let records = json!([
+        {"id": "c1", "full_name": " Ada Lovelace ", "email": "ADA@example.com"},
+        {"id": "c2", "full_name": "Charles Babbage", "email": "cb@example.com"}
+    ]);
+    let first = as_user(&mut db, alice, async |tx| {
+        tx.execute("SELECT spine.save_source('crm', $1)", &[&crm_mapping()])
+            .await
+            .unwrap();
+        ingest(tx, "crm", records.clone()).await
+    })
+    .await;
+    assert_eq!(
+        first,
+        json!({"received": 2, "created": 2, "updated": 0, "unchanged": 0, "rejected": 0, "errors": []})
+    );
+    let events_before: i64 = one(
+        &db,
+        "SELECT count(*) FROM spine.events WHERE owner_id = $1 AND type LIKE 'data.%'",
+        &[&alice],
+    )
+    .await;
+    let again = as_user(&mut db, alice, async |tx| {
+        ingest(tx, "crm", records.clone()).await
+    })
+    .await;
+    assert_eq!(again["unchanged"], json!(2));
+    assert_eq!(
+        (again["created"].clone(), again["updated"].clone()),
+        (json!(0), json!(0))
+    );
+    let events_after: i64 = one(
+        &db,
+        "SELECT count(*) FROM spine.events WHERE owner_id = $1 AND type LIKE 'data.%'",
+        &[&alice],
+    )
+    .await;
+    assert_eq!(
+        events_after, events_before,
+        "re-ingest emitted entity events"
+    );
+
+    let changed = as_user(&mut db, alice, async |tx| {
+        ingest(
+            tx,
+            "crm",
+            json!([{"id": "c1", "full_name": "Ada King", "email": "ada@example.com"}]),
+        )
+        .await
+    })
+    .await;
+    assert_eq!(changed["updated"], json!(1));
+    let update: Value = one(
+        &db,
+        "SELECT data FROM spine.events WHERE owner_id = $1 AND type = 'data.EntityUpdated' ORDER BY seq DESC LIMIT 1",
+        &[&alice],
+    )
+    .await;
+    assert_eq!(
+        update["changed"],
+        json!({"name": {"from": "Ada Lovelace", "to": "Ada King"}})
+    );
+    assert_eq!(update["kind"], json!("person"));
+    let (name, version): (Value, i64) = {
+        let r = db
+            .query_one(
+                "SELECT data->'name', version FROM spine.entities e JOIN spine.entity_keys k ON k.entity_id = e.id \
+                 WHERE k.owner_id = $1 AND k.key_type = 'email' AND k.key_value = 'ada@example.com'",
+                &[&alice],
+            )
+            .await
+            .unwrap();
+        (r.get(0), r.get(1))
+    };
+    assert_eq!((name, version), (json!("Ada King"), 2));
+}
+
+/// Two sources describing the same person — one by email, one by phone and email —
+/// end up as one entity with an edge to each source.
+#[tokio::test]
+async fn identity_merges_across_sources() {
+    let mut db = connect().await;
+    let alice = Uuid::new_v4();
+    let phonebook = json!({
+        "kind": "person",
+        "external_id": "contact_id",
+        "fields": {
+            "email": {"path": "mail", "normalize": ["email"]},
+            "phone": {"path": "number", "normalize": [{"phone": {"region": "DE"}}]},
+            "nickname": {"path": "nick", "normalize": ["trim"]}
+        },
+        "identity": ["phone", "email"]
+    });
+    let (a, b) = as_user(&mut db, alice, async |tx| {
+        tx.execute("SELECT spine.save_source('crm', $1)", &[&crm_mapping()]).await.unwrap();
+        tx.execute("SELECT spine.save_source('phonebook', $1)", &[&phonebook]).await.unwrap();
+        let a = ingest(tx, "crm", json!([{"id": 1, "full_name": "Ada", "email": "ada@example.com"}])).await;
+        let b = ingest(tx, "phonebook", json!([{"contact_id": 77, "mail": "Ada@Example.com ", "number": "030 1234567", "nick": "A"}])).await;
+        (a, b)
+    })
+    .await;
+    assert_eq!(a["created"], json!(1));
+    assert_eq!(b["updated"], json!(1), "{b}");
+    let people: Vec<Value> = db
+        .query(
+            "SELECT data FROM spine.entities WHERE owner_id = $1 AND kind = 'person'",
+            &[&alice],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(
+        people,
+        [
+            json!({"name": "Ada", "email": "ada@example.com", "phone": "+49301234567", "nickname": "A"})
+        ]
+    );
+    let sources: Vec<String> = db
+        .query(
+            "SELECT s.data->>'name' FROM spine.edges e JOIN spine.entities s ON s.id = e.to_id \
+             WHERE e.owner_id = $1 AND e.rel = 'described_by' ORDER BY 1",
+            &[&alice],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(sources, ["crm", "phonebook"]);
+    let keys: i64 = one(
+        &db,
+        "SELECT count(*) FROM spine.entity_keys WHERE owner_id = $1",
+        &[&alice],
+    )
+    .await;
+    assert_eq!(keys, 2, "email and phone");
+}
+
+/// A bad record is rejected with its external id and reason, the rest of the batch
+/// goes through, and the record waits in raw_records until a fixed mapping
+/// reprocesses it.
+#[tokio::test]
+async fn bad_records_are_rejected_kept_and_reprocessed() {
+    let mut db = connect().await;
+    let alice = Uuid::new_v4();
+    let out = as_user(&mut db, alice, async |tx| {
+        tx.execute("SELECT spine.save_source('crm', $1)", &[&crm_mapping()])
+            .await
+            .unwrap();
+        ingest(
+            tx,
+            "crm",
+            json!([
+                {"id": "ok", "full_name": "Ada", "email": "ada@example.com"},
+                {"id": "bad-mail", "full_name": "Bob", "email": "bob(at)example"},
+                {"id": "no-name", "email": "x@example.com"},
+                {"full_name": "No Id"},
+                {"id": "bad-phone", "full_name": "Eve", "phone": "+49 30 CALL-ME"}
+            ]),
+        )
+        .await
+    })
+    .await;
+    assert_eq!(
+        (
+            out["received"].clone(),
+            out["created"].clone(),
+            out["rejected"].clone()
+        ),
+        (json!(5), json!(1), json!(4))
+    );
+    let errors: Vec<(Value, String)> = out["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["external_id"].clone(),
+                e["reason"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(errors[0].0, json!("bad-mail"));
+    assert!(errors[0].1.contains("field \"email\""), "{errors:?}");
+    assert!(errors[1].1.contains("\"name\" is required"), "{errors:?}");
+    assert_eq!(errors[2].0, Value::Null);
+    assert!(errors[3].1.contains("field \"phone\""), "{errors:?}");
+    let kept: i64 = one(
+        &db,
+        "SELECT count(*) FROM spine.raw_records WHERE owner_id = $1 AND status = 'rejected' AND error IS NOT NULL",
+        &[&alice],
+    )
+    .await;
+    assert_eq!(kept, 4);
+
+    // A looser mapping: email and phone no longer validated, name optional.
+    let loose = json!({"kind": "person", "fields": {
+        "name": {"path": "full_name"}, "email": {"path": "email", "normalize": ["trim"]},
+        "phone": {"path": "phone"}}});
+    let again = as_user(&mut db, alice, async |tx| {
+        tx.execute("SELECT spine.save_source('crm', $1)", &[&loose])
+            .await
+            .unwrap();
+        one::<Value>(tx, "SELECT spine.reprocess('crm')", &[]).await
+    })
+    .await;
+    assert_eq!(
+        (
+            again["received"].clone(),
+            again["created"].clone(),
+            again["rejected"].clone()
+        ),
+        (json!(4), json!(3), json!(1))
+    );
+    assert_eq!(
+        again["errors"][0]["reason"],
+        json!("the record has no external id (mapping external_id)")
+    );
+}
+
+/// Entity writes by users emit events; another user's entities are invisible and
+/// cannot be changed; similarity search sees only the caller's entities.
+#[tokio::test]
+async fn entities_are_private_and_similarity_respects_rls() {
+    let mut db = connect().await;
+    let (alice, bob) = (Uuid::new_v4(), Uuid::new_v4());
+    let kind = format!("doc_{}", Uuid::new_v4().simple());
+    let mine = as_user(&mut db, alice, async |tx| {
+        let a: Uuid = one(
+            tx,
+            "SELECT spine.upsert_entity($1, '{\"title\": \"near\"}')",
+            &[&kind],
+        )
+        .await;
+        let b: Uuid = one(
+            tx,
+            "SELECT spine.upsert_entity($1, '{\"title\": \"far\"}')",
+            &[&kind],
+        )
+        .await;
+        tx.execute("SELECT spine.set_embedding($1, '[1, 0, 0]')", &[&a])
+            .await
+            .unwrap();
+        tx.execute("SELECT spine.set_embedding($1, '[0, 1, 0]')", &[&b])
+            .await
+            .unwrap();
+        (a, b)
+    })
+    .await;
+    let theirs = as_user(&mut db, bob, async |tx| {
+        let c: Uuid = one(
+            tx,
+            "SELECT spine.upsert_entity($1, '{\"title\": \"bob exact\"}')",
+            &[&kind],
+        )
+        .await;
+        tx.execute("SELECT spine.set_embedding($1, '[1, 0, 0]')", &[&c])
+            .await
+            .unwrap();
+        c
+    })
+    .await;
+    let found = as_user(&mut db, alice, async |tx| {
+        tx.query(
+            "SELECT id, data->>'title' FROM spine.similar($1, '[0.9, 0.1, 0]', 5)",
+            &[&kind],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get::<_, Uuid>(0), r.get::<_, String>(1)))
+        .collect::<Vec<_>>()
+    })
+    .await;
+    assert_eq!(
+        found,
+        [(mine.0, "near".to_string()), (mine.1, "far".to_string())]
+    );
+
+    let tx = db.transaction().await.unwrap();
+    act_as(&tx, "authenticated", json!({"sub": alice.to_string()})).await;
+    let visible: i64 = one(
+        &tx,
+        "SELECT count(*) FROM spine.entities WHERE id = $1",
+        &[&theirs],
+    )
+    .await;
+    assert_eq!(visible, 0);
+    let err = tx
+        .execute(
+            "SELECT spine.upsert_entity($1, '{}', $2)",
+            &[&kind, &theirs],
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&err), Some("42704"));
+    tx.rollback().await.unwrap();
+    let tx = db.transaction().await.unwrap();
+    act_as(&tx, "authenticated", json!({"sub": alice.to_string()})).await;
+    let deleted: bool = one(&tx, "SELECT spine.delete_entity($1)", &[&theirs]).await;
+    assert!(!deleted);
+    let moved: bool = one(
+        &tx,
+        "SELECT spine.set_embedding($1, '[0, 0, 1]')",
+        &[&theirs],
+    )
+    .await;
+    assert!(!moved);
+    tx.commit().await.unwrap();
+
+    let types: Vec<String> = db
+        .query(
+            "SELECT type FROM spine.events WHERE owner_id = $1 AND subject = 'entity/' || $2 ORDER BY seq",
+            &[&alice, &mine.0.to_string()],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(types, ["data.EntityCreated"]);
+    let deleted = as_user(&mut db, alice, async |tx| {
+        one::<bool>(tx, "SELECT spine.delete_entity($1)", &[&mine.1]).await
+    })
+    .await;
+    assert!(deleted);
+    let gone: i64 = one(
+        &db,
+        "SELECT count(*) FROM spine.events WHERE type = 'data.EntityDeleted' AND subject = 'entity/' || $1",
+        &[&mine.1.to_string()],
+    )
+    .await;
+    assert_eq!(gone, 1);
+}
