@@ -416,3 +416,34 @@ async fn entities_are_private_and_similarity_respects_rls() {
     .await;
     assert_eq!(gone, 1);
 }
+
+/// Rules see the subject entity of entity events: a rule on data.EntityUpdated
+/// reads `entity.data` (the entity as it is now) and acts on it.
+#[tokio::test]
+async fn rules_see_the_subject_entity() {
+    let mut db = connect().await;
+    let alice = Uuid::new_v4();
+    let state = as_user(&mut db, alice, async |tx| {
+        tx.execute(
+            "SELECT spine.save_rule('gold', 'data.EntityUpdated', \
+               '{\"and\": [{\"==\": [{\"var\": \"entity.kind\"}, \"customer\"]}, \
+                           {\"==\": [{\"var\": \"entity.data.tier\"}, \"gold\"]}]}', \
+               '[{\"set_state\": {\"key\": \"gold_customer\", \"value\": \"{{entity.data.name}}\"}}]')",
+            &[],
+        )
+        .await
+        .unwrap();
+        let id: Uuid = one(tx, "SELECT spine.upsert_entity('customer', '{\"name\": \"Ada\", \"tier\": \"silver\"}')", &[]).await;
+        tx.execute("SELECT spine.upsert_entity('customer', '{\"name\": \"Ada\", \"tier\": \"silver\", \"note\": 1}', $1)", &[&id])
+            .await
+            .unwrap();
+        let before: Option<Value> = one(tx, "SELECT spine.get_state('gold_customer')", &[]).await;
+        tx.execute("SELECT spine.upsert_entity('customer', '{\"name\": \"Ada\", \"tier\": \"gold\"}', $1)", &[&id])
+            .await
+            .unwrap();
+        let after: Option<Value> = one(tx, "SELECT spine.get_state('gold_customer')", &[]).await;
+        (before, after)
+    })
+    .await;
+    assert_eq!(state, (None, Some(json!("Ada"))));
+}

@@ -2,8 +2,10 @@
 //! the actions of those that match.
 //!
 //! The context a condition sees is `{event, entity, state}`: the CloudEvents
-//! envelope, the subject entity (NULL until the entity model exists), and the
-//! owner's state (`spine.state`, read only when a candidate rule needs it).
+//! envelope, the subject entity (when the event's subject is `entity/<id>` of one
+//! of the owner's entities: `{id, kind, data, version}`), and the owner's state
+//! (`spine.state`); entity and state are read only when a condition reaches for
+//! them or a rule fires.
 //! Each firing is recorded in `spine.rule_firings` (unique per rule and event: a
 //! replayed event never fires a rule twice) and announced as `rules.RuleFired`.
 
@@ -119,6 +121,33 @@ pub fn load_state(owner: Uuid) -> Result<Value, SpineError> {
     .map_or(json!({}), |j| j.0))
 }
 
+/// The subject entity of an event (`subject` = `entity/<id>`, one of the owner's
+/// entities) as `{id, kind, data, version}`, or null.
+pub fn load_entity(event: &EventInfo<'_>) -> Result<Value, SpineError> {
+    let Some(id) = event
+        .subject
+        .and_then(|s| s.strip_prefix("entity/"))
+        .and_then(|s| uuid::Uuid::parse_str(s).ok())
+    else {
+        return Ok(Value::Null);
+    };
+    Ok(one_prepared::<JsonB>(
+        "SELECT jsonb_build_object('id', id, 'kind', kind, 'data', data, 'version', version) \
+           FROM spine.entities WHERE id = $1 AND owner_id = $2",
+        &[UUIDOID, UUIDOID],
+        &[Uuid::from_bytes(*id.as_bytes()).into(), event.owner.into()],
+    )
+    .map_err(internal("rules: entity"))?
+    .map_or(Value::Null, |j| j.0))
+}
+
+/// Adds the owner's state and the subject entity to an evaluation context.
+pub fn complete_context(ctx: &mut Value, event: &EventInfo<'_>) -> Result<(), SpineError> {
+    ctx["state"] = load_state(event.owner)?;
+    ctx["entity"] = load_entity(event)?;
+    Ok(())
+}
+
 /// The candidate rules of an event: the owner's enabled rules whose `on_event`
 /// matches, in priority order.
 pub fn candidates(owner: Uuid, event_type: &str) -> Result<Vec<std::rc::Rc<Rule>>, SpineError> {
@@ -140,14 +169,15 @@ pub fn on_event(event: &EventInfo<'_>) -> Result<usize, SpineError> {
     if rules.is_empty() {
         return Ok(0);
     }
-    let mut ctx = json!({"event": event.envelope(), "entity": null});
+    // `state` and `entity` are read from their tables only when needed.
+    let mut ctx = json!({"event": event.envelope()});
     let mut fired = 0;
     for rule in &rules {
-        let state_missing = ctx.get("state").is_none();
+        let partial = ctx.get("state").is_none();
         jsonlogic::take_missing_root();
         let mut matches = truthy(&rule.condition.eval_ref(&ctx));
-        if state_missing && jsonlogic::take_missing_root() {
-            ctx["state"] = load_state(event.owner)?;
+        if partial && jsonlogic::take_missing_root() {
+            complete_context(&mut ctx, event)?;
             matches = truthy(&rule.condition.eval_ref(&ctx));
         }
         if !matches {
@@ -165,7 +195,7 @@ pub fn on_event(event: &EventInfo<'_>) -> Result<usize, SpineError> {
             continue;
         };
         if ctx.get("state").is_none() {
-            ctx["state"] = load_state(event.owner)?;
+            complete_context(&mut ctx, event)?;
         }
         if fire(rule, event, depth, &mut ctx)? {
             fired += 1;

@@ -144,8 +144,8 @@ fn explain(
         Ok::<_, pgrx::spi::SpiError>(out)
     })
     .map_err(internal("explain: rules"))?;
-    let ctx = json!({"event": event.envelope(), "entity": null,
-                     "state": engine::load_state(event.owner)?});
+    let mut ctx = json!({"event": event.envelope()});
+    engine::complete_context(&mut ctx, &event)?;
     let mut rows = Vec::new();
     for (id, name, on_event, condition, actions, enabled) in rules {
         let rule = match Rule::compile(id, name.clone(), on_event.clone(), &condition, &actions) {
