@@ -2,6 +2,7 @@
 //! (`cargo xtask bench <name>` starts it and passes its environment).
 //!
 //! - [`audit`]: audited writes next to the same writes unaudited.
+//! - [`ingest`]: records/s through `spine.ingest` next to a plain INSERT.
 //! - [`jobs`]: the queue's enqueue and drain rates next to raw Postgres limits and
 //!   pg-boss / graphile-worker.
 //! - [`rules`]: the cost of 0–1,000 rules per event on event insert.
@@ -9,6 +10,7 @@
 //!   the raw JetStream publish rate on the same server.
 
 mod audit;
+mod ingest;
 mod jobs;
 mod relay;
 mod rules;
@@ -63,8 +65,18 @@ async fn main() -> anyhow::Result<()> {
             })
             .await
         }
-        other => {
-            anyhow::bail!("unknown benchmark `{other}` (available: relay, jobs, audit, rules)")
+        "ingest" => {
+            ingest::run(ingest::Settings {
+                database_url: env("DATABASE_URL")?,
+                records: env("SPINE_BENCH_RECORDS")
+                    .ok()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(20_000),
+            })
+            .await
         }
+        other => anyhow::bail!(
+            "unknown benchmark `{other}` (available: relay, jobs, audit, rules, ingest)"
+        ),
     }
 }

@@ -9,8 +9,8 @@ use std::process::Command;
 
 pub fn run(config: &Config, args: &[String]) -> Result<()> {
     let name = args.first().map(String::as_str).unwrap_or("");
-    if !["relay", "jobs", "audit", "rules"].contains(&name) {
-        bail!("unknown benchmark `{name}` (available: relay, jobs, audit, rules)");
+    if !["relay", "jobs", "audit", "rules", "ingest"].contains(&name) {
+        bail!("unknown benchmark `{name}` (available: relay, jobs, audit, rules, ingest)");
     }
     crate::setup::run(config)?;
     stack::install_extension(config, Profile::Release)?;

@@ -9,7 +9,7 @@
 //! - [`migrate`]: applies `migrations/` and `seed.sql` the way the Supabase CLI does.
 //! - [`demo`]: setup + up, then the main flow, printed for a person to read.
 //! - [`suite`]: the full test suite that `.ci/run` calls.
-//! - [`bench`]: benchmarks (`cargo xtask bench relay|jobs|audit|rules`).
+//! - [`bench`]: benchmarks (`cargo xtask bench relay|jobs|audit|rules|ingest`).
 
 mod bench;
 mod config;
@@ -41,7 +41,7 @@ commands:
   psql [args…]   open psql on the stack's database
   demo           setup + up, then run the main flow and show what happened
   test           the full test suite: fmt, clippy, pgrx tests, integration tests
-  bench <name>   a benchmark against the stack, optimized builds (names: relay, jobs, audit, rules)
+  bench <name>   a benchmark against the stack, optimized builds (names: relay, jobs, audit, rules, ingest)
 
 configuration (environment variables, defaults in parentheses):
   SPINE_DEV_DIR (target/spine-dev)  SPINE_PG_PORT (54390)  SPINE_NATS_PORT (54391)
