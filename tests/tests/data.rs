@@ -447,3 +447,63 @@ async fn rules_see_the_subject_entity() {
     .await;
     assert_eq!(state, (None, Some(json!("Ada"))));
 }
+
+/// Two records of one batch naming the same person (by phone) become one entity,
+/// as if they had come one after the other; the rest of the batch is unaffected.
+#[tokio::test]
+async fn one_batch_merges_its_own_duplicates() {
+    let mut db = connect().await;
+    let alice = Uuid::new_v4();
+    let out = as_user(&mut db, alice, async |tx| {
+        tx.execute("SELECT spine.save_source('crm', $1)", &[&crm_mapping()]).await.unwrap();
+        ingest(
+            tx,
+            "crm",
+            json!([
+                {"id": "a1", "full_name": "Ada", "phone": "030 1234567"},
+                {"id": "b1", "full_name": "Bob", "email": "bob@example.com"},
+                {"id": "a2", "full_name": "Ada L.", "phone": "+49 30 1234567", "email": "ada@example.com"},
+                {"id": "a1", "full_name": "Ada", "phone": "030 1234567"}
+            ]),
+        )
+        .await
+    })
+    .await;
+    assert_eq!(
+        out,
+        json!({"received": 4, "created": 2, "updated": 1, "unchanged": 1, "rejected": 0, "errors": []})
+    );
+    let people: Vec<Value> = db
+        .query(
+            "SELECT data FROM spine.entities WHERE owner_id = $1 AND kind = 'person' ORDER BY data->>'name'",
+            &[&alice],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(
+        people,
+        [
+            json!({"name": "Ada L.", "phone": "+49301234567", "email": "ada@example.com"}),
+            json!({"name": "Bob", "email": "bob@example.com"})
+        ]
+    );
+    // One created event per entity, carrying the merged fields.
+    let created: i64 = one(
+        &db,
+        "SELECT count(*) FROM spine.events WHERE owner_id = $1 AND type = 'data.EntityCreated' \
+            AND data->>'kind' = 'person'",
+        &[&alice],
+    )
+    .await;
+    assert_eq!(created, 2);
+    let keys: i64 = one(
+        &db,
+        "SELECT count(*) FROM spine.entity_keys WHERE owner_id = $1",
+        &[&alice],
+    )
+    .await;
+    assert_eq!(keys, 3, "phone, Bob's email, Ada's email");
+}

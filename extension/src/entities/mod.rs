@@ -14,7 +14,7 @@ use pgrx::{JsonB, Uuid};
 use serde_json::{json, Map, Value};
 
 /// Largest entity data (JSON text): it travels in events (512 KiB) with room to spare.
-const MAX_DATA_BYTES: usize = 256 * 1024;
+pub const MAX_DATA_BYTES: usize = 256 * 1024;
 
 pub fn check_kind(kind: &str) -> Result<(), SpineError> {
     let ok = !kind.is_empty()
@@ -35,7 +35,7 @@ pub fn check_kind(kind: &str) -> Result<(), SpineError> {
     }
 }
 
-fn check_size(data: &Map<String, Value>) -> Result<(), SpineError> {
+pub fn check_size(data: &Map<String, Value>) -> Result<(), SpineError> {
     let size = serde_json::to_string(data).map(|s| s.len()).unwrap_or(0);
     if size > MAX_DATA_BYTES {
         return Err(SpineError::TooLarge {
@@ -153,36 +153,6 @@ pub fn diff(old: &Map<String, Value>, new: &Map<String, Value>) -> Map<String, V
         }
     }
     changed
-}
-
-/// Adds an identity key (ignored when the owner already has it).
-pub fn add_key(
-    owner: Uuid,
-    key_type: &str,
-    key_value: &str,
-    entity: Uuid,
-) -> Result<(), SpineError> {
-    run_prepared(
-        "INSERT INTO spine.entity_keys (owner_id, key_type, key_value, entity_id) VALUES ($1, $2, $3, $4) \
-         ON CONFLICT DO NOTHING",
-        &[UUIDOID, TEXTOID, TEXTOID, UUIDOID],
-        &[owner.into(), key_type.into(), key_value.into(), entity.into()],
-    )
-    .map_err(internal("entities: key"))
-}
-
-/// The entity an identity key belongs to.
-pub fn find_by_key(
-    owner: Uuid,
-    key_type: &str,
-    key_value: &str,
-) -> Result<Option<Uuid>, SpineError> {
-    one_prepared::<Uuid>(
-        "SELECT entity_id FROM spine.entity_keys WHERE owner_id = $1 AND key_type = $2 AND key_value = $3",
-        &[UUIDOID, TEXTOID, TEXTOID],
-        &[owner.into(), key_type.into(), key_value.into()],
-    )
-    .map_err(internal("entities: key lookup"))
 }
 
 /// Adds an edge between two of the owner's entities (ignored when present).

@@ -10,22 +10,23 @@
 //! `described_by`), and emits `connector.DataReceived` plus the entity events. A
 //! record that fails is kept with its error and reported; it never aborts the batch.
 
+pub mod batch;
 pub mod mapping;
 pub mod normalize;
 
 use crate::entities;
 use crate::error::{internal, SpineError};
 use crate::events::{emit_event, NewEvent};
-use crate::spi_ext::{one_prepared, optional_row, run_prepared};
+use crate::spi_ext::optional_row;
+use batch::Counts;
 use mapping::Mapping;
 use pgrx::pg_sys::panic::ErrorReport;
-use pgrx::pg_sys::BuiltinOid::{BYTEAOID, INT8OID, JSONBOID, TEXTOID, UUIDOID};
 use pgrx::prelude::*;
 use pgrx::{JsonB, Uuid};
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 
 /// Most records in one ingest call.
@@ -140,119 +141,6 @@ fn save_source(
     Ok(entity)
 }
 
-/// What happened to the records of one call.
-#[derive(Default)]
-struct Counts {
-    received: i64,
-    created: i64,
-    updated: i64,
-    unchanged: i64,
-    rejected: i64,
-    errors: Vec<Value>,
-}
-
-impl Counts {
-    fn json(&self) -> Value {
-        json!({"received": self.received, "created": self.created, "updated": self.updated,
-               "unchanged": self.unchanged, "rejected": self.rejected, "errors": self.errors})
-    }
-}
-
-enum Outcome {
-    Created,
-    Updated,
-    Unchanged,
-}
-
-/// Maps a landed record and writes its entity; the error is the rejection reason.
-fn process(
-    owner: Uuid,
-    source: &Source,
-    record: &Value,
-) -> Result<Result<(Outcome, Uuid), String>, SpineError> {
-    let mapped = match source.mapping.apply(record) {
-        Ok(m) => m,
-        Err(reason) => return Ok(Err(reason)),
-    };
-    let mut found = None;
-    for (key_type, key_value) in &mapped.keys {
-        if let Some(id) = entities::find_by_key(owner, key_type, key_value)? {
-            found = Some(id);
-            break;
-        }
-    }
-    let kind = &source.mapping.kind;
-    let (outcome, id) = match found.map(|id| (id, entities::load(owner, id))) {
-        Some((id, load)) => {
-            let Some((stored_kind, existing)) = load? else {
-                return Ok(Err(format!(
-                    "identity resolved to entity {id}, which is gone"
-                )));
-            };
-            if &stored_kind != kind {
-                return Ok(Err(format!(
-                    "its identity keys belong to entity {id}, a {stored_kind}, not a {kind}"
-                )));
-            }
-            let (merged, changed) = source.mapping.merge(&existing, &mapped.data);
-            let changed_any = entities::update(owner, id, kind, &merged, changed)?;
-            (
-                if changed_any {
-                    Outcome::Updated
-                } else {
-                    Outcome::Unchanged
-                },
-                id,
-            )
-        }
-        None => (
-            Outcome::Created,
-            entities::create(owner, kind, &mapped.data)?,
-        ),
-    };
-    for (key_type, key_value) in &mapped.keys {
-        entities::add_key(owner, key_type, key_value, id)?;
-    }
-    entities::link(owner, id, "described_by", source.entity)?;
-    Ok(Ok((outcome, id)))
-}
-
-fn record_result(
-    raw_id: i64,
-    counts: &mut Counts,
-    external_id: Option<&str>,
-    result: Result<(Outcome, Uuid), String>,
-) -> Result<(), SpineError> {
-    match result {
-        Ok((outcome, entity)) => {
-            match outcome {
-                Outcome::Created => counts.created += 1,
-                Outcome::Updated => counts.updated += 1,
-                Outcome::Unchanged => counts.unchanged += 1,
-            }
-            run_prepared(
-                "UPDATE spine.raw_records SET status = 'processed', error = NULL, entity_id = $2, \
-                 processed_at = now() WHERE id = $1",
-                &[INT8OID, UUIDOID],
-                &[raw_id.into(), entity.into()],
-            )
-        }
-        Err(reason) => {
-            counts.rejected += 1;
-            counts
-                .errors
-                .push(json!({"external_id": external_id, "reason": reason}));
-            run_prepared(
-                "UPDATE spine.raw_records SET status = 'rejected', error = $2, processed_at = now() \
-                 WHERE id = $1",
-                &[INT8OID, TEXTOID],
-                &[raw_id.into(), reason.as_str().into()],
-            )
-        }
-    }
-    .map_err(internal("etl: record result"))
-}
-
 fn data_received(owner: Uuid, source: &str, counts: &Counts, what: &str) -> Result<(), SpineError> {
     let mut data = counts.json();
     data["source"] = json!(source);
@@ -299,37 +187,70 @@ fn ingest(
     }
     let owner = entities::acting_owner(owner)?;
     let src = load_source(owner, name)?;
-    let mut counts = Counts::default();
-    for record in &records {
-        counts.received += 1;
-        let external_id = src.mapping.external_id(record);
-        let text = serde_json::to_string(record).unwrap_or_default();
-        let hash = Sha256::digest(text.as_bytes()).to_vec();
-        let landed = one_prepared::<i64>(
+    let mut counts = Counts {
+        received: records.len() as i64,
+        ..Counts::default()
+    };
+    // Land the batch in one statement; what comes back is what was not seen before
+    // (same external id and payload hash).
+    let external_ids: Vec<Option<String>> =
+        records.iter().map(|r| src.mapping.external_id(r)).collect();
+    let hashes: Vec<Vec<u8>> = records
+        .iter()
+        .map(|r| Sha256::digest(serde_json::to_string(r).unwrap_or_default().as_bytes()).to_vec())
+        .collect();
+    let payloads: Vec<JsonB> = records.iter().map(|r| JsonB(r.clone())).collect();
+    let landed: Vec<(i64, Option<String>, Vec<u8>)> = Spi::connect_mut(|client| {
+        let mut out = Vec::new();
+        for r in client.update(
             "INSERT INTO spine.raw_records (owner_id, source, external_id, payload, payload_hash) \
-             VALUES ($1, $2, $3, $4, $5) \
-             ON CONFLICT (owner_id, source, external_id, payload_hash) DO NOTHING RETURNING id",
-            &[UUIDOID, TEXTOID, TEXTOID, JSONBOID, BYTEAOID],
+             SELECT $1, $2, e, p, h FROM unnest($3::text[], $4::jsonb[], $5::bytea[]) WITH ORDINALITY AS u(e, p, h, n) \
+             ORDER BY n \
+             ON CONFLICT (owner_id, source, external_id, payload_hash) DO NOTHING \
+             RETURNING id, external_id, payload_hash",
+            None,
             &[
                 owner.into(),
                 name.into(),
-                external_id.as_deref().into(),
-                JsonB(record.clone()).into(),
-                hash.into(),
+                external_ids.clone().into(),
+                payloads.into(),
+                hashes.clone().into(),
             ],
-        )
-        .map_err(internal("etl: land record"))?;
-        let Some(raw_id) = landed else {
-            // Seen before, byte for byte: nothing to do.
-            counts.unchanged += 1;
-            continue;
-        };
-        let result = match &external_id {
-            None => Err("the record has no external id (mapping external_id)".to_string()),
-            Some(_) => process(owner, &src, record)?,
-        };
-        record_result(raw_id, &mut counts, external_id.as_deref(), result)?;
+        )? {
+            out.push((
+                r.get::<i64>(1)?.unwrap_or_default(),
+                r.get::<String>(2)?,
+                r.get::<Vec<u8>>(3)?.unwrap_or_default(),
+            ));
+        }
+        Ok::<_, pgrx::spi::SpiError>(out)
+    })
+    .map_err(internal("etl: land records"))?;
+    // Back to batch positions: (external id, hash) → the records that carry it.
+    let mut positions: HashMap<(Option<String>, Vec<u8>), VecDeque<usize>> = HashMap::new();
+    for (i, key) in external_ids.iter().cloned().zip(hashes).enumerate() {
+        positions.entry(key).or_default().push_back(i);
     }
+    let mut new_records: Vec<(usize, i64)> = landed
+        .into_iter()
+        .filter_map(|(raw_id, ext, hash)| {
+            let i = positions.get_mut(&(ext, hash))?.pop_front()?;
+            Some((i, raw_id))
+        })
+        .collect();
+    new_records.sort_unstable();
+    // Seen before, byte for byte: nothing to do.
+    counts.unchanged += (records.len() - new_records.len()) as i64;
+    let mut records: Vec<Option<Value>> = records.into_iter().map(Some).collect();
+    let items = new_records
+        .into_iter()
+        .map(|(i, raw_id)| batch::Item {
+            raw_id,
+            external_id: external_ids[i].clone(),
+            record: records[i].take().unwrap_or(Value::Null),
+        })
+        .collect();
+    batch::process(owner, &src.mapping, src.entity, items, &mut counts)?;
     data_received(owner, name, &counts, "ingest")?;
     Ok(JsonB(counts.json()))
 }
@@ -345,7 +266,7 @@ fn reprocess(
     let name = source.ok_or(SpineError::NullArgument("source"))?;
     let owner = entities::acting_owner(owner)?;
     let src = load_source(owner, name)?;
-    let rejected: Vec<(i64, Option<String>, Value)> = Spi::connect_mut(|client| {
+    let items: Vec<batch::Item> = Spi::connect_mut(|client| {
         let mut out = Vec::new();
         for r in client.update(
             "SELECT id, external_id, payload FROM spine.raw_records \
@@ -353,24 +274,20 @@ fn reprocess(
             None,
             &[owner.into(), name.into()],
         )? {
-            out.push((
-                r.get::<i64>(1)?.unwrap_or_default(),
-                r.get::<String>(2)?,
-                r.get::<JsonB>(3)?.map_or(Value::Null, |j| j.0),
-            ));
+            out.push(batch::Item {
+                raw_id: r.get::<i64>(1)?.unwrap_or_default(),
+                external_id: r.get::<String>(2)?,
+                record: r.get::<JsonB>(3)?.map_or(Value::Null, |j| j.0),
+            });
         }
         Ok::<_, pgrx::spi::SpiError>(out)
     })
     .map_err(internal("etl: reprocess"))?;
-    let mut counts = Counts::default();
-    for (raw_id, external_id, record) in rejected {
-        counts.received += 1;
-        let result = match &external_id {
-            None => Err("the record has no external id (mapping external_id)".to_string()),
-            Some(_) => process(owner, &src, &record)?,
-        };
-        record_result(raw_id, &mut counts, external_id.as_deref(), result)?;
-    }
+    let mut counts = Counts {
+        received: items.len() as i64,
+        ..Counts::default()
+    };
+    batch::process(owner, &src.mapping, src.entity, items, &mut counts)?;
     data_received(owner, name, &counts, "reprocess")?;
     Ok(JsonB(counts.json()))
 }

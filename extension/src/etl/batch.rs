@@ -1,0 +1,348 @@
+//! Set-based processing of a batch of landed records: one statement per step for
+//! the whole batch (key lookup, entity load, entity inserts, entity updates, keys,
+//! edges, record status), identity resolution and merging in memory in record
+//! order — so two records of one batch naming the same person become one entity,
+//! exactly as if they had come one after the other.
+
+use super::mapping::Mapping;
+use crate::entities;
+use crate::error::{internal, SpineError};
+use crate::events::{emit_event, NewEvent};
+use crate::spi_ext::run_prepared;
+use pgrx::pg_sys::BuiltinOid::{
+    INT8ARRAYOID, JSONBARRAYOID, TEXTARRAYOID, TEXTOID, UUIDARRAYOID, UUIDOID,
+};
+use pgrx::prelude::*;
+use pgrx::{JsonB, Uuid};
+use serde_json::{json, Map, Value};
+use std::collections::HashMap;
+
+/// A landed record waiting to be mapped.
+pub struct Item {
+    pub raw_id: i64,
+    pub external_id: Option<String>,
+    pub record: Value,
+}
+
+/// What happened to a batch.
+#[derive(Default)]
+pub struct Counts {
+    pub received: i64,
+    pub created: i64,
+    pub updated: i64,
+    pub unchanged: i64,
+    pub rejected: i64,
+    pub errors: Vec<Value>,
+}
+
+impl Counts {
+    pub fn json(&self) -> Value {
+        json!({"received": self.received, "created": self.created, "updated": self.updated,
+               "unchanged": self.unchanged, "rejected": self.rejected, "errors": self.errors})
+    }
+}
+
+/// What one record did to its entity.
+enum Outcome {
+    Created,
+    Updated,
+    Unchanged,
+}
+
+/// A record's entity and what it did to it, or why it was rejected.
+type RecordResult = Result<(Uuid, Outcome), String>;
+
+/// An entity as this batch leaves it.
+struct Working {
+    kind: String,
+    data: Map<String, Value>,
+    created: bool,
+    changed: Map<String, Value>,
+}
+
+/// Maps, resolves and writes `items` for `owner` from a source whose entity is
+/// `source_entity`; adds to `counts`.
+pub fn process(
+    owner: Uuid,
+    mapping: &Mapping,
+    source_entity: Uuid,
+    items: Vec<Item>,
+    counts: &mut Counts,
+) -> Result<(), SpineError> {
+    // 1. Map every record (pure Rust).
+    let mapped: Vec<Result<super::mapping::Mapped, String>> = items
+        .iter()
+        .map(|item| match item.external_id {
+            None => Err("the record has no external id (mapping external_id)".to_string()),
+            Some(_) => mapping.apply(&item.record),
+        })
+        .collect();
+
+    // 2. The entities the batch's identity keys already point to: one query.
+    let (types, values): (Vec<String>, Vec<String>) = mapped
+        .iter()
+        .flatten()
+        .flat_map(|m| m.keys.iter().cloned())
+        .unzip();
+    let mut key_owner: HashMap<(String, String), Uuid> = HashMap::new();
+    if !types.is_empty() {
+        Spi::connect(|client| {
+            for r in client.select(
+                "SELECT k.key_type, k.key_value, k.entity_id FROM spine.entity_keys k \
+                   JOIN unnest($2::text[], $3::text[]) AS u(t, v) ON k.key_type = u.t AND k.key_value = u.v \
+                  WHERE k.owner_id = $1",
+                None,
+                &[owner.into(), types.into(), values.into()],
+            )? {
+                if let (Some(t), Some(v), Some(e)) = (r.get::<String>(1)?, r.get::<String>(2)?, r.get::<Uuid>(3)?) {
+                    key_owner.insert((t, v), e);
+                }
+            }
+            Ok::<_, pgrx::spi::SpiError>(())
+        })
+        .map_err(internal("etl: key lookup"))?;
+    }
+
+    // 3. Load the existing entities those keys name, locked: one query.
+    let existing_ids: Vec<Uuid> = {
+        let mut ids: Vec<Uuid> = key_owner.values().copied().collect();
+        ids.sort_by_key(|u| *u.as_bytes());
+        ids.dedup();
+        ids
+    };
+    let mut working: HashMap<[u8; 16], (Uuid, Working)> = HashMap::new();
+    if !existing_ids.is_empty() {
+        Spi::connect_mut(|client| {
+            for r in client.update(
+                "SELECT id, kind, data FROM spine.entities WHERE owner_id = $1 AND id = ANY ($2) \
+                 ORDER BY id FOR UPDATE",
+                None,
+                &[owner.into(), existing_ids.into()],
+            )? {
+                if let (Some(id), Some(kind), Some(data)) =
+                    (r.get::<Uuid>(1)?, r.get::<String>(2)?, r.get::<JsonB>(3)?)
+                {
+                    working.insert(
+                        *id.as_bytes(),
+                        (
+                            id,
+                            Working {
+                                kind,
+                                data: data.0.as_object().cloned().unwrap_or_default(),
+                                created: false,
+                                changed: Map::new(),
+                            },
+                        ),
+                    );
+                }
+            }
+            Ok::<_, pgrx::spi::SpiError>(())
+        })
+        .map_err(internal("etl: load entities"))?;
+    }
+
+    // 4. Resolve and merge in record order, in memory.
+    let mut order: Vec<Uuid> = Vec::new();
+    let mut new_keys: Vec<(String, String, Uuid)> = Vec::new();
+    let mut outcome: Vec<(i64, RecordResult)> = Vec::with_capacity(items.len());
+    for (item, mapped) in items.iter().zip(mapped) {
+        let m = match mapped {
+            Ok(m) => m,
+            Err(reason) => {
+                outcome.push((item.raw_id, Err(reason)));
+                continue;
+            }
+        };
+        let found = m
+            .keys
+            .iter()
+            .find_map(|k| key_owner.get(k).copied())
+            .filter(|id| working.contains_key(id.as_bytes()));
+        let id = match found {
+            Some(id) => {
+                let (_, w) = working.get_mut(id.as_bytes()).expect("loaded above");
+                if w.kind != mapping.kind {
+                    outcome.push((
+                        item.raw_id,
+                        Err(format!(
+                            "its identity keys belong to entity {id}, a {}, not a {}",
+                            w.kind, mapping.kind
+                        )),
+                    ));
+                    continue;
+                }
+                let (merged, changed) = mapping.merge(&w.data, &m.data);
+                let this = if changed.is_empty() {
+                    Outcome::Unchanged
+                } else {
+                    Outcome::Updated
+                };
+                for (field, change) in changed {
+                    // Keep the first "from" of the batch, the last "to".
+                    match w.changed.get_mut(&field) {
+                        Some(c) => c["to"] = change["to"].clone(),
+                        None => {
+                            w.changed.insert(field, change);
+                        }
+                    }
+                }
+                w.data = merged;
+                (id, this)
+            }
+            None => {
+                let id = Uuid::from_bytes(*uuid::Uuid::new_v4().as_bytes());
+                working.insert(
+                    *id.as_bytes(),
+                    (
+                        id,
+                        Working {
+                            kind: mapping.kind.clone(),
+                            data: m.data.clone(),
+                            created: true,
+                            changed: Map::new(),
+                        },
+                    ),
+                );
+                (id, Outcome::Created)
+            }
+        };
+        let (id, this) = id;
+        if !order.contains(&id) {
+            order.push(id);
+        }
+        for k in &m.keys {
+            if let std::collections::hash_map::Entry::Vacant(slot) = key_owner.entry(k.clone()) {
+                slot.insert(id);
+                new_keys.push((k.0.clone(), k.1.clone(), id));
+            }
+        }
+        outcome.push((item.raw_id, Ok((id, this))));
+    }
+
+    // 5. Write entities (one insert, one update), then their events in order.
+    let (mut new_ids, mut new_data, mut upd_ids, mut upd_data) = (vec![], vec![], vec![], vec![]);
+    for id in &order {
+        let (_, w) = &working[id.as_bytes()];
+        if w.created {
+            new_ids.push(*id);
+            new_data.push(JsonB(Value::Object(w.data.clone())));
+        } else if !w.changed.is_empty() {
+            upd_ids.push(*id);
+            upd_data.push(JsonB(Value::Object(w.data.clone())));
+        }
+    }
+    for (_, w) in working.values() {
+        entities::check_size(&w.data)?;
+    }
+    if !new_ids.is_empty() {
+        run_prepared(
+            "INSERT INTO spine.entities (id, owner_id, kind, data) \
+             SELECT i, $2, $3, d FROM unnest($1::uuid[], $4::jsonb[]) AS u(i, d)",
+            &[UUIDARRAYOID, UUIDOID, TEXTOID, JSONBARRAYOID],
+            &[
+                new_ids.into(),
+                owner.into(),
+                mapping.kind.as_str().into(),
+                new_data.into(),
+            ],
+        )
+        .map_err(internal("etl: create entities"))?;
+    }
+    if !upd_ids.is_empty() {
+        run_prepared(
+            "UPDATE spine.entities e SET data = u.d, version = e.version + 1, updated_at = now() \
+               FROM unnest($1::uuid[], $2::jsonb[]) AS u(i, d) WHERE e.id = u.i",
+            &[UUIDARRAYOID, JSONBARRAYOID],
+            &[upd_ids.into(), upd_data.into()],
+        )
+        .map_err(internal("etl: update entities"))?;
+    }
+    for id in &order {
+        let (_, w) = &working[id.as_bytes()];
+        let (event_type, data) = if w.created {
+            (
+                "data.EntityCreated",
+                json!({"id": id.to_string(), "kind": w.kind, "fields": w.data}),
+            )
+        } else if !w.changed.is_empty() {
+            (
+                "data.EntityUpdated",
+                json!({"id": id.to_string(), "kind": w.kind, "changed": w.changed}),
+            )
+        } else {
+            continue;
+        };
+        emit_event(NewEvent {
+            event_type,
+            data: JsonB(data),
+            subject: Some(&format!("entity/{id}")),
+            owner_id: Some(owner),
+            correlation_id: None,
+            causation_id: None,
+        })?;
+    }
+
+    // 6. Keys, provenance edges, record status: one statement each.
+    let (mut kt, mut kv, mut ke) = (vec![], vec![], vec![]);
+    for (t, v, e) in new_keys {
+        kt.push(t);
+        kv.push(v);
+        ke.push(e);
+    }
+    if !kt.is_empty() {
+        run_prepared(
+            "INSERT INTO spine.entity_keys (owner_id, key_type, key_value, entity_id) \
+             SELECT $1, t, v, e FROM unnest($2::text[], $3::text[], $4::uuid[]) AS u(t, v, e) \
+             ON CONFLICT DO NOTHING",
+            &[UUIDOID, TEXTARRAYOID, TEXTARRAYOID, UUIDARRAYOID],
+            &[owner.into(), kt.into(), kv.into(), ke.into()],
+        )
+        .map_err(internal("etl: keys"))?;
+    }
+    if !order.is_empty() {
+        run_prepared(
+            "INSERT INTO spine.edges (owner_id, from_id, rel, to_id) \
+             SELECT $1, e, 'described_by', $2 FROM unnest($3::uuid[]) AS e ON CONFLICT DO NOTHING",
+            &[UUIDOID, UUIDOID, UUIDARRAYOID],
+            &[owner.into(), source_entity.into(), order.clone().into()],
+        )
+        .map_err(internal("etl: edges"))?;
+    }
+    let mut raw_ids = Vec::with_capacity(outcome.len());
+    let mut errors: Vec<Option<String>> = Vec::with_capacity(outcome.len());
+    let mut entity_ids: Vec<Option<Uuid>> = Vec::with_capacity(outcome.len());
+    for ((raw_id, result), item) in outcome.into_iter().zip(&items) {
+        raw_ids.push(raw_id);
+        match result {
+            Ok((id, this)) => {
+                match this {
+                    Outcome::Created => counts.created += 1,
+                    Outcome::Updated => counts.updated += 1,
+                    Outcome::Unchanged => counts.unchanged += 1,
+                }
+                errors.push(None);
+                entity_ids.push(Some(id));
+            }
+            Err(reason) => {
+                counts.rejected += 1;
+                counts
+                    .errors
+                    .push(json!({"external_id": item.external_id, "reason": reason}));
+                errors.push(Some(reason));
+                entity_ids.push(None);
+            }
+        }
+    }
+    if !raw_ids.is_empty() {
+        run_prepared(
+            "UPDATE spine.raw_records r \
+                SET status = CASE WHEN u.err IS NULL THEN 'processed' ELSE 'rejected' END, \
+                    error = u.err, entity_id = u.e, processed_at = now() \
+               FROM unnest($1::bigint[], $2::text[], $3::uuid[]) AS u(i, err, e) WHERE r.id = u.i",
+            &[INT8ARRAYOID, TEXTARRAYOID, UUIDARRAYOID],
+            &[raw_ids.into(), errors.into(), entity_ids.into()],
+        )
+        .map_err(internal("etl: record status"))?;
+    }
+    Ok(())
+}
