@@ -62,7 +62,33 @@ SELECT jobname, schedule FROM cron.job WHERE jobname LIKE 'spine%' ORDER BY jobn
 SELECT queue, priority, queued, running, retrying, dead FROM spine.queue_stats() WHERE queue = 'messages';
 
 
-\echo '8. Rules: Alice''s rule says "a call from Partner while I am at Work: reply by SMS".'
+
+\echo '8. Data first: Alice''s phone and CRM connectors land raw records; a mapping turns them'
+\echo '   into one person entity (identity by email and phone), with events for what changed.'
+BEGIN;
+SET LOCAL ROLE authenticated;
+SELECT set_config('request.jwt.claims', '{"sub":"' || :'alice' || '"}', true) IS NOT NULL AS as_alice;
+SELECT spine.save_source('crm', '{"kind": "person",
+  "fields": {"name": {"path": "full_name", "normalize": ["trim"], "required": true},
+             "email": {"path": "email", "normalize": ["email"]},
+             "phone": {"path": "phone", "normalize": [{"phone": {"region": "DE"}}]}},
+  "identity": ["email", "phone"]}') IS NOT NULL AS crm_source;
+SELECT spine.save_source('contacts', '{"kind": "person", "external_id": "uid",
+  "fields": {"phone": {"path": "tel", "normalize": [{"phone": {"region": "DE"}}]},
+             "relation": {"path": "label", "normalize": ["trim"]}},
+  "identity": ["phone"]}') IS NOT NULL AS contacts_source;
+SELECT spine.ingest('crm', '[{"id": "c-1", "full_name": " Sam Partner ", "email": "Sam@Example.com", "phone": "030 5550100"},
+                             {"id": "c-2", "full_name": "Broken", "email": "not-an-email"}]') AS crm_ingest;
+SELECT spine.ingest('contacts', '[{"uid": 9, "tel": "+49 30 555 0100", "label": "Partner"}]') AS contacts_ingest;
+SELECT spine.ingest('contacts', '[{"uid": 9, "tel": "+49 30 555 0100", "label": "Partner"}]') AS same_again;
+COMMIT;
+SELECT e.data AS person, (SELECT string_agg(s.data->>'name', ', ' ORDER BY s.data->>'name') FROM spine.edges g
+         JOIN spine.entities s ON s.id = g.to_id WHERE g.from_id = e.id AND g.rel = 'described_by') AS described_by
+  FROM spine.entities e WHERE e.kind = 'person' AND e.data->>'email' = 'sam@example.com';
+SELECT type, data -> 'changed' AS changed FROM spine.events
+ WHERE type = 'data.EntityUpdated' AND data->>'kind' = 'person' ORDER BY seq DESC LIMIT 1;
+
+\echo '9. Rules: Alice''s rule says "a call from Partner while I am at Work: reply by SMS".'
 \echo '   Rules run inside Postgres, in the transaction that emits the event.'
 BEGIN;
 SET LOCAL ROLE authenticated;
@@ -89,7 +115,7 @@ SELECT rule, considered, matches, fired, reason, inputs
   FROM spine.explain((SELECT id FROM spine.events WHERE subject = 'call/44' ORDER BY seq DESC LIMIT 1));
 COMMIT;
 
-\echo '9. Trust: a plugin declares what it needs, Alice consents, the vault keeps its token'
+\echo '10. Trust: a plugin declares what it needs, Alice consents, the vault keeps its token'
 \echo '   encrypted, and every decision lands in the hash-chained audit log.'
 SELECT spine.register_plugin('{"name":"sms-sender","version":"1.0.0","description":"Sends SMS replies",
   "permissions":{"secrets":["SMS_API_TOKEN"],"network":["api.sms.example"],"events":{"emit":["sms.*"]}}}') AS plugin;

@@ -34,7 +34,7 @@ pub fn run(config: &Config) -> Result<()> {
     )?;
 
     println!(
-        "\n10. The worker relays the outbox to NATS JetStream (stream SPINE, subjects spine.<type>)\n   \
+        "\n11. The worker relays the outbox to NATS JetStream (stream SPINE, subjects spine.<type>)\n   \
          and runs the jobs (here the `messages` queue with the no-op handler):"
     );
     relay_once(config)?;
