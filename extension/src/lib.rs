@@ -12,7 +12,8 @@
 //! - [`policy`]: plugin manifests, owners' consents, `spine.authorize`.
 //! - [`rules`]: JsonLogic rules evaluated on every event, their actions and firings.
 //! - [`vault`]: the Supabase-Vault-compatible secret store and key rotation.
-//! - [`spi_ext`]: small helpers over SPI results.
+//! - [`spi_ext`]: small helpers over SPI (optional rows, kept plans).
+//! - [`time`]: civil date arithmetic for timestamps.
 //!
 //! SQL objects (tables, views, policies, grants) live in `sql/*.sql` and in
 //! `supabase/compat.sql`, loaded in the order declared in [`schema`].
@@ -37,6 +38,7 @@ pub mod policy;
 pub mod rules;
 mod schema;
 pub mod spi_ext;
+pub mod time;
 pub mod vault;
 
 ::pgrx::pg_module_magic!(name, version);

@@ -110,3 +110,22 @@ pub async fn seal_audit(db: &impl tokio_postgres::GenericClient) {
         .await
         .expect("spine.audit_seal()");
 }
+
+/// Runs `f` in a transaction as the `authenticated` user `user` (as PostgREST
+/// would for their request) and commits.
+pub async fn as_user<T>(
+    db: &mut Client,
+    user: uuid::Uuid,
+    f: impl AsyncFnOnce(&tokio_postgres::Transaction<'_>) -> T,
+) -> T {
+    let tx = db.transaction().await.expect("begin");
+    act_as(
+        &tx,
+        "authenticated",
+        serde_json::json!({"sub": user.to_string(), "role": "authenticated"}),
+    )
+    .await;
+    let out = f(&tx).await;
+    tx.commit().await.expect("commit");
+    out
+}

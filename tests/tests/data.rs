@@ -3,22 +3,9 @@
 //! rejection and reprocessing, entity events, similarity search under RLS.
 
 use serde_json::{json, Value};
-use spine_tests::{act_as, connect, one, sqlstate};
-use tokio_postgres::{Client, Transaction};
+use spine_tests::{act_as, as_user, connect, one, sqlstate};
+use tokio_postgres::Transaction;
 use uuid::Uuid;
-
-async fn as_user<T>(db: &mut Client, user: Uuid, f: impl AsyncFnOnce(&Transaction<'_>) -> T) -> T {
-    let tx = db.transaction().await.unwrap();
-    act_as(
-        &tx,
-        "authenticated",
-        json!({"sub": user.to_string(), "role": "authenticated"}),
-    )
-    .await;
-    let out = f(&tx).await;
-    tx.commit().await.unwrap();
-    out
-}
 
 fn crm_mapping() -> Value {
     json!({

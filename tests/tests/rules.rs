@@ -4,21 +4,12 @@
 //! explain. Every test uses fresh users, so tests do not see each other's rules.
 
 use serde_json::{json, Value};
-use spine_tests::{act_as, connect, one, sqlstate};
+use spine_tests::{act_as, as_user, connect, one, sqlstate};
 use tokio_postgres::{Client, Transaction};
 use uuid::Uuid;
 
 fn claims(user: Uuid) -> Value {
     json!({"sub": user.to_string(), "role": "authenticated"})
-}
-
-/// Runs `f` in a transaction as the user, and commits.
-async fn as_user<T>(db: &mut Client, user: Uuid, f: impl AsyncFnOnce(&Transaction<'_>) -> T) -> T {
-    let tx = db.transaction().await.unwrap();
-    act_as(&tx, "authenticated", claims(user)).await;
-    let out = f(&tx).await;
-    tx.commit().await.unwrap();
-    out
 }
 
 async fn user_queue(db: &Client) -> String {

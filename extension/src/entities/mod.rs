@@ -47,7 +47,8 @@ pub fn check_size(data: &Map<String, Value>) -> Result<(), SpineError> {
     Ok(())
 }
 
-fn entity_event(
+/// Emits a `data.Entity*` event about entity `id` (subject `entity/<id>`).
+pub fn entity_event(
     event_type: &'static str,
     owner: Uuid,
     id: Uuid,

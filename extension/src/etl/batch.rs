@@ -7,7 +7,6 @@
 use super::mapping::Mapping;
 use crate::entities;
 use crate::error::{internal, SpineError};
-use crate::events::{emit_event, NewEvent};
 use crate::spi_ext::run_prepared;
 use pgrx::pg_sys::BuiltinOid::{
     INT8ARRAYOID, JSONBARRAYOID, TEXTARRAYOID, TEXTOID, UUIDARRAYOID, UUIDOID,
@@ -272,14 +271,7 @@ pub fn process(
         } else {
             continue;
         };
-        emit_event(NewEvent {
-            event_type,
-            data: JsonB(data),
-            subject: Some(&format!("entity/{id}")),
-            owner_id: Some(owner),
-            correlation_id: None,
-            causation_id: None,
-        })?;
+        entities::entity_event(event_type, owner, *id, data)?;
     }
 
     // 6. Keys, provenance edges, record status: one statement each.
