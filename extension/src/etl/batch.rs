@@ -68,6 +68,15 @@ pub fn process(
     items: Vec<Item>,
     counts: &mut Counts,
 ) -> Result<(), SpineError> {
+    // 0. One batch per owner at a time: two concurrent batches naming the same new
+    //    person would otherwise both miss the other's keys and create two entities.
+    run_prepared(
+        "SELECT pg_advisory_xact_lock(1397770578, hashtext($1::text))",
+        &[UUIDOID],
+        &[owner.into()],
+    )
+    .map_err(internal("etl: owner lock"))?;
+
     // 1. Map every record (pure Rust).
     let mapped: Vec<Result<super::mapping::Mapped, String>> = items
         .iter()
