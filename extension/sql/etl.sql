@@ -24,17 +24,18 @@ CREATE TABLE spine.raw_records (
     payload      jsonb       NOT NULL,
     payload_hash bytea       NOT NULL,
     status       text        NOT NULL DEFAULT 'received'
-                 CHECK (status IN ('received', 'processed', 'rejected')),
+                 CHECK (status IN ('received', 'processed', 'rejected', 'superseded')),
     error        text,
     entity_id    uuid,
     received_at  timestamptz NOT NULL DEFAULT now(),
     processed_at timestamptz
 );
+-- NULLS NOT DISTINCT: a record without an external id, sent again, is the same record.
 CREATE UNIQUE INDEX raw_records_identity_idx
-    ON spine.raw_records (owner_id, source, external_id, payload_hash);
+    ON spine.raw_records (owner_id, source, external_id, payload_hash) NULLS NOT DISTINCT;
 CREATE INDEX raw_records_rejected_idx ON spine.raw_records (owner_id, source) WHERE status = 'rejected';
 COMMENT ON TABLE spine.raw_records IS
-    'Landing zone: every record as received, idempotent on (source, external id, payload hash); rejected ones keep their error.';
+    'Landing zone: every record as received, idempotent on (source, external id, payload hash); rejected ones keep their error; superseded: a rejected version a later processed one replaced.';
 
 ALTER TABLE spine.sources ENABLE ROW LEVEL SECURITY;
 ALTER TABLE spine.raw_records ENABLE ROW LEVEL SECURITY;

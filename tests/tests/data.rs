@@ -347,6 +347,21 @@ async fn entities_are_private_and_similarity_respects_rls() {
         found,
         [(mine.0, "near".to_string()), (mine.1, "far".to_string())]
     );
+    // service_role (BYPASSRLS) acting for Alice gets Alice's neighbours only.
+    let tx = db.transaction().await.unwrap();
+    act_as(&tx, "service_role", json!({"role": "service_role"})).await;
+    let for_alice: Vec<Uuid> = tx
+        .query(
+            "SELECT id FROM spine.similar($1, '[1, 0, 0]', 5, owner => $2)",
+            &[&kind, &alice],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(for_alice, [mine.0, mine.1]);
+    tx.rollback().await.unwrap();
 
     let tx = db.transaction().await.unwrap();
     act_as(&tx, "authenticated", json!({"sub": alice.to_string()})).await;
@@ -493,4 +508,66 @@ async fn one_batch_merges_its_own_duplicates() {
     )
     .await;
     assert_eq!(keys, 3, "phone, Bob's email, Ada's email");
+}
+
+/// Reprocessing reads the external id with the current mapping, and never applies
+/// a rejected version over a later processed one of the same record.
+#[tokio::test]
+async fn reprocess_uses_the_current_mapping_and_skips_superseded() {
+    let mut db = connect().await;
+    let alice = Uuid::new_v4();
+    let (first, second) = as_user(&mut db, alice, async |tx| {
+        tx.execute("SELECT spine.save_source('crm', $1)", &[&crm_mapping()])
+            .await
+            .unwrap();
+        let first = ingest(
+            tx,
+            "crm",
+            json!([
+                {"id": "5", "full_name": "Old Name", "phone": "not a phone"},
+                {"ref": "9", "full_name": "Ref Only"}
+            ]),
+        )
+        .await;
+        let second = ingest(tx, "crm", json!([{"id": "5", "full_name": "New Name"}])).await;
+        (first, second)
+    })
+    .await;
+    assert_eq!(
+        (first["rejected"].clone(), second["created"].clone()),
+        (json!(2), json!(1))
+    );
+    let mut relaxed = crm_mapping();
+    relaxed["external_id"] = json!("ref");
+    relaxed["fields"]["phone"] = json!({"path": "phone"});
+    let again = as_user(&mut db, alice, async |tx| {
+        tx.execute("SELECT spine.save_source('crm', $1)", &[&relaxed])
+            .await
+            .unwrap();
+        one::<Value>(tx, "SELECT spine.reprocess('crm')", &[]).await
+    })
+    .await;
+    assert_eq!(
+        (again["received"].clone(), again["created"].clone()),
+        (json!(1), json!(1)),
+        "only the ref-only record: {again}"
+    );
+    let names: Vec<String> = db
+        .query(
+            "SELECT data->>'name' FROM spine.entities WHERE owner_id = $1 AND kind = 'person' ORDER BY 1",
+            &[&alice],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(names, ["New Name", "Ref Only"]);
+    let superseded: i64 = one(
+        &db,
+        "SELECT count(*) FROM spine.raw_records WHERE owner_id = $1 AND status = 'superseded'",
+        &[&alice],
+    )
+    .await;
+    assert_eq!(superseded, 1);
 }

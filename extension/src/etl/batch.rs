@@ -80,9 +80,14 @@ pub fn process(
     // 1. Map every record (pure Rust).
     let mapped: Vec<Result<super::mapping::Mapped, String>> = items
         .iter()
-        .map(|item| match item.external_id {
-            None => Err("the record has no external id (mapping external_id)".to_string()),
-            Some(_) => mapping.apply(&item.record),
+        .map(|item| {
+            if !item.record.is_object() {
+                Err("a record must be a JSON object".to_string())
+            } else if item.external_id.is_none() {
+                Err("the record has no external id (mapping external_id)".to_string())
+            } else {
+                mapping.apply(&item.record)
+            }
         })
         .collect();
 

@@ -261,30 +261,43 @@ impl Mapping {
             let raw = match &f.source {
                 Source::Path(p) => lookup(record, p).cloned().unwrap_or(Value::Null),
                 Source::Constant(c) => c.clone(),
-                Source::Concat(parts) => Value::String(
-                    parts
-                        .iter()
-                        .map(|p| match p {
-                            Part::Text(t) => t.clone(),
-                            Part::Path(p) => match lookup(record, p) {
-                                Some(Value::String(s)) => s.clone(),
-                                Some(Value::Null) | None => String::new(),
-                                Some(other) => other.to_string(),
-                            },
-                        })
-                        .collect(),
-                ),
+                Source::Concat(parts) => {
+                    // Separators alone are no value: without any of its paths the
+                    // concatenation is null.
+                    let has_value = parts.iter().any(|p| match p {
+                        Part::Path(p) => lookup(record, p).is_some_and(|v| !v.is_null()),
+                        Part::Text(_) => false,
+                    });
+                    if has_value {
+                        Value::String(
+                            parts
+                                .iter()
+                                .map(|p| match p {
+                                    Part::Text(t) => t.clone(),
+                                    Part::Path(p) => match lookup(record, p) {
+                                        Some(Value::String(s)) => s.clone(),
+                                        Some(Value::Null) | None => String::new(),
+                                        Some(other) => other.to_string(),
+                                    },
+                                })
+                                .collect(),
+                        )
+                    } else {
+                        Value::Null
+                    }
+                }
             };
             let value = f
                 .normalize
                 .iter()
                 .try_fold(raw, |v, n| n.apply(v))
                 .map_err(|e| format!("field \"{}\": {e}", f.name))?;
+            // An empty value is no value: it never erases a stored one.
             let empty = value.is_null() || value == Value::String(String::new());
             if empty && f.required {
                 return Err(format!("field \"{}\" is required", f.name));
             }
-            if !value.is_null() {
+            if !empty {
                 data.insert(f.name.clone(), value);
             }
         }

@@ -141,7 +141,12 @@ fn save_source(
     Ok(entity)
 }
 
+/// Announces what a call changed; a call that changed nothing (a re-sync of
+/// unchanged records) announces nothing, so it does not wake rules.
 fn data_received(owner: Uuid, source: &str, counts: &Counts, what: &str) -> Result<(), SpineError> {
+    if counts.created + counts.updated + counts.rejected == 0 {
+        return Ok(());
+    }
     let mut data = counts.json();
     data["source"] = json!(source);
     data["operation"] = json!(what);
@@ -178,10 +183,9 @@ fn ingest(
         .into());
     };
     if records.len() > MAX_BATCH {
-        return Err(SpineError::TooLarge {
-            what: "ingest batch (records)",
-            actual: records.len(),
-            limit: MAX_BATCH,
+        return Err(SpineError::InvalidParameter {
+            name: "records",
+            reason: format!("{} records; at most {MAX_BATCH} per call", records.len()),
         }
         .into());
     }
@@ -266,18 +270,31 @@ fn reprocess(
     let name = source.ok_or(SpineError::NullArgument("source"))?;
     let owner = entities::acting_owner(owner)?;
     let src = load_source(owner, name)?;
+    // A rejected version that a later version of the same record (same external id)
+    // has replaced is superseded, not applied over it.
+    Spi::run_with_args(
+        "UPDATE spine.raw_records r SET status = 'superseded' \
+          WHERE r.owner_id = $1 AND r.source = $2 AND r.status = 'rejected' \
+            AND EXISTS (SELECT 1 FROM spine.raw_records n \
+                         WHERE n.owner_id = r.owner_id AND n.source = r.source \
+                           AND n.external_id = r.external_id AND n.id > r.id AND n.status = 'processed')",
+        &[owner.into(), name.into()],
+    )
+    .map_err(internal("etl: reprocess"))?;
     let items: Vec<batch::Item> = Spi::connect_mut(|client| {
         let mut out = Vec::new();
         for r in client.update(
-            "SELECT id, external_id, payload FROM spine.raw_records \
+            "SELECT id, payload FROM spine.raw_records \
              WHERE owner_id = $1 AND source = $2 AND status = 'rejected' ORDER BY id FOR UPDATE",
             None,
             &[owner.into(), name.into()],
         )? {
+            let record = r.get::<JsonB>(2)?.map_or(Value::Null, |j| j.0);
             out.push(batch::Item {
                 raw_id: r.get::<i64>(1)?.unwrap_or_default(),
-                external_id: r.get::<String>(2)?,
-                record: r.get::<JsonB>(3)?.map_or(Value::Null, |j| j.0),
+                // With the current mapping: a fixed external_id path applies too.
+                external_id: src.mapping.external_id(&record),
+                record,
             });
         }
         Ok::<_, pgrx::spi::SpiError>(out)

@@ -20,7 +20,8 @@ pub enum Normalizer {
 }
 
 /// Calling codes and national trunk prefixes of the regions a mapping may name as
-/// the default for numbers written without a country code.
+/// the default for numbers written without a country code. The international
+/// (exit) prefix is `00` except where [`exit_prefix`] says otherwise.
 const REGIONS: &[(&str, &str, &str)] = &[
     ("AT", "43", "0"),
     ("AU", "61", "0"),
@@ -48,6 +49,17 @@ const REGIONS: &[(&str, &str, &str)] = &[
     ("SE", "46", "0"),
     ("US", "1", "1"),
 ];
+
+/// The prefix that dials out of `region` (`011` in North America, `010` in Japan,
+/// `0011` in Australia, `00` elsewhere).
+fn exit_prefix(region: &str) -> &'static str {
+    match region {
+        "US" | "CA" => "011",
+        "JP" => "010",
+        "AU" => "0011",
+        _ => "00",
+    }
+}
 
 pub fn known_region(region: &str) -> bool {
     REGIONS.iter().any(|(r, _, _)| *r == region)
@@ -123,8 +135,13 @@ fn text(value: &Value) -> Result<String, String> {
 /// `local@domain`, trimmed and lowercased; one `@`, a dotted domain of letters,
 /// digits and hyphens, no spaces or control characters.
 pub fn email(raw: &str) -> Result<String, String> {
-    let s = raw.trim().to_lowercase();
     let bad = || Err(format!("\"{raw}\" is not an email address"));
+    // ASCII first: Unicode lowercasing would fold e.g. the Kelvin sign into "k" and
+    // merge two different addresses into one identity.
+    if !raw.trim().is_ascii() {
+        return bad();
+    }
+    let s = raw.trim().to_ascii_lowercase();
     let Some((local, domain)) = s.split_once('@') else {
         return bad();
     };
@@ -157,7 +174,10 @@ pub fn email(raw: &str) -> Result<String, String> {
 /// parentheses are ignored; anything else is refused. 8 to 15 digits.
 pub fn phone(raw: &str, region: &str) -> Result<String, String> {
     let bad = |why: &str| Err(format!("\"{raw}\" is not a phone number: {why}"));
-    let trimmed = raw.trim();
+    // "+49 (0)30 …": the bracketed trunk zero is dialled only from inside the
+    // country and is not part of the international number.
+    let cleaned = raw.trim().replacen("(0)", "", 1);
+    let trimmed = cleaned.as_str();
     let mut digits = String::new();
     for (i, c) in trimmed.chars().enumerate() {
         match c {
@@ -174,7 +194,11 @@ pub fn phone(raw: &str, region: &str) -> Result<String, String> {
         .unwrap_or(("", ""));
     let international = if trimmed.starts_with('+') {
         digits
-    } else if let Some(rest) = digits.strip_prefix("00") {
+    } else if let Some(rest) = digits.strip_prefix(exit_prefix(region)).or_else(|| {
+        digits
+            .strip_prefix("00")
+            .filter(|_| exit_prefix(region) == "00")
+    }) {
         rest.to_string()
     } else {
         let national = if !trunk.is_empty() && digits.starts_with(trunk) {
@@ -198,6 +222,10 @@ pub fn phone(raw: &str, region: &str) -> Result<String, String> {
 pub fn timestamp(raw: &str) -> Result<String, String> {
     let s = raw.trim();
     let bad = || Err(format!("\"{raw}\" is not a date or RFC 3339 timestamp"));
+    // Everything below slices at byte positions: only ASCII can be a timestamp.
+    if !s.is_ascii() {
+        return bad();
+    }
     let num = |t: &str| {
         t.parse::<i64>()
             .ok()
@@ -347,6 +375,7 @@ mod tests {
             ("a@exa_mple.com", None),
             ("a@-example.com", None),
             ("a\u{200b}@example.com", None),
+            ("\u{212A}@example.org", None),
         ] {
             assert_eq!(email(raw).ok().as_deref(), want, "{raw:?}");
         }
@@ -367,6 +396,8 @@ mod tests {
             ("+1234567890123456", "DE", None),
             ("٠٣٠١٢٣٤٥٦٧", "DE", None),
             ("30+1234567", "DE", None),
+            ("+49 (0)30 1234567", "DE", Some("+49301234567")),
+            ("011 49 30 1234567", "US", Some("+49301234567")),
         ] {
             assert_eq!(phone(raw, region).ok().as_deref(), want, "{raw:?} {region}");
         }
@@ -389,6 +420,8 @@ mod tests {
             ("2026-11-25T25:00:00Z", None),
             ("2026-11-25T12:00:00", None),
             ("yesterday", None),
+            ("2026-11-2ä", None),
+            ("2026-11-25T10:00:00+0é00", None),
         ] {
             assert_eq!(timestamp(raw).ok().as_deref(), want, "{raw:?}");
         }
