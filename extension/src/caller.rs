@@ -30,6 +30,22 @@ pub fn caller_is_privileged() -> bool {
     }
 }
 
+/// The user a call acts for: `owner` when given (only the user themself or a
+/// privileged caller may name one), else the request's user. `what` names the
+/// things that belong to users, for the error (`rules`, `entities`, `consents`).
+pub fn acting_owner(owner: Option<Uuid>, what: &str) -> Result<Uuid, SpineError> {
+    match (owner, request_user()?) {
+        (Some(o), me) if me == Some(o) || caller_is_privileged() => Ok(o),
+        (Some(_), _) => Err(SpineError::PermissionDenied(format!(
+            "only service_role may manage another user's {what}"
+        ))),
+        (None, Some(me)) => Ok(me),
+        (None, None) => Err(SpineError::PermissionDenied(format!(
+            "{what} belong to a user: set request.jwt.claims (sub) or pass owner"
+        ))),
+    }
+}
+
 /// The name of the role the request acts as (see [`caller_is_privileged`]), for
 /// the audit log: `authenticated`, `service_role`, or a login role.
 pub fn outer_role_name() -> String {

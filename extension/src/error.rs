@@ -81,7 +81,7 @@ impl SpineError {
 
 /// Maps a failed SPI statement to [`SpineError::Internal`], naming where it ran:
 /// `.map_err(internal("vault: rotate"))`.
-pub fn internal(context: &'static str) -> impl Fn(pgrx::spi::SpiError) -> SpineError {
+pub fn internal(context: &'static str) -> impl Fn(pgrx::spi::SpiError) -> SpineError + Copy {
     move |e| SpineError::Internal {
         context,
         message: e.to_string(),

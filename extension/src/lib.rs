@@ -4,6 +4,7 @@
 //! - [`caller`]: facts about the role a request acts as (privilege checks).
 //! - [`entities`]: the unified entity model, identity keys and edges.
 //! - [`etl`]: sources, mappings and `spine.ingest` from raw connector records.
+//! - [`json`]: paths into JSON values and JSON text sizes.
 //! - [`gucs`]: every `spine.*` setting, registered in `_PG_init`.
 //! - [`error`]: the SQLSTATE mapping every domain's errors go through.
 //! - [`events`]: `spine.emit()` and the transactional outbox.
@@ -33,6 +34,7 @@ pub mod etl;
 pub mod events;
 pub mod gucs;
 pub mod jobs;
+pub mod json;
 pub mod meta;
 pub mod policy;
 pub mod rules;

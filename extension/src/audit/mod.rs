@@ -68,7 +68,7 @@ pub fn record(
             reason: format!("longer than {MAX_NAME_LEN} bytes"),
         });
     }
-    let size = details.to_string().len();
+    let size = crate::json::text_len(&details);
     if size > MAX_DETAILS_BYTES {
         return Err(SpineError::TooLarge {
             what: "audit details",
@@ -337,10 +337,7 @@ fn read_head(client: &pgrx::spi::SpiClient<'_>) -> Result<(i64, Vec<u8>), pgrx::
 /// it: rows are never missing below the first reading, and never beyond the second
 /// (seqs only grow), whatever snapshot each query gets.
 fn verify() -> Result<Option<(i64, String)>, SpineError> {
-    let internal = |e: pgrx::spi::SpiError| SpineError::Internal {
-        context: "audit_verify",
-        message: e.to_string(),
-    };
+    let internal = internal("audit_verify");
     Spi::connect(|client| {
         let (head_before, _) = read_head(client).map_err(internal)?;
         let mut last_seq = 0_i64;

@@ -16,13 +16,19 @@ use serde_json::{json, Map, Value};
 /// Largest entity data (JSON text): it travels in events (512 KiB) with room to spare.
 pub const MAX_DATA_BYTES: usize = 256 * 1024;
 
-pub fn check_kind(kind: &str) -> Result<(), SpineError> {
-    let ok = !kind.is_empty()
-        && kind.len() <= 63
-        && kind.starts_with(|c: char| c.is_ascii_lowercase())
-        && kind
+/// Entity kinds, mapping fields, source names, edge relations: 1–63 lowercase
+/// letters, digits and `_`, starting with a letter.
+pub fn is_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 63
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name
             .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+}
+
+pub fn check_kind(kind: &str) -> Result<(), SpineError> {
+    let ok = is_name(kind);
     if ok {
         Ok(())
     } else {
@@ -36,7 +42,7 @@ pub fn check_kind(kind: &str) -> Result<(), SpineError> {
 }
 
 pub fn check_size(data: &Map<String, Value>) -> Result<(), SpineError> {
-    let size = serde_json::to_string(data).map(|s| s.len()).unwrap_or(0);
+    let size = crate::json::text_len(data);
     if size > MAX_DATA_BYTES {
         return Err(SpineError::TooLarge {
             what: "entity data",
@@ -169,20 +175,6 @@ pub fn link(owner: Uuid, from: Uuid, rel: &str, to: Uuid) -> Result<(), SpineErr
     .map_err(internal("entities: link"))
 }
 
-/// The owner an entity call acts for: the user, or (service_role) `owner`.
-pub fn acting_owner(owner: Option<Uuid>) -> Result<Uuid, SpineError> {
-    match (owner, caller::request_user()?) {
-        (Some(o), me) if me == Some(o) || caller::caller_is_privileged() => Ok(o),
-        (Some(_), _) => Err(SpineError::PermissionDenied(
-            "only service_role may act for another user".into(),
-        )),
-        (None, Some(me)) => Ok(me),
-        (None, None) => Err(SpineError::PermissionDenied(
-            "entities belong to a user: set request.jwt.claims (sub) or pass owner".into(),
-        )),
-    }
-}
-
 /// Creates an entity, or (with `id`) replaces the data of one of the user's
 /// entities. Emits data.EntityCreated / data.EntityUpdated. Returns the id.
 #[pg_extern(security_definer, volatile)]
@@ -202,7 +194,7 @@ fn upsert_entity(
         }
         .into());
     };
-    let owner = acting_owner(owner)?;
+    let owner = caller::acting_owner(owner, "entities")?;
     let Some(id) = id else {
         return Ok(create(owner, kind, &data)?);
     };
@@ -231,7 +223,7 @@ fn delete_entity(
     owner: default!(Option<Uuid>, "NULL"),
 ) -> Result<bool, ErrorReport> {
     let id = id.ok_or(SpineError::NullArgument("id"))?;
-    let owner = acting_owner(owner)?;
+    let owner = caller::acting_owner(owner, "entities")?;
     let kind = optional_row(Spi::get_one_with_args::<String>(
         "DELETE FROM spine.entities WHERE id = $1 AND owner_id = $2 RETURNING kind",
         &[id.into(), owner.into()],
@@ -266,7 +258,7 @@ fn add_edge(
         name: "rel",
         reason: format!("\"{rel}\" must be lowercase letters, digits and _"),
     })?;
-    let owner = acting_owner(owner)?;
+    let owner = caller::acting_owner(owner, "entities")?;
     let both = Spi::get_one_with_args::<i64>(
         "SELECT count(*) FROM spine.entities WHERE owner_id = $1 AND id IN ($2, $3)",
         &[owner.into(), from.into(), to.into()],

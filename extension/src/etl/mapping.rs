@@ -22,6 +22,7 @@
 //! existing value wins regardless. A missing or null incoming value never erases one.
 
 use super::normalize::Normalizer;
+use crate::json::lookup;
 use serde_json::{Map, Value};
 
 /// Most fields in one mapping.
@@ -77,12 +78,7 @@ fn path(raw: &str) -> Result<Vec<String>, String> {
 }
 
 fn identifier(kind: &str, name: &str) -> Result<(), String> {
-    let ok = !name.is_empty()
-        && name.len() <= 63
-        && name.starts_with(|c: char| c.is_ascii_lowercase())
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    let ok = crate::entities::is_name(name);
     if ok {
         Ok(())
     } else {
@@ -90,14 +86,6 @@ fn identifier(kind: &str, name: &str) -> Result<(), String> {
             "{kind} \"{name}\" must be lowercase letters, digits and _, starting with a letter"
         ))
     }
-}
-
-fn lookup<'a>(record: &'a Value, path: &[String]) -> Option<&'a Value> {
-    path.iter().try_fold(record, |v, k| match v {
-        Value::Object(m) => m.get(k),
-        Value::Array(a) => k.parse::<usize>().ok().and_then(|i| a.get(i)),
-        _ => None,
-    })
 }
 
 fn parse_field(name: &str, spec: &Value) -> Result<Field, String> {

@@ -119,7 +119,7 @@ fn save_source(
         name: "mapping",
         reason,
     })?;
-    let owner = entities::acting_owner(owner)?;
+    let owner = crate::caller::acting_owner(owner, "sources")?;
     let existing = optional_row(Spi::get_one_with_args::<Uuid>(
         "UPDATE spine.sources SET mapping = $3, updated_at = clock_timestamp() \
          WHERE owner_id = $1 AND name = $2 RETURNING entity_id",
@@ -189,7 +189,7 @@ fn ingest(
         }
         .into());
     }
-    let owner = entities::acting_owner(owner)?;
+    let owner = crate::caller::acting_owner(owner, "sources")?;
     let src = load_source(owner, name)?;
     let mut counts = Counts {
         received: records.len() as i64,
@@ -268,7 +268,7 @@ fn reprocess(
     owner: default!(Option<Uuid>, "NULL"),
 ) -> Result<JsonB, ErrorReport> {
     let name = source.ok_or(SpineError::NullArgument("source"))?;
-    let owner = entities::acting_owner(owner)?;
+    let owner = crate::caller::acting_owner(owner, "sources")?;
     let src = load_source(owner, name)?;
     // A rejected version that a later version of the same record (same external id)
     // has replaced is superseded, not applied over it.

@@ -84,6 +84,22 @@ const IRREGULAR: &[&str] = &[
 /// Longest accepted type name; NATS subjects are built from it.
 pub const MAX_LEN: usize = 255;
 
+/// Why a domain (the part before the dot, or of a `domain.*` pattern) is rejected.
+pub fn validate_domain(domain: &str) -> Result<(), String> {
+    let ok = domain.len() < MAX_LEN
+        && domain.starts_with(|c: char| c.is_ascii_lowercase())
+        && domain
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "domain \"{domain}\" must be lowercase letters, digits and _, starting with a letter"
+        ))
+    }
+}
+
 /// Why a type name is rejected; the message is shown to the caller as is.
 pub fn validate(name: &str) -> Result<(), String> {
     if name.len() > MAX_LEN {
@@ -92,15 +108,7 @@ pub fn validate(name: &str) -> Result<(), String> {
     let Some((domain, event)) = name.split_once('.') else {
         return Err("must be domain.PastTenseName, e.g. data.EntityCreated".into());
     };
-    let domain_ok = domain.starts_with(|c: char| c.is_ascii_lowercase())
-        && domain
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
-    if !domain_ok {
-        return Err(format!(
-            "domain \"{domain}\" must be lowercase letters, digits and _, starting with a letter"
-        ));
-    }
+    validate_domain(domain)?;
     let event_ok = event.starts_with(|c: char| c.is_ascii_uppercase())
         && event.chars().all(|c| c.is_ascii_alphanumeric());
     if !event_ok {

@@ -35,26 +35,6 @@ pub const RESERVED_DOMAINS: &[&str] = &[
 /// never be delivered and would stop its sink.
 pub const MAX_DATA_BYTES: usize = 512 * 1024;
 
-/// Counts the bytes of JSON text without building it.
-struct ByteCount(usize);
-
-impl std::io::Write for ByteCount {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0 += buf.len();
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-fn json_len(value: &serde_json::Value) -> usize {
-    let mut count = ByteCount(0);
-    // Writing into a counter cannot fail.
-    let _ = serde_json::to_writer(&mut count, value);
-    count.0
-}
-
 /// An event to write; ids and defaults are filled in by [`emit_event`].
 pub struct NewEvent<'a> {
     pub event_type: &'a str,
@@ -82,7 +62,7 @@ pub fn emit_event(event: NewEvent<'_>) -> Result<Uuid, SpineError> {
             });
         }
     }
-    let size = json_len(&event.data.0);
+    let size = crate::json::text_len(&event.data.0);
     if size > MAX_DATA_BYTES {
         return Err(SpineError::TooLarge {
             what: "event data",
@@ -141,16 +121,19 @@ pub fn emit_event(event: NewEvent<'_>) -> Result<Uuid, SpineError> {
         message: e.to_string(),
     })?;
     if let (Some(owner), Some(data)) = (event.owner_id, data_for_rules) {
-        rules::engine::on_event(&rules::engine::EventInfo {
-            id,
-            event_type: event.event_type,
-            subject: event.subject,
-            owner,
-            data: &data,
-            correlation_id,
-            causation_id: event.causation_id,
-            time: rfc3339(now),
-        })?;
+        rules::engine::evaluate(
+            &rules::engine::EventInfo {
+                id,
+                event_type: event.event_type,
+                subject: event.subject,
+                owner,
+                data: &data,
+                correlation_id,
+                causation_id: event.causation_id,
+                time: rfc3339(now),
+            },
+            &rules,
+        )?;
     }
     Ok(id)
 }

@@ -94,23 +94,6 @@ pub fn covers(
     })
 }
 
-/// The owner a consent call acts for: the given one (only privileged callers may
-/// name someone else) or the current user.
-fn consenting_owner(owner: Option<Uuid>) -> Result<Uuid, SpineError> {
-    let me = caller::request_user()?;
-    match (owner, me) {
-        (Some(o), Some(m)) if o == m => Ok(o),
-        (Some(o), _) if caller::caller_is_privileged() => Ok(o),
-        (Some(_), _) => Err(SpineError::PermissionDenied(
-            "only service_role may change another user's consents".into(),
-        )),
-        (None, Some(m)) => Ok(m),
-        (None, None) => Err(SpineError::PermissionDenied(
-            "consents belong to a user: set request.jwt.claims (sub) or pass owner".into(),
-        )),
-    }
-}
-
 fn plugin_manifest(plugin: &str) -> Result<Manifest, SpineError> {
     load_plugin(plugin)?
         .map(|p| p.manifest)
@@ -171,7 +154,7 @@ fn grant_consent(
 ) -> Result<i64, ErrorReport> {
     let plugin = plugin.ok_or(SpineError::NullArgument("plugin"))?;
     let scopes = scope_list(scopes)?;
-    let owner = consenting_owner(owner)?;
+    let owner = caller::acting_owner(owner, "consents")?;
     let manifest = plugin_manifest(plugin)?;
     let mut concrete: Vec<String> = Vec::new();
     for scope in &scopes {
@@ -229,7 +212,7 @@ fn revoke_consent(
         .iter()
         .map(|s| parse_scope(s))
         .collect::<Result<_, _>>()?;
-    let owner = consenting_owner(owner)?;
+    let owner = caller::acting_owner(owner, "consents")?;
     plugin_manifest(plugin)?;
     let revoked: Vec<String> = Spi::connect_mut(|client| {
         let active = client.update(

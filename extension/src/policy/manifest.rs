@@ -236,12 +236,7 @@ pub fn check_resource(action: Action, value: &str, pattern: bool) -> Result<(), 
     let bad = |what: &str| Err(format!("\"{value}\" is not {what}"));
     match action {
         Action::EntitiesRead | Action::EntitiesWrite => {
-            let ok = !value.is_empty()
-                && value.len() <= 63
-                && value.starts_with(|c: char| c.is_ascii_lowercase())
-                && value
-                    .chars()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+            let ok = crate::entities::is_name(value);
             if ok {
                 Ok(())
             } else {
@@ -251,7 +246,7 @@ pub fn check_resource(action: Action, value: &str, pattern: bool) -> Result<(), 
         Action::EventsEmit => {
             if pattern {
                 if let Some(domain) = value.strip_suffix(".*") {
-                    return event_type::validate(&format!("{domain}.Checked"))
+                    return event_type::validate_domain(domain)
                         .map_err(|_| format!("\"{value}\" is not domain.* with a valid domain"));
                 }
             }

@@ -28,9 +28,9 @@ impl Pattern {
     pub fn parse(on_event: &str) -> Result<Pattern, String> {
         match on_event.strip_suffix(".*") {
             Some(domain) => {
-                crate::events::event_type::validate(&format!("{domain}.Matched")).map_err(
-                    |_| format!("on_event \"{on_event}\" is not domain.* with a valid domain"),
-                )?;
+                crate::events::event_type::validate_domain(domain).map_err(|_| {
+                    format!("on_event \"{on_event}\" is not domain.* with a valid domain")
+                })?;
                 Ok(Pattern::Domain(format!("{domain}.")))
             }
             None => crate::events::event_type::validate(on_event)

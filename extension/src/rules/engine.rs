@@ -20,6 +20,7 @@ use pgrx::pg_sys::BuiltinOid::{INT4OID, INT8OID, JSONBOID, TEXTOID, UUIDOID};
 use pgrx::prelude::*;
 use pgrx::{JsonB, Uuid};
 use serde_json::{json, Map, Value};
+use std::rc::Rc;
 
 /// An emitted event as rules see it.
 pub struct EventInfo<'a> {
@@ -150,7 +151,7 @@ pub fn complete_context(ctx: &mut Value, event: &EventInfo<'_>) -> Result<(), Sp
 
 /// The candidate rules of an event: the owner's enabled rules whose `on_event`
 /// matches, in priority order.
-pub fn candidates(owner: Uuid, event_type: &str) -> Result<Vec<std::rc::Rc<Rule>>, SpineError> {
+pub fn candidates(owner: Uuid, event_type: &str) -> Result<Vec<Rc<Rule>>, SpineError> {
     Ok(cache::rules_of(owner)?
         .iter()
         .filter(|r| r.pattern.matches(event_type))
@@ -165,14 +166,19 @@ pub fn candidates(owner: Uuid, event_type: &str) -> Result<Vec<std::rc::Rc<Rule>
 /// it (JsonLogic short-circuits, so `event.x == 1 and state.y == 2` on another
 /// event never does) or before the first firing (actions may read or set it).
 pub fn on_event(event: &EventInfo<'_>) -> Result<usize, SpineError> {
-    let rules = candidates(event.owner, event.event_type)?;
+    evaluate(event, &candidates(event.owner, event.event_type)?)
+}
+
+/// [`on_event`] with the candidate rules already looked up (emit does, to know
+/// whether the event needs an envelope at all).
+pub fn evaluate(event: &EventInfo<'_>, rules: &[Rc<Rule>]) -> Result<usize, SpineError> {
     if rules.is_empty() {
         return Ok(0);
     }
     // `state` and `entity` are read from their tables only when needed.
     let mut ctx = json!({"event": event.envelope()});
     let mut fired = 0;
-    for rule in &rules {
+    for rule in rules {
         let partial = ctx.get("state").is_none();
         jsonlogic::take_missing_root();
         let mut matches = truthy(&rule.condition.eval_ref(&ctx));
@@ -208,7 +214,9 @@ pub fn on_event(event: &EventInfo<'_>) -> Result<usize, SpineError> {
 pub fn inputs_of(rule: &Rule, ctx: &Value) -> Value {
     let mut inputs = Map::new();
     for path in &rule.inputs {
-        let value = super::value_at(ctx, path).cloned().unwrap_or(Value::Null);
+        let value = crate::json::lookup_dotted(ctx, path)
+            .cloned()
+            .unwrap_or(Value::Null);
         inputs.insert(path.clone(), value);
     }
     Value::Object(inputs)

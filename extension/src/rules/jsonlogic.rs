@@ -322,11 +322,7 @@ fn lookup<'a>(data: &'a Value, path: &[String]) -> Option<&'a Value> {
             return None;
         }
     }
-    path.iter().try_fold(data, |v, key| match v {
-        Value::Object(m) => m.get(key),
-        Value::Array(a) => key.parse::<usize>().ok().and_then(|i| a.get(i)),
-        _ => None,
-    })
+    crate::json::lookup(data, path)
 }
 
 /// JavaScript truthiness, as JsonLogic defines it.

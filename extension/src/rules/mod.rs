@@ -51,7 +51,7 @@ pub fn put_state(owner: Uuid, key: &str, value: Option<&Value>) -> Result<(), Sp
         )
         .map_err(internal("state"));
     };
-    let size = value.to_string().len();
+    let size = crate::json::text_len(value);
     if size > MAX_STATE_VALUE_BYTES {
         return Err(SpineError::TooLarge {
             what: "state value",
@@ -90,20 +90,6 @@ pub fn put_state(owner: Uuid, key: &str, value: Option<&Value>) -> Result<(), Sp
     Ok(())
 }
 
-/// The owner a rule call acts for: the given one (service_role only) or the user.
-fn rule_owner(owner: Option<Uuid>) -> Result<Uuid, SpineError> {
-    match (owner, caller::request_user()?) {
-        (Some(o), me) if me == Some(o) || caller::caller_is_privileged() => Ok(o),
-        (Some(_), _) => Err(SpineError::PermissionDenied(
-            "only service_role may manage another user's rules".into(),
-        )),
-        (None, Some(me)) => Ok(me),
-        (None, None) => Err(SpineError::PermissionDenied(
-            "rules belong to a user: set request.jwt.claims (sub) or pass owner".into(),
-        )),
-    }
-}
-
 /// Saves (creates or replaces, by name) a rule of the current user (or, for
 /// service_role, of `owner`). Everything is validated here: the event pattern,
 /// the JsonLogic condition (operators, arities, var paths) and every action, and
@@ -133,7 +119,7 @@ fn save_rule(
         }
         .into());
     }
-    let owner = rule_owner(owner)?;
+    let owner = caller::acting_owner(owner, "rules")?;
     let compiled = Rule::compile(
         Uuid::from_bytes([0; 16]),
         name.into(),
@@ -199,7 +185,7 @@ fn delete_rule(
     owner: default!(Option<Uuid>, "NULL"),
 ) -> Result<bool, ErrorReport> {
     let name = name.ok_or(SpineError::NullArgument("name"))?;
-    let owner = rule_owner(owner)?;
+    let owner = caller::acting_owner(owner, "rules")?;
     let deleted = optional_row(Spi::get_one_with_args::<bool>(
         "DELETE FROM spine.rules WHERE owner_id = $1 AND name = $2 RETURNING true",
         &[owner.into(), name.into()],
@@ -219,7 +205,7 @@ fn delete_rule(
 #[search_path(pg_catalog, pg_temp)]
 fn set_state(key: Option<&str>, value: Option<JsonB>) -> Result<(), ErrorReport> {
     let key = key.ok_or(SpineError::NullArgument("key"))?;
-    let owner = rule_owner(None)?;
+    let owner = caller::acting_owner(None, "rules")?;
     Ok(put_state(owner, key, value.as_ref().map(|v| &v.0))?)
 }
 
@@ -251,15 +237,4 @@ fn get_state(key: Option<&str>) -> Result<Option<JsonB>, ErrorReport> {
     ))
     .map_err(internal("get state"))?
     .flatten())
-}
-
-/// The value of a dotted path in a JSON value (for explain's inputs).
-pub fn value_at<'a>(v: &'a Value, path: &str) -> Option<&'a Value> {
-    path.split('.')
-        .filter(|p| !p.is_empty())
-        .try_fold(v, |v, k| match v {
-            Value::Object(m) => m.get(k),
-            Value::Array(a) => k.parse::<usize>().ok().and_then(|i| a.get(i)),
-            _ => None,
-        })
 }

@@ -5,6 +5,7 @@
 //! `event`, `entity` or `state`; they are checked when the rule is saved. A path
 //! with no value is `null` (or empty text inside a string).
 
+use crate::json::lookup;
 use serde_json::{Map, Value};
 
 /// Roots a template or condition may read.
@@ -110,14 +111,6 @@ impl Template {
             ),
         }
     }
-}
-
-fn lookup<'a>(data: &'a Value, path: &[String]) -> Option<&'a Value> {
-    path.iter().try_fold(data, |v, key| match v {
-        Value::Object(m) => m.get(key),
-        Value::Array(a) => key.parse::<usize>().ok().and_then(|i| a.get(i)),
-        _ => None,
-    })
 }
 
 #[cfg(test)]
