@@ -87,6 +87,23 @@ pub async fn sink_status(db: &Client, sink: &str) -> SinkStatus {
     }
 }
 
+/// The first column of every row of a query (panics with the SQL on error).
+pub async fn column<T>(
+    db: &impl tokio_postgres::GenericClient,
+    sql: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> Vec<T>
+where
+    T: for<'a> tokio_postgres::types::FromSql<'a>,
+{
+    db.query(sql, params)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
 /// The single value of a one-row, one-column query (panics with the SQL otherwise).
 pub async fn one<T>(
     db: &impl tokio_postgres::GenericClient,

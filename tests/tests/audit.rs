@@ -4,7 +4,7 @@
 //! spine.audit_pending and join the chain at COMMIT).
 
 use serde_json::json;
-use spine_tests::{connect, one, seal_audit, sqlstate};
+use spine_tests::{column, connect, one, seal_audit, sqlstate};
 use tokio_postgres::{Client, Transaction};
 use uuid::Uuid;
 
@@ -24,15 +24,12 @@ async fn audit(db: &impl tokio_postgres::GenericClient, target: &str, n: i64) {
 /// The seqs the chain gave to rows with this target (after sealing what waits).
 async fn seqs_of(db: &impl tokio_postgres::GenericClient, target: &str) -> Vec<i64> {
     seal_audit(db).await;
-    db.query(
+    column(
+        db,
         "SELECT seq FROM spine.audit_log WHERE target = $1 ORDER BY seq",
         &[&target],
     )
     .await
-    .unwrap()
-    .iter()
-    .map(|r| r.get(0))
-    .collect()
 }
 
 /// UPDATE, DELETE and TRUNCATE are refused with 42501 even for the superuser that

@@ -3,7 +3,7 @@
 //! rejection and reprocessing, entity events, similarity search under RLS.
 
 use serde_json::{json, Value};
-use spine_tests::{act_as, as_user, connect, one, sqlstate};
+use spine_tests::{act_as, as_user, column, connect, one, sqlstate};
 use tokio_postgres::Transaction;
 use uuid::Uuid;
 
@@ -170,33 +170,25 @@ async fn identity_merges_across_sources() {
     .await;
     assert_eq!(a["created"], json!(1));
     assert_eq!(b["updated"], json!(1), "{b}");
-    let people: Vec<Value> = db
-        .query(
-            "SELECT data FROM spine.entities WHERE owner_id = $1 AND kind = 'person'",
-            &[&alice],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let people: Vec<Value> = column(
+        &db,
+        "SELECT data FROM spine.entities WHERE owner_id = $1 AND kind = 'person'",
+        &[&alice],
+    )
+    .await;
     assert_eq!(
         people,
         [
             json!({"name": "Ada", "email": "ada@example.com", "phone": "+49301234567", "nickname": "A"})
         ]
     );
-    let sources: Vec<String> = db
-        .query(
-            "SELECT s.data->>'name' FROM spine.edges e JOIN spine.entities s ON s.id = e.to_id \
+    let sources: Vec<String> = column(
+        &db,
+        "SELECT s.data->>'name' FROM spine.edges e JOIN spine.entities s ON s.id = e.to_id \
              WHERE e.owner_id = $1 AND e.rel = 'described_by' ORDER BY 1",
-            &[&alice],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+        &[&alice],
+    )
+    .await;
     assert_eq!(sources, ["crm", "phonebook"]);
     let keys: i64 = one(
         &db,
@@ -350,16 +342,12 @@ async fn entities_are_private_and_similarity_respects_rls() {
     // service_role (BYPASSRLS) acting for Alice gets Alice's neighbours only.
     let tx = db.transaction().await.unwrap();
     act_as(&tx, "service_role", json!({"role": "service_role"})).await;
-    let for_alice: Vec<Uuid> = tx
-        .query(
-            "SELECT id FROM spine.similar($1, '[1, 0, 0]', 5, owner => $2)",
-            &[&kind, &alice],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let for_alice: Vec<Uuid> = column(
+        &tx,
+        "SELECT id FROM spine.similar($1, '[1, 0, 0]', 5, owner => $2)",
+        &[&kind, &alice],
+    )
+    .await;
     assert_eq!(for_alice, [mine.0, mine.1]);
     tx.rollback().await.unwrap();
 
@@ -394,16 +382,7 @@ async fn entities_are_private_and_similarity_respects_rls() {
     assert!(!moved);
     tx.commit().await.unwrap();
 
-    let types: Vec<String> = db
-        .query(
-            "SELECT type FROM spine.events WHERE owner_id = $1 AND subject = 'entity/' || $2 ORDER BY seq",
-            &[&alice, &mine.0.to_string()],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let types: Vec<String> = column(&db, "SELECT type FROM spine.events WHERE owner_id = $1 AND subject = 'entity/' || $2 ORDER BY seq", &[&alice, &mine.0.to_string()]).await;
     assert_eq!(types, ["data.EntityCreated"]);
     let deleted = as_user(&mut db, alice, async |tx| {
         one::<bool>(tx, "SELECT spine.delete_entity($1)", &[&mine.1]).await
@@ -475,16 +454,7 @@ async fn one_batch_merges_its_own_duplicates() {
         out,
         json!({"received": 4, "created": 2, "updated": 1, "unchanged": 1, "rejected": 0, "errors": []})
     );
-    let people: Vec<Value> = db
-        .query(
-            "SELECT data FROM spine.entities WHERE owner_id = $1 AND kind = 'person' ORDER BY data->>'name'",
-            &[&alice],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let people: Vec<Value> = column(&db, "SELECT data FROM spine.entities WHERE owner_id = $1 AND kind = 'person' ORDER BY data->>'name'", &[&alice]).await;
     assert_eq!(
         people,
         [
@@ -552,16 +522,7 @@ async fn reprocess_uses_the_current_mapping_and_skips_superseded() {
         (json!(1), json!(1)),
         "only the ref-only record: {again}"
     );
-    let names: Vec<String> = db
-        .query(
-            "SELECT data->>'name' FROM spine.entities WHERE owner_id = $1 AND kind = 'person' ORDER BY 1",
-            &[&alice],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let names: Vec<String> = column(&db, "SELECT data->>'name' FROM spine.entities WHERE owner_id = $1 AND kind = 'person' ORDER BY 1", &[&alice]).await;
     assert_eq!(names, ["New Name", "Ref Only"]);
     let superseded: i64 = one(
         &db,

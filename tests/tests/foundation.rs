@@ -2,7 +2,7 @@
 //! Supabase compatibility, error SQLSTATEs.
 
 use serde_json::json;
-use spine_tests::{act_as, connect, one, sqlstate};
+use spine_tests::{act_as, column, connect, one, sqlstate};
 
 /// The migrations installed the extension at the version this workspace builds.
 #[tokio::test]
@@ -115,18 +115,14 @@ async fn logical_backups_include_spine_data() {
     // Markers of running transactions: nothing to back up.
     const TRANSIENT: &[&str] = &["spine.audit_transactions"];
     let db = spine_tests::connect().await;
-    let tables: Vec<String> = db
-        .query(
-            "SELECT n.nspname || '.' || c.relname FROM pg_class c \
+    let tables: Vec<String> = column(
+        &db,
+        "SELECT n.nspname || '.' || c.relname FROM pg_class c \
                JOIN pg_namespace n ON n.oid = c.relnamespace \
               WHERE n.nspname IN ('spine', 'vault') AND c.relkind = 'r' ORDER BY 1",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+        &[],
+    )
+    .await;
     assert!(tables.len() >= 14, "{tables:?}");
     let out = std::process::Command::new("pg_dump")
         .args(["--data-only"])

@@ -3,7 +3,7 @@
 //! audit rows every decision leaves.
 
 use serde_json::json;
-use spine_tests::{act_as, connect, one, seal_audit, sqlstate};
+use spine_tests::{act_as, column, connect, one, seal_audit, sqlstate};
 use tokio_postgres::Client;
 use uuid::Uuid;
 
@@ -202,17 +202,13 @@ async fn revocation_disabling_and_manifest_updates_take_effect() {
     assert!(!authorize(&mut db, Some(alice), &p, "secrets.read", "TOKEN").await);
 
     seal_audit(&db).await;
-    let actions: Vec<String> = db
-        .query(
-            "SELECT action FROM spine.audit_log WHERE target = 'plugin:' || $1 \
+    let actions: Vec<String> = column(
+        &db,
+        "SELECT action FROM spine.audit_log WHERE target = 'plugin:' || $1 \
              AND action NOT LIKE 'policy.%' ORDER BY seq",
-            &[&p],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+        &[&p],
+    )
+    .await;
     assert_eq!(
         actions,
         [

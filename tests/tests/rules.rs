@@ -4,7 +4,7 @@
 //! explain. Every test uses fresh users, so tests do not see each other's rules.
 
 use serde_json::{json, Value};
-use spine_tests::{act_as, as_user, connect, one, sqlstate};
+use spine_tests::{act_as, as_user, column, connect, one, sqlstate};
 use tokio_postgres::{Client, Transaction};
 use uuid::Uuid;
 
@@ -210,17 +210,13 @@ async fn every_action_kind() {
         webhook_job["body"],
         json!({"id": event.to_string(), "state": 250})
     );
-    let kinds: Vec<String> = db
-        .query(
-            "SELECT jsonb_object_keys(a) FROM spine.rule_firings f, jsonb_array_elements(f.actions) a \
+    let kinds: Vec<String> = column(
+        &db,
+        "SELECT jsonb_object_keys(a) FROM spine.rule_firings f, jsonb_array_elements(f.actions) a \
              WHERE f.event_id = $1",
-            &[&event],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+        &[&event],
+    )
+    .await;
     assert_eq!(kinds, ["set_state", "emit", "call_function", "webhook"]);
 }
 

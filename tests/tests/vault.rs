@@ -5,7 +5,7 @@
 //! existing (supabase_vault) `vault` schema is used instead of Spine's own.
 
 use serde_json::json;
-use spine_tests::{act_as, connect, database_url, one, seal_audit, sqlstate};
+use spine_tests::{act_as, column, connect, database_url, one, seal_audit, sqlstate};
 use std::path::{Path, PathBuf};
 use tokio_postgres::{Client, NoTls};
 use uuid::Uuid;
@@ -219,17 +219,13 @@ async fn only_privileged_roles_decrypt_and_each_read_is_audited() {
         tx.commit().await.unwrap();
     }
     seal_audit(&db).await;
-    let audited: Vec<String> = db
-        .query(
-            "SELECT role FROM spine.audit_log WHERE action = 'vault.secret_decrypted' \
+    let audited: Vec<String> = column(
+        &db,
+        "SELECT role FROM spine.audit_log WHERE action = 'vault.secret_decrypted' \
              AND target = 'secret:' || $1 ORDER BY seq",
-            &[&id.to_string()],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+        &[&id.to_string()],
+    )
+    .await;
     assert_eq!(audited, ["service_role"]);
     let created: i64 = one(
         &db,
