@@ -236,16 +236,17 @@ pub fn process(
     let (mut new_ids, mut new_data, mut upd_ids, mut upd_data) = (vec![], vec![], vec![], vec![]);
     for id in &order {
         let (_, w) = &working[id.as_bytes()];
+        // Only what is written is checked: untouched entities were checked when
+        // they were written.
         if w.created {
+            entities::check_size(&w.data)?;
             new_ids.push(*id);
             new_data.push(JsonB(Value::Object(w.data.clone())));
         } else if !w.changed.is_empty() {
+            entities::check_size(&w.data)?;
             upd_ids.push(*id);
             upd_data.push(JsonB(Value::Object(w.data.clone())));
         }
-    }
-    for (_, w) in working.values() {
-        entities::check_size(&w.data)?;
     }
     if !new_ids.is_empty() {
         run_prepared(
