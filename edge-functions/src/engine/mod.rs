@@ -1,0 +1,113 @@
+//! The sandbox contract: what crosses between a JavaScript function and the host.
+//!
+//! An [`Engine`] runs one invocation of a module in a fresh, isolated JS context
+//! under [`Limits`]. Everything the function can do outside its context goes
+//! through [`Capabilities`], which the host implements and checks (manifest,
+//! consent, the caller's role). The engine itself knows nothing of Postgres.
+
+mod quickjs;
+
+pub use quickjs::QuickJs;
+
+use serde::{Deserialize, Serialize};
+use std::time::Instant;
+
+/// Every limit of one invocation, in one place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limits {
+    /// Heap the JS runtime may allocate.
+    pub memory_bytes: usize,
+    /// CPU time of the invocation's thread before the interrupt handler stops it.
+    /// Time spent waiting on host calls (fetch, db) is wall time, not CPU time.
+    pub cpu_ms: u64,
+    /// Wall-clock time, including host calls and timers.
+    pub wall_ms: u64,
+}
+
+impl Default for Limits {
+    /// Supabase Edge Runtime's defaults for a free project, rounded.
+    fn default() -> Self {
+        Self {
+            memory_bytes: 64 << 20,
+            cpu_ms: 2_000,
+            wall_ms: 150_000,
+        }
+    }
+}
+
+/// An HTTP request as the function receives it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    pub method: String,
+    pub url: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+/// The response the function produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+/// Why an invocation produced no response of the function's own.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum InvokeError {
+    /// `memory`, `cpu` or `wall`.
+    #[error("function exceeded its {0} limit")]
+    LimitExceeded(&'static str),
+    #[error("function threw: {0}")]
+    Threw(String),
+    #[error("function module is invalid: {0}")]
+    BadModule(String),
+    #[error("the handler's promise never settled: nothing left that could settle it")]
+    NeverSettled,
+}
+
+/// Why a host call was refused; thrown into JS as an `Error` whose `name` is `kind`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpError {
+    /// `PermissionDenied`, `TypeError`, `NotFound`, `TimeoutError` or `Error`.
+    pub kind: &'static str,
+    pub message: String,
+}
+
+impl OpError {
+    pub fn new(kind: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+        }
+    }
+}
+
+/// What a function may ask of the host. Each call blocks the invocation's thread
+/// (the JS side still sees promises); `deadline` is the wall-clock limit, which a
+/// call must not outlive.
+pub trait Capabilities {
+    /// `user`, `secret`, `fetch`, `db`, `emit`: the argument and answer are JSON.
+    fn call(
+        &mut self,
+        op: &str,
+        arg: serde_json::Value,
+        deadline: Instant,
+    ) -> Result<serde_json::Value, OpError>;
+
+    /// A `console.*` line.
+    fn log(&mut self, level: &str, message: &str);
+}
+
+/// A JavaScript engine that runs one invocation in isolation: a fresh context per
+/// call, nothing shared between calls, and an error (never a crash of the host)
+/// for whatever the function does.
+pub trait Engine: Send + Sync {
+    fn invoke(
+        &self,
+        module_source: &str,
+        request: Request,
+        limits: Limits,
+        capabilities: Box<dyn Capabilities>,
+    ) -> Result<Response, InvokeError>;
+}

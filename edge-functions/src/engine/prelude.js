@@ -1,0 +1,384 @@
+// The Web API subset a Spine function sees, built on one host call:
+// __host(op, jsonArgument) -> JSON {"ok": value} or {"err": message, "kind": name}.
+// Evaluated as a script in every fresh context before the function's module.
+// Only what DESIGN.md lists is provided: Request, Response, Headers, URL,
+// URLSearchParams, fetch (hosts the manifest declares), TextEncoder/TextDecoder,
+// atob/btoa, crypto.randomUUID, console, timers, Deno.serve/Deno.env, and the
+// Spine context (secrets, db, emit).
+(function (global) {
+  "use strict";
+  const host = global.__host;
+  delete global.__host;
+
+  class HostError extends Error {
+    constructor(message, kind) {
+      super(message);
+      this.name = kind || "Error";
+    }
+  }
+
+  function call(op, arg) {
+    const answer = JSON.parse(host(op, JSON.stringify(arg === undefined ? null : arg)));
+    if ("err" in answer) throw new HostError(answer.err, answer.kind);
+    return answer.ok;
+  }
+
+  // ---- text and bytes -------------------------------------------------------
+  function utf8Encode(str) {
+    str = String(str);
+    const out = [];
+    for (let i = 0; i < str.length; i++) {
+      let c = str.charCodeAt(i);
+      if (c >= 0xd800 && c < 0xdc00 && i + 1 < str.length) {
+        const d = str.charCodeAt(i + 1);
+        if (d >= 0xdc00 && d < 0xe000) {
+          c = 0x10000 + ((c - 0xd800) << 10) + (d - 0xdc00);
+          i++;
+        } else c = 0xfffd;
+      } else if (c >= 0xd800 && c < 0xe000) c = 0xfffd;
+      if (c < 0x80) out.push(c);
+      else if (c < 0x800) out.push(0xc0 | (c >> 6), 0x80 | (c & 63));
+      else if (c < 0x10000) out.push(0xe0 | (c >> 12), 0x80 | ((c >> 6) & 63), 0x80 | (c & 63));
+      else out.push(0xf0 | (c >> 18), 0x80 | ((c >> 12) & 63), 0x80 | ((c >> 6) & 63), 0x80 | (c & 63));
+    }
+    return new Uint8Array(out);
+  }
+
+  function utf8Decode(bytes) {
+    let s = "";
+    for (let i = 0; i < bytes.length; ) {
+      const b = bytes[i];
+      let c, n;
+      if (b < 0x80) { c = b; n = 1; }
+      else if (b >= 0xc2 && b < 0xe0) { c = b & 31; n = 2; }
+      else if (b >= 0xe0 && b < 0xf0) { c = b & 15; n = 3; }
+      else if (b >= 0xf0 && b < 0xf5) { c = b & 7; n = 4; }
+      else { s += "\ufffd"; i++; continue; }
+      let ok = i + n <= bytes.length;
+      for (let k = 1; ok && k < n; k++) {
+        const t = bytes[i + k];
+        if ((t & 0xc0) !== 0x80) ok = false; else c = (c << 6) | (t & 63);
+      }
+      if (!ok || (n === 3 && (c < 0x800 || (c >= 0xd800 && c < 0xe000))) || (n === 4 && (c < 0x10000 || c > 0x10ffff))) {
+        s += "\ufffd"; i++; continue;
+      }
+      s += String.fromCodePoint(c);
+      i += n;
+    }
+    return s;
+  }
+
+  class TextEncoder {
+    get encoding() { return "utf-8"; }
+    encode(str = "") { return utf8Encode(str); }
+  }
+  class TextDecoder {
+    constructor(label = "utf-8") {
+      if (!/^utf-?8$/i.test(label)) throw new RangeError(`TextDecoder: only utf-8 is supported, not ${label}`);
+    }
+    get encoding() { return "utf-8"; }
+    decode(input) {
+      if (input === undefined) return "";
+      if (input instanceof ArrayBuffer) return utf8Decode(new Uint8Array(input));
+      if (ArrayBuffer.isView(input)) return utf8Decode(new Uint8Array(input.buffer, input.byteOffset, input.byteLength));
+      throw new TypeError("TextDecoder.decode expects an ArrayBuffer or a typed array");
+    }
+  }
+
+  const B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  function btoa(binary) {
+    binary = String(binary);
+    let out = "";
+    for (let i = 0; i < binary.length; i += 3) {
+      const a = binary.charCodeAt(i), b = binary.charCodeAt(i + 1), c = binary.charCodeAt(i + 2);
+      if (a > 255 || b > 255 || c > 255) throw new HostError("btoa: the string has characters outside Latin-1", "InvalidCharacterError");
+      const n = (a << 16) | ((b || 0) << 8) | (c || 0);
+      out += B64[n >> 18] + B64[(n >> 12) & 63] +
+        (i + 1 < binary.length ? B64[(n >> 6) & 63] : "=") + (i + 2 < binary.length ? B64[n & 63] : "=");
+    }
+    return out;
+  }
+  function atob(text) {
+    text = String(text).replace(/[\t\n\f\r ]/g, "").replace(/=+$/, "");
+    let out = "", bits = 0, value = 0;
+    for (const ch of text) {
+      const v = B64.indexOf(ch);
+      if (v < 0) throw new HostError("atob: not base64", "InvalidCharacterError");
+      value = (value << 6) | v;
+      bits += 6;
+      if (bits >= 8) { bits -= 8; out += String.fromCharCode((value >> bits) & 255); }
+    }
+    return out;
+  }
+  const bytesToBinary = (bytes) => { let s = ""; for (const b of bytes) s += String.fromCharCode(b); return s; };
+  const binaryToBytes = (s) => Uint8Array.from(s, (ch) => ch.charCodeAt(0));
+
+  // ---- URL --------------------------------------------------------------------
+  class URLSearchParams {
+    constructor(init = "") {
+      this._list = [];
+      if (typeof init === "string") {
+        for (const part of init.replace(/^\?/, "").split("&")) {
+          if (!part) continue;
+          const i = part.indexOf("=");
+          const dec = (s) => decodeURIComponent(s.replace(/\+/g, " "));
+          this._list.push(i < 0 ? [dec(part), ""] : [dec(part.slice(0, i)), dec(part.slice(i + 1))]);
+        }
+      } else if (init && typeof init === "object") {
+        const entries = Symbol.iterator in init ? init : Object.entries(init);
+        for (const [k, v] of entries) this._list.push([String(k), String(v)]);
+      }
+    }
+    get(name) { const e = this._list.find(([k]) => k === name); return e ? e[1] : null; }
+    getAll(name) { return this._list.filter(([k]) => k === name).map(([, v]) => v); }
+    has(name) { return this._list.some(([k]) => k === name); }
+    set(name, value) { this.delete(name); this._list.push([String(name), String(value)]); }
+    append(name, value) { this._list.push([String(name), String(value)]); }
+    delete(name) { this._list = this._list.filter(([k]) => k !== name); }
+    entries() { return this._list[Symbol.iterator](); }
+    keys() { return this._list.map(([k]) => k)[Symbol.iterator](); }
+    values() { return this._list.map(([, v]) => v)[Symbol.iterator](); }
+    forEach(f) { for (const [k, v] of this._list) f(v, k, this); }
+    [Symbol.iterator]() { return this.entries(); }
+    toString() {
+      const enc = (s) => encodeURIComponent(s).replace(/%20/g, "+");
+      return this._list.map(([k, v]) => `${enc(k)}=${enc(v)}`).join("&");
+    }
+  }
+
+  const URL_RE = /^([a-zA-Z][a-zA-Z0-9+.-]*):\/\/(?:([^:@\/?#]*)(?::([^@\/?#]*))?@)?(\[[^\]]+\]|[^:\/?#]*)(?::(\d+))?([^?#]*)(\?[^#]*)?(#.*)?$/;
+  const DEFAULT_PORTS = { "http:": "80", "https:": "443" };
+  class URL {
+    constructor(input, base) {
+      input = String(input);
+      if (base !== undefined && !URL_RE.test(input)) {
+        const b = new URL(base);
+        if (input.startsWith("//")) input = b.protocol + input;
+        else if (input.startsWith("/")) input = b.origin + input;
+        else if (input.startsWith("?")) input = b.origin + b.pathname + input;
+        else if (input.startsWith("#")) input = b.origin + b.pathname + b.search + input;
+        else input = b.origin + b.pathname.replace(/[^/]*$/, "") + input;
+      }
+      const m = URL_RE.exec(input);
+      if (!m || !m[4]) throw new TypeError(`Invalid URL: ${input}`);
+      this.protocol = m[1].toLowerCase() + ":";
+      this.username = m[2] || "";
+      this.password = m[3] || "";
+      this.hostname = m[4].toLowerCase();
+      this.port = m[5] && m[5] !== DEFAULT_PORTS[this.protocol] ? m[5] : "";
+      this.pathname = normalizePath(m[6] || "/");
+      this.searchParams = new URLSearchParams(m[7] || "");
+      this.hash = m[8] && m[8].length > 1 ? m[8] : "";
+    }
+    get host() { return this.port ? `${this.hostname}:${this.port}` : this.hostname; }
+    get origin() { return `${this.protocol}//${this.host}`; }
+    get search() { const s = this.searchParams.toString(); return s ? "?" + s : ""; }
+    get href() {
+      const auth = this.username ? this.username + (this.password ? ":" + this.password : "") + "@" : "";
+      return `${this.protocol}//${auth}${this.host}${this.pathname}${this.search}${this.hash}`;
+    }
+    toString() { return this.href; }
+    toJSON() { return this.href; }
+  }
+  function normalizePath(path) {
+    const out = [];
+    for (const seg of path.split("/").slice(1)) {
+      if (seg === "..") out.pop();
+      else if (seg !== ".") out.push(seg);
+    }
+    return "/" + out.join("/");
+  }
+
+  // ---- Headers, bodies, Request, Response ------------------------------------
+  class Headers {
+    constructor(init) {
+      this._map = new Map();
+      if (init instanceof Headers) init.forEach((v, k) => this.append(k, v));
+      else if (Array.isArray(init)) for (const [k, v] of init) this.append(k, v);
+      else if (init && typeof init === "object") for (const k of Object.keys(init)) this.append(k, init[k]);
+    }
+    append(name, value) {
+      const k = String(name).toLowerCase();
+      const v = String(value);
+      this._map.set(k, this._map.has(k) ? `${this._map.get(k)}, ${v}` : v);
+    }
+    set(name, value) { this._map.set(String(name).toLowerCase(), String(value)); }
+    get(name) { const v = this._map.get(String(name).toLowerCase()); return v === undefined ? null : v; }
+    has(name) { return this._map.has(String(name).toLowerCase()); }
+    delete(name) { this._map.delete(String(name).toLowerCase()); }
+    forEach(f) { for (const [k, v] of this._map) f(v, k, this); }
+    entries() { return this._map.entries(); }
+    keys() { return this._map.keys(); }
+    values() { return this._map.values(); }
+    [Symbol.iterator]() { return this._map.entries(); }
+  }
+
+  // A body is kept as text or bytes, whichever it arrived as.
+  function toBody(body) {
+    if (body === undefined || body === null) return null;
+    if (typeof body === "string") return { text: body };
+    if (body instanceof ArrayBuffer) return { bytes: new Uint8Array(body) };
+    if (ArrayBuffer.isView(body)) return { bytes: new Uint8Array(body.buffer, body.byteOffset, body.byteLength) };
+    if (body instanceof URLSearchParams) return { text: body.toString() };
+    return { text: String(body) };
+  }
+  class Body {
+    _initBody(body) { this._body = toBody(body); this.bodyUsed = false; }
+    _take() {
+      if (this.bodyUsed) throw new TypeError("body already used");
+      this.bodyUsed = true;
+      return this._body;
+    }
+    async text() {
+      const b = this._take();
+      return !b ? "" : "text" in b ? b.text : utf8Decode(b.bytes);
+    }
+    async json() { return JSON.parse(await this.text()); }
+    async arrayBuffer() {
+      const b = this._take();
+      const bytes = !b ? new Uint8Array(0) : "bytes" in b ? b.bytes : utf8Encode(b.text);
+      return bytes.slice().buffer;
+    }
+    async bytes() { return new Uint8Array(await this.arrayBuffer()); }
+    get body() { return this._body; }
+  }
+
+  class Request extends Body {
+    constructor(input, init = {}) {
+      super();
+      const from = input instanceof Request ? input : null;
+      this.url = from ? from.url : new URL(String(input)).href;
+      this.method = String(init.method || (from ? from.method : "GET")).toUpperCase();
+      this.headers = new Headers(init.headers || (from ? from.headers : undefined));
+      this._initBody(init.body !== undefined ? init.body : from ? from._body && ("text" in from._body ? from._body.text : from._body.bytes) : null);
+      if (this._body && (this.method === "GET" || this.method === "HEAD")) throw new TypeError("a GET or HEAD request has no body");
+    }
+    clone() { return new Request(this); }
+  }
+
+  class Response extends Body {
+    constructor(body = null, init = {}) {
+      super();
+      this.status = init.status === undefined ? 200 : Number(init.status);
+      if (!Number.isInteger(this.status) || this.status < 200 || this.status > 599) throw new RangeError(`status ${init.status} is not in 200..599`);
+      this.statusText = init.statusText || "";
+      this.headers = new Headers(init.headers);
+      this._initBody(body);
+      if (typeof body === "string" && !this.headers.has("content-type")) this.headers.set("content-type", "text/plain;charset=UTF-8");
+    }
+    get ok() { return this.status >= 200 && this.status < 300; }
+    static json(data, init = {}) {
+      const r = new Response(JSON.stringify(data), init);
+      r.headers.set("content-type", "application/json");
+      return r;
+    }
+    static error() { const r = new Response(null, { status: 500 }); return r; }
+    static redirect(url, status = 302) { return new Response(null, { status, headers: { location: String(url) } }); }
+  }
+
+  function wireBody(b) {
+    if (!b) return null;
+    return "text" in b ? { text: b.text } : { b64: btoa(bytesToBinary(b.bytes)) };
+  }
+  function unwireBody(w) {
+    if (!w) return null;
+    return "text" in w ? w.text : binaryToBytes(atob(w.b64));
+  }
+  const wireHeaders = (h) => Array.from(h.entries());
+
+  async function fetch(input, init = {}) {
+    const req = input instanceof Request && Object.keys(init).length === 0 ? input : new Request(input, init);
+    const answer = call("fetch", {
+      url: req.url, method: req.method, headers: wireHeaders(req.headers), body: wireBody(req._body),
+    });
+    const res = new Response(unwireBody(answer.body), { status: answer.status, headers: answer.headers });
+    res.url = req.url;
+    return res;
+  }
+
+  // ---- timers -----------------------------------------------------------------
+  const timers = new Map();
+  let nextTimerId = 1;
+  function setTimeout(fn, ms = 0, ...args) {
+    if (typeof fn !== "function") throw new TypeError("setTimeout needs a function");
+    const id = nextTimerId++;
+    timers.set(id, { at: call("now") + Math.max(0, Number(ms) || 0), fn, args });
+    return id;
+  }
+  function clearTimeout(id) { timers.delete(id); }
+
+  // ---- console, crypto, Deno, Spine ------------------------------------------
+  const show = (v) => typeof v === "string" ? v : (() => { try { return JSON.stringify(v); } catch (_) { return String(v); } })();
+  const log = (level) => (...args) => call("log", { level, message: args.map(show).join(" ") });
+  const console = { log: log("info"), info: log("info"), debug: log("debug"), warn: log("warn"), error: log("error") };
+
+  const crypto = {
+    randomUUID: () => call("uuid"),
+    getRandomValues(array) {
+      const bytes = binaryToBytes(atob(call("random", array.byteLength)));
+      new Uint8Array(array.buffer, array.byteOffset, array.byteLength).set(bytes);
+      return array;
+    },
+  };
+
+  // The context a handler gets as its second argument (and as globalThis.Spine).
+  const context = Object.freeze({
+    user: call("user"),
+    secrets: Object.freeze({ get: (name) => call("secret", String(name)) }),
+    db: Object.freeze({
+      query: async (sql, params = []) => call("db", { sql: String(sql), params: Array.from(params) }),
+    }),
+    emit: async (type, data = {}, subject = null) => call("emit", { type: String(type), data, subject }),
+  });
+
+  let served = null;
+  const Deno = Object.freeze({
+    serve(a, b) {
+      const handler = typeof a === "function" ? a : typeof b === "function" ? b : a && a.handler;
+      if (typeof handler !== "function") throw new TypeError("Deno.serve needs a handler function");
+      served = handler;
+      return { finished: new Promise(() => {}), shutdown: async () => {} };
+    },
+    env: Object.freeze({ get: (name) => call("secret", String(name)) }),
+  });
+
+  // ---- what the host calls ----------------------------------------------------
+  const internals = {
+    // Picks the handler: Deno.serve(handler) or `export default { fetch }`.
+    handler(defaultExport) {
+      if (served) return served;
+      if (defaultExport && typeof defaultExport.fetch === "function") return defaultExport.fetch.bind(defaultExport);
+      if (typeof defaultExport === "function") return defaultExport;
+      throw new TypeError("the module neither calls Deno.serve(handler) nor exports default { fetch }");
+    },
+    // Runs the handler on the request the host passed; resolves to the wire response.
+    async dispatch(handler, wire) {
+      const req = new Request(wire.url, { method: wire.method, headers: wire.headers, body: unwireBody(wire.body) });
+      let res = await handler(req, context);
+      if (!(res instanceof Response)) {
+        throw new TypeError(`the handler returned ${res === undefined ? "undefined" : typeof res}, not a Response`);
+      }
+      return JSON.stringify({ status: res.status, headers: wireHeaders(res.headers), body: wireBody(res._body) });
+    },
+    // Milliseconds until the earliest timer, or -1 when none is set.
+    nextTimer() {
+      let at = Infinity;
+      for (const t of timers.values()) at = Math.min(at, t.at);
+      return at === Infinity ? -1 : Math.max(0, at - call("now"));
+    },
+    fireTimers() {
+      const now = call("now");
+      for (const [id, t] of Array.from(timers)) {
+        if (t.at <= now) { timers.delete(id); t.fn(...t.args); }
+      }
+    },
+  };
+
+  Object.assign(global, {
+    TextEncoder, TextDecoder, atob, btoa, URL, URLSearchParams, Headers, Request, Response,
+    fetch, setTimeout, clearTimeout, console, crypto, Deno, Spine: context,
+    queueMicrotask: (fn) => { Promise.resolve().then(fn); },
+    structuredClone: (v) => JSON.parse(JSON.stringify(v)),
+  });
+  Object.defineProperty(global, "__spine", { value: Object.freeze(internals), enumerable: false });
+})(globalThis);
