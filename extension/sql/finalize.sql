@@ -113,6 +113,24 @@ COMMENT ON FUNCTION spine.explain(uuid) IS
 COMMENT ON FUNCTION spine.replay_event(uuid) IS
     'Evaluates the owner''s rules again on a stored event; rules that already fired for it do nothing.';
 
+-- Edge functions and database webhooks (administrators: service_role).
+GRANT EXECUTE ON FUNCTION
+    spine.deploy_function(jsonb, text),
+    spine.create_webhook(text, regclass, text[], jsonb, integer, integer),
+    spine.webhook_create(text, oid, text[], jsonb, integer, integer),
+    spine.drop_webhook(text),
+    spine.webhook_target(text),
+    spine.record_webhook_delivery(text, bigint, integer, integer, boolean, text, text, integer)
+    TO service_role;
+GRANT EXECUTE ON FUNCTION spine.function_source(text) TO service_role, spine_functions;
+COMMENT ON FUNCTION spine.deploy_function(jsonb, text) IS
+    'Registers the plugin a manifest describes and stores its edge function module; returns the module''s SHA-256.';
+COMMENT ON FUNCTION spine.function_source(text) IS 'A deployed edge function: module, SHA-256, manifest, enabled.';
+COMMENT ON FUNCTION spine.drop_webhook(text) IS 'Removes a webhook (trigger, row, signing secret); its delivery history stays.';
+COMMENT ON FUNCTION spine.webhook_target(text) IS 'Where the worker delivers a webhook and the key it signs with.';
+COMMENT ON FUNCTION spine.record_webhook_delivery(text, bigint, integer, integer, boolean, text, text, integer) IS
+    'Records one delivery attempt of a webhook (called by the worker).';
+
 -- Trust: audit, policy, vault.
 GRANT EXECUTE ON FUNCTION
     spine.audit(text, text, jsonb),

@@ -15,6 +15,9 @@ pub enum SpineError {
     /// A named object (queue, rule, source, secret…) does not exist.
     #[error("{kind} \"{name}\" does not exist")]
     NotFound { kind: &'static str, name: String },
+    /// An object of that name exists already.
+    #[error("{kind} \"{name}\" already exists")]
+    AlreadyExists { kind: &'static str, name: String },
     /// The caller's role or grants do not allow the action.
     #[error("permission denied: {0}")]
     PermissionDenied(String),
@@ -57,6 +60,7 @@ impl SpineError {
         match self {
             SpineError::InvalidParameter { .. } => PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
             SpineError::NotFound { .. } => PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
+            SpineError::AlreadyExists { .. } => PgSqlErrorCode::ERRCODE_DUPLICATE_OBJECT,
             SpineError::PermissionDenied(_) => PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
             SpineError::TooLarge { .. } => PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
             SpineError::NullArgument(_) => PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,

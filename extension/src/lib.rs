@@ -5,6 +5,7 @@
 //! - [`entities`]: the unified entity model, identity keys and edges.
 //! - [`etl`]: sources, mappings and `spine.ingest` from raw connector records.
 //! - [`json`]: paths into JSON values and JSON text sizes.
+//! - [`functions`]: deployed edge function sources (`spine.deploy_function`).
 //! - [`gucs`]: every `spine.*` setting, registered in `_PG_init`.
 //! - [`error`]: the SQLSTATE mapping every domain's errors go through.
 //! - [`events`]: `spine.emit()` and the transactional outbox.
@@ -13,6 +14,7 @@
 //! - [`policy`]: plugin manifests, owners' consents, `spine.authorize`.
 //! - [`rules`]: JsonLogic rules evaluated on every event, their actions and firings.
 //! - [`vault`]: the Supabase-Vault-compatible secret store and key rotation.
+//! - [`webhooks`]: database webhooks (`spine.create_webhook`), delivered by the worker.
 //! - [`spi_ext`]: small helpers over SPI (optional rows, kept plans).
 //! - [`time`]: civil date arithmetic for timestamps.
 //!
@@ -32,6 +34,7 @@ pub mod entities;
 pub mod error;
 pub mod etl;
 pub mod events;
+pub mod functions;
 pub mod gucs;
 pub mod jobs;
 pub mod json;
@@ -42,6 +45,7 @@ mod schema;
 pub mod spi_ext;
 pub mod time;
 pub mod vault;
+pub mod webhooks;
 
 ::pgrx::pg_module_magic!(name, version);
 

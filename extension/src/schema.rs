@@ -76,4 +76,12 @@ extension_sql_file!(
     requires = ["supabase_compat", "jobs"]
 );
 
+// Edge function sources and database webhooks. spine.create_webhook wraps the
+// Rust webhook_create, which pgrx defines first.
+extension_sql_file!(
+    "../sql/webhooks.sql",
+    name = "webhooks",
+    requires = ["policy", "jobs", webhook_create]
+);
+
 extension_sql_file!("../sql/finalize.sql", name = "finalize", finalize);

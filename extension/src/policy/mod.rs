@@ -49,6 +49,11 @@ pub fn load_plugin(name: &str) -> Result<Option<Plugin>, SpineError> {
 #[search_path(pg_catalog, pg_temp)]
 fn register_plugin(manifest: Option<JsonB>) -> Result<String, ErrorReport> {
     let manifest = manifest.ok_or(SpineError::NullArgument("manifest"))?;
+    Ok(register(manifest)?)
+}
+
+/// Validates and stores a manifest (new plugin or new version), audited.
+pub fn register(manifest: JsonB) -> Result<String, SpineError> {
     let parsed =
         Manifest::parse(manifest.0.clone()).map_err(|reason| SpineError::InvalidParameter {
             name: "plugin manifest",
