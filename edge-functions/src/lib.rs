@@ -6,4 +6,12 @@
 //! The engine sits behind [`engine::Engine`] so another one can be added later
 //! (DESIGN.md).
 
+pub mod capabilities;
+pub mod config;
+pub mod deploy;
 pub mod engine;
+pub mod host;
+pub mod jwt;
+pub mod pool;
+pub mod server;
+pub mod sql;

@@ -24,7 +24,9 @@ pub struct Config {
 #[derive(Debug, Clone)]
 pub struct JobsConfig {
     /// `SPINE_JOB_QUEUES`: `queue[=handler]` comma list (handler defaults to the
-    /// queue's name); empty turns the runner off. Default `http`.
+    /// queue's name); `prefix.*` serves every queue whose name starts with
+    /// `prefix.` (handler defaults to `prefix`); empty turns the runner off.
+    /// Default `http,function,webhook.*`.
     pub queues: Vec<(String, String)>,
     /// `SPINE_JOB_CONCURRENCY`: jobs run at once by this worker.
     pub concurrency: usize,
@@ -102,7 +104,7 @@ impl Config {
         anyhow::ensure!(lease >= 1, "SPINE_JOB_LEASE_SECS must be at least 1");
         let drain = Duration::from_secs(num("SPINE_DRAIN_SECS", 30)?);
         let jobs = JobsConfig {
-            queues: parse_queues(&get("SPINE_JOB_QUEUES", "http"))?,
+            queues: parse_queues(&get("SPINE_JOB_QUEUES", "http,function,webhook.*"))?,
             concurrency: concurrency as usize,
             batch: num("SPINE_JOB_BATCH", concurrency)?.clamp(1, 10_000) as i32,
             lease: Duration::from_secs(lease),
@@ -135,13 +137,15 @@ impl Config {
     }
 }
 
-/// `emails,http,bench=noop` → [(emails, emails), (http, http), (bench, noop)].
+/// `emails,http,bench=noop,webhook.*` → [(emails, emails), (http, http),
+/// (bench, noop), (webhook.*, webhook)].
 pub fn parse_queues(spec: &str) -> anyhow::Result<Vec<(String, String)>> {
     spec.split(',')
         .map(str::trim)
         .filter(|s| !s.is_empty())
         .map(|item| {
-            let (queue, handler) = item.split_once('=').unwrap_or((item, item));
+            let default_handler = item.strip_suffix(".*").unwrap_or(item);
+            let (queue, handler) = item.split_once('=').unwrap_or((item, default_handler));
             anyhow::ensure!(
                 !queue.is_empty() && !handler.is_empty(),
                 "SPINE_JOB_QUEUES item {item:?} must be queue or queue=handler"
@@ -197,6 +201,10 @@ mod tests {
             ]
         );
         assert!(parse_queues("").unwrap().is_empty());
+        assert_eq!(
+            parse_queues("webhook.*").unwrap(),
+            vec![("webhook.*".into(), "webhook".into())]
+        );
         assert!(parse_queues("a=").is_err());
     }
 

@@ -5,12 +5,13 @@
 //! - [`relay`]: outbox → NATS JetStream, effectively once, in commit order.
 //! - [`listener`]: LISTEN wake-ups for the relay (it also polls).
 //! - [`envelope`]: the CloudEvents JSON an event travels as.
-//! - [`jobs`]: the job runner and its handlers (`http`, `noop`, registry).
+//! - [`jobs`]: the job runner and its handlers (`http`, `function`, `webhook`,
+//!   `noop`, registry).
 //! - [`metrics`], [`http`]: `/metrics` (Prometheus) and `/healthz` (fails on lag).
 //! - [`supervise`]: restarting a failed loop with backoff until shutdown.
 //! - [`check`]: `spine-worker check`, which verifies every dependency is reachable.
 //!
-//! Search sync and webhook delivery arrive with their issues.
+//! Search sync arrives with its issue.
 
 pub mod check;
 pub mod config;
@@ -69,7 +70,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         tokio::spawn(jobs::runner::run(
             config.database_url.clone(),
             config.jobs.clone(),
-            jobs::handler::Registry::builtin(),
+            jobs::handler::Registry::builtin(&config.database_url),
             job_metrics,
             stop_rx.clone(),
         ))

@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 /// Default ports sit in one block far from the usual ones (5432, 4222, 7700, and
 /// the Supabase CLI's 5432x), so the stack never clashes with a system service.
 const DEFAULT_PG_PORT: u16 = 54390;
+/// The JWT secret of the dev stack (Supabase CLI's local default).
+pub const DEV_JWT_SECRET: &str = "super-secret-jwt-token-with-at-least-32-characters-long";
 const DEFAULT_NATS_PORT: u16 = 54391;
 const DEFAULT_NATS_MONITOR_PORT: u16 = 54392;
 const DEFAULT_MEILI_PORT: u16 = 54393;

@@ -171,6 +171,12 @@ pub fn env_vars(config: &Config) -> Result<Vec<(&'static str, String)>> {
             "SPINE_PG_BINDIR",
             config.pg_bindir().to_string_lossy().into_owned(),
         ),
+        // The function host verifies callers' JWTs with this (the Supabase CLI's
+        // well-known local secret: the dev stack listens on loopback only).
+        (
+            "SPINE_JWT_SECRET",
+            crate::config::DEV_JWT_SECRET.to_string(),
+        ),
     ];
     match meili::search(config) {
         Search::External(url) => vars.push(("MEILI_URL", url)),

@@ -7,7 +7,7 @@
 
 mod quickjs;
 
-pub use quickjs::QuickJs;
+pub use quickjs::{check_module, QuickJs};
 
 use serde::{Deserialize, Serialize};
 use std::time::Instant;

@@ -52,6 +52,18 @@ impl Engine for QuickJs {
     }
 }
 
+/// Compiles `source` as an ES module without running it: what deploy checks.
+pub fn check_module(source: &str) -> Result<(), String> {
+    let runtime = Runtime::new().map_err(|e| e.to_string())?;
+    runtime.set_memory_limit(64 << 20);
+    let context = Context::full(&runtime).map_err(|e| e.to_string())?;
+    context.with(|ctx| {
+        Module::declare(ctx.clone(), "index.js", source)
+            .map(|_| ())
+            .map_err(|e| exception(&ctx, e))
+    })
+}
+
 /// What stopped the script, set by the interrupt handler.
 type Tripped = Rc<Cell<Option<&'static str>>>;
 

@@ -15,6 +15,8 @@ pub struct Job {
     pub payload: Value,
     pub attempts: i32,
     pub max_attempts: i32,
+    /// The user the job acts for (NULL: enqueued by service_role or Spine itself).
+    pub owner_id: Option<uuid::Uuid>,
 }
 
 impl Job {
@@ -25,6 +27,7 @@ impl Job {
             payload: row.try_get("payload")?,
             attempts: row.try_get("attempts")?,
             max_attempts: row.try_get("max_attempts")?,
+            owner_id: row.try_get("owner_id")?,
         })
     }
 }
@@ -47,11 +50,25 @@ pub struct Registry {
 }
 
 impl Registry {
-    /// The built-in handlers: `http` and `noop`.
-    pub fn builtin() -> Self {
+    /// The built-in handlers: `http`, `noop`, `function` (edge functions, run
+    /// in-process by an embedded function host) and `webhook` (database webhooks).
+    pub fn builtin(database_url: &str) -> Self {
+        let host =
+            spine_functions::host::Host::new(spine_functions::host::HostConfig::new(database_url));
         let mut r = Self::default();
         r.register("http", Arc::new(super::http::HttpHandler::new()));
         r.register("noop", Arc::new(Noop));
+        r.register(
+            "function",
+            Arc::new(super::function::FunctionHandler::new(host.clone())),
+        );
+        r.register(
+            "webhook",
+            Arc::new(Arc::new(super::webhook::WebhookHandler::new(
+                database_url,
+                host,
+            ))),
+        );
         r
     }
 

@@ -1,7 +1,10 @@
 //! The job runner's parts: [`handler`] (what a job is and the registry of
-//! handlers by queue), the built-in handlers [`http`] and `noop`, and the
-//! [`runner`] loop that leases, runs, heartbeats and completes jobs.
+//! handlers by queue), the built-in handlers [`http`], [`function`] (edge
+//! functions), [`webhook`] (database webhooks) and `noop`, and the [`runner`] loop
+//! that leases, runs, heartbeats and completes jobs.
 
+pub mod function;
 pub mod handler;
 pub mod http;
 pub mod runner;
+pub mod webhook;

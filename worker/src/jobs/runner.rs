@@ -66,17 +66,8 @@ async fn session(
     let (db, connection) = crate::db::connect(database_url).await?;
     let _conn = crate::db::AbortOnDrop(tokio::spawn(connection));
 
-    let handlers: HashMap<&str, _> = config
-        .queues
-        .iter()
-        .map(|(queue, handler)| {
-            let h = registry
-                .get(handler)
-                .ok_or_else(|| anyhow::anyhow!("no handler named {handler} for queue {queue}"));
-            h.map(|h| (queue.as_str(), h))
-        })
-        .collect::<anyhow::Result<_>>()?;
-    let queues: Vec<&str> = handlers.keys().copied().collect();
+    let mut routes = Routes::new(config, registry)?;
+    routes.refresh(&db).await?;
     let lease_secs = config.lease.as_secs_f64();
     let fetch = db
         .prepare(
@@ -90,7 +81,7 @@ async fn session(
     let heartbeat = db
         .prepare("SELECT spine.heartbeat($1, make_interval(secs => $2::float8), $3)")
         .await?;
-    tracing::info!(?queues, worker = %config.worker_id, "job runner started");
+    tracing::info!(queues = ?routes.queues, worker = %config.worker_id, "job runner started");
 
     let InFlight {
         slots,
@@ -136,19 +127,27 @@ async fn session(
             return drain(&db, config, metrics, running, done_rx, &complete, &fail).await;
         }
 
+        if routes.refreshed.elapsed() >= ROUTES_REFRESH {
+            routes.refresh(&db).await?;
+        }
         let free = slots.available_permits().min(config.batch as usize);
         let mut fetched = 0;
-        if free > 0 {
+        if free > 0 && !routes.queues.is_empty() {
             let rows = db
                 .query(
                     &fetch,
-                    &[&queues, &config.worker_id, &(free as i32), &lease_secs],
+                    &[
+                        &routes.queues,
+                        &config.worker_id,
+                        &(free as i32),
+                        &lease_secs,
+                    ],
                 )
                 .await?;
             fetched = rows.len();
             for row in rows {
                 let job = Job::from_row(&row)?;
-                let Some(handler) = handlers.get(job.queue.as_str()).cloned() else {
+                let Some(handler) = routes.handlers.get(job.queue.as_str()).cloned() else {
                     continue; // fetch_jobs only returns the queues we asked for
                 };
                 let permit = slots.clone().acquire_owned().await?;
@@ -184,6 +183,73 @@ async fn session(
                 _ = shutdown.changed() => {}
             }
         }
+    }
+}
+
+/// How often queues matching a `prefix.*` entry are looked up again (a new
+/// webhook's queue is served within this time).
+const ROUTES_REFRESH: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Which handler runs each queue: the configured names, plus every existing queue
+/// under a configured `prefix.*`.
+struct Routes<'a> {
+    fixed: Vec<(&'a str, Arc<dyn super::handler::Handler>)>,
+    prefixes: Vec<(String, Arc<dyn super::handler::Handler>)>,
+    handlers: HashMap<String, Arc<dyn super::handler::Handler>>,
+    queues: Vec<String>,
+    refreshed: Instant,
+}
+
+impl<'a> Routes<'a> {
+    fn new(config: &'a JobsConfig, registry: &Registry) -> anyhow::Result<Self> {
+        let mut fixed = Vec::new();
+        let mut prefixes = Vec::new();
+        for (queue, handler) in &config.queues {
+            let h = registry
+                .get(handler)
+                .ok_or_else(|| anyhow::anyhow!("no handler named {handler} for queue {queue}"))?;
+            match queue.strip_suffix('*') {
+                Some(prefix) => prefixes.push((prefix.to_string(), h)),
+                None => fixed.push((queue.as_str(), h)),
+            }
+        }
+        Ok(Self {
+            fixed,
+            prefixes,
+            handlers: HashMap::new(),
+            queues: Vec::new(),
+            refreshed: Instant::now(),
+        })
+    }
+
+    async fn refresh(&mut self, db: &tokio_postgres::Client) -> anyhow::Result<()> {
+        let mut handlers: HashMap<String, _> = self
+            .fixed
+            .iter()
+            .map(|(q, h)| (q.to_string(), h.clone()))
+            .collect();
+        for (prefix, handler) in &self.prefixes {
+            let rows = db
+                .query(
+                    "SELECT name FROM spine.queues WHERE starts_with(name, $1)",
+                    &[prefix],
+                )
+                .await?;
+            for row in rows {
+                handlers
+                    .entry(row.get::<_, String>(0))
+                    .or_insert_with(|| handler.clone());
+            }
+        }
+        let mut queues: Vec<String> = handlers.keys().cloned().collect();
+        queues.sort_unstable();
+        if queues != self.queues && !self.prefixes.is_empty() {
+            tracing::info!(?queues, "job runner serves these queues");
+        }
+        self.handlers = handlers;
+        self.queues = queues;
+        self.refreshed = Instant::now();
+        Ok(())
     }
 }
 

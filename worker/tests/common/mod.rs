@@ -276,6 +276,8 @@ pub type Received = (String, String);
 pub struct Hook {
     pub url: String,
     pub received: std::sync::Arc<std::sync::Mutex<Vec<Received>>>,
+    /// The header block of each request, in the order of `received`.
+    pub heads: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -286,12 +288,15 @@ impl Hook {
         let url = format!("http://{}/hook", listener.local_addr().unwrap());
         let received: std::sync::Arc<std::sync::Mutex<Vec<Received>>> = Default::default();
         let log = received.clone();
+        let heads: std::sync::Arc<std::sync::Mutex<Vec<String>>> = Default::default();
+        let head_log = heads.clone();
         let task = tokio::spawn(async move {
             loop {
                 let Ok((mut stream, _)) = listener.accept().await else {
                     return;
                 };
                 let log = log.clone();
+                let head_log = head_log.clone();
                 tokio::spawn(async move {
                     let mut buf = Vec::new();
                     let mut chunk = [0u8; 4096];
@@ -333,6 +338,7 @@ impl Hook {
                         .unwrap_or_default();
                     let n = {
                         let mut log = log.lock().unwrap();
+                        head_log.lock().unwrap().push(head);
                         log.push((key, body));
                         log.len() - 1
                     };
@@ -348,12 +354,23 @@ impl Hook {
         Hook {
             url,
             received,
+            heads,
             task,
         }
     }
 
     pub fn count(&self) -> usize {
         self.received.lock().unwrap().len()
+    }
+
+    /// Header `name` (any case) of the n-th request.
+    pub fn header(&self, n: usize, name: &str) -> Option<String> {
+        self.heads.lock().unwrap().get(n)?.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.trim()
+                .eq_ignore_ascii_case(name)
+                .then(|| v.trim().to_string())
+        })
     }
 }
 

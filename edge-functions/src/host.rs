@@ -1,0 +1,241 @@
+//! The host: loads deployed functions from the database and runs invocations on
+//! the engine, with capabilities that act as the caller (see [`crate::capabilities`]).
+//! The HTTP server and the worker's `function` queue handler both call
+//! [`Host::invoke`].
+
+use crate::capabilities::HostCapabilities;
+use crate::engine::{Engine, InvokeError, Limits, QuickJs, Request, Response};
+use crate::pool::Pool;
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::Semaphore;
+
+/// Settings of a host (the binary reads them from the environment).
+#[derive(Debug, Clone)]
+pub struct HostConfig {
+    pub database_url: String,
+    /// Limits for functions whose manifest sets none, and the most a manifest may ask.
+    pub default_limits: Limits,
+    pub max_limits: Limits,
+    /// Invocations running at once (each holds a thread while it runs).
+    pub concurrency: usize,
+    /// How long a loaded module is reused before the database is asked again.
+    pub cache_ttl: Duration,
+}
+
+impl HostConfig {
+    pub fn new(database_url: &str) -> Self {
+        Self {
+            database_url: database_url.to_string(),
+            default_limits: Limits {
+                memory_bytes: 64 << 20,
+                cpu_ms: 2_000,
+                wall_ms: 60_000,
+            },
+            max_limits: Limits {
+                memory_bytes: 256 << 20,
+                cpu_ms: 10_000,
+                wall_ms: 150_000,
+            },
+            concurrency: 16,
+            cache_ttl: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Who an invocation acts for: the role and JWT claims its database calls run with.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Caller {
+    pub role: String,
+    pub claims: Value,
+}
+
+impl Caller {
+    pub fn from_jwt(claims: crate::jwt::Claims) -> Self {
+        Self {
+            role: claims.role,
+            claims: claims.all,
+        }
+    }
+
+    /// A job's owner (jobs from rules and webhooks): that user, or service_role
+    /// when the job has no owner.
+    pub fn for_owner(owner: Option<uuid::Uuid>) -> Self {
+        match owner {
+            Some(id) => Self {
+                role: "authenticated".into(),
+                claims: json!({"sub": id.to_string(), "role": "authenticated"}),
+            },
+            None => Self {
+                role: "service_role".into(),
+                claims: json!({"role": "service_role"}),
+            },
+        }
+    }
+
+    pub fn user_id(&self) -> Option<&str> {
+        self.claims.get("sub").and_then(Value::as_str)
+    }
+}
+
+/// A deployed function as loaded from `spine.function_source`.
+#[derive(Debug)]
+pub struct Deployed {
+    pub name: String,
+    pub source: String,
+    pub sha256: String,
+    pub limits: Limits,
+    pub enabled: bool,
+    /// Secret names the manifest declares (others are refused without asking).
+    pub secrets: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HostError {
+    #[error("function \"{0}\" is not deployed")]
+    NotFound(String),
+    #[error("function \"{0}\" is disabled")]
+    Disabled(String),
+    #[error(transparent)]
+    Invoke(#[from] InvokeError),
+    #[error("database unavailable: {0}")]
+    Database(String),
+}
+
+pub struct Host {
+    engine: Arc<dyn Engine>,
+    pub(crate) db: Pool,
+    pub(crate) http: reqwest::Client,
+    config: HostConfig,
+    slots: Semaphore,
+    cache: Mutex<HashMap<String, (Instant, Arc<Deployed>)>>,
+}
+
+impl Host {
+    pub fn new(config: HostConfig) -> Arc<Self> {
+        // fetch over HTTPS: rustls on ring (a no-op when the process installed one).
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        Arc::new(Self {
+            engine: Arc::new(QuickJs),
+            db: Pool::new(&config.database_url, config.concurrency * 2),
+            http: reqwest::Client::builder()
+                .user_agent(concat!("spine-functions/", env!("CARGO_PKG_VERSION")))
+                // A redirect could lead to a host the manifest does not declare:
+                // the function sees the 3xx and may fetch the new location itself.
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .expect("a client with these settings always builds"),
+            slots: Semaphore::new(config.concurrency),
+            cache: Mutex::new(HashMap::new()),
+            config,
+        })
+    }
+
+    /// Runs function `name` on `request` for `caller`. `causation` is the event a
+    /// job-run invocation descends from, passed on to what the function emits.
+    pub async fn invoke(
+        self: &Arc<Self>,
+        name: &str,
+        request: Request,
+        caller: Caller,
+        causation: Option<uuid::Uuid>,
+    ) -> Result<Response, HostError> {
+        let function = self.load(name).await?;
+        if !function.enabled {
+            return Err(HostError::Disabled(name.into()));
+        }
+        let _slot = self.slots.acquire().await.expect("never closed");
+        let capabilities = HostCapabilities::new(
+            self.clone(),
+            function.clone(),
+            caller,
+            causation,
+            tokio::runtime::Handle::current(),
+        );
+        let engine = self.engine.clone();
+        let limits = function.limits;
+        let outcome = tokio::task::spawn_blocking(move || {
+            engine.invoke(&function.source, request, limits, Box::new(capabilities))
+        })
+        .await
+        .unwrap_or_else(|e| Err(InvokeError::Threw(format!("host task failed: {e}"))));
+        Ok(outcome?)
+    }
+
+    /// The deployed function, from a cache younger than `cache_ttl`.
+    pub async fn load(&self, name: &str) -> Result<Arc<Deployed>, HostError> {
+        if let Some((at, f)) = self.cache.lock().expect("cache lock").get(name) {
+            if at.elapsed() < self.config.cache_ttl {
+                return Ok(f.clone());
+            }
+        }
+        let mut session = self
+            .db
+            .get()
+            .await
+            .map_err(|e| HostError::Database(crate::sql::describe(e)))?;
+        let tx = session
+            .transaction()
+            .await
+            .map_err(|e| HostError::Database(crate::sql::describe(e)))?;
+        // Read with the host's own role: the grants say what it may load.
+        tx.execute("SELECT set_config('role', 'spine_functions', true)", &[])
+            .await
+            .map_err(|e| HostError::Database(crate::sql::describe(e)))?;
+        let row = tx
+            .query_opt(
+                "SELECT source, sha256, manifest, enabled FROM spine.function_source($1)",
+                &[&name],
+            )
+            .await;
+        let row = match row {
+            Ok(row) => row,
+            Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_OBJECT) => {
+                return Err(HostError::NotFound(name.into()))
+            }
+            Err(e) => return Err(HostError::Database(crate::sql::describe(e))),
+        };
+        let _ = tx.commit().await;
+        let row = row.ok_or_else(|| HostError::NotFound(name.into()))?;
+        let manifest: Value = row.get(2);
+        let function = Arc::new(Deployed {
+            name: name.to_string(),
+            source: row.get(0),
+            sha256: row.get(1),
+            limits: self.limits_for(&manifest),
+            enabled: row.get(3),
+            secrets: manifest["permissions"]["secrets"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|s| s.as_str().map(String::from))
+                        .collect()
+                })
+                .unwrap_or_default(),
+        });
+        self.cache
+            .lock()
+            .expect("cache lock")
+            .insert(name.to_string(), (Instant::now(), function.clone()));
+        Ok(function)
+    }
+
+    /// The manifest's `limits` where it sets them, within the host's maximum.
+    fn limits_for(&self, manifest: &Value) -> Limits {
+        let l = &manifest["limits"];
+        let (d, max) = (self.config.default_limits, self.config.max_limits);
+        let pick = |key: &str, default: u64, max: u64| l[key].as_u64().unwrap_or(default).min(max);
+        Limits {
+            memory_bytes: (pick(
+                "memory_mb",
+                (d.memory_bytes >> 20) as u64,
+                (max.memory_bytes >> 20) as u64,
+            ) as usize)
+                << 20,
+            cpu_ms: pick("cpu_ms", d.cpu_ms, max.cpu_ms),
+            wall_ms: pick("wall_ms", d.wall_ms, max.wall_ms),
+        }
+    }
+}

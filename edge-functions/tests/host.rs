@@ -1,0 +1,394 @@
+//! The function host as a real process (`spine-functions serve`) against the dev
+//! stack's Postgres: JWT errors, limits through HTTP, permission denials for each
+//! capability, RLS through ctx.db.query, and the connector example landing data.
+
+use serde_json::{json, Value};
+use spine_functions::jwt;
+use spine_tests::{as_user, connect, database_url, one};
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use uuid::Uuid;
+
+fn secret() -> String {
+    std::env::var("SPINE_JWT_SECRET").expect("SPINE_JWT_SECRET: run via `cargo xtask test`")
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+fn token_for(user: Uuid) -> String {
+    jwt::sign(
+        &json!({"sub": user.to_string(), "role": "authenticated", "exp": now() + 600}),
+        secret().as_bytes(),
+    )
+}
+
+/// A `spine-functions serve` process on a free port, killed on drop.
+struct Server {
+    child: Child,
+    url: String,
+}
+
+impl Server {
+    async fn start() -> Self {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new(env!("CARGO_BIN_EXE_spine-functions"))
+            .arg("serve")
+            .env("DATABASE_URL", database_url())
+            .env("SPINE_JWT_SECRET", secret())
+            .env("SPINE_FUNCTIONS_ADDR", format!("127.0.0.1:{port}"))
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start spine-functions");
+        let server = Server {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while reqwest::get(format!("{}/healthz", server.url))
+            .await
+            .is_err()
+        {
+            assert!(Instant::now() < deadline, "spine-functions did not start");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        server
+    }
+
+    async fn call(&self, name: &str, token: Option<&str>, body: Value) -> (u16, Value) {
+        let mut req = reqwest::Client::new()
+            .post(format!("{}/functions/v1/{name}", self.url))
+            .body(body.to_string());
+        if let Some(t) = token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        let res = req.send().await.expect("request");
+        let status = res.status().as_u16();
+        let text = res.text().await.unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or_else(|_| json!({ "text": text })),
+        )
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Deploys `source` as a new function with `permissions` and `limits`; its name.
+async fn deploy(
+    db: &tokio_postgres::Client,
+    permissions: Value,
+    limits: Value,
+    source: &str,
+) -> String {
+    let name = format!("t{}", &Uuid::new_v4().simple().to_string()[..12]);
+    let manifest =
+        json!({"name": name, "version": "1.0.0", "permissions": permissions, "limits": limits});
+    db.execute(
+        "SELECT spine.deploy_function($1, $2)",
+        &[&manifest, &source],
+    )
+    .await
+    .unwrap();
+    name
+}
+
+/// Missing, malformed, wrongly signed and expired tokens: 401 with a JSON body.
+#[tokio::test]
+async fn jwt_errors_are_401_json() {
+    let db = connect().await;
+    let name = deploy(
+        &db,
+        json!({}),
+        json!({}),
+        "Deno.serve(() => new Response('ok'))",
+    )
+    .await;
+    let server = Server::start().await;
+    let expired = jwt::sign(
+        &json!({"role": "anon", "exp": now() - 10}),
+        secret().as_bytes(),
+    );
+    let forged = jwt::sign(
+        &json!({"role": "service_role"}),
+        b"not the project's secret",
+    );
+    for (token, message) in [
+        (None, "Missing authorization header"),
+        (Some("not-a-jwt"), "Invalid JWT"),
+        (Some(forged.as_str()), "bad signature"),
+        (Some(expired.as_str()), "JWT expired"),
+    ] {
+        let (status, body) = server.call(&name, token, json!({})).await;
+        assert_eq!(status, 401, "{token:?}: {body}");
+        assert_eq!(body["code"], "UNAUTHORIZED");
+        assert!(
+            body["message"].as_str().unwrap().contains(message),
+            "{body}"
+        );
+    }
+    let anon = jwt::sign(&json!({"role": "anon"}), secret().as_bytes());
+    assert_eq!(server.call(&name, Some(&anon), json!({})).await.0, 200);
+    let (status, body) = server
+        .call("no-such-function", Some(&anon), json!({}))
+        .await;
+    assert_eq!((status, body["code"].as_str()), (404, Some("NOT_FOUND")));
+}
+
+/// Over-limit functions answer 546 (Supabase's WORKER_LIMIT) or 500 with JSON,
+/// and the host keeps serving others.
+#[tokio::test]
+async fn limits_through_http() {
+    let db = connect().await;
+    let tight = json!({"cpu_ms": 100, "memory_mb": 16, "wall_ms": 2000});
+    let lp = deploy(
+        &db,
+        json!({}),
+        tight.clone(),
+        "Deno.serve(() => { for (;;) {} })",
+    )
+    .await;
+    let bomb = deploy(
+        &db,
+        json!({}),
+        tight.clone(),
+        "Deno.serve(() => { const a = []; for (;;) a.push('x'.repeat(65536) + a.length); })",
+    )
+    .await;
+    let hang = deploy(
+        &db,
+        json!({}),
+        tight.clone(),
+        "Deno.serve(() => new Promise(() => {}))",
+    )
+    .await;
+    let fine = deploy(
+        &db,
+        json!({}),
+        tight,
+        "Deno.serve(() => Response.json({fine: true}))",
+    )
+    .await;
+    let server = Server::start().await;
+    let token = token_for(Uuid::new_v4());
+    let (status, body) = server.call(&lp, Some(&token), json!({})).await;
+    assert_eq!(
+        (status, body["limit"].as_str()),
+        (546, Some("cpu")),
+        "{body}"
+    );
+    let (status, body) = server.call(&bomb, Some(&token), json!({})).await;
+    assert_eq!(
+        (status, body["limit"].as_str()),
+        (546, Some("memory")),
+        "{body}"
+    );
+    let (status, body) = server.call(&hang, Some(&token), json!({})).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (500, Some("FUNCTION_ERROR")),
+        "{body}"
+    );
+    assert!(body["message"].as_str().unwrap().contains("never settled"));
+    assert_eq!(
+        server.call(&fine, Some(&token), json!({})).await,
+        (200, json!({"fine": true}))
+    );
+}
+
+/// Each capability is refused unless the manifest declares it and the user
+/// consented: an undeclared secret, a declared but unconsented one, an undeclared
+/// host, an undeclared event type; db.query sees only what the user's role and
+/// RLS allow. Granting consent (and storing the secret) makes the same calls work,
+/// and every decision is in the audit log.
+#[tokio::test]
+async fn capabilities_are_checked() {
+    let mut db = connect().await;
+    let alice = Uuid::new_v4();
+    let name = deploy(
+        &db,
+        json!({"secrets": ["API_KEY"], "network": ["127.0.0.1"], "events": {"emit": ["probe.Checked"]}}),
+        json!({"wall_ms": 5000}),
+        r#"
+        const attempt = async (f) => { try { return { ok: await f() }; } catch (e) { return { err: e.name, message: e.message }; } };
+        Deno.serve(async (req, ctx) => Response.json({
+          undeclared_secret: await attempt(() => ctx.secrets.get("OTHER")),
+          secret: await attempt(() => ctx.secrets.get("API_KEY")),
+          undeclared_host: await attempt(async () => (await fetch("http://example.org/")).status),
+          declared_host: await attempt(async () => (await fetch("http://127.0.0.1:1/")).status),
+          undeclared_event: await attempt(() => ctx.emit("other.ThingHappened", {})),
+          event: await attempt(async () => (await ctx.emit("probe.Checked", {n: 1})).id),
+          vault: await attempt(() => ctx.db.query("SELECT * FROM vault.secrets")),
+          own_entities: await attempt(async () => (await ctx.db.query("SELECT count(*)::int AS n FROM spine.entities")).rows[0].n),
+          me: await attempt(async () => (await ctx.db.query("SELECT auth.uid() AS me, current_user AS role")).rows[0]),
+        }));"#,
+    )
+    .await;
+    let server = Server::start().await;
+    let token = token_for(alice);
+
+    let (status, before) = server.call(&name, Some(&token), json!({})).await;
+    assert_eq!(status, 200, "{before}");
+    assert_eq!(
+        before["undeclared_secret"]["err"], "PermissionDenied",
+        "{before}"
+    );
+    assert!(before["undeclared_secret"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("not declared"));
+    assert_eq!(
+        before["secret"]["err"], "PermissionDenied",
+        "no consent yet: {before}"
+    );
+    assert_eq!(
+        before["undeclared_host"]["err"], "PermissionDenied",
+        "{before}"
+    );
+    assert_eq!(
+        before["declared_host"]["err"], "PermissionDenied",
+        "no consent yet: {before}"
+    );
+    assert_eq!(
+        before["undeclared_event"]["err"], "PermissionDenied",
+        "{before}"
+    );
+    assert_eq!(before["event"]["err"], "PermissionDenied", "{before}");
+    assert_eq!(before["vault"]["err"], "DatabaseError", "{before}");
+    assert!(
+        before["vault"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("42501"),
+        "{before}"
+    );
+    assert_eq!(
+        before["me"]["ok"],
+        json!({"me": alice.to_string(), "role": "authenticated"})
+    );
+
+    // Consent, a stored secret of alice's, and an entity of hers that db.query may count.
+    db.execute(
+        "SELECT vault.create_secret('k-123', $1)",
+        &[&format!("{alice}/API_KEY")],
+    )
+    .await
+    .unwrap();
+    as_user(&mut db, alice, async |tx| {
+        tx.execute(
+            "SELECT spine.grant_consent($1, ARRAY['secrets.read:API_KEY', 'network.fetch:127.0.0.1', 'events.emit:probe.Checked'])",
+            &[&name],
+        )
+        .await
+        .unwrap();
+        tx.execute("SELECT spine.upsert_entity('note', '{\"t\": 1}')", &[])
+            .await
+            .unwrap();
+    })
+    .await;
+    let (_, after) = server.call(&name, Some(&token), json!({})).await;
+    assert_eq!(after["secret"]["ok"], "k-123", "{after}");
+    // Allowed now: the request goes out and fails to connect (nobody on port 1).
+    assert_eq!(after["declared_host"]["err"], "TypeError", "{after}");
+    assert!(after["event"]["ok"].is_string(), "{after}");
+    assert_eq!(after["undeclared_event"]["err"], "PermissionDenied");
+    assert_eq!(
+        after["own_entities"]["ok"], 1,
+        "RLS: alice's entities only: {after}"
+    );
+    let event_owner: Option<Uuid> = one(
+        &db,
+        "SELECT owner_id FROM spine.events WHERE id = $1::text::uuid",
+        &[&after["event"]["ok"].as_str().unwrap()],
+    )
+    .await;
+    assert_eq!(event_owner, Some(alice));
+
+    let denials: i64 = one(
+        &db,
+        "SELECT count(*) FROM spine.audit_log WHERE action = 'policy.denied' AND target = $1",
+        &[&format!("plugin:{name}")],
+    )
+    .await;
+    assert!(denials >= 5, "denials audited: {denials}");
+}
+
+/// The connector example: the CRM posts contacts, they land through spine.ingest
+/// as the calling user, and the response carries ingest's counts.
+#[tokio::test]
+async fn connector_plugin_lands_data() {
+    let mut db = connect().await;
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/functions");
+    let status = Command::new(env!("CARGO_BIN_EXE_spine-functions"))
+        .args(["deploy", dir])
+        .env("DATABASE_URL", database_url())
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let alice = Uuid::new_v4();
+    as_user(&mut db, alice, async |tx| {
+        tx.execute(
+            "SELECT spine.save_source('crm', $1)",
+            &[&json!({"kind": "person", "fields": {
+                "name": {"path": "name", "normalize": ["trim"], "required": true},
+                "email": {"path": "email", "normalize": ["email"]}},
+              "identity": ["email"]})],
+        )
+        .await
+        .unwrap();
+        tx.execute(
+            "SELECT spine.grant_consent('crm-connector', ARRAY['events.emit:crm.SyncCompleted'])",
+            &[],
+        )
+        .await
+        .unwrap();
+    })
+    .await;
+    let server = Server::start().await;
+    let (status, result) = server
+        .call(
+            "crm-connector",
+            Some(&token_for(alice)),
+            json!({"source": "crm", "contacts": [
+                {"id": "c1", "name": " Ada ", "email": "ADA@example.org"},
+                {"id": "c2", "email": "nobody@example.org"}]}),
+        )
+        .await;
+    assert_eq!(status, 207, "one record rejected: {result}");
+    assert_eq!(
+        (result["created"].as_i64(), result["rejected"].as_i64()),
+        (Some(1), Some(1)),
+        "{result}"
+    );
+    let names: i64 = one(
+        &db,
+        "SELECT count(*) FROM spine.entities WHERE owner_id = $1 AND data->>'name' = 'Ada'",
+        &[&alice],
+    )
+    .await;
+    assert_eq!(names, 1);
+    let synced: i64 = one(
+        &db,
+        "SELECT count(*) FROM spine.events WHERE owner_id = $1 AND type = 'crm.SyncCompleted'",
+        &[&alice],
+    )
+    .await;
+    assert_eq!(synced, 1);
+}

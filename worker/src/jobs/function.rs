@@ -1,0 +1,86 @@
+//! The `function` handler: a job of the `function` queue (rules' `call_function`
+//! actions, or anyone with service_role) runs an edge function in-process.
+//!
+//! Payload: `{"function": "name", "payload": {…}, "event_id": "…"}`. The function
+//! gets a POST with the payload as JSON body and `Idempotency-Key: job-<id>`; it
+//! acts for the job's owner (RLS, consents), and what it emits is caused by
+//! `event_id`, so the rules' loop guard follows the chain through it. A 2xx
+//! answer completes the job; anything else fails it (retried with backoff).
+
+use super::handler::{Handler, HandlerFuture, Job};
+use spine_functions::engine::{Request, Response};
+use spine_functions::host::{Caller, Host};
+use std::sync::Arc;
+
+pub struct FunctionHandler {
+    host: Arc<Host>,
+}
+
+impl FunctionHandler {
+    pub fn new(host: Arc<Host>) -> Self {
+        Self { host }
+    }
+}
+
+/// Runs `name` with `body` for the job's owner; Ok only for a 2xx answer.
+pub async fn call(
+    host: &Arc<Host>,
+    name: &str,
+    body: Vec<u8>,
+    job: &Job,
+    causation: Option<uuid::Uuid>,
+    extra_headers: Vec<(String, String)>,
+) -> Result<Response, String> {
+    let mut headers = vec![
+        ("content-type".to_string(), "application/json".to_string()),
+        ("idempotency-key".to_string(), format!("job-{}", job.id)),
+        ("x-spine-job".to_string(), job.id.to_string()),
+    ];
+    headers.extend(extra_headers);
+    let request = Request {
+        method: "POST".into(),
+        url: format!("http://spine-worker/functions/v1/{name}"),
+        headers,
+        body,
+    };
+    host.invoke(name, request, Caller::for_owner(job.owner_id), causation)
+        .await
+        .map_err(|e| format!("function {name}: {e}"))
+}
+
+pub fn check_status(name: &str, response: &Response) -> Result<(), String> {
+    if (200..300).contains(&response.status) {
+        return Ok(());
+    }
+    let snippet: String = String::from_utf8_lossy(&response.body)
+        .chars()
+        .take(300)
+        .collect();
+    Err(format!(
+        "function {name} answered {}: {snippet}",
+        response.status
+    ))
+}
+
+impl Handler for FunctionHandler {
+    fn handle(&self, job: Job) -> HandlerFuture {
+        let host = self.host.clone();
+        Box::pin(async move {
+            let name = job
+                .payload
+                .get("function")
+                .and_then(|f| f.as_str())
+                .ok_or("payload has no \"function\" name")?
+                .to_string();
+            let causation = job
+                .payload
+                .get("event_id")
+                .and_then(|e| e.as_str())
+                .and_then(|e| uuid::Uuid::parse_str(e).ok());
+            let body = job.payload.get("payload").cloned().unwrap_or_default();
+            let body = serde_json::to_vec(&body).map_err(|e| e.to_string())?;
+            let response = call(&host, &name, body, &job, causation, Vec::new()).await?;
+            check_status(&name, &response)
+        })
+    }
+}
