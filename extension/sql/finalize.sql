@@ -28,6 +28,10 @@ SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('sp
 SELECT pg_catalog.pg_extension_config_dump('spine.plugins', '');
 SELECT pg_catalog.pg_extension_config_dump('spine.consents', '');
 SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('spine.consents', 'id')::regclass, '');
+SELECT pg_catalog.pg_extension_config_dump('spine.functions', '');
+SELECT pg_catalog.pg_extension_config_dump('spine.webhooks', '');
+SELECT pg_catalog.pg_extension_config_dump('spine.webhook_deliveries', '');
+SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('spine.webhook_deliveries', 'id')::regclass, '');
 SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('spine.events', 'seq')::regclass, '');
 SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('spine.jobs', 'id')::regclass, '');
 

@@ -1,0 +1,309 @@
+//! Database webhooks and edge functions run by the worker, as real processes
+//! against the real cluster: retries until success with a verifiable signature,
+//! a worker killed mid-delivery, a function target, and a channel plugin invoked
+//! by a rule's call_function action.
+
+mod common;
+
+use common::{db, wait_until, Hook, Worker};
+use hmac::{Hmac, Mac};
+use serde_json::{json, Value};
+use sha2::Sha256;
+use std::time::Duration;
+use uuid::Uuid;
+
+/// A worker that runs only `queues` (the relay points at a NATS nobody answers).
+fn runner(queues: &str, extra: &[(&str, &str)]) -> Worker {
+    let mut env = vec![("SPINE_JOB_QUEUES", queues), ("SPINE_JOB_POLL_MS", "100")];
+    env.extend_from_slice(extra);
+    Worker::start(
+        &format!("t_{}", Uuid::new_v4().simple()),
+        "nats://127.0.0.1:1",
+        &env,
+    )
+}
+
+/// A table of its own with a webhook on INSERT and UPDATE; (table, webhook).
+async fn table_with_webhook(db: &tokio_postgres::Client, target: Value) -> (String, String) {
+    let suffix = &Uuid::new_v4().simple().to_string()[..10];
+    let (table, hook) = (
+        format!("public.orders_{suffix}"),
+        format!("orders_{suffix}"),
+    );
+    db.batch_execute(&format!(
+        "CREATE TABLE {table} (id serial PRIMARY KEY, item text NOT NULL, qty int NOT NULL)"
+    ))
+    .await
+    .unwrap();
+    db.execute(
+        "SELECT spine.create_webhook($1, $2::text::regclass, ARRAY['INSERT', 'UPDATE'], $3, 2, 5)",
+        &[&hook, &table, &target],
+    )
+    .await
+    .unwrap();
+    (table, hook)
+}
+
+async fn webhook_job(db: &tokio_postgres::Client, hook: &str) -> i64 {
+    let queue = format!("webhook.{hook}");
+    spine_tests::one(
+        db,
+        "SELECT id FROM (SELECT id, queue FROM spine.jobs UNION ALL SELECT id, queue FROM spine.jobs_archive) j WHERE queue = $1",
+        &[&queue],
+    )
+    .await
+}
+
+async fn completed(db: &tokio_postgres::Client, id: i64) -> bool {
+    db.query_opt(
+        "SELECT 1 FROM spine.jobs_archive WHERE id = $1 AND state = 'completed'",
+        &[&id],
+    )
+    .await
+    .unwrap()
+    .is_some()
+}
+
+/// The receiver fails twice, then answers 200: the webhook is delivered three
+/// times with the same Idempotency-Key and Supabase's payload, each signed so the
+/// receiver can verify it with the webhook's secret; the three attempts are in
+/// spine.webhook_deliveries, the last one a success.
+#[tokio::test]
+async fn webhook_is_retried_signed_and_recorded() {
+    let db = db().await;
+    let receiver = Hook::start(|n| (if n < 2 { 503 } else { 200 }, Duration::ZERO)).await;
+    let (table, hook) = table_with_webhook(
+        &db,
+        json!({"url": receiver.url, "headers": {"X-Tenant": "acme"}}),
+    )
+    .await;
+    db.execute(
+        &format!("INSERT INTO {table} (item, qty) VALUES ('pen', 2)"),
+        &[],
+    )
+    .await
+    .unwrap();
+    let id = webhook_job(&db, &hook).await;
+    let _worker = runner("webhook.*", &[]);
+    wait_until("delivered", Duration::from_secs(30), || async {
+        completed(&db, id).await
+    })
+    .await;
+
+    let received = receiver.received.lock().unwrap().clone();
+    assert_eq!(received.len(), 3, "two failures, one success");
+    assert!(received.iter().all(|(key, _)| key == &id.to_string()));
+    let body: Value = serde_json::from_str(&received[2].1).unwrap();
+    let short = table.trim_start_matches("public.");
+    assert_eq!(
+        body,
+        json!({"type": "INSERT", "table": short, "schema": "public",
+               "record": {"id": 1, "item": "pen", "qty": 2}, "old_record": null})
+    );
+    // Verify as a receiver would: HMAC-SHA256 of the raw body with the secret.
+    let key: String = spine_tests::one(
+        &db,
+        "SELECT decrypted_secret FROM vault.decrypted_secrets WHERE name = $1",
+        &[&format!("spine.webhook.{hook}")],
+    )
+    .await;
+    let mut mac = Hmac::<Sha256>::new_from_slice(key.as_bytes()).unwrap();
+    mac.update(received[2].1.as_bytes());
+    let expected: String = mac
+        .finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(
+        receiver.header(2, "x-spine-signature"),
+        Some(format!("sha256={expected}"))
+    );
+    assert_eq!(receiver.header(2, "x-tenant").as_deref(), Some("acme"));
+    assert_eq!(receiver.header(2, "x-spine-webhook"), Some(hook.clone()));
+
+    let rows = db
+        .query(
+            "SELECT attempt, status, succeeded FROM spine.webhook_deliveries WHERE job_id = $1 ORDER BY id",
+            &[&id],
+        )
+        .await
+        .unwrap();
+    let attempts: Vec<(i32, Option<i32>, bool)> = rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    assert_eq!(
+        attempts,
+        vec![
+            (1, Some(503), false),
+            (2, Some(503), false),
+            (3, Some(200), true)
+        ]
+    );
+}
+
+/// kill -9 of the worker while a delivery hangs: the lease passes, a second worker
+/// delivers again with the same Idempotency-Key, and the job completes once.
+#[tokio::test]
+async fn webhook_delivery_survives_worker_kill_9() {
+    let db = db().await;
+    let receiver = Hook::start(|n| {
+        let delay = if n == 0 { 30 } else { 0 };
+        (200, Duration::from_secs(delay))
+    })
+    .await;
+    let (table, hook) = table_with_webhook(&db, json!({"url": receiver.url})).await;
+    db.execute(
+        &format!("INSERT INTO {table} (item, qty) VALUES ('ink', 1)"),
+        &[],
+    )
+    .await
+    .unwrap();
+    let id = webhook_job(&db, &hook).await;
+    let mut first = runner("webhook.*", &[("SPINE_JOB_LEASE_SECS", "1")]);
+    wait_until(
+        "first delivery under way",
+        Duration::from_secs(20),
+        || async { receiver.count() >= 1 },
+    )
+    .await;
+    first.kill9();
+    let _second = runner("webhook.*", &[("SPINE_JOB_LEASE_SECS", "1")]);
+    wait_until(
+        "delivered by the second worker",
+        Duration::from_secs(30),
+        || async { completed(&db, id).await },
+    )
+    .await;
+    let received = receiver.received.lock().unwrap().clone();
+    assert_eq!(received.len(), 2);
+    assert!(received.iter().all(|(key, _)| key == &id.to_string()));
+    let completions: i64 = spine_tests::one(
+        &db,
+        "SELECT count(*) FROM spine.jobs_archive WHERE id = $1",
+        &[&id],
+    )
+    .await;
+    assert_eq!(completions, 1);
+}
+
+/// Deploys a function of `edge-functions/functions` through spine.deploy_function.
+async fn deploy_example(db: &tokio_postgres::Client, name: &str) {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../edge-functions/functions")
+        .join(name);
+    let manifest: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("manifest.json")).unwrap()).unwrap();
+    let source = std::fs::read_to_string(dir.join("index.js")).unwrap();
+    db.execute(
+        "SELECT spine.deploy_function($1, $2)",
+        &[&manifest, &source],
+    )
+    .await
+    .unwrap();
+}
+
+/// A webhook whose target is an edge function: the row change runs `hello`, and
+/// the delivery records the function's answer.
+#[tokio::test]
+async fn webhook_to_a_function() {
+    let db = db().await;
+    deploy_example(&db, "hello").await;
+    let (table, hook) = table_with_webhook(&db, json!({"function": "hello"})).await;
+    db.execute(
+        &format!("INSERT INTO {table} (item, qty) VALUES ('cup', 4)"),
+        &[],
+    )
+    .await
+    .unwrap();
+    let id = webhook_job(&db, &hook).await;
+    let _worker = runner("webhook.*", &[]);
+    wait_until("delivered", Duration::from_secs(30), || async {
+        completed(&db, id).await
+    })
+    .await;
+    let (status, response): (Option<i32>, Option<String>) = {
+        let row = db
+            .query_one(
+                "SELECT status, response FROM spine.webhook_deliveries WHERE job_id = $1",
+                &[&id],
+            )
+            .await
+            .unwrap();
+        (row.get(0), row.get(1))
+    };
+    assert_eq!(status, Some(200));
+    assert!(
+        response.unwrap_or_default().contains("Hello from Spine"),
+        "the function's answer is recorded"
+    );
+}
+
+/// The channel example end to end: alice's rule on shop.OrderPlaced calls
+/// sms-sender; the worker runs it for alice, with her vault token, against the
+/// gateway her consent allows, and the MessageSent event it emits is caused by
+/// the order event.
+#[tokio::test]
+async fn rule_calls_a_channel_plugin() {
+    let mut db = db().await;
+    deploy_example(&db, "sms-sender").await;
+    let gateway = Hook::start(|_| (200, Duration::ZERO)).await;
+    let alice = Uuid::new_v4();
+    db.execute(
+        "SELECT vault.create_secret('tok-alice', $1)",
+        &[&format!("{alice}/SMS_API_TOKEN")],
+    )
+    .await
+    .unwrap();
+    let order_event: Uuid = spine_tests::as_user(&mut db, alice, async |tx| {
+        tx.execute(
+            "SELECT spine.grant_consent('sms-sender', ARRAY['secrets.read:SMS_API_TOKEN', 'network.fetch:127.0.0.1', 'events.emit:communication.MessageSent'])",
+            &[],
+        )
+        .await
+        .unwrap();
+        let actions = json!([{"call_function": {"name": "sms-sender", "payload": {
+            "to": "{{event.data.phone}}", "text": "Order {{event.data.order}} confirmed",
+            "gateway": gateway.url}}}]);
+        tx.execute(
+            "SELECT spine.save_rule('confirm', 'shop.OrderPlaced', '{\"==\": [1, 1]}', $1)",
+            &[&actions],
+        )
+        .await
+        .unwrap();
+        spine_tests::one(
+            tx,
+            "SELECT spine.emit('shop.OrderPlaced', '{\"phone\": \"+4930123\", \"order\": \"A-7\"}')",
+            &[],
+        )
+        .await
+    })
+    .await;
+    let _worker = runner("function", &[]);
+    wait_until(
+        "the gateway got the text",
+        Duration::from_secs(30),
+        || async { gateway.count() >= 1 },
+    )
+    .await;
+    let (_, body) = gateway.received.lock().unwrap()[0].clone();
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap(),
+        json!({"to": "+4930123", "text": "Order A-7 confirmed"})
+    );
+    assert_eq!(
+        gateway.header(0, "authorization").as_deref(),
+        Some("Bearer tok-alice")
+    );
+    wait_until("MessageSent emitted", Duration::from_secs(10), || async {
+        db.query_opt(
+            "SELECT 1 FROM spine.events WHERE type = 'communication.MessageSent' AND owner_id = $1 AND causation_id = $2",
+            &[&alice, &order_event],
+        )
+        .await
+        .unwrap()
+        .is_some()
+    })
+    .await;
+}
