@@ -2,6 +2,7 @@
 //! (`cargo xtask bench <name>` starts it and passes its environment).
 //!
 //! - [`audit`]: audited writes next to the same writes unaudited.
+//! - [`functions`]: edge function invocation cold/warm, engine, HTTP and job queue.
 //! - [`ingest`]: records/s through `spine.ingest` next to a plain INSERT.
 //! - [`jobs`]: the queue's enqueue and drain rates next to raw Postgres limits and
 //!   pg-boss / graphile-worker.
@@ -10,6 +11,7 @@
 //!   the raw JetStream publish rate on the same server.
 
 mod audit;
+mod functions;
 mod ingest;
 mod jobs;
 mod relay;
@@ -75,8 +77,22 @@ async fn main() -> anyhow::Result<()> {
             })
             .await
         }
+        "functions" => {
+            functions::run(functions::Settings {
+                database_url: env("DATABASE_URL")?,
+                functions_bin: env("SPINE_FUNCTIONS_BIN")?,
+                worker_bin: env("SPINE_WORKER_BIN")?,
+                functions_dir: env("SPINE_FUNCTIONS_DIR")?,
+                jwt_secret: env("SPINE_JWT_SECRET")?,
+                calls: env("SPINE_BENCH_CALLS")
+                    .ok()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(2_000),
+            })
+            .await
+        }
         other => anyhow::bail!(
-            "unknown benchmark `{other}` (available: relay, jobs, audit, rules, ingest)"
+            "unknown benchmark `{other}` (available: relay, jobs, audit, rules, ingest, functions)"
         ),
     }
 }

@@ -104,8 +104,53 @@ pub enum HostError {
     Database(String),
 }
 
+/// One invocation handed to an invoker thread.
+struct Task {
+    function: Arc<Deployed>,
+    request: Request,
+    capabilities: HostCapabilities,
+    answer: tokio::sync::oneshot::Sender<Result<Response, InvokeError>>,
+}
+
+/// Invocations run on `concurrency` dedicated threads. Each prepares its next
+/// context as soon as it has answered, so a call on an idle host starts from a
+/// ready context (the engine keeps one per thread; none is ever reused).
+fn start_invokers(engine: Arc<dyn Engine>, threads: usize) -> std::sync::mpsc::Sender<Task> {
+    let (tx, rx) = std::sync::mpsc::channel::<Task>();
+    let rx = Arc::new(Mutex::new(rx));
+    for n in 0..threads {
+        let (engine, rx) = (engine.clone(), rx.clone());
+        std::thread::Builder::new()
+            .name(format!("spine-fn-{n}"))
+            .spawn(move || loop {
+                engine.prepare();
+                let task = match rx.lock() {
+                    Ok(rx) => rx.recv(),
+                    Err(_) => return,
+                };
+                let Ok(task) = task else { return };
+                let Task {
+                    function,
+                    request,
+                    capabilities,
+                    answer,
+                } = task;
+                let result = engine.invoke(
+                    &function.source,
+                    request,
+                    function.limits,
+                    Box::new(capabilities),
+                );
+                let _ = answer.send(result);
+            })
+            .expect("spawning an invoker thread");
+    }
+    tx
+}
+
 pub struct Host {
-    engine: Arc<dyn Engine>,
+    /// Invoker threads take tasks from here.
+    tasks: std::sync::mpsc::Sender<Task>,
     pub(crate) db: Pool,
     pub(crate) http: reqwest::Client,
     config: HostConfig,
@@ -117,8 +162,9 @@ impl Host {
     pub fn new(config: HostConfig) -> Arc<Self> {
         // fetch over HTTPS: rustls on ring (a no-op when the process installed one).
         let _ = rustls::crypto::ring::default_provider().install_default();
+        let engine: Arc<dyn Engine> = Arc::new(QuickJs);
         Arc::new(Self {
-            engine: Arc::new(QuickJs),
+            tasks: start_invokers(engine, config.concurrency),
             db: Pool::new(&config.database_url, config.concurrency * 2),
             http: reqwest::Client::builder()
                 .user_agent(concat!("spine-functions/", env!("CARGO_PKG_VERSION")))
@@ -154,13 +200,19 @@ impl Host {
             causation,
             tokio::runtime::Handle::current(),
         );
-        let engine = self.engine.clone();
-        let limits = function.limits;
-        let outcome = tokio::task::spawn_blocking(move || {
-            engine.invoke(&function.source, request, limits, Box::new(capabilities))
-        })
-        .await
-        .unwrap_or_else(|e| Err(InvokeError::Threw(format!("host task failed: {e}"))));
+        let (answer, outcome) = tokio::sync::oneshot::channel();
+        let task = Task {
+            function,
+            request,
+            capabilities,
+            answer,
+        };
+        if self.tasks.send(task).is_err() {
+            return Err(InvokeError::Threw("the function host is shutting down".into()).into());
+        }
+        let outcome = outcome
+            .await
+            .unwrap_or_else(|_| Err(InvokeError::Threw("the invocation's thread died".into())));
         Ok(outcome?)
     }
 

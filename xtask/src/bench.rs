@@ -9,14 +9,16 @@ use std::process::Command;
 
 pub fn run(config: &Config, args: &[String]) -> Result<()> {
     let name = args.first().map(String::as_str).unwrap_or("");
-    if !["relay", "jobs", "audit", "rules", "ingest"].contains(&name) {
-        bail!("unknown benchmark `{name}` (available: relay, jobs, audit, rules, ingest)");
+    if !["relay", "jobs", "audit", "rules", "ingest", "functions"].contains(&name) {
+        bail!(
+            "unknown benchmark `{name}` (available: relay, jobs, audit, rules, ingest, functions)"
+        );
     }
     crate::setup::run(config)?;
     stack::install_extension(config, Profile::Release)?;
     stack::start(config)?;
     {
-        let _s = step("cargo build --release (worker, benchmarks)");
+        let _s = step("cargo build --release (worker, function host, benchmarks)");
         exec(
             Command::new("cargo")
                 .args([
@@ -24,6 +26,8 @@ pub fn run(config: &Config, args: &[String]) -> Result<()> {
                     "--release",
                     "-p",
                     "spine-worker",
+                    "-p",
+                    "spine-functions",
                     "-p",
                     "spine-bench",
                 ])
@@ -33,7 +37,12 @@ pub fn run(config: &Config, args: &[String]) -> Result<()> {
     let release = config.root.join("target/release");
     let mut cmd = Command::new(release.join("spine-bench"));
     cmd.arg(name)
-        .env("SPINE_WORKER_BIN", release.join("spine-worker"));
+        .env("SPINE_WORKER_BIN", release.join("spine-worker"))
+        .env("SPINE_FUNCTIONS_BIN", release.join("spine-functions"))
+        .env(
+            "SPINE_FUNCTIONS_DIR",
+            config.root.join("edge-functions/functions"),
+        );
     for (k, v) in stack::env_vars(config)? {
         cmd.env(k, v);
     }

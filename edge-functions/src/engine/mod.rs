@@ -110,4 +110,9 @@ pub trait Engine: Send + Sync {
         limits: Limits,
         capabilities: Box<dyn Capabilities>,
     ) -> Result<Response, InvokeError>;
+
+    /// Does, ahead of time and on the calling thread, the part of the next
+    /// invocation's setup that does not depend on it (a fresh context with the
+    /// Web API prelude). Hosts call it after an answer went out.
+    fn prepare(&self) {}
 }

@@ -322,8 +322,10 @@
   };
 
   // The context a handler gets as its second argument (and as globalThis.Spine).
+  let user;
   const context = Object.freeze({
-    user: call("user"),
+    // Read on first use: the prelude runs before the invocation is known.
+    get user() { return user === undefined ? (user = call("user")) : user; },
     secrets: Object.freeze({ get: (name) => call("secret", String(name)) }),
     db: Object.freeze({
       query: async (sql, params = []) => call("db", { sql: String(sql), params: Array.from(params) }),

@@ -10,12 +10,17 @@ use super::{Capabilities, Engine, InvokeError, Limits, OpError, Request, Respons
 use base64::Engine as _;
 use rquickjs::{Context, Ctx, Function, Module, Object, Promise, Runtime, Value};
 use serde_json::{json, Value as Json};
+use sha2::{Digest, Sha256};
 use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::rc::Rc;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 const PRELUDE: &str = include_str!("prelude.js");
+/// Compiled function modules kept per process (by SHA-256 of their source).
+const MAX_COMPILED: usize = 256;
 /// Native stack for JS recursion; deep recursion throws a RangeError instead of
 /// overflowing the host thread's stack.
 const MAX_STACK: usize = 512 * 1024;
@@ -50,22 +55,139 @@ impl Engine for QuickJs {
             )))
         })
     }
+
+    fn prepare(&self) {
+        let _ = std::panic::catch_unwind(prepare_warm);
+    }
 }
 
 /// Compiles `source` as an ES module without running it: what deploy checks.
 pub fn check_module(source: &str) -> Result<(), String> {
+    compile(source, "index.js").map(|_| ())
+}
+
+/// The bytecode of `source`, compiled on first use and kept (by SHA-256).
+fn compiled(source: &str, name: &str) -> Result<Arc<Vec<u8>>, String> {
+    type Cache = Mutex<HashMap<[u8; 32], Arc<Vec<u8>>>>;
+    static CACHE: OnceLock<Cache> = OnceLock::new();
+    let key: [u8; 32] = Sha256::digest(source.as_bytes()).into();
+    let cache = CACHE.get_or_init(Default::default);
+    if let Some(bytes) = cache.lock().expect("cache lock").get(&key) {
+        return Ok(bytes.clone());
+    }
+    let bytes = Arc::new(compile(source, name)?);
+    let mut cache = cache.lock().expect("cache lock");
+    if cache.len() >= MAX_COMPILED {
+        cache.clear();
+    }
+    cache.insert(key, bytes.clone());
+    Ok(bytes)
+}
+
+/// Compiles `source` as a module in a scratch runtime and writes its bytecode.
+fn compile(source: &str, name: &str) -> Result<Vec<u8>, String> {
     let runtime = Runtime::new().map_err(|e| e.to_string())?;
     runtime.set_memory_limit(64 << 20);
     let context = Context::full(&runtime).map_err(|e| e.to_string())?;
     context.with(|ctx| {
-        Module::declare(ctx.clone(), "index.js", source)
-            .map(|_| ())
+        let module = Module::declare(ctx.clone(), name, source).map_err(|e| exception(&ctx, e))?;
+        module
+            .write(rquickjs::module::WriteOptions::default())
             .map_err(|e| exception(&ctx, e))
     })
 }
 
+/// Instantiates compiled module bytecode in this context.
+fn load<'js>(ctx: &Ctx<'js>, bytes: &[u8], name: &str) -> Result<Module<'js>, String> {
+    // SAFETY: the bytes were written by `compile` in this process (same QuickJS
+    // build), and the caller keeps them alive longer than the runtime (they are
+    // declared before it), as JS_READ_OBJ_ROM_DATA requires.
+    unsafe { Module::load(ctx.clone(), bytes) }
+        .map_err(|e| format!("{name}: {}", exception(ctx, e)))
+}
+
 /// What stopped the script, set by the interrupt handler.
 type Tripped = Rc<Cell<Option<&'static str>>>;
+
+/// What the native `__host` function reaches for; filled in per invocation, so a
+/// context can be built (with its prelude) before anyone asks for it.
+#[derive(Default)]
+struct HostSlot {
+    capabilities: RefCell<Option<Box<dyn Capabilities>>>,
+    deadline: Cell<Option<Instant>>,
+    logged: Cell<u32>,
+}
+
+/// A runtime and context with the prelude evaluated and nothing else: what an
+/// invocation starts from. Never reused: an invocation consumes it.
+struct Warm {
+    // Field order is drop order: the context before its runtime.
+    context: Context,
+    runtime: Runtime,
+    slot: Rc<HostSlot>,
+}
+
+thread_local! {
+    /// One fresh context per thread, built after the previous invocation answered
+    /// (see [`QuickJs::prepare`]), so building it is off the next call's path.
+    static WARM: RefCell<Option<Warm>> = const { RefCell::new(None) };
+}
+
+/// The prelude's bytecode, compiled once and kept for the life of the process
+/// (loaded bytecode may point into it).
+fn prelude_bytecode() -> Result<&'static [u8], InvokeError> {
+    static BYTES: OnceLock<Result<Vec<u8>, String>> = OnceLock::new();
+    BYTES
+        .get_or_init(|| compile(PRELUDE, "prelude"))
+        .as_deref()
+        .map_err(|e| InvokeError::Threw(format!("prelude: {e}")))
+}
+
+impl Warm {
+    fn build() -> Result<Warm, InvokeError> {
+        let fail = |what: &str, e: String| InvokeError::Threw(format!("{what}: {e}"));
+        let prelude = prelude_bytecode()?;
+        let runtime = Runtime::new().map_err(|e| fail("no runtime", e.to_string()))?;
+        runtime.set_max_stack_size(MAX_STACK);
+        let context = Context::full(&runtime).map_err(|e| fail("no context", e.to_string()))?;
+        let slot = Rc::new(HostSlot::default());
+        context.with(|ctx| -> Result<(), InvokeError> {
+            install_host(&ctx, slot.clone())
+                .map_err(|e| fail("installing the host", e.to_string()))?;
+            let module = load(&ctx, prelude, "prelude").map_err(|e| fail("prelude", e))?;
+            let (_, done) = module
+                .eval()
+                .map_err(|e| fail("prelude", exception(&ctx, e)))?;
+            match done.result::<Value>() {
+                Some(Err(e)) => Err(fail("prelude", exception(&ctx, e))),
+                _ => Ok(()),
+            }
+        })?;
+        Ok(Warm {
+            context,
+            runtime,
+            slot,
+        })
+    }
+
+    /// This thread's prepared context, or a new one.
+    fn take() -> Result<Warm, InvokeError> {
+        match WARM.with(|w| w.borrow_mut().take()) {
+            Some(warm) => Ok(warm),
+            None => Warm::build(),
+        }
+    }
+}
+
+/// Builds this thread's next context now (see [`Engine::prepare`]).
+fn prepare_warm() {
+    if WARM.with(|w| w.borrow().is_some()) {
+        return;
+    }
+    if let Ok(warm) = Warm::build() {
+        WARM.with(|w| *w.borrow_mut() = Some(warm));
+    }
+}
 
 fn invoke(
     source: &str,
@@ -73,16 +195,18 @@ fn invoke(
     limits: Limits,
     capabilities: Box<dyn Capabilities>,
 ) -> Result<Response, InvokeError> {
+    // Declared before the runtime so it is dropped after it: loaded bytecode may
+    // point into this buffer while the runtime lives.
+    let module = compiled(source, "index.js").map_err(InvokeError::BadModule)?;
+    let warm = Warm::take()?;
     let wall_deadline = Instant::now() + Duration::from_millis(limits.wall_ms);
     let cpu_budget = Duration::from_millis(limits.cpu_ms);
     let cpu_start = thread_cpu_time();
     let tripped: Tripped = Rc::new(Cell::new(None));
 
-    let runtime = Runtime::new().map_err(|e| InvokeError::Threw(format!("no runtime: {e}")))?;
-    runtime.set_memory_limit(limits.memory_bytes);
-    runtime.set_max_stack_size(MAX_STACK);
+    warm.runtime.set_memory_limit(limits.memory_bytes);
     let flag = tripped.clone();
-    runtime.set_interrupt_handler(Some(Box::new(move || {
+    warm.runtime.set_interrupt_handler(Some(Box::new(move || {
         if flag.get().is_some() {
             return true;
         }
@@ -93,15 +217,16 @@ fn invoke(
         }
         flag.get().is_some()
     })));
-    let context =
-        Context::full(&runtime).map_err(|e| InvokeError::Threw(format!("no context: {e}")))?;
+    *warm.slot.capabilities.borrow_mut() = Some(capabilities);
+    warm.slot.deadline.set(Some(wall_deadline));
 
     let run = Run {
-        capabilities: Rc::new(RefCell::new(capabilities)),
+        module: &module,
         wall_deadline,
         tripped: tripped.clone(),
     };
-    let outcome = context.with(|ctx| run.call(&ctx, source, &request));
+    let outcome = warm.context.with(|ctx| run.call(&ctx, &request));
+    drop(warm);
     // A limit explains whatever error it caused (an uncatchable interrupt, or the
     // allocation failure of a memory bomb).
     match (tripped.get(), outcome) {
@@ -113,30 +238,21 @@ fn invoke(
     }
 }
 
-struct Run {
-    capabilities: Rc<RefCell<Box<dyn Capabilities>>>,
+struct Run<'a> {
+    /// The function's module bytecode (compiled once per process and source).
+    module: &'a [u8],
     wall_deadline: Instant,
     tripped: Tripped,
 }
 
-impl Run {
-    fn call<'js>(
-        &self,
-        ctx: &Ctx<'js>,
-        source: &str,
-        request: &Request,
-    ) -> Result<Response, InvokeError> {
-        self.install_host(ctx)
-            .map_err(|e| InvokeError::Threw(format!("installing the host: {e}")))?;
-        ctx.eval::<(), _>(PRELUDE)
-            .map_err(|e| InvokeError::Threw(format!("prelude: {}", exception(ctx, e))))?;
+impl Run<'_> {
+    fn call<'js>(&self, ctx: &Ctx<'js>, request: &Request) -> Result<Response, InvokeError> {
         let internals: Object = ctx
             .globals()
             .get("__spine")
             .map_err(|e| InvokeError::Threw(format!("prelude: {e}")))?;
 
-        let module = Module::declare(ctx.clone(), "index.js", source)
-            .map_err(|e| InvokeError::BadModule(exception(ctx, e)))?;
+        let module = load(ctx, self.module, "index.js").map_err(InvokeError::BadModule)?;
         let (module, evaluated) = module
             .eval()
             .map_err(|e| InvokeError::BadModule(exception(ctx, e)))?;
@@ -198,41 +314,47 @@ impl Run {
             call_internal::<()>(ctx, internals, "fireTimers", ()).map_err(InvokeError::Threw)?;
         }
     }
+}
 
-    /// `__host(op, json)`: the one native function the prelude builds on.
-    fn install_host(&self, ctx: &Ctx<'_>) -> rquickjs::Result<()> {
-        let capabilities = self.capabilities.clone();
-        let deadline = self.wall_deadline;
-        let logged = Cell::new(0u32);
-        let host = Function::new(ctx.clone(), move |op: String, arg: String| -> String {
-            let arg: Json = serde_json::from_str(&arg).unwrap_or(Json::Null);
-            let answer = match op.as_str() {
-                "now" => Ok(json!(now_ms())),
-                "uuid" => Ok(json!(uuid::Uuid::new_v4().to_string())),
-                "random" => random_bytes(&arg),
-                "log" => {
-                    let n = logged.get();
-                    logged.set(n + 1);
-                    if n < MAX_LOG_LINES {
-                        let level = arg["level"].as_str().unwrap_or("info");
-                        let message = arg["message"].as_str().unwrap_or_default();
-                        let cut: String = message.chars().take(MAX_LOG_LINE).collect();
-                        capabilities.borrow_mut().log(level, &cut);
+/// `__host(op, json)`: the one native function the prelude builds on. Before an
+/// invocation fills the slot, only the self-contained operations answer.
+fn install_host(ctx: &Ctx<'_>, slot: Rc<HostSlot>) -> rquickjs::Result<()> {
+    let host = Function::new(ctx.clone(), move |op: String, arg: String| -> String {
+        let arg: Json = serde_json::from_str(&arg).unwrap_or(Json::Null);
+        let answer = match op.as_str() {
+            "now" => Ok(json!(now_ms())),
+            "uuid" => Ok(json!(uuid::Uuid::new_v4().to_string())),
+            "random" => random_bytes(&arg),
+            "log" => {
+                let n = slot.logged.get();
+                slot.logged.set(n + 1);
+                if n < MAX_LOG_LINES {
+                    let level = arg["level"].as_str().unwrap_or("info");
+                    let message = arg["message"].as_str().unwrap_or_default();
+                    let cut: String = message.chars().take(MAX_LOG_LINE).collect();
+                    if let Ok(mut caps) = slot.capabilities.try_borrow_mut() {
+                        if let Some(caps) = caps.as_mut() {
+                            caps.log(level, &cut);
+                        }
                     }
-                    Ok(Json::Null)
                 }
-                _ => match capabilities.try_borrow_mut() {
-                    Ok(mut caps) => caps.call(&op, arg, deadline),
-                    Err(_) => Err(OpError::new("Error", "host calls do not nest")),
-                },
-            };
-            match answer {
-                Ok(value) => json!({ "ok": value }).to_string(),
-                Err(e) => json!({ "err": e.message, "kind": e.kind }).to_string(),
+                Ok(Json::Null)
             }
-        })?;
-        ctx.globals().set("__host", host)
-    }
+            _ => match (slot.capabilities.try_borrow_mut(), slot.deadline.get()) {
+                (Ok(mut caps), Some(deadline)) => match caps.as_mut() {
+                    Some(caps) => caps.call(&op, arg, deadline),
+                    None => Err(OpError::new("Error", "no invocation is running")),
+                },
+                (Err(_), _) => Err(OpError::new("Error", "host calls do not nest")),
+                (_, None) => Err(OpError::new("Error", "no invocation is running")),
+            },
+        };
+        match answer {
+            Ok(value) => json!({ "ok": value }).to_string(),
+            Err(e) => json!({ "err": e.message, "kind": e.kind }).to_string(),
+        }
+    })?;
+    ctx.globals().set("__host", host)
 }
 
 /// QuickJS reports a failed allocation under the memory limit as this error
