@@ -117,8 +117,8 @@ COMMIT;
 
 \echo '10. Trust: a plugin declares what it needs, Alice consents, the vault keeps its token'
 \echo '   encrypted, and every decision lands in the hash-chained audit log.'
-SELECT spine.register_plugin('{"name":"sms-sender","version":"1.0.0","description":"Sends SMS replies",
-  "permissions":{"secrets":["SMS_API_TOKEN"],"network":["api.sms.example"],"events":{"emit":["sms.*"]}}}') AS plugin;
+\echo '   (sms-sender was registered by `spine-functions deploy` from its manifest.json):'
+SELECT name, version, manifest -> 'permissions' AS permissions FROM spine.plugins WHERE name = 'sms-sender';
 SELECT coalesce((SELECT id FROM vault.secrets WHERE name = 'SMS_API_TOKEN'),
                 vault.create_secret('demo-token-not-a-real-secret', 'SMS_API_TOKEN', 'demo')) AS secret_id;
 SELECT name, key_id AS key_version, left(secret, 24) || '…' AS stored_ciphertext FROM vault.secrets
@@ -133,7 +133,7 @@ BEGIN;
 SET LOCAL ROLE service_role;
 SELECT set_config('request.jwt.claims', '{"sub":"' || :'alice' || '"}', true) IS NOT NULL AS for_alice;
 SELECT spine.authorize('plugin:sms-sender', 'secrets.read', 'SMS_API_TOKEN') AS may_read_token,
-       spine.authorize('plugin:sms-sender', 'network.fetch', 'api.sms.example') AS may_call_api;
+       spine.authorize('plugin:sms-sender', 'network.fetch', '127.0.0.1') AS may_call_gateway;
 SELECT name, secret FROM spine.plugin_secrets('sms-sender');
 SELECT set_config('request.jwt.claims', '{"sub":"' || :'bob' || '"}', true) IS NOT NULL AS for_bob;
 SELECT count(*) AS secrets_for_bob FROM spine.plugin_secrets('sms-sender');
@@ -142,3 +142,20 @@ SELECT spine.audit_seal() >= 0 AS sealed;
 SELECT seq, role, action, target, details ->> 'reason' AS reason
   FROM spine.audit_log ORDER BY seq DESC LIMIT 6;
 SELECT spine.audit_verify() IS NULL AS audit_chain_intact;
+
+\echo '11. Edge functions and database webhooks. `spine-functions deploy` registered the'
+\echo '   functions of edge-functions/functions (manifest + module, compiled and checked first):'
+SELECT f.name, p.version, left(f.sha256, 12) AS sha256, length(f.source) AS bytes,
+       p.manifest -> 'limits' AS limits
+  FROM spine.functions f JOIN spine.plugins p USING (name) ORDER BY f.name;
+\echo '   A database webhook: every INSERT into public.demo_orders runs the hello function,'
+\echo '   durably (its own queue with a cap of 4, retries with backoff, dead letter), signed'
+\echo '   with its own vault secret:'
+CREATE TABLE IF NOT EXISTS public.demo_orders (id serial PRIMARY KEY, item text NOT NULL, qty int NOT NULL);
+SELECT CASE WHEN EXISTS (SELECT 1 FROM spine.webhooks WHERE name = 'demo_orders') THEN 'exists'
+            ELSE spine.create_webhook('demo_orders', 'public.demo_orders', ARRAY['INSERT'],
+                                      '{"function": "hello"}')::text END AS signing_secret_id;
+INSERT INTO public.demo_orders (item, qty) VALUES ('espresso cups', 6), ('milk jug', 1);
+SELECT name, table_name, events, target, queue FROM spine.webhooks WHERE name = 'demo_orders';
+SELECT id, queue, payload -> 'body' ->> 'type' AS type, payload -> 'body' -> 'record' AS record
+  FROM spine.jobs WHERE queue = 'webhook.demo_orders' ORDER BY id;

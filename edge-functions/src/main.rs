@@ -4,6 +4,7 @@
 //! spine-functions serve                 # POST /functions/v1/{name}
 //! spine-functions deploy [DIR]          # DIR defaults to edge-functions/functions
 //! spine-functions check [DIR]           # compile and check manifests, write nothing
+//! spine-functions token ROLE [SUB]      # a JWT signed with SPINE_JWT_SECRET, valid 1 h
 //! ```
 
 use anyhow::Context;
@@ -42,7 +43,25 @@ async fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Some(other) => anyhow::bail!("unknown command `{other}` (expected serve, deploy or check)"),
+        Some("token") => {
+            let secret = config.jwt_secret.context("SPINE_JWT_SECRET is not set")?;
+            let role = args
+                .next()
+                .context("usage: spine-functions token ROLE [SUB]")?;
+            anyhow::ensure!(
+                spine_functions::jwt::ROLES.contains(&role.as_str()),
+                "ROLE must be anon, authenticated or service_role"
+            );
+            let mut claims = serde_json::json!({"role": role, "exp": now_secs() + 3600});
+            if let Some(sub) = args.next() {
+                claims["sub"] = sub.into();
+            }
+            println!("{}", spine_functions::jwt::sign(&claims, secret.as_bytes()));
+            Ok(())
+        }
+        Some(other) => {
+            anyhow::bail!("unknown command `{other}` (expected serve, deploy, check or token)")
+        }
     }
 }
 
@@ -66,6 +85,13 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let _ = stop_tx.send(true);
     let _ = server.await;
     Ok(())
+}
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default()
 }
 
 async fn shutdown_signal() {

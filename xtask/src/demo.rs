@@ -1,7 +1,7 @@
 //! `cargo xtask demo`: setup + up, then the main flow, printed for a person to read.
 //! The SQL part is plain psql (`xtask/demo.sql`), so what it shows is what a psql
-//! user types; then the worker relays the outbox to NATS JetStream and the sink's
-//! status shows what was delivered.
+//! user types; then the worker relays the outbox to NATS JetStream, runs jobs and
+//! delivers webhooks, and the function host answers over HTTP.
 
 use crate::config::Config;
 use crate::postgres::{psql, query};
@@ -13,16 +13,36 @@ use std::time::{Duration, Instant};
 
 /// The worker's HTTP port during the demo.
 const DEMO_HTTP_ADDR: &str = "127.0.0.1:54394";
+/// The function host's address during the demo.
+const DEMO_FUNCTIONS_ADDR: &str = "127.0.0.1:54395";
+/// Alice of `demo.sql`.
+const ALICE: &str = "6f1d3c2e-0d7a-4a55-9c1e-2b8f5a0e9d11";
 
 pub fn run(config: &Config) -> Result<()> {
     setup::run(config)?;
     stack::up(config)?;
     {
-        let _s = step("cargo build -p spine-worker");
+        let _s = step("cargo build -p spine-worker -p spine-functions");
         exec(
             Command::new("cargo")
-                .args(["build", "--quiet", "-p", "spine-worker"])
+                .args([
+                    "build",
+                    "--quiet",
+                    "-p",
+                    "spine-worker",
+                    "-p",
+                    "spine-functions",
+                ])
                 .current_dir(&config.root),
+        )?;
+    }
+    {
+        let _s = step("spine-functions deploy edge-functions/functions");
+        let mut deploy = functions_command(config)?;
+        exec(
+            deploy
+                .arg("deploy")
+                .arg(config.root.join("edge-functions/functions")),
         )?;
     }
     println!("\n================ Spine demo: the main flow ================\n");
@@ -34,8 +54,9 @@ pub fn run(config: &Config) -> Result<()> {
     )?;
 
     println!(
-        "\n11. The worker relays the outbox to NATS JetStream (stream SPINE, subjects spine.<type>)\n   \
-         and runs the jobs (here the `messages` queue with the no-op handler):"
+        "\n12. The worker relays the outbox to NATS JetStream (stream SPINE, subjects spine.<type>),\n   \
+         runs the jobs (here the `messages` queue with the no-op handler) and delivers the\n   \
+         webhook (running the hello function in-process):"
     );
     relay_once(config)?;
     exec(psql(&config.database_url()).args([
@@ -49,7 +70,13 @@ pub fn run(config: &Config) -> Result<()> {
         "-c",
         "SELECT id, queue, state, attempts, payload->>'text' AS text, finished_at \
          FROM spine.jobs_archive WHERE queue = 'messages' ORDER BY id",
+        "-c",
+        "SELECT webhook, job_id, attempt, status, succeeded, left(response, 70) AS response, \
+         duration_ms FROM spine.webhook_deliveries WHERE webhook = 'demo_orders' \
+         ORDER BY id DESC LIMIT 4",
     ]))?;
+    println!("\n13. The function host serves the same functions at POST /functions/v1/{{name}}:");
+    serve_functions(config)?;
     println!(
         "\nThe stack keeps running: `cargo xtask psql` to explore, `cargo xtask down` to stop."
     );
@@ -65,7 +92,7 @@ fn relay_once(config: &Config) -> Result<()> {
     }
     let mut child = worker
         .env("SPINE_HTTP_ADDR", DEMO_HTTP_ADDR)
-        .env("SPINE_JOB_QUEUES", "http,messages=noop")
+        .env("SPINE_JOB_QUEUES", "http,messages=noop,function,webhook.*")
         .env("SPINE_JOB_POLL_MS", "100")
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
@@ -77,7 +104,8 @@ fn relay_once(config: &Config) -> Result<()> {
         let pending = query(
             &url,
             "SELECT (SELECT backlog FROM spine.sink_status WHERE name = 'nats') \
-             + (SELECT count(*) FROM spine.jobs WHERE queue = 'messages' AND run_at <= now())",
+             + (SELECT count(*) FROM spine.jobs \
+                 WHERE (queue = 'messages' OR queue LIKE 'webhook.%') AND run_at <= now())",
         )
         .unwrap_or_default();
         if pending == "0" {
@@ -100,4 +128,84 @@ fn relay_once(config: &Config) -> Result<()> {
         bail!("spine-worker stopped with {status}");
     }
     Ok(())
+}
+
+/// `spine-functions` with the stack's environment.
+fn functions_command(config: &Config) -> Result<Command> {
+    let mut cmd = Command::new(config.root.join("target/debug/spine-functions"));
+    for (k, v) in stack::env_vars(config)? {
+        cmd.env(k, v);
+    }
+    cmd.env("RUST_LOG", "warn");
+    Ok(cmd)
+}
+
+/// Starts `spine-functions serve`, makes three calls a client would make, prints
+/// each answer, and stops it.
+fn serve_functions(config: &Config) -> Result<()> {
+    let mut serve = functions_command(config)?;
+    let mut child = serve
+        .arg("serve")
+        .env("SPINE_FUNCTIONS_ADDR", DEMO_FUNCTIONS_ADDR)
+        .stdout(Stdio::null())
+        .spawn()
+        .context("starting spine-functions serve")?;
+    let outcome = (|| -> Result<()> {
+        let started = Instant::now();
+        while http(DEMO_FUNCTIONS_ADDR, "GET", "/healthz", None, "").is_err() {
+            if started.elapsed() > Duration::from_secs(20) {
+                bail!("spine-functions serve did not start");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let mut token = functions_command(config)?;
+        let token = crate::proc::output(token.args(["token", "authenticated", ALICE]))?;
+        let token = token.trim();
+        let order = r#"{"id": "o-7", "lines": [{"sku": " cup-1 ", "qty": 6, "price": 4.5}, {"sku": "jug", "qty": "1", "price": "12"}]}"#;
+        for (what, path, auth, body) in [
+            ("hello, as Alice", "/functions/v1/hello", Some(token), "{}"),
+            (
+                "transform, as Alice",
+                "/functions/v1/transform",
+                Some(token),
+                order,
+            ),
+            ("hello without a token", "/functions/v1/hello", None, "{}"),
+        ] {
+            let (status, answer) = http(DEMO_FUNCTIONS_ADDR, "POST", path, auth, body)?;
+            println!("   POST {path}  ({what})\n     → {status} {answer}");
+        }
+        Ok(())
+    })();
+    let _ = Command::new("kill").arg(child.id().to_string()).status();
+    let _ = child.wait();
+    outcome
+}
+
+/// One HTTP/1.1 request without a client library: status and body of the answer.
+fn http(
+    addr: &str,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: &str,
+) -> Result<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr)?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let auth = token.map_or(String::new(), |t| format!("authorization: Bearer {t}\r\n"));
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\n{auth}content-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    )?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer)?;
+    let status = answer
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .context("no HTTP status in the answer")?;
+    let body = answer.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    Ok((status, body.to_string()))
 }
