@@ -29,6 +29,7 @@ SELECT pg_catalog.pg_extension_config_dump('spine.plugins', '');
 SELECT pg_catalog.pg_extension_config_dump('spine.consents', '');
 SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('spine.consents', 'id')::regclass, '');
 SELECT pg_catalog.pg_extension_config_dump('spine.functions', '');
+SELECT pg_catalog.pg_extension_config_dump('spine.search_config', '');
 SELECT pg_catalog.pg_extension_config_dump('spine.webhooks', '');
 SELECT pg_catalog.pg_extension_config_dump('spine.webhook_deliveries', '');
 SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('spine.webhook_deliveries', 'id')::regclass, '');
@@ -134,6 +135,14 @@ COMMENT ON FUNCTION spine.drop_webhook(text) IS 'Removes a webhook (trigger, row
 COMMENT ON FUNCTION spine.webhook_target(text) IS 'Where the worker delivers a webhook and the key it signs with.';
 COMMENT ON FUNCTION spine.record_webhook_delivery(text, bigint, integer, integer, boolean, text, text, integer) IS
     'Records one delivery attempt of a webhook (called by the worker).';
+
+-- Search.
+GRANT EXECUTE ON FUNCTION spine.configure_search(text, uuid, text) TO service_role;
+GRANT EXECUTE ON FUNCTION spine.search_key(interval) TO authenticated;
+COMMENT ON FUNCTION spine.configure_search(text, uuid, text) IS
+    'Registers the Meilisearch URL clients use and the search API key tenant tokens are signed with (the worker calls it).';
+COMMENT ON FUNCTION spine.search_key(interval) IS
+    'A Meilisearch tenant token for the calling user: {url, token, expires_at, indexes}; Meilisearch filters every spine_* index to owner_id = auth.uid().';
 
 -- Trust: audit, policy, vault.
 GRANT EXECUTE ON FUNCTION

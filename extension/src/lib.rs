@@ -15,6 +15,7 @@
 //! - [`rules`]: JsonLogic rules evaluated on every event, their actions and firings.
 //! - [`vault`]: the Supabase-Vault-compatible secret store and key rotation.
 //! - [`webhooks`]: database webhooks (`spine.create_webhook`), delivered by the worker.
+//! - [`search`]: Meilisearch tenant tokens (`spine.search_key()`).
 //! - [`spi_ext`]: small helpers over SPI (optional rows, kept plans).
 //! - [`time`]: civil date arithmetic for timestamps.
 //!
@@ -42,6 +43,7 @@ pub mod meta;
 pub mod policy;
 pub mod rules;
 mod schema;
+pub mod search;
 pub mod spi_ext;
 pub mod time;
 pub mod vault;

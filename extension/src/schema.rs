@@ -84,4 +84,11 @@ extension_sql_file!(
     requires = ["policy", "jobs", webhook_create]
 );
 
+// Search: the Meilisearch URL and search key tenant tokens are signed with.
+extension_sql_file!(
+    "../sql/search.sql",
+    name = "search",
+    requires = ["supabase_compat"]
+);
+
 extension_sql_file!("../sql/finalize.sql", name = "finalize", finalize);

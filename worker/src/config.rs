@@ -13,6 +13,8 @@ pub struct Config {
     pub nats_url: String,
     /// `MEILI_URL`: Meilisearch; `None` turns search sync off.
     pub meili_url: Option<String>,
+    /// Search sync settings; present when `MEILI_URL` is.
+    pub search: Option<SearchConfig>,
     /// `SPINE_HTTP_ADDR`: where `/healthz` and `/metrics` are served.
     pub http_addr: SocketAddr,
     pub relay: RelayConfig,
@@ -40,6 +42,23 @@ pub struct JobsConfig {
     pub worker_id: String,
     /// Copy of `SPINE_DRAIN_SECS`.
     pub drain: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct SearchConfig {
+    /// `MEILI_URL`.
+    pub url: String,
+    /// `MEILI_MASTER_KEY` (or an admin API key): indexes, documents, keys.
+    pub key: Option<String>,
+    /// `SPINE_SEARCH_PUBLIC_URL`: the Meilisearch URL clients are given with their
+    /// tenant tokens (default `MEILI_URL`).
+    pub public_url: String,
+    /// `SPINE_SEARCH_SINK`: the sink (cursor) of the search sync (default `meilisearch`).
+    pub sink: String,
+    /// `SPINE_SEARCH_BATCH`: events per round (default 500).
+    pub batch: i32,
+    /// `SPINE_SEARCH_POLL_MS`: poll interval when no NOTIFY arrives (default 1000).
+    pub poll: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -82,12 +101,7 @@ impl Config {
         let http_addr = get("SPINE_HTTP_ADDR", "127.0.0.1:54394");
         let sink = get("SPINE_RELAY_SINK", "nats");
         anyhow::ensure!(
-            !sink.is_empty()
-                && sink.len() < 64
-                && sink.starts_with(|c: char| c.is_ascii_lowercase())
-                && sink
-                    .chars()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'),
+            is_sink_name(&sink),
             "SPINE_RELAY_SINK={sink:?}: lowercase letters, digits and _, starting with a letter"
         );
         let batch = num("SPINE_RELAY_BATCH", 1000)?;
@@ -115,12 +129,39 @@ impl Config {
             }),
             drain,
         };
+        let meili_url = lookup("MEILI_URL").filter(|s| !s.is_empty());
+        let search = match &meili_url {
+            None => None,
+            Some(url) => {
+                let sink = get("SPINE_SEARCH_SINK", "meilisearch");
+                anyhow::ensure!(
+                    is_sink_name(&sink),
+                    "SPINE_SEARCH_SINK={sink:?}: lowercase letters, digits and _, starting with a letter"
+                );
+                let batch = num("SPINE_SEARCH_BATCH", 500)?;
+                anyhow::ensure!(
+                    (1..=10_000).contains(&batch),
+                    "SPINE_SEARCH_BATCH must be 1..=10000"
+                );
+                Some(SearchConfig {
+                    url: url.clone(),
+                    key: lookup("MEILI_MASTER_KEY").filter(|s| !s.is_empty()),
+                    public_url: lookup("SPINE_SEARCH_PUBLIC_URL")
+                        .filter(|s| !s.is_empty())
+                        .unwrap_or_else(|| url.clone()),
+                    sink,
+                    batch: batch as i32,
+                    poll: Duration::from_millis(num("SPINE_SEARCH_POLL_MS", 1000)?),
+                })
+            }
+        };
         Ok(Self {
             jobs,
             drain,
+            search,
             database_url: get("DATABASE_URL", "postgres://postgres@127.0.0.1:54390/spine"),
             nats_url,
-            meili_url: lookup("MEILI_URL").filter(|s| !s.is_empty()),
+            meili_url,
             http_addr: http_addr
                 .parse()
                 .with_context(|| format!("SPINE_HTTP_ADDR={http_addr:?}"))?,
@@ -153,6 +194,16 @@ pub fn parse_queues(spec: &str) -> anyhow::Result<Vec<(String, String)>> {
             Ok((queue.to_string(), handler.to_string()))
         })
         .collect()
+}
+
+/// Sink names as `spine.ensure_sink` accepts them.
+fn is_sink_name(sink: &str) -> bool {
+    !sink.is_empty()
+        && sink.len() < 64
+        && sink.starts_with(|c: char| c.is_ascii_lowercase())
+        && sink
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
 }
 
 /// `host:port` of a `nats://host:port` URL (the port defaults to 4222).

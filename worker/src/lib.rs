@@ -11,7 +11,7 @@
 //! - [`supervise`]: restarting a failed loop with backoff until shutdown.
 //! - [`check`]: `spine-worker check`, which verifies every dependency is reachable.
 //!
-//! Search sync arrives with its issue.
+//! - [`search`]: entities → Meilisearch (one index per kind), reindex and check.
 
 pub mod check;
 pub mod config;
@@ -22,6 +22,7 @@ pub mod jobs;
 pub mod listener;
 pub mod metrics;
 pub mod relay;
+pub mod search;
 pub mod supervise;
 
 use config::Config;
@@ -75,9 +76,29 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             stop_rx.clone(),
         ))
     });
-    if config.meili_url.is_none() {
-        tracing::info!("search sync is off: MEILI_URL is not set");
-    }
+    let search = match &config.search {
+        None => {
+            tracing::info!("search sync is off: MEILI_URL is not set");
+            None
+        }
+        Some(sc) => {
+            // Its own LISTEN session: the relay's wake-up is consumed by the relay.
+            let search_wake = Arc::new(Notify::new());
+            let listen = tokio::spawn(listener::run(
+                config.database_url.clone(),
+                config.relay.notify_channel.clone(),
+                search_wake.clone(),
+                stop_rx.clone(),
+            ));
+            tracing::info!(url = %sc.url, sink = %sc.sink, "search sync is on");
+            let sink = tokio::spawn(search::sink::run(
+                config.clone(),
+                search_wake,
+                stop_rx.clone(),
+            ));
+            Some((listen, sink))
+        }
+    };
 
     shutdown.await;
     tracing::info!("shutting down: finishing in-flight batches");
@@ -89,6 +110,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         }
         let _ = relay.await;
         let _ = listen.await;
+        if let Some((listen, sink)) = search {
+            let _ = sink.await;
+            let _ = listen.await;
+        }
         let _ = http.await;
     })
     .await;

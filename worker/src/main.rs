@@ -15,7 +15,19 @@ async fn main() -> anyhow::Result<()> {
     match std::env::args().nth(1).as_deref() {
         None | Some("run") => run(config, shutdown_signal()).await,
         Some("check") => check::run(&config).await,
-        Some(other) => anyhow::bail!("unknown command `{other}` (expected `run` or `check`)"),
+        Some(cmd @ ("reindex" | "check-index")) => {
+            let kind = std::env::args()
+                .nth(2)
+                .ok_or_else(|| anyhow::anyhow!("usage: spine-worker {cmd} <kind>"))?;
+            if cmd == "reindex" {
+                spine_worker::search::reindex::reindex(&config, &kind).await
+            } else {
+                spine_worker::search::reindex::check_index(&config, &kind).await
+            }
+        }
+        Some(other) => anyhow::bail!(
+            "unknown command `{other}` (expected run, check, reindex <kind> or check-index <kind>)"
+        ),
     }
 }
 

@@ -155,6 +155,99 @@ impl Drop for Nats {
     }
 }
 
+/// The `meilisearch` binary: `MEILI_BIN`, or on PATH. None means search tests
+/// print a SKIP line (no registry ships Meilisearch; see the README).
+pub fn meili_binary() -> Option<PathBuf> {
+    if let Some(bin) = std::env::var_os("MEILI_BIN") {
+        return Some(bin.into());
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|d| d.join("meilisearch"))
+        .find(|p| p.is_file())
+}
+
+/// A Meilisearch server that belongs to one test (so it may kill and restart it).
+pub struct Meili {
+    pub port: u16,
+    pub key: String,
+    bin: PathBuf,
+    store: tempdir::TempDir,
+    child: Option<Child>,
+}
+
+impl Meili {
+    /// Starts one, or None (after printing a SKIP line) without a binary.
+    pub fn start(test: &str) -> Option<Self> {
+        let Some(bin) = meili_binary() else {
+            println!("SKIP {test}: no meilisearch binary (set MEILI_BIN or put it on PATH)");
+            return None;
+        };
+        let mut meili = Meili {
+            port: free_port(),
+            key: format!("test-master-key-{}", uuid::Uuid::new_v4().simple()),
+            bin,
+            store: tempdir::TempDir::new(),
+            child: None,
+        };
+        meili.spawn();
+        Some(meili)
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn spawn(&mut self) {
+        let child = Command::new(&self.bin)
+            .args(["--http-addr", &format!("127.0.0.1:{}", self.port)])
+            .args([
+                "--master-key",
+                &self.key,
+                "--no-analytics",
+                "--env",
+                "development",
+            ])
+            .arg("--db-path")
+            .arg(self.store.path().join("data.ms"))
+            .arg("--dump-dir")
+            .arg(self.store.path().join("dumps"))
+            .current_dir(self.store.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start meilisearch");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "meilisearch did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn restart(&mut self) {
+        self.kill9();
+        self.spawn();
+    }
+
+    pub fn client(&self) -> spine_worker::search::meili::Meili {
+        spine_worker::search::meili::Meili::new(&self.url(), Some(&self.key))
+    }
+}
+
+impl Drop for Meili {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
 /// A spine-worker process relaying `sink` into `nats`.
 pub struct Worker {
     child: Child,
@@ -171,6 +264,9 @@ impl Worker {
             .env("SPINE_HTTP_ADDR", format!("127.0.0.1:{http_port}"))
             .env("SPINE_RELAY_POLL_MS", "200")
             .env("RUST_LOG", "warn")
+            // Search sync only where a test asks for it (the stack may have one).
+            .env_remove("MEILI_URL")
+            .env_remove("MEILI_MASTER_KEY")
             .stdout(Stdio::null());
         for (k, v) in extra_env {
             cmd.env(k, v);

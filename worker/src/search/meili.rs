@@ -1,0 +1,264 @@
+//! The part of Meilisearch's HTTP API the search sink uses: indexes, documents,
+//! tasks, index swaps and API keys. (Plain requests on the worker's own HTTP
+//! client: the official SDK would bring a second HTTP/TLS stack, and with its
+//! default features a C-built crypto library, for these few JSON calls.)
+
+use anyhow::{bail, Context};
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+
+/// Description of the search-only API key the sink keeps for tenant tokens.
+pub const SEARCH_KEY_DESCRIPTION: &str = "spine: tenant tokens (search on spine_*)";
+/// How long the sink waits for Meilisearch to process one batch's tasks.
+const TASK_TIMEOUT: Duration = Duration::from_secs(120);
+
+#[derive(Clone)]
+pub struct Meili {
+    url: String,
+    key: Option<String>,
+    http: reqwest::Client,
+}
+
+impl Meili {
+    pub fn new(url: &str, key: Option<&str>) -> Self {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        Self {
+            url: url.trim_end_matches('/').to_string(),
+            key: key.map(str::to_string),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .expect("a client with these settings always builds"),
+        }
+    }
+
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> anyhow::Result<(u16, Value)> {
+        let mut req = self
+            .http
+            .request(method.clone(), format!("{}{path}", self.url));
+        if let Some(key) = &self.key {
+            req = req.bearer_auth(key);
+        }
+        if let Some(body) = body {
+            req = req
+                .header("content-type", "application/json")
+                .body(body.to_string());
+        }
+        let res = req
+            .send()
+            .await
+            .with_context(|| format!("meilisearch {method} {path}"))?;
+        let status = res.status().as_u16();
+        let text = res.text().await.unwrap_or_default();
+        let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        Ok((status, value))
+    }
+
+    /// A request that must succeed (2xx); its JSON answer.
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> anyhow::Result<Value> {
+        let (status, value) = self.send(method.clone(), path, body).await?;
+        if !(200..300).contains(&status) {
+            bail!("meilisearch {method} {path}: HTTP {status}: {value}");
+        }
+        Ok(value)
+    }
+
+    /// Enqueues work and returns its task uid.
+    async fn task(&self, method: reqwest::Method, path: &str, body: &Value) -> anyhow::Result<u64> {
+        let answer = self.call(method, path, Some(body)).await?;
+        answer["taskUid"]
+            .as_u64()
+            .with_context(|| format!("meilisearch {path}: no taskUid in {answer}"))
+    }
+
+    /// Waits until every task in `tasks` succeeded; a failed one is an error.
+    pub async fn wait(&self, tasks: &[u64]) -> anyhow::Result<()> {
+        let deadline = Instant::now() + TASK_TIMEOUT;
+        for task in tasks {
+            loop {
+                let t = self
+                    .call(reqwest::Method::GET, &format!("/tasks/{task}"), None)
+                    .await?;
+                match t["status"].as_str() {
+                    Some("succeeded") => break,
+                    Some("failed") | Some("canceled") => {
+                        bail!("meilisearch task {task} {}: {}", t["status"], t["error"])
+                    }
+                    _ if Instant::now() > deadline => {
+                        bail!("meilisearch task {task} not done after {TASK_TIMEOUT:?}")
+                    }
+                    _ => tokio::time::sleep(Duration::from_millis(10)).await,
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub async fn health(&self) -> anyhow::Result<()> {
+        self.call(reqwest::Method::GET, "/health", None)
+            .await
+            .map(|_| ())
+    }
+
+    pub async fn index_exists(&self, uid: &str) -> anyhow::Result<bool> {
+        let (status, value) = self
+            .send(reqwest::Method::GET, &format!("/indexes/{uid}"), None)
+            .await?;
+        match status {
+            200 => Ok(true),
+            404 => Ok(false),
+            _ => bail!("meilisearch GET /indexes/{uid}: HTTP {status}: {value}"),
+        }
+    }
+
+    /// Creates index `uid` (primary key `id`, `owner_id` and `kind` filterable)
+    /// unless it exists; waits for it.
+    pub async fn ensure_index(&self, uid: &str) -> anyhow::Result<()> {
+        if self.index_exists(uid).await? {
+            return Ok(());
+        }
+        let created = self
+            .task(
+                reqwest::Method::POST,
+                "/indexes",
+                &json!({"uid": uid, "primaryKey": "id"}),
+            )
+            .await?;
+        let settings = self
+            .task(
+                reqwest::Method::PATCH,
+                &format!("/indexes/{uid}/settings"),
+                &json!({"filterableAttributes": ["owner_id", "kind"]}),
+            )
+            .await?;
+        self.wait(&[created, settings]).await
+    }
+
+    /// Adds or replaces documents (by `id`); returns the task.
+    pub async fn put_documents(&self, uid: &str, docs: &[Value]) -> anyhow::Result<u64> {
+        self.task(
+            reqwest::Method::POST,
+            &format!("/indexes/{uid}/documents?primaryKey=id"),
+            &Value::Array(docs.to_vec()),
+        )
+        .await
+    }
+
+    /// Deletes documents by id (absent ones are no error); returns the task.
+    pub async fn delete_documents(&self, uid: &str, ids: &[String]) -> anyhow::Result<u64> {
+        self.task(
+            reqwest::Method::POST,
+            &format!("/indexes/{uid}/documents/delete-batch"),
+            &json!(ids),
+        )
+        .await
+    }
+
+    /// Swaps the contents of two indexes atomically; returns the task.
+    pub async fn swap(&self, a: &str, b: &str) -> anyhow::Result<u64> {
+        self.task(
+            reqwest::Method::POST,
+            "/swap-indexes",
+            &json!([{"indexes": [a, b]}]),
+        )
+        .await
+    }
+
+    pub async fn delete_index(&self, uid: &str) -> anyhow::Result<u64> {
+        let answer = self
+            .call(reqwest::Method::DELETE, &format!("/indexes/{uid}"), None)
+            .await?;
+        answer["taskUid"].as_u64().context("no taskUid")
+    }
+
+    /// Every document id in index `uid`.
+    pub async fn ids(&self, uid: &str) -> anyhow::Result<Vec<String>> {
+        let mut ids = Vec::new();
+        let limit = 1000;
+        loop {
+            let page = self
+                .call(
+                    reqwest::Method::GET,
+                    &format!(
+                        "/indexes/{uid}/documents?fields=id&limit={limit}&offset={}",
+                        ids.len()
+                    ),
+                    None,
+                )
+                .await?;
+            let results = page["results"].as_array().cloned().unwrap_or_default();
+            let n = results.len();
+            ids.extend(
+                results
+                    .iter()
+                    .filter_map(|d| d["id"].as_str().map(String::from)),
+            );
+            if n < limit {
+                return Ok(ids);
+            }
+        }
+    }
+
+    /// Searches index `uid` with `key` (an API key or a tenant token).
+    pub async fn search_as(
+        &self,
+        key: &str,
+        uid: &str,
+        body: &Value,
+    ) -> anyhow::Result<(u16, Value)> {
+        let as_user = Meili::new(&self.url, Some(key));
+        as_user
+            .send(
+                reqwest::Method::POST,
+                &format!("/indexes/{uid}/search"),
+                Some(body),
+            )
+            .await
+    }
+
+    /// The search-only key for tenant tokens: found by its description, or created.
+    /// Returns (uid, key).
+    pub async fn ensure_search_key(&self) -> anyhow::Result<(String, String)> {
+        let keys = self
+            .call(reqwest::Method::GET, "/keys?limit=1000", None)
+            .await?;
+        let found = keys["results"].as_array().and_then(|all| {
+            all.iter().find(|k| {
+                k["description"] == SEARCH_KEY_DESCRIPTION
+                    && k["actions"] == json!(["search"])
+                    && k["indexes"] == json!([crate::search::INDEX_PATTERN])
+                    && k["expiresAt"].is_null()
+            })
+        });
+        let key = match found {
+            Some(k) => k.clone(),
+            None => {
+                self.call(
+                    reqwest::Method::POST,
+                    "/keys",
+                    Some(&json!({
+                        "description": SEARCH_KEY_DESCRIPTION,
+                        "actions": ["search"],
+                        "indexes": [crate::search::INDEX_PATTERN],
+                        "expiresAt": null,
+                    })),
+                )
+                .await?
+            }
+        };
+        match (key["uid"].as_str(), key["key"].as_str()) {
+            (Some(uid), Some(k)) => Ok((uid.to_string(), k.to_string())),
+            _ => bail!("meilisearch returned a key without uid or key: {key}"),
+        }
+    }
+}

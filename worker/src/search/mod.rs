@@ -1,0 +1,69 @@
+//! Search sync: entities → Meilisearch, one index per kind (`spine_<kind>`,
+//! primary key the entity id, `owner_id` filterable), so clients search directly
+//! with a tenant token from `spine.search_key()` that Meilisearch restricts to their
+//! own documents.
+//!
+//! - [`documents`]: which entities a batch touched and what to write (pure).
+//! - [`meili`]: the Meilisearch HTTP calls.
+//! - [`sink`]: the loop: a cursor on the outbox like the relay's; a batch's writes
+//!   are waited for before the cursor moves, so Meilisearch being down only grows
+//!   the backlog.
+//! - [`reindex`]: `spine-worker reindex <kind>` (rebuild and swap) and
+//!   `spine-worker check-index <kind>` (compare ids with Postgres).
+
+pub mod documents;
+pub mod meili;
+pub mod reindex;
+pub mod sink;
+
+/// The index pattern search keys and tenant tokens cover.
+pub const INDEX_PATTERN: &str = "spine_*";
+
+use documents::Entity;
+
+/// Current rows of entities `ids` (any owner: the worker acts as service_role).
+pub async fn load_entities(
+    db: &tokio_postgres::Client,
+    ids: &[uuid::Uuid],
+) -> Result<Vec<Entity>, tokio_postgres::Error> {
+    let rows = db
+        .query(
+            "SELECT id, owner_id, kind, version, data, \
+                    to_char(updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') \
+               FROM spine.entities WHERE id = ANY($1)",
+            &[&ids],
+        )
+        .await?;
+    Ok(rows.iter().map(entity_from_row).collect())
+}
+
+pub fn entity_from_row(r: &tokio_postgres::Row) -> Entity {
+    Entity {
+        id: r.get(0),
+        owner_id: r.get(1),
+        kind: r.get(2),
+        version: r.get(3),
+        data: r.get(4),
+        updated_at: r.get(5),
+    }
+}
+
+/// Writes `plan` and waits until Meilisearch has applied all of it.
+pub async fn apply(meili: &meili::Meili, plan: &documents::Plan) -> anyhow::Result<usize> {
+    let mut tasks = Vec::new();
+    let mut written = 0;
+    for (index, docs) in &plan.put {
+        meili.ensure_index(index).await?;
+        tasks.push(meili.put_documents(index, docs).await?);
+        written += docs.len();
+    }
+    for (index, ids) in &plan.delete {
+        // Nothing to delete from an index that was never created.
+        if meili.index_exists(index).await? {
+            tasks.push(meili.delete_documents(index, ids).await?);
+        }
+        written += ids.len();
+    }
+    meili.wait(&tasks).await?;
+    Ok(written)
+}

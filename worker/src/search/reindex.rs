@@ -1,0 +1,162 @@
+//! `spine-worker reindex <kind>` and `spine-worker check-index <kind>`.
+//!
+//! Reindex builds `spine_<kind>` anew in a side index from `spine.entities`, swaps
+//! the two atomically (searches never see a half-built index) and drops the old
+//! one. The sink keeps writing to the live index meanwhile; entities its events
+//! touched between the start of the rebuild and the swap are written again
+//! afterwards, so nothing the rebuild read too early survives.
+
+use super::documents::{document, index_name, plan, touched};
+use super::meili::Meili;
+use crate::config::Config;
+use anyhow::Context;
+use std::collections::BTreeSet;
+
+/// Entities read and written per page.
+const PAGE: i64 = 1000;
+
+fn search(config: &Config) -> anyhow::Result<(&crate::config::SearchConfig, Meili)> {
+    let sc = config
+        .search
+        .as_ref()
+        .context("MEILI_URL is not set: there is no index to work on")?;
+    Ok((sc, Meili::new(&sc.url, sc.key.as_deref())))
+}
+
+fn check_kind(kind: &str) -> anyhow::Result<()> {
+    let ok = kind.starts_with(|c: char| c.is_ascii_lowercase())
+        && kind
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    anyhow::ensure!(
+        ok,
+        "{kind:?} is not an entity kind (lowercase letters, digits, _)"
+    );
+    Ok(())
+}
+
+pub async fn reindex(config: &Config, kind: &str) -> anyhow::Result<()> {
+    check_kind(kind)?;
+    let (sc, meili) = search(config)?;
+    let (db, connection) = crate::db::connect(&config.database_url).await?;
+    let _conn = crate::db::AbortOnDrop(tokio::spawn(connection));
+    // Where the sink was when the rebuild started reading.
+    let start: (i64, i64) = db
+        .query_opt(
+            "SELECT cursor_commit_seq, cursor_seq FROM spine.sinks WHERE name = $1",
+            &[&sc.sink],
+        )
+        .await?
+        .map(|r| (r.get(0), r.get(1)))
+        .unwrap_or((0, 0));
+    let live = index_name(kind);
+    let side = format!("{live}__reindex_{}", std::process::id());
+    if meili.index_exists(&side).await? {
+        meili.wait(&[meili.delete_index(&side).await?]).await?;
+    }
+    meili.ensure_index(&side).await?;
+    let mut after = uuid::Uuid::nil();
+    let mut count = 0usize;
+    loop {
+        let rows = db
+            .query(
+                "SELECT id, owner_id, kind, version, data, \
+                        to_char(updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') \
+                   FROM spine.entities WHERE kind = $1 AND id > $2 ORDER BY id LIMIT $3",
+                &[&kind, &after, &PAGE],
+            )
+            .await?;
+        let Some(last) = rows.last() else { break };
+        after = last.get(0);
+        let docs: Vec<_> = rows
+            .iter()
+            .map(|r| document(&super::entity_from_row(r)))
+            .collect();
+        meili
+            .wait(&[meili.put_documents(&side, &docs).await?])
+            .await?;
+        count += docs.len();
+    }
+    meili.ensure_index(&live).await?;
+    meili.wait(&[meili.swap(&live, &side).await?]).await?;
+    meili.wait(&[meili.delete_index(&side).await?]).await?;
+    // What the sink wrote to the old index while we were reading: write it again.
+    let mut cursor = start;
+    let mut again = 0usize;
+    loop {
+        let rows = db
+            .query(
+                "SELECT commit_seq, seq, type, data FROM spine.events_after($1, $2, 5000)",
+                &[&cursor.0, &cursor.1],
+            )
+            .await?;
+        let Some(last) = rows.last() else { break };
+        cursor = (last.get(0), last.get(1));
+        let events: Vec<(String, serde_json::Value)> =
+            rows.iter().map(|r| (r.get(2), r.get(3))).collect();
+        let mut touched = touched(events.iter().map(|(t, d)| (t.as_str(), d)));
+        touched.retain(|_, k| k == kind);
+        if touched.is_empty() {
+            continue;
+        }
+        let ids: Vec<uuid::Uuid> = touched.keys().copied().collect();
+        let existing = super::load_entities(&db, &ids).await?;
+        again += super::apply(&meili, &plan(&touched, &existing)).await?;
+    }
+    println!("reindexed {live}: {count} documents, swapped in; {again} written again for changes during the rebuild");
+    Ok(())
+}
+
+/// Compares the ids of `spine_<kind>` with the entities of that kind. Differences
+/// are an error (exit status 1), with the sink's backlog shown: a backlog explains
+/// differences that will go away.
+pub async fn check_index(config: &Config, kind: &str) -> anyhow::Result<()> {
+    check_kind(kind)?;
+    let (sc, meili) = search(config)?;
+    let (db, connection) = crate::db::connect(&config.database_url).await?;
+    let _conn = crate::db::AbortOnDrop(tokio::spawn(connection));
+    let in_db: BTreeSet<String> = db
+        .query(
+            "SELECT id::text FROM spine.entities WHERE kind = $1",
+            &[&kind],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let index = index_name(kind);
+    let in_index: BTreeSet<String> = if meili.index_exists(&index).await? {
+        meili.ids(&index).await?.into_iter().collect()
+    } else {
+        BTreeSet::new()
+    };
+    let missing: Vec<&String> = in_db.difference(&in_index).collect();
+    let extra: Vec<&String> = in_index.difference(&in_db).collect();
+    let backlog: Option<i64> = db
+        .query_opt(
+            "SELECT backlog FROM spine.sink_status WHERE name = $1",
+            &[&sc.sink],
+        )
+        .await?
+        .map(|r| r.get(0));
+    println!(
+        "{index}: postgres {} entities, index {} documents, missing {}, extra {} (sink {} backlog: {})",
+        in_db.len(),
+        in_index.len(),
+        missing.len(),
+        extra.len(),
+        sc.sink,
+        backlog.map_or("no sink yet".into(), |b| b.to_string())
+    );
+    for id in missing.iter().take(10) {
+        println!("  missing {id}");
+    }
+    for id in extra.iter().take(10) {
+        println!("  extra   {id}");
+    }
+    anyhow::ensure!(
+        missing.is_empty() && extra.is_empty(),
+        "{index} differs from spine.entities"
+    );
+    Ok(())
+}
