@@ -5,10 +5,11 @@
 //! /healthz round trip as baseline), and through the job queue (a worker running
 //! the `function` handler).
 
+use crate::proc::{free_port, Guard};
 use crate::stats::{per_second, quantile};
 use serde_json::{json, Value};
 use spine_functions::engine::{Capabilities, Engine, Limits, OpError, QuickJs, Request};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -138,7 +139,7 @@ pub async fn run(s: Settings) -> anyhow::Result<()> {
         .stdout(Stdio::null())
         .status()?;
     anyhow::ensure!(status.success(), "spine-functions deploy failed");
-    let port = free_port();
+    let port = free_port()?;
     let server = Guard(
         Command::new(&s.functions_bin)
             .arg("serve")
@@ -240,7 +241,7 @@ pub async fn run(s: Settings) -> anyhow::Result<()> {
                 "SPINE_RELAY_SINK",
                 format!("bench_fn_{}", std::process::id()),
             )
-            .env("SPINE_HTTP_ADDR", format!("127.0.0.1:{}", free_port()))
+            .env("SPINE_HTTP_ADDR", format!("127.0.0.1:{}", free_port()?))
             .env("SPINE_JOB_QUEUES", format!("{queue}=function"))
             .env("SPINE_JOB_POLL_MS", "5")
             .env("RUST_LOG", "error")
@@ -318,22 +319,5 @@ async fn wait_archived(db: &tokio_postgres::Client, ids: &[i64]) -> anyhow::Resu
             ids.len()
         );
         tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or(54399)
-}
-
-/// Kills the child process when the benchmark ends, however it ends.
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
     }
 }

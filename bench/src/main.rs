@@ -14,6 +14,7 @@ mod audit;
 mod functions;
 mod ingest;
 mod jobs;
+mod proc;
 mod relay;
 mod rules;
 mod stats;

@@ -8,6 +8,7 @@
 //! 3. latency: 1,000 events/s for 10 s, each its own transaction; time from COMMIT
 //!    returning to the event reaching a NATS subscriber (stored and acknowledged).
 
+use crate::proc::free_port;
 use crate::stats::{per_second, quantile};
 use async_nats::jetstream::{self, message::PublishMessage, stream};
 use futures_util::StreamExt;
@@ -258,10 +259,4 @@ async fn steady_latency(
         quantile(&mut latencies, 0.99),
         count,
     ))
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
 }

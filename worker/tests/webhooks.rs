@@ -54,6 +54,27 @@ async fn webhook_job(db: &tokio_postgres::Client, hook: &str) -> i64 {
     .await
 }
 
+/// Inserts a row into `table`; the id of the job its webhook queued.
+async fn fire(db: &tokio_postgres::Client, table: &str, hook: &str, item: &str, qty: i32) -> i64 {
+    db.execute(
+        &format!("INSERT INTO {table} (item, qty) VALUES ($1, $2)"),
+        &[&item, &qty],
+    )
+    .await
+    .unwrap();
+    webhook_job(db, hook).await
+}
+
+/// Starts a worker for the webhook queues and waits until job `id` completed.
+async fn deliver(db: &tokio_postgres::Client, id: i64) -> Worker {
+    let worker = runner("webhook.*", &[]);
+    wait_until("delivered", Duration::from_secs(30), || async {
+        completed(db, id).await
+    })
+    .await;
+    worker
+}
+
 async fn completed(db: &tokio_postgres::Client, id: i64) -> bool {
     db.query_opt(
         "SELECT 1 FROM spine.jobs_archive WHERE id = $1 AND state = 'completed'",
@@ -77,18 +98,8 @@ async fn webhook_is_retried_signed_and_recorded() {
         json!({"url": receiver.url, "headers": {"X-Tenant": "acme"}}),
     )
     .await;
-    db.execute(
-        &format!("INSERT INTO {table} (item, qty) VALUES ('pen', 2)"),
-        &[],
-    )
-    .await
-    .unwrap();
-    let id = webhook_job(&db, &hook).await;
-    let _worker = runner("webhook.*", &[]);
-    wait_until("delivered", Duration::from_secs(30), || async {
-        completed(&db, id).await
-    })
-    .await;
+    let id = fire(&db, &table, &hook, "pen", 2).await;
+    let _worker = deliver(&db, id).await;
 
     let received = receiver.received.lock().unwrap().clone();
     assert_eq!(received.len(), 3, "two failures, one success");
@@ -154,13 +165,7 @@ async fn webhook_delivery_survives_worker_kill_9() {
     })
     .await;
     let (table, hook) = table_with_webhook(&db, json!({"url": receiver.url})).await;
-    db.execute(
-        &format!("INSERT INTO {table} (item, qty) VALUES ('ink', 1)"),
-        &[],
-    )
-    .await
-    .unwrap();
-    let id = webhook_job(&db, &hook).await;
+    let id = fire(&db, &table, &hook, "ink", 1).await;
     let mut first = runner("webhook.*", &[("SPINE_JOB_LEASE_SECS", "1")]);
     wait_until(
         "first delivery under way",
@@ -211,18 +216,8 @@ async fn webhook_to_a_function() {
     let db = db().await;
     deploy_example(&db, "hello").await;
     let (table, hook) = table_with_webhook(&db, json!({"function": "hello"})).await;
-    db.execute(
-        &format!("INSERT INTO {table} (item, qty) VALUES ('cup', 4)"),
-        &[],
-    )
-    .await
-    .unwrap();
-    let id = webhook_job(&db, &hook).await;
-    let _worker = runner("webhook.*", &[]);
-    wait_until("delivered", Duration::from_secs(30), || async {
-        completed(&db, id).await
-    })
-    .await;
+    let id = fire(&db, &table, &hook, "cup", 4).await;
+    let _worker = deliver(&db, id).await;
     let (status, response): (Option<i32>, Option<String>) = {
         let row = db
             .query_one(
