@@ -193,6 +193,49 @@ async fn webhook_delivery_survives_worker_kill_9() {
     assert_eq!(completions, 1);
 }
 
+/// The per-webhook cap: with max_concurrency 1 and a slow receiver, deliveries of
+/// one webhook go one at a time although the worker could run 16 jobs at once.
+#[tokio::test]
+async fn webhook_concurrency_cap_holds() {
+    let db = db().await;
+    let receiver = Hook::start(|_| (200, Duration::from_millis(300))).await;
+    let (table, hook) = table_with_webhook(&db, json!({"url": receiver.url})).await;
+    db.execute(
+        "SELECT spine.create_queue($1, 1, '7 days')",
+        &[&format!("webhook.{hook}")],
+    )
+    .await
+    .unwrap();
+    for i in 0..4 {
+        db.execute(
+            &format!("INSERT INTO {table} (item, qty) VALUES ('mug', $1)"),
+            &[&i],
+        )
+        .await
+        .unwrap();
+    }
+    let queue = format!("webhook.{hook}");
+    let _worker = runner("webhook.*", &[("SPINE_JOB_CONCURRENCY", "16")]);
+    let mut most = 0i64;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while receiver.count() < 4 || most == 0 {
+        let running: i64 = spine_tests::one(
+            &db,
+            "SELECT count(*) FROM spine.jobs WHERE queue = $1 AND state = 'running'",
+            &[&queue],
+        )
+        .await;
+        most = most.max(running);
+        assert!(
+            std::time::Instant::now() < deadline,
+            "deliveries did not finish"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(most, 1, "one delivery in flight at a time");
+    assert_eq!(receiver.count(), 4);
+}
+
 /// Deploys a function of `edge-functions/functions` through spine.deploy_function.
 async fn deploy_example(db: &tokio_postgres::Client, name: &str) {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
