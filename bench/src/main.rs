@@ -6,6 +6,7 @@
 //! - [`ingest`]: records/s through `spine.ingest` next to a plain INSERT.
 //! - [`jobs`]: the queue's enqueue and drain rates next to raw Postgres limits and
 //!   pg-boss / graphile-worker.
+//! - [`search`]: commit → searchable latency through the search sync (needs Meilisearch).
 //! - [`rules`]: the cost of 0–1,000 rules per event on event insert.
 //! - [`relay`]: outbox → JetStream drain rate and commit→delivery latency, next to
 //!   the raw JetStream publish rate on the same server.
@@ -17,6 +18,7 @@ mod jobs;
 mod proc;
 mod relay;
 mod rules;
+mod search;
 mod stats;
 
 #[tokio::main]
@@ -92,8 +94,25 @@ async fn main() -> anyhow::Result<()> {
             })
             .await
         }
+        "search" => {
+            search::run(search::Settings {
+                database_url: env("DATABASE_URL")?,
+                worker_bin: env("SPINE_WORKER_BIN")?,
+                meili_url: env("MEILI_URL").ok(),
+                meili_key: env("MEILI_MASTER_KEY").ok(),
+                entities: env("SPINE_BENCH_ENTITIES")
+                    .ok()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(500),
+                per_second: env("SPINE_BENCH_RATE")
+                    .ok()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(50),
+            })
+            .await
+        }
         other => anyhow::bail!(
-            "unknown benchmark `{other}` (available: relay, jobs, audit, rules, ingest, functions)"
+            "unknown benchmark `{other}` (available: relay, jobs, audit, rules, ingest, functions, search)"
         ),
     }
 }

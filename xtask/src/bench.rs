@@ -9,9 +9,19 @@ use std::process::Command;
 
 pub fn run(config: &Config, args: &[String]) -> Result<()> {
     let name = args.first().map(String::as_str).unwrap_or("");
-    if !["relay", "jobs", "audit", "rules", "ingest", "functions"].contains(&name) {
+    const BENCHES: [&str; 7] = [
+        "relay",
+        "jobs",
+        "audit",
+        "rules",
+        "ingest",
+        "functions",
+        "search",
+    ];
+    if !BENCHES.contains(&name) {
         bail!(
-            "unknown benchmark `{name}` (available: relay, jobs, audit, rules, ingest, functions)"
+            "unknown benchmark `{name}` (available: {})",
+            BENCHES.join(", ")
         );
     }
     crate::setup::run(config)?;
