@@ -123,8 +123,8 @@ async fn search_sync_against_meilisearch() {
     wait_for_ids(&meili, &index, vec![a.to_string(), b.to_string()]).await;
     as_user(&mut db, alice, async |tx| {
         tx.execute(
-            "SELECT spine.upsert_entity($1, '{\"title\": \"alice's revised plan\", \"n\": 2}', $2)",
-            &[&kind, &a],
+            "SELECT spine.upsert_entity($1, $2, $3)",
+            &[&kind, &json!({"title": "alice's revised plan", "n": 2}), &a],
         )
         .await
         .unwrap();
