@@ -48,6 +48,7 @@ pub async fn run(s: Settings) -> anyhow::Result<()> {
         worker.env("MEILI_MASTER_KEY", k);
     }
     let _worker = Guard(worker.spawn()?);
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let http = reqwest::Client::new();
     let index = format!("spine_{kind}");
     let get = |id: String| {

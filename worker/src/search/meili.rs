@@ -104,6 +104,24 @@ impl Meili {
         Ok(())
     }
 
+    /// Whether every task in `tasks` succeeded (false while any is still queued
+    /// or processing); a failed one is an error.
+    pub async fn done(&self, tasks: &[u64]) -> anyhow::Result<bool> {
+        for task in tasks {
+            let t = self
+                .call(reqwest::Method::GET, &format!("/tasks/{task}"), None)
+                .await?;
+            match t["status"].as_str() {
+                Some("succeeded") => {}
+                Some("failed") | Some("canceled") => {
+                    bail!("meilisearch task {task} {}: {}", t["status"], t["error"])
+                }
+                _ => return Ok(false),
+            }
+        }
+        Ok(true)
+    }
+
     pub async fn health(&self) -> anyhow::Result<()> {
         self.call(reqwest::Method::GET, "/health", None)
             .await

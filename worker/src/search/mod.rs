@@ -50,6 +50,17 @@ pub fn entity_from_row(r: &tokio_postgres::Row) -> Entity {
 
 /// Writes `plan` and waits until Meilisearch has applied all of it.
 pub async fn apply(meili: &meili::Meili, plan: &documents::Plan) -> anyhow::Result<usize> {
+    let (tasks, written) = enqueue(meili, plan).await?;
+    meili.wait(&tasks).await?;
+    Ok(written)
+}
+
+/// Sends `plan` to Meilisearch; returns its tasks (applied in this order, after
+/// every task sent before) and how many documents it writes or deletes.
+pub async fn enqueue(
+    meili: &meili::Meili,
+    plan: &documents::Plan,
+) -> anyhow::Result<(Vec<u64>, usize)> {
     let mut tasks = Vec::new();
     let mut written = 0;
     for (index, docs) in &plan.put {
@@ -64,6 +75,5 @@ pub async fn apply(meili: &meili::Meili, plan: &documents::Plan) -> anyhow::Resu
         }
         written += ids.len();
     }
-    meili.wait(&tasks).await?;
-    Ok(written)
+    Ok((tasks, written))
 }

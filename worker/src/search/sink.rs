@@ -1,9 +1,14 @@
 //! The search sink: committed entity events → Meilisearch, at least once.
 //!
 //! One instance holds the sink at a time (an advisory lock on its session, like the
-//! relay). Each round reads the next batch of events after the cursor, writes the
-//! touched entities' current documents (or deletes), waits until Meilisearch has
-//! applied them, and only then advances the cursor. When Meilisearch is down the
+//! relay). Each round reads the next batch of events, sends the touched entities'
+//! current documents (or deletes) to Meilisearch, and the cursor moves over a round
+//! only once Meilisearch has applied its tasks. While a backlog drains (full
+//! rounds) up to [`WINDOW`] rounds are in flight: Meilisearch applies tasks in the
+//! order they were sent, so the next round is read while it indexes the last.
+//! Otherwise one round is in flight and new events gather meanwhile: a Meilisearch
+//! batch costs about the same for one document as for hundreds, so sending each
+//! trickle on its own would only queue small batches behind each other. When Meilisearch is down the
 //! round fails, the error is recorded on the sink (`spine.sink_status.last_error`)
 //! and the session restarts with backoff: events wait as backlog and are written
 //! when it is back. Writes are idempotent (put by id, delete by id), so a batch
@@ -17,6 +22,17 @@ use tokio::sync::{watch, Notify};
 
 /// Advisory-lock class for search sinks (the key is `hashtext(sink)`).
 const SINK_LOCK_CLASS: i32 = 1397770575;
+/// Rounds sent to Meilisearch and not yet applied.
+const WINDOW: usize = 4;
+/// How often tasks in flight are checked.
+const TASK_POLL: std::time::Duration = std::time::Duration::from_millis(5);
+
+/// A round sent to Meilisearch: where the cursor goes once its tasks succeeded.
+struct Round {
+    upto: (i64, i64),
+    tasks: Vec<u64>,
+    written: i64,
+}
 
 pub async fn run(config: Arc<Config>, wake: Arc<Notify>, shutdown: watch::Receiver<bool>) {
     let (config, wake) = (&config, &wake);
@@ -97,31 +113,70 @@ async fn rounds(
     let advance = db
         .prepare("SELECT spine.advance_sink($1, $2, $3, $4)")
         .await?;
+    let mut inflight: std::collections::VecDeque<Round> = Default::default();
+    // Where the next read starts: past what was sent, applied or not.
+    let mut sent_upto = *cursor;
+    // Whether the last round was a full batch, i.e. more is probably waiting.
+    let mut backlog = true;
     loop {
-        if *shutdown.borrow() {
+        // Move the cursor over the rounds Meilisearch has applied, in order.
+        while let Some(front) = inflight.front() {
+            if !meili.done(&front.tasks).await? {
+                break;
+            }
+            db.execute(
+                &advance,
+                &[&sc.sink, &front.upto.0, &front.upto.1, &front.written],
+            )
+            .await?;
+            *cursor = front.upto;
+            inflight.pop_front();
+        }
+        let stopping = *shutdown.borrow();
+        if stopping && inflight.is_empty() {
             return Ok(());
         }
-        let rows = db.query(&read, &[&cursor.0, &cursor.1, &sc.batch]).await?;
-        let Some(last) = rows.last() else {
+        let mut sent = false;
+        if !stopping && inflight.len() < WINDOW && (inflight.is_empty() || backlog) {
+            let rows = db
+                .query(&read, &[&sent_upto.0, &sent_upto.1, &sc.batch])
+                .await?;
+            backlog = rows.len() == sc.batch as usize;
+            if let Some(last) = rows.last() {
+                let upto: (i64, i64) = (last.get(0), last.get(1));
+                let events: Vec<(String, serde_json::Value)> =
+                    rows.iter().map(|r| (r.get(2), r.get(3))).collect();
+                let touched = touched(events.iter().map(|(t, d)| (t.as_str(), d)));
+                let (mut tasks, mut written) = (Vec::new(), 0);
+                if !touched.is_empty() {
+                    let ids: Vec<uuid::Uuid> = touched.keys().copied().collect();
+                    let existing = super::load_entities(db, &ids).await?;
+                    (tasks, written) = super::enqueue(meili, &plan(&touched, &existing)).await?;
+                }
+                inflight.push_back(Round {
+                    upto,
+                    tasks,
+                    written: written as i64,
+                });
+                sent_upto = upto;
+                sent = true;
+            }
+        }
+        if sent {
+            continue;
+        }
+        if inflight.is_empty() {
             tokio::select! {
                 _ = wake.notified() => {}
                 _ = tokio::time::sleep(sc.poll) => {}
                 _ = shutdown.changed() => {}
             }
-            continue;
-        };
-        let upto: (i64, i64) = (last.get(0), last.get(1));
-        let events: Vec<(String, serde_json::Value)> =
-            rows.iter().map(|r| (r.get(2), r.get(3))).collect();
-        let touched = touched(events.iter().map(|(t, d)| (t.as_str(), d)));
-        let mut written = 0i64;
-        if !touched.is_empty() {
-            let ids: Vec<uuid::Uuid> = touched.keys().copied().collect();
-            let existing = super::load_entities(db, &ids).await?;
-            written = super::apply(meili, &plan(&touched, &existing)).await? as i64;
+        } else {
+            // Tasks in flight: check them again soon, or read what just arrived.
+            tokio::select! {
+                _ = wake.notified() => {}
+                _ = tokio::time::sleep(TASK_POLL) => {}
+            }
         }
-        db.execute(&advance, &[&sc.sink, &upto.0, &upto.1, &written])
-            .await?;
-        *cursor = upto;
     }
 }
