@@ -180,7 +180,13 @@ impl Meili {
     /// Starts one, or None (after printing a SKIP line) without a binary.
     pub fn start(test: &str) -> Option<Self> {
         let Some(bin) = meili_binary() else {
-            println!("SKIP {test}: no meilisearch binary (set MEILI_BIN or put it on PATH)");
+            // Straight to the process's stderr: libtest captures println!, and this
+            // line must be seen in every run that skips.
+            use std::io::Write;
+            let _ = writeln!(
+                std::io::stderr(),
+                "SKIP {test}: no meilisearch binary (set MEILI_BIN or put it on PATH)"
+            );
             return None;
         };
         let mut meili = Meili {
