@@ -5,8 +5,8 @@
 //! - `fetch`: `spine.authorize(plugin, network.fetch, host)`, then the request;
 //! - `emit`: `spine.authorize(plugin, events.emit, type)`, then `spine.emit` as
 //!   the caller;
-//! - `db`: the SQL runs in the caller's role with their JWT claims, so grants and
-//!   RLS decide what it sees, exactly as for the caller's own requests.
+//! - `db`: PostgREST's operations (see [`crate::sql`]) in the caller's role with
+//!   their JWT claims, so grants and RLS decide, as for the caller's own requests.
 //!
 //! Decisions are taken (and audited) in their own committed transaction, so a
 //! denial's audit row stays even though the function fails.
@@ -31,6 +31,8 @@ pub struct HostCapabilities {
     runtime: tokio::runtime::Handle,
     /// `plugin_secrets` answers, read once per invocation.
     secrets: Option<HashMap<String, String>>,
+    /// The invocation's wall-clock deadline, for statement timeouts.
+    deadline: Instant,
 }
 
 impl HostCapabilities {
@@ -41,6 +43,7 @@ impl HostCapabilities {
         causation: Option<uuid::Uuid>,
         runtime: tokio::runtime::Handle,
     ) -> Self {
+        let function_wall_ms = function.limits.wall_ms;
         Self {
             host,
             function,
@@ -48,6 +51,7 @@ impl HostCapabilities {
             causation,
             runtime,
             secrets: None,
+            deadline: Instant::now() + std::time::Duration::from_millis(function_wall_ms),
         }
     }
 
@@ -98,19 +102,41 @@ impl HostCapabilities {
     ) -> Result<T, OpError> {
         let db = |e: String| OpError::new("DatabaseError", e);
         let mut session = self.host.db.get().await.map_err(|e| db(sql::describe(e)))?;
-        let tx = session
-            .transaction()
+        // Until the transaction ends below, this session may be mid-statement: if the
+        // call is abandoned (wall-clock limit), it must not go back to the pool.
+        session.mark_busy();
+        // No statement outlives the invocation's wall clock.
+        let timeout_ms = self
+            .deadline
+            .saturating_duration_since(Instant::now())
+            .as_millis()
+            .max(1)
+            .to_string();
+        let out = {
+            let tx = session
+                .transaction()
+                .await
+                .map_err(|e| db(sql::describe(e)))?;
+            tx.execute(
+                "SELECT set_config('role', $1, true), set_config('request.jwt.claims', $2, true), \
+                        set_config('statement_timeout', $3, true)",
+                &[&role, &self.caller.claims.to_string(), &timeout_ms],
+            )
             .await
             .map_err(|e| db(sql::describe(e)))?;
-        tx.execute(
-            "SELECT set_config('role', $1, true), set_config('request.jwt.claims', $2, true)",
-            &[&role, &self.caller.claims.to_string()],
-        )
-        .await
-        .map_err(|e| db(sql::describe(e)))?;
-        let out = f(&tx).await.map_err(db)?;
-        tx.commit().await.map_err(|e| db(sql::describe(e)))?;
-        Ok(out)
+            match f(&tx).await {
+                Ok(out) => {
+                    tx.commit().await.map_err(|e| db(sql::describe(e)))?;
+                    Ok(out)
+                }
+                Err(e) => {
+                    tx.rollback().await.map_err(|e| db(sql::describe(e)))?;
+                    Err(db(e))
+                }
+            }
+        };
+        session.mark_idle();
+        out
     }
 
     async fn secret(&mut self, name: &str) -> Result<Value, OpError> {
@@ -179,7 +205,12 @@ impl HostCapabilities {
             .timeout(deadline.saturating_duration_since(Instant::now()));
         for pair in arg["headers"].as_array().into_iter().flatten() {
             if let (Some(k), Some(v)) = (pair[0].as_str(), pair[1].as_str()) {
-                request = request.header(k, v);
+                // The host and framing are the client's to set: a forged Host or
+                // length could aim the request elsewhere than the host authorized.
+                let framing = ["host", "content-length", "transfer-encoding", "connection"];
+                if !framing.contains(&k.to_ascii_lowercase().as_str()) {
+                    request = request.header(k, v);
+                }
             }
         }
         match &arg["body"] {
@@ -234,11 +265,12 @@ impl HostCapabilities {
     }
 
     async fn db(&self, arg: Value) -> Result<Value, OpError> {
-        let sql_text = arg["sql"].as_str().unwrap_or_default().to_string();
-        let params = arg["params"].as_array().cloned().unwrap_or_default();
+        let op = arg["op"].as_str().unwrap_or_default();
+        let statement = sql::build(op, &arg, &self.host.config.db_schemas)
+            .map_err(|e| OpError::new("TypeError", format!("ctx.db.{op}: {e}")))?;
         let role = self.caller.role.clone();
         self.in_role(&role, |tx| {
-            Box::pin(async move { sql::query(tx, &sql_text, &params).await })
+            Box::pin(async move { sql::run(tx, &statement).await })
         })
         .await
     }

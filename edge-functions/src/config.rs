@@ -25,6 +25,17 @@ impl Config {
                 format!("SPINE_FUNCTIONS_CONCURRENCY={n:?} is not a positive number")
             })?;
         }
+        if let Some(schemas) = get("SPINE_FUNCTIONS_DB_SCHEMAS") {
+            host.db_schemas = schemas
+                .split(',')
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect();
+            anyhow::ensure!(
+                !host.db_schemas.is_empty(),
+                "SPINE_FUNCTIONS_DB_SCHEMAS must name at least one schema"
+            );
+        }
         Ok(Self {
             addr: addr
                 .parse()

@@ -12,6 +12,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 
+/// A name's lookup: when, and the function (None: not deployed).
+type Cached = (Instant, Option<Arc<Deployed>>);
+
+/// Most names (deployed or not) remembered between database lookups.
+const MAX_CACHED: usize = 1024;
+
 /// Settings of a host (the binary reads them from the environment).
 #[derive(Debug, Clone)]
 pub struct HostConfig {
@@ -23,6 +29,9 @@ pub struct HostConfig {
     pub concurrency: usize,
     /// How long a loaded module is reused before the database is asked again.
     pub cache_ttl: Duration,
+    /// Schemas `ctx.db` reaches (the first is the default): PostgREST's exposed
+    /// schemas.
+    pub db_schemas: Vec<String>,
 }
 
 impl HostConfig {
@@ -41,6 +50,7 @@ impl HostConfig {
             },
             concurrency: 16,
             cache_ttl: Duration::from_secs(2),
+            db_schemas: vec!["public".into(), "spine".into()],
         }
     }
 }
@@ -60,15 +70,26 @@ impl Caller {
         }
     }
 
-    /// A job's owner (jobs from rules and webhooks): that user, or service_role
-    /// when the job has no owner.
-    pub fn for_owner(owner: Option<uuid::Uuid>) -> Self {
-        match owner {
-            Some(id) => Self {
+    /// Who a job acts for: its owner (rules' jobs), else the `{role, sub}` the job
+    /// recorded of whoever caused it (a webhook's writer), else service_role (jobs
+    /// enqueued by service_role itself).
+    pub fn for_job(owner: Option<uuid::Uuid>, actor: Option<&Value>) -> Self {
+        let sub = owner
+            .map(|o| o.to_string())
+            .or_else(|| actor.and_then(|a| a["sub"].as_str().map(String::from)));
+        let role = actor
+            .and_then(|a| a["role"].as_str())
+            .filter(|r| crate::jwt::ROLES.contains(r));
+        match (sub, role) {
+            (Some(sub), _) => Self {
                 role: "authenticated".into(),
-                claims: json!({"sub": id.to_string(), "role": "authenticated"}),
+                claims: json!({"sub": sub, "role": "authenticated"}),
             },
-            None => Self {
+            (None, Some(role)) => Self {
+                role: role.into(),
+                claims: json!({ "role": role }),
+            },
+            (None, None) => Self {
                 role: "service_role".into(),
                 claims: json!({"role": "service_role"}),
             },
@@ -110,6 +131,9 @@ struct Task {
     request: Request,
     capabilities: HostCapabilities,
     answer: tokio::sync::oneshot::Sender<Result<Response, InvokeError>>,
+    /// Held until the invocation ends, also when its caller has gone away: the
+    /// concurrency cap counts what runs, not who waits.
+    _slot: tokio::sync::OwnedSemaphorePermit,
 }
 
 /// Invocations run on `concurrency` dedicated threads. Each prepares its next
@@ -134,7 +158,11 @@ fn start_invokers(engine: Arc<dyn Engine>, threads: usize) -> std::sync::mpsc::S
                     request,
                     capabilities,
                     answer,
+                    _slot,
                 } = task;
+                if answer.is_closed() {
+                    continue; // nobody waits for it any more
+                }
                 let result = engine.invoke(
                     &function.source,
                     request,
@@ -142,6 +170,7 @@ fn start_invokers(engine: Arc<dyn Engine>, threads: usize) -> std::sync::mpsc::S
                     Box::new(capabilities),
                 );
                 let _ = answer.send(result);
+                drop(_slot);
             })
             .expect("spawning an invoker thread");
     }
@@ -153,9 +182,10 @@ pub struct Host {
     tasks: std::sync::mpsc::Sender<Task>,
     pub(crate) db: Pool,
     pub(crate) http: reqwest::Client,
-    config: HostConfig,
-    slots: Semaphore,
-    cache: Mutex<HashMap<String, (Instant, Arc<Deployed>)>>,
+    pub(crate) config: HostConfig,
+    slots: Arc<Semaphore>,
+    /// Loaded functions, and names found not deployed (None), with when.
+    cache: Mutex<HashMap<String, Cached>>,
 }
 
 impl Host {
@@ -173,7 +203,7 @@ impl Host {
                 .redirect(reqwest::redirect::Policy::none())
                 .build()
                 .expect("a client with these settings always builds"),
-            slots: Semaphore::new(config.concurrency),
+            slots: Arc::new(Semaphore::new(config.concurrency)),
             cache: Mutex::new(HashMap::new()),
             config,
         })
@@ -188,11 +218,17 @@ impl Host {
         caller: Caller,
         causation: Option<uuid::Uuid>,
     ) -> Result<Response, HostError> {
+        // The slot first: lookups of unknown names count against the cap too.
+        let slot = self
+            .slots
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("never closed");
         let function = self.load(name).await?;
         if !function.enabled {
             return Err(HostError::Disabled(name.into()));
         }
-        let _slot = self.slots.acquire().await.expect("never closed");
         let capabilities = HostCapabilities::new(
             self.clone(),
             function.clone(),
@@ -206,6 +242,7 @@ impl Host {
             request,
             capabilities,
             answer,
+            _slot: slot,
         };
         if self.tasks.send(task).is_err() {
             return Err(InvokeError::Threw("the function host is shutting down".into()).into());
@@ -220,7 +257,7 @@ impl Host {
     pub async fn load(&self, name: &str) -> Result<Arc<Deployed>, HostError> {
         if let Some((at, f)) = self.cache.lock().expect("cache lock").get(name) {
             if at.elapsed() < self.config.cache_ttl {
-                return Ok(f.clone());
+                return f.clone().ok_or_else(|| HostError::NotFound(name.into()));
             }
         }
         let mut session = self
@@ -245,7 +282,12 @@ impl Host {
         let row = match row {
             Ok(row) => row,
             Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_OBJECT) => {
-                return Err(HostError::NotFound(name.into()))
+                let mut cache = self.cache.lock().expect("cache lock");
+                if cache.len() >= MAX_CACHED {
+                    cache.clear();
+                }
+                cache.insert(name.to_string(), (Instant::now(), None));
+                return Err(HostError::NotFound(name.into()));
             }
             Err(e) => return Err(HostError::Database(crate::sql::describe(e))),
         };
@@ -267,10 +309,11 @@ impl Host {
                 })
                 .unwrap_or_default(),
         });
-        self.cache
-            .lock()
-            .expect("cache lock")
-            .insert(name.to_string(), (Instant::now(), function.clone()));
+        let mut cache = self.cache.lock().expect("cache lock");
+        if cache.len() >= MAX_CACHED {
+            cache.clear();
+        }
+        cache.insert(name.to_string(), (Instant::now(), Some(function.clone())));
         Ok(function)
     }
 

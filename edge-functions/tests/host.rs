@@ -234,9 +234,13 @@ async fn capabilities_are_checked() {
           declared_host: await attempt(async () => (await fetch("http://127.0.0.1:1/")).status),
           undeclared_event: await attempt(() => ctx.emit("other.ThingHappened", {})),
           event: await attempt(async () => (await ctx.emit("probe.Checked", {n: 1})).id),
-          vault: await attempt(() => ctx.db.query("SELECT * FROM vault.secrets")),
-          own_entities: await attempt(async () => (await ctx.db.query("SELECT count(*)::int AS n FROM spine.entities")).rows[0].n),
-          me: await attempt(async () => (await ctx.db.query("SELECT auth.uid() AS me, current_user AS role")).rows[0]),
+          vault: await attempt(() => ctx.db.select("vault.secrets")),
+          jobs: await attempt(() => ctx.db.select("spine.jobs", { limit: 5 })),
+          plugins: await attempt(() => ctx.db.insert("spine.plugins", { name: "x", version: "1.0.0", manifest: {} })),
+          own_entities: await attempt(async () => (await ctx.db.select("spine.entities", { columns: ["id"] })).rows.length),
+          privileged: await attempt(async () => (await ctx.db.rpc("spine.caller_is_privileged")).rows[0]),
+          sql_text: await attempt(() => ctx.db.query("SELECT set_config('role', 'service_role', true)")),
+          escape: await attempt(() => ctx.db.rpc("pg_catalog.set_config", { setting_name: "role", new_value: "service_role", is_local: true })),
         }));"#,
     )
     .await;
@@ -270,18 +274,23 @@ async fn capabilities_are_checked() {
         "{before}"
     );
     assert_eq!(before["event"]["err"], "PermissionDenied", "{before}");
-    assert_eq!(before["vault"]["err"], "DatabaseError", "{before}");
-    assert!(
-        before["vault"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("42501"),
-        "{before}"
-    );
-    assert_eq!(
-        before["me"]["ok"],
-        json!({"me": alice.to_string(), "role": "authenticated"})
-    );
+    // Schemas the host does not expose are out of reach, as is SQL text; what
+    // the caller may not do in an exposed schema Postgres refuses (42501); RLS
+    // filters the rest; the calls run as the caller, not privileged.
+    for refused in ["vault", "sql_text", "escape"] {
+        assert_eq!(before[refused]["err"], "TypeError", "{refused}: {before}");
+    }
+    assert!(before["vault"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("not exposed"));
+    assert_eq!(before["plugins"]["err"], "DatabaseError", "{before}");
+    assert!(before["plugins"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("42501"));
+    assert_eq!(before["jobs"]["ok"]["rows"], json!([]), "RLS: {before}");
+    assert_eq!(before["privileged"]["ok"], json!(false), "{before}");
 
     // Consent, a stored secret of alice's, and an entity of hers that db.query may count.
     db.execute(

@@ -63,8 +63,10 @@ REVOKE ALL ON spine.functions, spine.webhooks, spine.webhook_deliveries FROM PUB
 GRANT SELECT ON spine.functions, spine.webhooks, spine.webhook_deliveries TO service_role;
 
 -- The trigger every webhook installs (its argument is the webhook's name). It
--- only records: the payload is Supabase's database-webhook body, the job's
--- owner the user whose write fired it.
+-- only records: the payload is Supabase's database-webhook body plus the writer
+-- (`actor`: role and user of the request), so a function target acts as them. The
+-- job has no owner: its body may hold columns and rows the writer cannot read
+-- (old_record, cascaded deletes), so only service_role sees it.
 CREATE FUNCTION spine.webhook_fire() RETURNS trigger
     LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -75,8 +77,10 @@ BEGIN
         RETURN NULL;
     END IF;
     INSERT INTO spine.jobs (queue, owner_id, priority, payload, max_attempts)
-    VALUES (hook.queue, auth.uid(), 'interactive',
-            jsonb_build_object('webhook', hook.name, 'body', jsonb_build_object(
+    VALUES (hook.queue, NULL, 'interactive',
+            jsonb_build_object('webhook', hook.name,
+                'actor', jsonb_strip_nulls(jsonb_build_object('role', auth.role(), 'sub', auth.uid())),
+                'body', jsonb_build_object(
                 'type', TG_OP,
                 'table', TG_TABLE_NAME,
                 'schema', TG_TABLE_SCHEMA,

@@ -22,7 +22,8 @@ fn hook_name() -> String {
 }
 
 /// INSERT and UPDATE are recorded with Supabase's payload (old_record on UPDATE);
-/// DELETE, not subscribed, is not; each job belongs to the user who wrote.
+/// DELETE, not subscribed, is not; the writer is recorded as the actor, and the
+/// jobs have no owner (their rows may hold what the writer cannot read).
 #[tokio::test]
 async fn trigger_records_supabase_payloads() {
     let mut db = connect().await;
@@ -53,18 +54,20 @@ async fn trigger_records_supabase_payloads() {
         .unwrap();
     let jobs: Vec<(Value, Option<Uuid>)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
     let short = t.trim_start_matches("public.");
+    let actor = json!({"role": "authenticated", "sub": alice.to_string()});
     assert_eq!(
         jobs,
         vec![
             (
-                json!({"webhook": name, "body": {"type": "INSERT", "table": short, "schema": "public",
-                       "record": {"id": 1, "note": "a"}, "old_record": null}}),
-                Some(alice)
+                json!({"webhook": name, "actor": actor, "body": {"type": "INSERT", "table": short,
+                       "schema": "public", "record": {"id": 1, "note": "a"}, "old_record": null}}),
+                None
             ),
             (
-                json!({"webhook": name, "body": {"type": "UPDATE", "table": short, "schema": "public",
-                       "record": {"id": 1, "note": "b"}, "old_record": {"id": 1, "note": "a"}}}),
-                Some(alice)
+                json!({"webhook": name, "actor": actor, "body": {"type": "UPDATE", "table": short,
+                       "schema": "public", "record": {"id": 1, "note": "b"},
+                       "old_record": {"id": 1, "note": "a"}}}),
+                None
             ),
         ]
     );

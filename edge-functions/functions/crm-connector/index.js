@@ -6,8 +6,8 @@ Deno.serve(async (req, ctx) => {
     return Response.json({ error: "expected {source, contacts: [...]}" }, { status: 400 });
   }
   // Each contact's `id` is its external id (the source's mapping says which fields matter).
-  const { rows } = await ctx.db.query("SELECT spine.ingest($1, $2::jsonb) AS result", [source, contacts]);
-  const result = rows[0].result;
+  const { rows } = await ctx.db.rpc("spine.ingest", { source, records: contacts });
+  const result = rows[0];
   await ctx.emit("crm.SyncCompleted", { source, received: result.received, rejected: result.rejected });
   return Response.json(result, { status: result.rejected > 0 ? 207 : 200 });
 });

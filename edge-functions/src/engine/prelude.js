@@ -297,12 +297,16 @@
   }
 
   // ---- timers -----------------------------------------------------------------
+  // Captured now: a function replacing Math.max must not break the host's timers.
+  const { max: mathMax, min: mathMin } = Math;
+  const toNumber = Number;
   const timers = new Map();
   let nextTimerId = 1;
   function setTimeout(fn, ms = 0, ...args) {
     if (typeof fn !== "function") throw new TypeError("setTimeout needs a function");
     const id = nextTimerId++;
-    timers.set(id, { at: call("now") + Math.max(0, Number(ms) || 0), fn, args });
+    const delay = mathMin(mathMax(0, toNumber(ms) || 0), 2147483647); // browsers' cap
+    timers.set(id, { at: call("now") + delay, fn, args });
     return id;
   }
   function clearTimeout(id) { timers.delete(id); }
@@ -327,8 +331,16 @@
     // Read on first use: the prelude runs before the invocation is known.
     get user() { return user === undefined ? (user = call("user")) : user; },
     secrets: Object.freeze({ get: (name) => call("secret", String(name)) }),
+    // PostgREST's operations as the caller (see the README); no SQL text.
     db: Object.freeze({
-      query: async (sql, params = []) => call("db", { sql: String(sql), params: Array.from(params) }),
+      rpc: async (fn, args = {}) => call("db", { op: "rpc", function: String(fn), args }),
+      select: async (table, options = {}) => call("db", { op: "select", table: String(table), ...options }),
+      insert: async (table, rows) => call("db", { op: "insert", table: String(table), rows }),
+      update: async (table, values, options = {}) => call("db", { op: "update", table: String(table), values, ...options }),
+      delete: async (table, options = {}) => call("db", { op: "delete", table: String(table), ...options }),
+      query: async () => {
+        throw new HostError("ctx.db takes no SQL text: use ctx.db.rpc, select, insert, update or delete", "TypeError");
+      },
     }),
     emit: async (type, data = {}, subject = null) => call("emit", { type: String(type), data, subject }),
   });
@@ -365,8 +377,8 @@
     // Milliseconds until the earliest timer, or -1 when none is set.
     nextTimer() {
       let at = Infinity;
-      for (const t of timers.values()) at = Math.min(at, t.at);
-      return at === Infinity ? -1 : Math.max(0, at - call("now"));
+      for (const t of timers.values()) at = mathMin(at, t.at);
+      return at === Infinity ? -1 : mathMax(0, at - call("now"));
     },
     fireTimers() {
       const now = call("now");

@@ -304,6 +304,12 @@ impl Run<'_> {
             if next < 0.0 {
                 return Err(InvokeError::NeverSettled);
             }
+            // Whatever the script did to the prelude's numbers, wait a sane time.
+            let next = if next.is_finite() {
+                next.min(86_400_000.0)
+            } else {
+                0.0
+            };
             let left = self.wall_deadline.saturating_duration_since(Instant::now());
             let wait = Duration::from_secs_f64(next / 1000.0);
             if wait >= left {

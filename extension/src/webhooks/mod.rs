@@ -189,7 +189,7 @@ fn webhook_create(
     audit::record(
         "webhook.created",
         Some(&format!("webhook:{name}")),
-        json!({"table": qualified, "events": events_sql, "target": target.to_json(), "max_concurrency": max_concurrency, "max_attempts": max_attempts}),
+        json!({"table": qualified, "events": events_sql, "target": target.redacted(), "max_concurrency": max_concurrency, "max_attempts": max_attempts}),
     )?;
     Ok(secret_id)
 }

@@ -93,6 +93,18 @@ impl Target {
         }
     }
 
+    /// The target for the audit log: header names without their values (they are
+    /// often credentials, and the log keeps what it is given forever).
+    pub fn redacted(&self) -> Value {
+        let mut v = self.to_json();
+        if let Some(headers) = v.get_mut("headers").and_then(Value::as_object_mut) {
+            for value in headers.values_mut() {
+                *value = json!("<redacted>");
+            }
+        }
+        v
+    }
+
     /// The normalized form stored in `spine.webhooks.target`.
     pub fn to_json(&self) -> Value {
         match self {
@@ -149,6 +161,10 @@ mod tests {
         assert_eq!(
             t.to_json(),
             json!({"url": "https://h.example/x", "headers": {"Authorization": "Bearer k"}, "timeout_ms": 10000})
+        );
+        assert_eq!(
+            t.redacted()["headers"],
+            json!({"Authorization": "<redacted>"})
         );
         for (bad, why) in [
             (json!("https://h"), "object"),

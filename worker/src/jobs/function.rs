@@ -4,7 +4,8 @@
 //! Payload: `{"function": "name", "payload": {…}, "event_id": "…"}`. The function
 //! gets a POST with the payload as JSON body and `Idempotency-Key: job-<id>`; it
 //! acts for the job's owner (RLS, consents), and what it emits is caused by
-//! `event_id`, so the rules' loop guard follows the chain through it. A 2xx
+//! `event_id`, so the rules' loop guard follows the chain through it. A job without
+//! owner acts for the `actor` it recorded (a webhook's writer), else service_role. A 2xx
 //! answer completes the job; anything else fails it (retried with backoff).
 
 use super::handler::{Handler, HandlerFuture, Job};
@@ -43,7 +44,8 @@ pub async fn call(
         headers,
         body,
     };
-    host.invoke(name, request, Caller::for_owner(job.owner_id), causation)
+    let caller = Caller::for_job(job.owner_id, job.payload.get("actor"));
+    host.invoke(name, request, caller, causation)
         .await
         .map_err(|e| format!("function {name}: {e}"))
 }

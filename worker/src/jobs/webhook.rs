@@ -146,9 +146,17 @@ impl WebhookHandler {
             }
         }
         match request.body(body).send().await {
-            Ok(response) => {
+            Ok(mut response) => {
                 let status = response.status().as_u16() as i32;
-                let text = response.bytes().await.map(|b| cut(&b)).unwrap_or_default();
+                // Only the start is kept: a receiver could stream without end.
+                let mut head = Vec::new();
+                while head.len() < RESPONSE_BYTES {
+                    match response.chunk().await {
+                        Ok(Some(chunk)) => head.extend_from_slice(&chunk),
+                        _ => break,
+                    }
+                }
+                let text = cut(&head);
                 Attempt {
                     status: Some(status),
                     response: Some(text),

@@ -9,6 +9,28 @@ use std::time::{Duration, Instant};
 
 /// Description of the search-only API key the sink keeps for tenant tokens.
 pub const SEARCH_KEY_DESCRIPTION: &str = "spine: tenant tokens (search on spine_*)";
+/// Largest document payload per request.
+pub const MAX_REQUEST_BYTES: usize = 20 << 20;
+
+/// Consecutive runs of `docs` whose JSON is at most `limit` bytes each (a single
+/// larger document goes alone).
+pub fn chunks_by_size(docs: &[Value], limit: usize) -> Vec<&[Value]> {
+    let mut out = Vec::new();
+    let (mut start, mut size) = (0, 0);
+    for (i, d) in docs.iter().enumerate() {
+        let n = d.to_string().len() + 1;
+        if i > start && size + n > limit {
+            out.push(&docs[start..i]);
+            (start, size) = (i, 0);
+        }
+        size += n;
+    }
+    if start < docs.len() {
+        out.push(&docs[start..]);
+    }
+    out
+}
+
 /// How long the sink waits for Meilisearch to process one batch's tasks.
 const TASK_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -162,14 +184,22 @@ impl Meili {
         self.wait(&[created, settings]).await
     }
 
-    /// Adds or replaces documents (by `id`); returns the task.
-    pub async fn put_documents(&self, uid: &str, docs: &[Value]) -> anyhow::Result<u64> {
-        self.task(
-            reqwest::Method::POST,
-            &format!("/indexes/{uid}/documents?primaryKey=id"),
-            &Value::Array(docs.to_vec()),
-        )
-        .await
+    /// Adds or replaces documents (by `id`), in requests of at most
+    /// [`MAX_REQUEST_BYTES`] (Meilisearch refuses payloads over 100 MB by default);
+    /// returns the tasks, in order.
+    pub async fn put_documents(&self, uid: &str, docs: &[Value]) -> anyhow::Result<Vec<u64>> {
+        let mut tasks = Vec::new();
+        for chunk in chunks_by_size(docs, MAX_REQUEST_BYTES) {
+            tasks.push(
+                self.task(
+                    reqwest::Method::POST,
+                    &format!("/indexes/{uid}/documents?primaryKey=id"),
+                    &Value::Array(chunk.to_vec()),
+                )
+                .await?,
+            );
+        }
+        Ok(tasks)
     }
 
     /// Deletes documents by id (absent ones are no error); returns the task.
@@ -278,5 +308,29 @@ impl Meili {
             (Some(uid), Some(k)) => Ok((uid.to_string(), k.to_string())),
             _ => bail!("meilisearch returned a key without uid or key: {key}"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Requests stay under the byte limit; order is kept; an oversized document
+    /// travels alone rather than being dropped.
+    #[test]
+    fn chunks_respect_the_byte_limit() {
+        let docs: Vec<Value> = (0..10)
+            .map(|i| json!({"id": i, "t": "x".repeat(90)}))
+            .collect();
+        let size = docs[0].to_string().len() + 1;
+        let chunks = chunks_by_size(&docs, size * 3);
+        assert_eq!(
+            chunks.iter().map(|c| c.len()).collect::<Vec<_>>(),
+            vec![3, 3, 3, 1]
+        );
+        assert_eq!(chunks.concat(), docs);
+        let big = vec![json!({"id": 1, "t": "y".repeat(1000)}), json!({"id": 2})];
+        assert_eq!(chunks_by_size(&big, 100).len(), 2);
+        assert!(chunks_by_size(&[], 100).is_empty());
     }
 }

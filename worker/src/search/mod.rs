@@ -65,7 +65,7 @@ pub async fn enqueue(
     let mut written = 0;
     for (index, docs) in &plan.put {
         meili.ensure_index(index).await?;
-        tasks.push(meili.put_documents(index, docs).await?);
+        tasks.extend(meili.put_documents(index, docs).await?);
         written += docs.len();
     }
     for (index, ids) in &plan.delete {

@@ -73,7 +73,7 @@ pub async fn reindex(config: &Config, kind: &str) -> anyhow::Result<()> {
             .map(|r| document(&super::entity_from_row(r)))
             .collect();
         meili
-            .wait(&[meili.put_documents(&side, &docs).await?])
+            .wait(&meili.put_documents(&side, &docs).await?)
             .await?;
         count += docs.len();
     }
