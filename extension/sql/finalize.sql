@@ -125,7 +125,8 @@ GRANT EXECUTE ON FUNCTION
     spine.webhook_create(text, oid, text[], jsonb, integer, integer),
     spine.drop_webhook(text),
     spine.webhook_target(text),
-    spine.record_webhook_delivery(text, bigint, integer, integer, boolean, text, text, integer)
+    spine.record_webhook_delivery(text, bigint, integer, integer, boolean, text, text, integer),
+    spine.webhook_maintenance()
     TO service_role;
 GRANT EXECUTE ON FUNCTION spine.function_source(text) TO service_role, spine_functions;
 COMMENT ON FUNCTION spine.deploy_function(jsonb, text) IS
@@ -135,6 +136,8 @@ COMMENT ON FUNCTION spine.drop_webhook(text) IS 'Removes a webhook (trigger, row
 COMMENT ON FUNCTION spine.webhook_target(text) IS 'Where the worker delivers a webhook and the key it signs with.';
 COMMENT ON FUNCTION spine.record_webhook_delivery(text, bigint, integer, integer, boolean, text, text, integer) IS
     'Records one delivery attempt of a webhook (called by the worker).';
+COMMENT ON FUNCTION spine.webhook_maintenance() IS
+    'Deletes delivery history past its webhook queue''s retention (7 days for dropped webhooks); pg_cron runs it hourly.';
 
 -- Search.
 GRANT EXECUTE ON FUNCTION spine.configure_search(text, uuid, text) TO service_role;

@@ -105,3 +105,21 @@ CREATE FUNCTION spine.create_webhook(
 $$;
 COMMENT ON FUNCTION spine.create_webhook(text, regclass, text[], jsonb, integer, integer) IS
     'Creates a database webhook: row changes (events among INSERT, UPDATE, DELETE) of table_name are delivered to target with retries. Returns the vault id of its signing secret.';
+
+-- Delivery history is kept as long as the webhook's queue keeps finished jobs
+-- (its retention; 7 days by default), and 7 days for webhooks since dropped.
+-- pg_cron runs it hourly (migration webhook_maintenance).
+CREATE FUNCTION spine.webhook_maintenance() RETURNS bigint
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    n bigint;
+BEGIN
+    DELETE FROM spine.webhook_deliveries d
+     WHERE d.delivered_at < now() - coalesce(
+               (SELECT q.retention FROM spine.webhooks w JOIN spine.queues q ON q.name = w.queue
+                 WHERE w.name = d.webhook),
+               interval '7 days');
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END
+$$;

@@ -126,6 +126,68 @@ async fn drop_removes_trigger_and_secret() {
     assert_eq!(sqlstate(&err), Some("42704"));
 }
 
+/// Delivery history older than its webhook queue's retention goes (7 days for a
+/// dropped webhook); recent history stays; pg_cron has the job.
+#[tokio::test]
+async fn delivery_history_is_pruned() {
+    let db = connect().await;
+    let t = table(&db).await;
+    let live = hook_name();
+    db.execute(
+        "SELECT spine.create_webhook($1, $2::text::regclass, ARRAY['INSERT'], '{\"url\": \"http://h.example\"}')",
+        &[&live, &t],
+    )
+    .await
+    .unwrap();
+    db.execute(
+        "SELECT spine.create_queue($1, 4, '1 day')",
+        &[&format!("webhook.{live}")],
+    )
+    .await
+    .unwrap();
+    let gone = hook_name();
+    for (hook, age) in [
+        (&live, "2 days"),
+        (&live, "1 hour"),
+        (&gone, "8 days"),
+        (&gone, "6 days"),
+    ] {
+        db.execute(
+            "SELECT spine.record_webhook_delivery($1, 1, 1, 200, true, 'ok', NULL, 5)",
+            &[hook],
+        )
+        .await
+        .unwrap();
+        db.execute(
+            &format!(
+                "UPDATE spine.webhook_deliveries SET delivered_at = now() - interval '{age}' \
+                      WHERE id = (SELECT max(id) FROM spine.webhook_deliveries)"
+            ),
+            &[],
+        )
+        .await
+        .unwrap();
+    }
+    db.execute("SELECT spine.webhook_maintenance()", &[])
+        .await
+        .unwrap();
+    let left: Vec<String> = column(
+        &db,
+        "SELECT webhook || ' ' || (now() - delivered_at > interval '1 day')::text \
+           FROM spine.webhook_deliveries WHERE webhook IN ($1, $2) ORDER BY id",
+        &[&live, &gone],
+    )
+    .await;
+    assert_eq!(left, [format!("{live} false"), format!("{gone} true")]);
+    let scheduled: i64 = one(
+        &db,
+        "SELECT count(*) FROM cron.job WHERE jobname = 'spine-webhook-maintenance'",
+        &[],
+    )
+    .await;
+    assert_eq!(scheduled, 1);
+}
+
 /// Each bad input of create_webhook and deploy_function is refused with its
 /// SQLSTATE, and users may do neither.
 #[tokio::test]
