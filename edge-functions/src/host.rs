@@ -5,6 +5,7 @@
 
 use crate::capabilities::HostCapabilities;
 use crate::engine::{Engine, InvokeError, Limits, QuickJs, Request, Response};
+use crate::invokers::Invokers;
 use crate::pool::Pool;
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -125,61 +126,9 @@ pub enum HostError {
     Database(String),
 }
 
-/// One invocation handed to an invoker thread.
-struct Task {
-    function: Arc<Deployed>,
-    request: Request,
-    capabilities: HostCapabilities,
-    answer: tokio::sync::oneshot::Sender<Result<Response, InvokeError>>,
-    /// Held until the invocation ends, also when its caller has gone away: the
-    /// concurrency cap counts what runs, not who waits.
-    _slot: tokio::sync::OwnedSemaphorePermit,
-}
-
-/// Invocations run on `concurrency` dedicated threads. Each prepares its next
-/// context as soon as it has answered, so a call on an idle host starts from a
-/// ready context (the engine keeps one per thread; none is ever reused).
-fn start_invokers(engine: Arc<dyn Engine>, threads: usize) -> std::sync::mpsc::Sender<Task> {
-    let (tx, rx) = std::sync::mpsc::channel::<Task>();
-    let rx = Arc::new(Mutex::new(rx));
-    for n in 0..threads {
-        let (engine, rx) = (engine.clone(), rx.clone());
-        std::thread::Builder::new()
-            .name(format!("spine-fn-{n}"))
-            .spawn(move || loop {
-                engine.prepare();
-                let task = match rx.lock() {
-                    Ok(rx) => rx.recv(),
-                    Err(_) => return,
-                };
-                let Ok(task) = task else { return };
-                let Task {
-                    function,
-                    request,
-                    capabilities,
-                    answer,
-                    _slot,
-                } = task;
-                if answer.is_closed() {
-                    continue; // nobody waits for it any more
-                }
-                let result = engine.invoke(
-                    &function.source,
-                    request,
-                    function.limits,
-                    Box::new(capabilities),
-                );
-                let _ = answer.send(result);
-                drop(_slot);
-            })
-            .expect("spawning an invoker thread");
-    }
-    tx
-}
-
 pub struct Host {
-    /// Invoker threads take tasks from here.
-    tasks: std::sync::mpsc::Sender<Task>,
+    /// The threads invocations run on.
+    invokers: Invokers,
     pub(crate) db: Pool,
     pub(crate) http: reqwest::Client,
     pub(crate) config: HostConfig,
@@ -194,7 +143,7 @@ impl Host {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let engine: Arc<dyn Engine> = Arc::new(QuickJs);
         Arc::new(Self {
-            tasks: start_invokers(engine, config.concurrency),
+            invokers: Invokers::start(engine, config.concurrency),
             db: Pool::new(&config.database_url, config.concurrency * 2),
             http: reqwest::Client::builder()
                 .user_agent(concat!("spine-functions/", env!("CARGO_PKG_VERSION")))
@@ -237,16 +186,17 @@ impl Host {
             tokio::runtime::Handle::current(),
         );
         let (answer, outcome) = tokio::sync::oneshot::channel();
-        let task = Task {
-            function,
-            request,
-            capabilities,
-            answer,
-            _slot: slot,
-        };
-        if self.tasks.send(task).is_err() {
-            return Err(InvokeError::Threw("the function host is shutting down".into()).into());
-        }
+        let limits = function.limits;
+        self.invokers.submit(Box::new(move |engine| {
+            // The slot is held until the invocation ends, also when its caller has
+            // gone away: the concurrency cap counts what runs, not who waits.
+            let _slot = slot;
+            if answer.is_closed() {
+                return; // nobody waits for it any more
+            }
+            let result = engine.invoke(&function.source, request, limits, Box::new(capabilities));
+            let _ = answer.send(result);
+        }));
         let outcome = outcome
             .await
             .unwrap_or_else(|_| Err(InvokeError::Threw("the invocation's thread died".into())));

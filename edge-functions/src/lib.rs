@@ -2,6 +2,12 @@
 //!
 //! - [`engine`]: the sandbox contract ([`engine::Engine`], limits, capabilities)
 //!   and its QuickJS implementation: a fresh runtime per invocation.
+//! - [`host`]: loads deployed functions and runs invocations for a caller;
+//!   [`invokers`]: the threads they run on; [`capabilities`]: what a function may
+//!   ask of the host (secrets, fetch, emit, [`sql`] `ctx.db`), each checked.
+//! - [`server`]: `POST /functions/v1/{name}` with [`jwt`] verification.
+//! - [`deploy`]: `spine-functions deploy` from a folder; [`config`]: settings;
+//!   [`pool`]: database sessions for host calls.
 //!
 //! The engine sits behind [`engine::Engine`] so another one can be added later
 //! (DESIGN.md).
@@ -11,6 +17,7 @@ pub mod config;
 pub mod deploy;
 pub mod engine;
 pub mod host;
+pub mod invokers;
 pub mod jwt;
 pub mod pool;
 pub mod server;
