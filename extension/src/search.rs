@@ -122,6 +122,32 @@ fn configure_search(
     Ok(true)
 }
 
+/// The search key's plaintext, decrypted (and audited) once per backend and
+/// configuration: minting tokens in a loop does not flood the audit log.
+fn search_key_secret(secret_id: pgrx::Uuid, stamp: &str) -> Result<String, SpineError> {
+    thread_local! {
+        static CACHED: std::cell::RefCell<Option<(String, String)>> = const { std::cell::RefCell::new(None) };
+    }
+    let stamp = format!("{secret_id}@{stamp}");
+    if let Some(key) = CACHED.with(|c| {
+        c.borrow()
+            .as_ref()
+            .filter(|(s, _)| *s == stamp)
+            .map(|(_, k)| k.clone())
+    }) {
+        return Ok(key);
+    }
+    let key = optional_row(Spi::get_one_with_args::<String>(
+        "SELECT decrypted_secret FROM vault.decrypted_secrets WHERE id = $1",
+        &[secret_id.into()],
+    ))
+    .map_err(internal("search: key"))?
+    .flatten()
+    .ok_or_else(|| SpineError::Unavailable("the search key is missing from the vault".into()))?;
+    CACHED.with(|c| *c.borrow_mut() = Some((stamp, key.clone())));
+    Ok(key)
+}
+
 /// A Meilisearch tenant token for the calling user: `{url, token, expires_at,
 /// indexes}`. Searches with it see only documents whose `owner_id` is the user.
 #[pg_extern(security_definer, volatile)]
@@ -140,16 +166,29 @@ fn search_key(ttl: default!(Option<Interval>, "'1 hour'")) -> Result<JsonB, Erro
             "search tokens are per user: request.jwt.claims has no sub".into(),
         )
     })?;
-    let row = optional_row(Spi::get_three::<String, pgrx::Uuid, String>(
-        "SELECT c.url, c.key_uid, s.decrypted_secret FROM spine.search_config c \
-           LEFT JOIN vault.decrypted_secrets s ON s.id = c.secret_id",
-    ))
-    .map_err(internal("search: key"))?;
-    let Some((Some(url), Some(key_uid), Some(key))) = row else {
+    let config = Spi::connect(|client| {
+        let mut rows = client.select(
+            "SELECT url, key_uid, secret_id, updated_at::text FROM spine.search_config",
+            None,
+            &[],
+        )?;
+        Ok::<_, pgrx::spi::SpiError>(match rows.next() {
+            Some(r) => Some((
+                r.get::<String>(1)?,
+                r.get::<pgrx::Uuid>(2)?,
+                r.get::<pgrx::Uuid>(3)?,
+                r.get::<String>(4)?,
+            )),
+            None => None,
+        })
+    })
+    .map_err(internal("search: config"))?;
+    let Some((Some(url), Some(key_uid), Some(secret_id), Some(stamp))) = config else {
         Err(SpineError::Unavailable(
             "search is not configured: no worker with MEILI_URL has registered a search key".into(),
         ))?
     };
+    let key = search_key_secret(secret_id, &stamp)?;
     let now = Spi::get_one::<f64>("SELECT extract(epoch FROM now())::float8")
         .map_err(internal("search: now"))?
         .unwrap_or_default() as i64;
@@ -242,6 +281,15 @@ mod tests {
             .unwrap()
             .0;
         assert_eq!(grant["url"], "http://search.example:7700");
+        // More tokens: the key is decrypted (and audited) once per backend.
+        for _ in 0..3 {
+            Spi::run("SELECT spine.search_key()").unwrap();
+        }
+        let decrypts = Spi::get_one::<i64>(
+            "SELECT count(*) FROM spine.audit_pending WHERE action = 'vault.secret_decrypted'",
+        )
+        .unwrap();
+        assert_eq!(decrypts, Some(1));
         let token = grant["token"].as_str().unwrap();
         let claims: serde_json::Value = serde_json::from_slice(
             &URL_SAFE_NO_PAD
