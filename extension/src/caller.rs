@@ -30,6 +30,18 @@ pub fn caller_is_privileged() -> bool {
     }
 }
 
+/// 42501 unless the caller is privileged (service_role or a superuser); `what`
+/// completes "only service_role may …" in the error.
+pub fn require_privileged(what: &str) -> Result<(), SpineError> {
+    if caller_is_privileged() {
+        Ok(())
+    } else {
+        Err(SpineError::PermissionDenied(format!(
+            "only service_role may {what}"
+        )))
+    }
+}
+
 /// The user a call acts for: `owner` when given (only the user themself or a
 /// privileged caller may name one), else the request's user. `what` names the
 /// things that belong to users, for the error (`rules`, `entities`, `consents`).

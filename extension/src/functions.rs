@@ -4,7 +4,7 @@
 //! `sql/webhooks.sql`.
 
 use crate::audit;
-use crate::caller::caller_is_privileged;
+use crate::caller::require_privileged;
 use crate::error::{internal, SpineError};
 use crate::policy;
 use crate::spi_ext::optional_row;
@@ -24,11 +24,7 @@ const MAX_SOURCE_BYTES: usize = 1 << 20;
 fn deploy_function(manifest: Option<JsonB>, source: Option<&str>) -> Result<String, ErrorReport> {
     let manifest = manifest.ok_or(SpineError::NullArgument("manifest"))?;
     let source = source.ok_or(SpineError::NullArgument("source"))?;
-    if !caller_is_privileged() {
-        Err(SpineError::PermissionDenied(
-            "only service_role may deploy functions".into(),
-        ))?;
-    }
+    require_privileged("deploy functions")?;
     if source.trim().is_empty() {
         Err(SpineError::InvalidParameter {
             name: "source",

@@ -5,7 +5,7 @@
 //! whatever filter it sends. Table in `sql/search.sql`.
 
 use crate::audit;
-use crate::caller::caller_is_privileged;
+use crate::caller::require_privileged;
 use crate::error::{internal, SpineError};
 use crate::spi_ext::optional_row;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -52,11 +52,7 @@ fn configure_search(
     let url = url.ok_or(SpineError::NullArgument("url"))?;
     let key_uid = key_uid.ok_or(SpineError::NullArgument("key_uid"))?;
     let key = key.ok_or(SpineError::NullArgument("key"))?;
-    if !caller_is_privileged() {
-        Err(SpineError::PermissionDenied(
-            "only service_role may configure search".into(),
-        ))?;
-    }
+    require_privileged("configure search")?;
     let parsed = url::Url::parse(url).map_err(|e| SpineError::InvalidParameter {
         name: "url",
         reason: format!("\"{url}\": {e}"),

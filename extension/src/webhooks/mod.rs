@@ -9,7 +9,7 @@
 pub mod target;
 
 use crate::audit;
-use crate::caller::caller_is_privileged;
+use crate::caller::require_privileged;
 use crate::error::{internal, SpineError};
 use crate::spi_ext::optional_row;
 use pgrx::pg_sys::panic::ErrorReport;
@@ -31,16 +31,6 @@ const CLOSED_SCHEMAS: [&str; 6] = [
 
 /// Webhook names become queue, trigger and secret names.
 const MAX_NAME_LEN: usize = 40;
-
-fn require_privileged(what: &str) -> Result<(), SpineError> {
-    if caller_is_privileged() {
-        Ok(())
-    } else {
-        Err(SpineError::PermissionDenied(format!(
-            "only service_role may {what}"
-        )))
-    }
-}
 
 fn check_name(name: &str) -> Result<(), SpineError> {
     let ok = name.len() <= MAX_NAME_LEN
