@@ -46,47 +46,44 @@ fn nats_binary() -> PathBuf {
         .expect("nats-server not found: run `cargo xtask setup`")
 }
 
-/// A nats-server with JetStream that belongs to one test.
-pub struct Nats {
+/// A server process that belongs to one test, on a loopback port: started from
+/// `command` (run again on restart) and waited for until the port answers;
+/// SIGKILLed by `kill9` and on drop.
+pub struct Daemon {
     pub port: u16,
-    store: tempdir::TempDir,
+    what: &'static str,
+    startup: Duration,
+    command: Box<dyn Fn(u16) -> Command + Send + Sync>,
     child: Option<Child>,
 }
 
-impl Nats {
-    pub fn start() -> Self {
-        let mut nats = Nats {
+impl Daemon {
+    pub fn start(
+        what: &'static str,
+        startup: Duration,
+        command: impl Fn(u16) -> Command + Send + Sync + 'static,
+    ) -> Self {
+        let mut daemon = Daemon {
             port: free_port(),
-            store: tempdir::TempDir::new(),
+            what,
+            startup,
+            command: Box::new(command),
             child: None,
         };
-        nats.spawn();
-        nats
-    }
-
-    pub fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
+        daemon.spawn();
+        daemon
     }
 
     fn spawn(&mut self) {
-        let child = Command::new(nats_binary())
-            .args([
-                "-js",
-                "-a",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-sd",
-            ])
-            .arg(self.store.path())
+        let child = (self.command)(self.port)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .expect("start nats-server");
+            .unwrap_or_else(|e| panic!("start {}: {e}", self.what));
         self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + self.startup;
         while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(Instant::now() < deadline, "nats-server did not start");
+            assert!(Instant::now() < deadline, "{} did not start", self.what);
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -102,6 +99,53 @@ impl Nats {
     pub fn restart(&mut self) {
         self.kill9();
         self.spawn();
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// A nats-server with JetStream that belongs to one test.
+pub struct Nats {
+    // Field order is drop order: the server stops before its store is removed.
+    server: Daemon,
+    _store: tempdir::TempDir,
+}
+
+impl std::ops::Deref for Nats {
+    type Target = Daemon;
+    fn deref(&self) -> &Daemon {
+        &self.server
+    }
+}
+
+impl std::ops::DerefMut for Nats {
+    fn deref_mut(&mut self) -> &mut Daemon {
+        &mut self.server
+    }
+}
+
+impl Nats {
+    pub fn start() -> Self {
+        let store = tempdir::TempDir::new();
+        let dir = store.path().to_path_buf();
+        let server = Daemon::start("nats-server", Duration::from_secs(10), move |port| {
+            let mut cmd = Command::new(nats_binary());
+            cmd.args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
+                .arg(&dir);
+            cmd
+        });
+        Nats {
+            server,
+            _store: store,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
     }
 
     pub async fn jetstream(&self) -> async_nats::jetstream::Context {
@@ -149,12 +193,6 @@ impl Nats {
     }
 }
 
-impl Drop for Nats {
-    fn drop(&mut self) {
-        self.kill9();
-    }
-}
-
 /// The `meilisearch` binary: `MEILI_BIN`, or on PATH. None means search tests
 /// print a SKIP line (no registry ships Meilisearch; see the README).
 pub fn meili_binary() -> Option<PathBuf> {
@@ -169,11 +207,22 @@ pub fn meili_binary() -> Option<PathBuf> {
 
 /// A Meilisearch server that belongs to one test (so it may kill and restart it).
 pub struct Meili {
-    pub port: u16,
     pub key: String,
-    bin: PathBuf,
-    store: tempdir::TempDir,
-    child: Option<Child>,
+    server: Daemon,
+    _store: tempdir::TempDir,
+}
+
+impl std::ops::Deref for Meili {
+    type Target = Daemon;
+    fn deref(&self) -> &Daemon {
+        &self.server
+    }
+}
+
+impl std::ops::DerefMut for Meili {
+    fn deref_mut(&mut self) -> &mut Daemon {
+        &mut self.server
+    }
 }
 
 impl Meili {
@@ -189,68 +238,39 @@ impl Meili {
             );
             return None;
         };
-        let mut meili = Meili {
-            port: free_port(),
-            key: format!("test-master-key-{}", uuid::Uuid::new_v4().simple()),
-            bin,
-            store: tempdir::TempDir::new(),
-            child: None,
-        };
-        meili.spawn();
-        Some(meili)
+        let key = format!("test-master-key-{}", uuid::Uuid::new_v4().simple());
+        let store = tempdir::TempDir::new();
+        let (dir, master) = (store.path().to_path_buf(), key.clone());
+        let server = Daemon::start("meilisearch", Duration::from_secs(30), move |port| {
+            let mut cmd = Command::new(&bin);
+            cmd.args(["--http-addr", &format!("127.0.0.1:{port}")])
+                .args([
+                    "--master-key",
+                    &master,
+                    "--no-analytics",
+                    "--env",
+                    "development",
+                ])
+                .arg("--db-path")
+                .arg(dir.join("data.ms"))
+                .arg("--dump-dir")
+                .arg(dir.join("dumps"))
+                .current_dir(&dir);
+            cmd
+        });
+        Some(Meili {
+            key,
+            server,
+            _store: store,
+        })
     }
 
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
 
-    fn spawn(&mut self) {
-        let child = Command::new(&self.bin)
-            .args(["--http-addr", &format!("127.0.0.1:{}", self.port)])
-            .args([
-                "--master-key",
-                &self.key,
-                "--no-analytics",
-                "--env",
-                "development",
-            ])
-            .arg("--db-path")
-            .arg(self.store.path().join("data.ms"))
-            .arg("--dump-dir")
-            .arg(self.store.path().join("dumps"))
-            .current_dir(self.store.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start meilisearch");
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(Instant::now() < deadline, "meilisearch did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    pub fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    pub fn restart(&mut self) {
-        self.kill9();
-        self.spawn();
-    }
-
     pub fn client(&self) -> spine_worker::search::meili::Meili {
         spine_worker::search::meili::Meili::new(&self.url(), Some(&self.key))
-    }
-}
-
-impl Drop for Meili {
-    fn drop(&mut self) {
-        self.kill9();
     }
 }
 
