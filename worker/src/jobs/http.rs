@@ -115,20 +115,25 @@ impl Handler for HttpHandler {
             if status.is_success() {
                 return Ok(());
             }
-            // Read only the start of the body: a hostile endpoint could send gigabytes.
-            let mut head = Vec::new();
-            let mut response = response;
-            while head.len() < ERROR_BODY_BYTES {
-                match response.chunk().await {
-                    Ok(Some(chunk)) => head.extend_from_slice(&chunk),
-                    _ => break,
-                }
-            }
-            head.truncate(ERROR_BODY_BYTES);
+            let head = read_head(response, ERROR_BODY_BYTES).await;
             let snippet: String = String::from_utf8_lossy(&head).chars().take(300).collect();
             Err(format!("HTTP {status}: {snippet}"))
         })
     }
+}
+
+/// The first `limit` bytes of a response's body (fewer if it ends or breaks off):
+/// a hostile endpoint could send gigabytes, and only the start is ever kept.
+pub async fn read_head(mut response: reqwest::Response, limit: usize) -> Vec<u8> {
+    let mut head = Vec::new();
+    while head.len() < limit {
+        match response.chunk().await {
+            Ok(Some(chunk)) => head.extend_from_slice(&chunk),
+            _ => break,
+        }
+    }
+    head.truncate(limit);
+    head
 }
 
 #[cfg(test)]

@@ -147,23 +147,11 @@ impl WebhookHandler {
             }
         }
         match request.body(body).send().await {
-            Ok(mut response) => {
-                let status = response.status().as_u16() as i32;
-                // Only the start is kept: a receiver could stream without end.
-                let mut head = Vec::new();
-                while head.len() < RESPONSE_BYTES {
-                    match response.chunk().await {
-                        Ok(Some(chunk)) => head.extend_from_slice(&chunk),
-                        _ => break,
-                    }
-                }
-                let text = cut(&head);
-                Attempt {
-                    status: Some(status),
-                    response: Some(text),
-                    error: None,
-                }
-            }
+            Ok(response) => Attempt {
+                status: Some(response.status().as_u16() as i32),
+                response: Some(cut(&super::http::read_head(response, RESPONSE_BYTES).await)),
+                error: None,
+            },
             Err(e) if e.is_timeout() => failed(format!("timed out after {timeout:?}")),
             Err(e) => failed(format!("request failed: {e}")),
         }
