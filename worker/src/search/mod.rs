@@ -19,7 +19,11 @@ pub mod sink;
 /// The index pattern search keys and tenant tokens cover.
 pub const INDEX_PATTERN: &str = "spine_*";
 
-use documents::Entity;
+use documents::{Entity, Plan};
+
+/// The columns [`entity_from_row`] reads, for queries on `spine.entities`.
+pub const ENTITY_COLUMNS: &str = "id, owner_id, kind, version, data, \
+    to_char(updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')";
 
 /// Current rows of entities `ids` (any owner: the worker acts as service_role).
 pub async fn load_entities(
@@ -28,13 +32,33 @@ pub async fn load_entities(
 ) -> Result<Vec<Entity>, tokio_postgres::Error> {
     let rows = db
         .query(
-            "SELECT id, owner_id, kind, version, data, \
-                    to_char(updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') \
-               FROM spine.entities WHERE id = ANY($1)",
+            &format!("SELECT {ENTITY_COLUMNS} FROM spine.entities WHERE id = ANY($1)"),
             &[&ids],
         )
         .await?;
     Ok(rows.iter().map(entity_from_row).collect())
+}
+
+/// What a batch of events (rows of `commit_seq, seq, type, data` from
+/// `spine.events_after`) asks to write: the current documents of the entities it
+/// touched, or their deletes; with `kind`, only entities of that kind.
+pub async fn plan_events(
+    db: &tokio_postgres::Client,
+    rows: &[tokio_postgres::Row],
+    kind: Option<&str>,
+) -> Result<Plan, tokio_postgres::Error> {
+    let events: Vec<(String, serde_json::Value)> =
+        rows.iter().map(|r| (r.get(2), r.get(3))).collect();
+    let mut touched = documents::touched(events.iter().map(|(t, d)| (t.as_str(), d)));
+    if let Some(kind) = kind {
+        touched.retain(|_, k| k == kind);
+    }
+    if touched.is_empty() {
+        return Ok(Plan::default());
+    }
+    let ids: Vec<uuid::Uuid> = touched.keys().copied().collect();
+    let existing = load_entities(db, &ids).await?;
+    Ok(documents::plan(&touched, &existing))
 }
 
 pub fn entity_from_row(r: &tokio_postgres::Row) -> Entity {

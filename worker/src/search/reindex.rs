@@ -6,7 +6,7 @@
 //! touched between the start of the rebuild and the swap are written again
 //! afterwards, so nothing the rebuild read too early survives.
 
-use super::documents::{document, index_name, plan, touched};
+use super::documents::{document, index_name};
 use super::meili::Meili;
 use crate::config::Config;
 use anyhow::Context;
@@ -60,9 +60,10 @@ pub async fn reindex(config: &Config, kind: &str) -> anyhow::Result<()> {
     loop {
         let rows = db
             .query(
-                "SELECT id, owner_id, kind, version, data, \
-                        to_char(updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') \
-                   FROM spine.entities WHERE kind = $1 AND id > $2 ORDER BY id LIMIT $3",
+                &format!(
+                    "SELECT {} FROM spine.entities WHERE kind = $1 AND id > $2 ORDER BY id LIMIT $3",
+                    super::ENTITY_COLUMNS
+                ),
                 &[&kind, &after, &PAGE],
             )
             .await?;
@@ -92,16 +93,7 @@ pub async fn reindex(config: &Config, kind: &str) -> anyhow::Result<()> {
             .await?;
         let Some(last) = rows.last() else { break };
         cursor = (last.get(0), last.get(1));
-        let events: Vec<(String, serde_json::Value)> =
-            rows.iter().map(|r| (r.get(2), r.get(3))).collect();
-        let mut touched = touched(events.iter().map(|(t, d)| (t.as_str(), d)));
-        touched.retain(|_, k| k == kind);
-        if touched.is_empty() {
-            continue;
-        }
-        let ids: Vec<uuid::Uuid> = touched.keys().copied().collect();
-        let existing = super::load_entities(&db, &ids).await?;
-        again += super::apply(&meili, &plan(&touched, &existing)).await?;
+        again += super::apply(&meili, &super::plan_events(&db, &rows, Some(kind)).await?).await?;
     }
     println!("reindexed {live}: {count} documents, swapped in; {again} written again for changes during the rebuild");
     Ok(())

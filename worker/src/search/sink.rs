@@ -14,7 +14,6 @@
 //! when it is back. Writes are idempotent (put by id, delete by id), so a batch
 //! written again after a crash changes nothing.
 
-use super::documents::{plan, touched};
 use super::meili::Meili;
 use crate::config::{Config, SearchConfig};
 use std::sync::Arc;
@@ -144,15 +143,8 @@ async fn rounds(
             backlog = rows.len() == sc.batch as usize;
             if let Some(last) = rows.last() {
                 let upto: (i64, i64) = (last.get(0), last.get(1));
-                let events: Vec<(String, serde_json::Value)> =
-                    rows.iter().map(|r| (r.get(2), r.get(3))).collect();
-                let touched = touched(events.iter().map(|(t, d)| (t.as_str(), d)));
-                let (mut tasks, mut written) = (Vec::new(), 0);
-                if !touched.is_empty() {
-                    let ids: Vec<uuid::Uuid> = touched.keys().copied().collect();
-                    let existing = super::load_entities(db, &ids).await?;
-                    (tasks, written) = super::enqueue(meili, &plan(&touched, &existing)).await?;
-                }
+                let plan = super::plan_events(db, &rows, None).await?;
+                let (tasks, written) = super::enqueue(meili, &plan).await?;
                 inflight.push_back(Round {
                     upto,
                     tasks,
