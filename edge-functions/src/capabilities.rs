@@ -20,6 +20,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
+/// Headers the HTTP client sets itself: a forged Host or length could aim a
+/// function's request elsewhere than the host it was authorized for.
+const FRAMING_HEADERS: [&str; 4] = ["host", "content-length", "transfer-encoding", "connection"];
+
 /// Largest response body a function's fetch reads.
 const MAX_FETCH_BODY: usize = 10 << 20;
 
@@ -31,8 +35,6 @@ pub struct HostCapabilities {
     runtime: tokio::runtime::Handle,
     /// `plugin_secrets` answers, read once per invocation.
     secrets: Option<HashMap<String, String>>,
-    /// The invocation's wall-clock deadline, for statement timeouts.
-    deadline: Instant,
 }
 
 impl HostCapabilities {
@@ -43,7 +45,6 @@ impl HostCapabilities {
         causation: Option<uuid::Uuid>,
         runtime: tokio::runtime::Handle,
     ) -> Self {
-        let function_wall_ms = function.limits.wall_ms;
         Self {
             host,
             function,
@@ -51,7 +52,6 @@ impl HostCapabilities {
             causation,
             runtime,
             secrets: None,
-            deadline: Instant::now() + std::time::Duration::from_millis(function_wall_ms),
         }
     }
 
@@ -60,9 +60,14 @@ impl HostCapabilities {
     }
 
     /// Asks `spine.authorize` as the function host's role for the caller.
-    async fn authorize(&self, action: &str, resource: &str) -> Result<(), OpError> {
+    async fn authorize(
+        &self,
+        action: &str,
+        resource: &str,
+        deadline: Instant,
+    ) -> Result<(), OpError> {
         let allowed: bool = self
-            .in_role("spine_functions", |tx| {
+            .in_role("spine_functions", deadline, |tx| {
                 let (principal, action, resource) =
                     (self.principal(), action.to_string(), resource.to_string());
                 Box::pin(async move {
@@ -90,10 +95,12 @@ impl HostCapabilities {
         }
     }
 
-    /// Runs `f` in one transaction as `role` with the caller's claims, committed.
+    /// Runs `f` in one transaction as `role` with the caller's claims, committed;
+    /// no statement runs past `deadline` (the invocation's wall clock).
     async fn in_role<T>(
         &self,
         role: &str,
+        deadline: Instant,
         f: impl for<'a> FnOnce(
             &'a tokio_postgres::Transaction<'a>,
         ) -> std::pin::Pin<
@@ -105,9 +112,7 @@ impl HostCapabilities {
         // Until the transaction ends below, this session may be mid-statement: if the
         // call is abandoned (wall-clock limit), it must not go back to the pool.
         session.mark_busy();
-        // No statement outlives the invocation's wall clock.
-        let timeout_ms = self
-            .deadline
+        let timeout_ms = deadline
             .saturating_duration_since(Instant::now())
             .as_millis()
             .max(1)
@@ -139,7 +144,7 @@ impl HostCapabilities {
         out
     }
 
-    async fn secret(&mut self, name: &str) -> Result<Value, OpError> {
+    async fn secret(&mut self, name: &str, deadline: Instant) -> Result<Value, OpError> {
         if !self.function.secrets.iter().any(|s| s == name) {
             return Err(OpError::new(
                 "PermissionDenied",
@@ -149,11 +154,11 @@ impl HostCapabilities {
                 ),
             ));
         }
-        self.authorize("secrets.read", name).await?;
+        self.authorize("secrets.read", name, deadline).await?;
         if self.secrets.is_none() {
             let plugin = self.function.name.clone();
             let rows = self
-                .in_role("spine_functions", |tx| {
+                .in_role("spine_functions", deadline, |tx| {
                     Box::pin(async move {
                         let rows = tx
                             .query(
@@ -194,7 +199,7 @@ impl HostCapabilities {
         let host = parsed
             .host_str()
             .ok_or_else(|| type_error(format!("fetch: {url} has no host")))?;
-        self.authorize("network.fetch", host).await?;
+        self.authorize("network.fetch", host, deadline).await?;
         let method =
             reqwest::Method::from_bytes(arg["method"].as_str().unwrap_or("GET").as_bytes())
                 .map_err(|_| type_error("fetch: bad method".into()))?;
@@ -205,10 +210,7 @@ impl HostCapabilities {
             .timeout(deadline.saturating_duration_since(Instant::now()));
         for pair in arg["headers"].as_array().into_iter().flatten() {
             if let (Some(k), Some(v)) = (pair[0].as_str(), pair[1].as_str()) {
-                // The host and framing are the client's to set: a forged Host or
-                // length could aim the request elsewhere than the host authorized.
-                let framing = ["host", "content-length", "transfer-encoding", "connection"];
-                if !framing.contains(&k.to_ascii_lowercase().as_str()) {
+                if !FRAMING_HEADERS.contains(&k.to_ascii_lowercase().as_str()) {
                     request = request.header(k, v);
                 }
             }
@@ -264,26 +266,26 @@ impl HostCapabilities {
         Ok(json!({"status": status, "headers": headers, "body": body}))
     }
 
-    async fn db(&self, arg: Value) -> Result<Value, OpError> {
+    async fn db(&self, arg: Value, deadline: Instant) -> Result<Value, OpError> {
         let op = arg["op"].as_str().unwrap_or_default();
         let statement = sql::build(op, &arg, &self.host.config.db_schemas)
             .map_err(|e| OpError::new("TypeError", format!("ctx.db.{op}: {e}")))?;
         let role = self.caller.role.clone();
-        self.in_role(&role, |tx| {
+        self.in_role(&role, deadline, |tx| {
             Box::pin(async move { sql::run(tx, &statement).await })
         })
         .await
     }
 
-    async fn emit(&self, arg: Value) -> Result<Value, OpError> {
+    async fn emit(&self, arg: Value, deadline: Instant) -> Result<Value, OpError> {
         let event_type = arg["type"].as_str().unwrap_or_default().to_string();
-        self.authorize("events.emit", &event_type).await?;
+        self.authorize("events.emit", &event_type, deadline).await?;
         let data = arg.get("data").cloned().unwrap_or(json!({}));
         let subject = arg["subject"].as_str().map(String::from);
         let causation = self.causation;
         let role = self.caller.role.clone();
         let id = self
-            .in_role(&role, |tx| {
+            .in_role(&role, deadline, |tx| {
                 Box::pin(async move {
                     let row = tx
                         .query_one(
@@ -312,10 +314,13 @@ impl Capabilities for HostCapabilities {
         runtime.block_on(async {
             let work = async {
                 match op.as_str() {
-                    "secret" => self.secret(arg.as_str().unwrap_or_default()).await,
+                    "secret" => {
+                        self.secret(arg.as_str().unwrap_or_default(), deadline)
+                            .await
+                    }
                     "fetch" => self.fetch(&arg, deadline).await,
-                    "db" => self.db(arg).await,
-                    "emit" => self.emit(arg).await,
+                    "db" => self.db(arg, deadline).await,
+                    "emit" => self.emit(arg, deadline).await,
                     other => Err(OpError::new(
                         "TypeError",
                         format!("no host operation {other}"),
