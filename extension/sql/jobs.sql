@@ -228,48 +228,8 @@ $$;
 COMMENT ON FUNCTION spine.enqueue_keyed(text, uuid, jsonb, spine.job_priority, timestamptz, text, integer) IS
     'Enqueues a job for owner with an idempotency key, or returns the live or archived job that has it. Checks no permissions: callers do.';
 
-CREATE FUNCTION spine.enqueue(
-    queue text,
-    payload jsonb,
-    priority spine.job_priority DEFAULT 'interactive',
-    run_at timestamptz DEFAULT now(),
-    idempotency_key text DEFAULT NULL,
-    max_attempts integer DEFAULT 5
-) RETURNS bigint
-    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
--- Parameters share names with columns; inside statements a bare name is the column,
--- and parameters are written enqueue.<name>.
-#variable_conflict use_column
-DECLARE
-    owner uuid := auth.uid();
-    job_id bigint;
-BEGIN
-    IF payload IS NULL THEN
-        RAISE EXCEPTION 'payload must not be NULL' USING ERRCODE = 'null_value_not_allowed',
-            HINT = 'Pass ''{}''::jsonb for a job without a payload.';
-    END IF;
-    IF priority IS NULL THEN
-        RAISE EXCEPTION 'priority must not be NULL' USING ERRCODE = 'null_value_not_allowed';
-    END IF;
-    IF max_attempts IS NULL OR max_attempts < 1 THEN
-        RAISE EXCEPTION 'max_attempts must be at least 1 (got %)', coalesce(max_attempts::text, 'NULL')
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    PERFORM spine.check_enqueue_allowed(enqueue.queue);
-    IF idempotency_key IS NULL THEN
-        -- The common case, without the speculative insertion ON CONFLICT needs.
-        INSERT INTO spine.jobs (queue, owner_id, priority, payload, run_at, max_attempts)
-        VALUES (enqueue.queue, owner, enqueue.priority, enqueue.payload,
-                coalesce(enqueue.run_at, now()), enqueue.max_attempts)
-        RETURNING id INTO job_id;
-        RETURN job_id;
-    END IF;
-    RETURN spine.enqueue_keyed(enqueue.queue, owner, enqueue.payload, enqueue.priority,
-                               enqueue.run_at, enqueue.idempotency_key, enqueue.max_attempts);
-END
-$$;
-COMMENT ON FUNCTION spine.enqueue(text, jsonb, spine.job_priority, timestamptz, text, integer) IS
-    'Enqueues a job owned by auth.uid(); with an idempotency key already live or archived for this queue and owner, returns that job''s id and enqueues nothing.';
+-- spine.enqueue(queue, payload, priority, run_at, idempotency_key, max_attempts) is
+-- defined in Rust (src/jobs/enqueue.rs): it is the producers' hot path.
 
 CREATE FUNCTION spine.enqueue_batch(
     queue text,

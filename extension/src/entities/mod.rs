@@ -5,7 +5,7 @@
 
 use crate::caller;
 use crate::error::{internal, SpineError};
-use crate::events::{emit_event, NewEvent};
+use crate::events::{emit_event, emit_events, NewEvent};
 use crate::spi_ext::{one_prepared, optional_row, run_prepared};
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::pg_sys::BuiltinOid::{JSONBOID, TEXTOID, UUIDOID};
@@ -68,6 +68,32 @@ pub fn entity_event(
         correlation_id: None,
         causation_id: None,
     })
+}
+
+/// Emits `data.Entity*` events about many entities of `owner` in one statement,
+/// in the order given: `(type, entity id, data)`.
+pub fn entity_events(
+    owner: Uuid,
+    events: Vec<(&'static str, Uuid, Value)>,
+) -> Result<(), SpineError> {
+    let subjects: Vec<String> = events
+        .iter()
+        .map(|(_, id, _)| format!("entity/{id}"))
+        .collect();
+    let batch: Vec<NewEvent<'_>> = events
+        .into_iter()
+        .zip(&subjects)
+        .map(|((event_type, _, data), subject)| NewEvent {
+            event_type,
+            data: JsonB(data),
+            subject: Some(subject),
+            owner_id: Some(owner),
+            correlation_id: None,
+            causation_id: None,
+        })
+        .collect();
+    emit_events(&batch)?;
+    Ok(())
 }
 
 /// Creates an entity and emits `data.EntityCreated`.

@@ -1,26 +1,31 @@
-//! Set-based processing of a batch of landed records: one statement per step for
-//! the whole batch (key lookup, entity load, entity inserts, entity updates, keys,
-//! edges, record status), identity resolution and merging in memory in record
+//! Set-based processing of a batch of new records: one statement per step for
+//! the whole batch (key lookup, entity load, entity inserts, entity updates, their
+//! events, keys, edges), identity resolution and merging in memory in record
 //! order — so two records of one batch naming the same person become one entity,
-//! exactly as if they had come one after the other.
+//! exactly as if they had come one after the other. The caller records what became
+//! of each record in `spine.raw_records`.
 
 use super::mapping::Mapping;
 use crate::entities;
 use crate::error::{internal, SpineError};
 use crate::spi_ext::run_prepared;
-use pgrx::pg_sys::BuiltinOid::{
-    INT8ARRAYOID, JSONBARRAYOID, TEXTARRAYOID, TEXTOID, UUIDARRAYOID, UUIDOID,
-};
+use pgrx::pg_sys::BuiltinOid::{JSONBARRAYOID, TEXTARRAYOID, TEXTOID, UUIDARRAYOID, UUIDOID};
 use pgrx::prelude::*;
 use pgrx::{JsonB, Uuid};
 use serde_json::{json, Map, Value};
 use std::collections::HashMap;
 
-/// A landed record waiting to be mapped.
+/// A record waiting to be mapped.
 pub struct Item {
-    pub raw_id: i64,
     pub external_id: Option<String>,
     pub record: Value,
+}
+
+/// What became of a record: its entity, or why it was rejected. The caller writes
+/// it to the record's row in `spine.raw_records`.
+pub struct Disposition {
+    pub entity: Option<Uuid>,
+    pub error: Option<String>,
 }
 
 /// What happened to a batch.
@@ -59,24 +64,28 @@ struct Working {
     changed: Map<String, Value>,
 }
 
+/// One batch per owner at a time, until the transaction ends: two concurrent
+/// batches naming the same new person would otherwise both miss the other's keys
+/// and create two entities, and a record landed by one would look new to the other.
+pub fn lock_owner(owner: Uuid) -> Result<(), SpineError> {
+    run_prepared(
+        "SELECT pg_advisory_xact_lock(1397770578, hashtext($1::text))",
+        &[UUIDOID],
+        &[owner.into()],
+    )
+    .map_err(internal("etl: owner lock"))
+}
+
 /// Maps, resolves and writes `items` for `owner` from a source whose entity is
-/// `source_entity`; adds to `counts`.
+/// `source_entity`; adds to `counts` and returns each item's disposition, in
+/// order. The caller holds [`lock_owner`].
 pub fn process(
     owner: Uuid,
     mapping: &Mapping,
     source_entity: Uuid,
     items: Vec<Item>,
     counts: &mut Counts,
-) -> Result<(), SpineError> {
-    // 0. One batch per owner at a time: two concurrent batches naming the same new
-    //    person would otherwise both miss the other's keys and create two entities.
-    run_prepared(
-        "SELECT pg_advisory_xact_lock(1397770578, hashtext($1::text))",
-        &[UUIDOID],
-        &[owner.into()],
-    )
-    .map_err(internal("etl: owner lock"))?;
-
+) -> Result<Vec<Disposition>, SpineError> {
     // 1. Map every record (pure Rust).
     let mapped: Vec<Result<super::mapping::Mapped, String>> = items
         .iter()
@@ -157,12 +166,12 @@ pub fn process(
     // 4. Resolve and merge in record order, in memory.
     let mut order: Vec<Uuid> = Vec::new();
     let mut new_keys: Vec<(String, String, Uuid)> = Vec::new();
-    let mut outcome: Vec<(i64, RecordResult)> = Vec::with_capacity(items.len());
-    for (item, mapped) in items.iter().zip(mapped) {
+    let mut outcome: Vec<RecordResult> = Vec::with_capacity(items.len());
+    for mapped in mapped {
         let m = match mapped {
             Ok(m) => m,
             Err(reason) => {
-                outcome.push((item.raw_id, Err(reason)));
+                outcome.push(Err(reason));
                 continue;
             }
         };
@@ -175,13 +184,10 @@ pub fn process(
             Some(id) => {
                 let (_, w) = working.get_mut(id.as_bytes()).expect("loaded above");
                 if w.kind != mapping.kind {
-                    outcome.push((
-                        item.raw_id,
-                        Err(format!(
-                            "its identity keys belong to entity {id}, a {}, not a {}",
-                            w.kind, mapping.kind
-                        )),
-                    ));
+                    outcome.push(Err(format!(
+                        "its identity keys belong to entity {id}, a {}, not a {}",
+                        w.kind, mapping.kind
+                    )));
                     continue;
                 }
                 let (merged, changed) = mapping.merge(&w.data, &m.data);
@@ -229,7 +235,7 @@ pub fn process(
                 new_keys.push((k.0.clone(), k.1.clone(), id));
             }
         }
-        outcome.push((item.raw_id, Ok((id, this))));
+        outcome.push(Ok((id, this)));
     }
 
     // 5. Write entities (one insert, one update), then their events in order.
@@ -271,25 +277,28 @@ pub fn process(
         )
         .map_err(internal("etl: update entities"))?;
     }
+    let mut events = Vec::with_capacity(order.len());
     for id in &order {
         let (_, w) = &working[id.as_bytes()];
-        let (event_type, data) = if w.created {
-            (
+        if w.created {
+            events.push((
                 "data.EntityCreated",
+                *id,
                 json!({"id": id.to_string(), "kind": w.kind, "fields": w.data}),
-            )
+            ));
         } else if !w.changed.is_empty() {
-            (
+            events.push((
                 "data.EntityUpdated",
+                *id,
                 json!({"id": id.to_string(), "kind": w.kind, "changed": w.changed}),
-            )
-        } else {
-            continue;
-        };
-        entities::entity_event(event_type, owner, *id, data)?;
+            ));
+        }
     }
+    entities::entity_events(owner, events)?;
 
-    // 6. Keys, provenance edges, record status: one statement each.
+    // 6. Keys and provenance edges. Under the owner lock nobody else writes this
+    //    owner's keys, and step 2 found these absent: plain inserts, without the
+    //    speculative insertion ON CONFLICT costs per row.
     let (mut kt, mut kv, mut ke) = (vec![], vec![], vec![]);
     for (t, v, e) in new_keys {
         kt.push(t);
@@ -299,57 +308,59 @@ pub fn process(
     if !kt.is_empty() {
         run_prepared(
             "INSERT INTO spine.entity_keys (owner_id, key_type, key_value, entity_id) \
-             SELECT $1, t, v, e FROM unnest($2::text[], $3::text[], $4::uuid[]) AS u(t, v, e) \
-             ON CONFLICT DO NOTHING",
+             SELECT $1, t, v, e FROM unnest($2::text[], $3::text[], $4::uuid[]) AS u(t, v, e)",
             &[UUIDOID, TEXTARRAYOID, TEXTARRAYOID, UUIDARRAYOID],
             &[owner.into(), kt.into(), kv.into(), ke.into()],
         )
         .map_err(internal("etl: keys"))?;
     }
-    if !order.is_empty() {
+    // A new entity has no edge yet; one that existed may already have this one.
+    let (created, existing): (Vec<Uuid>, Vec<Uuid>) = order
+        .iter()
+        .partition(|id| working[id.as_bytes()].1.created);
+    if !created.is_empty() {
+        run_prepared(
+            "INSERT INTO spine.edges (owner_id, from_id, rel, to_id) \
+             SELECT $1, e, 'described_by', $2 FROM unnest($3::uuid[]) AS e",
+            &[UUIDOID, UUIDOID, UUIDARRAYOID],
+            &[owner.into(), source_entity.into(), created.into()],
+        )
+        .map_err(internal("etl: edges"))?;
+    }
+    if !existing.is_empty() {
         run_prepared(
             "INSERT INTO spine.edges (owner_id, from_id, rel, to_id) \
              SELECT $1, e, 'described_by', $2 FROM unnest($3::uuid[]) AS e ON CONFLICT DO NOTHING",
             &[UUIDOID, UUIDOID, UUIDARRAYOID],
-            &[owner.into(), source_entity.into(), order.clone().into()],
+            &[owner.into(), source_entity.into(), existing.into()],
         )
         .map_err(internal("etl: edges"))?;
     }
-    let mut raw_ids = Vec::with_capacity(outcome.len());
-    let mut errors: Vec<Option<String>> = Vec::with_capacity(outcome.len());
-    let mut entity_ids: Vec<Option<Uuid>> = Vec::with_capacity(outcome.len());
-    for ((raw_id, result), item) in outcome.into_iter().zip(&items) {
-        raw_ids.push(raw_id);
-        match result {
+    Ok(outcome
+        .into_iter()
+        .zip(&items)
+        .map(|(result, item)| match result {
             Ok((id, this)) => {
                 match this {
                     Outcome::Created => counts.created += 1,
                     Outcome::Updated => counts.updated += 1,
                     Outcome::Unchanged => counts.unchanged += 1,
                 }
-                errors.push(None);
-                entity_ids.push(Some(id));
+                Disposition {
+                    entity: Some(id),
+                    error: None,
+                }
             }
             Err(reason) => {
                 counts.rejected += 1;
                 counts
                     .errors
                     .push(json!({"external_id": item.external_id, "reason": reason}));
-                errors.push(Some(reason));
-                entity_ids.push(None);
+                Disposition {
+                    entity: None,
+                    error: Some(reason),
+                }
             }
-        }
-    }
-    if !raw_ids.is_empty() {
-        run_prepared(
-            "UPDATE spine.raw_records r \
-                SET status = CASE WHEN u.err IS NULL THEN 'processed' ELSE 'rejected' END, \
-                    error = u.err, entity_id = u.e, processed_at = now() \
-               FROM unnest($1::bigint[], $2::text[], $3::uuid[]) AS u(i, err, e) WHERE r.id = u.i",
-            &[INT8ARRAYOID, TEXTARRAYOID, UUIDARRAYOID],
-            &[raw_ids.into(), errors.into(), entity_ids.into()],
-        )
-        .map_err(internal("etl: record status"))?;
-    }
-    Ok(())
+        })
+        .collect())
 }

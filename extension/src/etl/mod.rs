@@ -3,12 +3,13 @@
 //! - [`mapping`]: the declarative mapping, validated when a source is saved.
 //! - [`normalize`]: trim, lowercase, email, E.164 phone, timestamp, number, boolean.
 //!
-//! `spine.ingest(source, records)` lands each record in `spine.raw_records`
-//! (idempotent on source, external id and payload hash: a record seen before
-//! changes nothing and emits nothing), maps it, resolves its identity keys to an
-//! existing entity or creates one, links the entity to the source (edge
-//! `described_by`), and emits `connector.DataReceived` plus the entity events. A
-//! record that fails is kept with its error and reported; it never aborts the batch.
+//! `spine.ingest(source, records)` skips the records it has seen before (same
+//! source, external id and payload hash: they change nothing and emit nothing),
+//! maps the others, resolves their identity keys to an existing entity or creates
+//! one, links the entity to the source (edge `described_by`), emits
+//! `connector.DataReceived` plus the entity events, and lands each new record in
+//! `spine.raw_records` once, with its outcome. A record that fails is kept with
+//! its error and reported; it never aborts the batch.
 
 pub mod batch;
 pub mod mapping;
@@ -17,16 +18,19 @@ pub mod normalize;
 use crate::entities;
 use crate::error::{internal, SpineError};
 use crate::events::{emit_event, NewEvent};
-use crate::spi_ext::optional_row;
+use crate::spi_ext::{optional_row, run_prepared};
 use batch::Counts;
 use mapping::Mapping;
 use pgrx::pg_sys::panic::ErrorReport;
+use pgrx::pg_sys::BuiltinOid::{
+    BYTEAARRAYOID, INT8ARRAYOID, TEXTARRAYOID, TEXTOID, UUIDARRAYOID, UUIDOID,
+};
 use pgrx::prelude::*;
 use pgrx::{JsonB, Uuid};
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
 use std::cell::RefCell;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 
 /// Most records in one ingest call.
@@ -191,72 +195,150 @@ fn ingest(
     }
     let owner = crate::caller::acting_owner(owner, "sources")?;
     let src = load_source(owner, name)?;
+    batch::lock_owner(owner)?;
     let mut counts = Counts {
         received: records.len() as i64,
         ..Counts::default()
     };
-    // Land the batch in one statement; what comes back is what was not seen before
-    // (same external id and payload hash).
     let external_ids: Vec<Option<String>> =
         records.iter().map(|r| src.mapping.external_id(r)).collect();
-    let hashes: Vec<Vec<u8>> = records
+    // Serialised once: hashed here, and parsed again by the landing INSERT.
+    let mut texts: Vec<String> = records
         .iter()
-        .map(|r| Sha256::digest(serde_json::to_string(r).unwrap_or_default().as_bytes()).to_vec())
+        .map(|r| serde_json::to_string(r).unwrap_or_default())
         .collect();
-    let payloads: Vec<JsonB> = records.iter().map(|r| JsonB(r.clone())).collect();
-    let landed: Vec<(i64, Option<String>, Vec<u8>)> = Spi::connect_mut(|client| {
-        let mut out = Vec::new();
-        for r in client.update(
-            "INSERT INTO spine.raw_records (owner_id, source, external_id, payload, payload_hash) \
-             SELECT $1, $2, e, p, h FROM unnest($3::text[], $4::jsonb[], $5::bytea[]) WITH ORDINALITY AS u(e, p, h, n) \
-             ORDER BY n \
-             ON CONFLICT (owner_id, source, external_id, payload_hash) DO NOTHING \
-             RETURNING id, external_id, payload_hash",
-            None,
-            &[
-                owner.into(),
-                name.into(),
-                external_ids.clone().into(),
-                payloads.into(),
-                hashes.clone().into(),
-            ],
-        )? {
-            out.push((
-                r.get::<i64>(1)?.unwrap_or_default(),
-                r.get::<String>(2)?,
-                r.get::<Vec<u8>>(3)?.unwrap_or_default(),
-            ));
-        }
-        Ok::<_, pgrx::spi::SpiError>(out)
-    })
-    .map_err(internal("etl: land records"))?;
-    // Back to batch positions: (external id, hash) → the records that carry it.
-    let mut positions: HashMap<(Option<String>, Vec<u8>), VecDeque<usize>> = HashMap::new();
-    for (i, key) in external_ids.iter().cloned().zip(hashes).enumerate() {
-        positions.entry(key).or_default().push_back(i);
-    }
-    let mut new_records: Vec<(usize, i64)> = landed
-        .into_iter()
-        .filter_map(|(raw_id, ext, hash)| {
-            let i = positions.get_mut(&(ext, hash))?.pop_front()?;
-            Some((i, raw_id))
+    let mut hashes: Vec<Vec<u8>> = texts
+        .iter()
+        .map(|t| Sha256::digest(t.as_bytes()).to_vec())
+        .collect();
+    // New: neither landed before (same external id and payload hash) nor earlier in
+    // this batch. The owner lock keeps this true until the landing below.
+    let seen = landed_before(owner, name, &external_ids, &hashes)?;
+    let mut taken: HashSet<RecordKey> = HashSet::new();
+    let new: Vec<usize> = (0..records.len())
+        .filter(|&i| {
+            let key = (external_ids[i].clone(), hashes[i].clone());
+            !seen.contains(&key) && taken.insert(key)
         })
         .collect();
-    new_records.sort_unstable();
     // Seen before, byte for byte: nothing to do.
-    counts.unchanged += (records.len() - new_records.len()) as i64;
+    counts.unchanged += (records.len() - new.len()) as i64;
     let mut records: Vec<Option<Value>> = records.into_iter().map(Some).collect();
-    let items = new_records
-        .into_iter()
-        .map(|(i, raw_id)| batch::Item {
-            raw_id,
+    let items = new
+        .iter()
+        .map(|&i| batch::Item {
             external_id: external_ids[i].clone(),
             record: records[i].take().unwrap_or(Value::Null),
         })
         .collect();
-    batch::process(owner, &src.mapping, src.entity, items, &mut counts)?;
+    let dispositions = batch::process(owner, &src.mapping, src.entity, items, &mut counts)?;
+    // Land the new records once, with what became of them.
+    let mut land = Landing::default();
+    for (&i, d) in new.iter().zip(dispositions) {
+        land.external_ids.push(external_ids[i].clone());
+        land.payloads.push(std::mem::take(&mut texts[i]));
+        land.hashes.push(std::mem::take(&mut hashes[i]));
+        land.errors.push(d.error);
+        land.entities.push(d.entity);
+    }
+    land.write(owner, name)?;
     data_received(owner, name, &counts, "ingest")?;
     Ok(JsonB(counts.json()))
+}
+
+/// What makes a raw record the same record: its external id and payload hash.
+type RecordKey = (Option<String>, Vec<u8>);
+
+/// The (external id, payload hash) pairs among these that `source` has landed.
+fn landed_before(
+    owner: Uuid,
+    source: &str,
+    external_ids: &[Option<String>],
+    hashes: &[Vec<u8>],
+) -> Result<HashSet<RecordKey>, SpineError> {
+    // Records without an external id are matched by hash alone (the identity index
+    // treats NULLs as equal); a separate probe, so the join stays an index lookup.
+    let without_id: Vec<Vec<u8>> = external_ids
+        .iter()
+        .zip(hashes)
+        .filter(|(e, _)| e.is_none())
+        .map(|(_, h)| h.clone())
+        .collect();
+    Spi::connect(|client| {
+        let mut seen = HashSet::new();
+        for r in client.select(
+            "SELECT r.external_id, r.payload_hash \
+               FROM unnest($3::text[], $4::bytea[]) AS u(e, h) \
+               JOIN spine.raw_records r \
+                 ON r.owner_id = $1 AND r.source = $2 AND r.external_id = u.e AND r.payload_hash = u.h \
+             UNION ALL \
+             SELECT NULL, r.payload_hash FROM spine.raw_records r \
+              WHERE r.owner_id = $1 AND r.source = $2 AND r.external_id IS NULL \
+                AND r.payload_hash = ANY ($5::bytea[])",
+            None,
+            &[
+                owner.into(),
+                source.into(),
+                external_ids.to_vec().into(),
+                hashes.to_vec().into(),
+                without_id.into(),
+            ],
+        )? {
+            seen.insert((
+                r.get::<String>(1)?,
+                r.get::<Vec<u8>>(2)?.unwrap_or_default(),
+            ));
+        }
+        Ok::<_, pgrx::spi::SpiError>(seen)
+    })
+    .map_err(internal("etl: seen records"))
+}
+
+/// New raw records with their outcome, landed in one statement.
+#[derive(Default)]
+struct Landing {
+    external_ids: Vec<Option<String>>,
+    payloads: Vec<String>,
+    hashes: Vec<Vec<u8>>,
+    errors: Vec<Option<String>>,
+    entities: Vec<Option<Uuid>>,
+}
+
+impl Landing {
+    fn write(self, owner: Uuid, source: &str) -> Result<(), SpineError> {
+        if self.payloads.is_empty() {
+            return Ok(());
+        }
+        run_prepared(
+            "INSERT INTO spine.raw_records \
+                    (owner_id, source, external_id, payload, payload_hash, status, error, entity_id, processed_at) \
+             SELECT $1, $2, e, p::jsonb, h, CASE WHEN err IS NULL THEN 'processed' ELSE 'rejected' END, \
+                    err, ent, now() \
+               FROM unnest($3::text[], $4::text[], $5::bytea[], $6::text[], $7::uuid[]) \
+                    WITH ORDINALITY AS u(e, p, h, err, ent, n) \
+              ORDER BY n \
+             ON CONFLICT (owner_id, source, external_id, payload_hash) DO NOTHING",
+            &[
+                UUIDOID,
+                TEXTOID,
+                TEXTARRAYOID,
+                TEXTARRAYOID,
+                BYTEAARRAYOID,
+                TEXTARRAYOID,
+                UUIDARRAYOID,
+            ],
+            &[
+                owner.into(),
+                source.into(),
+                self.external_ids.into(),
+                self.payloads.into(),
+                self.hashes.into(),
+                self.errors.into(),
+                self.entities.into(),
+            ],
+        )
+        .map_err(internal("etl: land records"))
+    }
 }
 
 /// Maps the rejected raw records of `source` again (after its mapping was fixed);
@@ -270,6 +352,7 @@ fn reprocess(
     let name = source.ok_or(SpineError::NullArgument("source"))?;
     let owner = crate::caller::acting_owner(owner, "sources")?;
     let src = load_source(owner, name)?;
+    batch::lock_owner(owner)?;
     // A rejected version that a later version of the same record (same external id)
     // has replaced is superseded, not applied over it.
     Spi::run_with_args(
@@ -281,7 +364,7 @@ fn reprocess(
         &[owner.into(), name.into()],
     )
     .map_err(internal("etl: reprocess"))?;
-    let items: Vec<batch::Item> = Spi::connect_mut(|client| {
+    let (raw_ids, items): (Vec<i64>, Vec<batch::Item>) = Spi::connect_mut(|client| {
         let mut out = Vec::new();
         for r in client.update(
             "SELECT id, payload FROM spine.raw_records \
@@ -290,21 +373,38 @@ fn reprocess(
             &[owner.into(), name.into()],
         )? {
             let record = r.get::<JsonB>(2)?.map_or(Value::Null, |j| j.0);
-            out.push(batch::Item {
-                raw_id: r.get::<i64>(1)?.unwrap_or_default(),
-                // With the current mapping: a fixed external_id path applies too.
-                external_id: src.mapping.external_id(&record),
-                record,
-            });
+            out.push((
+                r.get::<i64>(1)?.unwrap_or_default(),
+                batch::Item {
+                    // With the current mapping: a fixed external_id path applies too.
+                    external_id: src.mapping.external_id(&record),
+                    record,
+                },
+            ));
         }
-        Ok::<_, pgrx::spi::SpiError>(out)
+        Ok::<_, pgrx::spi::SpiError>(out.into_iter().unzip())
     })
     .map_err(internal("etl: reprocess"))?;
     let mut counts = Counts {
         received: items.len() as i64,
         ..Counts::default()
     };
-    batch::process(owner, &src.mapping, src.entity, items, &mut counts)?;
+    let dispositions = batch::process(owner, &src.mapping, src.entity, items, &mut counts)?;
+    let (errors, entities): (Vec<Option<String>>, Vec<Option<Uuid>>) = dispositions
+        .into_iter()
+        .map(|d| (d.error, d.entity))
+        .unzip();
+    if !raw_ids.is_empty() {
+        run_prepared(
+            "UPDATE spine.raw_records r \
+                SET status = CASE WHEN u.err IS NULL THEN 'processed' ELSE 'rejected' END, \
+                    error = u.err, entity_id = u.e, processed_at = now() \
+               FROM unnest($1::bigint[], $2::text[], $3::uuid[]) AS u(i, err, e) WHERE r.id = u.i",
+            &[INT8ARRAYOID, TEXTARRAYOID, UUIDARRAYOID],
+            &[raw_ids.into(), errors.into(), entities.into()],
+        )
+        .map_err(internal("etl: record status"))?;
+    }
     data_received(owner, name, &counts, "reprocess")?;
     Ok(JsonB(counts.json()))
 }

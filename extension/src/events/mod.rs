@@ -10,9 +10,10 @@ use crate::rules;
 use crate::spi_ext::{one_prepared, run_prepared};
 use pgrx::datum::TimestampWithTimeZone;
 use pgrx::pg_sys::panic::ErrorReport;
-use pgrx::pg_sys::BuiltinOid::{JSONBOID, TEXTOID, TIMESTAMPTZOID, UUIDOID};
+use pgrx::pg_sys::BuiltinOid::{TEXTARRAYOID, TIMESTAMPTZOID, UUIDARRAYOID, UUIDOID};
 use pgrx::prelude::*;
 use pgrx::{JsonB, Uuid};
+use std::rc::Rc;
 
 /// Longest accepted subject.
 const MAX_SUBJECT_LEN: usize = 1024;
@@ -50,6 +51,18 @@ pub struct NewEvent<'a> {
 /// Without a correlation id the event inherits its cause's correlation id, or, when
 /// it has no cause, starts a new chain whose correlation id is its own id.
 pub fn emit_event(event: NewEvent<'_>) -> Result<Uuid, SpineError> {
+    Ok(emit_events(std::slice::from_ref(&event))?[0])
+}
+
+/// An event checked and given its ids, ready for the INSERT.
+struct Checked {
+    id: Uuid,
+    data_text: String,
+    correlation_id: Uuid,
+    rules: Vec<Rc<rules::cache::Rule>>,
+}
+
+fn check(event: &NewEvent<'_>) -> Result<Checked, SpineError> {
     event_type::validate(event.event_type).map_err(|reason| SpineError::InvalidParameter {
         name: "type",
         reason: format!("\"{}\" {reason}", event.event_type),
@@ -62,16 +75,18 @@ pub fn emit_event(event: NewEvent<'_>) -> Result<Uuid, SpineError> {
             });
         }
     }
-    let size = crate::json::text_len(&event.data.0);
-    if size > MAX_DATA_BYTES {
+    // Serialised once: measured here, and parsed by the INSERT.
+    let data_text = serde_json::to_string(&event.data.0).map_err(|e| SpineError::Internal {
+        context: "emit: data",
+        message: e.to_string(),
+    })?;
+    if data_text.len() > MAX_DATA_BYTES {
         return Err(SpineError::TooLarge {
             what: "event data",
-            actual: size,
+            actual: data_text.len(),
             limit: MAX_DATA_BYTES,
         });
     }
-    // A bad channel would make the deferred NOTIFY fail the caller's COMMIT; fail now.
-    gucs::notify_channel()?;
     let id = Uuid::from_bytes(*uuid::Uuid::now_v7().as_bytes());
     let correlation_id = match (event.correlation_id, event.causation_id) {
         (Some(c), _) => c,
@@ -83,36 +98,73 @@ pub fn emit_event(event: NewEvent<'_>) -> Result<Uuid, SpineError> {
         Some(owner) => rules::engine::candidates(owner, event.event_type)?,
         None => Vec::new(),
     };
+    Ok(Checked {
+        id,
+        data_text,
+        correlation_id,
+        rules,
+    })
+}
+
+/// Validates and inserts events in one statement, in the order given (their `seq`
+/// follows it), then runs the rules that listen to them; returns their ids. A batch
+/// of entity writes (ingest) pays one INSERT and one commit registration instead of
+/// one per event. Nothing is written when one of them is invalid.
+pub fn emit_events(events: &[NewEvent<'_>]) -> Result<Vec<Uuid>, SpineError> {
+    if events.is_empty() {
+        return Ok(Vec::new());
+    }
+    // A bad channel would make the deferred NOTIFY fail the caller's COMMIT; fail now.
+    gucs::notify_channel()?;
+    let checked = events.iter().map(check).collect::<Result<Vec<_>, _>>()?;
     // SAFETY: reads the backend's clock (what clock_timestamp() returns).
     let now = unsafe { pg_sys::GetCurrentTimestamp() };
     let occurred_at = TimestampWithTimeZone::try_from(now).map_err(|e| SpineError::Internal {
         context: "emit: clock",
         message: format!("{e:?}"),
     })?;
-    // Rules read the data after the insert took it.
-    let data_for_rules = (!rules.is_empty()).then(|| event.data.0.clone());
+    let ids: Vec<Uuid> = checked.iter().map(|c| c.id).collect();
     run_prepared(
         "INSERT INTO spine.events \
          (id, type, subject, owner_id, data, correlation_id, causation_id, occurred_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+         SELECT i, t, s, o, d::jsonb, c, k, $8 \
+           FROM unnest($1::uuid[], $2::text[], $3::text[], $4::uuid[], $5::text[], $6::uuid[], $7::uuid[]) \
+                WITH ORDINALITY AS u(i, t, s, o, d, c, k, n) \
+          ORDER BY n",
         &[
-            UUIDOID,
-            TEXTOID,
-            TEXTOID,
-            UUIDOID,
-            JSONBOID,
-            UUIDOID,
-            UUIDOID,
+            UUIDARRAYOID,
+            TEXTARRAYOID,
+            TEXTARRAYOID,
+            UUIDARRAYOID,
+            TEXTARRAYOID,
+            UUIDARRAYOID,
+            UUIDARRAYOID,
             TIMESTAMPTZOID,
         ],
         &[
-            id.into(),
-            event.event_type.into(),
-            event.subject.into(),
-            event.owner_id.into(),
-            event.data.into(),
-            correlation_id.into(),
-            event.causation_id.into(),
+            ids.clone().into(),
+            events
+                .iter()
+                .map(|e| e.event_type)
+                .collect::<Vec<_>>()
+                .into(),
+            events.iter().map(|e| e.subject).collect::<Vec<_>>().into(),
+            events.iter().map(|e| e.owner_id).collect::<Vec<_>>().into(),
+            checked
+                .iter()
+                .map(|c| c.data_text.as_str())
+                .collect::<Vec<_>>()
+                .into(),
+            checked
+                .iter()
+                .map(|c| c.correlation_id)
+                .collect::<Vec<_>>()
+                .into(),
+            events
+                .iter()
+                .map(|e| e.causation_id)
+                .collect::<Vec<_>>()
+                .into(),
             occurred_at.into(),
         ],
     )
@@ -120,22 +172,26 @@ pub fn emit_event(event: NewEvent<'_>) -> Result<Uuid, SpineError> {
         context: "emit",
         message: e.to_string(),
     })?;
-    if let (Some(owner), Some(data)) = (event.owner_id, data_for_rules) {
+    // Rules read the data after the insert took it.
+    for (event, c) in events.iter().zip(&checked) {
+        let Some(owner) = event.owner_id.filter(|_| !c.rules.is_empty()) else {
+            continue;
+        };
         rules::engine::evaluate(
             &rules::engine::EventInfo {
-                id,
+                id: c.id,
                 event_type: event.event_type,
                 subject: event.subject,
                 owner,
-                data: &data,
-                correlation_id,
+                data: &event.data.0,
+                correlation_id: c.correlation_id,
                 causation_id: event.causation_id,
                 time: rfc3339(now),
             },
-            &rules,
+            &c.rules,
         )?;
     }
-    Ok(id)
+    Ok(ids)
 }
 
 /// A PostgreSQL timestamp (microseconds since 2000-01-01 UTC) as RFC 3339 in UTC

@@ -1,9 +1,11 @@
 //! Jobs: the queue itself is SQL (`sql/jobs.sql`: tables, leases, fetch with
 //! SKIP LOCKED); the decisions that are logic rather than data movement live here —
-//! retry delays, and validation of queue names and cron schedules.
+//! retry delays, and validation of queue names and cron schedules — and so does
+//! the single-job enqueue ([`enqueue`]), the call producers make most.
 
 pub mod backoff;
 pub mod cron;
+pub mod enqueue;
 
 use crate::error::SpineError;
 use pgrx::datum::Interval;
