@@ -28,14 +28,19 @@ CREATE TABLE spine.queues (
 COMMENT ON TABLE spine.queues IS
     'Job queues: an optional cap on running jobs, how long finished jobs stay in the archive, and whether users may enqueue.';
 
+-- Backends keep a copy of this table for spine.enqueue; any change reaches them.
+CREATE TRIGGER queues_changed
+    AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON spine.queues
+    FOR EACH STATEMENT EXECUTE FUNCTION spine.queues_changed();
+
 -- spine.caller_is_privileged() is defined in Rust (src/caller.rs).
 
 -- Raises 42704 for an unknown queue, 42501 when a user enqueues into a queue that
--- does not accept users' jobs.
--- Called from SECURITY DEFINER functions (it runs with their rights); no SET clause
--- of its own, so a call costs no configuration save and restore. Names qualified.
+-- does not accept users' jobs. Called from SECURITY DEFINER functions (it runs with
+-- their rights), among them spine.enqueue, which keeps the caller's search_path:
+-- hence a search_path of its own.
 CREATE FUNCTION spine.check_enqueue_allowed(queue_name text) RETURNS void
-    LANGUAGE plpgsql STABLE AS $$
+    LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     open_to_users boolean;
 BEGIN

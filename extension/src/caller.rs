@@ -2,18 +2,75 @@
 //! SECURITY DEFINER functions make (inside them `current_user` is the owner).
 
 use crate::error::SpineError;
-use crate::spi_ext::one_prepared;
 use pgrx::prelude::*;
 use pgrx::Uuid;
+use std::cell::RefCell;
+use std::ffi::CStr;
 
-/// The user a request acts for: `auth.uid()`, i.e. claim `sub` of the request's
-/// JWT claims (as PostgREST sets them), or None for system callers. A `sub` that
-/// is not a uuid is 22023.
+/// The user a request acts for: what `auth.uid()` returns — setting
+/// `request.jwt.claim.sub`, else claim `sub` of `request.jwt.claims` (as PostgREST
+/// sets them) — or None for system callers. A `sub` that is not a uuid, or claims
+/// that are not JSON, are 22023.
+///
+/// Read here rather than through `SELECT auth.uid()`: every enqueue, emit and
+/// ingest asks, and a statement costs more than the rest of a small enqueue. The
+/// claims of the last request are parsed once.
 pub fn request_user() -> Result<Option<Uuid>, SpineError> {
-    one_prepared::<Uuid>("SELECT auth.uid()", &[], &[]).map_err(|e| SpineError::InvalidParameter {
+    if let Some(sub) = setting(c"request.jwt.claim.sub").filter(|s| !s.is_empty()) {
+        return parse_sub(&sub).map(Some);
+    }
+    let Some(claims) = setting(c"request.jwt.claims").filter(|s| !s.is_empty()) else {
+        return Ok(None);
+    };
+    if let Some(user) = LAST_CLAIMS.with(|l| {
+        l.borrow()
+            .as_ref()
+            .filter(|(text, _)| *text == claims)
+            .map(|(_, user)| *user)
+    }) {
+        return Ok(user);
+    }
+    let user = user_of_claims(&claims)?;
+    LAST_CLAIMS.with(|l| *l.borrow_mut() = Some((claims, user)));
+    Ok(user)
+}
+
+thread_local! {
+    /// The last claims text seen and the user it names.
+    static LAST_CLAIMS: RefCell<Option<(String, Option<Uuid>)>> = const { RefCell::new(None) };
+}
+
+/// The current value of a (possibly custom) setting; None when it is not set.
+fn setting(name: &CStr) -> Option<String> {
+    // SAFETY: GetConfigOption with missing_ok returns NULL or a pointer to the
+    // setting's current value, valid until the setting changes; copied at once.
+    unsafe {
+        let value = pg_sys::GetConfigOption(name.as_ptr(), true, false);
+        (!value.is_null()).then(|| CStr::from_ptr(value).to_string_lossy().into_owned())
+    }
+}
+
+fn user_of_claims(claims: &str) -> Result<Option<Uuid>, SpineError> {
+    let invalid = |reason: String| SpineError::InvalidParameter {
         name: "request.jwt.claims",
-        reason: format!("claim \"sub\" is not a uuid ({e})"),
-    })
+        reason,
+    };
+    let parsed: serde_json::Value =
+        serde_json::from_str(claims).map_err(|e| invalid(format!("not JSON ({e})")))?;
+    match parsed.get("sub") {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(serde_json::Value::String(sub)) => parse_sub(sub).map(Some),
+        Some(other) => parse_sub(&other.to_string()).map(Some),
+    }
+}
+
+fn parse_sub(sub: &str) -> Result<Uuid, SpineError> {
+    uuid::Uuid::parse_str(sub)
+        .map(|u| Uuid::from_bytes(*u.as_bytes()))
+        .map_err(|e| SpineError::InvalidParameter {
+            name: "request.jwt.claims",
+            reason: format!("claim \"sub\" is not a uuid ({e})"),
+        })
 }
 
 /// True when the caller acts as a superuser or a BYPASSRLS role (service_role).
@@ -98,5 +155,55 @@ mod tests {
             Spi::get_one::<bool>("SELECT spine.caller_is_privileged()").unwrap(),
             Some(true)
         );
+    }
+
+    /// request_user() reads the settings the way auth.uid() does: the same user
+    /// for each way a request can name one, and none without.
+    #[pg_test]
+    fn request_user_agrees_with_auth_uid() {
+        let alice = "6f1d3c2e-0d7a-4a55-9c1e-2b8f5a0e9d11";
+        let bob = "0b7e8f7c-2f4e-4d59-8a40-3f3c8f1e2a77";
+        let cases = [
+            ("", ""),
+            (
+                &*format!(r#"{{"sub":"{alice}","role":"authenticated"}}"#),
+                "",
+            ),
+            (r#"{"role":"anon"}"#, ""),
+            (r#"{"sub":null}"#, ""),
+            (&*format!(r#"{{"sub":"{alice}"}}"#), bob),
+            ("", bob),
+        ];
+        for (claims, sub) in cases {
+            Spi::run_with_args(
+                "SELECT set_config('request.jwt.claims', $1, true), \
+                        set_config('request.jwt.claim.sub', $2, true)",
+                &[claims.into(), sub.into()],
+            )
+            .unwrap();
+            let expected = Spi::get_one::<pgrx::Uuid>("SELECT auth.uid()").unwrap();
+            assert_eq!(
+                super::request_user().unwrap(),
+                expected,
+                "claims {claims:?}, claim.sub {sub:?}"
+            );
+        }
+    }
+
+    /// Claims whose sub is not a uuid, or that are not JSON, are 22023.
+    #[pg_test]
+    fn request_user_refuses_bad_claims() {
+        for claims in [r#"{"sub":"alice"}"#, "{not json", r#"{"sub":42}"#] {
+            Spi::run_with_args(
+                "SELECT set_config('request.jwt.claims', $1, true)",
+                &[claims.into()],
+            )
+            .unwrap();
+            let err = super::request_user().expect_err(claims);
+            assert!(
+                err.to_string().contains("request.jwt.claims"),
+                "{claims}: {err}"
+            );
+        }
     }
 }

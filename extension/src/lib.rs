@@ -37,6 +37,7 @@ pub mod etl;
 pub mod events;
 pub mod functions;
 pub mod gucs;
+pub mod invalidation;
 pub mod jobs;
 pub mod json;
 pub mod meta;
@@ -54,7 +55,7 @@ pub mod webhooks;
 #[pg_guard]
 extern "C-unwind" fn _PG_init() {
     gucs::init();
-    rules::cache::register_invalidation();
+    invalidation::register();
 }
 
 #[cfg(any(test, feature = "pg_test"))]

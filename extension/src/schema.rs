@@ -27,6 +27,7 @@ extension_sql_file!(
         "supabase_compat",
         check_queue_name,
         check_cron,
+        queues_changed,
         retry_backoff
     ]
 );

@@ -429,6 +429,69 @@ async fn jobs_are_private_to_their_owner() {
     assert_eq!(state, "cancelled");
 }
 
+/// Enqueues `{}` into `queue` as the user of `claims`; the SQLSTATE when refused.
+async fn enqueue_as(
+    db: &mut Client,
+    queue: &str,
+    claims: &serde_json::Value,
+) -> Result<i64, Option<String>> {
+    let t = db.transaction().await.unwrap();
+    act_as(&t, "authenticated", claims.clone()).await;
+    let result = t
+        .query_one("SELECT spine.enqueue($1, '{}')", &[&queue])
+        .await
+        .map(|r| r.get::<_, i64>(0));
+    t.commit().await.ok();
+    result.map_err(|e| sqlstate(&e).map(str::to_string))
+}
+
+/// spine.enqueue keeps a per-backend copy of the queues: a change made in another
+/// session, with plain SQL or through create_queue, applies to this session's next
+/// enqueue (closed → open → closed → dropped).
+#[tokio::test]
+async fn enqueue_sees_queue_changes_made_elsewhere() {
+    let admin = connect().await;
+    let mut user = connect().await;
+    let q = format!("q{}", Uuid::new_v4().simple());
+    admin
+        .execute("SELECT spine.create_queue($1)", &[&q])
+        .await
+        .unwrap();
+    let me = json!({"sub": Uuid::new_v4().to_string(), "role": "authenticated"});
+    let refused = enqueue_as(&mut user, &q, &me).await;
+    assert_eq!(refused, Err(Some("42501".into())), "closed to users");
+    admin
+        .execute(
+            "UPDATE spine.queues SET user_enqueue = true WHERE name = $1",
+            &[&q],
+        )
+        .await
+        .unwrap();
+    assert!(
+        enqueue_as(&mut user, &q, &me).await.is_ok(),
+        "opened with plain SQL"
+    );
+    admin
+        .execute(
+            "SELECT spine.create_queue($1, user_enqueue => false)",
+            &[&q],
+        )
+        .await
+        .unwrap();
+    let refused = enqueue_as(&mut user, &q, &me).await;
+    assert_eq!(refused, Err(Some("42501".into())), "closed again");
+    admin
+        .execute("DELETE FROM spine.jobs WHERE queue = $1", &[&q])
+        .await
+        .unwrap();
+    admin
+        .execute("DELETE FROM spine.queues WHERE name = $1", &[&q])
+        .await
+        .unwrap();
+    let refused = enqueue_as(&mut user, &q, &me).await;
+    assert_eq!(refused, Err(Some("42704".into())), "dropped");
+}
+
 /// Every kind of bad input has its own SQLSTATE and a message naming the problem.
 #[tokio::test]
 async fn bad_job_input_is_refused() {

@@ -92,16 +92,20 @@ async fn every_event_exactly_once_in_commit_order_across_crashes() {
     assert_eq!(emitted.len(), 100_000);
 
     let js = nats.jetstream().await;
+    // The sink relays every event of the database, not only this test's (pg_cron
+    // maintenance may emit some meanwhile): done when the stream holds at least
+    // ours and the sink has nothing left.
     wait_until(
-        "the stream holds 100k events",
+        "the stream holds 100k events and the sink's backlog is empty",
         Duration::from_secs(240),
         || {
-            let js = js.clone();
+            let (js, sink) = (js.clone(), sink.clone());
             async move {
-                match js.get_stream("SPINE").await {
+                let enough = match js.get_stream("SPINE").await {
                     Ok(mut s) => s.info().await.is_ok_and(|i| i.state.messages >= 100_000),
                     Err(_) => false,
-                }
+                };
+                enough && sink_status(&db().await, &sink).await.backlog == 0
             }
         },
     )

@@ -1,21 +1,32 @@
 //! `spine.enqueue`: one job, on the hot path of every producer. A call is a
-//! few checks in Rust and one INSERT whose plan the backend keeps; the queue
-//! check rides in that INSERT (it selects from `spine.queues`), so an enqueue
-//! into a queue that exists and admits the caller costs one statement. Only a
-//! refused enqueue, or one with an idempotency key, takes the slower SQL path
-//! (`spine.check_enqueue_allowed`, `spine.enqueue_keyed` in `sql/jobs.sql`).
+//! few checks in Rust and one `INSERT … VALUES` whose plan the backend keeps.
+//! Whether the queue exists and admits the caller comes from a per-backend copy
+//! of `spine.queues` (refreshed when the table changes, see
+//! [`crate::invalidation`]): reading the table in the INSERT cost more than the
+//! rest of the call (measured: ~20 µs of ~200 µs). Only a refused enqueue, or one
+//! with an idempotency key, takes the SQL path (`spine.check_enqueue_allowed`,
+//! `spine.enqueue_keyed` in `sql/jobs.sql`).
+//!
+//! Unlike Spine's other SECURITY DEFINER functions, `spine.enqueue` has no
+//! `SET search_path`: saving and restoring it cost ~16 µs a call (measured with
+//! pgbench). Every statement it runs names its schemas and operators
+//! (`spine.`, `pg_catalog.`, `OPERATOR(pg_catalog.=)`), and the SQL functions it
+//! calls set their own search_path, so a caller's search_path cannot redirect it.
 
 use crate::error::{internal, SpineError};
+use crate::invalidation::{self, Watched};
 use crate::spi_ext::{one_prepared, run_prepared};
 use pgrx::callconv::{Arg, ArgAbi};
 use pgrx::datum::TimestampWithTimeZone;
 use pgrx::nullable::Nullable;
 use pgrx::pg_sys::panic::ErrorReport;
-use pgrx::pg_sys::BuiltinOid::{BOOLOID, INT4OID, JSONBOID, TEXTOID, TIMESTAMPTZOID, UUIDOID};
+use pgrx::pg_sys::BuiltinOid::{INT4OID, JSONBOID, TEXTOID, TIMESTAMPTZOID, UUIDOID};
 use pgrx::pgrx_sql_entity_graph::metadata::{
     ArgumentError, ReturnsError, ReturnsRef, SqlMappingRef, SqlTranslatable, TypeOrigin,
 };
 use pgrx::prelude::*;
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::ffi::CStr;
 
 /// A jsonb argument handed on to the INSERT as it came: converting it to a
@@ -97,7 +108,6 @@ CREATE FUNCTION spine.enqueue(
     max_attempts integer DEFAULT 5
 ) RETURNS bigint
 VOLATILE SECURITY DEFINER
-SET search_path TO pg_catalog, pg_temp
 LANGUAGE c
 AS 'MODULE_PATHNAME', 'enqueue_wrapper';
 COMMENT ON FUNCTION spine.enqueue(text, jsonb, spine.job_priority, timestamptz, text, integer) IS
@@ -168,40 +178,77 @@ fn enqueue(
             .into()
         });
     }
-    // The common case: no key, so no speculative insertion; the queue's row decides
-    // whether the caller may enqueue, in the same statement.
-    let insert =
-        || {
-            one_prepared::<i64>(
-            "INSERT INTO spine.jobs (queue, owner_id, priority, payload, run_at, max_attempts) \
-             SELECT q.name, $2, $3::spine.job_priority, $4, coalesce($5, now()), $6 \
-               FROM spine.queues q \
-              WHERE q.name = $1 AND (q.user_enqueue OR $7) \
-             RETURNING id",
-            &[TEXTOID, UUIDOID, TEXTOID, JSONBOID, TIMESTAMPTZOID, INT4OID, BOOLOID],
-            &[
-                queue.into(),
-                owner.into(),
-                priority.as_str().into(),
-                JsonbDatum(payload.0).into(),
-                run_at.into(),
-                max_attempts.into(),
-                crate::caller::caller_is_privileged().into(),
-            ],
-        )
-        .map_err(internal("jobs: enqueue"))
-        };
-    if let Some(id) = insert()? {
-        return Ok(id);
+    // The common case: no key, so no speculative insertion.
+    let queue_name = queue.unwrap_or_default();
+    let admitted = match open_to_users(queue_name)? {
+        Some(open) => open || crate::caller::caller_is_privileged(),
+        None => false,
+    };
+    if !admitted {
+        // Says why: 42704 unknown queue, 42501 closed to users.
+        check_allowed(queue)?;
     }
-    // Refused: say why (42704 unknown queue, 42501 not open to users). A queue
-    // created or opened since the INSERT's snapshot passes, and the INSERT runs again.
-    check_allowed(queue)?;
-    Ok(insert()?.ok_or(SpineError::Conflict(format!(
-        "queue \"{}\" changed while enqueueing; retry",
-        queue.unwrap_or_default()
-    )))?)
+    let id = one_prepared::<i64>(
+        "INSERT INTO spine.jobs (queue, owner_id, priority, payload, run_at, max_attempts) \
+         VALUES ($1, $2, $3::spine.job_priority, $4, coalesce($5, pg_catalog.now()), $6) \
+         RETURNING id",
+        &[TEXTOID, UUIDOID, TEXTOID, JSONBOID, TIMESTAMPTZOID, INT4OID],
+        &[
+            queue_name.into(),
+            owner.into(),
+            priority.as_str().into(),
+            payload.into(),
+            run_at.into(),
+            max_attempts.into(),
+        ],
+    )
+    .map_err(internal("jobs: enqueue"))?;
+    Ok(id.ok_or_else(|| SpineError::Internal {
+        context: "jobs: enqueue",
+        message: "no job id".into(),
+    })?)
 }
+
+thread_local! {
+    /// Queue name → whether users may enqueue into it; only queues seen to exist.
+    static QUEUES: RefCell<HashMap<String, bool>> = RefCell::new(HashMap::new());
+}
+
+/// Whether users may enqueue into `queue`, or None when it does not exist (as of
+/// this transaction: the copy is refreshed whenever `spine.queues` changes).
+fn open_to_users(queue: &str) -> Result<Option<bool>, SpineError> {
+    // Under REPEATABLE READ or SERIALIZABLE the table is read with the transaction's
+    // snapshot, which may predate what the copy holds: read it, and keep nothing.
+    // SAFETY: reads the backend's isolation level.
+    let snapshot_bound = unsafe { pg_sys::XactIsoLevel >= pg_sys::XACT_REPEATABLE_READ as i32 };
+    if !snapshot_bound {
+        if invalidation::changed_since_last_look(Watched::Queues)? {
+            QUEUES.with(|q| q.borrow_mut().clear());
+        }
+        if let Some(open) = QUEUES.with(|q| q.borrow().get(queue).copied()) {
+            return Ok(Some(open));
+        }
+    }
+    let open = one_prepared::<bool>(
+        "SELECT user_enqueue FROM spine.queues WHERE name OPERATOR(pg_catalog.=) $1",
+        &[TEXTOID],
+        &[queue.into()],
+    )
+    .map_err(internal("jobs: queue lookup"))?;
+    if let (Some(open), false) = (open, snapshot_bound) {
+        QUEUES.with(|q| {
+            let mut q = q.borrow_mut();
+            if q.len() >= MAX_CACHED_QUEUES {
+                q.clear();
+            }
+            q.insert(queue.to_string(), open);
+        });
+    }
+    Ok(open)
+}
+
+/// Most queues one backend keeps; beyond it the copy starts over.
+const MAX_CACHED_QUEUES: usize = 10_000;
 
 /// Raises 42704 for an unknown queue and 42501 for a queue closed to the caller.
 fn check_allowed(queue: Option<&str>) -> Result<(), SpineError> {

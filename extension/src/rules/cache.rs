@@ -1,19 +1,19 @@
 //! Compiled rules, cached per backend and per owner.
 //!
 //! A backend is one thread, so the cache is a `thread_local!`. Saving or deleting
-//! a rule invalidates the relcache entry of `spine.rules`
-//! (`CacheInvalidateRelcacheByRelid`); PostgreSQL delivers that to every backend
-//! when the change commits (and to this one at its next command), and the
-//! callback registered in `_PG_init` drops the cache. So an event never meets a
-//! stale rule, and an unchanged rule set costs one flag check per event.
+//! a rule announces the change (see [`crate::invalidation`]), which every backend
+//! sees when the change commits (and this one at its next command), and the cache
+//! starts over. So an event never meets a stale rule, and an unchanged rule set
+//! costs one flag check per event.
 
 use super::actions::{self, Action};
 use super::jsonlogic::Expr;
 use crate::error::{internal, SpineError};
+use crate::invalidation::{self, Watched};
 use pgrx::prelude::*;
 use pgrx::{JsonB, Uuid};
 use serde_json::Value;
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 
@@ -102,47 +102,11 @@ pub type OwnerRules = Rc<Vec<Rc<Rule>>>;
 
 thread_local! {
     static OWNERS: RefCell<HashMap<[u8; 16], OwnerRules>> = RefCell::new(HashMap::new());
-    static STALE: Cell<bool> = const { Cell::new(false) };
-    static RULES_OID: Cell<pg_sys::Oid> = const { Cell::new(pg_sys::InvalidOid) };
-}
-
-/// Relcache invalidation callback: any invalidation of `spine.rules` (or a full
-/// reset, relid 0) makes the cache stale.
-#[pg_guard]
-unsafe extern "C-unwind" fn relcache_changed(_arg: pg_sys::Datum, relid: pg_sys::Oid) {
-    let rules = RULES_OID.get();
-    if relid == pg_sys::InvalidOid || rules == pg_sys::InvalidOid || relid == rules {
-        STALE.set(true);
-        // The table may have been recreated (DROP/CREATE EXTENSION): look it up again.
-        RULES_OID.set(pg_sys::InvalidOid);
-    }
-}
-
-/// Called from `_PG_init`, once per backend.
-pub fn register_invalidation() {
-    // SAFETY: registering a callback is what _PG_init is for; it lives as long as
-    // the backend.
-    unsafe {
-        pg_sys::CacheRegisterRelcacheCallback(Some(relcache_changed), pg_sys::Datum::from(0));
-    }
-}
-
-fn rules_oid() -> Result<pg_sys::Oid, SpineError> {
-    if RULES_OID.get() == pg_sys::InvalidOid {
-        let oid = Spi::get_one::<pg_sys::Oid>("SELECT 'spine.rules'::regclass::oid")
-            .map_err(internal("rules: table oid"))?
-            .unwrap_or(pg_sys::InvalidOid);
-        RULES_OID.set(oid);
-    }
-    Ok(RULES_OID.get())
 }
 
 /// Tells every backend (at commit; this one at its next command) that rules changed.
 pub fn invalidate() -> Result<(), SpineError> {
-    let oid = rules_oid()?;
-    // SAFETY: queues a relcache invalidation for an existing relation.
-    unsafe { pg_sys::CacheInvalidateRelcacheByRelid(oid) };
-    Ok(())
+    invalidation::announce_change(Watched::Rules)
 }
 
 /// The enabled rules of `owner`, highest priority first (then by name).
@@ -155,8 +119,7 @@ pub fn rules_of(owner: Uuid) -> Result<OwnerRules, SpineError> {
     if unsafe { pg_sys::XactIsoLevel >= pg_sys::XACT_REPEATABLE_READ as i32 } {
         return Ok(Rc::new(load(owner)?));
     }
-    rules_oid()?;
-    if STALE.replace(false) {
+    if invalidation::changed_since_last_look(Watched::Rules)? {
         OWNERS.with(|o| o.borrow_mut().clear());
     }
     let key = *owner.as_bytes();

@@ -1,0 +1,102 @@
+//! Backend-local copies of small tables (compiled rules, queues) and how they
+//! learn that the table changed.
+//!
+//! A backend is one thread, so a copy is a `thread_local!`. Whoever changes a
+//! watched table calls [`announce_change`], which queues a relcache invalidation
+//! of the table (`CacheInvalidateRelcacheByRelid`); PostgreSQL delivers it to
+//! every backend when the change commits (and to this one at its next command),
+//! and the callback registered in `_PG_init` marks the copy stale. So a reader
+//! never uses a copy older than its transaction's start, and an unchanged table
+//! costs one flag check.
+
+use crate::error::{internal, SpineError};
+use pgrx::prelude::*;
+use std::cell::Cell;
+
+/// The tables backends keep copies of.
+#[derive(Clone, Copy)]
+pub enum Watched {
+    Rules = 0,
+    Queues = 1,
+}
+
+const TABLES: [&str; 2] = ["spine.rules", "spine.queues"];
+
+thread_local! {
+    static OIDS: [Cell<pg_sys::Oid>; 2] =
+        const { [Cell::new(pg_sys::InvalidOid), Cell::new(pg_sys::InvalidOid)] };
+    static STALE: [Cell<bool>; 2] = const { [Cell::new(false), Cell::new(false)] };
+}
+
+/// Relcache invalidation callback: an invalidation of a watched table (or a full
+/// reset, relid 0) makes its copy stale. A table whose oid is not known yet counts
+/// as matching anything.
+#[pg_guard]
+unsafe extern "C-unwind" fn relcache_changed(_arg: pg_sys::Datum, relid: pg_sys::Oid) {
+    OIDS.with(|oids| {
+        STALE.with(|stale| {
+            for (oid, stale) in oids.iter().zip(stale) {
+                let known = oid.get();
+                if relid == pg_sys::InvalidOid || known == pg_sys::InvalidOid || relid == known {
+                    stale.set(true);
+                    // The table may have been recreated (DROP/CREATE EXTENSION):
+                    // look it up again.
+                    oid.set(pg_sys::InvalidOid);
+                }
+            }
+        })
+    });
+}
+
+/// Called from `_PG_init`, once per backend.
+pub fn register() {
+    // SAFETY: registering a callback is what _PG_init is for; it lives as long as
+    // the backend.
+    unsafe {
+        pg_sys::CacheRegisterRelcacheCallback(Some(relcache_changed), pg_sys::Datum::from(0));
+    }
+}
+
+// Qualified: callers include spine.enqueue, which runs with the caller's search_path.
+fn table_oid(table: Watched) -> Result<pg_sys::Oid, SpineError> {
+    let i = table as usize;
+    let known = OIDS.with(|o| o[i].get());
+    if known != pg_sys::InvalidOid {
+        return Ok(known);
+    }
+    let oid = Spi::get_one_with_args::<pg_sys::Oid>(
+        "SELECT pg_catalog.to_regclass($1)::pg_catalog.oid",
+        &[TABLES[i].into()],
+    )
+    .map_err(internal("invalidation: table oid"))?
+    .unwrap_or(pg_sys::InvalidOid);
+    OIDS.with(|o| o[i].set(oid));
+    Ok(oid)
+}
+
+/// True when `table` may have changed since the previous call (the first call
+/// after a change); the caller then drops its copy.
+pub fn changed_since_last_look(table: Watched) -> Result<bool, SpineError> {
+    // Known oid first: until it is, every invalidation counts as this table's.
+    table_oid(table)?;
+    Ok(STALE.with(|s| s[table as usize].replace(false)))
+}
+
+/// Tells every backend (at commit; this one at its next command) that `table`
+/// changed.
+pub fn announce_change(table: Watched) -> Result<(), SpineError> {
+    let oid = table_oid(table)?;
+    // SAFETY: queues a relcache invalidation for an existing relation.
+    unsafe { pg_sys::CacheInvalidateRelcacheByRelid(oid) };
+    Ok(())
+}
+
+/// Trigger on `spine.queues`: changes made with plain SQL reach the backends'
+/// copies too, not only those made through `spine.create_queue`.
+#[pg_trigger]
+fn queues_changed<'a>(
+    _trigger: &'a pgrx::PgTrigger<'a>,
+) -> Result<Option<PgHeapTuple<'a, pgrx::AllocatedByPostgres>>, SpineError> {
+    announce_change(Watched::Queues)?;
+    Ok(None)
+}
