@@ -584,6 +584,17 @@ async fn bad_job_input_is_refused() {
             "42704",
             "does not exist",
         ),
+        // The live table holds live states only, whoever writes it.
+        (
+            format!("INSERT INTO spine.jobs (queue, payload, state) VALUES ('{q}', '{{}}', 'completed')"),
+            "23514",
+            "jobs_state_check",
+        ),
+        (
+            format!("INSERT INTO spine.jobs (queue, payload, state) VALUES ('{q}', '{{}}', 'cancelled')"),
+            "23514",
+            "jobs_state_check",
+        ),
     ];
     for (sql, code, needle) in cases {
         let err = db.query(sql.as_str(), &[]).await.unwrap_err();
