@@ -28,10 +28,12 @@ CREATE TABLE spine.queues (
 COMMENT ON TABLE spine.queues IS
     'Job queues: an optional cap on running jobs, how long finished jobs stay in the archive, and whether users may enqueue.';
 
--- Backends keep a copy of this table for spine.enqueue; any change reaches them.
+-- Backends keep a copy of this table for spine.enqueue; any change reaches them,
+-- also when replication or a restore runs with session_replication_role = replica.
 CREATE TRIGGER queues_changed
     AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON spine.queues
-    FOR EACH STATEMENT EXECUTE FUNCTION spine.queues_changed();
+    FOR EACH STATEMENT EXECUTE FUNCTION spine.cached_table_changed();
+ALTER TABLE spine.queues ENABLE ALWAYS TRIGGER queues_changed;
 
 -- spine.caller_is_privileged() is defined in Rust (src/caller.rs).
 

@@ -19,6 +19,12 @@ CREATE TABLE spine.rules (
 COMMENT ON TABLE spine.rules IS
     'Users'' rules: on_event (type or domain.*), a JsonLogic condition over {event, entity, state}, and actions. Save with spine.save_rule.';
 COMMENT ON COLUMN spine.rules.priority IS 'Higher runs first among the rules matching one event.';
+-- Backends keep compiled rules (src/rules/cache.rs); any change reaches them, also
+-- one made with plain SQL or under session_replication_role = replica.
+CREATE TRIGGER rules_changed
+    AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON spine.rules
+    FOR EACH STATEMENT EXECUTE FUNCTION spine.cached_table_changed();
+ALTER TABLE spine.rules ENABLE ALWAYS TRIGGER rules_changed;
 
 CREATE TABLE spine.state (
     owner_id   uuid        NOT NULL,

@@ -14,7 +14,11 @@ use std::ffi::CStr;
 ///
 /// Read here rather than through `SELECT auth.uid()`: every enqueue, emit and
 /// ingest asks, and a statement costs more than the rest of a small enqueue. The
-/// claims of the last request are parsed once.
+/// claims of the last request are parsed once. This is the definition in
+/// `supabase/compat.sql` and Supabase's; a database whose `auth.uid()` reads
+/// something else would see RLS and Spine disagree. One difference: claims that
+/// jsonb reads but serde does not (numbers beyond a double, nesting over 128) are
+/// refused here.
 pub fn request_user() -> Result<Option<Uuid>, SpineError> {
     if let Some(sub) = setting(c"request.jwt.claim.sub").filter(|s| !s.is_empty()) {
         return parse_sub(&sub).map(Some);
@@ -65,12 +69,76 @@ fn user_of_claims(claims: &str) -> Result<Option<Uuid>, SpineError> {
 }
 
 fn parse_sub(sub: &str) -> Result<Uuid, SpineError> {
-    uuid::Uuid::parse_str(sub)
-        .map(|u| Uuid::from_bytes(*u.as_bytes()))
-        .map_err(|e| SpineError::InvalidParameter {
+    pg_uuid(sub)
+        .map(Uuid::from_bytes)
+        .ok_or_else(|| SpineError::InvalidParameter {
             name: "request.jwt.claims",
-            reason: format!("claim \"sub\" is not a uuid ({e})"),
+            reason: format!("claim \"sub\" is not a uuid (\"{sub}\")"),
         })
+}
+
+/// A uuid the way PostgreSQL's `uuid` input reads it (what `auth.uid()` casts
+/// with): 32 hex digits, optionally in braces, a hyphen allowed after any group of
+/// four digits except the last.
+pub fn pg_uuid(text: &str) -> Option<[u8; 16]> {
+    let mut rest = text.as_bytes();
+    let braces = rest.first() == Some(&b'{');
+    if braces {
+        rest = &rest[1..];
+    }
+    let hex = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
+    let mut out = [0u8; 16];
+    for (i, byte) in out.iter_mut().enumerate() {
+        let (&[hi, lo], tail) = rest.split_first_chunk::<2>()?;
+        *byte = hex(hi)? << 4 | hex(lo)?;
+        rest = tail;
+        if i % 2 == 1 && i < 15 && rest.first() == Some(&b'-') {
+            rest = &rest[1..];
+        }
+    }
+    if braces {
+        rest = rest.strip_prefix(b"}")?;
+    }
+    rest.is_empty().then_some(out)
+}
+
+#[cfg(test)]
+mod uuid_tests {
+    use super::pg_uuid;
+
+    /// The forms PostgreSQL's uuid input accepts, and some it refuses.
+    #[test]
+    fn reads_uuids_as_postgres_does() {
+        let want = Some([
+            0xa0, 0xee, 0xbc, 0x99, 0x9c, 0x0b, 0x4e, 0xf8, 0xbb, 0x6d, 0x6b, 0xb9, 0xbd, 0x38,
+            0x0a, 0x11,
+        ]);
+        for ok in [
+            "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11",
+            "A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11",
+            "{a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11}",
+            "a0eebc999c0b4ef8bb6d6bb9bd380a11",
+            "a0ee-bc99-9c0b-4ef8-bb6d-6bb9-bd38-0a11",
+            "{a0eebc99-9c0b4ef8-bb6d6bb9-bd380a11}",
+        ] {
+            assert_eq!(pg_uuid(ok), want, "{ok}");
+        }
+        for bad in [
+            "",
+            "alice",
+            "urn:uuid:a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11",
+            "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a1",
+            "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a111",
+            "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11-",
+            "-a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11",
+            "a0eeb-c99-9c0b-4ef8-bb6d-6bb9bd380a11",
+            "{a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11",
+            "a0eebc99--9c0b-4ef8-bb6d-6bb9bd380a11",
+            "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a1g",
+        ] {
+            assert_eq!(pg_uuid(bad), None, "{bad}");
+        }
+    }
 }
 
 /// True when the caller acts as a superuser or a BYPASSRLS role (service_role).

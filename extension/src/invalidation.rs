@@ -79,6 +79,12 @@ fn table_oid(table: Watched) -> Result<pg_sys::Oid, SpineError> {
 pub fn changed_since_last_look(table: Watched) -> Result<bool, SpineError> {
     // Known oid first: until it is, every invalidation counts as this table's.
     table_oid(table)?;
+    // A backend takes in other sessions' invalidations when a transaction starts or
+    // it acquires a lock anew; inside a long transaction that already holds its
+    // locks, a change committed meanwhile would wait. Checking costs a read of a
+    // shared counter when nothing is pending.
+    // SAFETY: processes pending invalidation messages, as lock acquisition does.
+    unsafe { pg_sys::AcceptInvalidationMessages() };
     Ok(STALE.with(|s| s[table as usize].replace(false)))
 }
 
@@ -91,12 +97,18 @@ pub fn announce_change(table: Watched) -> Result<(), SpineError> {
     Ok(())
 }
 
-/// Trigger on `spine.queues`: changes made with plain SQL reach the backends'
-/// copies too, not only those made through `spine.create_queue`.
+/// Statement trigger on each watched table (`sql/jobs.sql`, `sql/rules.sql`):
+/// changes made with plain SQL reach the backends' copies too, not only those made
+/// through Spine's functions.
 #[pg_trigger]
-fn queues_changed<'a>(
-    _trigger: &'a pgrx::PgTrigger<'a>,
+fn cached_table_changed<'a>(
+    trigger: &'a pgrx::PgTrigger<'a>,
 ) -> Result<Option<PgHeapTuple<'a, pgrx::AllocatedByPostgres>>, SpineError> {
-    announce_change(Watched::Queues)?;
+    let relid = trigger.relid().map_err(|e| SpineError::Internal {
+        context: "invalidation: trigger",
+        message: e.to_string(),
+    })?;
+    // SAFETY: queues a relcache invalidation for the trigger's own table.
+    unsafe { pg_sys::CacheInvalidateRelcacheByRelid(relid) };
     Ok(None)
 }

@@ -27,7 +27,7 @@ extension_sql_file!(
         "supabase_compat",
         check_queue_name,
         check_cron,
-        queues_changed,
+        cached_table_changed,
         retry_backoff
     ]
 );
@@ -74,7 +74,7 @@ extension_sql_file!("../sql/etl.sql", name = "etl", requires = ["entities"]);
 extension_sql_file!(
     "../sql/rules.sql",
     name = "rules",
-    requires = ["supabase_compat", "jobs"]
+    requires = ["supabase_compat", "jobs", cached_table_changed]
 );
 
 // Edge function sources and database webhooks. spine.create_webhook wraps the

@@ -532,3 +532,70 @@ async fn reprocess_uses_the_current_mapping_and_skips_superseded() {
     .await;
     assert_eq!(superseded, 1);
 }
+
+/// Two sessions ingest the same new batch at once (READ COMMITTED, as PostgREST
+/// runs): the owner lock serialises them, so the second sees the first's records
+/// and keys — one entity per person, each record landed once, and the second call
+/// reports everything unchanged.
+#[tokio::test]
+async fn concurrent_identical_batches_create_each_person_once() {
+    let owner = Uuid::new_v4();
+    let source = "crm";
+    let setup = connect().await;
+    setup
+        .execute(
+            "SELECT spine.save_source($1, $2, owner => $3)",
+            &[&source, &crm_mapping(), &owner],
+        )
+        .await
+        .unwrap();
+    let records = Value::Array(
+        (0..200)
+            .map(|i| {
+                json!({"id": format!("c{i}"), "full_name": format!("Person {i}"),
+                       "email": format!("p{i}@example.com"), "phone": format!("030 {:07}", i)})
+            })
+            .collect(),
+    );
+    let mut calls = Vec::new();
+    for _ in 0..2 {
+        let records = records.clone();
+        calls.push(tokio::spawn(async move {
+            let mut db = connect().await;
+            let tx = db.transaction().await.unwrap();
+            act_as(&tx, "authenticated", json!({"sub": owner.to_string()})).await;
+            let counts = ingest(&tx, source, records).await;
+            tx.commit().await.unwrap();
+            counts
+        }));
+    }
+    let mut results = Vec::new();
+    for call in calls {
+        results.push(call.await.unwrap());
+    }
+    let created: i64 = results.iter().map(|c| c["created"].as_i64().unwrap()).sum();
+    let unchanged: i64 = results
+        .iter()
+        .map(|c| c["unchanged"].as_i64().unwrap())
+        .sum();
+    assert_eq!((created, unchanged), (200, 200), "{results:?}");
+    let entities: i64 = one(
+        &setup,
+        "SELECT count(*) FROM spine.entities WHERE owner_id = $1 AND kind = 'person'",
+        &[&owner],
+    )
+    .await;
+    let raw: i64 = one(
+        &setup,
+        "SELECT count(*) FROM spine.raw_records WHERE owner_id = $1 AND status = 'processed'",
+        &[&owner],
+    )
+    .await;
+    let keys: i64 = one(
+        &setup,
+        "SELECT count(*) FROM spine.entity_keys WHERE owner_id = $1",
+        &[&owner],
+    )
+    .await;
+    assert_eq!((entities, raw, keys), (200, 200, 400));
+}

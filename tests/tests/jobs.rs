@@ -492,6 +492,71 @@ async fn enqueue_sees_queue_changes_made_elsewhere() {
     assert_eq!(refused, Err(Some("42704".into())), "dropped");
 }
 
+/// spine.enqueue runs with its owner's rights but the caller's search_path (it has
+/// no SET clause, for speed): objects a caller puts first on the path — an `=`
+/// for text, `now()`, `to_regclass`, temp tables named like Spine's — are never
+/// used. The session is fresh, so the path is in force when its plans are made.
+#[tokio::test]
+async fn enqueue_ignores_the_callers_search_path() {
+    let admin = connect().await;
+    let q = new_queue(&admin, None).await;
+    let schema = format!("evil_{}", Uuid::new_v4().simple());
+    admin
+        .batch_execute(&format!(
+            "CREATE SCHEMA {schema};
+             CREATE FUNCTION {schema}.trap(a text, b text) RETURNS boolean LANGUAGE plpgsql AS
+               $$ BEGIN RAISE EXCEPTION 'trap: text = text'; END $$;
+             CREATE OPERATOR {schema}.= (LEFTARG = text, RIGHTARG = text, FUNCTION = {schema}.trap);
+             CREATE FUNCTION {schema}.now() RETURNS timestamptz LANGUAGE plpgsql AS
+               $$ BEGIN RAISE EXCEPTION 'trap: now()'; END $$;
+             CREATE FUNCTION {schema}.to_regclass(text) RETURNS regclass LANGUAGE plpgsql AS
+               $$ BEGIN RAISE EXCEPTION 'trap: to_regclass'; END $$;
+             GRANT USAGE ON SCHEMA {schema} TO authenticated;
+             GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA {schema} TO authenticated;"
+        ))
+        .await
+        .unwrap();
+    let mut user = connect().await;
+    let t = user.transaction().await.unwrap();
+    t.batch_execute(&format!(
+        "CREATE TEMP TABLE queues (name text, user_enqueue boolean);
+         CREATE TEMP TABLE jobs (id bigint);
+         SET LOCAL search_path = {schema}, pg_catalog"
+    ))
+    .await
+    .unwrap();
+    act_as(
+        &t,
+        "authenticated",
+        json!({"sub": Uuid::new_v4().to_string(), "role": "authenticated"}),
+    )
+    .await;
+    let id: i64 = one(
+        &t,
+        "SELECT spine.enqueue($1, '{\"n\":1}', run_at => NULL)",
+        &[&q],
+    )
+    .await;
+    let keyed: i64 = one(
+        &t,
+        "SELECT spine.enqueue($1, '{}', idempotency_key => 'k1')",
+        &[&q],
+    )
+    .await;
+    assert_ne!(keyed, id);
+    let refused = t
+        .query_one("SELECT spine.enqueue('http', '{}')", &[])
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&refused), Some("42501"), "{refused:?}");
+    t.rollback().await.unwrap();
+    assert!(id > 0);
+    admin
+        .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
+        .await
+        .unwrap();
+}
+
 /// Every kind of bad input has its own SQLSTATE and a message naming the problem.
 #[tokio::test]
 async fn bad_job_input_is_refused() {

@@ -108,8 +108,10 @@ pub fn process(
         .unzip();
     let mut key_owner: HashMap<(String, String), Uuid> = HashMap::new();
     if !types.is_empty() {
-        Spi::connect(|client| {
-            for r in client.select(
+        // Read-write SPI: in READ COMMITTED each statement then takes a new snapshot,
+        // so this sees what batches that held the owner lock before us committed.
+        Spi::connect_mut(|client| {
+            for r in client.update(
                 "SELECT k.key_type, k.key_value, k.entity_id FROM spine.entity_keys k \
                    JOIN unnest($2::text[], $3::text[]) AS u(t, v) ON k.key_type = u.t AND k.key_value = u.v \
                   WHERE k.owner_id = $1",
@@ -162,6 +164,11 @@ pub fn process(
         })
         .map_err(internal("etl: load entities"))?;
     }
+
+    // An entity deleted since its keys were read (delete_entity does not take the
+    // owner lock) is gone with its keys: forget them, so that a record naming them
+    // creates a new entity that gets them.
+    key_owner.retain(|_, id| working.contains_key(id.as_bytes()));
 
     // 4. Resolve and merge in record order, in memory.
     let mut order: Vec<Uuid> = Vec::new();
@@ -298,7 +305,10 @@ pub fn process(
 
     // 6. Keys and provenance edges. Under the owner lock nobody else writes this
     //    owner's keys, and step 2 found these absent: plain inserts, without the
-    //    speculative insertion ON CONFLICT costs per row.
+    //    speculative insertion ON CONFLICT costs per row. Under REPEATABLE READ or
+    //    SERIALIZABLE step 2 read an older snapshot, and keys a concurrent batch
+    //    committed since may be missing from it: there ON CONFLICT turns that into a
+    //    serialization failure (40001), which clients retry, not a 23505.
     let (mut kt, mut kv, mut ke) = (vec![], vec![], vec![]);
     for (t, v, e) in new_keys {
         kt.push(t);
@@ -306,9 +316,17 @@ pub fn process(
         ke.push(e);
     }
     if !kt.is_empty() {
+        // SAFETY: reads the backend's isolation level.
+        let snapshot_bound = unsafe { pg_sys::XactIsoLevel >= pg_sys::XACT_REPEATABLE_READ as i32 };
         run_prepared(
-            "INSERT INTO spine.entity_keys (owner_id, key_type, key_value, entity_id) \
-             SELECT $1, t, v, e FROM unnest($2::text[], $3::text[], $4::uuid[]) AS u(t, v, e)",
+            if snapshot_bound {
+                "INSERT INTO spine.entity_keys (owner_id, key_type, key_value, entity_id) \
+                 SELECT $1, t, v, e FROM unnest($2::text[], $3::text[], $4::uuid[]) AS u(t, v, e) \
+                 ON CONFLICT DO NOTHING"
+            } else {
+                "INSERT INTO spine.entity_keys (owner_id, key_type, key_value, entity_id) \
+                 SELECT $1, t, v, e FROM unnest($2::text[], $3::text[], $4::uuid[]) AS u(t, v, e)"
+            },
             &[UUIDOID, TEXTARRAYOID, TEXTARRAYOID, UUIDARRAYOID],
             &[owner.into(), kt.into(), kv.into(), ke.into()],
         )

@@ -264,9 +264,11 @@ fn landed_before(
         .filter(|(e, _)| e.is_none())
         .map(|(_, h)| h.clone())
         .collect();
-    Spi::connect(|client| {
+    // Read-write SPI: in READ COMMITTED each statement then takes a new snapshot, so
+    // this sees records that batches holding the owner lock before us landed.
+    Spi::connect_mut(|client| {
         let mut seen = HashSet::new();
-        for r in client.select(
+        for r in client.update(
             "SELECT r.external_id, r.payload_hash \
                FROM unnest($3::text[], $4::bytea[]) AS u(e, h) \
                JOIN spine.raw_records r \

@@ -28,22 +28,24 @@ use pgrx::prelude::*;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::ffi::CStr;
+use std::marker::PhantomData;
 
 /// A jsonb argument handed on to the INSERT as it came: converting it to a
 /// `serde_json::Value` and back would print and parse the whole payload twice.
-pub struct JsonbDatum(pg_sys::Datum);
+/// Borrowed from the call (`'fcx`), so it cannot outlive the argument it points to.
+pub struct JsonbDatum<'fcx>(pg_sys::Datum, PhantomData<&'fcx ()>);
 
-impl FromDatum for JsonbDatum {
+impl FromDatum for JsonbDatum<'_> {
     unsafe fn from_polymorphic_datum(
         datum: pg_sys::Datum,
         is_null: bool,
         _typoid: pg_sys::Oid,
     ) -> Option<Self> {
-        (!is_null).then_some(JsonbDatum(datum))
+        (!is_null).then_some(JsonbDatum(datum, PhantomData))
     }
 }
 
-impl IntoDatum for JsonbDatum {
+impl IntoDatum for JsonbDatum<'_> {
     fn into_datum(self) -> Option<pg_sys::Datum> {
         Some(self.0)
     }
@@ -54,7 +56,7 @@ impl IntoDatum for JsonbDatum {
 }
 
 // SAFETY: unboxed with FromDatum above, as pgrx does for its own argument types.
-unsafe impl<'fcx> ArgAbi<'fcx> for JsonbDatum {
+unsafe impl<'fcx> ArgAbi<'fcx> for JsonbDatum<'fcx> {
     unsafe fn unbox_arg_unchecked(arg: Arg<'_, 'fcx>) -> Self {
         let index = arg.index();
         // SAFETY: forwarded from the caller's contract.
@@ -69,12 +71,12 @@ unsafe impl<'fcx> ArgAbi<'fcx> for JsonbDatum {
 }
 
 // SAFETY: the datum is a jsonb, as the SQL declaration says.
-unsafe impl SqlTranslatable for JsonbDatum {
+unsafe impl SqlTranslatable for JsonbDatum<'_> {
     const TYPE_IDENT: &'static str = "spine::jobs::enqueue::JsonbDatum";
     const TYPE_ORIGIN: TypeOrigin = TypeOrigin::External;
     const ARGUMENT_SQL: Result<SqlMappingRef, ArgumentError> = Ok(SqlMappingRef::literal("jsonb"));
-    const RETURN_SQL: Result<ReturnsRef, ReturnsError> =
-        Ok(ReturnsRef::One(SqlMappingRef::literal("jsonb")));
+    // An argument type only: it borrows the call's datum.
+    const RETURN_SQL: Result<ReturnsRef, ReturnsError> = Err(ReturnsError::Datum);
 }
 
 /// The label of a `spine.job_priority` value (an enum is passed as its label's oid).
@@ -117,7 +119,7 @@ COMMENT ON FUNCTION spine.enqueue(text, jsonb, spine.job_priority, timestamptz, 
 )]
 fn enqueue(
     queue: Option<&str>,
-    payload: Option<JsonbDatum>,
+    payload: Option<JsonbDatum<'_>>,
     priority: Option<pg_sys::Oid>,
     run_at: Option<TimestampWithTimeZone>,
     idempotency_key: Option<&str>,
