@@ -10,7 +10,7 @@ use crate::rules;
 use crate::spi_ext::{one_prepared, run_prepared};
 use pgrx::datum::TimestampWithTimeZone;
 use pgrx::pg_sys::panic::ErrorReport;
-use pgrx::pg_sys::BuiltinOid::{TEXTARRAYOID, TIMESTAMPTZOID, UUIDARRAYOID, UUIDOID};
+use pgrx::pg_sys::BuiltinOid::{TEXTARRAYOID, TEXTOID, TIMESTAMPTZOID, UUIDARRAYOID, UUIDOID};
 use pgrx::prelude::*;
 use pgrx::{JsonB, Uuid};
 use std::rc::Rc;
@@ -124,54 +124,7 @@ pub fn emit_events(events: &[NewEvent<'_>]) -> Result<Vec<Uuid>, SpineError> {
         message: format!("{e:?}"),
     })?;
     let ids: Vec<Uuid> = checked.iter().map(|c| c.id).collect();
-    run_prepared(
-        "INSERT INTO spine.events \
-         (id, type, subject, owner_id, data, correlation_id, causation_id, occurred_at) \
-         SELECT i, t, s, o, d::jsonb, c, k, $8 \
-           FROM unnest($1::uuid[], $2::text[], $3::text[], $4::uuid[], $5::text[], $6::uuid[], $7::uuid[]) \
-                WITH ORDINALITY AS u(i, t, s, o, d, c, k, n) \
-          ORDER BY n",
-        &[
-            UUIDARRAYOID,
-            TEXTARRAYOID,
-            TEXTARRAYOID,
-            UUIDARRAYOID,
-            TEXTARRAYOID,
-            UUIDARRAYOID,
-            UUIDARRAYOID,
-            TIMESTAMPTZOID,
-        ],
-        &[
-            ids.clone().into(),
-            events
-                .iter()
-                .map(|e| e.event_type)
-                .collect::<Vec<_>>()
-                .into(),
-            events.iter().map(|e| e.subject).collect::<Vec<_>>().into(),
-            events.iter().map(|e| e.owner_id).collect::<Vec<_>>().into(),
-            checked
-                .iter()
-                .map(|c| c.data_text.as_str())
-                .collect::<Vec<_>>()
-                .into(),
-            checked
-                .iter()
-                .map(|c| c.correlation_id)
-                .collect::<Vec<_>>()
-                .into(),
-            events
-                .iter()
-                .map(|e| e.causation_id)
-                .collect::<Vec<_>>()
-                .into(),
-            occurred_at.into(),
-        ],
-    )
-    .map_err(|e| SpineError::Internal {
-        context: "emit",
-        message: e.to_string(),
-    })?;
+    write(events, &checked, occurred_at)?;
     // Rules read the data after the insert took it.
     for (event, c) in events.iter().zip(&checked) {
         let Some(owner) = event.owner_id.filter(|_| !c.rules.is_empty()) else {
@@ -192,6 +145,88 @@ pub fn emit_events(events: &[NewEvent<'_>]) -> Result<Vec<Uuid>, SpineError> {
         )?;
     }
     Ok(ids)
+}
+
+/// One INSERT for all of them. A single event (every `spine.emit`) takes the
+/// plain VALUES form: building and unnesting arrays costs more than it saves there.
+fn write(
+    events: &[NewEvent<'_>],
+    checked: &[Checked],
+    occurred_at: TimestampWithTimeZone,
+) -> Result<(), SpineError> {
+    let failed = |e: pgrx::spi::SpiError| SpineError::Internal {
+        context: "emit",
+        message: e.to_string(),
+    };
+    if let ([event], [c]) = (events, checked) {
+        return run_prepared(
+            "INSERT INTO spine.events \
+             (id, type, subject, owner_id, data, correlation_id, causation_id, occurred_at) \
+             VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7, $8)",
+            &[
+                UUIDOID,
+                TEXTOID,
+                TEXTOID,
+                UUIDOID,
+                TEXTOID,
+                UUIDOID,
+                UUIDOID,
+                TIMESTAMPTZOID,
+            ],
+            &[
+                c.id.into(),
+                event.event_type.into(),
+                event.subject.into(),
+                event.owner_id.into(),
+                c.data_text.as_str().into(),
+                c.correlation_id.into(),
+                event.causation_id.into(),
+                occurred_at.into(),
+            ],
+        )
+        .map_err(failed);
+    }
+    run_prepared(
+        "INSERT INTO spine.events \
+         (id, type, subject, owner_id, data, correlation_id, causation_id, occurred_at) \
+         SELECT i, t, s, o, d::jsonb, c, k, $8 \
+           FROM unnest($1::uuid[], $2::text[], $3::text[], $4::uuid[], $5::text[], $6::uuid[], $7::uuid[]) \
+                WITH ORDINALITY AS u(i, t, s, o, d, c, k, n) \
+          ORDER BY n",
+        &[
+            UUIDARRAYOID,
+            TEXTARRAYOID,
+            TEXTARRAYOID,
+            UUIDARRAYOID,
+            TEXTARRAYOID,
+            UUIDARRAYOID,
+            UUIDARRAYOID,
+            TIMESTAMPTZOID,
+        ],
+        &[
+            checked.iter().map(|c| c.id).collect::<Vec<_>>().into(),
+            events.iter().map(|e| e.event_type).collect::<Vec<_>>().into(),
+            events.iter().map(|e| e.subject).collect::<Vec<_>>().into(),
+            events.iter().map(|e| e.owner_id).collect::<Vec<_>>().into(),
+            checked
+                .iter()
+                .map(|c| c.data_text.as_str())
+                .collect::<Vec<_>>()
+                .into(),
+            checked
+                .iter()
+                .map(|c| c.correlation_id)
+                .collect::<Vec<_>>()
+                .into(),
+            events
+                .iter()
+                .map(|e| e.causation_id)
+                .collect::<Vec<_>>()
+                .into(),
+            occurred_at.into(),
+        ],
+    )
+    .map_err(failed)
 }
 
 /// A PostgreSQL timestamp (microseconds since 2000-01-01 UTC) as RFC 3339 in UTC
