@@ -30,6 +30,7 @@ SELECT pg_catalog.pg_extension_config_dump('spine.consents', '');
 SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('spine.consents', 'id')::regclass, '');
 SELECT pg_catalog.pg_extension_config_dump('spine.functions', '');
 SELECT pg_catalog.pg_extension_config_dump('spine.search_config', '');
+SELECT pg_catalog.pg_extension_config_dump('spine.search_rejections', '');
 SELECT pg_catalog.pg_extension_config_dump('spine.webhooks', '');
 SELECT pg_catalog.pg_extension_config_dump('spine.webhook_deliveries', '');
 SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('spine.webhook_deliveries', 'id')::regclass, '');
@@ -142,6 +143,8 @@ COMMENT ON FUNCTION spine.webhook_maintenance() IS
 -- Search.
 GRANT EXECUTE ON FUNCTION spine.configure_search(text, uuid, text) TO service_role;
 GRANT EXECUTE ON FUNCTION spine.search_key(interval) TO authenticated;
+GRANT EXECUTE ON FUNCTION spine.record_search_rejection(text, uuid, text, text),
+    spine.clear_search_rejections(text, uuid[]) TO service_role;
 COMMENT ON FUNCTION spine.configure_search(text, uuid, text) IS
     'Registers the Meilisearch URL clients use and the search API key tenant tokens are signed with (the worker calls it).';
 COMMENT ON FUNCTION spine.search_key(interval) IS

@@ -239,4 +239,98 @@ async fn search_sync_against_meilisearch() {
     assert!(out.status.success(), "{out:?}");
     assert!(cli("check-index").status.success());
     wait_for_ids(&meili, &index, ids).await;
+
+    // A document Meilisearch refuses does not stop the sink. Three entities with
+    // 22,000 distinct fields each, committed together (one round), push their
+    // index past Meilisearch's 65,535 fields: the batch fails as a whole, is
+    // written again one by one, the two that fit are indexed, the third is
+    // recorded as refused, and what comes after flows as before.
+    let heavy = format!("wide_{}", &Uuid::new_v4().simple().to_string()[..8]);
+    let wide = |tag: char| {
+        let fields: serde_json::Map<String, Value> = (0..22_000u32)
+            .map(|i| (format!("{tag}{i:x}"), json!(1)))
+            .collect();
+        Value::Object(fields)
+    };
+    let wide_ids: Vec<Uuid> = as_user(&mut db, alice, async |tx| {
+        let mut out = Vec::new();
+        for tag in ['p', 'q', 'r'] {
+            out.push(
+                spine_tests::one(
+                    tx,
+                    "SELECT spine.upsert_entity($1, $2)",
+                    &[&heavy, &wide(tag)],
+                )
+                .await,
+            );
+        }
+        out
+    })
+    .await;
+    let after = create(&mut db, bob, &kind, json!({"title": "after the wide ones"})).await;
+    let heavy_index = format!("spine_{heavy}");
+    wait_until("the refusal recorded", Duration::from_secs(90), || async {
+        let n: i64 = db
+            .query_one(
+                "SELECT count(*) FROM spine.search_rejections WHERE sink = $1 AND kind = $2",
+                &[&sink, &heavy],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        n == 1
+    })
+    .await;
+    let refusal = db
+        .query_one(
+            "SELECT entity_id, error FROM spine.search_rejections WHERE sink = $1 AND kind = $2",
+            &[&sink, &heavy],
+        )
+        .await
+        .unwrap();
+    let (refused, error): (Uuid, String) = (refusal.get(0), refusal.get(1));
+    assert!(wide_ids.contains(&refused));
+    assert!(error.contains("max_fields_limit_exceeded"), "{error}");
+    let mut indexed: Vec<String> = wide_ids
+        .iter()
+        .filter(|id| **id != refused)
+        .map(Uuid::to_string)
+        .collect();
+    indexed.sort();
+    wait_for_ids(&meili, &heavy_index, indexed).await;
+    wait_until(
+        "the backlog drained again",
+        Duration::from_secs(60),
+        || async { sink_row(&db, &sink).await.1 == 0 },
+    )
+    .await;
+
+    let found = client.ids(&index).await.unwrap();
+    assert!(found.contains(&after.to_string()), "later writes go on");
+
+    // A refused entity that becomes acceptable is indexed and its refusal forgotten.
+    as_user(&mut db, alice, async |tx| {
+        tx.execute(
+            "SELECT spine.upsert_entity($1, $2, $3)",
+            &[&heavy, &json!({"p0": 1}), &refused],
+        )
+        .await
+        .unwrap();
+    })
+    .await;
+    wait_until("the refusal forgotten", Duration::from_secs(60), || async {
+        let n: i64 = db
+            .query_one(
+                "SELECT count(*) FROM spine.search_rejections WHERE sink = $1",
+                &[&sink],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        n == 0
+    })
+    .await;
+    let mut all: Vec<String> = wide_ids.iter().map(Uuid::to_string).collect();
+    all.sort();
+    wait_for_ids(&meili, &heavy_index, all).await;
 }

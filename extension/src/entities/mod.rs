@@ -164,9 +164,42 @@ pub fn update(
         "data.EntityUpdated",
         owner,
         id,
-        json!({"id": id.to_string(), "kind": kind, "changed": changed}),
+        updated_event_data(id, kind, changed),
     )?;
     Ok(true)
+}
+
+/// The data of a `data.EntityUpdated` event: `{id, kind, changed: {field: {from,
+/// to}}}`. An entity may hold up to 256 KiB, so replacing most of a large one
+/// gives a diff larger than an event may be (512 KiB); then the event carries
+/// only the new values (`truncated: "from"`), or, if even those do not fit, only
+/// which fields changed (`{field: {}}`, `truncated: "values"`). The update itself
+/// never fails for it.
+pub fn updated_event_data(id: Uuid, kind: &str, changed: Map<String, Value>) -> Value {
+    let full = json!({"id": id.to_string(), "kind": kind, "changed": changed});
+    if crate::json::text_len(&full) <= crate::events::MAX_DATA_BYTES {
+        return full;
+    }
+    let Value::Object(mut event) = full else {
+        unreachable!("built as an object above")
+    };
+    let Some(Value::Object(changed)) = event.remove("changed") else {
+        unreachable!("built with a changed object above")
+    };
+    let new_values: Map<String, Value> = changed
+        .iter()
+        .map(|(field, change)| (field.clone(), json!({"to": change["to"]})))
+        .collect();
+    let mut smaller = event.clone();
+    smaller.insert("changed".into(), Value::Object(new_values));
+    smaller.insert("truncated".into(), json!("from"));
+    if crate::json::text_len(&smaller) <= crate::events::MAX_DATA_BYTES {
+        return Value::Object(smaller);
+    }
+    let names: Map<String, Value> = changed.keys().map(|f| (f.clone(), json!({}))).collect();
+    event.insert("changed".into(), Value::Object(names));
+    event.insert("truncated".into(), json!("values"));
+    Value::Object(event)
 }
 
 /// The changed fields between two versions of an entity's data.
@@ -300,4 +333,44 @@ fn add_edge(
     }
     link(owner, from, rel, to)?;
     Ok(true)
+}
+
+#[cfg(test)]
+mod event_size_tests {
+    use super::updated_event_data;
+    use crate::events::MAX_DATA_BYTES;
+    use pgrx::Uuid;
+    use serde_json::{json, Map, Value};
+
+    fn changes(n: usize, from: &str, to: &str) -> Map<String, Value> {
+        (0..n)
+            .map(|i| (format!("f{i}"), json!({"from": from, "to": to})))
+            .collect()
+    }
+
+    /// Small diffs are sent whole; a diff too large for an event drops the old
+    /// values, then the new ones, and always names every changed field.
+    #[test]
+    fn updated_event_fits_the_event_limit() {
+        let id = Uuid::from_bytes([7; 16]);
+        let small = updated_event_data(id, "person", changes(3, "a", "b"));
+        assert_eq!(small["changed"]["f1"], json!({"from": "a", "to": "b"}));
+        assert!(small.get("truncated").is_none());
+
+        // 12,000 fields of 12-byte values: the whole diff is ~650 KB, the new
+        // values alone ~370 KB.
+        let v = "x".repeat(12);
+        let big = updated_event_data(id, "person", changes(12_000, &v, &v));
+        assert_eq!(big["truncated"], "from");
+        assert_eq!(big["changed"]["f11999"], json!({"to": v}));
+        assert!(big.to_string().len() <= MAX_DATA_BYTES);
+
+        // New values alone too large: only the names remain.
+        let w = "y".repeat(40);
+        let huge = updated_event_data(id, "person", changes(12_000, &w, &w));
+        assert_eq!(huge["truncated"], "values");
+        assert_eq!(huge["changed"].as_object().unwrap().len(), 12_000);
+        assert_eq!(huge["changed"]["f0"], json!({}));
+        assert!(huge.to_string().len() <= MAX_DATA_BYTES);
+    }
 }

@@ -297,7 +297,7 @@ pub fn process(
             events.push((
                 "data.EntityUpdated",
                 *id,
-                json!({"id": id.to_string(), "kind": w.kind, "changed": w.changed}),
+                entities::updated_event_data(*id, &w.kind, w.changed.clone()),
             ));
         }
     }

@@ -31,6 +31,52 @@ pub fn chunks_by_size(docs: &[Value], limit: usize) -> Vec<&[Value]> {
     out
 }
 
+/// A Meilisearch task that failed, with Meilisearch's error.
+#[derive(Debug, Clone)]
+pub struct TaskFailed {
+    pub task: u64,
+    /// Meilisearch's error code, e.g. `max_fields_limit_exceeded`.
+    pub code: String,
+    /// Meilisearch's error type: `invalid_request` is the request's (here: a
+    /// document's) fault and fails again when sent again; `internal` and `system`
+    /// may pass on a retry.
+    pub kind: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for TaskFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "meilisearch task {} failed: {} ({}, {})",
+            self.task, self.message, self.code, self.kind
+        )
+    }
+}
+
+impl std::error::Error for TaskFailed {}
+
+impl TaskFailed {
+    fn from_task(task: u64, t: &Value) -> Self {
+        let e = &t["error"];
+        let text = |v: &Value, fallback: &str| v.as_str().unwrap_or(fallback).to_string();
+        Self {
+            task,
+            code: text(&e["code"], "unknown"),
+            kind: text(&e["type"], "unknown"),
+            message: text(&e["message"], t["status"].as_str().unwrap_or("failed")),
+        }
+    }
+
+    /// The failure of a document Meilisearch will not take as it is, if `error`
+    /// is one: sending it again would fail again.
+    pub fn rejection(error: &anyhow::Error) -> Option<&TaskFailed> {
+        error
+            .downcast_ref::<TaskFailed>()
+            .filter(|t| t.kind == "invalid_request")
+    }
+}
+
 /// How long the sink waits for Meilisearch to process one batch's tasks.
 const TASK_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -114,7 +160,7 @@ impl Meili {
                 match t["status"].as_str() {
                     Some("succeeded") => break,
                     Some("failed") | Some("canceled") => {
-                        bail!("meilisearch task {task} {}: {}", t["status"], t["error"])
+                        return Err(TaskFailed::from_task(*task, &t).into())
                     }
                     _ if Instant::now() > deadline => {
                         bail!("meilisearch task {task} not done after {TASK_TIMEOUT:?}")
@@ -136,7 +182,7 @@ impl Meili {
             match t["status"].as_str() {
                 Some("succeeded") => {}
                 Some("failed") | Some("canceled") => {
-                    bail!("meilisearch task {task} {}: {}", t["status"], t["error"])
+                    return Err(TaskFailed::from_task(*task, &t).into())
                 }
                 _ => return Ok(false),
             }

@@ -39,26 +39,42 @@ pub async fn load_entities(
     Ok(rows.iter().map(entity_from_row).collect())
 }
 
-/// What a batch of events (rows of `commit_seq, seq, type, data` from
-/// `spine.events_after`) asks to write: the current documents of the entities it
-/// touched, or their deletes; with `kind`, only entities of that kind.
-pub async fn plan_events(
-    db: &tokio_postgres::Client,
+/// The entities a batch of events (rows of `commit_seq, seq, type, data` from
+/// `spine.events_after`) touched, with their kind; with `kind`, only those of it.
+pub fn touched_by(
     rows: &[tokio_postgres::Row],
     kind: Option<&str>,
-) -> Result<Plan, tokio_postgres::Error> {
+) -> std::collections::BTreeMap<uuid::Uuid, String> {
     let events: Vec<(String, serde_json::Value)> =
         rows.iter().map(|r| (r.get(2), r.get(3))).collect();
     let mut touched = documents::touched(events.iter().map(|(t, d)| (t.as_str(), d)));
     if let Some(kind) = kind {
         touched.retain(|_, k| k == kind);
     }
+    touched
+}
+
+/// What to write for `touched` entities: their current documents, or deletes for
+/// those that are gone.
+pub async fn plan_for(
+    db: &tokio_postgres::Client,
+    touched: &std::collections::BTreeMap<uuid::Uuid, String>,
+) -> Result<Plan, tokio_postgres::Error> {
     if touched.is_empty() {
         return Ok(Plan::default());
     }
     let ids: Vec<uuid::Uuid> = touched.keys().copied().collect();
     let existing = load_entities(db, &ids).await?;
-    Ok(documents::plan(&touched, &existing))
+    Ok(documents::plan(touched, &existing))
+}
+
+/// What a batch of events asks to write (see [`touched_by`] and [`plan_for`]).
+pub async fn plan_events(
+    db: &tokio_postgres::Client,
+    rows: &[tokio_postgres::Row],
+    kind: Option<&str>,
+) -> Result<Plan, tokio_postgres::Error> {
+    plan_for(db, &touched_by(rows, kind)).await
 }
 
 pub fn entity_from_row(r: &tokio_postgres::Row) -> Entity {
@@ -77,6 +93,80 @@ pub async fn apply(meili: &meili::Meili, plan: &documents::Plan) -> anyhow::Resu
     let (tasks, written) = enqueue(meili, plan).await?;
     meili.wait(&tasks).await?;
     Ok(written)
+}
+
+/// Writes the current documents of `touched` one per task, after Meilisearch
+/// refused a batch of them: documents it takes are written, and each one it
+/// refuses (an `invalid_request` failure) is recorded in `spine.search_rejections`
+/// and skipped, so one bad document cannot hold the sink. Current rows, so nothing
+/// older overwrites what later batches wrote meanwhile. Returns how many documents
+/// were written or deleted.
+pub async fn one_by_one(
+    db: &tokio_postgres::Client,
+    meili: &meili::Meili,
+    sink: &str,
+    touched: &std::collections::BTreeMap<uuid::Uuid, String>,
+) -> anyhow::Result<usize> {
+    let plan = plan_for(db, touched).await?;
+    let mut written = 0;
+    let mut refused = std::collections::HashSet::new();
+    for (index, docs) in &plan.put {
+        meili.ensure_index(index).await?;
+        for doc in docs {
+            let tasks = meili
+                .put_documents(index, std::slice::from_ref(doc))
+                .await?;
+            match meili.wait(&tasks).await {
+                Ok(()) => written += 1,
+                Err(e) => {
+                    let Some(failure) = meili::TaskFailed::rejection(&e) else {
+                        return Err(e);
+                    };
+                    let id: uuid::Uuid = doc["id"].as_str().unwrap_or_default().parse()?;
+                    let kind = doc["kind"].as_str().unwrap_or_default();
+                    tracing::warn!(%sink, %id, %kind, error = %failure, "meilisearch refused a document; recorded in spine.search_rejections");
+                    db.execute(
+                        "SELECT spine.record_search_rejection($1, $2, $3, $4)",
+                        &[&sink, &id, &kind, &failure.to_string()],
+                    )
+                    .await?;
+                    refused.insert(id);
+                }
+            }
+        }
+    }
+    for (index, ids) in &plan.delete {
+        if meili.index_exists(index).await? {
+            meili
+                .wait(&[meili.delete_documents(index, ids).await?])
+                .await?;
+        }
+        written += ids.len();
+    }
+    let accepted: Vec<uuid::Uuid> = touched
+        .keys()
+        .filter(|id| !refused.contains(*id))
+        .copied()
+        .collect();
+    clear_rejections(db, sink, &accepted).await?;
+    Ok(written)
+}
+
+/// Forgets earlier refusals of entities whose documents (or deletes) Meilisearch
+/// has now applied.
+pub async fn clear_rejections(
+    db: &tokio_postgres::Client,
+    sink: &str,
+    ids: &[uuid::Uuid],
+) -> Result<(), tokio_postgres::Error> {
+    if !ids.is_empty() {
+        db.execute(
+            "SELECT spine.clear_search_rejections($1, $2)",
+            &[&sink, &ids],
+        )
+        .await?;
+    }
+    Ok(())
 }
 
 /// Sends `plan` to Meilisearch; returns its tasks (applied in this order, after

@@ -12,10 +12,14 @@
 //! round fails, the error is recorded on the sink (`spine.sink_status.last_error`)
 //! and the session restarts with backoff: events wait as backlog and are written
 //! when it is back. Writes are idempotent (put by id, delete by id), so a batch
-//! written again after a crash changes nothing.
+//! written again after a crash changes nothing. A batch Meilisearch refuses (a
+//! document it will not take fails the whole task) is written again one document
+//! at a time; refused documents are recorded in `spine.search_rejections` and
+//! skipped (see [`super::one_by_one`]).
 
-use super::meili::Meili;
+use super::meili::{Meili, TaskFailed};
 use crate::config::{Config, SearchConfig};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use tokio::sync::{watch, Notify};
 
@@ -26,11 +30,13 @@ const WINDOW: usize = 4;
 /// How often tasks in flight are checked.
 const TASK_POLL: std::time::Duration = std::time::Duration::from_millis(5);
 
-/// A round sent to Meilisearch: where the cursor goes once its tasks succeeded.
+/// A round sent to Meilisearch: where the cursor goes once its tasks succeeded,
+/// and the entities it wrote (to write again one by one if Meilisearch refuses it).
 struct Round {
     upto: (i64, i64),
     tasks: Vec<u64>,
     written: i64,
+    touched: BTreeMap<uuid::Uuid, String>,
 }
 
 pub async fn run(config: Arc<Config>, wake: Arc<Notify>, shutdown: watch::Receiver<bool>) {
@@ -120,12 +126,24 @@ async fn rounds(
     loop {
         // Move the cursor over the rounds Meilisearch has applied, in order.
         while let Some(front) = inflight.front() {
-            if !meili.done(&front.tasks).await? {
-                break;
-            }
+            let written = match meili.done(&front.tasks).await {
+                Ok(false) => break,
+                Ok(true) => {
+                    let ids: Vec<uuid::Uuid> = front.touched.keys().copied().collect();
+                    super::clear_rejections(db, &sc.sink, &ids).await?;
+                    front.written
+                }
+                // A document Meilisearch will not take fails its whole task, and
+                // would again on every retry: write the round one by one instead.
+                Err(e) if TaskFailed::rejection(&e).is_some() => {
+                    tracing::warn!(sink = %sc.sink, error = %e, "meilisearch refused a batch; writing it one document at a time");
+                    super::one_by_one(db, meili, &sc.sink, &front.touched).await? as i64
+                }
+                Err(e) => return Err(e),
+            };
             db.execute(
                 &advance,
-                &[&sc.sink, &front.upto.0, &front.upto.1, &front.written],
+                &[&sc.sink, &front.upto.0, &front.upto.1, &written],
             )
             .await?;
             *cursor = front.upto;
@@ -143,12 +161,14 @@ async fn rounds(
             backlog = rows.len() == sc.batch as usize;
             if let Some(last) = rows.last() {
                 let upto: (i64, i64) = (last.get(0), last.get(1));
-                let plan = super::plan_events(db, &rows, None).await?;
+                let touched = super::touched_by(&rows, None);
+                let plan = super::plan_for(db, &touched).await?;
                 let (tasks, written) = super::enqueue(meili, &plan).await?;
                 inflight.push_back(Round {
                     upto,
                     tasks,
                     written: written as i64,
+                    touched,
                 });
                 sent_upto = upto;
                 sent = true;
