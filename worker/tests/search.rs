@@ -297,7 +297,7 @@ async fn search_sync_against_meilisearch() {
         .map(Uuid::to_string)
         .collect();
     indexed.sort();
-    wait_for_ids(&meili, &heavy_index, indexed).await;
+    wait_for_ids(&meili, &heavy_index, indexed.clone()).await;
     wait_until(
         "the backlog drained again",
         Duration::from_secs(60),
@@ -307,6 +307,34 @@ async fn search_sync_against_meilisearch() {
 
     let found = client.ids(&index).await.unwrap();
     assert!(found.contains(&after.to_string()), "later writes go on");
+
+    // check-index counts the refused document as missing and says why; reindex
+    // rebuilds around it instead of stopping.
+    let heavy_cli = |cmd: &str| {
+        Command::new(bin)
+            .args([cmd, &heavy])
+            .env("DATABASE_URL", spine_tests::database_url())
+            .env("MEILI_URL", meili.url())
+            .env("MEILI_MASTER_KEY", &meili.key)
+            .env("SPINE_SEARCH_SINK", &sink)
+            .env("RUST_LOG", "warn")
+            .output()
+            .unwrap()
+    };
+    let out = heavy_cli("check-index");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{out:?}");
+    assert!(
+        text.contains("missing 1") && text.contains("refused by Meilisearch: 1"),
+        "{text}"
+    );
+    let out = heavy_cli("reindex");
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("1 refused by Meilisearch"),
+        "{out:?}"
+    );
+    wait_for_ids(&meili, &heavy_index, indexed.clone()).await;
 
     // A refused entity that becomes acceptable is indexed and its refusal forgotten.
     as_user(&mut db, alice, async |tx| {

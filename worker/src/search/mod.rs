@@ -88,13 +88,6 @@ pub fn entity_from_row(r: &tokio_postgres::Row) -> Entity {
     }
 }
 
-/// Writes `plan` and waits until Meilisearch has applied all of it.
-pub async fn apply(meili: &meili::Meili, plan: &documents::Plan) -> anyhow::Result<usize> {
-    let (tasks, written) = enqueue(meili, plan).await?;
-    meili.wait(&tasks).await?;
-    Ok(written)
-}
-
 /// Writes the current documents of `touched` one per task, after Meilisearch
 /// refused a batch of them: documents it takes are written, and each one it
 /// refuses (an `invalid_request` failure) is recorded in `spine.search_rejections`
@@ -112,28 +105,9 @@ pub async fn one_by_one(
     let mut refused = std::collections::HashSet::new();
     for (index, docs) in &plan.put {
         meili.ensure_index(index).await?;
-        for doc in docs {
-            let tasks = meili
-                .put_documents(index, std::slice::from_ref(doc))
-                .await?;
-            match meili.wait(&tasks).await {
-                Ok(()) => written += 1,
-                Err(e) => {
-                    let Some(failure) = meili::TaskFailed::rejection(&e) else {
-                        return Err(e);
-                    };
-                    let id: uuid::Uuid = doc["id"].as_str().unwrap_or_default().parse()?;
-                    let kind = doc["kind"].as_str().unwrap_or_default();
-                    tracing::warn!(%sink, %id, %kind, error = %failure, "meilisearch refused a document; recorded in spine.search_rejections");
-                    db.execute(
-                        "SELECT spine.record_search_rejection($1, $2, $3, $4)",
-                        &[&sink, &id, &kind, &failure.to_string()],
-                    )
-                    .await?;
-                    refused.insert(id);
-                }
-            }
-        }
+        let (n, r) = put_each(db, meili, sink, index, docs).await?;
+        written += n;
+        refused.extend(r);
     }
     for (index, ids) in &plan.delete {
         if meili.index_exists(index).await? {
@@ -150,6 +124,66 @@ pub async fn one_by_one(
         .collect();
     clear_rejections(db, sink, &accepted).await?;
     Ok(written)
+}
+
+/// Puts `docs` into `index` one document per task; each one Meilisearch refuses
+/// is recorded in `spine.search_rejections` for `sink`. Returns how many were
+/// written and the ids refused.
+pub async fn put_each(
+    db: &tokio_postgres::Client,
+    meili: &meili::Meili,
+    sink: &str,
+    index: &str,
+    docs: &[serde_json::Value],
+) -> anyhow::Result<(usize, std::collections::HashSet<uuid::Uuid>)> {
+    let mut written = 0;
+    let mut refused = std::collections::HashSet::new();
+    for doc in docs {
+        let tasks = meili
+            .put_documents(index, std::slice::from_ref(doc))
+            .await?;
+        match meili.wait(&tasks).await {
+            Ok(()) => written += 1,
+            Err(e) => {
+                let Some(failure) = meili::TaskFailed::rejection(&e) else {
+                    return Err(e);
+                };
+                let id: uuid::Uuid = doc["id"].as_str().unwrap_or_default().parse()?;
+                let kind = doc["kind"].as_str().unwrap_or_default();
+                tracing::warn!(%sink, %id, %kind, error = %failure, "meilisearch refused a document; recorded in spine.search_rejections");
+                db.execute(
+                    "SELECT spine.record_search_rejection($1, $2, $3, $4)",
+                    &[&sink, &id, &kind, &failure.to_string()],
+                )
+                .await?;
+                refused.insert(id);
+            }
+        }
+    }
+    Ok((written, refused))
+}
+
+/// Writes the current documents of `touched` and waits for them; a batch
+/// Meilisearch refuses is written one by one instead (see [`one_by_one`]).
+pub async fn write_touched(
+    db: &tokio_postgres::Client,
+    meili: &meili::Meili,
+    sink: &str,
+    touched: &std::collections::BTreeMap<uuid::Uuid, String>,
+) -> anyhow::Result<usize> {
+    let plan = plan_for(db, touched).await?;
+    let (tasks, written) = enqueue(meili, &plan).await?;
+    match meili.wait(&tasks).await {
+        Ok(()) => {
+            let ids: Vec<uuid::Uuid> = touched.keys().copied().collect();
+            clear_rejections(db, sink, &ids).await?;
+            Ok(written)
+        }
+        Err(e) if meili::TaskFailed::rejection(&e).is_some() => {
+            one_by_one(db, meili, sink, touched).await
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// Forgets earlier refusals of entities whose documents (or deletes) Meilisearch

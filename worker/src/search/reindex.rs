@@ -4,10 +4,12 @@
 //! the two atomically (searches never see a half-built index) and drops the old
 //! one. The sink keeps writing to the live index meanwhile; entities its events
 //! touched between the start of the rebuild and the swap are written again
-//! afterwards, so nothing the rebuild read too early survives.
+//! afterwards, so nothing the rebuild read too early survives. Documents
+//! Meilisearch refuses are recorded in `spine.search_rejections` and skipped, as
+//! the sink does.
 
 use super::documents::{document, index_name};
-use super::meili::Meili;
+use super::meili::{Meili, TaskFailed};
 use crate::config::Config;
 use anyhow::Context;
 use std::collections::BTreeSet;
@@ -57,6 +59,7 @@ pub async fn reindex(config: &Config, kind: &str) -> anyhow::Result<()> {
     meili.ensure_index(&side).await?;
     let mut after = uuid::Uuid::nil();
     let mut count = 0usize;
+    let mut refused_total = 0usize;
     loop {
         let rows = db
             .query(
@@ -73,10 +76,18 @@ pub async fn reindex(config: &Config, kind: &str) -> anyhow::Result<()> {
             .iter()
             .map(|r| document(&super::entity_from_row(r)))
             .collect();
-        meili
-            .wait(&meili.put_documents(&side, &docs).await?)
-            .await?;
-        count += docs.len();
+        match meili.wait(&meili.put_documents(&side, &docs).await?).await {
+            Ok(()) => count += docs.len(),
+            // A document Meilisearch refuses fails the page: write it one by one,
+            // recording (and skipping) what is refused, as the sink does.
+            Err(e) if TaskFailed::rejection(&e).is_some() => {
+                let (written, refused) =
+                    super::put_each(&db, &meili, &sc.sink, &side, &docs).await?;
+                count += written;
+                refused_total += refused.len();
+            }
+            Err(e) => return Err(e),
+        }
     }
     meili.ensure_index(&live).await?;
     meili.wait(&[meili.swap(&live, &side).await?]).await?;
@@ -93,9 +104,10 @@ pub async fn reindex(config: &Config, kind: &str) -> anyhow::Result<()> {
             .await?;
         let Some(last) = rows.last() else { break };
         cursor = (last.get(0), last.get(1));
-        again += super::apply(&meili, &super::plan_events(&db, &rows, Some(kind)).await?).await?;
+        again += super::write_touched(&db, &meili, &sc.sink, &super::touched_by(&rows, Some(kind)))
+            .await?;
     }
-    println!("reindexed {live}: {count} documents, swapped in; {again} written again for changes during the rebuild");
+    println!("reindexed {live}: {count} documents, swapped in; {again} written again for changes during the rebuild; {refused_total} refused by Meilisearch (see spine.search_rejections)");
     Ok(())
 }
 
@@ -131,8 +143,15 @@ pub async fn check_index(config: &Config, kind: &str) -> anyhow::Result<()> {
         )
         .await?
         .map(|r| r.get(0));
+    let refused: i64 = db
+        .query_one(
+            "SELECT count(*) FROM spine.search_rejections WHERE sink = $1 AND kind = $2",
+            &[&sc.sink, &kind],
+        )
+        .await?
+        .get(0);
     println!(
-        "{index}: postgres {} entities, index {} documents, missing {}, extra {} (sink {} backlog: {})",
+        "{index}: postgres {} entities, index {} documents, missing {}, extra {} (sink {} backlog: {}; refused by Meilisearch: {refused}, see spine.search_rejections)",
         in_db.len(),
         in_index.len(),
         missing.len(),
