@@ -215,9 +215,9 @@ async fn search_sync_against_meilisearch() {
 
     // check-index finds drift, reindex repairs it.
     let bin = env!("CARGO_BIN_EXE_spine-worker");
-    let cli = |cmd: &str| {
+    let cli_for = |cmd: &str, kind: &str| {
         Command::new(bin)
-            .args([cmd, &kind])
+            .args([cmd, kind])
             .env("DATABASE_URL", spine_tests::database_url())
             .env("MEILI_URL", meili.url())
             .env("MEILI_MASTER_KEY", &meili.key)
@@ -226,6 +226,7 @@ async fn search_sync_against_meilisearch() {
             .output()
             .unwrap()
     };
+    let cli = |cmd: &str| cli_for(cmd, &kind);
     assert!(cli("check-index").status.success());
     let drift = client.delete_documents(&index, &ids[..5]).await.unwrap();
     client.wait(&[drift]).await.unwrap();
@@ -310,17 +311,7 @@ async fn search_sync_against_meilisearch() {
 
     // check-index counts the refused document as missing and says why; reindex
     // rebuilds around it instead of stopping.
-    let heavy_cli = |cmd: &str| {
-        Command::new(bin)
-            .args([cmd, &heavy])
-            .env("DATABASE_URL", spine_tests::database_url())
-            .env("MEILI_URL", meili.url())
-            .env("MEILI_MASTER_KEY", &meili.key)
-            .env("SPINE_SEARCH_SINK", &sink)
-            .env("RUST_LOG", "warn")
-            .output()
-            .unwrap()
-    };
+    let heavy_cli = |cmd: &str| cli_for(cmd, &heavy);
     let out = heavy_cli("check-index");
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(!out.status.success(), "{out:?}");
