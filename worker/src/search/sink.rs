@@ -27,6 +27,8 @@ use tokio::sync::{watch, Notify};
 const SINK_LOCK_CLASS: i32 = 1397770575;
 /// Rounds sent to Meilisearch and not yet applied.
 const WINDOW: usize = 4;
+/// How often the cursor is recorded while applied rounds write no documents.
+const RECORD_IDLE_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 /// How often tasks in flight are checked.
 const TASK_POLL: std::time::Duration = std::time::Duration::from_millis(5);
 
@@ -123,6 +125,9 @@ async fn rounds(
     let mut sent_upto = *cursor;
     // Whether the last round was a full batch, i.e. more is probably waiting.
     let mut backlog = true;
+    // Applied rounds whose cursor is not recorded yet: where it goes, documents.
+    let mut unrecorded: Option<((i64, i64), i64)> = None;
+    let mut recorded_at = std::time::Instant::now();
     loop {
         // Move the cursor over the rounds Meilisearch has applied, in order.
         while let Some(front) = inflight.front() {
@@ -141,15 +146,26 @@ async fn rounds(
                 }
                 Err(e) => return Err(e),
             };
-            db.execute(
-                &advance,
-                &[&sc.sink, &front.upto.0, &front.upto.1, &written],
-            )
-            .await?;
-            *cursor = front.upto;
+            let (_, before) = unrecorded.unwrap_or(((0, 0), 0));
+            unrecorded = Some((front.upto, before + written));
             inflight.pop_front();
         }
         let stopping = *shutdown.borrow();
+        // Record the cursor: at once after rounds that wrote documents; over rounds
+        // that wrote nothing (the outbox's other events) at most once a second.
+        // Each record is a commit, and one per wake-up of a busy outbox competed
+        // with the relay's commits (its commit→delivery p50 went from 0.6 ms to
+        // 20 ms at 1,000 events/s). Re-reading a second of events after a crash
+        // writes nothing twice.
+        if let Some((upto, written)) = unrecorded {
+            if written > 0 || stopping || recorded_at.elapsed() >= RECORD_IDLE_EVERY {
+                db.execute(&advance, &[&sc.sink, &upto.0, &upto.1, &written])
+                    .await?;
+                *cursor = upto;
+                unrecorded = None;
+                recorded_at = std::time::Instant::now();
+            }
+        }
         if stopping && inflight.is_empty() {
             return Ok(());
         }
