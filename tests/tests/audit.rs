@@ -284,19 +284,28 @@ async fn anchors_keep_a_copy_of_the_head_outside() {
     let mut db = connect().await;
     audit(&db, &format!("anchor-{}", Uuid::new_v4().simple()), 1).await;
     seal_audit(&db).await;
-    // pg_cron may have anchored this head first; either way it is anchored now.
-    db.execute("SELECT spine.audit_anchor()", &[])
-        .await
-        .unwrap();
-    let (seq, hash): (i64, Vec<u8>) = {
-        let r = db
-            .query_one(
+    // pg_cron may have anchored this head first; either way it is anchored now —
+    // unless other tests moved the head between the two statements: then anchor
+    // the new head (a few tries at most).
+    let mut anchored = None;
+    for _ in 0..20 {
+        db.execute("SELECT spine.audit_anchor()", &[])
+            .await
+            .unwrap();
+        anchored = db
+            .query_opt(
                 "SELECT a.seq, a.hash FROM spine.audit_anchors a \
                   WHERE a.seq = (SELECT seq FROM spine.audit_head)",
                 &[],
             )
             .await
             .unwrap();
+        if anchored.is_some() {
+            break;
+        }
+    }
+    let (seq, hash): (i64, Vec<u8>) = {
+        let r = anchored.expect("the head anchored");
         (r.get(0), r.get(1))
     };
     let published: i64 = one(
