@@ -283,6 +283,9 @@ fn delete_entity(
 ) -> Result<bool, ErrorReport> {
     let id = id.ok_or(SpineError::NullArgument("id"))?;
     let owner = caller::acting_owner(owner, "entities")?;
+    // Not in the middle of an ingest of this owner, which resolves identity keys
+    // to entities it then merges into.
+    crate::etl::batch::lock_owner(owner)?;
     let kind = optional_row(Spi::get_one_with_args::<String>(
         "DELETE FROM spine.entities WHERE id = $1 AND owner_id = $2 RETURNING kind",
         &[id.into(), owner.into()],

@@ -67,6 +67,7 @@ struct Working {
 /// One batch per owner at a time, until the transaction ends: two concurrent
 /// batches naming the same new person would otherwise both miss the other's keys
 /// and create two entities, and a record landed by one would look new to the other.
+/// `spine.delete_entity` takes it too, so no entity vanishes mid-batch.
 pub fn lock_owner(owner: Uuid) -> Result<(), SpineError> {
     run_prepared(
         "SELECT pg_advisory_xact_lock(1397770578, hashtext($1::text))",
@@ -165,9 +166,10 @@ pub fn process(
         .map_err(internal("etl: load entities"))?;
     }
 
-    // An entity deleted since its keys were read (delete_entity does not take the
-    // owner lock) is gone with its keys: forget them, so that a record naming them
-    // creates a new entity that gets them.
+    // An entity deleted since its keys were read (spine.delete_entity takes the
+    // owner lock, but a plain DELETE by an administrator does not) is gone with its
+    // keys: forget them, so that a record naming them creates a new entity that
+    // gets them.
     key_owner.retain(|_, id| working.contains_key(id.as_bytes()));
 
     // 4. Resolve and merge in record order, in memory.
