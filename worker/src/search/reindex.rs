@@ -78,7 +78,7 @@ pub async fn reindex(config: &Config, kind: &str) -> anyhow::Result<()> {
             .collect();
         match meili.wait(&meili.put_documents(&side, &docs).await?).await {
             Ok(()) => count += docs.len(),
-            // A document Meilisearch refuses fails the page: write it one by one,
+            // A document Meilisearch refuses fails the page: write it in parts,
             // recording (and skipping) what is refused, as the sink does.
             Err(e) if TaskFailed::rejection(&e).is_some() => {
                 let (written, refused) =

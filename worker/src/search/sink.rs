@@ -13,9 +13,9 @@
 //! and the session restarts with backoff: events wait as backlog and are written
 //! when it is back. Writes are idempotent (put by id, delete by id), so a batch
 //! written again after a crash changes nothing. A batch Meilisearch refuses (a
-//! document it will not take fails the whole task) is written again one document
-//! at a time; refused documents are recorded in `spine.search_rejections` and
-//! skipped (see [`super::one_by_one`]).
+//! document it will not take fails the whole task) is written again in halving
+//! parts until the refused documents stand alone; they are recorded in
+//! `spine.search_rejections` and skipped (see [`super::write_in_parts`]).
 
 use super::meili::{Meili, TaskFailed};
 use crate::config::{Config, SearchConfig};
@@ -33,7 +33,7 @@ const RECORD_IDLE_EVERY: std::time::Duration = std::time::Duration::from_secs(1)
 const TASK_POLL: std::time::Duration = std::time::Duration::from_millis(5);
 
 /// A round sent to Meilisearch: where the cursor goes once its tasks succeeded,
-/// and the entities it wrote (to write again one by one if Meilisearch refuses it).
+/// and the entities it wrote (to write again in parts if Meilisearch refuses it).
 struct Round {
     upto: (i64, i64),
     tasks: Vec<u64>,
@@ -139,10 +139,10 @@ async fn rounds(
                     front.written
                 }
                 // A document Meilisearch will not take fails its whole task, and
-                // would again on every retry: write the round one by one instead.
+                // would again on every retry: write the round in parts instead.
                 Err(e) if TaskFailed::rejection(&e).is_some() => {
-                    tracing::warn!(sink = %sc.sink, error = %e, "meilisearch refused a batch; writing it one document at a time");
-                    super::one_by_one(db, meili, &sc.sink, &front.touched).await? as i64
+                    tracing::warn!(sink = %sc.sink, error = %e, "meilisearch refused a batch; writing it again in parts");
+                    super::write_in_parts(db, meili, &sc.sink, &front.touched).await? as i64
                 }
                 Err(e) => return Err(e),
             };
