@@ -1,11 +1,12 @@
 //! Backend-local copies of small tables (compiled rules, queues) and how they
 //! learn that the table changed.
 //!
-//! A backend is one thread, so a copy is a `thread_local!`. Whoever changes a
-//! watched table calls [`announce_change`], which queues a relcache invalidation
-//! of the table (`CacheInvalidateRelcacheByRelid`); PostgreSQL delivers it to
-//! every backend when the change commits (and to this one at its next command),
-//! and the callback registered in `_PG_init` marks the copy stale. So a reader
+//! A backend is one thread, so a copy is a `thread_local!`. A change of a watched
+//! table fires its statement trigger ([`cached_table_changed`]), or its writer
+//! calls [`announce_change`]; either queues a relcache invalidation of the table
+//! (`CacheInvalidateRelcacheByRelid`), which PostgreSQL delivers to every backend
+//! when the change commits (and to this one at its next command), and the
+//! callback registered in `_PG_init` marks the copy stale. So a reader
 //! never uses a copy older than its transaction's start, and an unchanged table
 //! costs one flag check.
 
@@ -89,7 +90,10 @@ pub fn changed_since_last_look(table: Watched) -> Result<bool, SpineError> {
 }
 
 /// Tells every backend (at commit; this one at its next command) that `table`
-/// changed.
+/// changed. For writers whose statement may stop before its AFTER STATEMENT
+/// triggers fire: SPI run with a row limit (`Spi::get_one_with_args`, which pgrx
+/// runs with a limit of 1) ends a single-row `INSERT/DELETE … RETURNING` at its
+/// first row, before the trigger below.
 pub fn announce_change(table: Watched) -> Result<(), SpineError> {
     let oid = table_oid(table)?;
     // SAFETY: queues a relcache invalidation for an existing relation.
@@ -97,9 +101,8 @@ pub fn announce_change(table: Watched) -> Result<(), SpineError> {
     Ok(())
 }
 
-/// Statement trigger on each watched table (`sql/jobs.sql`, `sql/rules.sql`):
-/// changes made with plain SQL reach the backends' copies too, not only those made
-/// through Spine's functions.
+/// Statement trigger on each watched table (`sql/jobs.sql`, `sql/rules.sql`),
+/// enabled ALWAYS: changes made with plain SQL reach the backends' copies too.
 #[pg_trigger]
 fn cached_table_changed<'a>(
     trigger: &'a pgrx::PgTrigger<'a>,

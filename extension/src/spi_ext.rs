@@ -23,6 +23,15 @@ pub fn optional_row<T>(result: SpiResult<T>) -> SpiResult<Option<T>> {
     }
 }
 
+/// True under REPEATABLE READ or SERIALIZABLE: every statement of the transaction
+/// reads with its first snapshot, so what it reads may predate changes other
+/// sessions committed since (caches must not keep it; a conflict shows up as a
+/// serialization failure rather than as a row).
+pub fn snapshot_per_transaction() -> bool {
+    // SAFETY: reads the backend's isolation level, valid in any transaction.
+    unsafe { pgrx::pg_sys::XactIsoLevel >= pgrx::pg_sys::XACT_REPEATABLE_READ as i32 }
+}
+
 // Plans kept for the life of the backend (a backend is one thread).
 thread_local! {
     static PLANS: RefCell<HashMap<&'static str, Rc<OwnedPreparedStatement>>> =

@@ -142,9 +142,7 @@ fn audit_seal() -> Result<i64, ErrorReport> {
 #[pg_extern(security_definer, volatile)]
 #[search_path(pg_catalog, pg_temp)]
 fn audit_seal_at_commit() -> Result<i64, ErrorReport> {
-    // SAFETY: reads the backend's isolation level.
-    let snapshot_isolation = unsafe { pg_sys::XactIsoLevel >= pg_sys::XACT_REPEATABLE_READ as i32 };
-    if snapshot_isolation {
+    if crate::spi_ext::snapshot_per_transaction() {
         return Ok(0);
     }
     Ok(seal(Wait::Skip)?)

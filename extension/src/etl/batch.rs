@@ -318,10 +318,8 @@ pub fn process(
         ke.push(e);
     }
     if !kt.is_empty() {
-        // SAFETY: reads the backend's isolation level.
-        let snapshot_bound = unsafe { pg_sys::XactIsoLevel >= pg_sys::XACT_REPEATABLE_READ as i32 };
         run_prepared(
-            if snapshot_bound {
+            if crate::spi_ext::snapshot_per_transaction() {
                 "INSERT INTO spine.entity_keys (owner_id, key_type, key_value, entity_id) \
                  SELECT $1, t, v, e FROM unnest($2::text[], $3::text[], $4::uuid[]) AS u(t, v, e) \
                  ON CONFLICT DO NOTHING"

@@ -148,62 +148,58 @@ fn enqueue(
         }
     };
     let owner = crate::caller::request_user()?;
-    if let Some(key) = idempotency_key {
-        check_allowed(queue)?;
-        return one_prepared::<i64>(
-            "SELECT spine.enqueue_keyed($1, $2, $3, $4::spine.job_priority, $5, $6, $7)",
-            &[
-                TEXTOID,
-                UUIDOID,
-                JSONBOID,
-                TEXTOID,
-                TIMESTAMPTZOID,
-                TEXTOID,
-                INT4OID,
-            ],
-            &[
-                queue.into(),
-                owner.into(),
-                payload.into(),
-                priority.as_str().into(),
-                run_at.into(),
-                key.into(),
-                max_attempts.into(),
-            ],
-        )
-        .map_err(internal("jobs: enqueue with key"))?
-        .ok_or_else(|| {
-            SpineError::Internal {
-                context: "jobs: enqueue with key",
-                message: "no job id".into(),
+    let id = match idempotency_key {
+        Some(key) => {
+            check_allowed(queue)?;
+            one_prepared::<i64>(
+                "SELECT spine.enqueue_keyed($1, $2, $3, $4::spine.job_priority, $5, $6, $7)",
+                &[
+                    TEXTOID,
+                    UUIDOID,
+                    JSONBOID,
+                    TEXTOID,
+                    TIMESTAMPTZOID,
+                    TEXTOID,
+                    INT4OID,
+                ],
+                &[
+                    queue.into(),
+                    owner.into(),
+                    payload.into(),
+                    priority.as_str().into(),
+                    run_at.into(),
+                    key.into(),
+                    max_attempts.into(),
+                ],
+            )
+        }
+        // The common case: no key, so no speculative insertion.
+        None => {
+            let queue_name = queue.unwrap_or_default();
+            let admitted = match open_to_users(queue_name)? {
+                Some(open) => open || crate::caller::caller_is_privileged(),
+                None => false,
+            };
+            if !admitted {
+                // Says why: 42704 unknown queue, 42501 closed to users.
+                check_allowed(queue)?;
             }
-            .into()
-        });
+            one_prepared::<i64>(
+                "INSERT INTO spine.jobs (queue, owner_id, priority, payload, run_at, max_attempts) \
+                 VALUES ($1, $2, $3::spine.job_priority, $4, coalesce($5, pg_catalog.now()), $6) \
+                 RETURNING id",
+                &[TEXTOID, UUIDOID, TEXTOID, JSONBOID, TIMESTAMPTZOID, INT4OID],
+                &[
+                    queue_name.into(),
+                    owner.into(),
+                    priority.as_str().into(),
+                    payload.into(),
+                    run_at.into(),
+                    max_attempts.into(),
+                ],
+            )
+        }
     }
-    // The common case: no key, so no speculative insertion.
-    let queue_name = queue.unwrap_or_default();
-    let admitted = match open_to_users(queue_name)? {
-        Some(open) => open || crate::caller::caller_is_privileged(),
-        None => false,
-    };
-    if !admitted {
-        // Says why: 42704 unknown queue, 42501 closed to users.
-        check_allowed(queue)?;
-    }
-    let id = one_prepared::<i64>(
-        "INSERT INTO spine.jobs (queue, owner_id, priority, payload, run_at, max_attempts) \
-         VALUES ($1, $2, $3::spine.job_priority, $4, coalesce($5, pg_catalog.now()), $6) \
-         RETURNING id",
-        &[TEXTOID, UUIDOID, TEXTOID, JSONBOID, TIMESTAMPTZOID, INT4OID],
-        &[
-            queue_name.into(),
-            owner.into(),
-            priority.as_str().into(),
-            payload.into(),
-            run_at.into(),
-            max_attempts.into(),
-        ],
-    )
     .map_err(internal("jobs: enqueue"))?;
     Ok(id.ok_or_else(|| SpineError::Internal {
         context: "jobs: enqueue",
@@ -221,8 +217,7 @@ thread_local! {
 fn open_to_users(queue: &str) -> Result<Option<bool>, SpineError> {
     // Under REPEATABLE READ or SERIALIZABLE the table is read with the transaction's
     // snapshot, which may predate what the copy holds: read it, and keep nothing.
-    // SAFETY: reads the backend's isolation level.
-    let snapshot_bound = unsafe { pg_sys::XactIsoLevel >= pg_sys::XACT_REPEATABLE_READ as i32 };
+    let snapshot_bound = crate::spi_ext::snapshot_per_transaction();
     if !snapshot_bound {
         if invalidation::changed_since_last_look(Watched::Queues)? {
             QUEUES.with(|q| q.borrow_mut().clear());

@@ -1,9 +1,9 @@
 //! Compiled rules, cached per backend and per owner.
 //!
-//! A backend is one thread, so the cache is a `thread_local!`. Saving or deleting
-//! a rule announces the change (see [`crate::invalidation`]), which every backend
-//! sees when the change commits (and this one at its next command), and the cache
-//! starts over. So an event never meets a stale rule, and an unchanged rule set
+//! A backend is one thread, so the cache is a `thread_local!`. Every change to
+//! `spine.rules` is announced — by `save_rule`/`delete_rule`, and by a trigger for
+//! plain SQL (see [`crate::invalidation`]); every backend sees the change when it
+//! commits (and this one at its next command), and the cache starts over. So an event never meets a stale rule, and an unchanged rule set
 //! costs one flag check per event.
 
 use super::actions::{self, Action};
@@ -104,7 +104,9 @@ thread_local! {
     static OWNERS: RefCell<HashMap<[u8; 16], OwnerRules>> = RefCell::new(HashMap::new());
 }
 
-/// Tells every backend (at commit; this one at its next command) that rules changed.
+/// Tells every backend that rules changed. `save_rule` and `delete_rule` call it:
+/// their statements run with a row limit, which stops them before the table's
+/// trigger fires (see [`invalidation::announce_change`]).
 pub fn invalidate() -> Result<(), SpineError> {
     invalidation::announce_change(Watched::Rules)
 }
@@ -115,8 +117,7 @@ pub fn invalidate() -> Result<(), SpineError> {
 /// transaction's snapshot, which may predate a change other sessions see: such a
 /// read is used for this transaction only, never cached.
 pub fn rules_of(owner: Uuid) -> Result<OwnerRules, SpineError> {
-    // SAFETY: reads the backend's isolation level.
-    if unsafe { pg_sys::XactIsoLevel >= pg_sys::XACT_REPEATABLE_READ as i32 } {
+    if crate::spi_ext::snapshot_per_transaction() {
         return Ok(Rc::new(load(owner)?));
     }
     if invalidation::changed_since_last_look(Watched::Rules)? {

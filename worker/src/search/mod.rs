@@ -91,9 +91,9 @@ pub fn entity_from_row(r: &tokio_postgres::Row) -> Entity {
 /// Writes the current documents of `touched` again after Meilisearch refused a
 /// batch of them, in ever smaller parts (see [`put_each`]): documents it takes are
 /// written, and each one it refuses (an `invalid_request` failure) is recorded in
-/// `spine.search_rejections` and skipped, so one bad document cannot hold the sink. Current rows, so nothing
-/// older overwrites what later batches wrote meanwhile. Returns how many documents
-/// were written or deleted.
+/// `spine.search_rejections` and skipped, so one bad document cannot hold the
+/// sink. Current rows, so nothing older overwrites what later batches wrote
+/// meanwhile. Returns how many documents were written or deleted.
 pub async fn write_in_parts(
     db: &tokio_postgres::Client,
     meili: &meili::Meili,
@@ -109,14 +109,13 @@ pub async fn write_in_parts(
         written += n;
         refused.extend(r);
     }
-    for (index, ids) in &plan.delete {
-        if meili.index_exists(index).await? {
-            meili
-                .wait(&[meili.delete_documents(index, ids).await?])
-                .await?;
-        }
-        written += ids.len();
-    }
+    let deletes = Plan {
+        delete: plan.delete,
+        ..Plan::default()
+    };
+    let (tasks, deleted) = enqueue(meili, &deletes).await?;
+    meili.wait(&tasks).await?;
+    written += deleted;
     let accepted: Vec<uuid::Uuid> = touched
         .keys()
         .filter(|id| !refused.contains(*id))
