@@ -453,33 +453,39 @@ async fn enqueue_sees_queue_changes_made_elsewhere() {
     let admin = connect().await;
     let mut user = connect().await;
     let q = format!("q{}", Uuid::new_v4().simple());
-    admin
-        .execute("SELECT spine.create_queue($1)", &[&q])
-        .await
-        .unwrap();
     let me = json!({"sub": Uuid::new_v4().to_string(), "role": "authenticated"});
-    let refused = enqueue_as(&mut user, &q, &me).await;
-    assert_eq!(refused, Err(Some("42501".into())), "closed to users");
+    let set_open = async |open: bool| {
+        admin
+            .execute(
+                "SELECT spine.create_queue($1, user_enqueue => $2)",
+                &[&q, &open],
+            )
+            .await
+            .unwrap();
+    };
+    // Each change below follows an enqueue that left "open" in the user session's
+    // copy: only the copy being refreshed makes the next enqueue see the change.
+    set_open(true).await;
+    assert!(enqueue_as(&mut user, &q, &me).await.is_ok(), "open");
     admin
         .execute(
-            "UPDATE spine.queues SET user_enqueue = true WHERE name = $1",
+            "UPDATE spine.queues SET user_enqueue = false WHERE name = $1",
             &[&q],
         )
         .await
         .unwrap();
+    let refused = enqueue_as(&mut user, &q, &me).await;
+    assert_eq!(refused, Err(Some("42501".into())), "closed with plain SQL");
+    set_open(true).await;
+    assert!(enqueue_as(&mut user, &q, &me).await.is_ok(), "opened again");
+    set_open(false).await;
+    let refused = enqueue_as(&mut user, &q, &me).await;
+    assert_eq!(refused, Err(Some("42501".into())), "closed by create_queue");
+    set_open(true).await;
     assert!(
         enqueue_as(&mut user, &q, &me).await.is_ok(),
-        "opened with plain SQL"
+        "open once more"
     );
-    admin
-        .execute(
-            "SELECT spine.create_queue($1, user_enqueue => false)",
-            &[&q],
-        )
-        .await
-        .unwrap();
-    let refused = enqueue_as(&mut user, &q, &me).await;
-    assert_eq!(refused, Err(Some("42501".into())), "closed again");
     admin
         .execute("DELETE FROM spine.jobs WHERE queue = $1", &[&q])
         .await
