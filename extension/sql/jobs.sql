@@ -299,13 +299,22 @@ BEGIN
 END
 $$;
 
+-- fetch_jobs and complete_jobs are the drain's two calls per batch. Both keep one
+-- generic plan per backend: left to choose, PL/pgSQL planned fetch_jobs' statement
+-- afresh on every call (~0.4 ms of a 1.3 ms fetch of 100), because the generic
+-- plan's row estimates (LIMIT of a parameter) looked worse than they run. And no
+-- JIT: a generic plan's estimates over a large backlog pass jit_above_cost, and
+-- compiling on every call cut the drain by half (measured: 35k jobs/s vs 70k).
 CREATE FUNCTION spine.fetch_jobs(
     queues text[],
     worker text,
     n integer DEFAULT 1,
     lease interval DEFAULT '30 seconds'
 ) RETURNS SETOF spine.jobs
-    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+    SET plan_cache_mode = force_generic_plan
+    SET jit = off AS $$
 BEGIN
     IF queues IS NULL OR cardinality(queues) = 0 THEN
         RAISE EXCEPTION 'queues must name at least one queue' USING ERRCODE = 'invalid_parameter_value';
@@ -358,8 +367,9 @@ BEGIN
         UPDATE spine.jobs j
            SET state = 'running', attempts = j.attempts + 1, lease_until = now() + lease,
                worker = fetch_jobs.worker, updated_at = now()
-          FROM picked
-         WHERE j.id = picked.id
+         -- An id array, not a join: the generic plan cannot know how many rows
+         -- LIMIT n leaves, and for a join it guessed thousands and hashed the table.
+         WHERE j.id = ANY (ARRAY(SELECT picked.id FROM picked))
         RETURNING j.*
     )
     -- UPDATE … RETURNING has no order of its own: hand jobs out in serving order.
@@ -370,7 +380,10 @@ COMMENT ON FUNCTION spine.fetch_jobs(text[], text, integer, interval) IS
     'Leases up to n ready jobs of the given queues: realtime before interactive before background, then run_at, then id; skips locked rows; honours queue caps; first returns expired leases to their queue.';
 
 CREATE FUNCTION spine.complete_jobs(ids bigint[], worker text DEFAULT NULL) RETURNS bigint
-    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+    SET plan_cache_mode = force_generic_plan
+    SET jit = off AS $$
 DECLARE
     n bigint;
 BEGIN
