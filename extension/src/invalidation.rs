@@ -2,13 +2,14 @@
 //! learn that the table changed.
 //!
 //! A backend is one thread, so a copy is a `thread_local!`. A change of a watched
-//! table fires its statement trigger ([`cached_table_changed`]), or its writer
-//! calls [`announce_change`]; either queues a relcache invalidation of the table
-//! (`CacheInvalidateRelcacheByRelid`), which PostgreSQL delivers to every backend
-//! when the change commits (and to this one at its next command), and the
-//! callback registered in `_PG_init` marks the copy stale. So a reader
-//! never uses a copy older than its transaction's start, and an unchanged table
-//! costs one flag check.
+//! table fires its statement trigger ([`cached_table_changed`]), which queues a
+//! relcache invalidation of the table (`CacheInvalidateRelcacheByRelid`).
+//! PostgreSQL delivers it to every backend when the change commits (and to this
+//! one at its next command), and the callback registered in `_PG_init` marks the
+//! copy stale. So a reader never uses a copy older than its transaction's start,
+//! and an unchanged table costs one flag check. Spine's own writers run their
+//! statements to the end for this (see [`crate::spi_ext`]): a row limit would
+//! stop them before the trigger.
 
 use crate::error::{internal, SpineError};
 use pgrx::prelude::*;
@@ -87,18 +88,6 @@ pub fn changed_since_last_look(table: Watched) -> Result<bool, SpineError> {
     // SAFETY: processes pending invalidation messages, as lock acquisition does.
     unsafe { pg_sys::AcceptInvalidationMessages() };
     Ok(STALE.with(|s| s[table as usize].replace(false)))
-}
-
-/// Tells every backend (at commit; this one at its next command) that `table`
-/// changed. For writers whose statement may stop before its AFTER STATEMENT
-/// triggers fire: SPI run with a row limit (`Spi::get_one_with_args`, which pgrx
-/// runs with a limit of 1) ends a single-row `INSERT/DELETE … RETURNING` at its
-/// first row, before the trigger below.
-pub fn announce_change(table: Watched) -> Result<(), SpineError> {
-    let oid = table_oid(table)?;
-    // SAFETY: queues a relcache invalidation for an existing relation.
-    unsafe { pg_sys::CacheInvalidateRelcacheByRelid(oid) };
-    Ok(())
 }
 
 /// Statement trigger on each watched table (`sql/jobs.sql`, `sql/rules.sql`),

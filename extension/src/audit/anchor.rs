@@ -10,7 +10,7 @@
 
 use crate::error::{internal, SpineError};
 use crate::events::{emit_event, NewEvent};
-use crate::spi_ext::optional_row;
+use crate::spi_ext::{optional_row, returning_one};
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
 use pgrx::JsonB;
@@ -28,7 +28,7 @@ fn audit_anchor() -> Result<Option<i64>, ErrorReport> {
     let Some((Some(seq), Some(hash))) = head else {
         return Ok(None);
     };
-    let newer = optional_row(Spi::get_one_with_args::<bool>(
+    let newer = optional_row(returning_one::<bool>(
         "INSERT INTO spine.audit_anchors (seq, hash) VALUES ($1, $2) \
          ON CONFLICT (seq) DO NOTHING RETURNING true",
         &[seq.into(), hash.clone().into()],

@@ -6,7 +6,7 @@
 use crate::caller;
 use crate::error::{internal, SpineError};
 use crate::events::{emit_event, emit_events, NewEvent};
-use crate::spi_ext::{one_prepared, optional_row, run_prepared};
+use crate::spi_ext::{one_prepared, optional_row, returning_one, run_prepared};
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::pg_sys::BuiltinOid::{JSONBOID, TEXTOID, UUIDOID};
 use pgrx::prelude::*;
@@ -286,7 +286,7 @@ fn delete_entity(
     // Not in the middle of an ingest of this owner, which resolves identity keys
     // to entities it then merges into.
     crate::etl::batch::lock_owner(owner)?;
-    let kind = optional_row(Spi::get_one_with_args::<String>(
+    let kind = optional_row(returning_one::<String>(
         "DELETE FROM spine.entities WHERE id = $1 AND owner_id = $2 RETURNING kind",
         &[id.into(), owner.into()],
     ))

@@ -18,7 +18,7 @@ pub mod normalize;
 use crate::entities;
 use crate::error::{internal, SpineError};
 use crate::events::{emit_event, NewEvent};
-use crate::spi_ext::{optional_row, run_prepared};
+use crate::spi_ext::{optional_row, returning_one, run_prepared};
 use batch::Counts;
 use mapping::Mapping;
 use pgrx::pg_sys::panic::ErrorReport;
@@ -124,7 +124,7 @@ fn save_source(
         reason,
     })?;
     let owner = crate::caller::acting_owner(owner, "sources")?;
-    let existing = optional_row(Spi::get_one_with_args::<Uuid>(
+    let existing = optional_row(returning_one::<Uuid>(
         "UPDATE spine.sources SET mapping = $3, updated_at = clock_timestamp() \
          WHERE owner_id = $1 AND name = $2 RETURNING entity_id",
         &[owner.into(), name.into(), JsonB(mapping.0.clone()).into()],

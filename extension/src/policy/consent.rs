@@ -12,6 +12,7 @@ use super::manifest::{self, Action, Manifest};
 use crate::audit;
 use crate::caller;
 use crate::error::{internal, SpineError};
+use crate::spi_ext::returning_one;
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
 use pgrx::Uuid;
@@ -172,7 +173,7 @@ fn grant_consent(
             }
         }
     }
-    let granted = Spi::get_one_with_args::<i64>(
+    let granted = returning_one::<i64>(
         "WITH added AS ( \
              INSERT INTO spine.consents (owner_id, plugin, scope) \
              SELECT $1, $2, s FROM unnest($3::text[]) AS s \

@@ -12,7 +12,7 @@ pub mod manifest;
 
 use crate::audit;
 use crate::error::{internal, SpineError};
-use crate::spi_ext::optional_row;
+use crate::spi_ext::{optional_row, returning_one};
 use manifest::{Action, Manifest};
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
@@ -93,7 +93,7 @@ pub fn register(manifest: JsonB) -> Result<String, SpineError> {
 fn set_plugin_enabled(name: Option<&str>, enabled: Option<bool>) -> Result<bool, ErrorReport> {
     let name = name.ok_or(SpineError::NullArgument("name"))?;
     let enabled = enabled.ok_or(SpineError::NullArgument("enabled"))?;
-    let found = optional_row(Spi::get_one_with_args::<bool>(
+    let found = optional_row(returning_one::<bool>(
         "UPDATE spine.plugins SET enabled = $2, updated_at = now() WHERE name = $1 RETURNING true",
         &[name.into(), enabled.into()],
     ))

@@ -1,10 +1,11 @@
 //! Compiled rules, cached per backend and per owner.
 //!
 //! A backend is one thread, so the cache is a `thread_local!`. Every change to
-//! `spine.rules` is announced — by `save_rule`/`delete_rule`, and by a trigger for
-//! plain SQL (see [`crate::invalidation`]); every backend sees the change when it
-//! commits (and this one at its next command), and the cache starts over. So an event never meets a stale rule, and an unchanged rule set
-//! costs one flag check per event.
+//! `spine.rules` — through `save_rule`/`delete_rule` or plain SQL — fires the
+//! table's statement trigger (see [`crate::invalidation`]); every backend sees the
+//! change when it commits (and this one at its next command), and the cache starts
+//! over. So an event never meets a stale rule, and an unchanged rule set costs one
+//! flag check per event.
 
 use super::actions::{self, Action};
 use super::jsonlogic::Expr;
@@ -102,13 +103,6 @@ pub type OwnerRules = Rc<Vec<Rc<Rule>>>;
 
 thread_local! {
     static OWNERS: RefCell<HashMap<[u8; 16], OwnerRules>> = RefCell::new(HashMap::new());
-}
-
-/// Tells every backend that rules changed. `save_rule` and `delete_rule` call it:
-/// their statements run with a row limit, which stops them before the table's
-/// trigger fires (see [`invalidation::announce_change`]).
-pub fn invalidate() -> Result<(), SpineError> {
-    invalidation::announce_change(Watched::Rules)
 }
 
 /// The enabled rules of `owner`, highest priority first (then by name).

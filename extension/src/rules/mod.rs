@@ -18,7 +18,7 @@ pub mod template;
 
 use crate::caller;
 use crate::error::{internal, SpineError};
-use crate::spi_ext::{one_prepared, optional_row, run_prepared};
+use crate::spi_ext::{one_prepared, optional_row, returning_one, run_prepared};
 use actions::Action;
 use cache::Rule;
 use pgrx::pg_sys::panic::ErrorReport;
@@ -150,7 +150,7 @@ fn save_rule(
         }
         .into());
     }
-    let id = Spi::get_one_with_args::<Uuid>(
+    let id = returning_one::<Uuid>(
         "INSERT INTO spine.rules (owner_id, name, on_event, condition, actions, priority, enabled) \
          VALUES ($1, $2, $3, $4, $5, $6, $7) \
          ON CONFLICT (owner_id, name) DO UPDATE SET on_event = EXCLUDED.on_event, \
@@ -172,7 +172,6 @@ fn save_rule(
         context: "save rule",
         message: "no id".into(),
     })?;
-    cache::invalidate()?;
     Ok(id)
 }
 
@@ -186,16 +185,13 @@ fn delete_rule(
 ) -> Result<bool, ErrorReport> {
     let name = name.ok_or(SpineError::NullArgument("name"))?;
     let owner = caller::acting_owner(owner, "rules")?;
-    let deleted = optional_row(Spi::get_one_with_args::<bool>(
+    let deleted = optional_row(returning_one::<bool>(
         "DELETE FROM spine.rules WHERE owner_id = $1 AND name = $2 RETURNING true",
         &[owner.into(), name.into()],
     ))
     .map_err(internal("delete rule"))?
     .flatten()
     .is_some();
-    if deleted {
-        cache::invalidate()?;
-    }
     Ok(deleted)
 }
 

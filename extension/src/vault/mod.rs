@@ -17,7 +17,7 @@ pub mod keys;
 use crate::audit;
 use crate::error::{internal, SpineError};
 use crate::policy::{self, Decision};
-use crate::spi_ext::optional_row;
+use crate::spi_ext::{optional_row, returning_one};
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
 use cipher::Sealed;
@@ -148,7 +148,7 @@ fn vault_update_secret(
     require_spine_vault()?;
     wait_for_rotation()?;
     let sealed = secret.map(|s| seal_for(&id, s)).transpose()?;
-    let found = optional_row(Spi::get_one_with_args::<bool>(
+    let found = optional_row(returning_one::<bool>(
         "UPDATE vault.secrets SET \
             secret = coalesce($2, secret), key_id = coalesce($3, key_id), \
             nonce = coalesce($4, nonce), name = coalesce($5, name), \

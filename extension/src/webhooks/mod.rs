@@ -11,7 +11,7 @@ pub mod target;
 use crate::audit;
 use crate::caller::require_privileged;
 use crate::error::{internal, SpineError};
-use crate::spi_ext::optional_row;
+use crate::spi_ext::{optional_row, returning_one, returning_two};
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
 use pgrx::JsonB;
@@ -206,7 +206,7 @@ fn quote_literal(s: &str) -> String {
 fn drop_webhook(name: Option<&str>) -> Result<bool, ErrorReport> {
     let name = name.ok_or(SpineError::NullArgument("name"))?;
     require_privileged("drop webhooks")?;
-    let row = optional_row(Spi::get_two_with_args::<String, pgrx::Uuid>(
+    let row = optional_row(returning_two::<String, pgrx::Uuid>(
         "DELETE FROM spine.webhooks WHERE name = $1 \
          RETURNING (SELECT format('%I.%I', n.nspname, c.relname) FROM pg_class c \
                       JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = table_name), secret_id",
@@ -287,7 +287,7 @@ fn record_webhook_delivery(
     require_privileged("record webhook deliveries")?;
     // Bounded: a receiver's answer or error is evidence, not storage.
     let cut = |s: Option<&str>| s.map(|s| s.chars().take(2000).collect::<String>());
-    let id = Spi::get_one_with_args::<i64>(
+    let id = returning_one::<i64>(
         "INSERT INTO spine.webhook_deliveries \
            (webhook, job_id, attempt, status, succeeded, response, error, duration_ms) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
