@@ -31,26 +31,77 @@ pub async fn run(
     let state = Arc::new(tokio::sync::Mutex::new(InFlight {
         slots: Arc::new(Semaphore::new(config.concurrency)),
         running: HashSet::new(),
+        unrecorded: Vec::new(),
+        tasks: HashMap::new(),
         done_tx,
         done_rx,
     }));
     let (url, config, registry, metrics) = (&database_url, &config, &registry, &metrics);
-    crate::supervise::restart_with_backoff("job runner", shutdown, |mut stop| {
+    crate::supervise::restart_with_backoff("job runner", shutdown.clone(), |mut stop| {
         let state = state.clone();
         async move {
             let mut state = state.lock().await;
             session(url, config, registry, metrics, &mut state, &mut stop).await
         }
     })
-    .await
+    .await;
+    // A shutdown that came while the database was unreachable (or while a drain
+    // failed) ended the loop above without a drain: one more try, so finished jobs
+    // are recorded and unfinished ones released instead of waiting for their leases.
+    let mut state = state.lock().await;
+    if !state.running.is_empty() {
+        if let Err(e) = last_drain(url, config, metrics, &mut state).await {
+            tracing::warn!(
+                error = format!("{e:#}"),
+                jobs = state.running.len(),
+                "job runner stopped without recording its jobs: their leases will expire"
+            );
+        }
+    }
+}
+
+async fn last_drain(
+    database_url: &str,
+    config: &JobsConfig,
+    metrics: &JobMetrics,
+    state: &mut InFlight,
+) -> anyhow::Result<()> {
+    let (db, connection) = crate::db::connect(database_url).await?;
+    let _conn = crate::db::AbortOnDrop(tokio::spawn(connection));
+    let statements = Statements::prepare(&db).await?;
+    drain(&db, config, metrics, state, &statements).await
 }
 
 /// What the runner has in flight, kept across database sessions.
 struct InFlight {
     slots: Arc<Semaphore>,
+    /// Leased jobs this runner holds: running, or finished with the outcome not
+    /// yet recorded (their leases are kept alive until it is).
     running: HashSet<i64>,
+    /// Finished jobs whose outcome the database does not have yet: a session that
+    /// fails while recording leaves them here for the next one.
+    unrecorded: Vec<Outcome>,
+    /// The handler task of each running job, to stop the ones released at shutdown.
+    tasks: HashMap<i64, tokio::task::AbortHandle>,
     done_tx: mpsc::UnboundedSender<Outcome>,
     done_rx: mpsc::UnboundedReceiver<Outcome>,
+}
+
+/// The runner's prepared statements, for one database session.
+struct Statements {
+    complete: tokio_postgres::Statement,
+    fail: tokio_postgres::Statement,
+}
+
+impl Statements {
+    async fn prepare(db: &tokio_postgres::Client) -> anyhow::Result<Self> {
+        Ok(Self {
+            complete: db.prepare("SELECT spine.complete_jobs($1, $2)").await?,
+            fail: db
+                .prepare("SELECT spine.fail_job($1, $2, NULL, $3)")
+                .await?,
+        })
+    }
 }
 
 type Outcome = (i64, Result<(), String>);
@@ -74,22 +125,12 @@ async fn session(
             "SELECT * FROM spine.fetch_jobs($1::text[], $2, $3, make_interval(secs => $4::float8))",
         )
         .await?;
-    let complete = db.prepare("SELECT spine.complete_jobs($1, $2)").await?;
-    let fail = db
-        .prepare("SELECT spine.fail_job($1, $2, NULL, $3)")
-        .await?;
+    let statements = Statements::prepare(&db).await?;
     let heartbeat = db
         .prepare("SELECT spine.heartbeat($1, make_interval(secs => $2::float8), $3)")
         .await?;
     tracing::info!(queues = ?routes.queues, worker = %config.worker_id, "job runner started");
 
-    let InFlight {
-        slots,
-        running,
-        done_tx,
-        done_rx,
-    } = state;
-    let running: &mut HashSet<i64> = running;
     let heartbeat_every = config.lease / 3;
     // Jobs inherited from a failed session get their leases renewed straight away.
     let mut last_heartbeat = Instant::now()
@@ -97,25 +138,16 @@ async fn session(
         .unwrap_or_else(Instant::now);
 
     loop {
-        // Record what finished since the last round.
-        let mut finished = Vec::new();
-        while let Ok(outcome) = done_rx.try_recv() {
-            finished.push(outcome);
+        // Record what finished since the last round (and what a failed session
+        // left unrecorded).
+        while let Ok(outcome) = state.done_rx.try_recv() {
+            state.unrecorded.push(outcome);
         }
-        record(
-            &db,
-            &complete,
-            &fail,
-            &config.worker_id,
-            metrics,
-            running,
-            finished,
-        )
-        .await?;
+        record(&db, &statements, &config.worker_id, metrics, state).await?;
 
-        if running.is_empty() || last_heartbeat.elapsed() >= heartbeat_every {
-            if !running.is_empty() {
-                let ids: Vec<i64> = running.iter().copied().collect();
+        if state.running.is_empty() || last_heartbeat.elapsed() >= heartbeat_every {
+            if !state.running.is_empty() {
+                let ids: Vec<i64> = state.running.iter().copied().collect();
                 db.execute(&heartbeat, &[&ids, &lease_secs, &config.worker_id])
                     .await?;
             }
@@ -124,13 +156,13 @@ async fn session(
 
         let stopping = *shutdown.borrow();
         if stopping {
-            return drain(&db, config, metrics, running, done_rx, &complete, &fail).await;
+            return drain(&db, config, metrics, state, &statements).await;
         }
 
         if routes.refreshed.elapsed() >= ROUTES_REFRESH {
             routes.refresh(&db).await?;
         }
-        let free = slots.available_permits().min(config.batch as usize);
+        let free = state.slots.available_permits().min(config.batch as usize);
         let mut fetched = 0;
         if free > 0 && !routes.queues.is_empty() {
             let rows = db
@@ -150,22 +182,27 @@ async fn session(
                 let Some(handler) = routes.handlers.get(job.queue.as_str()).cloned() else {
                     continue; // fetch_jobs only returns the queues we asked for
                 };
-                let permit = slots.clone().acquire_owned().await?;
-                running.insert(job.id);
+                let permit = state.slots.clone().acquire_owned().await?;
+                state.running.insert(job.id);
                 metrics.running.fetch_add(1, Ordering::Relaxed);
-                let done = done_tx.clone();
+                let done = state.done_tx.clone();
+                let id = job.id;
+                let task = tokio::spawn(handler.handle(job));
+                state.tasks.insert(id, task.abort_handle());
                 tokio::spawn(async move {
-                    let id = job.id;
-                    // A panicking handler fails its job instead of losing it.
-                    let result = tokio::spawn(handler.handle(job))
-                        .await
-                        .unwrap_or_else(|e| Err(format!("handler panicked: {e}")));
+                    // A panicking handler fails its job instead of losing it; an
+                    // aborted one (released at shutdown) reports nothing.
+                    let result = match task.await {
+                        Ok(result) => result,
+                        Err(e) if e.is_cancelled() => return,
+                        Err(e) => Err(format!("handler panicked: {e}")),
+                    };
                     drop(permit);
                     let _ = done.send((id, result));
                 });
             }
         }
-        if fetched == 0 || slots.available_permits() == 0 {
+        if fetched == 0 || state.slots.available_permits() == 0 {
             // Nothing to lease, or no slot to run it in: wait for a job to finish,
             // the next poll, a heartbeat, or shutdown.
             let wait = if fetched == 0 {
@@ -174,9 +211,10 @@ async fn session(
                 heartbeat_every
             };
             tokio::select! {
-                outcome = done_rx.recv() => {
+                outcome = state.done_rx.recv() => {
                     if let Some(outcome) = outcome {
-                        record(&db, &complete, &fail, &config.worker_id, metrics, running, vec![outcome]).await?;
+                        state.unrecorded.push(outcome);
+                        record(&db, &statements, &config.worker_id, metrics, state).await?;
                     }
                 }
                 _ = tokio::time::sleep(wait.min(heartbeat_every)) => {}
@@ -253,44 +291,61 @@ impl<'a> Routes<'a> {
     }
 }
 
-/// Completes successes in one statement and fails each failure.
+/// Records `state.unrecorded`: fails each failure, completes the successes in one
+/// statement. An outcome leaves `unrecorded` (and `running`, whose lease the
+/// heartbeat keeps alive) only once the database has it, so a call that fails
+/// leaves the rest for the next session: no finished job runs again because the
+/// connection dropped while it was being recorded.
 async fn record(
     db: &tokio_postgres::Client,
-    complete: &tokio_postgres::Statement,
-    fail: &tokio_postgres::Statement,
+    statements: &Statements,
     worker: &str,
     metrics: &JobMetrics,
-    running: &mut HashSet<i64>,
-    finished: Vec<Outcome>,
+    state: &mut InFlight,
 ) -> anyhow::Result<()> {
-    let mut ok = Vec::new();
-    for (id, result) in finished {
-        running.remove(&id);
-        metrics.running.fetch_sub(1, Ordering::Relaxed);
-        match result {
-            Ok(()) => ok.push(id),
-            Err(error) => {
-                tracing::info!(job = id, %error, "job failed");
-                match db.query_one(fail, &[&id, &error, &worker]).await {
-                    Ok(_) => {}
-                    // Cancelled, or its lease passed and another worker has it:
-                    // the job is no longer ours to fail.
-                    Err(e) if no_longer_ours(&e) => {
-                        tracing::info!(job = id, "job was cancelled or re-leased meanwhile")
-                    }
-                    Err(e) => return Err(e.into()),
-                }
+    let mut i = 0;
+    while i < state.unrecorded.len() {
+        let (id, Err(error)) = &state.unrecorded[i] else {
+            i += 1;
+            continue;
+        };
+        let id = *id;
+        tracing::info!(job = id, %error, "job failed");
+        match db.query_one(&statements.fail, &[&id, error, &worker]).await {
+            Ok(_) => {
                 metrics.failed.fetch_add(1, Ordering::Relaxed);
             }
+            // Cancelled, or its lease passed and another worker has it: the job is
+            // no longer ours to fail.
+            Err(e) if no_longer_ours(&e) => {
+                tracing::info!(job = id, "job was cancelled or re-leased meanwhile")
+            }
+            Err(e) => return Err(e.into()),
         }
+        let _recorded = state.unrecorded.remove(i);
+        forget(state, metrics, &[id]);
     }
-    if !ok.is_empty() {
-        db.query_one(complete, &[&ok, &worker]).await?;
+    if !state.unrecorded.is_empty() {
+        let ok: Vec<i64> = state.unrecorded.iter().map(|(id, _)| *id).collect();
+        db.query_one(&statements.complete, &[&ok, &worker]).await?;
+        state.unrecorded.clear();
+        forget(state, metrics, &ok);
         metrics
             .completed
             .fetch_add(ok.len() as u64, Ordering::Relaxed);
     }
     Ok(())
+}
+
+/// Jobs whose outcome is recorded (or that were released): no longer this
+/// runner's to heartbeat.
+fn forget(state: &mut InFlight, metrics: &JobMetrics, ids: &[i64]) {
+    for id in ids {
+        state.tasks.remove(id);
+        if state.running.remove(id) {
+            metrics.running.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
 }
 
 /// fail_job's answer for a job that no longer exists (42704) or is not running
@@ -309,19 +364,25 @@ async fn drain(
     db: &tokio_postgres::Client,
     config: &JobsConfig,
     metrics: &JobMetrics,
-    running: &mut HashSet<i64>,
-    done_rx: &mut mpsc::UnboundedReceiver<Outcome>,
-    complete: &tokio_postgres::Statement,
-    fail: &tokio_postgres::Statement,
+    state: &mut InFlight,
+    statements: &Statements,
 ) -> anyhow::Result<()> {
     let deadline = Instant::now() + config.drain;
     let heartbeat_every = config.lease / 3;
-    let mut last_heartbeat = Instant::now();
-    tracing::info!(jobs = running.len(), "job runner draining");
-    while !running.is_empty() && Instant::now() < deadline {
+    tracing::info!(jobs = state.running.len(), "job runner draining");
+    // Leases renewed at once (the runner may come from a failed session), and
+    // outcomes a failed session left unrecorded recorded first.
+    let mut last_heartbeat = Instant::now()
+        .checked_sub(heartbeat_every)
+        .unwrap_or_else(Instant::now);
+    while let Ok(outcome) = state.done_rx.try_recv() {
+        state.unrecorded.push(outcome);
+    }
+    record(db, statements, &config.worker_id, metrics, state).await?;
+    while !state.running.is_empty() && Instant::now() < deadline {
         // Keep the leases of jobs still running, however often others finish.
         if last_heartbeat.elapsed() >= heartbeat_every {
-            let ids: Vec<i64> = running.iter().copied().collect();
+            let ids: Vec<i64> = state.running.iter().copied().collect();
             db.execute(
                 "SELECT spine.heartbeat($1, make_interval(secs => $2::float8), $3)",
                 &[&ids, &config.lease.as_secs_f64(), &config.worker_id],
@@ -330,33 +391,32 @@ async fn drain(
             last_heartbeat = Instant::now();
         }
         let left = deadline.saturating_duration_since(Instant::now());
-        match tokio::time::timeout(left.min(heartbeat_every), done_rx.recv()).await {
+        match tokio::time::timeout(left.min(heartbeat_every), state.done_rx.recv()).await {
             Ok(Some(outcome)) => {
-                let outcome = vec![outcome];
-                record(
-                    db,
-                    complete,
-                    fail,
-                    &config.worker_id,
-                    metrics,
-                    running,
-                    outcome,
-                )
-                .await?
+                state.unrecorded.push(outcome);
+                record(db, statements, &config.worker_id, metrics, state).await?
             }
             Ok(None) => break,
             Err(_) => {}
         }
     }
-    if !running.is_empty() {
-        let ids: Vec<i64> = running.drain().collect();
+    if !state.running.is_empty() {
+        let ids: Vec<i64> = state.running.iter().copied().collect();
         tracing::warn!(jobs = ?ids, "drain time over: releasing unfinished jobs");
+        // Stopped first: a released job may be leased by another worker at once,
+        // and must not run here at the same time.
+        for id in &ids {
+            if let Some(task) = state.tasks.remove(id) {
+                task.abort();
+            }
+        }
         // Only jobs this worker still holds: one whose lease passed belongs to another.
         db.execute(
             "SELECT spine.release_jobs($1, $2)",
             &[&ids, &config.worker_id],
         )
         .await?;
+        forget(state, metrics, &ids);
     }
     Ok(())
 }
