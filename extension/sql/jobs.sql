@@ -264,6 +264,11 @@ BEGIN
         RAISE EXCEPTION 'priority must not be NULL' USING ERRCODE = 'null_value_not_allowed';
     END IF;
     PERFORM spine.check_enqueue_allowed(enqueue_batch.queue);
+    -- Jobs without an owner are system jobs: only privileged callers make those.
+    IF auth.uid() IS NULL AND NOT spine.caller_is_privileged() THEN
+        RAISE EXCEPTION 'permission denied: jobs belong to a user: request.jwt.claims has no sub'
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
     WITH inserted AS (
         INSERT INTO spine.jobs (queue, owner_id, priority, payload, run_at, max_attempts)
         SELECT queue, auth.uid(), priority, p, coalesce(run_at, now()), max_attempts

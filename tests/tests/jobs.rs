@@ -429,6 +429,44 @@ async fn jobs_are_private_to_their_owner() {
     assert_eq!(state, "cancelled");
 }
 
+/// A token that names no user (anon, or authenticated without a sub) enqueues
+/// nothing, not even into a queue open to users: a job without an owner is a
+/// system job, which handlers run with the worker's reach.
+#[tokio::test]
+async fn callers_without_a_user_cannot_enqueue() {
+    let mut db = connect().await;
+    let q = new_queue(&db, None).await;
+    for (role, claims) in [
+        ("authenticated", json!({"role": "authenticated"})),
+        ("anon", json!({"role": "anon"})),
+    ] {
+        for (how, sql) in [
+            ("enqueue", "SELECT spine.enqueue($1, '{}')"),
+            (
+                "enqueue with a key",
+                "SELECT spine.enqueue($1, '{}', idempotency_key => 'k')",
+            ),
+            (
+                "enqueue_batch",
+                "SELECT spine.enqueue_batch($1, ARRAY['{}'::jsonb])::text",
+            ),
+        ] {
+            let t = db.transaction().await.unwrap();
+            act_as(&t, role, claims.clone()).await;
+            let err = t.query_one(sql, &[&q]).await.unwrap_err();
+            assert_eq!(sqlstate(&err), Some("42501"), "{role} {how}: {err:?}");
+            t.rollback().await.unwrap();
+        }
+    }
+    let jobs: i64 = one(
+        &db,
+        "SELECT count(*) FROM spine.jobs WHERE queue = $1",
+        &[&q],
+    )
+    .await;
+    assert_eq!(jobs, 0);
+}
+
 /// Enqueues `{}` into `queue` as the user of `claims`; the SQLSTATE when refused.
 async fn enqueue_as(
     db: &mut Client,

@@ -148,6 +148,15 @@ fn enqueue(
         }
     };
     let owner = crate::caller::request_user()?;
+    // A job without an owner is a system job, which handlers run with the worker's
+    // reach (a function acts for the payload's actor): only privileged callers make
+    // those, not a token that names no user.
+    if owner.is_none() && !crate::caller::caller_is_privileged() {
+        return Err(SpineError::PermissionDenied(
+            "jobs belong to a user: request.jwt.claims has no sub".into(),
+        )
+        .into());
+    }
     let id = match idempotency_key {
         Some(key) => {
             check_allowed(queue)?;
