@@ -144,6 +144,122 @@ async fn reingest_is_idempotent_and_changes_are_events() {
     assert_eq!((name, version), (json!("Ada King"), 2));
 }
 
+/// A new version of a record (same external id) updates the entity its earlier
+/// versions built: also when it has no identity key, when its keys change, and
+/// when two versions arrive in one batch.
+#[tokio::test]
+async fn new_versions_of_a_record_update_its_entity() {
+    let mut db = connect().await;
+    let alice = Uuid::new_v4();
+    let counts = |v: &Value| (v["created"].clone(), v["updated"].clone());
+    let (first, second, third) = as_user(&mut db, alice, async |tx| {
+        tx.execute("SELECT spine.save_source('crm', $1)", &[&crm_mapping()])
+            .await
+            .unwrap();
+        let first = ingest(
+            tx,
+            "crm",
+            json!([
+                {"id": "z9", "full_name": "Zed"},
+                {"id": "c1", "full_name": "Ada", "email": "ada@old.example"}
+            ]),
+        )
+        .await;
+        let second = ingest(
+            tx,
+            "crm",
+            json!([
+                {"id": "z9", "full_name": "Zed Z."},
+                {"id": "c1", "full_name": "Ada", "email": "ada@new.example"}
+            ]),
+        )
+        .await;
+        let third = ingest(
+            tx,
+            "crm",
+            json!([
+                {"id": "n1", "full_name": "Nia"},
+                {"id": "n1", "full_name": "Nia N."}
+            ]),
+        )
+        .await;
+        (first, second, third)
+    })
+    .await;
+    assert_eq!(counts(&first), (json!(2), json!(0)), "{first}");
+    assert_eq!(counts(&second), (json!(0), json!(2)), "{second}");
+    assert_eq!(counts(&third), (json!(1), json!(1)), "{third}");
+    let names: Vec<String> = column(
+        &db,
+        "SELECT data->>'name' FROM spine.entities WHERE owner_id = $1 AND kind = 'person' ORDER BY 1",
+        &[&alice],
+    )
+    .await;
+    assert_eq!(names, ["Ada", "Nia N.", "Zed Z."]);
+    // Ada's entity carries her new email and keeps the old key.
+    let ada: Vec<String> = column(
+        &db,
+        "SELECT k.key_value FROM spine.entity_keys k JOIN spine.entities e ON e.id = k.entity_id \
+          WHERE k.owner_id = $1 AND e.data->>'name' = 'Ada' ORDER BY 1",
+        &[&alice],
+    )
+    .await;
+    assert_eq!(ada, ["ada@new.example", "ada@old.example"]);
+    let email: String = one(
+        &db,
+        "SELECT data->>'email' FROM spine.entities WHERE owner_id = $1 AND data->>'name' = 'Ada'",
+        &[&alice],
+    )
+    .await;
+    assert_eq!(email, "ada@new.example");
+}
+
+/// A record too large for its entity is rejected alone (kept with its error), and
+/// a blank optional value is no value: neither stops the batch.
+#[tokio::test]
+async fn an_oversized_record_is_rejected_alone() {
+    let mut db = connect().await;
+    let alice = Uuid::new_v4();
+    let out = as_user(&mut db, alice, async |tx| {
+        tx.execute("SELECT spine.save_source('crm', $1)", &[&crm_mapping()])
+            .await
+            .unwrap();
+        ingest(
+            tx,
+            "crm",
+            json!([
+                {"id": "big", "full_name": "x".repeat(300 * 1024)},
+                {"id": "ok", "full_name": "Ada", "email": "", "phone": "  "}
+            ]),
+        )
+        .await
+    })
+    .await;
+    assert_eq!(
+        (out["created"].clone(), out["rejected"].clone()),
+        (json!(1), json!(1)),
+        "{}",
+        out["errors"]
+    );
+    assert_eq!(out["errors"][0]["external_id"], json!("big"));
+    let reason = out["errors"][0]["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("too large"), "{reason}");
+    let status: String = one(
+        &db,
+        "SELECT status FROM spine.raw_records WHERE owner_id = $1 AND external_id = 'big'",
+        &[&alice],
+    )
+    .await;
+    assert_eq!(status, "rejected");
+    let ada: Value = one(
+        &db,
+        "SELECT data FROM spine.entities WHERE owner_id = $1 AND kind = 'person'",
+        &[&alice],
+    )
+    .await;
+    assert_eq!(ada, json!({"name": "Ada"}));
+}
+
 /// Two sources describing the same person — one by email, one by phone and email —
 /// end up as one entity with an edge to each source.
 #[tokio::test]

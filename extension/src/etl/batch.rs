@@ -64,6 +64,11 @@ struct Working {
     changed: Map<String, Value>,
 }
 
+/// A record that would make its entity too large is rejected, not the batch.
+fn fits(data: &Map<String, Value>) -> Result<(), String> {
+    entities::check_size(data).map_err(|e| format!("its entity would be too large: {e}"))
+}
+
 /// One batch per owner at a time, until the transaction ends: two concurrent
 /// batches naming the same new person would otherwise both miss the other's keys
 /// and create two entities, and a record landed by one would look new to the other.
@@ -77,14 +82,54 @@ pub fn lock_owner(owner: Uuid) -> Result<(), SpineError> {
     .map_err(internal("etl: owner lock"))
 }
 
+/// The entity each of these records' external ids last went to in `source`: a
+/// new version of a record updates the entity its earlier versions built, even
+/// when it has no identity key or its keys changed. One query, by the landing
+/// zone's identity index.
+pub fn entities_of_records(
+    owner: Uuid,
+    source: &str,
+    items: &[Item],
+) -> Result<HashMap<String, Uuid>, SpineError> {
+    let ids: Vec<&str> = items
+        .iter()
+        .filter_map(|i| i.external_id.as_deref())
+        .collect();
+    let mut found = HashMap::new();
+    if ids.is_empty() {
+        return Ok(found);
+    }
+    // Read-write SPI: a fresh snapshot, as in the key lookup below.
+    Spi::connect_mut(|client| {
+        for r in client.update(
+            "SELECT DISTINCT ON (r.external_id) r.external_id, r.entity_id \
+               FROM spine.raw_records r \
+              WHERE r.owner_id = $1 AND r.source = $2 AND r.external_id = ANY ($3::text[]) \
+                AND r.entity_id IS NOT NULL \
+              ORDER BY r.external_id, r.id DESC",
+            None,
+            &[owner.into(), source.into(), ids.into()],
+        )? {
+            if let (Some(e), Some(id)) = (r.get::<String>(1)?, r.get::<Uuid>(2)?) {
+                found.insert(e, id);
+            }
+        }
+        Ok::<_, pgrx::spi::SpiError>(())
+    })
+    .map_err(internal("etl: earlier versions"))?;
+    Ok(found)
+}
+
 /// Maps, resolves and writes `items` for `owner` from a source whose entity is
 /// `source_entity`; adds to `counts` and returns each item's disposition, in
-/// order. The caller holds [`lock_owner`].
+/// order. `earlier` names the entity of records seen before (by external id, see
+/// [`entities_of_records`]). The caller holds [`lock_owner`].
 pub fn process(
     owner: Uuid,
     mapping: &Mapping,
     source_entity: Uuid,
     items: Vec<Item>,
+    mut earlier: HashMap<String, Uuid>,
     counts: &mut Counts,
 ) -> Result<Vec<Disposition>, SpineError> {
     // 1. Map every record (pure Rust).
@@ -128,9 +173,14 @@ pub fn process(
         .map_err(internal("etl: key lookup"))?;
     }
 
-    // 3. Load the existing entities those keys name, locked: one query.
+    // 3. Load the existing entities those keys and earlier versions name, locked:
+    //    one query.
     let existing_ids: Vec<Uuid> = {
-        let mut ids: Vec<Uuid> = key_owner.values().copied().collect();
+        let mut ids: Vec<Uuid> = key_owner
+            .values()
+            .chain(earlier.values())
+            .copied()
+            .collect();
         ids.sort_by_key(|u| *u.as_bytes());
         ids.dedup();
         ids
@@ -176,7 +226,7 @@ pub fn process(
     let mut order: Vec<Uuid> = Vec::new();
     let mut new_keys: Vec<(String, String, Uuid)> = Vec::new();
     let mut outcome: Vec<RecordResult> = Vec::with_capacity(items.len());
-    for mapped in mapped {
+    for (mapped, item) in mapped.into_iter().zip(&items) {
         let m = match mapped {
             Ok(m) => m,
             Err(reason) => {
@@ -184,11 +234,23 @@ pub fn process(
                 continue;
             }
         };
-        let found = m
-            .keys
-            .iter()
-            .find_map(|k| key_owner.get(k).copied())
-            .filter(|id| working.contains_key(id.as_bytes()));
+        // The entity earlier versions of this record built (if it still exists and
+        // is of this mapping's kind), else the first identity key's.
+        let external_id = item.external_id.as_deref().unwrap_or_default();
+        let found = earlier
+            .get(external_id)
+            .copied()
+            .filter(|id| {
+                working
+                    .get(id.as_bytes())
+                    .is_some_and(|(_, w)| w.kind == mapping.kind)
+            })
+            .or_else(|| {
+                m.keys
+                    .iter()
+                    .find_map(|k| key_owner.get(k).copied())
+                    .filter(|id| working.contains_key(id.as_bytes()))
+            });
         let id = match found {
             Some(id) => {
                 let (_, w) = working.get_mut(id.as_bytes()).expect("loaded above");
@@ -200,6 +262,10 @@ pub fn process(
                     continue;
                 }
                 let (merged, changed) = mapping.merge(&w.data, &m.data);
+                if let Err(reason) = fits(&merged) {
+                    outcome.push(Err(reason));
+                    continue;
+                }
                 let this = if changed.is_empty() {
                     Outcome::Unchanged
                 } else {
@@ -218,6 +284,10 @@ pub fn process(
                 (id, this)
             }
             None => {
+                if let Err(reason) = fits(&m.data) {
+                    outcome.push(Err(reason));
+                    continue;
+                }
                 let id = Uuid::from_bytes(*uuid::Uuid::new_v4().as_bytes());
                 working.insert(
                     *id.as_bytes(),
@@ -235,6 +305,8 @@ pub fn process(
             }
         };
         let (id, this) = id;
+        // Later versions of this record in the batch follow it.
+        earlier.insert(external_id.to_string(), id);
         if !order.contains(&id) {
             order.push(id);
         }

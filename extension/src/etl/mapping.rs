@@ -27,6 +27,8 @@ use serde_json::{Map, Value};
 
 /// Most fields in one mapping.
 const MAX_FIELDS: usize = 100;
+/// Longest identity key value (bytes): well under the b-tree limit of `entity_keys`.
+const MAX_KEY_BYTES: usize = 1024;
 
 #[derive(Debug, Clone, PartialEq)]
 enum Source {
@@ -185,8 +187,12 @@ impl Mapping {
             .and_then(Value::as_str)
             .ok_or_else(|| "kind is required".to_string())?;
         identifier("kind", kind)?;
-        let external_id = path(m.get("external_id").and_then(Value::as_str).unwrap_or("id"))
-            .map_err(|e| format!("external_id: {e}"))?;
+        let external_id = match m.get("external_id") {
+            None => "id",
+            Some(Value::String(p)) => p.as_str(),
+            Some(other) => return Err(format!("external_id must be a path string, got {other}")),
+        };
+        let external_id = path(external_id).map_err(|e| format!("external_id: {e}"))?;
         let fields_spec = m
             .get("fields")
             .and_then(Value::as_object)
@@ -214,11 +220,25 @@ impl Mapping {
                 .collect()
         };
         let identity = names("identity")?;
+        // A constant is the same for every record: as an identity key it would
+        // merge the whole source into one entity.
+        if let Some(f) = fields
+            .iter()
+            .find(|f| identity.contains(&f.name) && matches!(f.source, Source::Constant(_)))
+        {
+            return Err(format!(
+                "identity: \"{}\" is a constant, the same for every record",
+                f.name
+            ));
+        }
         let keep_existing = names("keep_existing")?;
-        let prefer_existing = match m.get("merge").and_then(Value::as_str) {
-            None | Some("incoming") => false,
-            Some("existing") => true,
-            Some(other) => return Err(format!("merge \"{other}\" is not incoming or existing")),
+        let prefer_existing = match m.get("merge") {
+            None => false,
+            Some(v) if v == "incoming" => false,
+            Some(v) if v == "existing" => true,
+            Some(other) => {
+                return Err(format!("merge {other} is not \"incoming\" or \"existing\""))
+            }
         };
         Ok(Mapping {
             kind: kind.to_string(),
@@ -289,19 +309,23 @@ impl Mapping {
                 data.insert(f.name.clone(), value);
             }
         }
-        let keys = self
-            .identity
-            .iter()
-            .filter_map(|k| {
-                let v = data.get(k)?;
-                let text = match v {
-                    Value::String(s) if !s.is_empty() => s.clone(),
-                    Value::String(_) => return None,
-                    other => other.to_string(),
-                };
-                Some((k.clone(), text))
-            })
-            .collect();
+        let mut keys = Vec::with_capacity(self.identity.len());
+        for k in &self.identity {
+            let text = match data.get(k) {
+                None => continue,
+                Some(Value::String(s)) if s.is_empty() => continue,
+                Some(Value::String(s)) => s.clone(),
+                Some(other) => other.to_string(),
+            };
+            // Keys are indexed: a longer one would fail the whole batch's insert.
+            if text.len() > MAX_KEY_BYTES {
+                return Err(format!(
+                    "field \"{k}\" is an identity key of {} bytes; the limit is {MAX_KEY_BYTES}",
+                    text.len()
+                ));
+            }
+            keys.push((k.clone(), text));
+        }
         Ok(Mapped { data, keys })
     }
 
@@ -386,6 +410,14 @@ mod tests {
             .unwrap_err();
         assert!(err.contains("field \"email\""), "{err}");
         assert!(m.apply(&json!([1])).is_err());
+        let by_code = Mapping::parse(&json!({
+            "kind": "p", "fields": {"code": {"path": "code"}}, "identity": ["code"]
+        }))
+        .unwrap();
+        let err = by_code
+            .apply(&json!({"id": 1, "code": "x".repeat(1100)}))
+            .unwrap_err();
+        assert!(err.contains("identity key of 1100 bytes"), "{err}");
         assert_eq!(m.external_id(&json!({"full_name": "x"})), None);
     }
 
@@ -442,6 +474,19 @@ mod tests {
             (
                 json!({"kind": "p", "fields": {"a": {"path": "a", "colour": 1}}}),
                 "unknown key",
+            ),
+            (
+                json!({"kind": "p", "fields": {"a": {"path": "a"}}, "merge": true}),
+                "merge true",
+            ),
+            (
+                json!({"kind": "p", "fields": {"a": {"path": "a"}}, "external_id": 7}),
+                "external_id must be a path",
+            ),
+            (
+                json!({"kind": "p", "fields": {"a": {"path": "a"}, "src": {"constant": "crm"}},
+                       "identity": ["src"]}),
+                "\"src\" is a constant",
             ),
         ] {
             let err = Mapping::parse(&mapping).unwrap_err();

@@ -224,14 +224,16 @@ fn ingest(
     // Seen before, byte for byte: nothing to do.
     counts.unchanged += (records.len() - new.len()) as i64;
     let mut records: Vec<Option<Value>> = records.into_iter().map(Some).collect();
-    let items = new
+    let items: Vec<batch::Item> = new
         .iter()
         .map(|&i| batch::Item {
             external_id: external_ids[i].clone(),
             record: records[i].take().unwrap_or(Value::Null),
         })
         .collect();
-    let dispositions = batch::process(owner, &src.mapping, src.entity, items, &mut counts)?;
+    let earlier = batch::entities_of_records(owner, name, &items)?;
+    let dispositions =
+        batch::process(owner, &src.mapping, src.entity, items, earlier, &mut counts)?;
     // Land the new records once, with what became of them.
     let mut land = Landing::default();
     for (&i, d) in new.iter().zip(dispositions) {
@@ -391,7 +393,9 @@ fn reprocess(
         received: items.len() as i64,
         ..Counts::default()
     };
-    let dispositions = batch::process(owner, &src.mapping, src.entity, items, &mut counts)?;
+    let earlier = batch::entities_of_records(owner, name, &items)?;
+    let dispositions =
+        batch::process(owner, &src.mapping, src.entity, items, earlier, &mut counts)?;
     let (errors, entities): (Vec<Option<String>>, Vec<Option<Uuid>>) = dispositions
         .into_iter()
         .map(|d| (d.error, d.entity))

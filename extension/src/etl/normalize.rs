@@ -104,6 +104,12 @@ impl Normalizer {
         if value.is_null() {
             return Ok(Value::Null);
         }
+        // A blank string is no value (exports write "" for an empty column): the
+        // parsing normalizers pass it on as none instead of refusing the record.
+        let parses = !matches!(self, Normalizer::Trim | Normalizer::Lowercase);
+        if parses && value.as_str().is_some_and(|s| s.trim().is_empty()) {
+            return Ok(Value::Null);
+        }
         match self {
             Normalizer::Trim => Ok(match value {
                 Value::String(s) => Value::String(s.trim().to_string()),
@@ -441,6 +447,26 @@ mod tests {
         assert_eq!(Normalizer::Trim.apply(json!("  x \n")), Ok(json!("x")));
         assert_eq!(Normalizer::Lowercase.apply(json!("ÄB")), Ok(json!("äb")));
         assert_eq!(Normalizer::Email.apply(Value::Null), Ok(Value::Null));
+    }
+
+    #[test]
+    fn blank_strings_are_no_value() {
+        let de = Normalizer::Phone {
+            region: "DE".into(),
+        };
+        for n in [
+            Normalizer::Email,
+            de,
+            Normalizer::Timestamp,
+            Normalizer::Number,
+            Normalizer::Boolean,
+        ] {
+            for blank in ["", "  ", "\t\n"] {
+                assert_eq!(n.apply(json!(blank)), Ok(Value::Null), "{n:?} {blank:?}");
+            }
+        }
+        assert_eq!(Normalizer::Trim.apply(json!("  ")), Ok(json!("")));
+        assert_eq!(Normalizer::Lowercase.apply(json!(" ")), Ok(json!(" ")));
     }
 
     #[test]
