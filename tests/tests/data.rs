@@ -212,6 +212,32 @@ async fn new_versions_of_a_record_update_its_entity() {
     )
     .await;
     assert_eq!(email, "ada@new.example");
+
+    // Changed and changed back within one batch: no update, no event.
+    let updates =
+        "SELECT count(*) FROM spine.events WHERE owner_id = $1 AND type = 'data.EntityUpdated'";
+    let before: i64 = one(&db, updates, &[&alice]).await;
+    as_user(&mut db, alice, async |tx| {
+        ingest(
+            tx,
+            "crm",
+            json!([
+                {"id": "z9", "full_name": "Zed Y."},
+                {"id": "z9", "full_name": "Zed Z.", "unmapped": 1}
+            ]),
+        )
+        .await
+    })
+    .await;
+    let after: i64 = one(&db, updates, &[&alice]).await;
+    assert_eq!(after, before, "a net no-op emitted EntityUpdated");
+    let version: i64 = one(
+        &db,
+        "SELECT version FROM spine.entities WHERE owner_id = $1 AND data->>'name' = 'Zed Z.'",
+        &[&alice],
+    )
+    .await;
+    assert_eq!(version, 2, "one real update so far");
 }
 
 /// A record too large for its entity is rejected alone (kept with its error), and

@@ -322,7 +322,10 @@ pub fn process(
     // 5. Write entities (one insert, one update), then their events in order.
     let (mut new_ids, mut new_data, mut upd_ids, mut upd_data) = (vec![], vec![], vec![], vec![]);
     for id in &order {
-        let (_, w) = &working[id.as_bytes()];
+        let (_, w) = working.get_mut(id.as_bytes()).expect("resolved above");
+        // A field the batch changed and changed back is no change.
+        w.changed.retain(|_, c| c["from"] != c["to"]);
+        let w = &*w;
         // Only what is written is checked: untouched entities were checked when
         // they were written.
         if w.created {
