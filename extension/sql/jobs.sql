@@ -593,6 +593,9 @@ BEGIN
     IF payload IS NULL THEN
         RAISE EXCEPTION 'payload must not be NULL' USING ERRCODE = 'null_value_not_allowed';
     END IF;
+    IF priority IS NULL THEN
+        RAISE EXCEPTION 'priority must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
     IF NOT EXISTS (SELECT 1 FROM spine.queues q WHERE q.name = schedule.queue) THEN
         RAISE EXCEPTION 'queue "%" does not exist', queue USING ERRCODE = 'undefined_object',
             HINT = 'Create it with spine.create_queue(name).';
@@ -612,11 +615,12 @@ BEGIN
                   HINT = 'Use a five-field cron schedule (every minute at most), or upgrade pg_cron.';
     END IF;
     -- The idempotency key is the schedule and its firing time, so a firing that
-    -- runs twice enqueues once.
+    -- runs twice enqueues once. In UTC: local time repeats an hour when daylight
+    -- saving ends, and that hour's second firing would count as the first.
     EXECUTE 'SELECT cron.schedule($1, $2, $3)' INTO job_id USING
         'spine:' || schedule_name, cron,
-        format('SELECT spine.enqueue(%L, %L::jsonb, %L::spine.job_priority, now(), %L || to_char(now(), %L))',
-               queue, payload, priority, 'schedule:' || schedule_name || ':', 'YYYYMMDDHH24MISS');
+        format('SELECT spine.enqueue(%L, %L::jsonb, %L::spine.job_priority, now(), %L || to_char(now() AT TIME ZONE %L, %L))',
+               queue, payload, priority, 'schedule:' || schedule_name || ':', 'UTC', 'YYYYMMDDHH24MISS');
     INSERT INTO spine.schedules AS s (name, cron, queue, payload, priority, cron_job_id)
     VALUES (schedule_name, schedule.cron, schedule.queue, schedule.payload, schedule.priority, job_id)
     ON CONFLICT (name) DO UPDATE

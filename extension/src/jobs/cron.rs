@@ -38,8 +38,10 @@ pub fn validate(schedule: &str) -> Result<(), String> {
         .strip_suffix("seconds")
         .or_else(|| s.strip_suffix("second"))
     {
+        // With the space, as pg_cron writes it (and as spine.schedule's pg_cron
+        // version check reads it).
         return match n.trim().parse::<u32>() {
-            Ok(1..=59) => Ok(()),
+            Ok(1..=59) if n.ends_with(char::is_whitespace) => Ok(()),
             _ => Err("an interval must be 1 to 59 seconds, e.g. '30 seconds'".into()),
         };
     }
@@ -142,6 +144,7 @@ mod tests {
             "*/0 * * * *",
             "5-1 * * * *",
             "90 seconds",
+            "30seconds",
             "* * 0 * *",
         ] {
             assert!(validate(bad).is_err(), "{bad} should be rejected");
