@@ -353,3 +353,45 @@ async fn search_sync_against_meilisearch() {
     all.sort();
     wait_for_ids(&meili, &heavy_index, all).await;
 }
+
+/// An index left without its settings (a worker stopped between creating it and
+/// setting it up) gets them when the sink next writes to it: without `owner_id`
+/// filterable, tenant tokens could not search it.
+#[tokio::test]
+async fn an_index_without_its_settings_is_repaired() {
+    let Some(meili) = Meili::start("an_index_without_its_settings_is_repaired") else {
+        return;
+    };
+    // First: it installs the TLS provider reqwest needs.
+    let client = meili.client();
+    let http = reqwest::Client::new();
+    let auth = format!("Bearer {}", meili.key);
+    let uid = format!("spine_bare_{}", &Uuid::new_v4().simple().to_string()[..8]);
+    let created = http
+        .post(format!("{}/indexes", meili.url()))
+        .header("Authorization", &auth)
+        .header("Content-Type", "application/json")
+        .body(json!({"uid": uid, "primaryKey": "id"}).to_string())
+        .send()
+        .await
+        .unwrap();
+    let task: Value = serde_json::from_slice(&created.bytes().await.unwrap()).unwrap();
+    client
+        .wait(&[task["taskUid"].as_u64().expect("a task uid")])
+        .await
+        .unwrap();
+    client.ensure_index(&uid).await.unwrap();
+    let settings = http
+        .get(format!(
+            "{}/indexes/{uid}/settings/filterable-attributes",
+            meili.url()
+        ))
+        .header("Authorization", &auth)
+        .send()
+        .await
+        .unwrap();
+    let mut filterable: Vec<String> =
+        serde_json::from_slice(&settings.bytes().await.unwrap()).unwrap();
+    filterable.sort();
+    assert_eq!(filterable, ["kind", "owner_id"]);
+}

@@ -85,6 +85,8 @@ pub struct Meili {
     url: String,
     key: Option<String>,
     http: reqwest::Client,
+    /// Indexes whose settings this process has seen in place (shared by clones).
+    configured: std::sync::Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
 }
 
 impl Meili {
@@ -97,6 +99,7 @@ impl Meili {
                 .timeout(Duration::from_secs(30))
                 .build()
                 .expect("a client with these settings always builds"),
+            configured: Default::default(),
         }
     }
 
@@ -208,26 +211,69 @@ impl Meili {
     }
 
     /// Creates index `uid` (primary key `id`, `owner_id` and `kind` filterable)
-    /// unless it exists; waits for it.
+    /// unless it exists; waits for it. An existing index's settings are checked
+    /// once per process: a worker that stopped between creating an index and
+    /// setting it up left it without `owner_id` filterable, where tenant tokens
+    /// cannot search.
     pub async fn ensure_index(&self, uid: &str) -> anyhow::Result<()> {
-        if self.index_exists(uid).await? {
+        let mut tasks = Vec::new();
+        if !self.index_exists(uid).await? {
+            tasks.push(
+                self.task(
+                    reqwest::Method::POST,
+                    "/indexes",
+                    &json!({"uid": uid, "primaryKey": "id"}),
+                )
+                .await?,
+            );
+        } else if self.is_configured(uid) {
             return Ok(());
+        } else {
+            let (status, filterable) = self
+                .send(
+                    reqwest::Method::GET,
+                    &format!("/indexes/{uid}/settings/filterable-attributes"),
+                    None,
+                )
+                .await?;
+            if status != 200 {
+                bail!("meilisearch GET /indexes/{uid}/settings/filterable-attributes: HTTP {status}: {filterable}");
+            }
+            let has = |a: &str| {
+                filterable
+                    .as_array()
+                    .is_some_and(|l| l.iter().any(|v| v == a))
+            };
+            if has("owner_id") && has("kind") {
+                self.mark_configured(uid);
+                return Ok(());
+            }
+            tracing::warn!(
+                index = uid,
+                "index without its filterable attributes: setting them"
+            );
         }
-        let created = self
-            .task(
-                reqwest::Method::POST,
-                "/indexes",
-                &json!({"uid": uid, "primaryKey": "id"}),
-            )
-            .await?;
-        let settings = self
-            .task(
+        tasks.push(
+            self.task(
                 reqwest::Method::PATCH,
                 &format!("/indexes/{uid}/settings"),
                 &json!({"filterableAttributes": ["owner_id", "kind"]}),
             )
-            .await?;
-        self.wait(&[created, settings]).await
+            .await?,
+        );
+        self.wait(&tasks).await?;
+        self.mark_configured(uid);
+        Ok(())
+    }
+
+    fn is_configured(&self, uid: &str) -> bool {
+        self.configured.lock().is_ok_and(|c| c.contains(uid))
+    }
+
+    fn mark_configured(&self, uid: &str) {
+        if let Ok(mut c) = self.configured.lock() {
+            c.insert(uid.to_string());
+        }
     }
 
     /// Adds or replaces documents (by `id`), in requests of at most
