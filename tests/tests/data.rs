@@ -673,6 +673,27 @@ async fn reprocess_uses_the_current_mapping_and_skips_superseded() {
     )
     .await;
     assert_eq!(superseded, 1);
+    // The reprocessed record now carries the external id the mapping reads, so
+    // sending it again is recognised: nothing changes, no second entity.
+    let ext: Option<String> = one(
+        &db,
+        "SELECT external_id FROM spine.raw_records WHERE owner_id = $1 AND payload->>'full_name' = 'Ref Only'",
+        &[&alice],
+    )
+    .await;
+    assert_eq!(ext.as_deref(), Some("9"));
+    let replay = as_user(&mut db, alice, async |tx| {
+        ingest(tx, "crm", json!([{"ref": "9", "full_name": "Ref Only"}])).await
+    })
+    .await;
+    assert_eq!(replay["unchanged"], json!(1), "{replay}");
+    let people: i64 = one(
+        &db,
+        "SELECT count(*) FROM spine.entities WHERE owner_id = $1 AND kind = 'person'",
+        &[&alice],
+    )
+    .await;
+    assert_eq!(people, 2);
 }
 
 /// Two sessions ingest the same new batch at once (READ COMMITTED, as PostgREST

@@ -345,6 +345,50 @@ impl Landing {
     }
 }
 
+/// Those of `records` (by raw id) of which a later version, under the external id
+/// the current mapping reads, was processed.
+fn replaced_later(
+    owner: Uuid,
+    source: &str,
+    records: &[&Rejected],
+) -> Result<HashSet<i64>, SpineError> {
+    let (ids, external_ids): (Vec<i64>, Vec<Option<String>>) = records
+        .iter()
+        .map(|r| (r.raw_id, r.external_id.clone()))
+        .unzip();
+    if ids.is_empty() {
+        return Ok(HashSet::new());
+    }
+    Spi::connect_mut(|client| {
+        let mut found = HashSet::new();
+        for r in client.update(
+            "SELECT u.i FROM unnest($3::bigint[], $4::text[]) AS u(i, x) \
+              WHERE EXISTS (SELECT 1 FROM spine.raw_records n \
+                             WHERE n.owner_id = $1 AND n.source = $2 AND n.external_id = u.x \
+                               AND n.id > u.i AND n.status = 'processed')",
+            None,
+            &[owner.into(), source.into(), ids.into(), external_ids.into()],
+        )? {
+            if let Some(id) = r.get::<i64>(1)? {
+                found.insert(id);
+            }
+        }
+        Ok::<_, pgrx::spi::SpiError>(found)
+    })
+    .map_err(internal("etl: reprocess"))
+}
+
+/// A rejected raw record, read again by [`reprocess`].
+struct Rejected {
+    raw_id: i64,
+    /// As the current mapping reads it.
+    external_id: Option<String>,
+    /// As it was landed.
+    landed_as: Option<String>,
+    hash: Vec<u8>,
+    record: Value,
+}
+
 /// Maps the rejected raw records of `source` again (after its mapping was fixed);
 /// returns the same counts as ingest.
 #[pg_extern(security_definer, volatile)]
@@ -368,27 +412,76 @@ fn reprocess(
         &[owner.into(), name.into()],
     )
     .map_err(internal("etl: reprocess"))?;
-    let (raw_ids, items): (Vec<i64>, Vec<batch::Item>) = Spi::connect_mut(|client| {
+    let rejected = Spi::connect_mut(|client| {
         let mut out = Vec::new();
         for r in client.update(
-            "SELECT id, payload FROM spine.raw_records \
+            "SELECT id, payload, external_id, payload_hash FROM spine.raw_records \
              WHERE owner_id = $1 AND source = $2 AND status = 'rejected' ORDER BY id FOR UPDATE",
             None,
             &[owner.into(), name.into()],
         )? {
             let record = r.get::<JsonB>(2)?.map_or(Value::Null, |j| j.0);
-            out.push((
-                r.get::<i64>(1)?.unwrap_or_default(),
-                batch::Item {
-                    // With the current mapping: a fixed external_id path applies too.
-                    external_id: src.mapping.external_id(&record),
-                    record,
-                },
-            ));
+            out.push(Rejected {
+                raw_id: r.get::<i64>(1)?.unwrap_or_default(),
+                // With the current mapping: a fixed external_id path applies too.
+                external_id: src.mapping.external_id(&record),
+                landed_as: r.get::<String>(3)?,
+                hash: r.get::<Vec<u8>>(4)?.unwrap_or_default(),
+                record,
+            });
         }
-        Ok::<_, pgrx::spi::SpiError>(out.into_iter().unzip())
+        Ok::<_, pgrx::spi::SpiError>(out)
     })
     .map_err(internal("etl: reprocess"))?;
+    // A record whose external id the current mapping reads differently is landed
+    // again under that id, so a later ingest of it is recognised; unless it landed
+    // under that id already (ingested again after the fix), or a later version of
+    // it was processed: then this copy is superseded, as above.
+    let renamed: Vec<&Rejected> = rejected
+        .iter()
+        .filter(|r| r.external_id != r.landed_as)
+        .collect();
+    let landed_already = landed_before(
+        owner,
+        name,
+        &renamed
+            .iter()
+            .map(|r| r.external_id.clone())
+            .collect::<Vec<_>>(),
+        &renamed.iter().map(|r| r.hash.clone()).collect::<Vec<_>>(),
+    )?;
+    let replaced = replaced_later(owner, name, &renamed)?;
+    let (duplicates, rejected): (Vec<Rejected>, Vec<Rejected>) =
+        rejected.into_iter().partition(|r| {
+            r.external_id != r.landed_as
+                && (replaced.contains(&r.raw_id)
+                    || landed_already.contains(&(r.external_id.clone(), r.hash.clone())))
+        });
+    if !duplicates.is_empty() {
+        run_prepared(
+            "UPDATE spine.raw_records SET status = 'superseded' WHERE id = ANY ($1)",
+            &[INT8ARRAYOID],
+            &[duplicates
+                .iter()
+                .map(|r| r.raw_id)
+                .collect::<Vec<_>>()
+                .into()],
+        )
+        .map_err(internal("etl: reprocess"))?;
+    }
+    let mut raw_ids = Vec::with_capacity(rejected.len());
+    let mut landed_ids = Vec::with_capacity(rejected.len());
+    let items: Vec<batch::Item> = rejected
+        .into_iter()
+        .map(|r| {
+            raw_ids.push(r.raw_id);
+            landed_ids.push(r.external_id.clone());
+            batch::Item {
+                external_id: r.external_id,
+                record: r.record,
+            }
+        })
+        .collect();
     let mut counts = Counts {
         received: items.len() as i64,
         ..Counts::default()
@@ -404,10 +497,16 @@ fn reprocess(
         run_prepared(
             "UPDATE spine.raw_records r \
                 SET status = CASE WHEN u.err IS NULL THEN 'processed' ELSE 'rejected' END, \
-                    error = u.err, entity_id = u.e, processed_at = now() \
-               FROM unnest($1::bigint[], $2::text[], $3::uuid[]) AS u(i, err, e) WHERE r.id = u.i",
-            &[INT8ARRAYOID, TEXTARRAYOID, UUIDARRAYOID],
-            &[raw_ids.into(), errors.into(), entities.into()],
+                    error = u.err, entity_id = u.e, external_id = u.x, processed_at = now() \
+               FROM unnest($1::bigint[], $2::text[], $3::uuid[], $4::text[]) AS u(i, err, e, x) \
+              WHERE r.id = u.i",
+            &[INT8ARRAYOID, TEXTARRAYOID, UUIDARRAYOID, TEXTARRAYOID],
+            &[
+                raw_ids.into(),
+                errors.into(),
+                entities.into(),
+                landed_ids.into(),
+            ],
         )
         .map_err(internal("etl: record status"))?;
     }
