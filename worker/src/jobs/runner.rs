@@ -182,6 +182,12 @@ async fn session(
                 let Some(handler) = routes.handlers.get(job.queue.as_str()).cloned() else {
                     continue; // fetch_jobs only returns the queues we asked for
                 };
+                // Still running here: its lease passed while the database was out of
+                // reach, and this worker leased it again. One run, not two.
+                if state.running.contains(&job.id) {
+                    tracing::info!(job = job.id, "job leased again while still running here");
+                    continue;
+                }
                 let permit = state.slots.clone().acquire_owned().await?;
                 state.running.insert(job.id);
                 metrics.running.fetch_add(1, Ordering::Relaxed);
