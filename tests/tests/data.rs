@@ -240,8 +240,9 @@ async fn new_versions_of_a_record_update_its_entity() {
     assert_eq!(version, 2, "one real update so far");
 }
 
-/// A record too large for its entity is rejected alone (kept with its error), and
-/// a blank optional value is no value: neither stops the batch.
+/// A record too large for its entity, or with an external id too long to index,
+/// is rejected alone (kept with its error), and a blank optional value is no value:
+/// none of them stops the batch.
 #[tokio::test]
 async fn an_oversized_record_is_rejected_alone() {
     let mut db = connect().await;
@@ -255,7 +256,9 @@ async fn an_oversized_record_is_rejected_alone() {
             "crm",
             json!([
                 {"id": "big", "full_name": "x".repeat(300 * 1024)},
-                {"id": "ok", "full_name": "Ada", "email": "", "phone": "  "}
+                {"id": "ok", "full_name": "Ada", "email": "", "phone": "  "},
+                // Longer than the landing zone's index holds: landed without it.
+                {"id": "y".repeat(3000), "full_name": "Long Id"}
             ]),
         )
         .await
@@ -263,10 +266,11 @@ async fn an_oversized_record_is_rejected_alone() {
     .await;
     assert_eq!(
         (out["created"].clone(), out["rejected"].clone()),
-        (json!(1), json!(1)),
+        (json!(1), json!(2)),
         "{}",
         out["errors"]
     );
+    assert_eq!(out["errors"][1]["external_id"], Value::Null);
     assert_eq!(out["errors"][0]["external_id"], json!("big"));
     let reason = out["errors"][0]["reason"].as_str().unwrap_or_default();
     assert!(reason.contains("too large"), "{reason}");
@@ -419,7 +423,7 @@ async fn bad_records_are_rejected_kept_and_reprocessed() {
     );
     assert_eq!(
         again["errors"][0]["reason"],
-        json!("the record has no external id (mapping external_id)")
+        json!("the record has no external id (mapping external_id), or one over 1 KiB")
     );
 }
 

@@ -139,7 +139,10 @@ pub fn process(
             if !item.record.is_object() {
                 Err("a record must be a JSON object".to_string())
             } else if item.external_id.is_none() {
-                Err("the record has no external id (mapping external_id)".to_string())
+                Err(
+                    "the record has no external id (mapping external_id), or one over 1 KiB"
+                        .to_string(),
+                )
             } else {
                 mapping.apply(&item.record)
             }

@@ -251,9 +251,11 @@ impl Mapping {
     }
 
     /// The record's id in its source: text or an integer.
+    /// None when missing, empty, or longer than an identity key may be (the landing
+    /// zone indexes it): such a record is rejected and landed without one.
     pub fn external_id(&self, record: &Value) -> Option<String> {
         match lookup(record, &self.external_id)? {
-            Value::String(s) if !s.is_empty() => Some(s.clone()),
+            Value::String(s) if !s.is_empty() && s.len() <= MAX_KEY_BYTES => Some(s.clone()),
             Value::Number(n) => Some(n.to_string()),
             _ => None,
         }
@@ -419,6 +421,7 @@ mod tests {
             .unwrap_err();
         assert!(err.contains("identity key of 1100 bytes"), "{err}");
         assert_eq!(m.external_id(&json!({"full_name": "x"})), None);
+        assert_eq!(m.external_id(&json!({"id": "x".repeat(1025)})), None);
     }
 
     #[test]
