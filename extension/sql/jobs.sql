@@ -566,16 +566,23 @@ CREATE FUNCTION spine.jobs_maintenance() RETURNS jsonb
 DECLARE
     reclaimed bigint;
     purged bigint;
+    n bigint;
 BEGIN
     reclaimed := spine.reclaim_expired_leases(NULL);
     DELETE FROM spine.jobs_archive a USING spine.queues q
      WHERE q.name = a.queue AND a.finished_at < now() - q.retention;
     GET DIAGNOSTICS purged = ROW_COUNT;
+    -- A dropped queue's finished jobs: the default retention.
+    DELETE FROM spine.jobs_archive a
+     WHERE a.finished_at < now() - interval '1 day'
+       AND NOT EXISTS (SELECT 1 FROM spine.queues q WHERE q.name = a.queue);
+    GET DIAGNOSTICS n = ROW_COUNT;
+    purged := purged + n;
     RETURN jsonb_build_object('leases_reclaimed', reclaimed, 'archive_purged', purged);
 END
 $$;
 COMMENT ON FUNCTION spine.jobs_maintenance() IS
-    'Returns expired leases to their queues and deletes archived jobs past retention; run by pg_cron.';
+    'Returns expired leases to their queues and deletes archived jobs past retention (a dropped queue''s after 1 day); run by pg_cron.';
 
 CREATE FUNCTION spine.schedule(
     schedule_name text,

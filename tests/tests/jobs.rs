@@ -467,6 +467,57 @@ async fn callers_without_a_user_cannot_enqueue() {
     assert_eq!(jobs, 0);
 }
 
+/// Maintenance deletes archived jobs past their queue's retention, and those of a
+/// dropped queue after the default day.
+#[tokio::test]
+async fn maintenance_purges_the_archive_of_dropped_queues_too() {
+    let db = connect().await;
+    let q = new_queue(&db, None).await;
+    let kept = new_queue(&db, None).await;
+    for queue in [&q, &kept] {
+        db.execute("SELECT spine.enqueue($1, '{}')", &[queue])
+            .await
+            .unwrap();
+        let ids: Vec<i64> = spine_tests::column(
+            &db,
+            "SELECT id FROM spine.fetch_jobs(ARRAY[$1], 'w', 1)",
+            &[queue],
+        )
+        .await;
+        db.execute("SELECT spine.complete_jobs($1)", &[&ids])
+            .await
+            .unwrap();
+    }
+    db.execute(
+        "UPDATE spine.jobs_archive SET finished_at = now() - interval '2 hours' WHERE queue = ANY ($1)",
+        &[&vec![q.clone(), kept.clone()]],
+    )
+    .await
+    .unwrap();
+    db.execute("DELETE FROM spine.queues WHERE name = $1", &[&q])
+        .await
+        .unwrap();
+    db.execute("SELECT spine.jobs_maintenance()", &[])
+        .await
+        .unwrap();
+    let archived = "SELECT count(*) FROM spine.jobs_archive WHERE queue = $1";
+    let n: i64 = one(&db, archived, &[&q]).await;
+    assert_eq!(n, 1, "a dropped queue's jobs stay a day");
+    db.execute(
+        "UPDATE spine.jobs_archive SET finished_at = now() - interval '25 hours' WHERE queue = $1",
+        &[&q],
+    )
+    .await
+    .unwrap();
+    db.execute("SELECT spine.jobs_maintenance()", &[])
+        .await
+        .unwrap();
+    let n: i64 = one(&db, archived, &[&q]).await;
+    assert_eq!(n, 0, "then go");
+    let n: i64 = one(&db, archived, &[&kept]).await;
+    assert_eq!(n, 1, "within its queue's retention (1 day)");
+}
+
 /// Enqueues `{}` into `queue` as the user of `claims`; the SQLSTATE when refused.
 async fn enqueue_as(
     db: &mut Client,
