@@ -425,6 +425,17 @@ async fn bad_records_are_rejected_kept_and_reprocessed() {
         again["errors"][0]["reason"],
         json!("the record has no external id (mapping external_id), or one over 1 KiB")
     );
+    // Reprocessing what is still rejected changes nothing and announces nothing.
+    let received =
+        "SELECT count(*) FROM spine.events WHERE owner_id = $1 AND type = 'connector.DataReceived'";
+    let before: i64 = one(&db, received, &[&alice]).await;
+    let still = as_user(&mut db, alice, async |tx| {
+        one::<Value>(tx, "SELECT spine.reprocess('crm')", &[]).await
+    })
+    .await;
+    assert_eq!(still["rejected"], json!(1));
+    let after: i64 = one(&db, received, &[&alice]).await;
+    assert_eq!(after, before);
 }
 
 /// Entity writes by users emit events; another user's entities are invisible and

@@ -162,3 +162,57 @@ async fn sigterm_finishes_in_flight_jobs() {
     assert_eq!(archived_state(&db, id).await.as_deref(), Some("completed"));
     assert_eq!(hook.count(), 1);
 }
+
+/// SIGTERM while a job runs longer than the drain time: the worker releases the
+/// job (back to queued, the attempt not counted) and exits within the drain time,
+/// its handler stopped — a second worker then runs the job, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_releases_jobs_that_outlast_the_drain() {
+    let db = db().await;
+    let q = new_queue(&db).await;
+    // The first call hangs for a minute; later ones answer at once.
+    let hook = Hook::start(|n| {
+        (
+            200,
+            if n == 0 {
+                Duration::from_secs(60)
+            } else {
+                Duration::ZERO
+            },
+        )
+    })
+    .await;
+    let id = enqueue_http(&db, &q, &hook.url, None).await;
+    let mut worker = runner(&q, &[("SPINE_DRAIN_SECS", "1")]);
+    wait_until("delivery under way", Duration::from_secs(20), || async {
+        hook.count() >= 1
+    })
+    .await;
+    let started = std::time::Instant::now();
+    let status = worker.terminate_and_wait(Duration::from_secs(20));
+    assert!(status.success(), "clean exit, got {status}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "exited after {:?}, not within the drain time",
+        started.elapsed()
+    );
+    let (state, attempts): (String, i32) = {
+        let r = db
+            .query_one(
+                "SELECT state::text, attempts FROM spine.jobs WHERE id = $1",
+                &[&id],
+            )
+            .await
+            .unwrap();
+        (r.get(0), r.get(1))
+    };
+    assert_eq!((state.as_str(), attempts), ("queued", 0), "released");
+    let _second = runner(&q, &[]);
+    wait_until(
+        "completed by the second worker",
+        Duration::from_secs(20),
+        || async { archived_state(&db, id).await.as_deref() == Some("completed") },
+    )
+    .await;
+    assert_eq!(hook.count(), 2, "the released run and the second worker's");
+}

@@ -148,7 +148,10 @@ fn save_source(
 /// Announces what a call changed; a call that changed nothing (a re-sync of
 /// unchanged records) announces nothing, so it does not wake rules.
 fn data_received(owner: Uuid, source: &str, counts: &Counts, what: &str) -> Result<(), SpineError> {
-    if counts.created + counts.updated + counts.rejected == 0 {
+    // Rejected records are news when they arrive, not when a reprocess leaves them
+    // rejected.
+    let rejected_news = if what == "ingest" { counts.rejected } else { 0 };
+    if counts.created + counts.updated + rejected_news == 0 {
         return Ok(());
     }
     let mut data = counts.json();
