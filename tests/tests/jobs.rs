@@ -122,6 +122,15 @@ async fn idempotency_keys_hold_while_live_and_archived() {
     .await;
     assert_eq!(ids.len(), 3);
     assert!(ids.windows(2).all(|w| w[0] < w[1]));
+    // Each id is its payload's job.
+    let order: Vec<i32> = spine_tests::column(
+        &db,
+        "SELECT (j.payload->>'i')::int FROM unnest($1::bigint[]) WITH ORDINALITY AS u(id, n) \
+           JOIN spine.jobs j ON j.id = u.id ORDER BY u.n",
+        &[&ids],
+    )
+    .await;
+    assert_eq!(order, [1, 2, 3]);
 }
 
 /// A failing job is retried after a backoff, goes dead after max_attempts with its
@@ -312,6 +321,48 @@ async fn concurrency_cap_holds_under_concurrent_fetchers() {
     .await
     .unwrap();
     assert_eq!(fetch(&db, &q, "w9", 5, "30 s").await.len(), 1);
+}
+
+/// One fetch over several queues honours each queue's cap on its own, and serves
+/// the queues' jobs together in priority order.
+#[tokio::test]
+async fn one_fetch_over_capped_and_uncapped_queues() {
+    let db = connect().await;
+    let capped = new_queue(&db, Some(2)).await;
+    let open = new_queue(&db, None).await;
+    for (q, priority) in [(&capped, "realtime"), (&open, "background")] {
+        db.execute(
+            "SELECT spine.enqueue_batch($1, array_agg(jsonb_build_object('i', i)), $2::text::spine.job_priority) \
+               FROM generate_series(1, 5) i",
+            &[q, &priority],
+        )
+        .await
+        .unwrap();
+    }
+    let queues = vec![capped.clone(), open.clone()];
+    let rows = db
+        .query(
+            "SELECT queue, priority::text FROM spine.fetch_jobs($1, 'w', 6)",
+            &[&queues],
+        )
+        .await
+        .unwrap();
+    let got: Vec<(String, String)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    let from = |q: &str| got.iter().filter(|(name, _)| name == q).count();
+    assert_eq!((from(&capped), from(&open)), (2, 4), "{got:?}");
+    assert!(
+        got[..2]
+            .iter()
+            .all(|(q, p)| q == &capped && p == "realtime"),
+        "realtime first: {got:?}"
+    );
+    // The capped queue is full: the next fetch serves only the other one.
+    let rows = db
+        .query("SELECT queue FROM spine.fetch_jobs($1, 'w', 6)", &[&queues])
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].get::<_, String>(0), open);
 }
 
 /// A schedule becomes a pg_cron job whose command enqueues into the queue, once
