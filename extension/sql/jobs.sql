@@ -221,6 +221,24 @@ BEGIN
     IF job_id IS NOT NULL THEN
         RETURN job_id;
     END IF;
+    -- Live: under REPEATABLE READ this also finds a job completed after the
+    -- snapshot (its row is gone only for later snapshots), which the insert below
+    -- would not take as a conflict.
+    SELECT j.id INTO job_id FROM spine.jobs j
+     WHERE j.queue = enqueue_keyed.queue
+       AND spine.job_owner_key(j.owner_id) = spine.job_owner_key(enqueue_keyed.owner)
+       AND j.idempotency_key = enqueue_keyed.idempotency_key;
+    IF job_id IS NOT NULL THEN
+        RETURN job_id;
+    END IF;
+    -- Enqueued and completed since this transaction's snapshot (REPEATABLE READ or
+    -- SERIALIZABLE only; src/jobs/keys.rs).
+    IF spine.key_archived_since_snapshot(enqueue_keyed.queue, enqueue_keyed.owner,
+                                         enqueue_keyed.idempotency_key) THEN
+        RAISE EXCEPTION 'a job with idempotency key "%" was enqueued and completed after this transaction began',
+            enqueue_keyed.idempotency_key
+            USING ERRCODE = 'serialization_failure', HINT = 'Retry the transaction.';
+    END IF;
     INSERT INTO spine.jobs (queue, owner_id, priority, payload, run_at, idempotency_key, max_attempts)
     VALUES (enqueue_keyed.queue, enqueue_keyed.owner, enqueue_keyed.priority, enqueue_keyed.payload,
             coalesce(enqueue_keyed.run_at, now()), enqueue_keyed.idempotency_key, enqueue_keyed.max_attempts)

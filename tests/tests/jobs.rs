@@ -569,6 +569,61 @@ async fn maintenance_purges_the_archive_of_dropped_queues_too() {
     assert_eq!(n, 1, "within its queue's retention (1 day)");
 }
 
+/// Under REPEATABLE READ a keyed enqueue reads with the transaction's snapshot.
+/// A key enqueued and completed after that snapshot fails the enqueue with 40001
+/// (retry), instead of enqueueing the key again; a key whose job was live in the
+/// snapshot and completed since returns that job.
+#[tokio::test]
+async fn keyed_enqueue_under_repeatable_read_enqueues_no_duplicate() {
+    let db = connect().await;
+    let q = new_queue(&db, None).await;
+    let mut rr = connect().await;
+    let keyed = "SELECT spine.enqueue($1, '{}', idempotency_key => $2)";
+    let complete = async |key: &str| -> i64 {
+        let id: i64 = one(&db, keyed, &[&q, &key]).await;
+        fetch(&db, &q, "w", 1, "30 s").await;
+        db.execute("SELECT spine.complete_jobs(ARRAY[$1::bigint])", &[&id])
+            .await
+            .unwrap();
+        id
+    };
+
+    let tx = rr
+        .build_transaction()
+        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+        .start()
+        .await
+        .unwrap();
+    tx.query_one("SELECT 1", &[]).await.unwrap(); // the snapshot
+    complete("k1").await;
+    let err = tx.query_one(keyed, &[&q, &"k1"]).await.unwrap_err();
+    assert_eq!(sqlstate(&err), Some("40001"), "{err:?}");
+    tx.rollback().await.unwrap();
+
+    let id: i64 = one(&db, keyed, &[&q, &"k2"]).await;
+    let tx = rr
+        .build_transaction()
+        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+        .start()
+        .await
+        .unwrap();
+    tx.query_one("SELECT 1", &[]).await.unwrap();
+    fetch(&db, &q, "w", 1, "30 s").await;
+    db.execute("SELECT spine.complete_jobs(ARRAY[$1::bigint])", &[&id])
+        .await
+        .unwrap();
+    let again: i64 = one(&tx, keyed, &[&q, &"k2"]).await;
+    assert_eq!(again, id);
+    tx.commit().await.unwrap();
+    let live: i64 = one(
+        &db,
+        "SELECT count(*) FROM spine.jobs WHERE queue = $1",
+        &[&q],
+    )
+    .await;
+    assert_eq!(live, 0, "no duplicate enqueued");
+}
+
 /// Enqueues `{}` into `queue` as the user of `claims`; the SQLSTATE when refused.
 async fn enqueue_as(
     db: &mut Client,

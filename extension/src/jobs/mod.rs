@@ -6,6 +6,7 @@
 pub mod backoff;
 pub mod cron;
 pub mod enqueue;
+mod keys;
 
 use crate::error::SpineError;
 use pgrx::datum::Interval;
