@@ -81,7 +81,7 @@ async fn reingest_is_idempotent_and_changes_are_events() {
     .await;
     assert_eq!(
         first,
-        json!({"received": 2, "created": 2, "updated": 0, "unchanged": 0, "rejected": 0, "errors": []})
+        json!({"received": 2, "created": 2, "updated": 0, "unchanged": 0, "rejected": 0, "errors": [], "conflicts": []})
     );
     let events_before: i64 = one(
         &db,
@@ -238,6 +238,59 @@ async fn new_versions_of_a_record_update_its_entity() {
     )
     .await;
     assert_eq!(version, 2, "one real update so far");
+}
+
+/// A record whose identity keys name two different entities goes to the first
+/// key's, and the result reports the key that stayed with the other.
+#[tokio::test]
+async fn keys_naming_two_entities_are_reported() {
+    let mut db = connect().await;
+    let alice = Uuid::new_v4();
+    let (first, both) = as_user(&mut db, alice, async |tx| {
+        tx.execute("SELECT spine.save_source('crm', $1)", &[&crm_mapping()])
+            .await
+            .unwrap();
+        let first = ingest(
+            tx,
+            "crm",
+            json!([
+                {"id": "e", "full_name": "By Email", "email": "sam@example.com"},
+                {"id": "p", "full_name": "By Phone", "phone": "030 1234567"}
+            ]),
+        )
+        .await;
+        let both = ingest(
+            tx,
+            "crm",
+            json!([{"id": "b", "full_name": "Sam", "email": "sam@example.com", "phone": "030 1234567"}]),
+        )
+        .await;
+        (first, both)
+    })
+    .await;
+    assert_eq!(first["conflicts"], json!([]));
+    assert_eq!(both["updated"], json!(1), "{both}");
+    let entity_of = |key: &'static str| {
+        let db = &db;
+        async move {
+            one::<Uuid>(
+                db,
+                "SELECT entity_id FROM spine.entity_keys WHERE owner_id = $1 AND key_value = $2",
+                &[&alice, &key],
+            )
+            .await
+            .to_string()
+        }
+    };
+    let (by_email, by_phone) = (
+        entity_of("sam@example.com").await,
+        entity_of("+49301234567").await,
+    );
+    assert_eq!(
+        both["conflicts"],
+        json!([{"external_id": "b", "entity": by_email,
+                "key": {"type": "phone", "value": "+49301234567"}, "belongs_to": by_phone}])
+    );
 }
 
 /// A record too large for its entity, or with an external id too long to index,
@@ -609,7 +662,7 @@ async fn one_batch_merges_its_own_duplicates() {
     .await;
     assert_eq!(
         out,
-        json!({"received": 4, "created": 2, "updated": 1, "unchanged": 1, "rejected": 0, "errors": []})
+        json!({"received": 4, "created": 2, "updated": 1, "unchanged": 1, "rejected": 0, "errors": [], "conflicts": []})
     );
     let people: Vec<Value> = column(&db, "SELECT data FROM spine.entities WHERE owner_id = $1 AND kind = 'person' ORDER BY data->>'name'", &[&alice]).await;
     assert_eq!(

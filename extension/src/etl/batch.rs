@@ -37,12 +37,16 @@ pub struct Counts {
     pub unchanged: i64,
     pub rejected: i64,
     pub errors: Vec<Value>,
+    /// Records whose identity keys named more than one entity: the record went to
+    /// one, and the keys of the others stayed where they were.
+    pub conflicts: Vec<Value>,
 }
 
 impl Counts {
     pub fn json(&self) -> Value {
         json!({"received": self.received, "created": self.created, "updated": self.updated,
-               "unchanged": self.unchanged, "rejected": self.rejected, "errors": self.errors})
+               "unchanged": self.unchanged, "rejected": self.rejected, "errors": self.errors,
+               "conflicts": self.conflicts})
     }
 }
 
@@ -308,6 +312,17 @@ pub fn process(
             }
         };
         let (id, this) = id;
+        // Keys of this record that belong to another entity stay there: say so.
+        for (key_type, key_value) in &m.keys {
+            if let Some(other) = key_owner.get(&(key_type.clone(), key_value.clone())) {
+                if *other != id {
+                    counts.conflicts.push(json!({
+                        "external_id": item.external_id, "entity": id.to_string(),
+                        "key": {"type": key_type, "value": key_value}, "belongs_to": other.to_string()
+                    }));
+                }
+            }
+        }
         // Later versions of this record in the batch follow it.
         earlier.insert(external_id.to_string(), id);
         if !order.contains(&id) {

@@ -159,6 +159,7 @@ fn data_received(owner: Uuid, source: &str, counts: &Counts, what: &str) -> Resu
     data["operation"] = json!(what);
     if let Some(m) = data.as_object_mut() {
         m.remove("errors");
+        m.remove("conflicts");
     }
     emit_event(NewEvent {
         event_type: "connector.DataReceived",
@@ -172,7 +173,8 @@ fn data_received(owner: Uuid, source: &str, counts: &Counts, what: &str) -> Resu
 }
 
 /// Lands, maps and upserts a batch of raw records of `source`; returns
-/// `{received, created, updated, unchanged, rejected, errors: [{external_id, reason}]}`.
+/// `{received, created, updated, unchanged, rejected, errors: [{external_id, reason}],
+/// conflicts: [{external_id, entity, key, belongs_to}]}`.
 #[pg_extern(security_definer, volatile)]
 #[search_path(pg_catalog, pg_temp)]
 fn ingest(
