@@ -764,6 +764,56 @@ async fn reprocess_uses_the_current_mapping_and_skips_superseded() {
     assert_eq!(people, 2);
 }
 
+/// One record landed twice under different external ids (the mapping's
+/// external_id changed between two ingests): reprocess with a third mapping brings
+/// both copies under one id — the newer is processed, the older superseded.
+#[tokio::test]
+async fn reprocess_folds_copies_landed_under_different_ids() {
+    let mut db = connect().await;
+    let alice = Uuid::new_v4();
+    let record = json!([{"id": "a", "code": "b", "uid": "u", "full_name": "X", "phone": "bad"}]);
+    let with_id = |path: &str, strict: bool| {
+        let mut m = crm_mapping();
+        m["external_id"] = json!(path);
+        if !strict {
+            m["fields"]["phone"] = json!({"path": "phone"});
+        }
+        m
+    };
+    let out = as_user(&mut db, alice, async |tx| {
+        for path in ["id", "code"] {
+            tx.execute(
+                "SELECT spine.save_source('crm', $1)",
+                &[&with_id(path, true)],
+            )
+            .await
+            .unwrap();
+            let landed = ingest(tx, "crm", record.clone()).await;
+            assert_eq!(landed["rejected"], json!(1), "{landed}");
+        }
+        tx.execute(
+            "SELECT spine.save_source('crm', $1)",
+            &[&with_id("uid", false)],
+        )
+        .await
+        .unwrap();
+        one::<Value>(tx, "SELECT spine.reprocess('crm')", &[]).await
+    })
+    .await;
+    assert_eq!(
+        (out["received"].clone(), out["created"].clone()),
+        (json!(1), json!(1)),
+        "{out}"
+    );
+    let statuses: Vec<String> = column(
+        &db,
+        "SELECT status || ' ' || external_id FROM spine.raw_records WHERE owner_id = $1 ORDER BY id",
+        &[&alice],
+    )
+    .await;
+    assert_eq!(statuses, ["superseded a", "processed u"]);
+}
+
 /// Two sessions ingest the same new batch at once (READ COMMITTED, as PostgREST
 /// runs): the owner lock serialises them, so the second sees the first's records
 /// and keys — one entity per person, each record landed once, and the second call

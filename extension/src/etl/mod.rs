@@ -456,11 +456,22 @@ fn reprocess(
         &renamed.iter().map(|r| r.hash.clone()).collect::<Vec<_>>(),
     )?;
     let replaced = replaced_later(owner, name, &renamed)?;
+    // Copies of one record landed under different ids (the mapping's external_id
+    // changed more than once) come together under the new one: the newest stays.
+    let mut newest: HashMap<RecordKey, i64> = HashMap::new();
+    for r in &renamed {
+        let id = newest
+            .entry((r.external_id.clone(), r.hash.clone()))
+            .or_insert(r.raw_id);
+        *id = (*id).max(r.raw_id);
+    }
     let (duplicates, rejected): (Vec<Rejected>, Vec<Rejected>) =
         rejected.into_iter().partition(|r| {
+            let key = (r.external_id.clone(), r.hash.clone());
             r.external_id != r.landed_as
                 && (replaced.contains(&r.raw_id)
-                    || landed_already.contains(&(r.external_id.clone(), r.hash.clone())))
+                    || landed_already.contains(&key)
+                    || newest.get(&key) != Some(&r.raw_id))
         });
     if !duplicates.is_empty() {
         run_prepared(
