@@ -164,8 +164,9 @@ async fn sigterm_finishes_in_flight_jobs() {
 }
 
 /// SIGTERM while a job runs longer than the drain time: the worker releases the
-/// job (back to queued, the attempt not counted) and exits within the drain time,
-/// its handler stopped — a second worker then runs the job, once.
+/// job (back to queued, the attempt not counted) and exits soon after the drain
+/// time; a second worker then runs the job, once. (That the handler is stopped
+/// before the release is not visible from here: the process exits either way.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_releases_jobs_that_outlast_the_drain() {
     let db = db().await;

@@ -81,8 +81,9 @@ struct InFlight {
     /// Finished jobs whose outcome the database does not have yet: a session that
     /// fails while recording leaves them here for the next one.
     unrecorded: Vec<Outcome>,
-    /// The handler task of each running job, to stop the ones released at shutdown.
-    tasks: HashMap<i64, tokio::task::AbortHandle>,
+    /// Each running job's handler task, and the task that reports its outcome: to
+    /// stop the ones released at shutdown, and to wait until they have.
+    tasks: HashMap<i64, (tokio::task::AbortHandle, tokio::task::JoinHandle<()>)>,
     done_tx: mpsc::UnboundedSender<Outcome>,
     done_rx: mpsc::UnboundedReceiver<Outcome>,
 }
@@ -194,8 +195,8 @@ async fn session(
                 let done = state.done_tx.clone();
                 let id = job.id;
                 let task = tokio::spawn(handler.handle(job));
-                state.tasks.insert(id, task.abort_handle());
-                tokio::spawn(async move {
+                let handler_task = task.abort_handle();
+                let reporter = tokio::spawn(async move {
                     // A panicking handler fails its job instead of losing it; an
                     // aborted one (released at shutdown) reports nothing.
                     let result = match task.await {
@@ -206,6 +207,7 @@ async fn session(
                     drop(permit);
                     let _ = done.send((id, result));
                 });
+                state.tasks.insert(id, (handler_task, reporter));
             }
         }
         if fetched == 0 || state.slots.available_permits() == 0 {
@@ -385,6 +387,15 @@ async fn drain(
         state.unrecorded.push(outcome);
     }
     record(db, statements, &config.worker_id, metrics, state).await?;
+    // Jobs without a handler any more (stopped by an earlier drain whose release
+    // failed) will report nothing: released now, not waited for.
+    let orphans: Vec<i64> = state
+        .running
+        .iter()
+        .filter(|id| !state.tasks.contains_key(id))
+        .copied()
+        .collect();
+    release(db, config, metrics, state, orphans).await?;
     while !state.running.is_empty() && Instant::now() < deadline {
         // Keep the leases of jobs still running, however often others finish.
         if last_heartbeat.elapsed() >= heartbeat_every {
@@ -408,21 +419,50 @@ async fn drain(
     }
     if !state.running.is_empty() {
         let ids: Vec<i64> = state.running.iter().copied().collect();
-        tracing::warn!(jobs = ?ids, "drain time over: releasing unfinished jobs");
+        tracing::warn!(jobs = ?ids, "drain time over: stopping and releasing unfinished jobs");
         // Stopped first: a released job may be leased by another worker at once,
-        // and must not run here at the same time.
+        // and must not run here at the same time. A handler that finished just
+        // now still reports: its outcome is recorded, not released.
+        let mut reporters = Vec::new();
         for id in &ids {
-            if let Some(task) = state.tasks.remove(id) {
-                task.abort();
+            if let Some((handler, reporter)) = state.tasks.remove(id) {
+                handler.abort();
+                reporters.push(reporter);
             }
         }
-        // Only jobs this worker still holds: one whose lease passed belongs to another.
-        db.execute(
-            "SELECT spine.release_jobs($1, $2)",
-            &[&ids, &config.worker_id],
-        )
-        .await?;
-        forget(state, metrics, &ids);
+        for reporter in reporters {
+            let _ = tokio::time::timeout(STOP_WAIT, reporter).await;
+        }
+        while let Ok(outcome) = state.done_rx.try_recv() {
+            state.unrecorded.push(outcome);
+        }
+        record(db, statements, &config.worker_id, metrics, state).await?;
+        let unfinished: Vec<i64> = state.running.iter().copied().collect();
+        release(db, config, metrics, state, unfinished).await?;
     }
+    Ok(())
+}
+
+/// How long a stopped handler's reporter may take to finish.
+const STOP_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Hands `ids` back to the queue without counting the attempt. Only jobs this
+/// worker still holds: one whose lease passed belongs to another.
+async fn release(
+    db: &tokio_postgres::Client,
+    config: &JobsConfig,
+    metrics: &JobMetrics,
+    state: &mut InFlight,
+    ids: Vec<i64>,
+) -> anyhow::Result<()> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    db.execute(
+        "SELECT spine.release_jobs($1, $2)",
+        &[&ids, &config.worker_id],
+    )
+    .await?;
+    forget(state, metrics, &ids);
     Ok(())
 }
