@@ -131,6 +131,18 @@ CREATE INDEX jobs_archive_idempotency_idx
     ON spine.jobs_archive (queue, coalesce(owner_id, '00000000-0000-0000-0000-000000000000'), idempotency_key)
     WHERE idempotency_key IS NOT NULL;
 CREATE INDEX jobs_archive_owner_idx ON spine.jobs_archive (owner_id) WHERE owner_id IS NOT NULL;
+-- A queue's finished jobs go with it (maintenance purges by the queue's retention,
+-- which a dropped queue no longer has).
+CREATE FUNCTION spine.queue_dropped() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    DELETE FROM spine.jobs_archive a WHERE a.queue = OLD.name;
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER queue_dropped AFTER DELETE ON spine.queues
+    FOR EACH ROW EXECUTE FUNCTION spine.queue_dropped();
+
 COMMENT ON TABLE spine.jobs_archive IS
     'Finished jobs (completed, cancelled), kept for their queue''s retention; their idempotency keys stay taken meanwhile.';
 
@@ -584,23 +596,16 @@ CREATE FUNCTION spine.jobs_maintenance() RETURNS jsonb
 DECLARE
     reclaimed bigint;
     purged bigint;
-    n bigint;
 BEGIN
     reclaimed := spine.reclaim_expired_leases(NULL);
     DELETE FROM spine.jobs_archive a USING spine.queues q
      WHERE q.name = a.queue AND a.finished_at < now() - q.retention;
     GET DIAGNOSTICS purged = ROW_COUNT;
-    -- A dropped queue's finished jobs: the default retention.
-    DELETE FROM spine.jobs_archive a
-     WHERE a.finished_at < now() - interval '1 day'
-       AND NOT EXISTS (SELECT 1 FROM spine.queues q WHERE q.name = a.queue);
-    GET DIAGNOSTICS n = ROW_COUNT;
-    purged := purged + n;
     RETURN jsonb_build_object('leases_reclaimed', reclaimed, 'archive_purged', purged);
 END
 $$;
 COMMENT ON FUNCTION spine.jobs_maintenance() IS
-    'Returns expired leases to their queues and deletes archived jobs past retention (a dropped queue''s after 1 day); run by pg_cron.';
+    'Returns expired leases to their queues and deletes archived jobs past retention; run by pg_cron.';
 
 CREATE FUNCTION spine.schedule(
     schedule_name text,
