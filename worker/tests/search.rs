@@ -380,6 +380,20 @@ async fn an_index_without_its_settings_is_repaired() {
         .wait(&[task["taskUid"].as_u64().expect("a task uid")])
         .await
         .unwrap();
+    // An operator made `title` filterable: that stays.
+    let patched = http
+        .patch(format!("{}/indexes/{uid}/settings", meili.url()))
+        .header("Authorization", &auth)
+        .header("Content-Type", "application/json")
+        .body(json!({"filterableAttributes": ["title"]}).to_string())
+        .send()
+        .await
+        .unwrap();
+    let task: Value = serde_json::from_slice(&patched.bytes().await.unwrap()).unwrap();
+    client
+        .wait(&[task["taskUid"].as_u64().expect("a task uid")])
+        .await
+        .unwrap();
     client.ensure_index(&uid).await.unwrap();
     let settings = http
         .get(format!(
@@ -393,5 +407,5 @@ async fn an_index_without_its_settings_is_repaired() {
     let mut filterable: Vec<String> =
         serde_json::from_slice(&settings.bytes().await.unwrap()).unwrap();
     filterable.sort();
-    assert_eq!(filterable, ["kind", "owner_id"]);
+    assert_eq!(filterable, ["kind", "owner_id", "title"]);
 }

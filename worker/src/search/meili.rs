@@ -217,6 +217,7 @@ impl Meili {
     /// cannot search.
     pub async fn ensure_index(&self, uid: &str) -> anyhow::Result<()> {
         let mut tasks = Vec::new();
+        let mut filterable = vec![json!("owner_id"), json!("kind")];
         if !self.index_exists(uid).await? {
             tasks.push(
                 self.task(
@@ -229,7 +230,7 @@ impl Meili {
         } else if self.is_configured(uid) {
             return Ok(());
         } else {
-            let (status, filterable) = self
+            let (status, present) = self
                 .send(
                     reqwest::Method::GET,
                     &format!("/indexes/{uid}/settings/filterable-attributes"),
@@ -237,27 +238,30 @@ impl Meili {
                 )
                 .await?;
             if status != 200 {
-                bail!("meilisearch GET /indexes/{uid}/settings/filterable-attributes: HTTP {status}: {filterable}");
+                bail!("meilisearch GET /indexes/{uid}/settings/filterable-attributes: HTTP {status}: {present}");
             }
-            let has = |a: &str| {
-                filterable
-                    .as_array()
-                    .is_some_and(|l| l.iter().any(|v| v == a))
-            };
-            if has("owner_id") && has("kind") {
+            let present: Vec<Value> = present.as_array().cloned().unwrap_or_default();
+            let missing: Vec<Value> = filterable
+                .into_iter()
+                .filter(|a| !present.iter().any(|p| names_attribute(p, a)))
+                .collect();
+            if missing.is_empty() {
                 self.mark_configured(uid);
                 return Ok(());
             }
             tracing::warn!(
                 index = uid,
-                "index without its filterable attributes: setting them"
+                ?missing,
+                "index without its filterable attributes: adding them"
             );
+            // Added to what is there: attributes an operator made filterable stay.
+            filterable = present.into_iter().chain(missing).collect();
         }
         tasks.push(
             self.task(
                 reqwest::Method::PATCH,
                 &format!("/indexes/{uid}/settings"),
-                &json!({"filterableAttributes": ["owner_id", "kind"]}),
+                &json!({ "filterableAttributes": filterable }),
             )
             .await?,
         );
@@ -403,9 +407,33 @@ impl Meili {
     }
 }
 
+/// Whether an entry of an index's filterable attributes covers `name`: a plain
+/// name, or (newer Meilisearch) an object whose `attributePatterns` lists it.
+fn names_attribute(entry: &Value, name: &Value) -> bool {
+    entry == name
+        || entry["attributePatterns"]
+            .as_array()
+            .is_some_and(|p| p.contains(name))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn filterable_entries_in_both_forms() {
+        let owner = json!("owner_id");
+        assert!(names_attribute(&json!("owner_id"), &owner));
+        assert!(names_attribute(
+            &json!({"attributePatterns": ["kind", "owner_id"], "features": {}}),
+            &owner
+        ));
+        assert!(!names_attribute(&json!("kind"), &owner));
+        assert!(!names_attribute(
+            &json!({"attributePatterns": ["kind"]}),
+            &owner
+        ));
+    }
 
     /// Requests stay under the byte limit; order is kept; an oversized document
     /// travels alone rather than being dropped.
