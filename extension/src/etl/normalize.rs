@@ -212,6 +212,13 @@ pub fn phone(raw: &str, region: &str) -> Result<String, String> {
         } else {
             &digits[..]
         };
+        // North American numbers: ten digits, area code starting 2–9 (so "001 …",
+        // which is no exit prefix there, is refused rather than read as +1 0 0 …).
+        if code == "1"
+            && !(national.len() == 10 && national.starts_with(|c: char| ('2'..='9').contains(&c)))
+        {
+            return bad("North American numbers have ten digits, the area code starting 2-9");
+        }
         format!("{code}{national}")
     };
     if international.starts_with('0') {
@@ -404,6 +411,9 @@ mod tests {
             ("30+1234567", "DE", None),
             ("+49 (0)30 1234567", "DE", Some("+49301234567")),
             ("011 49 30 1234567", "US", Some("+49301234567")),
+            ("001 415 555 2671", "US", None),
+            ("555 2671", "US", None),
+            ("(015) 555-2671", "US", None),
         ] {
             assert_eq!(phone(raw, region).ok().as_deref(), want, "{raw:?} {region}");
         }
