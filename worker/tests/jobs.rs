@@ -3,23 +3,12 @@
 
 mod common;
 
-use common::{db, new_queue, wait_until, Hook, Worker};
+use common::{db, job_runner, new_queue, wait_until, Hook, Worker};
 use std::time::Duration;
 
 /// Starts a worker that only runs jobs of `queue` with the `http` handler.
 fn runner(queue: &str, extra: &[(&str, &str)]) -> Worker {
-    let spec = format!("{queue}=http");
-    let mut env = vec![
-        ("SPINE_JOB_QUEUES", spec.as_str()),
-        ("SPINE_JOB_POLL_MS", "100"),
-    ];
-    env.extend_from_slice(extra);
-    // The relay is not under test here: give it a NATS address nobody answers.
-    Worker::start(
-        &format!("t_{}", uuid::Uuid::new_v4().simple()),
-        "nats://127.0.0.1:1",
-        &env,
-    )
+    job_runner(&format!("{queue}=http"), extra)
 }
 
 /// Enqueues an `http` job for `queue` posting `body` (or the whole payload) to `url`.

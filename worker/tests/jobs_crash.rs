@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{db, new_queue, wait_until, Hook, Worker};
+use common::{archived_attempts, db, job_runner, new_queue, wait_until, Hook};
 use std::time::Duration;
 
 /// Postgres restarts while a job's handler is running: the runner reconnects,
@@ -16,36 +16,14 @@ async fn job_in_flight_survives_a_postgres_restart() {
     let hook = Hook::start(|_| (200, Duration::from_secs(3))).await;
     let payload = serde_json::json!({ "url": hook.url });
     let id: i64 = spine_tests::one(&admin, "SELECT spine.enqueue($1, $2)", &[&q, &payload]).await;
-    let spec = format!("{q}=http");
-    let _worker = Worker::start(
-        &format!("t_{}", uuid::Uuid::new_v4().simple()),
-        "nats://127.0.0.1:1",
-        &[
-            ("SPINE_JOB_QUEUES", spec.as_str()),
-            ("SPINE_JOB_POLL_MS", "100"),
-            ("SPINE_JOB_LEASE_SECS", "30"),
-        ],
-    );
+    let _worker = job_runner(&format!("{q}=http"), &[("SPINE_JOB_LEASE_SECS", "30")]);
     wait_until("delivery under way", Duration::from_secs(20), || async {
         hook.count() >= 1
     })
     .await;
     common::restart_postgres();
     let db = db().await;
-    wait_until("job completed", Duration::from_secs(30), || async {
-        db.query_opt("SELECT 1 FROM spine.jobs_archive WHERE id = $1", &[&id])
-            .await
-            .ok()
-            .flatten()
-            .is_some()
-    })
-    .await;
-    let attempts: i32 = spine_tests::one(
-        &db,
-        "SELECT attempts FROM spine.jobs_archive WHERE id = $1",
-        &[&id],
-    )
-    .await;
+    let attempts = archived_attempts(&db, id, Duration::from_secs(30)).await;
     assert_eq!(attempts, 1, "completed by the first (and only) run");
     assert_eq!(hook.count(), 1, "the endpoint was called once");
 }

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{db, new_queue, wait_until, Hook, Worker};
+use common::{archived_attempts, db, job_runner, new_queue, wait_until, Hook};
 use std::time::Duration;
 
 /// A job's handler finishes while Postgres is stopped, so recording its success
@@ -19,12 +19,9 @@ async fn outcome_that_arrives_while_postgres_is_down_is_recorded_once() {
     let payload = serde_json::json!({ "url": hook.url });
     let id: i64 = spine_tests::one(&admin, "SELECT spine.enqueue($1, $2)", &[&q, &payload]).await;
     drop(admin);
-    let spec = format!("{q}=http");
-    let _worker = Worker::start(
-        &format!("t_{}", uuid::Uuid::new_v4().simple()),
-        "nats://127.0.0.1:1",
+    let _worker = job_runner(
+        &format!("{q}=http"),
         &[
-            ("SPINE_JOB_QUEUES", spec.as_str()),
             // Long waits between polls and heartbeats: the runner's first call
             // after the outage is the one that records the outcome.
             ("SPINE_JOB_POLL_MS", "10000"),
@@ -41,20 +38,7 @@ async fn outcome_that_arrives_while_postgres_is_down_is_recorded_once() {
     common::start_postgres();
     let db = db().await;
     // Well within the lease: a lost outcome would be retried only after it.
-    wait_until("job completed", Duration::from_secs(20), || async {
-        db.query_opt("SELECT 1 FROM spine.jobs_archive WHERE id = $1", &[&id])
-            .await
-            .ok()
-            .flatten()
-            .is_some()
-    })
-    .await;
-    let attempts: i32 = spine_tests::one(
-        &db,
-        "SELECT attempts FROM spine.jobs_archive WHERE id = $1",
-        &[&id],
-    )
-    .await;
+    let attempts = archived_attempts(&db, id, Duration::from_secs(20)).await;
     assert_eq!(attempts, 1, "completed by the first (and only) run");
     assert_eq!(hook.count(), 1, "the endpoint was called once");
 }

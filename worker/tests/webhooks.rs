@@ -5,23 +5,12 @@
 
 mod common;
 
-use common::{db, wait_until, Hook, Worker};
+use common::{db, job_runner, wait_until, Hook, Worker};
 use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
 use sha2::Sha256;
 use std::time::Duration;
 use uuid::Uuid;
-
-/// A worker that runs only `queues` (the relay points at a NATS nobody answers).
-fn runner(queues: &str, extra: &[(&str, &str)]) -> Worker {
-    let mut env = vec![("SPINE_JOB_QUEUES", queues), ("SPINE_JOB_POLL_MS", "100")];
-    env.extend_from_slice(extra);
-    Worker::start(
-        &format!("t_{}", Uuid::new_v4().simple()),
-        "nats://127.0.0.1:1",
-        &env,
-    )
-}
 
 /// A table of its own with a webhook on INSERT and UPDATE; (table, webhook).
 async fn table_with_webhook(db: &tokio_postgres::Client, target: Value) -> (String, String) {
@@ -67,7 +56,7 @@ async fn fire(db: &tokio_postgres::Client, table: &str, hook: &str, item: &str, 
 
 /// Starts a worker for the webhook queues and waits until job `id` completed.
 async fn deliver(db: &tokio_postgres::Client, id: i64) -> Worker {
-    let worker = runner("webhook.*", &[]);
+    let worker = job_runner("webhook.*", &[]);
     wait_until("delivered", Duration::from_secs(30), || async {
         completed(db, id).await
     })
@@ -166,7 +155,7 @@ async fn webhook_delivery_survives_worker_kill_9() {
     .await;
     let (table, hook) = table_with_webhook(&db, json!({"url": receiver.url})).await;
     let id = fire(&db, &table, &hook, "ink", 1).await;
-    let mut first = runner("webhook.*", &[("SPINE_JOB_LEASE_SECS", "1")]);
+    let mut first = job_runner("webhook.*", &[("SPINE_JOB_LEASE_SECS", "1")]);
     wait_until(
         "first delivery under way",
         Duration::from_secs(20),
@@ -174,7 +163,7 @@ async fn webhook_delivery_survives_worker_kill_9() {
     )
     .await;
     first.kill9();
-    let _second = runner("webhook.*", &[("SPINE_JOB_LEASE_SECS", "1")]);
+    let _second = job_runner("webhook.*", &[("SPINE_JOB_LEASE_SECS", "1")]);
     wait_until(
         "delivered by the second worker",
         Duration::from_secs(30),
@@ -215,7 +204,7 @@ async fn webhook_concurrency_cap_holds() {
         .unwrap();
     }
     let queue = format!("webhook.{hook}");
-    let _worker = runner("webhook.*", &[("SPINE_JOB_CONCURRENCY", "16")]);
+    let _worker = job_runner("webhook.*", &[("SPINE_JOB_CONCURRENCY", "16")]);
     let mut most = 0i64;
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while receiver.count() < 4 || most == 0 {
@@ -318,7 +307,7 @@ async fn rule_calls_a_channel_plugin() {
         .await
     })
     .await;
-    let _worker = runner("function", &[]);
+    let _worker = job_runner("function", &[]);
     wait_until(
         "the gateway got the text",
         Duration::from_secs(30),

@@ -502,6 +502,37 @@ impl Drop for Hook {
     }
 }
 
+/// A worker that runs only the job queues `queues` (a `SPINE_JOB_QUEUES` list),
+/// polling every 100 ms; `extra` settings come last, so they override these. The
+/// relay is not under test: it points at a NATS address nobody answers.
+pub fn job_runner(queues: &str, extra: &[(&str, &str)]) -> Worker {
+    let mut env = vec![("SPINE_JOB_QUEUES", queues), ("SPINE_JOB_POLL_MS", "100")];
+    env.extend_from_slice(extra);
+    Worker::start(
+        &format!("t_{}", uuid::Uuid::new_v4().simple()),
+        "nats://127.0.0.1:1",
+        &env,
+    )
+}
+
+/// Waits (up to `within`) until job `id` is in the archive; its attempts.
+pub async fn archived_attempts(db: &tokio_postgres::Client, id: i64, within: Duration) -> i32 {
+    wait_until("job archived", within, || async {
+        db.query_opt("SELECT 1 FROM spine.jobs_archive WHERE id = $1", &[&id])
+            .await
+            .ok()
+            .flatten()
+            .is_some()
+    })
+    .await;
+    spine_tests::one(
+        db,
+        "SELECT attempts FROM spine.jobs_archive WHERE id = $1",
+        &[&id],
+    )
+    .await
+}
+
 /// A queue of its own for one test.
 pub async fn new_queue(db: &tokio_postgres::Client) -> String {
     let name = format!("q{}", uuid::Uuid::new_v4().simple());
