@@ -19,6 +19,13 @@ fn crm_mapping() -> Value {
     })
 }
 
+/// Saves `mapping` as the source `crm`.
+async fn save_crm(tx: &Transaction<'_>, mapping: &Value) {
+    tx.execute("SELECT spine.save_source('crm', $1)", &[mapping])
+        .await
+        .unwrap();
+}
+
 async fn ingest(tx: &Transaction<'_>, source: &str, records: Value) -> Value {
     one(tx, "SELECT spine.ingest($1, $2)", &[&source, &records]).await
 }
@@ -73,9 +80,7 @@ async fn reingest_is_idempotent_and_changes_are_events() {
         {"id": "c2", "full_name": "Charles Babbage", "email": "cb@example.com"}
     ]);
     let first = as_user(&mut db, alice, async |tx| {
-        tx.execute("SELECT spine.save_source('crm', $1)", &[&crm_mapping()])
-            .await
-            .unwrap();
+        save_crm(tx, &crm_mapping()).await;
         ingest(tx, "crm", records.clone()).await
     })
     .await;
@@ -153,9 +158,7 @@ async fn new_versions_of_a_record_update_its_entity() {
     let alice = Uuid::new_v4();
     let counts = |v: &Value| (v["created"].clone(), v["updated"].clone());
     let (first, second, third) = as_user(&mut db, alice, async |tx| {
-        tx.execute("SELECT spine.save_source('crm', $1)", &[&crm_mapping()])
-            .await
-            .unwrap();
+        save_crm(tx, &crm_mapping()).await;
         let first = ingest(
             tx,
             "crm",
@@ -247,9 +250,7 @@ async fn keys_naming_two_entities_are_reported() {
     let mut db = connect().await;
     let alice = Uuid::new_v4();
     let (first, both) = as_user(&mut db, alice, async |tx| {
-        tx.execute("SELECT spine.save_source('crm', $1)", &[&crm_mapping()])
-            .await
-            .unwrap();
+        save_crm(tx, &crm_mapping()).await;
         let first = ingest(
             tx,
             "crm",
@@ -301,9 +302,7 @@ async fn an_oversized_record_is_rejected_alone() {
     let mut db = connect().await;
     let alice = Uuid::new_v4();
     let out = as_user(&mut db, alice, async |tx| {
-        tx.execute("SELECT spine.save_source('crm', $1)", &[&crm_mapping()])
-            .await
-            .unwrap();
+        save_crm(tx, &crm_mapping()).await;
         ingest(
             tx,
             "crm",
@@ -360,7 +359,7 @@ async fn identity_merges_across_sources() {
         "identity": ["phone", "email"]
     });
     let (a, b) = as_user(&mut db, alice, async |tx| {
-        tx.execute("SELECT spine.save_source('crm', $1)", &[&crm_mapping()]).await.unwrap();
+        save_crm(tx, &crm_mapping()).await;
         tx.execute("SELECT spine.save_source('phonebook', $1)", &[&phonebook]).await.unwrap();
         let a = ingest(tx, "crm", json!([{"id": 1, "full_name": "Ada", "email": "ada@example.com"}])).await;
         let b = ingest(tx, "phonebook", json!([{"contact_id": 77, "mail": "Ada@Example.com ", "number": "030 1234567", "nick": "A"}])).await;
@@ -406,9 +405,7 @@ async fn bad_records_are_rejected_kept_and_reprocessed() {
     let mut db = connect().await;
     let alice = Uuid::new_v4();
     let out = as_user(&mut db, alice, async |tx| {
-        tx.execute("SELECT spine.save_source('crm', $1)", &[&crm_mapping()])
-            .await
-            .unwrap();
+        save_crm(tx, &crm_mapping()).await;
         ingest(
             tx,
             "crm",
@@ -460,9 +457,7 @@ async fn bad_records_are_rejected_kept_and_reprocessed() {
         "name": {"path": "full_name"}, "email": {"path": "email", "normalize": ["trim"]},
         "phone": {"path": "phone"}}});
     let again = as_user(&mut db, alice, async |tx| {
-        tx.execute("SELECT spine.save_source('crm', $1)", &[&loose])
-            .await
-            .unwrap();
+        save_crm(tx, &loose).await;
         one::<Value>(tx, "SELECT spine.reprocess('crm')", &[]).await
     })
     .await;
@@ -646,7 +641,7 @@ async fn one_batch_merges_its_own_duplicates() {
     let mut db = connect().await;
     let alice = Uuid::new_v4();
     let out = as_user(&mut db, alice, async |tx| {
-        tx.execute("SELECT spine.save_source('crm', $1)", &[&crm_mapping()]).await.unwrap();
+        save_crm(tx, &crm_mapping()).await;
         ingest(
             tx,
             "crm",
@@ -697,9 +692,7 @@ async fn reprocess_uses_the_current_mapping_and_skips_superseded() {
     let mut db = connect().await;
     let alice = Uuid::new_v4();
     let (first, second) = as_user(&mut db, alice, async |tx| {
-        tx.execute("SELECT spine.save_source('crm', $1)", &[&crm_mapping()])
-            .await
-            .unwrap();
+        save_crm(tx, &crm_mapping()).await;
         let first = ingest(
             tx,
             "crm",
@@ -721,9 +714,7 @@ async fn reprocess_uses_the_current_mapping_and_skips_superseded() {
     relaxed["external_id"] = json!("ref");
     relaxed["fields"]["phone"] = json!({"path": "phone"});
     let again = as_user(&mut db, alice, async |tx| {
-        tx.execute("SELECT spine.save_source('crm', $1)", &[&relaxed])
-            .await
-            .unwrap();
+        save_crm(tx, &relaxed).await;
         one::<Value>(tx, "SELECT spine.reprocess('crm')", &[]).await
     })
     .await;
@@ -782,21 +773,11 @@ async fn reprocess_folds_copies_landed_under_different_ids() {
     };
     let out = as_user(&mut db, alice, async |tx| {
         for path in ["id", "code"] {
-            tx.execute(
-                "SELECT spine.save_source('crm', $1)",
-                &[&with_id(path, true)],
-            )
-            .await
-            .unwrap();
+            save_crm(tx, &with_id(path, true)).await;
             let landed = ingest(tx, "crm", record.clone()).await;
             assert_eq!(landed["rejected"], json!(1), "{landed}");
         }
-        tx.execute(
-            "SELECT spine.save_source('crm', $1)",
-            &[&with_id("uid", false)],
-        )
-        .await
-        .unwrap();
+        save_crm(tx, &with_id("uid", false)).await;
         one::<Value>(tx, "SELECT spine.reprocess('crm')", &[]).await
     })
     .await;

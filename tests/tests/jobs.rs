@@ -41,6 +41,20 @@ async fn fetch(db: &Client, queue: &str, worker: &str, n: i32, lease: &str) -> V
     .collect()
 }
 
+/// Leases the one ready job of `queue` and completes it; its id.
+async fn lease_and_complete(db: &Client, queue: &str) -> i64 {
+    let leased = fetch(db, queue, "w", 1, "30 s").await;
+    assert_eq!(leased.len(), 1, "one job to lease in {queue}");
+    let done: i64 = one(
+        db,
+        "SELECT spine.complete_jobs(ARRAY[$1::bigint])",
+        &[&leased[0].0],
+    )
+    .await;
+    assert_eq!(done, 1);
+    leased[0].0
+}
+
 /// realtime before interactive before background, then run_at, then id; a job
 /// whose run_at is in the future is not served until then.
 #[tokio::test]
@@ -531,15 +545,7 @@ async fn dropping_a_queue_deletes_its_archive() {
         db.execute("SELECT spine.enqueue($1, '{}')", &[queue])
             .await
             .unwrap();
-        let ids: Vec<i64> = spine_tests::column(
-            &db,
-            "SELECT id FROM spine.fetch_jobs(ARRAY[$1], 'w', 1)",
-            &[queue],
-        )
-        .await;
-        db.execute("SELECT spine.complete_jobs($1)", &[&ids])
-            .await
-            .unwrap();
+        lease_and_complete(&db, queue).await;
     }
     let archived = "SELECT count(*) FROM spine.jobs_archive WHERE queue = $1";
     let n: i64 = one(&db, archived, &[&q]).await;
@@ -563,39 +569,28 @@ async fn keyed_enqueue_under_repeatable_read_enqueues_no_duplicate() {
     let q = new_queue(&db, None).await;
     let mut rr = connect().await;
     let keyed = "SELECT spine.enqueue($1, '{}', idempotency_key => $2)";
-    let complete = async |key: &str| -> i64 {
-        let id: i64 = one(&db, keyed, &[&q, &key]).await;
-        fetch(&db, &q, "w", 1, "30 s").await;
-        db.execute("SELECT spine.complete_jobs(ARRAY[$1::bigint])", &[&id])
+    // A REPEATABLE READ transaction whose snapshot is taken.
+    async fn snapshot_taken(db: &mut Client) -> tokio_postgres::Transaction<'_> {
+        let tx = db
+            .build_transaction()
+            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+            .start()
             .await
             .unwrap();
-        id
-    };
+        tx.query_one("SELECT 1", &[]).await.unwrap();
+        tx
+    }
 
-    let tx = rr
-        .build_transaction()
-        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
-        .start()
-        .await
-        .unwrap();
-    tx.query_one("SELECT 1", &[]).await.unwrap(); // the snapshot
-    complete("k1").await;
+    let tx = snapshot_taken(&mut rr).await;
+    let _: i64 = one(&db, keyed, &[&q, &"k1"]).await;
+    lease_and_complete(&db, &q).await;
     let err = tx.query_one(keyed, &[&q, &"k1"]).await.unwrap_err();
     assert_eq!(sqlstate(&err), Some("40001"), "{err:?}");
     tx.rollback().await.unwrap();
 
     let id: i64 = one(&db, keyed, &[&q, &"k2"]).await;
-    let tx = rr
-        .build_transaction()
-        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
-        .start()
-        .await
-        .unwrap();
-    tx.query_one("SELECT 1", &[]).await.unwrap();
-    fetch(&db, &q, "w", 1, "30 s").await;
-    db.execute("SELECT spine.complete_jobs(ARRAY[$1::bigint])", &[&id])
-        .await
-        .unwrap();
+    let tx = snapshot_taken(&mut rr).await;
+    assert_eq!(lease_and_complete(&db, &q).await, id);
     let again: i64 = one(&tx, keyed, &[&q, &"k2"]).await;
     assert_eq!(again, id);
     tx.commit().await.unwrap();
