@@ -344,14 +344,11 @@ pub fn process(
         // A field the batch changed and changed back is no change.
         w.changed.retain(|_, c| c["from"] != c["to"]);
         let w = &*w;
-        // Only what is written is checked: untouched entities were checked when
-        // they were written.
+        // Sizes were checked record by record in step 4 ([`fits`]).
         if w.created {
-            entities::check_size(&w.data)?;
             new_ids.push(*id);
             new_data.push(JsonB(Value::Object(w.data.clone())));
         } else if !w.changed.is_empty() {
-            entities::check_size(&w.data)?;
             upd_ids.push(*id);
             upd_data.push(JsonB(Value::Object(w.data.clone())));
         }
