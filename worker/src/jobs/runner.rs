@@ -37,7 +37,7 @@ pub async fn run(
         done_rx,
     }));
     let (url, config, registry, metrics) = (&database_url, &config, &registry, &metrics);
-    crate::supervise::restart_with_backoff("job runner", shutdown.clone(), |mut stop| {
+    crate::supervise::restart_with_backoff("job runner", shutdown, |mut stop| {
         let state = state.clone();
         async move {
             let mut state = state.lock().await;
@@ -88,10 +88,20 @@ struct InFlight {
     done_rx: mpsc::UnboundedReceiver<Outcome>,
 }
 
+impl InFlight {
+    /// Moves the outcomes that arrived meanwhile to `unrecorded`.
+    fn take_finished(&mut self) {
+        while let Ok(outcome) = self.done_rx.try_recv() {
+            self.unrecorded.push(outcome);
+        }
+    }
+}
+
 /// The runner's prepared statements, for one database session.
 struct Statements {
     complete: tokio_postgres::Statement,
     fail: tokio_postgres::Statement,
+    heartbeat: tokio_postgres::Statement,
 }
 
 impl Statements {
@@ -101,8 +111,37 @@ impl Statements {
             fail: db
                 .prepare("SELECT spine.fail_job($1, $2, NULL, $3)")
                 .await?,
+            heartbeat: db
+                .prepare("SELECT spine.heartbeat($1, make_interval(secs => $2::float8), $3)")
+                .await?,
         })
     }
+
+    /// Renews the leases of every job the runner holds (nothing when it holds none).
+    async fn heartbeat(
+        &self,
+        db: &tokio_postgres::Client,
+        config: &JobsConfig,
+        state: &InFlight,
+    ) -> anyhow::Result<()> {
+        if !state.running.is_empty() {
+            let ids: Vec<i64> = state.running.iter().copied().collect();
+            db.execute(
+                &self.heartbeat,
+                &[&ids, &config.lease.as_secs_f64(), &config.worker_id],
+            )
+            .await?;
+        }
+        Ok(())
+    }
+}
+
+/// A last-heartbeat time that makes the next heartbeat due at once (leases
+/// inherited from a failed session are renewed straight away).
+fn heartbeat_overdue(every: std::time::Duration) -> Instant {
+    Instant::now()
+        .checked_sub(every)
+        .unwrap_or_else(Instant::now)
 }
 
 type Outcome = (i64, Result<(), String>);
@@ -127,31 +166,19 @@ async fn session(
         )
         .await?;
     let statements = Statements::prepare(&db).await?;
-    let heartbeat = db
-        .prepare("SELECT spine.heartbeat($1, make_interval(secs => $2::float8), $3)")
-        .await?;
     tracing::info!(queues = ?routes.queues, worker = %config.worker_id, "job runner started");
 
     let heartbeat_every = config.lease / 3;
-    // Jobs inherited from a failed session get their leases renewed straight away.
-    let mut last_heartbeat = Instant::now()
-        .checked_sub(heartbeat_every)
-        .unwrap_or_else(Instant::now);
+    let mut last_heartbeat = heartbeat_overdue(heartbeat_every);
 
     loop {
         // Record what finished since the last round (and what a failed session
         // left unrecorded).
-        while let Ok(outcome) = state.done_rx.try_recv() {
-            state.unrecorded.push(outcome);
-        }
+        state.take_finished();
         record(&db, &statements, &config.worker_id, metrics, state).await?;
 
         if state.running.is_empty() || last_heartbeat.elapsed() >= heartbeat_every {
-            if !state.running.is_empty() {
-                let ids: Vec<i64> = state.running.iter().copied().collect();
-                db.execute(&heartbeat, &[&ids, &lease_secs, &config.worker_id])
-                    .await?;
-            }
+            statements.heartbeat(&db, config, state).await?;
             last_heartbeat = Instant::now();
         }
 
@@ -380,12 +407,8 @@ async fn drain(
     tracing::info!(jobs = state.running.len(), "job runner draining");
     // Leases renewed at once (the runner may come from a failed session), and
     // outcomes a failed session left unrecorded recorded first.
-    let mut last_heartbeat = Instant::now()
-        .checked_sub(heartbeat_every)
-        .unwrap_or_else(Instant::now);
-    while let Ok(outcome) = state.done_rx.try_recv() {
-        state.unrecorded.push(outcome);
-    }
+    let mut last_heartbeat = heartbeat_overdue(heartbeat_every);
+    state.take_finished();
     record(db, statements, &config.worker_id, metrics, state).await?;
     // Jobs without a handler any more (stopped by an earlier drain whose release
     // failed) will report nothing: released now, not waited for.
@@ -399,12 +422,7 @@ async fn drain(
     while !state.running.is_empty() && Instant::now() < deadline {
         // Keep the leases of jobs still running, however often others finish.
         if last_heartbeat.elapsed() >= heartbeat_every {
-            let ids: Vec<i64> = state.running.iter().copied().collect();
-            db.execute(
-                "SELECT spine.heartbeat($1, make_interval(secs => $2::float8), $3)",
-                &[&ids, &config.lease.as_secs_f64(), &config.worker_id],
-            )
-            .await?;
+            statements.heartbeat(db, config, state).await?;
             last_heartbeat = Instant::now();
         }
         let left = deadline.saturating_duration_since(Instant::now());
@@ -433,9 +451,7 @@ async fn drain(
         for reporter in reporters {
             let _ = tokio::time::timeout(STOP_WAIT, reporter).await;
         }
-        while let Ok(outcome) = state.done_rx.try_recv() {
-            state.unrecorded.push(outcome);
-        }
+        state.take_finished();
         record(db, statements, &config.worker_id, metrics, state).await?;
         let unfinished: Vec<i64> = state.running.iter().copied().collect();
         release(db, config, metrics, state, unfinished).await?;
