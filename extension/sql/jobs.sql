@@ -83,9 +83,11 @@ CREATE TABLE spine.jobs (
     created_at      timestamptz NOT NULL DEFAULT now(),
     updated_at      timestamptz NOT NULL DEFAULT now()
 );
--- What fetch_jobs walks: ready jobs of a queue in serving order.
+-- What fetch_jobs walks: ready jobs (queued, retrying: the enum's first two) of a
+-- queue in serving order. One comparison, not an IN list: a FOR UPDATE scan
+-- re-evaluates the predicate on every row it reads (measured: +2 % drain).
 CREATE INDEX jobs_ready_idx ON spine.jobs (queue, priority, run_at, id)
-    WHERE state IN ('queued', 'retrying');
+    WHERE state < 'running';
 -- Running jobs: lease expiry and concurrency caps.
 CREATE INDEX jobs_running_idx ON spine.jobs (queue, lease_until) WHERE state = 'running';
 CREATE INDEX jobs_dead_idx ON spine.jobs (queue) WHERE state = 'dead';
@@ -350,6 +352,9 @@ CREATE FUNCTION spine.fetch_jobs(
     SET search_path = pg_catalog, pg_temp
     SET plan_cache_mode = force_generic_plan
     SET jit = off AS $$
+DECLARE
+    capped bigint;
+    expired boolean;
 BEGIN
     IF queues IS NULL OR cardinality(queues) = 0 THEN
         RAISE EXCEPTION 'queues must name at least one queue' USING ERRCODE = 'invalid_parameter_value';
@@ -363,17 +368,21 @@ BEGIN
     IF lease IS NULL OR lease <= interval '0' THEN
         RAISE EXCEPTION 'lease must be a positive interval' USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    -- Expired leases back to their queues first (an index probe when there are none).
-    IF EXISTS (SELECT 1 FROM spine.jobs r
-                WHERE r.queue = ANY (queues) AND r.state = 'running' AND r.lease_until < now()) THEN
+    -- One statement, not two (each costs an executor start and end, ~3 % of the
+    -- drain): capped queues are locked, in name order (no deadlock between
+    -- fetchers) until this transaction ends, so their running jobs can be counted
+    -- below; and expired leases are looked for (an index probe when there are none).
+    SELECT (SELECT count(pg_advisory_xact_lock(1397770576, hashtext(c.name)))
+              FROM (SELECT q.name FROM spine.queues q
+                     WHERE q.name = ANY (queues) AND q.max_concurrency IS NOT NULL
+                     ORDER BY q.name) c),
+           EXISTS (SELECT 1 FROM spine.jobs r
+                    WHERE r.queue = ANY (queues) AND r.state = 'running' AND r.lease_until < now())
+      INTO capped, expired;
+    -- Expired leases back to their queues first.
+    IF expired THEN
         PERFORM spine.reclaim_expired_leases(queues);
     END IF;
-    -- Capped queues: count running jobs under a per-queue lock, taken in name order
-    -- (no deadlock between fetchers), held until this transaction ends.
-    PERFORM pg_advisory_xact_lock(1397770576, hashtext(q.name))
-       FROM spine.queues q
-      WHERE q.name = ANY (queues) AND q.max_concurrency IS NOT NULL
-      ORDER BY q.name;
     RETURN QUERY
     WITH room AS (
         SELECT q.name,
@@ -385,12 +394,16 @@ BEGIN
           FROM spine.queues q
          WHERE q.name = ANY (queues)
     ), picked AS (
-        SELECT c.id
+        SELECT c.tid
           FROM room
           CROSS JOIN LATERAL (
-              SELECT j.id, j.priority, j.run_at
+              -- The row version LockRows locked (the newest, rechecked, when another
+              -- transaction changed it meanwhile): no one can change it again before
+              -- the UPDATE below, which finds it by this address instead of a
+              -- primary-key probe per job.
+              SELECT j.ctid AS tid, j.priority, j.run_at, j.id
                 FROM spine.jobs j
-               WHERE j.queue = room.name AND j.state IN ('queued', 'retrying') AND j.run_at <= now()
+               WHERE j.queue = room.name AND j.state < 'running' AND j.run_at <= now()
                ORDER BY j.priority, j.run_at, j.id
                LIMIT room.room
                FOR UPDATE SKIP LOCKED
@@ -402,9 +415,9 @@ BEGIN
         UPDATE spine.jobs j
            SET state = 'running', attempts = j.attempts + 1, lease_until = now() + lease,
                worker = fetch_jobs.worker, updated_at = now()
-         -- An id array, not a join: the generic plan cannot know how many rows
+         -- An array, not a join: the generic plan cannot know how many rows
          -- LIMIT n leaves, and for a join it guessed thousands and hashed the table.
-         WHERE j.id = ANY (ARRAY(SELECT picked.id FROM picked))
+         WHERE j.ctid = ANY (ARRAY(SELECT picked.tid FROM picked))
         RETURNING j.*
     )
     -- UPDATE … RETURNING has no order of its own: hand jobs out in serving order.
@@ -581,7 +594,7 @@ CREATE FUNCTION spine.queue_stats() RETURNS TABLE (
            count(*) FILTER (WHERE j.state = 'retrying'),
            count(*) FILTER (WHERE j.state = 'dead'),
            coalesce(extract(epoch FROM now() - min(j.run_at) FILTER (
-               WHERE j.state IN ('queued', 'retrying') AND j.run_at <= now())), 0)::double precision
+               WHERE j.state < 'running' AND j.run_at <= now())), 0)::double precision
       FROM spine.jobs j
      GROUP BY j.queue, j.priority
      ORDER BY j.queue, j.priority
