@@ -337,6 +337,86 @@ async fn concurrency_cap_holds_under_concurrent_fetchers() {
     assert_eq!(fetch(&db, &q, "w9", 5, "30 s").await.len(), 1);
 }
 
+/// Four loops drain a queue as workers do (fetch a batch, complete it) while one of
+/// them hands half of each batch back once (`release_jobs`), so other fetchers meet
+/// rows changed under them: every job is leased by one loop at a time, completed
+/// exactly once with one counted attempt, and none is left behind.
+#[tokio::test]
+async fn concurrent_drain_loops_complete_every_job_once() {
+    const JOBS: i64 = 2_000;
+    let db = connect().await;
+    let q = new_queue(&db, None).await;
+    db.execute(
+        "SELECT spine.enqueue_batch($1, array_agg(jsonb_build_object('i', i))) FROM generate_series(1, $2::bigint) i",
+        &[&q, &JOBS],
+    )
+    .await
+    .unwrap();
+    let mut loops = Vec::new();
+    for w in 0..4 {
+        let q = q.clone();
+        loops.push(tokio::spawn(async move {
+            let db = connect().await;
+            let worker = format!("w{w}");
+            let (mut completed, mut released) = (Vec::new(), std::collections::HashSet::new());
+            loop {
+                let ids: Vec<i64> = fetch(&db, &q, &worker, 25, "30 s")
+                    .await
+                    .into_iter()
+                    .map(|j| j.0)
+                    .collect();
+                if ids.is_empty() {
+                    return completed;
+                }
+                let (back, done): (Vec<i64>, Vec<i64>) = if w == 0 {
+                    ids.iter()
+                        .partition(|id| *id % 2 == 0 && released.insert(**id))
+                } else {
+                    (Vec::new(), ids)
+                };
+                if !back.is_empty() {
+                    let n: i64 =
+                        one(&db, "SELECT spine.release_jobs($1, $2)", &[&back, &worker]).await;
+                    assert_eq!(n, back.len() as i64, "released what {worker} held");
+                }
+                let n: i64 =
+                    one(&db, "SELECT spine.complete_jobs($1, $2)", &[&done, &worker]).await;
+                assert_eq!(n, done.len() as i64, "completed what {worker} held");
+                completed.extend(done);
+            }
+        }));
+    }
+    let mut completed = Vec::new();
+    for l in loops {
+        completed.extend(l.await.unwrap());
+    }
+    let unique: std::collections::HashSet<_> = completed.iter().collect();
+    assert_eq!(completed.len() as i64, JOBS, "every job completed once");
+    assert_eq!(unique.len() as i64, JOBS);
+    let left: i64 = one(
+        &db,
+        "SELECT count(*) FROM spine.jobs WHERE queue = $1",
+        &[&q],
+    )
+    .await;
+    assert_eq!(left, 0, "no job left behind");
+    let attempts: Vec<i32> = db
+        .query(
+            "SELECT DISTINCT attempts FROM spine.jobs_archive WHERE queue = $1",
+            &[&q],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(
+        attempts,
+        vec![1],
+        "a released lease does not count as an attempt"
+    );
+}
+
 /// One fetch over several queues honours each queue's cap on its own, and serves
 /// the queues' jobs together in priority order.
 #[tokio::test]
