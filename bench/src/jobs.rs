@@ -3,10 +3,12 @@
 //!
 //! - single enqueue: pgbench, one client, `SELECT spine.enqueue(…)` vs a raw
 //!   single-row INSERT into a plain table, three 5-s turns each, alternating;
-//!   the figures are the medians;
+//!   the figures are the medians; in the simple and in the prepared protocol;
 //! - batch enqueue: `spine.enqueue_batch` with 1,000 payloads per call;
 //! - drain: 4 loops of `fetch_jobs(…, 100)` + `complete_jobs(ids)` (no-op handler,
-//!   the peers' pattern) vs a raw `DELETE … SKIP LOCKED` of 100 rows per statement.
+//!   the peers' pattern) vs a raw `DELETE … SKIP LOCKED` of 100 rows per statement;
+//!   batch enqueue, drain and raw delete are medians of three rounds of `jobs` jobs
+//!   each, every round on a fresh queue.
 
 use crate::stats::per_second;
 use std::process::Command;
@@ -39,28 +41,38 @@ pub async fn run(s: Settings) -> anyhow::Result<()> {
     let single_queue = new_queue(&db).await?;
     // One client's single-row rate depends on the WAL flush, which drifts from
     // second to second on a VM: the two are measured in turns, and each figure is
-    // the median of its turns.
-    let (mut raw_runs, mut single_runs) = (Vec::new(), Vec::new());
-    for _ in 0..PAIRED_RUNS {
-        raw_runs.push(
-            pgbench(
-                &s,
-                "INSERT INTO spine_bench_raw (payload) VALUES ('{\"i\":1}')",
-                &db,
-            )
-            .await?,
-        );
-        single_runs.push(
-            pgbench(
-                &s,
-                &format!("SELECT spine.enqueue('{single_queue}', '{{\"i\":1}}')"),
-                &db,
-            )
-            .await?,
-        );
+    // the median of its turns. Both in pgbench's simple protocol (each call parsed
+    // and planned, as with psql or an unnamed statement) and with prepared
+    // statements (as PostgREST and drivers with a statement cache call it).
+    db.batch_execute(
+        "CREATE TABLE IF NOT EXISTS spine_bench_raw (id bigserial PRIMARY KEY, payload jsonb NOT NULL); \
+         TRUNCATE spine_bench_raw",
+    )
+    .await?;
+    let mut single_rows = Vec::new();
+    for protocol in ["simple", "prepared"] {
+        let (mut raw_runs, mut single_runs) = (Vec::new(), Vec::new());
+        for _ in 0..PAIRED_RUNS {
+            raw_runs.push(
+                pgbench(
+                    &s,
+                    protocol,
+                    "INSERT INTO spine_bench_raw (payload) VALUES ('{\"i\":1}')",
+                )
+                .await?,
+            );
+            single_runs.push(
+                pgbench(
+                    &s,
+                    protocol,
+                    &format!("SELECT spine.enqueue('{single_queue}', '{{\"i\":1}}')"),
+                )
+                .await?,
+            );
+        }
+        single_rows.push((protocol, raw_runs, single_runs));
     }
     drop_queue(&db, &single_queue).await?;
-    let (raw_insert, single) = (median(&mut raw_runs), median(&mut single_runs));
     // A drain of a few tenths of a second moves with whatever else the machine
     // does: each figure is the median of its rounds, each on a fresh queue.
     let (mut batch_runs, mut warm_runs, mut cold_runs, mut delete_runs) =
@@ -104,23 +116,23 @@ pub async fn run(s: Settings) -> anyhow::Result<()> {
     let row = |name: &str, value: f64, note: String| {
         println!("{name:<44} {value:>12.0}  {note}");
     };
-    row(
-        "raw single-row INSERT (pgbench, 1 client)",
-        raw_insert,
-        format!(
-            "the limit for single enqueue; median of {}",
-            list(&raw_runs)
-        ),
-    );
-    row(
-        "spine.enqueue (pgbench, 1 client)",
-        single,
-        format!(
-            "{:.0}% of raw INSERT (target ≥ 90%); median of {}",
-            100.0 * single / raw_insert,
-            list(&single_runs)
-        ),
-    );
+    for (protocol, raw_runs, single_runs) in &mut single_rows {
+        let (raw_insert, single) = (median(raw_runs), median(single_runs));
+        row(
+            &format!("raw single-row INSERT (pgbench -M {protocol})"),
+            raw_insert,
+            format!("the limit for single enqueue; median of {}", list(raw_runs)),
+        );
+        row(
+            &format!("spine.enqueue (pgbench -M {protocol})"),
+            single,
+            format!(
+                "{:.0}% of raw INSERT (target ≥ 90%); median of {}",
+                100.0 * single / raw_insert,
+                list(single_runs)
+            ),
+        );
+    }
     row(
         "spine.enqueue_batch (1,000 per call)",
         batch,
@@ -177,7 +189,7 @@ fn list(runs: &[f64]) -> String {
 
 fn peer_ratio(ours: f64, theirs: Option<f64>, who: &str) -> String {
     match theirs {
-        Some(t) if t > 0.0 => format!("{:.1}× {who}", ours / t),
+        Some(t) if t > 0.0 => format!("{:.2}× {who}", ours / t),
         _ => format!("{who}: not measured"),
     }
 }
@@ -203,16 +215,13 @@ async fn db(url: &str) -> anyhow::Result<Client> {
     Ok(client)
 }
 
-/// Runs one statement for 5 s with pgbench (one client) and returns its tps.
-async fn pgbench(s: &Settings, statement: &str, db: &Client) -> anyhow::Result<f64> {
-    db.batch_execute(
-        "CREATE TABLE IF NOT EXISTS spine_bench_raw (id bigserial PRIMARY KEY, payload jsonb NOT NULL)",
-    )
-    .await?;
+/// Runs one statement for 5 s with pgbench (one client, the given `-M` protocol)
+/// and returns its tps.
+async fn pgbench(s: &Settings, protocol: &str, statement: &str) -> anyhow::Result<f64> {
     let script = std::env::temp_dir().join(format!("spine-bench-{}.sql", Uuid::new_v4().simple()));
     std::fs::write(&script, format!("{statement};\n"))?;
     let out = Command::new(format!("{}/pgbench", s.pg_bindir))
-        .args(["-n", "-c", "1", "-j", "1", "-T", "5", "-f"])
+        .args(["-n", "-M", protocol, "-c", "1", "-j", "1", "-T", "5", "-f"])
         .arg(&script)
         .arg(&s.database_url)
         .output()?;
