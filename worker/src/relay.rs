@@ -179,9 +179,10 @@ async fn session(
                 // duplicates; the next session resumes from the committed cursor.
                 return Err(error);
             }
-            if let Some(next) = inflight.front() {
-                metrics.set_oldest_pending(Some(next.events[0].committed_at));
-            }
+            // Nothing read is pending once the last batch in flight is relayed: the
+            // acknowledged batch's age must not linger until the next read (for a
+            // backlog of old events it made /healthz report lag after catching up).
+            metrics.set_oldest_pending(inflight.front().map(|next| next.events[0].committed_at));
             continue;
         }
         if read_nothing {

@@ -77,8 +77,8 @@ async fn relays_cloudevents_in_commit_order() {
     let (status, metrics) = worker.get("/metrics").await.expect("metrics served");
     assert_eq!(status, 200);
     assert!(metrics.contains("spine_relay_active{sink=\""), "{metrics}");
-    let (status, _) = worker.get("/healthz").await.unwrap();
-    assert_eq!(status, 200);
+    let (status, body) = worker.get("/healthz").await.unwrap();
+    assert_eq!(status, 200, "{body}");
     drop(worker);
     drop_sink(&db, &sink).await;
 }
