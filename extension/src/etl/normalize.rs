@@ -224,10 +224,33 @@ pub fn phone(raw: &str, region: &str) -> Result<String, String> {
     if international.starts_with('0') {
         return bad("no country code");
     }
+    let international = without_trunk_zero(international);
     if !(8..=15).contains(&international.len()) {
         return bad("E.164 numbers have 8 to 15 digits");
     }
     Ok(format!("+{international}"))
+}
+
+/// `+49 030 …`: where `0` is the national trunk prefix, a number after the country
+/// code never starts with it, so a `0` there was dialled from inside the country and
+/// written down with the country code in front. Without dropping it, the same
+/// number written `030 …` in region DE would be another identity key. Italy's
+/// numbers keep their leading `0` (its table entry has no trunk prefix).
+fn without_trunk_zero(international: String) -> String {
+    let zero_trunk_code = REGIONS
+        .iter()
+        .filter(|(_, _, trunk)| *trunk == "0")
+        .map(|(_, code, _)| *code)
+        // Country codes are prefix-free: at most one matches.
+        .find(|code| {
+            international
+                .strip_prefix(code)
+                .is_some_and(|rest| rest.starts_with('0'))
+        });
+    match zero_trunk_code {
+        Some(code) => format!("{code}{}", &international[code.len() + 1..]),
+        None => international,
+    }
 }
 
 /// RFC 3339 timestamps (any offset) and plain dates, as UTC `YYYY-MM-DDTHH:MM:SSZ`
@@ -414,6 +437,12 @@ mod tests {
             ("001 415 555 2671", "US", None),
             ("555 2671", "US", None),
             ("(015) 555-2671", "US", None),
+            // A trunk zero written after the country code is dropped; Italy keeps its 0.
+            ("+49 030 1234567", "DE", Some("+49301234567")),
+            ("0044 020 7946 0958", "DE", Some("+442079460958")),
+            ("011 44 020 7946 0958", "US", Some("+442079460958")),
+            ("+39 06 1234 5678", "DE", Some("+390612345678")),
+            ("06 1234 5678", "IT", Some("+390612345678")),
         ] {
             assert_eq!(phone(raw, region).ok().as_deref(), want, "{raw:?} {region}");
         }
