@@ -91,7 +91,7 @@ pub async fn run(s: Settings) -> anyhow::Result<()> {
         delete_runs.push(raw_skip_locked_delete(&s.database_url, s.jobs).await?);
     }
     let batch = median(&mut batch_runs);
-    let drain = Drain {
+    let drain = Rates {
         warm: median(&mut warm_runs),
         cold: median(&mut cold_runs),
     };
@@ -143,7 +143,7 @@ pub async fn run(s: Settings) -> anyhow::Result<()> {
         ),
     );
     row(
-        "raw DELETE … SKIP LOCKED (100/stmt, 4 loops)",
+        "raw DELETE … SKIP LOCKED (100/stmt, 4, warm)",
         raw_delete,
         format!(
             "one write per job; a leased job needs two; median of {}",
@@ -151,7 +151,7 @@ pub async fn run(s: Settings) -> anyhow::Result<()> {
         ),
     );
     row(
-        "spine drain: fetch_jobs + complete_jobs",
+        "spine drain, warm (fetch_jobs+complete_jobs)",
         drain.warm,
         format!(
             "{:.0}% of raw delete; {}; {}; median of {}",
@@ -166,7 +166,7 @@ pub async fn run(s: Settings) -> anyhow::Result<()> {
         ),
     );
     row(
-        "  same run, counting connect + first calls",
+        "spine drain, cold (+ connect, first calls)",
         drain.cold,
         format!(
             "{}; median of {}",
@@ -265,39 +265,91 @@ async fn batch_enqueue(db: &Client, queue: &str, n: usize) -> anyhow::Result<f64
     Ok(per_second(n, started.elapsed()))
 }
 
-/// Drain rates of one run: `warm` is timed from the moment all loops are
-/// connected and have called both functions once (a running worker's state);
-/// `cold` also counts connecting, preparing and those first calls.
-struct Drain {
+/// Rates of one timed run of `LOOPS` sessions: `warm` is timed from the moment all
+/// sessions are connected and have prepared (and, for the drain, called each
+/// function once: a running worker's state); `cold` also counts that setup.
+struct Rates {
     warm: f64,
     cold: f64,
 }
 
-async fn drain(url: &str, queue: &str, total: usize) -> anyhow::Result<Drain> {
+/// Lets `LOOPS` sessions start their timed work together. Every session reaches
+/// the start line, also one whose setup failed (it then returns the error), so a
+/// failed connect ends the run with that error instead of leaving the others
+/// waiting for it.
+struct StartLine {
+    barrier: std::sync::Arc<tokio::sync::Barrier>,
+}
+
+impl StartLine {
+    fn new() -> Self {
+        Self {
+            barrier: std::sync::Arc::new(tokio::sync::Barrier::new(LOOPS + 1)),
+        }
+    }
+
+    fn handle(&self) -> Self {
+        Self {
+            barrier: self.barrier.clone(),
+        }
+    }
+
+    async fn reached<T>(&self, setup: anyhow::Result<T>) -> anyhow::Result<T> {
+        self.barrier.wait().await;
+        setup
+    }
+}
+
+/// Awaits the sessions' job counts after the start line; the rates over `total`.
+async fn timed_loops(
+    start: StartLine,
+    cold_start: Instant,
+    loops: Vec<tokio::task::JoinHandle<anyhow::Result<usize>>>,
+    total: usize,
+) -> anyhow::Result<Rates> {
+    start.barrier.wait().await;
+    let warm_start = Instant::now();
+    let mut done = 0;
+    for l in loops {
+        done += l.await??;
+    }
+    let (warm, cold) = (warm_start.elapsed(), cold_start.elapsed());
+    anyhow::ensure!(done == total, "drained {done} of {total} jobs");
+    Ok(Rates {
+        warm: per_second(done, warm),
+        cold: per_second(done, cold),
+    })
+}
+
+async fn drain(url: &str, queue: &str, total: usize) -> anyhow::Result<Rates> {
     let admin = db(url).await?;
     let warm_queue = new_queue(&admin).await?;
-    let ready = std::sync::Arc::new(tokio::sync::Barrier::new(LOOPS + 1));
+    let start = StartLine::new();
     let cold_start = Instant::now();
     let mut loops = Vec::new();
     for l in 0..LOOPS {
-        let (url, queue, warm_queue, ready) = (
+        let (url, queue, warm_queue, start) = (
             url.to_string(),
             queue.to_string(),
             warm_queue.clone(),
-            ready.clone(),
+            start.handle(),
         );
+        let worker = format!("bench-{l}");
         loops.push(tokio::spawn(async move {
-            let db = db(&url).await?;
-            let fetch = db
-                .prepare("SELECT id FROM spine.fetch_jobs(ARRAY[$1], $2, $3)")
-                .await?;
-            let complete = db.prepare("SELECT spine.complete_jobs($1)").await?;
-            let worker = format!("bench-{l}");
-            // The first call of each function compiles it and plans its statements
-            // in this session: a one-time cost that a running worker has paid.
-            db.query(&fetch, &[&warm_queue, &worker, &FETCH]).await?;
-            db.query_one(&complete, &[&Vec::<i64>::new()]).await?;
-            ready.wait().await;
+            let setup = async {
+                let db = db(&url).await?;
+                let fetch = db
+                    .prepare("SELECT id FROM spine.fetch_jobs(ARRAY[$1], $2, $3)")
+                    .await?;
+                let complete = db.prepare("SELECT spine.complete_jobs($1)").await?;
+                // The first call of each function compiles it and plans its
+                // statements in this session: a cost a running worker has paid.
+                db.query(&fetch, &[&warm_queue, &worker, &FETCH]).await?;
+                db.query_one(&complete, &[&Vec::<i64>::new()]).await?;
+                anyhow::Ok((db, fetch, complete))
+            }
+            .await;
+            let (db, fetch, complete) = start.reached(setup).await?;
             let mut done = 0usize;
             loop {
                 let ids: Vec<i64> = db
@@ -314,21 +366,12 @@ async fn drain(url: &str, queue: &str, total: usize) -> anyhow::Result<Drain> {
             }
         }));
     }
-    ready.wait().await;
-    let warm_start = Instant::now();
-    let mut done = 0;
-    for l in loops {
-        done += l.await??;
-    }
-    let (warm, cold) = (warm_start.elapsed(), cold_start.elapsed());
-    anyhow::ensure!(done == total, "drained {done} of {total} jobs");
+    let rates = timed_loops(start, cold_start, loops, total).await;
     drop_queue(&admin, &warm_queue).await?;
-    Ok(Drain {
-        warm: per_second(done, warm),
-        cold: per_second(done, cold),
-    })
+    rates
 }
 
+/// The raw limit, timed like the drain's `warm` figure (connected and prepared).
 async fn raw_skip_locked_delete(url: &str, n: usize) -> anyhow::Result<f64> {
     let admin = db(url).await?;
     let table = format!("spine_bench_q_{}", Uuid::new_v4().simple());
@@ -341,18 +384,24 @@ async fn raw_skip_locked_delete(url: &str, n: usize) -> anyhow::Result<f64> {
     admin
         .batch_execute(&format!("VACUUM ANALYZE {table}"))
         .await?;
-    let started = Instant::now();
+    let start = StartLine::new();
+    let cold_start = Instant::now();
     let mut loops = Vec::new();
     for _ in 0..LOOPS {
-        let (url, table) = (url.to_string(), table.clone());
+        let (url, table, start) = (url.to_string(), table.clone(), start.handle());
         loops.push(tokio::spawn(async move {
-            let db = db(&url).await?;
-            let stmt = db
-                .prepare(&format!(
-                    "DELETE FROM {table} WHERE id IN (SELECT id FROM {table} ORDER BY id \
-                     LIMIT {FETCH} FOR UPDATE SKIP LOCKED) RETURNING id"
-                ))
-                .await?;
+            let setup = async {
+                let db = db(&url).await?;
+                let stmt = db
+                    .prepare(&format!(
+                        "DELETE FROM {table} WHERE id IN (SELECT id FROM {table} ORDER BY id \
+                         LIMIT {FETCH} FOR UPDATE SKIP LOCKED) RETURNING id"
+                    ))
+                    .await?;
+                anyhow::Ok((db, stmt))
+            }
+            .await;
+            let (db, stmt) = start.reached(setup).await?;
             let mut done = 0usize;
             loop {
                 let k = db.query(&stmt, &[]).await?.len();
@@ -363,13 +412,9 @@ async fn raw_skip_locked_delete(url: &str, n: usize) -> anyhow::Result<f64> {
             }
         }));
     }
-    let mut done = 0;
-    for l in loops {
-        done += l.await??;
-    }
-    let rate = per_second(done, started.elapsed());
+    let rates = timed_loops(start, cold_start, loops, n).await;
     admin.batch_execute(&format!("DROP TABLE {table}")).await?;
-    Ok(rate)
+    Ok(rates?.warm)
 }
 
 /// Runs the shared peer scripts and collects their figures, e.g.

@@ -353,8 +353,8 @@ CREATE FUNCTION spine.fetch_jobs(
     SET plan_cache_mode = force_generic_plan
     SET jit = off AS $$
 DECLARE
-    capped bigint;
     expired boolean;
+    capped text[];
 BEGIN
     IF queues IS NULL OR cardinality(queues) = 0 THEN
         RAISE EXCEPTION 'queues must name at least one queue' USING ERRCODE = 'invalid_parameter_value';
@@ -368,20 +368,27 @@ BEGIN
     IF lease IS NULL OR lease <= interval '0' THEN
         RAISE EXCEPTION 'lease must be a positive interval' USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    -- One statement, not two (each costs an executor start and end, ~3 % of the
-    -- drain): capped queues are locked, in name order (no deadlock between
-    -- fetchers) until this transaction ends, so their running jobs can be counted
-    -- below; and expired leases are looked for (an index probe when there are none).
-    SELECT (SELECT count(pg_advisory_xact_lock(1397770576, hashtext(c.name)))
-              FROM (SELECT q.name FROM spine.queues q
-                     WHERE q.name = ANY (queues) AND q.max_concurrency IS NOT NULL
-                     ORDER BY q.name) c),
-           EXISTS (SELECT 1 FROM spine.jobs r
-                    WHERE r.queue = ANY (queues) AND r.state = 'running' AND r.lease_until < now())
-      INTO capped, expired;
-    -- Expired leases back to their queues first.
+    -- One statement finds both expired leases (an index probe when there are none)
+    -- and the capped queues among these: an uncapped fetch runs no second one (each
+    -- costs an executor start and end, ~3 % of the drain).
+    SELECT EXISTS (SELECT 1 FROM spine.jobs r
+                    WHERE r.queue = ANY (queues) AND r.state = 'running' AND r.lease_until < now()),
+           ARRAY(SELECT q.name FROM spine.queues q
+                  WHERE q.name = ANY (queues) AND q.max_concurrency IS NOT NULL
+                  ORDER BY q.name)
+      INTO expired, capped;
+    -- Expired leases back to their queues first, before the locks below: reclaiming
+    -- waits for row locks, and under a queue's lock that could deadlock with a
+    -- caller that holds such a row and waits for the queue.
     IF expired THEN
         PERFORM spine.reclaim_expired_leases(queues);
+    END IF;
+    -- Capped queues: count running jobs under a per-queue lock, taken in name order
+    -- (no deadlock between fetchers), held until this transaction ends.
+    IF cardinality(capped) > 0 THEN
+        PERFORM pg_advisory_xact_lock(1397770576, hashtext(c.name))
+           FROM unnest(capped) WITH ORDINALITY AS c(name, i)
+          ORDER BY c.i;
     END IF;
     RETURN QUERY
     WITH room AS (
@@ -394,14 +401,14 @@ BEGIN
           FROM spine.queues q
          WHERE q.name = ANY (queues)
     ), picked AS (
-        SELECT c.tid
+        SELECT c.id
           FROM room
           CROSS JOIN LATERAL (
-              -- The row version LockRows locked (the newest, rechecked, when another
-              -- transaction changed it meanwhile): no one can change it again before
-              -- the UPDATE below, which finds it by this address instead of a
-              -- primary-key probe per job.
-              SELECT j.ctid AS tid, j.priority, j.run_at, j.id
+              -- Not by ctid: after a concurrent committed change LockRows hands
+              -- out the newest version's address, which this statement's snapshot
+              -- cannot see, so the UPDATE would skip the job it locked. By id the
+              -- UPDATE finds the visible version and follows it to the newest.
+              SELECT j.id, j.priority, j.run_at
                 FROM spine.jobs j
                WHERE j.queue = room.name AND j.state < 'running' AND j.run_at <= now()
                ORDER BY j.priority, j.run_at, j.id
@@ -415,9 +422,9 @@ BEGIN
         UPDATE spine.jobs j
            SET state = 'running', attempts = j.attempts + 1, lease_until = now() + lease,
                worker = fetch_jobs.worker, updated_at = now()
-         -- An array, not a join: the generic plan cannot know how many rows
+         -- An id array, not a join: the generic plan cannot know how many rows
          -- LIMIT n leaves, and for a join it guessed thousands and hashed the table.
-         WHERE j.ctid = ANY (ARRAY(SELECT picked.tid FROM picked))
+         WHERE j.id = ANY (ARRAY(SELECT picked.id FROM picked))
         RETURNING j.*
     )
     -- UPDATE … RETURNING has no order of its own: hand jobs out in serving order.

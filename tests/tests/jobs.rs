@@ -338,9 +338,9 @@ async fn concurrency_cap_holds_under_concurrent_fetchers() {
 }
 
 /// Four loops drain a queue as workers do (fetch a batch, complete it) while one of
-/// them hands half of each batch back once (`release_jobs`), so other fetchers meet
-/// rows changed under them: every job is leased by one loop at a time, completed
-/// exactly once with one counted attempt, and none is left behind.
+/// them hands half of each batch back once (`release_jobs`), so jobs return to the
+/// queue while the others fetch: every job is leased by one loop at a time,
+/// completed exactly once with one counted attempt, and none is left behind.
 #[tokio::test]
 async fn concurrent_drain_loops_complete_every_job_once() {
     const JOBS: i64 = 2_000;

@@ -180,10 +180,10 @@ pub fn email(raw: &str) -> Result<String, String> {
 /// parentheses are ignored; anything else is refused. 8 to 15 digits.
 pub fn phone(raw: &str, region: &str) -> Result<String, String> {
     let bad = |why: &str| Err(format!("\"{raw}\" is not a phone number: {why}"));
-    // "+49 (0)30 …": the bracketed trunk zero is dialled only from inside the
-    // country and is not part of the international number.
-    let cleaned = raw.trim().replacen("(0)", "", 1);
-    let trimmed = cleaned.as_str();
+    // "+49 (0)30 …": brackets are ignored like spaces; the trunk zero they hold is
+    // dropped after the country code by `without_trunk_zero`, which knows that
+    // Italy's numbers keep their 0.
+    let trimmed = raw.trim();
     let mut digits = String::new();
     for (i, c) in trimmed.chars().enumerate() {
         match c {
@@ -443,6 +443,9 @@ mod tests {
             ("011 44 020 7946 0958", "US", Some("+442079460958")),
             ("+39 06 1234 5678", "DE", Some("+390612345678")),
             ("06 1234 5678", "IT", Some("+390612345678")),
+            ("+39 (0)6 1234 5678", "DE", Some("+390612345678")),
+            ("+44 (0) 20 7946 0958", "DE", Some("+442079460958")),
+            ("(0)30 1234567", "DE", Some("+49301234567")),
         ] {
             assert_eq!(phone(raw, region).ok().as_deref(), want, "{raw:?} {region}");
         }
