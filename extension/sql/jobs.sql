@@ -316,7 +316,10 @@ COMMENT ON FUNCTION spine.enqueue_batch(text, jsonb[], spine.job_priority, times
     'Enqueues one job per payload in one statement; returns their ids in payload order.';
 
 -- Returns running jobs whose lease passed to the queue (or to dead, when out of
--- attempts), recording why in their error history.
+-- attempts), recording why in their error history. Jobs whose row another
+-- transaction holds (a late heartbeat, a completion under way) are skipped, not
+-- waited for: that transaction is deciding them, and fetch_jobs, which calls this
+-- first, must not stall behind it.
 CREATE FUNCTION spine.reclaim_expired_leases(queues text[] DEFAULT NULL) RETURNS bigint
     LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -329,8 +332,14 @@ BEGIN
                'attempt', j.attempts, 'at', now(),
                'error', format('lease expired: worker %s stopped heartbeating', j.worker)),
            lease_until = NULL, worker = NULL, updated_at = now()
-     WHERE j.state = 'running' AND j.lease_until < now()
-       AND (queues IS NULL OR j.queue = ANY (queues));
+     WHERE j.id = ANY (ARRAY(
+               SELECT r.id FROM spine.jobs r
+                WHERE r.state = 'running' AND r.lease_until < now()
+                  AND (queues IS NULL OR r.queue = ANY (queues))
+                  FOR UPDATE SKIP LOCKED))
+       -- Rechecked on the version locked above, should it be newer than this
+       -- statement's snapshot.
+       AND j.state = 'running' AND j.lease_until < now();
     GET DIAGNOSTICS n = ROW_COUNT;
     RETURN n;
 END
@@ -377,9 +386,8 @@ BEGIN
                   WHERE q.name = ANY (queues) AND q.max_concurrency IS NOT NULL
                   ORDER BY q.name)
       INTO expired, capped;
-    -- Expired leases back to their queues first, before the locks below: reclaiming
-    -- waits for row locks, and under a queue's lock that could deadlock with a
-    -- caller that holds such a row and waits for the queue.
+    -- Expired leases back to their queues first (a queue's running jobs are
+    -- counted below), and before the locks below, which it does not need.
     IF expired THEN
         PERFORM spine.reclaim_expired_leases(queues);
     END IF;

@@ -417,6 +417,53 @@ async fn concurrent_drain_loops_complete_every_job_once() {
     );
 }
 
+/// A transaction that holds the row of an expired lease (here: a heartbeat not yet
+/// committed) does not hold up fetchers of that queue: they skip the row instead of
+/// waiting to reclaim it (which, with a capped queue, could also deadlock with the
+/// holder fetching next), and the job is reclaimed once the holder is done.
+#[tokio::test]
+async fn fetchers_do_not_wait_for_a_held_expired_lease() {
+    let db = connect().await;
+    let q = new_queue(&db, Some(5)).await;
+    db.execute("SELECT spine.enqueue($1, '{}')", &[&q])
+        .await
+        .unwrap();
+    let held = fetch(&db, &q, "w", 1, "1 millisecond").await;
+    assert_eq!(held.len(), 1);
+    let mut holder = connect().await;
+    let tx = holder.transaction().await.unwrap();
+    // Locks the job's row and leaves its lease expired.
+    let n: i64 = one(
+        &tx,
+        "SELECT spine.heartbeat(ARRAY[$1::bigint], '1 millisecond')",
+        &[&held[0].0],
+    )
+    .await;
+    assert_eq!(n, 1);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let other = connect().await;
+    let fetched = tokio::time::timeout(
+        Duration::from_secs(10),
+        other.query("SELECT id FROM spine.fetch_jobs(ARRAY[$1], 'w2', 1)", &[&q]),
+    )
+    .await
+    .expect("the fetch returns while the row is held")
+    .unwrap();
+    assert!(fetched.is_empty(), "the held job is not handed out");
+    // The holder fetches from the capped queue too: no lock of the other fetcher
+    // is left to wait for (this transaction's clock stopped before its own lease
+    // ran out, so it sees the job still running).
+    let mine = tx
+        .query("SELECT id FROM spine.fetch_jobs(ARRAY[$1], 'w', 1)", &[&q])
+        .await
+        .expect("no deadlock");
+    assert!(mine.is_empty());
+    tx.commit().await.unwrap();
+    let again = fetch(&other, &q, "w2", 1, "30 s").await;
+    assert_eq!(again.len(), 1, "reclaimed once the holder is done");
+    assert_eq!(again[0], (held[0].0, 2), "its second attempt");
+}
+
 /// One fetch over several queues honours each queue's cap on its own, and serves
 /// the queues' jobs together in priority order.
 #[tokio::test]
