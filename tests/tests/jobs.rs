@@ -464,6 +464,61 @@ async fn fetchers_do_not_wait_for_a_held_expired_lease() {
     assert_eq!(again[0], (held[0].0, 2), "its second attempt");
 }
 
+/// `fetch_jobs` keeps one generic plan per backend, made for the table as it is
+/// at the first call. Made over a small table, that plan read the whole table and
+/// sorted it, and kept doing so after a burst of jobs (200 ms a fetch over 500k)
+/// until the next ANALYZE. The plan must walk the ready index at any size: read
+/// from auto_explain, which logs the plan of each statement inside the function.
+#[tokio::test]
+async fn fetch_walks_the_ready_index_whatever_the_table_size() {
+    let (db, mut connection) =
+        tokio_postgres::connect(&spine_tests::database_url(), tokio_postgres::NoTls)
+            .await
+            .unwrap();
+    let (logs_tx, mut logs) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Some(message) = std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+            if let Ok(tokio_postgres::AsyncMessage::Notice(notice)) = message {
+                let _ = logs_tx.send(notice.message().to_string());
+            }
+        }
+    });
+    let q = new_queue(&db, None).await;
+    db.execute(
+        "SELECT spine.enqueue_batch($1, array_agg(jsonb_build_object('i', i))) FROM generate_series(1, 3) i",
+        &[&q],
+    )
+    .await
+    .unwrap();
+    // A fresh backend, so the function plans now, over the test database's small table.
+    db.batch_execute(
+        "LOAD 'auto_explain'; SET auto_explain.log_min_duration = 0; \
+         SET auto_explain.log_nested_statements = on; SET client_min_messages = log",
+    )
+    .await
+    .unwrap();
+    let leased = db
+        .query("SELECT id FROM spine.fetch_jobs(ARRAY[$1], 'w', 2)", &[&q])
+        .await
+        .unwrap();
+    assert_eq!(leased.len(), 2);
+    db.batch_execute("SET client_min_messages = notice")
+        .await
+        .unwrap();
+    let mut plans = Vec::new();
+    while let Ok(log) = logs.try_recv() {
+        plans.push(log);
+    }
+    let fetch_plan = plans
+        .iter()
+        .find(|p| p.contains("FOR UPDATE SKIP LOCKED"))
+        .unwrap_or_else(|| panic!("auto_explain logged the fetch statement: {plans:#?}"));
+    assert!(
+        fetch_plan.contains("jobs_ready_idx") && !fetch_plan.contains("Seq Scan on jobs"),
+        "{fetch_plan}"
+    );
+}
+
 /// One fetch over several queues honours each queue's cap on its own, and serves
 /// the queues' jobs together in priority order.
 #[tokio::test]
