@@ -448,22 +448,32 @@ $$;
 COMMENT ON FUNCTION spine.fetch_jobs(text[], text, integer, interval) IS
     'Leases up to n ready jobs of the given queues: realtime before interactive before background, then run_at, then id; skips locked rows; honours queue caps; first returns expired leases to their queue.';
 
+-- The DELETE finds the given jobs by primary key, one probe each, whatever else
+-- the table holds. Written plainly, `state = 'running'` let the planner walk the
+-- running index instead, all running jobs, which it judged cheap from statistics
+-- taken when few ran: with 20k running jobs a completion of 100 took ~10 ms
+-- instead of ~1 ms. So the state is compared with a value the planner cannot see
+-- (a sub-select), and scans of the whole table are off.
 CREATE FUNCTION spine.complete_jobs(ids bigint[], worker text DEFAULT NULL) RETURNS bigint
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
     SET plan_cache_mode = force_generic_plan
-    SET jit = off AS $$
+    SET jit = off
+    SET enable_seqscan = off
+    SET enable_bitmapscan = off AS $$
 DECLARE
     n bigint;
 BEGIN
     -- Keyed jobs: take their key locks (in a fixed order, against deadlocks) first.
+    -- Left to the planner: walking the key index is cheapest while few live jobs
+    -- have keys (a probe per given job costs ~3 % of the drain).
     PERFORM spine.lock_idempotency_key(k.queue, k.owner_id, k.idempotency_key)
        FROM (SELECT j.queue, j.owner_id, j.idempotency_key FROM spine.jobs j
               WHERE j.id = ANY (ids) AND j.idempotency_key IS NOT NULL
               ORDER BY j.queue, j.owner_id, j.idempotency_key) k;
     WITH done AS (
         DELETE FROM spine.jobs j
-         WHERE j.id = ANY (ids) AND j.state = 'running'
+         WHERE j.id = ANY (ids) AND j.state = (SELECT 'running'::spine.job_state)
            AND (complete_jobs.worker IS NULL OR j.worker = complete_jobs.worker)
         RETURNING j.*
     ), kept AS (
@@ -521,9 +531,12 @@ $$;
 COMMENT ON FUNCTION spine.fail_job(bigint, text, interval, text) IS
     'Records a failed attempt (with worker: only if that worker holds the job): retries after retry_in (default: exponential backoff with jitter), or moves the job to dead after max_attempts. Returns the new state.';
 
+-- Heartbeats and releases find their jobs by primary key, as complete_jobs does.
 CREATE FUNCTION spine.heartbeat(ids bigint[], lease interval DEFAULT '30 seconds', worker text DEFAULT NULL)
     RETURNS bigint
-    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+    SET enable_seqscan = off
+    SET enable_bitmapscan = off AS $$
 DECLARE
     n bigint;
 BEGIN
@@ -531,7 +544,7 @@ BEGIN
         RAISE EXCEPTION 'lease must be a positive interval' USING ERRCODE = 'invalid_parameter_value';
     END IF;
     UPDATE spine.jobs SET lease_until = now() + lease, updated_at = now()
-     WHERE id = ANY (ids) AND state = 'running'
+     WHERE id = ANY (ids) AND state = (SELECT 'running'::spine.job_state)
        AND (heartbeat.worker IS NULL OR spine.jobs.worker = heartbeat.worker);
     GET DIAGNOSTICS n = ROW_COUNT;
     RETURN n;
@@ -543,7 +556,9 @@ COMMENT ON FUNCTION spine.heartbeat(bigint[], interval, text) IS
 -- A worker shutting down hands back jobs it has not started or cannot finish: they
 -- return to the queue without the attempt counting.
 CREATE FUNCTION spine.release_jobs(ids bigint[], worker text DEFAULT NULL) RETURNS bigint
-    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+    SET enable_seqscan = off
+    SET enable_bitmapscan = off AS $$
 DECLARE
     n bigint;
 BEGIN
@@ -551,7 +566,7 @@ BEGIN
        SET state = CASE WHEN attempts > 1 THEN 'retrying' ELSE 'queued' END::spine.job_state,
            attempts = greatest(attempts - 1, 0), run_at = now(),
            lease_until = NULL, worker = NULL, updated_at = now()
-     WHERE id = ANY (ids) AND state = 'running'
+     WHERE id = ANY (ids) AND state = (SELECT 'running'::spine.job_state)
        AND (release_jobs.worker IS NULL OR spine.jobs.worker = release_jobs.worker);
     GET DIAGNOSTICS n = ROW_COUNT;
     RETURN n;
