@@ -120,11 +120,23 @@ pub mod pg_test {
 
     /// The test cluster's vault key: a fixed test-only key in a file the `postgres`
     /// user can read (never a key for real data).
+    ///
+    /// pgrx calls this for every test, while other tests already run and their
+    /// backends read the file: it is written only when its content differs, and
+    /// then whole (a new file renamed over it). Truncating it in place let a
+    /// backend read it empty ("it holds no key") now and then.
     #[must_use]
     pub fn postgresql_conf_options() -> Vec<&'static str> {
         let path = std::env::temp_dir().join("spine-pgtest-vault.key");
         let key = format!("# test key, not secret\n1:{}\n", "5a".repeat(32));
-        std::fs::write(&path, key).expect("write the test vault key");
+        if std::fs::read_to_string(&path).ok().as_deref() != Some(key.as_str()) {
+            // One name per call: tests run on several threads of this process.
+            static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+            let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let fresh = path.with_extension(format!("key.{}.{call}", std::process::id()));
+            std::fs::write(&fresh, &key).expect("write the test vault key");
+            std::fs::rename(&fresh, &path).expect("put the test vault key in place");
+        }
         let conf = format!("spine.vault_key_file = '{}'", path.display());
         vec![Box::leak(conf.into_boxed_str())]
     }
