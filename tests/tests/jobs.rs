@@ -41,6 +41,26 @@ async fn fetch(db: &Client, queue: &str, worker: &str, n: i32, lease: &str) -> V
     .collect()
 }
 
+/// Enqueues `n` jobs with payloads `{"i": 1}` … `{"i": n}` in one batch.
+async fn enqueue_numbered(db: &Client, queue: &str, n: i64) {
+    db.execute(
+        "SELECT spine.enqueue_batch($1, array_agg(jsonb_build_object('i', i))) FROM generate_series(1, $2::bigint) i",
+        &[&queue, &n],
+    )
+    .await
+    .unwrap();
+}
+
+/// How many live jobs of `queue` the connection sees (RLS applies to users).
+async fn live_jobs(db: &impl tokio_postgres::GenericClient, queue: &str) -> i64 {
+    one(
+        db,
+        "SELECT count(*) FROM spine.jobs WHERE queue = $1",
+        &[&queue],
+    )
+    .await
+}
+
 /// Leases the one ready job of `queue` and completes it; its id.
 async fn lease_and_complete(db: &Client, queue: &str) -> i64 {
     let leased = fetch(db, queue, "w", 1, "30 s").await;
@@ -120,12 +140,7 @@ async fn idempotency_keys_hold_while_live_and_archived() {
     )
     .await;
     assert_eq!(replay, first, "a replay after completion enqueues nothing");
-    let live: i64 = one(
-        &db,
-        "SELECT count(*) FROM spine.jobs WHERE queue = $1",
-        &[&q],
-    )
-    .await;
+    let live = live_jobs(&db, &q).await;
     assert_eq!(live, 0);
 
     let ids: Vec<i64> = one(
@@ -297,12 +312,7 @@ async fn expired_lease_returns_the_job_once() {
 async fn concurrency_cap_holds_under_concurrent_fetchers() {
     let db = connect().await;
     let q = new_queue(&db, Some(3)).await;
-    db.execute(
-        "SELECT spine.enqueue_batch($1, array_agg(jsonb_build_object('i', i))) FROM generate_series(1, 40) i",
-        &[&q],
-    )
-    .await
-    .unwrap();
+    enqueue_numbered(&db, &q, 40).await;
     let mut fetchers = Vec::new();
     for w in 0..4 {
         let q = q.clone();
@@ -346,12 +356,7 @@ async fn concurrent_drain_loops_complete_every_job_once() {
     const JOBS: i64 = 2_000;
     let db = connect().await;
     let q = new_queue(&db, None).await;
-    db.execute(
-        "SELECT spine.enqueue_batch($1, array_agg(jsonb_build_object('i', i))) FROM generate_series(1, $2::bigint) i",
-        &[&q, &JOBS],
-    )
-    .await
-    .unwrap();
+    enqueue_numbered(&db, &q, JOBS).await;
     let mut loops = Vec::new();
     for w in 0..4 {
         let q = q.clone();
@@ -393,12 +398,7 @@ async fn concurrent_drain_loops_complete_every_job_once() {
     let unique: std::collections::HashSet<_> = completed.iter().collect();
     assert_eq!(completed.len() as i64, JOBS, "every job completed once");
     assert_eq!(unique.len() as i64, JOBS);
-    let left: i64 = one(
-        &db,
-        "SELECT count(*) FROM spine.jobs WHERE queue = $1",
-        &[&q],
-    )
-    .await;
+    let left = live_jobs(&db, &q).await;
     assert_eq!(left, 0, "no job left behind");
     let attempts: Vec<i32> = db
         .query(
@@ -515,12 +515,7 @@ fn plan_of<'a>(plans: &'a [String], marker: &str) -> &'a str {
 async fn fetch_walks_the_ready_index_whatever_the_table_size() {
     let db = connect().await;
     let q = new_queue(&db, None).await;
-    db.execute(
-        "SELECT spine.enqueue_batch($1, array_agg(jsonb_build_object('i', i))) FROM generate_series(1, 3) i",
-        &[&q],
-    )
-    .await
-    .unwrap();
+    enqueue_numbered(&db, &q, 3).await;
     let plans = logged_plans("SELECT id FROM spine.fetch_jobs(ARRAY[$1], 'w', 2)", &[&q]).await;
     let fetch = plan_of(&plans, "FOR UPDATE SKIP LOCKED");
     assert!(
@@ -536,12 +531,7 @@ async fn fetch_walks_the_ready_index_whatever_the_table_size() {
 async fn completion_heartbeat_and_release_find_jobs_by_primary_key() {
     let db = connect().await;
     let q = new_queue(&db, None).await;
-    db.execute(
-        "SELECT spine.enqueue_batch($1, array_agg(jsonb_build_object('i', i))) FROM generate_series(1, 3) i",
-        &[&q],
-    )
-    .await
-    .unwrap();
+    enqueue_numbered(&db, &q, 3).await;
     let ids: Vec<i64> = fetch(&db, &q, "w", 3, "30 s")
         .await
         .into_iter()
@@ -561,12 +551,7 @@ async fn completion_heartbeat_and_release_find_jobs_by_primary_key() {
     let plans = logged_plans("SELECT spine.complete_jobs($1)", &[&ids[1..].to_vec()]).await;
     let delete = plan_of(&plans, "DELETE FROM spine.jobs");
     assert!(by_key(delete), "{delete}");
-    let left: i64 = one(
-        &db,
-        "SELECT count(*) FROM spine.jobs WHERE queue = $1",
-        &[&q],
-    )
-    .await;
+    let left = live_jobs(&db, &q).await;
     assert_eq!(left, 1, "two completed, the released one queued again");
 }
 
@@ -685,12 +670,7 @@ async fn jobs_are_private_to_their_owner() {
 
     let t = db.transaction().await.unwrap();
     act_as(&t, "authenticated", as_user(bob)).await;
-    let seen: i64 = one(
-        &t,
-        "SELECT count(*) FROM spine.jobs WHERE queue = $1",
-        &[&q],
-    )
-    .await;
+    let seen = live_jobs(&t, &q).await;
     assert_eq!(seen, 0, "bob sees none of alice's jobs");
     let stats: i64 = one(
         &t,
@@ -757,12 +737,7 @@ async fn callers_without_a_user_cannot_enqueue() {
             t.rollback().await.unwrap();
         }
     }
-    let jobs: i64 = one(
-        &db,
-        "SELECT count(*) FROM spine.jobs WHERE queue = $1",
-        &[&q],
-    )
-    .await;
+    let jobs = live_jobs(&db, &q).await;
     assert_eq!(jobs, 0);
 }
 
@@ -827,12 +802,7 @@ async fn keyed_enqueue_under_repeatable_read_enqueues_no_duplicate() {
     let again: i64 = one(&tx, keyed, &[&q, &"k2"]).await;
     assert_eq!(again, id);
     tx.commit().await.unwrap();
-    let live: i64 = one(
-        &db,
-        "SELECT count(*) FROM spine.jobs WHERE queue = $1",
-        &[&q],
-    )
-    .await;
+    let live = live_jobs(&db, &q).await;
     assert_eq!(live, 0, "no duplicate enqueued");
 }
 
@@ -1122,12 +1092,7 @@ async fn one_second_schedule_runs_or_is_refused_clearly() {
     let mut count = 0i64;
     for _ in 0..50 {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        count = one(
-            &db,
-            "SELECT count(*) FROM spine.jobs WHERE queue = $1",
-            &[&q],
-        )
-        .await;
+        count = live_jobs(&db, &q).await;
         if count >= 2 {
             break;
         }
@@ -1195,11 +1160,6 @@ async fn replay_racing_completion_enqueues_nothing() {
     assert!(!replay.is_finished(), "the replay waits for the key");
     tx.commit().await.unwrap();
     assert_eq!(replay.await.unwrap(), id);
-    let live: i64 = one(
-        &db,
-        "SELECT count(*) FROM spine.jobs WHERE queue = $1",
-        &[&q],
-    )
-    .await;
+    let live = live_jobs(&db, &q).await;
     assert_eq!(live, 0, "no duplicate enqueued");
 }
