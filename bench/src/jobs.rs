@@ -276,21 +276,18 @@ struct Rates {
 /// Lets `LOOPS` sessions start their timed work together. Every session reaches
 /// the start line, also one whose setup failed (it then returns the error), so a
 /// failed connect ends the run with that error instead of leaving the others
-/// waiting for it.
+/// waiting for it. Made before the sessions connect: the `cold` rate counts from then.
+#[derive(Clone)]
 struct StartLine {
     barrier: std::sync::Arc<tokio::sync::Barrier>,
+    made: Instant,
 }
 
 impl StartLine {
     fn new() -> Self {
         Self {
             barrier: std::sync::Arc::new(tokio::sync::Barrier::new(LOOPS + 1)),
-        }
-    }
-
-    fn handle(&self) -> Self {
-        Self {
-            barrier: self.barrier.clone(),
+            made: Instant::now(),
         }
     }
 
@@ -303,7 +300,6 @@ impl StartLine {
 /// Awaits the sessions' job counts after the start line; the rates over `total`.
 async fn timed_loops(
     start: StartLine,
-    cold_start: Instant,
     loops: Vec<tokio::task::JoinHandle<anyhow::Result<usize>>>,
     total: usize,
 ) -> anyhow::Result<Rates> {
@@ -313,7 +309,7 @@ async fn timed_loops(
     for l in loops {
         done += l.await??;
     }
-    let (warm, cold) = (warm_start.elapsed(), cold_start.elapsed());
+    let (warm, cold) = (warm_start.elapsed(), start.made.elapsed());
     anyhow::ensure!(done == total, "drained {done} of {total} jobs");
     Ok(Rates {
         warm: per_second(done, warm),
@@ -325,14 +321,13 @@ async fn drain(url: &str, queue: &str, total: usize) -> anyhow::Result<Rates> {
     let admin = db(url).await?;
     let warm_queue = new_queue(&admin).await?;
     let start = StartLine::new();
-    let cold_start = Instant::now();
     let mut loops = Vec::new();
     for l in 0..LOOPS {
         let (url, queue, warm_queue, start) = (
             url.to_string(),
             queue.to_string(),
             warm_queue.clone(),
-            start.handle(),
+            start.clone(),
         );
         let worker = format!("bench-{l}");
         loops.push(tokio::spawn(async move {
@@ -366,7 +361,7 @@ async fn drain(url: &str, queue: &str, total: usize) -> anyhow::Result<Rates> {
             }
         }));
     }
-    let rates = timed_loops(start, cold_start, loops, total).await;
+    let rates = timed_loops(start, loops, total).await;
     drop_queue(&admin, &warm_queue).await?;
     rates
 }
@@ -385,10 +380,9 @@ async fn raw_skip_locked_delete(url: &str, n: usize) -> anyhow::Result<f64> {
         .batch_execute(&format!("VACUUM ANALYZE {table}"))
         .await?;
     let start = StartLine::new();
-    let cold_start = Instant::now();
     let mut loops = Vec::new();
     for _ in 0..LOOPS {
-        let (url, table, start) = (url.to_string(), table.clone(), start.handle());
+        let (url, table, start) = (url.to_string(), table.clone(), start.clone());
         loops.push(tokio::spawn(async move {
             let setup = async {
                 let db = db(&url).await?;
@@ -412,7 +406,7 @@ async fn raw_skip_locked_delete(url: &str, n: usize) -> anyhow::Result<f64> {
             }
         }));
     }
-    let rates = timed_loops(start, cold_start, loops, n).await;
+    let rates = timed_loops(start, loops, n).await;
     admin.batch_execute(&format!("DROP TABLE {table}")).await?;
     Ok(rates?.warm)
 }
