@@ -39,6 +39,9 @@ fn read_one(folder: &Path) -> anyhow::Result<Bundle> {
             .with_context(|| format!("reading {}", manifest_path.display()))?,
     )
     .with_context(|| format!("{} is not JSON", manifest_path.display()))?;
+    // The same checks spine.deploy_function makes, before anything is sent.
+    spine_core::manifest::Manifest::parse(manifest.clone())
+        .map_err(|e| anyhow::anyhow!("{}: {e}", manifest_path.display()))?;
     if manifest["name"].as_str() != Some(folder_name.as_str()) {
         bail!(
             "{}: \"name\" must be the folder's name, {folder_name}",

@@ -8,6 +8,8 @@ use crate::engine::{Engine, InvokeError, Limits, QuickJs, Request, Response};
 use crate::invokers::Invokers;
 use crate::pool::Pool;
 use serde_json::{json, Value};
+use spine_core::jobs::payloads::Actor;
+use spine_core::manifest::{self, Manifest};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -74,12 +76,12 @@ impl Caller {
     /// Who a job acts for: its owner (rules' jobs), else the `{role, sub}` the job
     /// recorded of whoever caused it (a webhook's writer), else service_role (jobs
     /// enqueued by service_role itself).
-    pub fn for_job(owner: Option<uuid::Uuid>, actor: Option<&Value>) -> Self {
+    pub fn for_job(owner: Option<uuid::Uuid>, actor: Option<&Actor>) -> Self {
         let sub = owner
             .map(|o| o.to_string())
-            .or_else(|| actor.and_then(|a| a["sub"].as_str().map(String::from)));
+            .or_else(|| actor.and_then(|a| a.sub.clone()));
         let role = actor
-            .and_then(|a| a["role"].as_str())
+            .and_then(|a| a.role.as_deref())
             .filter(|r| crate::jwt::ROLES.contains(r));
         match (sub, role) {
             (Some(sub), _) => Self {
@@ -243,21 +245,17 @@ impl Host {
         };
         let _ = tx.commit().await;
         let row = row.ok_or_else(|| HostError::NotFound(name.into()))?;
-        let manifest: Value = row.get(2);
+        // Validated by spine.deploy_function; parsed again with the same code.
+        let manifest = Manifest::parse(row.get(2)).map_err(|e| {
+            HostError::Database(format!("the stored manifest of {name} is invalid: {e}"))
+        })?;
         let function = Arc::new(Deployed {
             name: name.to_string(),
             source: row.get(0),
             sha256: row.get(1),
-            limits: self.limits_for(&manifest),
+            limits: self.limits_for(&manifest.limits),
             enabled: row.get(3),
-            secrets: manifest["permissions"]["secrets"]
-                .as_array()
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|s| s.as_str().map(String::from))
-                        .collect()
-                })
-                .unwrap_or_default(),
+            secrets: manifest.permissions.secrets,
         });
         let mut cache = self.cache.lock().expect("cache lock");
         if cache.len() >= MAX_CACHED {
@@ -268,19 +266,19 @@ impl Host {
     }
 
     /// The manifest's `limits` where it sets them, within the host's maximum.
-    fn limits_for(&self, manifest: &Value) -> Limits {
-        let l = &manifest["limits"];
+    fn limits_for(&self, asked: &manifest::Limits) -> Limits {
         let (d, max) = (self.config.default_limits, self.config.max_limits);
-        let pick = |key: &str, default: u64, max: u64| l[key].as_u64().unwrap_or(default).min(max);
+        let pick =
+            |asked: Option<u32>, default: u64, max: u64| asked.map_or(default, u64::from).min(max);
         Limits {
             memory_bytes: (pick(
-                "memory_mb",
+                asked.memory_mb,
                 (d.memory_bytes >> 20) as u64,
                 (max.memory_bytes >> 20) as u64,
             ) as usize)
                 << 20,
-            cpu_ms: pick("cpu_ms", d.cpu_ms, max.cpu_ms),
-            wall_ms: pick("wall_ms", d.wall_ms, max.wall_ms),
+            cpu_ms: pick(asked.cpu_ms, d.cpu_ms, max.cpu_ms),
+            wall_ms: pick(asked.wall_ms, d.wall_ms, max.wall_ms),
         }
     }
 }

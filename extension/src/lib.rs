@@ -4,7 +4,6 @@
 //! - [`caller`]: facts about the role a request acts as (privilege checks).
 //! - [`entities`]: the unified entity model, identity keys and edges.
 //! - [`etl`]: sources, mappings and `spine.ingest` from raw connector records.
-//! - [`json`]: paths into JSON values and JSON text sizes.
 //! - [`functions`]: deployed edge function sources (`spine.deploy_function`).
 //! - [`gucs`]: every `spine.*` setting, registered in `_PG_init`.
 //! - [`error`]: the SQLSTATE mapping every domain's errors go through.
@@ -17,7 +16,14 @@
 //! - [`webhooks`]: database webhooks (`spine.create_webhook`), delivered by the worker.
 //! - [`search`]: Meilisearch tenant tokens (`spine.search_key()`).
 //! - [`spi_ext`]: small helpers over SPI (optional rows, kept plans).
-//! - [`time`]: civil date arithmetic for timestamps.
+//!
+//! Pure logic and the contracts shared with the worker and the function host
+//! (names, event types, the envelope, manifests, JsonLogic, mappings) live in
+//! the `spine-core` crate.
+//!
+//! Modules depend on each other in one direction, in the layers that
+//! `cargo xtask layers` checks (xtask/src/layers.rs); `_PG_init` wires the one
+//! upward call, events → rules, as a listener.
 //!
 //! SQL objects (tables, views, policies, grants) live in `sql/*.sql` and in
 //! `supabase/compat.sql`, loaded in the order declared in [`schema`].
@@ -39,14 +45,12 @@ pub mod functions;
 pub mod gucs;
 pub mod invalidation;
 pub mod jobs;
-pub mod json;
 pub mod meta;
 pub mod policy;
 pub mod rules;
 mod schema;
 pub mod search;
 pub mod spi_ext;
-pub mod time;
 pub mod vault;
 pub mod webhooks;
 
@@ -56,6 +60,7 @@ pub mod webhooks;
 extern "C-unwind" fn _PG_init() {
     gucs::init();
     invalidation::register();
+    events::listener::set(rules::engine::on_emitted);
 }
 
 #[cfg(any(test, feature = "pg_test"))]

@@ -1,9 +1,9 @@
-//! The wire format of an event: CloudEvents 1.0 JSON (structured mode) with the
-//! extensions `correlationid`, `causationid` and `ownerid` (DESIGN.md).
+//! An event as the relay reads it from `spine.events_after`, and its wire format:
+//! the CloudEvents envelope defined once in [`spine_core::envelope`].
 
-use chrono::{DateTime, SecondsFormat, Utc};
-use serde::Serialize;
+use chrono::{DateTime, Utc};
 use serde_json::value::RawValue;
+use spine_core::envelope::{self, CloudEvent, EventFields};
 use tokio_postgres::types::Json;
 use uuid::Uuid;
 
@@ -45,47 +45,24 @@ impl Event {
 
     /// NATS subject: `spine.<type>`, e.g. `spine.data.EntityCreated`.
     pub fn nats_subject(&self) -> String {
-        format!("spine.{}", self.event_type)
+        envelope::nats_subject(&self.event_type)
     }
 
     /// The CloudEvents JSON envelope; absent optional attributes are omitted.
     pub fn cloudevent_json(&self) -> serde_json::Result<Vec<u8>> {
-        serde_json::to_vec(&CloudEvent {
-            specversion: "1.0",
+        let time = spine_core::time::rfc3339_micros(self.occurred_at.timestamp_micros());
+        serde_json::to_vec(&CloudEvent::new(EventFields {
             id: self.id,
             source: &self.source,
             event_type: &self.event_type,
             subject: self.subject.as_deref(),
-            time: self
-                .occurred_at
-                .to_rfc3339_opts(SecondsFormat::Micros, true),
-            datacontenttype: "application/json",
-            correlationid: self.correlation_id,
-            causationid: self.causation_id,
-            ownerid: self.owner_id,
-            data: &self.data,
-        })
+            time: &time,
+            correlation_id: self.correlation_id,
+            causation_id: self.causation_id,
+            owner_id: self.owner_id,
+            data: &*self.data,
+        }))
     }
-}
-
-/// Serialized straight from borrowed fields: the relay writes one per event.
-#[derive(Serialize)]
-struct CloudEvent<'a> {
-    specversion: &'static str,
-    id: Uuid,
-    source: &'a str,
-    #[serde(rename = "type")]
-    event_type: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    subject: Option<&'a str>,
-    time: String,
-    datacontenttype: &'static str,
-    correlationid: Uuid,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    causationid: Option<Uuid>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    ownerid: Option<Uuid>,
-    data: &'a RawValue,
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 //!
 //! - [`config`]: settings from environment variables, parsed once.
 //! - [`db`]: connecting to Postgres.
+//! - [`sink`]: what every sink shares: holding it, reading after its cursor, moving it.
 //! - [`relay`]: outbox → NATS JetStream, effectively once, in commit order.
 //! - [`listener`]: LISTEN wake-ups for the relay (it also polls).
 //! - [`envelope`]: the CloudEvents JSON an event travels as.
@@ -23,6 +24,7 @@ pub mod listener;
 pub mod metrics;
 pub mod relay;
 pub mod search;
+pub mod sink;
 pub mod supervise;
 
 use config::Config;

@@ -1,10 +1,8 @@
 //! The outbox relay: committed events → NATS JetStream, effectively once.
 //!
-//! - One relay per sink at a time: the session holds `pg_try_advisory_lock` on its
-//!   connection; other instances stand by and take over when that connection dies.
-//! - Reads `spine.events_after(cursor)` (commit order, never skips a late commit),
-//!   publishes the batch as a window of in-flight publishes, and advances the cursor
-//!   in the database only over the acknowledged prefix.
+//! - One relay per sink at a time, reading in commit order ([`crate::sink`]):
+//!   publishes each batch as a window of in-flight publishes, and advances the
+//!   cursor in the database only over the acknowledged prefix.
 //! - `Nats-Msg-Id` = event id, so a batch republished after a crash is dropped by
 //!   JetStream's duplicate window.
 //! - Up to two batches are in flight: the next is read and sent while JetStream
@@ -18,6 +16,7 @@
 use crate::config::{Config, RelayConfig};
 use crate::envelope::Event;
 use crate::metrics::RelayMetrics;
+use crate::sink::{SinkSession, SinkSpec};
 use anyhow::Context as _;
 use async_nats::jetstream::{
     self,
@@ -30,9 +29,6 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{watch, Notify};
-
-/// Advisory-lock class for relay sinks (the key is `hashtext(sink)`).
-const SINK_LOCK_CLASS: i32 = 1397770574;
 
 pub async fn run(
     config: Arc<Config>,
@@ -59,51 +55,34 @@ async fn session(
     shutdown: &mut watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let rc = &config.relay;
-    let (db, connection) = crate::db::connect(&config.database_url).await?;
-    // The lock lives as long as this connection; dropping it hands the sink over.
-    let _conn = crate::db::AbortOnDrop(tokio::spawn(connection));
-    // A cursor write lost in a Postgres crash only means redelivery, which the
-    // duplicate window absorbs: no need to wait for its WAL flush on every batch.
-    db.batch_execute("SET synchronous_commit = off").await?;
-
-    loop {
-        let locked: bool = db
-            .query_one(
-                "SELECT pg_try_advisory_lock($1, hashtext($2))",
-                &[&SINK_LOCK_CLASS, &rc.sink],
-            )
-            .await?
-            .get(0);
+    let spec = SinkSpec {
+        database_url: &config.database_url,
+        name: &rc.sink,
+        kind: "nats",
+        columns: "*",
+        poll: rc.poll,
+        // A cursor write lost in a Postgres crash only means redelivery, which the
+        // duplicate window absorbs: no need to wait for its WAL flush on every batch.
+        setup: "SET synchronous_commit = off",
+    };
+    let Some(sink) = SinkSession::acquire(&spec, shutdown, |held| {
         metrics.mark_ok();
-        if locked {
-            break;
+        if !held {
+            metrics.active.store(false, Ordering::Relaxed);
         }
-        metrics.active.store(false, Ordering::Relaxed);
-        tokio::select! {
-            _ = tokio::time::sleep(rc.poll) => {}
-            _ = shutdown.changed() => return Ok(()),
-        }
-    }
-    let row = db
-        .query_one(
-            "SELECT cursor_commit_seq, cursor_seq FROM spine.ensure_sink($1, 'nats')",
-            &[&rc.sink],
-        )
-        .await?;
-    let cursor: (i64, i64) = (row.get(0), row.get(1));
+    })
+    .await?
+    else {
+        return Ok(());
+    };
+    let cursor = sink.cursor;
     tracing::info!(sink = %rc.sink, ?cursor, "relay holds the sink");
 
     // From here on this instance is the sink's relay, also while it retries.
     metrics.active.store(true, Ordering::Relaxed);
-    let read = db
-        .prepare("SELECT * FROM spine.events_after($1, $2, $3)")
-        .await?;
-    let advance = db
-        .prepare("SELECT spine.advance_sink($1, $2, $3, $4)")
-        .await?;
     // Measure the backlog's age before touching NATS, so that /healthz sees the lag
     // grow even when NATS is down from the start.
-    let head = db.query(&read, &[&cursor.0, &cursor.1, &1i32]).await?;
+    let head = sink.read(cursor, 1).await?;
     metrics.set_oldest_pending(head.first().map(|r| r.get("committed_at")));
     let js = connect_jetstream(&config.nats_url, rc).await?;
     ensure_stream(&js, rc).await?;
@@ -122,9 +101,7 @@ async fn session(
         }
         let mut read_nothing = true;
         if !stopping && inflight.len() < PIPELINE {
-            let rows = db
-                .query(&read, &[&sent_upto.0, &sent_upto.1, &rc.batch])
-                .await?;
+            let rows = sink.read(sent_upto, rc.batch).await?;
             metrics.mark_ok();
             if !rows.is_empty() {
                 read_nothing = false;
@@ -148,16 +125,8 @@ async fn session(
             let outcome = batch.acknowledged().await;
             if outcome.acked > 0 {
                 let upto = &batch.events[outcome.acked - 1];
-                db.execute(
-                    &advance,
-                    &[
-                        &rc.sink,
-                        &upto.commit_seq,
-                        &upto.seq,
-                        &(outcome.acked as i64),
-                    ],
-                )
-                .await?;
+                sink.advance((upto.commit_seq, upto.seq), outcome.acked as i64)
+                    .await?;
                 metrics
                     .published
                     .fetch_add(outcome.acked as u64, Ordering::Relaxed);
@@ -167,14 +136,8 @@ async fn session(
                 metrics.batches.fetch_add(1, Ordering::Relaxed);
             }
             if let Some(error) = outcome.error {
-                let message = format!("{error:#}");
-                // Best effort: the error is also logged and counted by the caller.
-                let _ = db
-                    .execute(
-                        "SELECT spine.record_sink_error($1, $2)",
-                        &[&rc.sink, &message],
-                    )
-                    .await;
+                // Also logged and counted by the caller.
+                sink.record_error(&error).await;
                 // Later batches were chained to this one and are refused or
                 // duplicates; the next session resumes from the committed cursor.
                 return Err(error);

@@ -8,6 +8,7 @@
 //!   `status`, `env`, `psql`), built from [`postgres`], [`nats`] and [`meili`].
 //! - [`migrate`]: applies `migrations/` and `seed.sql` the way the Supabase CLI does.
 //! - [`demo`]: setup + up, then the main flow, printed for a person to read.
+//! - [`layers`]: the extension's module layering check.
 //! - [`suite`]: the full test suite that `.ci/run` calls.
 //! - [`bench`]: benchmarks (`cargo xtask bench relay|jobs|audit|rules|ingest`).
 
@@ -15,6 +16,7 @@ mod bench;
 mod config;
 mod daemon;
 mod demo;
+mod layers;
 mod meili;
 mod migrate;
 mod nats;
@@ -40,7 +42,8 @@ commands:
   env            print `export …` lines for the running stack
   psql [args…]   open psql on the stack's database
   demo           setup + up, then run the main flow and show what happened
-  test           the full test suite: fmt, clippy, pgrx tests, integration tests
+  test           the full test suite: fmt, layers, clippy, pgrx tests, integration tests
+  layers [root]  check that the extension's modules depend on each other downward only
   bench <name>   a benchmark against the stack, optimized builds (names: relay, jobs, audit, rules, ingest)
 
 configuration (environment variables, defaults in parentheses):
@@ -70,6 +73,10 @@ fn run() -> Result<()> {
         "psql" => stack::psql(&config, &rest),
         "demo" => demo::run(&config),
         "test" => suite::run(&config),
+        "layers" => layers::run(
+            rest.first()
+                .map_or(config.root.as_path(), std::path::Path::new),
+        ),
         "bench" => bench::run(&config, &rest),
         "" | "help" | "-h" | "--help" => {
             print!("{USAGE}");

@@ -1,7 +1,8 @@
 //! `cargo xtask test`: the full suite, the same on a laptop and in CI.
 //!
 //! 1. setup (idempotent) so a fresh machine can run the rest;
-//! 2. `cargo fmt --check` and `cargo clippy --all-targets -D warnings`;
+//! 2. `cargo fmt --check`, the extension's module layers ([`crate::layers`]) and
+//!    `cargo clippy --all-targets -D warnings`;
 //! 3. `cargo pgrx test pg15`: `#[pg_test]`s inside a throwaway cluster run as the
 //!    `postgres` user (initdb refuses root);
 //! 4. `up`, then the workspace's tests (unit and integration) against that stack.
@@ -22,6 +23,10 @@ pub fn run(config: &Config) -> Result<()> {
                 .args(["fmt", "--all", "--check"])
                 .current_dir(&config.root),
         )?;
+    }
+    {
+        let _s = step("layers of the extension's modules");
+        crate::layers::run(&config.root)?;
     }
     {
         let _s = step("cargo clippy --all-targets -- -D warnings");

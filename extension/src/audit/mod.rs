@@ -68,7 +68,7 @@ pub fn record(
             reason: format!("longer than {MAX_NAME_LEN} bytes"),
         });
     }
-    let size = crate::json::text_len(&details);
+    let size = spine_core::json::text_len(&details);
     if size > MAX_DETAILS_BYTES {
         return Err(SpineError::TooLarge {
             what: "audit details",

@@ -8,28 +8,18 @@ use crate::error::{internal, SpineError};
 use crate::events::{emit_event, emit_events, NewEvent};
 use crate::spi_ext::{one_prepared, optional_row, returning_one, run_prepared};
 use pgrx::pg_sys::panic::ErrorReport;
-use pgrx::pg_sys::BuiltinOid::{JSONBOID, TEXTOID, UUIDOID};
+use pgrx::pg_sys::BuiltinOid::{INT4OID, JSONBOID, TEXTOID, UUIDOID};
 use pgrx::prelude::*;
 use pgrx::{JsonB, Uuid};
 use serde_json::{json, Map, Value};
+use spine_core::{locks, names};
 
 /// Largest entity data (JSON text): it travels in events (512 KiB) with room to spare.
 pub const MAX_DATA_BYTES: usize = 256 * 1024;
 
-/// Entity kinds, mapping fields, source names, edge relations: 1–63 lowercase
-/// letters, digits and `_`, starting with a letter.
-pub fn is_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 63
-        && name.starts_with(|c: char| c.is_ascii_lowercase())
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
-}
-
+/// Entity kinds, source names, edge relations ([`names::KIND`]).
 pub fn check_kind(kind: &str) -> Result<(), SpineError> {
-    let ok = is_name(kind);
-    if ok {
+    if names::KIND.accepts(kind) {
         Ok(())
     } else {
         Err(SpineError::InvalidParameter {
@@ -41,8 +31,21 @@ pub fn check_kind(kind: &str) -> Result<(), SpineError> {
     }
 }
 
+/// One batch per owner at a time, until the transaction ends: two concurrent
+/// ingest batches naming the same new person would otherwise both miss the other's
+/// keys and create two entities, and a record landed by one would look new to the
+/// other. `spine.delete_entity` takes it too, so no entity vanishes mid-batch.
+pub fn lock_owner(owner: Uuid) -> Result<(), SpineError> {
+    run_prepared(
+        "SELECT pg_advisory_xact_lock($1, hashtext($2::text))",
+        &[INT4OID, UUIDOID],
+        &[locks::ENTITY_OWNER.class.into(), owner.into()],
+    )
+    .map_err(internal("entities: owner lock"))
+}
+
 pub fn check_size(data: &Map<String, Value>) -> Result<(), SpineError> {
-    let size = crate::json::text_len(data);
+    let size = spine_core::json::text_len(data);
     if size > MAX_DATA_BYTES {
         return Err(SpineError::TooLarge {
             what: "entity data",
@@ -177,7 +180,7 @@ pub fn update(
 /// never fails for it.
 pub fn updated_event_data(id: Uuid, kind: &str, changed: Map<String, Value>) -> Value {
     let full = json!({"id": id.to_string(), "kind": kind, "changed": changed});
-    if crate::json::text_len(&full) <= crate::events::MAX_DATA_BYTES {
+    if spine_core::json::text_len(&full) <= crate::events::MAX_DATA_BYTES {
         return full;
     }
     let Value::Object(mut event) = full else {
@@ -193,7 +196,7 @@ pub fn updated_event_data(id: Uuid, kind: &str, changed: Map<String, Value>) -> 
     let mut smaller = event.clone();
     smaller.insert("changed".into(), Value::Object(new_values));
     smaller.insert("truncated".into(), json!("from"));
-    if crate::json::text_len(&smaller) <= crate::events::MAX_DATA_BYTES {
+    if spine_core::json::text_len(&smaller) <= crate::events::MAX_DATA_BYTES {
         return Value::Object(smaller);
     }
     let names: Map<String, Value> = changed.keys().map(|f| (f.clone(), json!({}))).collect();
@@ -285,7 +288,7 @@ fn delete_entity(
     let owner = caller::acting_owner(owner, "entities")?;
     // Not in the middle of an ingest of this owner, which resolves identity keys
     // to entities it then merges into.
-    crate::etl::batch::lock_owner(owner)?;
+    lock_owner(owner)?;
     let kind = optional_row(returning_one::<String>(
         "DELETE FROM spine.entities WHERE id = $1 AND owner_id = $2 RETURNING kind",
         &[id.into(), owner.into()],

@@ -5,7 +5,6 @@
 //! exactly as if they had come one after the other. The caller records what became
 //! of each record in `spine.raw_records`.
 
-use super::mapping::Mapping;
 use crate::entities;
 use crate::error::{internal, SpineError};
 use crate::spi_ext::run_prepared;
@@ -13,6 +12,7 @@ use pgrx::pg_sys::BuiltinOid::{JSONBARRAYOID, TEXTARRAYOID, TEXTOID, UUIDARRAYOI
 use pgrx::prelude::*;
 use pgrx::{JsonB, Uuid};
 use serde_json::{json, Map, Value};
+use spine_core::etl::mapping::{self, Mapping};
 use std::collections::HashMap;
 
 /// A record waiting to be mapped.
@@ -73,19 +73,6 @@ fn fits(data: &Map<String, Value>) -> Result<(), String> {
     entities::check_size(data).map_err(|e| format!("its entity would be too large: {e}"))
 }
 
-/// One batch per owner at a time, until the transaction ends: two concurrent
-/// batches naming the same new person would otherwise both miss the other's keys
-/// and create two entities, and a record landed by one would look new to the other.
-/// `spine.delete_entity` takes it too, so no entity vanishes mid-batch.
-pub fn lock_owner(owner: Uuid) -> Result<(), SpineError> {
-    run_prepared(
-        "SELECT pg_advisory_xact_lock(1397770578, hashtext($1::text))",
-        &[UUIDOID],
-        &[owner.into()],
-    )
-    .map_err(internal("etl: owner lock"))
-}
-
 /// The entity each of these records' external ids last went to in `source`: a
 /// new version of a record updates the entity its earlier versions built, even
 /// when it has no identity key or its keys changed. One query, by the landing
@@ -127,7 +114,7 @@ pub fn entities_of_records(
 /// Maps, resolves and writes `items` for `owner` from a source whose entity is
 /// `source_entity`; adds to `counts` and returns each item's disposition, in
 /// order. `earlier` names the entity of records seen before (by external id, see
-/// [`entities_of_records`]). The caller holds [`lock_owner`].
+/// [`entities_of_records`]). The caller holds [`entities::lock_owner`].
 pub fn process(
     owner: Uuid,
     mapping: &Mapping,
@@ -137,7 +124,7 @@ pub fn process(
     counts: &mut Counts,
 ) -> Result<Vec<Disposition>, SpineError> {
     // 1. Map every record (pure Rust).
-    let mapped: Vec<Result<super::mapping::Mapped, String>> = items
+    let mapped: Vec<Result<mapping::Mapped, String>> = items
         .iter()
         .map(|item| {
             if !item.record.is_object() {

@@ -12,15 +12,12 @@
 //! its error and reported; it never aborts the batch.
 
 pub mod batch;
-pub mod mapping;
-pub mod normalize;
 
 use crate::entities;
 use crate::error::{internal, SpineError};
 use crate::events::{emit_event, NewEvent};
 use crate::spi_ext::{optional_row, returning_one, run_prepared};
 use batch::Counts;
-use mapping::Mapping;
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::pg_sys::BuiltinOid::{
     BYTEAARRAYOID, INT8ARRAYOID, TEXTARRAYOID, TEXTOID, UUIDARRAYOID, UUIDOID,
@@ -29,6 +26,7 @@ use pgrx::prelude::*;
 use pgrx::{JsonB, Uuid};
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
+use spine_core::etl::mapping::Mapping;
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
@@ -200,7 +198,7 @@ fn ingest(
     }
     let owner = crate::caller::acting_owner(owner, "sources")?;
     let src = load_source(owner, name)?;
-    batch::lock_owner(owner)?;
+    entities::lock_owner(owner)?;
     let mut counts = Counts {
         received: records.len() as i64,
         ..Counts::default()
@@ -405,7 +403,7 @@ fn reprocess(
     let name = source.ok_or(SpineError::NullArgument("source"))?;
     let owner = crate::caller::acting_owner(owner, "sources")?;
     let src = load_source(owner, name)?;
-    batch::lock_owner(owner)?;
+    entities::lock_owner(owner)?;
     // A rejected version that a later version of the same record (same external id)
     // has replaced is superseded, not applied over it.
     Spi::run_with_args(

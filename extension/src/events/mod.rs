@@ -2,18 +2,20 @@
 //! (`spine.events`, see `sql/events.sql` for ordering and delivery), in the
 //! caller's transaction. Other domains emit through [`emit_event`].
 
-pub mod event_type;
+mod emitted;
+pub mod listener;
+
+pub use emitted::Emitted;
 
 use crate::error::SpineError;
 use crate::gucs;
-use crate::rules;
 use crate::spi_ext::{one_prepared, run_prepared};
 use pgrx::datum::TimestampWithTimeZone;
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::pg_sys::BuiltinOid::{TEXTARRAYOID, TEXTOID, TIMESTAMPTZOID, UUIDARRAYOID, UUIDOID};
 use pgrx::prelude::*;
 use pgrx::{JsonB, Uuid};
-use std::rc::Rc;
+use spine_core::event_type;
 
 /// Longest accepted subject.
 const MAX_SUBJECT_LEN: usize = 1024;
@@ -59,7 +61,6 @@ struct Checked {
     id: Uuid,
     data_text: String,
     correlation_id: Uuid,
-    rules: Vec<Rc<rules::cache::Rule>>,
 }
 
 fn check(event: &NewEvent<'_>) -> Result<Checked, SpineError> {
@@ -93,21 +94,16 @@ fn check(event: &NewEvent<'_>) -> Result<Checked, SpineError> {
         (None, Some(cause)) => correlation_of(cause, event.owner_id)?.unwrap_or(id),
         (None, None) => id,
     };
-    // The owner's rules that listen to this type (usually none: one cache lookup).
-    let rules = match event.owner_id {
-        Some(owner) => rules::engine::candidates(owner, event.event_type)?,
-        None => Vec::new(),
-    };
     Ok(Checked {
         id,
         data_text,
         correlation_id,
-        rules,
     })
 }
 
 /// Validates and inserts events in one statement, in the order given (their `seq`
-/// follows it), then runs the rules that listen to them; returns their ids. A batch
+/// follows it), then hands them to the [`listener`] (the rules engine, which runs
+/// the rules that listen to them); returns their ids. A batch
 /// of entity writes (ingest) pays one INSERT and one commit registration instead of
 /// one per event. Nothing is written when one of them is invalid.
 pub fn emit_events(events: &[NewEvent<'_>]) -> Result<Vec<Uuid>, SpineError> {
@@ -125,25 +121,23 @@ pub fn emit_events(events: &[NewEvent<'_>]) -> Result<Vec<Uuid>, SpineError> {
     })?;
     let ids: Vec<Uuid> = checked.iter().map(|c| c.id).collect();
     write(events, &checked, occurred_at)?;
-    // Rules read the data after the insert took it.
-    for (event, c) in events.iter().zip(&checked) {
-        let Some(owner) = event.owner_id.filter(|_| !c.rules.is_empty()) else {
-            continue;
-        };
-        rules::engine::evaluate(
-            &rules::engine::EventInfo {
-                id: c.id,
-                event_type: event.event_type,
-                subject: event.subject,
-                owner,
-                data: &event.data.0,
-                correlation_id: c.correlation_id,
-                causation_id: event.causation_id,
-                time: rfc3339(now),
-            },
-            &c.rules,
-        )?;
-    }
+    // The listener reads the data after the insert took it.
+    let time = spine_core::time::rfc3339_micros(now + spine_core::time::PG_EPOCH_UNIX_MICROS);
+    let emitted: Vec<Emitted<'_>> = events
+        .iter()
+        .zip(&checked)
+        .map(|(event, c)| Emitted {
+            id: c.id,
+            event_type: event.event_type,
+            subject: event.subject,
+            owner_id: event.owner_id,
+            data: &event.data.0,
+            correlation_id: c.correlation_id,
+            causation_id: event.causation_id,
+            time: &time,
+        })
+        .collect();
+    listener::notify(&emitted)?;
     Ok(ids)
 }
 
@@ -229,23 +223,6 @@ fn write(
     .map_err(failed)
 }
 
-/// A PostgreSQL timestamp (microseconds since 2000-01-01 UTC) as RFC 3339 in UTC
-/// with microseconds, the way the relay writes an envelope's `time`.
-pub fn rfc3339(pg_micros: i64) -> String {
-    const UNIX_TO_PG_DAYS: i64 = 10_957;
-    let micros = pg_micros.rem_euclid(86_400_000_000);
-    let days = pg_micros.div_euclid(86_400_000_000) + UNIX_TO_PG_DAYS;
-    let (year, month, day) = crate::time::civil_from_days(days);
-    let secs = micros / 1_000_000;
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:06}Z",
-        secs / 3600,
-        secs / 60 % 60,
-        secs % 60,
-        micros % 1_000_000
-    )
-}
-
 /// The correlation id of an earlier event, if it is (still) in the outbox and the
 /// emitter may see it: a user only their own events (emit runs as the extension's
 /// owner, so RLS does not do this here), a system caller (no owner) any.
@@ -319,23 +296,6 @@ fn null_argument(name: &'static str) -> ErrorReport {
     })
 }
 
-#[cfg(test)]
-mod time_tests {
-    use super::rfc3339;
-
-    #[test]
-    fn rfc3339_in_utc() {
-        assert_eq!(rfc3339(0), "2000-01-01T00:00:00.000000Z");
-        assert_eq!(rfc3339(-1), "1999-12-31T23:59:59.999999Z");
-        // 2026-11-25T11:54:27.058096Z
-        let days = 9_825; // 2000-01-01 .. 2026-11-25
-        let t = days * 86_400_000_000 + ((11 * 3600 + 54 * 60 + 27) * 1_000_000 + 58_096);
-        assert_eq!(rfc3339(t), "2026-11-25T11:54:27.058096Z");
-        // 2000 is a leap year: day 59 is February 29.
-        assert_eq!(rfc3339(59 * 86_400_000_000), "2000-02-29T00:00:00.000000Z");
-    }
-}
-
 #[cfg(any(test, feature = "pg_test"))]
 #[pg_schema]
 mod tests {
@@ -369,6 +329,21 @@ mod tests {
     }
 
     /// An event caused by another inherits its correlation id.
+    /// The envelope rules see carries the `source` the relay reads from the row:
+    /// emit leaves it to the column default, which is spine-core's constant.
+    #[pg_test]
+    fn written_source_is_the_envelope_source() {
+        let id = Spi::get_one::<pgrx::Uuid>("SELECT spine.emit('data.EntityCreated', '{}')")
+            .unwrap()
+            .unwrap();
+        let source = Spi::get_one_with_args::<String>(
+            "SELECT source FROM spine.events WHERE id = $1",
+            &[id.into()],
+        )
+        .unwrap();
+        assert_eq!(source.as_deref(), Some(spine_core::envelope::SOURCE));
+    }
+
     #[pg_test]
     fn causation_carries_correlation() {
         let first = Spi::get_one::<pgrx::Uuid>("SELECT spine.emit('data.EntityCreated', '{}')")

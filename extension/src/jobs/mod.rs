@@ -3,8 +3,6 @@
 //! retry delays, and validation of queue names and cron schedules — and so does
 //! the single-job enqueue ([`enqueue`]), the call producers make most.
 
-pub mod backoff;
-pub mod cron;
 pub mod enqueue;
 mod keys;
 
@@ -12,9 +10,11 @@ use crate::error::SpineError;
 use pgrx::datum::Interval;
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
+use spine_core::jobs::{backoff, cron};
+use spine_core::names;
 
 /// Longest queue or schedule name.
-const MAX_NAME_LEN: usize = 63;
+const MAX_NAME_LEN: usize = names::QUEUE.max_len;
 
 /// Queue and schedule names: lowercase letters, digits, `_`, `-` and `.`, starting
 /// with a letter (they appear in logs, metrics labels and pg_cron job names).
@@ -29,11 +29,7 @@ pub fn check_name(name: Option<&str>) -> Result<(), SpineError> {
             "\"{name}\" must be 1 to {MAX_NAME_LEN} bytes"
         )));
     }
-    let ok = name.starts_with(|c: char| c.is_ascii_lowercase())
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "_-.".contains(c));
-    if !ok {
+    if !names::QUEUE.accepts(name) {
         return Err(invalid(format!(
             "\"{name}\" may hold lowercase letters, digits, _ - . and must start with a letter"
         )));

@@ -8,7 +8,6 @@
 //! too.
 
 use super::load_plugin;
-use super::manifest::{self, Action, Manifest};
 use crate::audit;
 use crate::caller;
 use crate::error::{internal, SpineError};
@@ -17,6 +16,7 @@ use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
 use pgrx::Uuid;
 use serde_json::json;
+use spine_core::manifest::{self, Action, Manifest};
 
 /// A parsed consent scope.
 #[derive(Debug, PartialEq, Eq)]

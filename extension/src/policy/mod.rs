@@ -8,16 +8,15 @@
 //! grant as `policy.allowed`.
 
 pub mod consent;
-pub mod manifest;
 
 use crate::audit;
 use crate::error::{internal, SpineError};
 use crate::spi_ext::{optional_row, returning_one};
-use manifest::{Action, Manifest};
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
 use pgrx::JsonB;
 use serde_json::json;
+use spine_core::manifest::{self, Action, Manifest};
 
 /// A plugin as stored in `spine.plugins`.
 pub struct Plugin {

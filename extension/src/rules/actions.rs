@@ -11,9 +11,10 @@
 //! Payloads, data and values are [`Template`]s. What needs the database (does the
 //! queue exist and accept users' jobs) is checked by the caller.
 
-use super::template::Template;
-use crate::events::{event_type, RESERVED_DOMAINS};
+use crate::events::RESERVED_DOMAINS;
 use serde_json::{Map, Value};
+use spine_core::event_type;
+use spine_core::rules::template::Template;
 
 /// Most actions in one rule.
 const MAX_ACTIONS: usize = 20;
@@ -180,7 +181,7 @@ fn parse_one(value: &Value) -> Result<Action, String> {
         "call_function" => {
             let f = Fields::new("call_function", body, &["name", "payload"])?;
             let name = f.text("name")?;
-            crate::policy::manifest::check_plugin_name(&name)
+            spine_core::manifest::check_plugin_name(&name)
                 .map_err(|e| format!("call_function: {e}"))?;
             Ok(Action::CallFunction {
                 name,

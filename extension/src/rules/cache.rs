@@ -8,12 +8,12 @@
 //! flag check per event.
 
 use super::actions::{self, Action};
-use super::jsonlogic::Expr;
 use crate::error::{internal, SpineError};
 use crate::invalidation::{self, Watched};
 use pgrx::prelude::*;
 use pgrx::{JsonB, Uuid};
 use serde_json::Value;
+use spine_core::rules::jsonlogic::Expr;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -29,12 +29,12 @@ impl Pattern {
     pub fn parse(on_event: &str) -> Result<Pattern, String> {
         match on_event.strip_suffix(".*") {
             Some(domain) => {
-                crate::events::event_type::validate_domain(domain).map_err(|_| {
+                spine_core::event_type::validate_domain(domain).map_err(|_| {
                     format!("on_event \"{on_event}\" is not domain.* with a valid domain")
                 })?;
                 Ok(Pattern::Domain(format!("{domain}.")))
             }
-            None => crate::events::event_type::validate(on_event)
+            None => spine_core::event_type::validate(on_event)
                 .map(|()| Pattern::Exact(on_event.to_string()))
                 .map_err(|reason| format!("on_event \"{on_event}\" {reason}")),
         }
@@ -77,7 +77,7 @@ impl Rule {
         condition.var_paths(&mut inputs);
         for path in &inputs {
             let root = path.split('.').next().unwrap_or_default();
-            if !path.is_empty() && !super::template::ROOTS.contains(&root) {
+            if !path.is_empty() && !spine_core::rules::template::ROOTS.contains(&root) {
                 return Err(format!(
                     "condition: var \"{path}\" must start with event, entity or state"
                 ));

@@ -11,51 +11,29 @@
 
 use super::actions::Action;
 use super::cache::{self, Rule};
-use super::jsonlogic::{self, truthy};
 use crate::error::{internal, SpineError};
-use crate::events::{self, NewEvent};
+use crate::events::{self, Emitted, NewEvent};
 use crate::gucs;
 use crate::spi_ext::{one_prepared, optional_row, run_prepared};
 use pgrx::pg_sys::BuiltinOid::{INT4OID, INT8OID, JSONBOID, TEXTOID, UUIDOID};
 use pgrx::prelude::*;
 use pgrx::{JsonB, Uuid};
 use serde_json::{json, Map, Value};
+use spine_core::jobs::payloads::{FunctionJob, HttpJob};
+use spine_core::rules::jsonlogic::{self, truthy};
 use std::rc::Rc;
 
-/// An emitted event as rules see it.
+/// An event of an owner, as rules see it: rules belong to owners, so events
+/// without one (system events) never reach them.
 pub struct EventInfo<'a> {
-    pub id: Uuid,
-    pub event_type: &'a str,
-    pub subject: Option<&'a str>,
+    pub event: &'a Emitted<'a>,
     pub owner: Uuid,
-    pub data: &'a Value,
-    pub correlation_id: Uuid,
-    pub causation_id: Option<Uuid>,
-    /// RFC 3339, UTC.
-    pub time: String,
 }
 
-impl EventInfo<'_> {
-    /// The CloudEvents envelope the relay publishes (same fields and names).
-    pub fn envelope(&self) -> Value {
-        let mut e = json!({
-            "specversion": "1.0",
-            "id": self.id.to_string(),
-            "source": "/spine",
-            "type": self.event_type,
-            "time": self.time,
-            "datacontenttype": "application/json",
-            "correlationid": self.correlation_id.to_string(),
-            "ownerid": self.owner.to_string(),
-            "data": self.data,
-        });
-        if let Some(s) = self.subject {
-            e["subject"] = json!(s);
-        }
-        if let Some(c) = self.causation_id {
-            e["causationid"] = json!(c.to_string());
-        }
-        e
+impl<'a> std::ops::Deref for EventInfo<'a> {
+    type Target = Emitted<'a>;
+    fn deref(&self) -> &Emitted<'a> {
+        self.event
     }
 }
 
@@ -169,8 +147,24 @@ pub fn on_event(event: &EventInfo<'_>) -> Result<usize, SpineError> {
     evaluate(event, &candidates(event.owner, event.event_type)?)
 }
 
-/// [`on_event`] with the candidate rules already looked up (emit does, to know
-/// whether the event needs an envelope at all).
+/// The events listener `_PG_init` registers ([`events::listener`]): runs the
+/// rules of each written event's owner, depth-first in the order written (an
+/// `emit` action's event is evaluated before the next one of the batch).
+pub fn on_emitted(written: &[Emitted<'_>]) -> Result<(), SpineError> {
+    for event in written {
+        let Some(owner) = event.owner_id else {
+            continue;
+        };
+        // Usually none listen to this type: one cache lookup, no envelope built.
+        let rules = candidates(owner, event.event_type)?;
+        if !rules.is_empty() {
+            evaluate(&EventInfo { event, owner }, &rules)?;
+        }
+    }
+    Ok(())
+}
+
+/// [`on_event`] with the candidate rules already looked up.
 pub fn evaluate(event: &EventInfo<'_>, rules: &[Rc<Rule>]) -> Result<usize, SpineError> {
     if rules.is_empty() {
         return Ok(0);
@@ -214,7 +208,7 @@ pub fn evaluate(event: &EventInfo<'_>, rules: &[Rc<Rule>]) -> Result<usize, Spin
 pub fn inputs_of(rule: &Rule, ctx: &Value) -> Value {
     let mut inputs = Map::new();
     for path in &rule.inputs {
-        let value = crate::json::lookup_dotted(ctx, path)
+        let value = spine_core::json::lookup_dotted(ctx, path)
             .cloned()
             .unwrap_or(Value::Null);
         inputs.insert(path.clone(), value);
@@ -356,7 +350,13 @@ fn run(
             json!({"enqueue": {"queue": queue, "job_id": job}})
         }
         Action::CallFunction { name, payload } => {
-            let body = json!({"function": name, "payload": payload.render(ctx), "event_id": event.id.to_string()});
+            let body = FunctionJob {
+                function: name.clone(),
+                payload: payload.render(ctx),
+                event_id: Some(uuid::Uuid::from_bytes(*event.id.as_bytes())),
+                actor: None,
+            }
+            .to_value();
             let job = enqueue("function", event.owner, body, "interactive", &key)?;
             json!({"call_function": {"name": name, "job_id": job}})
         }
@@ -365,7 +365,14 @@ fn run(
             payload,
             headers,
         } => {
-            let body = json!({"url": url, "method": "POST", "headers": headers, "body": payload.render(ctx)});
+            let body = HttpJob {
+                url: url.clone(),
+                method: Some("POST".into()),
+                headers: headers.clone(),
+                body: Some(payload.render(ctx)),
+                timeout_ms: None,
+            }
+            .to_value();
             let job = enqueue("http", event.owner, body, "interactive", &key)?;
             json!({"webhook": {"url": url, "job_id": job}})
         }

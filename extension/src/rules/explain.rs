@@ -4,14 +4,15 @@
 
 use super::cache::Rule;
 use super::engine::{self, EventInfo};
-use super::jsonlogic::{truthy, Expr};
 use crate::caller;
 use crate::error::{internal, SpineError};
+use crate::events::Emitted;
 use crate::spi_ext::optional_row;
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
 use pgrx::{JsonB, Uuid};
 use serde_json::{json, Value};
+use spine_core::rules::jsonlogic::{truthy, Expr};
 
 /// An event read back from the outbox.
 pub struct StoredEvent {
@@ -26,18 +27,18 @@ pub struct StoredEvent {
 }
 
 impl StoredEvent {
-    /// The event as rules see it; None for system events (no owner, no rules).
-    pub fn as_info(&self) -> Option<EventInfo<'_>> {
-        Some(EventInfo {
+    /// The event as it was written.
+    pub fn as_emitted(&self) -> Emitted<'_> {
+        Emitted {
             id: self.id,
             event_type: &self.event_type,
             subject: self.subject.as_deref(),
-            owner: self.owner?,
+            owner_id: self.owner,
             data: &self.data,
             correlation_id: self.correlation_id,
             causation_id: self.causation_id,
-            time: self.time.clone(),
-        })
+            time: &self.time,
+        }
     }
 }
 
@@ -121,8 +122,14 @@ fn explain(
 > {
     let event_id = event_id.ok_or(SpineError::NullArgument("event_id"))?;
     let stored = load_event(event_id)?;
-    let Some(event) = stored.as_info() else {
+    let emitted = stored.as_emitted();
+    // System events (no owner) have no rules.
+    let Some(owner) = emitted.owner_id else {
         return Ok(TableIterator::new(Vec::new()));
+    };
+    let event = EventInfo {
+        event: &emitted,
+        owner,
     };
     let rules: Vec<(Uuid, String, String, Value, Value, bool)> = Spi::connect(|client| {
         let mut out = Vec::new();

@@ -13,8 +13,6 @@ pub mod actions;
 pub mod cache;
 pub mod engine;
 pub mod explain;
-pub mod jsonlogic;
-pub mod template;
 
 use crate::caller;
 use crate::error::{internal, SpineError};
@@ -51,7 +49,7 @@ pub fn put_state(owner: Uuid, key: &str, value: Option<&Value>) -> Result<(), Sp
         )
         .map_err(internal("state"));
     };
-    let size = crate::json::text_len(value);
+    let size = spine_core::json::text_len(value);
     if size > MAX_STATE_VALUE_BYTES {
         return Err(SpineError::TooLarge {
             what: "state value",
@@ -213,10 +211,14 @@ fn set_state(key: Option<&str>, value: Option<JsonB>) -> Result<(), ErrorReport>
 fn replay_event(event_id: Option<Uuid>) -> Result<i64, ErrorReport> {
     let event_id = event_id.ok_or(SpineError::NullArgument("event_id"))?;
     let stored = explain::load_event(event_id)?;
-    let Some(event) = stored.as_info() else {
+    let emitted = stored.as_emitted();
+    let Some(owner) = emitted.owner_id else {
         return Ok(0);
     };
-    Ok(engine::on_event(&event)? as i64)
+    Ok(engine::on_event(&engine::EventInfo {
+        event: &emitted,
+        owner,
+    })? as i64)
 }
 
 /// Current state value of the user, for SQL callers: `spine.get_state('location')`.

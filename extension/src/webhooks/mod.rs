@@ -16,6 +16,7 @@ use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
 use pgrx::JsonB;
 use serde_json::json;
+use spine_core::names;
 use target::{parse_events, Target};
 
 /// Schemas whose tables may not have webhooks: a webhook on the queue it feeds
@@ -29,16 +30,11 @@ const CLOSED_SCHEMAS: [&str; 6] = [
     "pg_toast",
 ];
 
-/// Webhook names become queue, trigger and secret names.
-const MAX_NAME_LEN: usize = 40;
+/// Webhook names become queue, trigger and secret names ([`names::WEBHOOK`]).
+const MAX_NAME_LEN: usize = names::WEBHOOK.max_len;
 
 fn check_name(name: &str) -> Result<(), SpineError> {
-    let ok = name.len() <= MAX_NAME_LEN
-        && name.starts_with(|c: char| c.is_ascii_lowercase())
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
-    if ok {
+    if names::WEBHOOK.accepts(name) {
         Ok(())
     } else {
         Err(SpineError::InvalidParameter {

@@ -46,7 +46,7 @@ impl Target {
                     return Err("a function target takes no headers or timeout_ms".into());
                 }
                 let name = f.as_str().ok_or("function must be a string")?;
-                if !crate::entities::is_name(name) && !is_plugin_name(name) {
+                if !spine_core::names::PLUGIN.accepts(name) {
                     return Err(format!("\"{name}\" is not a function name"));
                 }
                 Ok(Target::Function(name.to_string()))
@@ -116,16 +116,6 @@ impl Target {
             Target::Function(name) => json!({ "function": name }),
         }
     }
-}
-
-/// Plugin names allow `-` (e.g. `sms-sender`), which entity-style names do not.
-fn is_plugin_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 63
-        && name.starts_with(|c: char| c.is_ascii_lowercase())
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "_-".contains(c))
 }
 
 /// INSERT, UPDATE and/or DELETE (any case), without repeats, in that order.

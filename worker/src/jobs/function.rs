@@ -1,7 +1,7 @@
 //! The `function` handler: a job of the `function` queue (rules' `call_function`
 //! actions, or anyone with service_role) runs an edge function in-process.
 //!
-//! Payload: `{"function": "name", "payload": {…}, "event_id": "…"}`. The function
+//! Payload: [`FunctionJob`], `{"function": "name", "payload": {…}, "event_id": "…"}`. The function
 //! gets a POST with the payload as JSON body and `Idempotency-Key: job-<id>`; it
 //! acts for the job's owner (RLS, consents), and what it emits is caused by
 //! `event_id`, so the rules' loop guard follows the chain through it. A job without
@@ -9,6 +9,7 @@
 //! answer completes the job; anything else fails it (retried with backoff).
 
 use super::handler::{Handler, HandlerFuture, Job};
+use spine_core::jobs::payloads::{self, Actor, FunctionJob};
 use spine_functions::engine::{Request, Response};
 use spine_functions::host::{Caller, Host};
 use std::sync::Arc;
@@ -30,6 +31,7 @@ pub async fn call(
     body: Vec<u8>,
     job: &Job,
     causation: Option<uuid::Uuid>,
+    actor: Option<&Actor>,
     extra_headers: Vec<(String, String)>,
 ) -> Result<Response, String> {
     let mut headers = vec![
@@ -44,7 +46,7 @@ pub async fn call(
         headers,
         body,
     };
-    let caller = Caller::for_job(job.owner_id, job.payload.get("actor"));
+    let caller = Caller::for_job(job.owner_id, actor);
     host.invoke(name, request, caller, causation)
         .await
         .map_err(|e| format!("function {name}: {e}"))
@@ -68,21 +70,19 @@ impl Handler for FunctionHandler {
     fn handle(&self, job: Job) -> HandlerFuture {
         let host = self.host.clone();
         Box::pin(async move {
-            let name = job
-                .payload
-                .get("function")
-                .and_then(|f| f.as_str())
-                .ok_or("payload has no \"function\" name")?
-                .to_string();
-            let causation = job
-                .payload
-                .get("event_id")
-                .and_then(|e| e.as_str())
-                .and_then(|e| uuid::Uuid::parse_str(e).ok());
-            let body = job.payload.get("payload").cloned().unwrap_or_default();
-            let body = serde_json::to_vec(&body).map_err(|e| e.to_string())?;
-            let response = call(&host, &name, body, &job, causation, Vec::new()).await?;
-            check_status(&name, &response)
+            let spec: FunctionJob = payloads::parse("function", &job.payload)?;
+            let body = serde_json::to_vec(&spec.payload).map_err(|e| e.to_string())?;
+            let response = call(
+                &host,
+                &spec.function,
+                body,
+                &job,
+                spec.event_id,
+                spec.actor.as_ref(),
+                Vec::new(),
+            )
+            .await?;
+            check_status(&spec.function, &response)
         })
     }
 }

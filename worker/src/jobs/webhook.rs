@@ -14,6 +14,7 @@ use super::handler::{Handler, HandlerFuture, Job};
 use hmac::{Hmac, Mac};
 use serde_json::Value;
 use sha2::Sha256;
+use spine_core::jobs::payloads::{self, WebhookJob};
 use spine_functions::host::Host;
 use spine_functions::pool::Pool;
 use std::collections::HashMap;
@@ -95,7 +96,8 @@ impl WebhookHandler {
         Ok(t)
     }
 
-    async fn deliver(&self, name: &str, job: &Job) -> Attempt {
+    async fn deliver(&self, spec: &WebhookJob, job: &Job) -> Attempt {
+        let name = spec.webhook.as_str();
         let failed = |error: String| Attempt {
             status: None,
             response: None,
@@ -105,8 +107,7 @@ impl WebhookHandler {
             Ok(t) => t,
             Err(e) => return failed(e),
         };
-        let body = serde_json::to_vec(job.payload.get("body").unwrap_or(&Value::Null))
-            .expect("JSON values serialize");
+        let body = serde_json::to_vec(&spec.body).expect("JSON values serialize");
         let signed = vec![
             (
                 "x-spine-signature".to_string(),
@@ -115,8 +116,16 @@ impl WebhookHandler {
             ("x-spine-webhook".to_string(), name.to_string()),
         ];
         if let Some(function) = target.target.get("function").and_then(Value::as_str) {
-            return match super::function::call(&self.functions, function, body, job, None, signed)
-                .await
+            return match super::function::call(
+                &self.functions,
+                function,
+                body,
+                job,
+                None,
+                spec.actor.as_ref(),
+                signed,
+            )
+            .await
             {
                 Ok(r) => Attempt {
                     status: Some(r.status as i32),
@@ -192,14 +201,10 @@ impl Handler for Arc<WebhookHandler> {
     fn handle(&self, job: Job) -> HandlerFuture {
         let this = self.clone();
         Box::pin(async move {
-            let name = job
-                .payload
-                .get("webhook")
-                .and_then(Value::as_str)
-                .ok_or("payload has no \"webhook\" name")?
-                .to_string();
+            let spec: WebhookJob = payloads::parse("webhook", &job.payload)?;
+            let name = spec.webhook.clone();
             let started = Instant::now();
-            let attempt = this.deliver(&name, &job).await;
+            let attempt = this.deliver(&spec, &job).await;
             this.record(&name, &job, &attempt, started.elapsed()).await;
             match (attempt.status, attempt.error) {
                 (Some(s), _) if (200..300).contains(&s) => Ok(()),

@@ -19,12 +19,11 @@
 
 use super::meili::{Meili, TaskFailed};
 use crate::config::{Config, SearchConfig};
+use crate::sink::{SinkSession, SinkSpec};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use tokio::sync::{watch, Notify};
 
-/// Advisory-lock class for search sinks (the key is `hashtext(sink)`).
-const SINK_LOCK_CLASS: i32 = 1397770575;
 /// Rounds sent to Meilisearch and not yet applied.
 const WINDOW: usize = 4;
 /// How often the cursor is recorded while applied rounds write no documents.
@@ -58,71 +57,47 @@ async fn session(
         .search
         .as_ref()
         .expect("the sink runs only when search is configured");
-    let (db, connection) = crate::db::connect(&config.database_url).await?;
-    let _conn = crate::db::AbortOnDrop(tokio::spawn(connection));
-    loop {
-        let locked: bool = db
-            .query_one(
-                "SELECT pg_try_advisory_lock($1, hashtext($2))",
-                &[&SINK_LOCK_CLASS, &sc.sink],
-            )
-            .await?
-            .get(0);
-        if locked {
-            break;
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(sc.poll) => {}
-            _ = shutdown.changed() => return Ok(()),
-        }
-    }
-    let row = db
-        .query_one(
-            "SELECT cursor_commit_seq, cursor_seq FROM spine.ensure_sink($1, 'meilisearch')",
-            &[&sc.sink],
-        )
-        .await?;
-    let mut cursor: (i64, i64) = (row.get(0), row.get(1));
+    let spec = SinkSpec {
+        database_url: &config.database_url,
+        name: &sc.sink,
+        kind: "meilisearch",
+        columns: "commit_seq, seq, type, data",
+        poll: sc.poll,
+        setup: "",
+    };
+    let Some(sink) = SinkSession::acquire(&spec, shutdown, |_| {}).await? else {
+        return Ok(());
+    };
     let meili = Meili::new(&sc.url, sc.key.as_deref());
-    let result = rounds(&db, sc, &meili, &mut cursor, wake, shutdown).await;
+    let result = rounds(&sink, sc, &meili, wake, shutdown).await;
     if let Err(e) = &result {
-        // Visible in spine.sink_status; best effort (the database may be the cause).
-        let _ = db
-            .execute(
-                "SELECT spine.record_sink_error($1, $2)",
-                &[&sc.sink, &format!("{e:#}")],
-            )
-            .await;
+        // Visible in spine.sink_status.
+        sink.record_error(e).await;
     }
     result
 }
 
 async fn rounds(
-    db: &tokio_postgres::Client,
+    sink: &SinkSession,
     sc: &SearchConfig,
     meili: &Meili,
-    cursor: &mut (i64, i64),
     wake: &Notify,
     shutdown: &mut watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     // Clients need the search key's uid and key to get tenant tokens.
     let (key_uid, key) = meili.ensure_search_key().await?;
     let key_uid: uuid::Uuid = key_uid.parse()?;
+    let db = &sink.db;
     db.execute(
         "SELECT spine.configure_search($1, $2, $3)",
         &[&sc.public_url, &key_uid, &key],
     )
     .await?;
+    let cursor = sink.cursor;
     tracing::info!(sink = %sc.sink, ?cursor, "search sink holds the sink");
-    let read = db
-        .prepare("SELECT commit_seq, seq, type, data FROM spine.events_after($1, $2, $3)")
-        .await?;
-    let advance = db
-        .prepare("SELECT spine.advance_sink($1, $2, $3, $4)")
-        .await?;
     let mut inflight: std::collections::VecDeque<Round> = Default::default();
     // Where the next read starts: past what was sent, applied or not.
-    let mut sent_upto = *cursor;
+    let mut sent_upto = cursor;
     // Whether the last round was a full batch, i.e. more is probably waiting.
     let mut backlog = true;
     // Applied rounds whose cursor is not recorded yet: where it goes, documents.
@@ -159,9 +134,7 @@ async fn rounds(
         // writes nothing twice.
         if let Some((upto, written)) = unrecorded {
             if written > 0 || stopping || recorded_at.elapsed() >= RECORD_IDLE_EVERY {
-                db.execute(&advance, &[&sc.sink, &upto.0, &upto.1, &written])
-                    .await?;
-                *cursor = upto;
+                sink.advance(upto, written).await?;
                 unrecorded = None;
                 recorded_at = std::time::Instant::now();
             }
@@ -171,9 +144,7 @@ async fn rounds(
         }
         let mut sent = false;
         if !stopping && inflight.len() < WINDOW && (inflight.is_empty() || backlog) {
-            let rows = db
-                .query(&read, &[&sent_upto.0, &sent_upto.1, &sc.batch])
-                .await?;
+            let rows = sink.read(sent_upto, sc.batch).await?;
             backlog = rows.len() == sc.batch as usize;
             if let Some(last) = rows.last() {
                 let upto: (i64, i64) = (last.get(0), last.get(1));

@@ -12,7 +12,8 @@
 //!  "limits": {"memory_mb": 32, "cpu_ms": 50, "wall_ms": 5000}}
 //! ```
 
-use crate::events::event_type;
+use crate::event_type;
+use crate::names;
 use serde::Deserialize;
 use std::fmt;
 
@@ -136,8 +137,6 @@ pub struct Manifest {
 
 /// Most entries in one permission list.
 const MAX_ENTRIES: usize = 100;
-/// Longest plugin name.
-const MAX_NAME_LEN: usize = 63;
 
 impl Manifest {
     /// Parses and validates a manifest; the error names the offending field.
@@ -200,17 +199,12 @@ impl Manifest {
 
 /// Plugin names: like queue names (lowercase, digits, `-`, `_`), 1–63 bytes.
 pub fn check_plugin_name(name: &str) -> Result<(), String> {
-    let ok = !name.is_empty()
-        && name.len() <= MAX_NAME_LEN
-        && name.starts_with(|c: char| c.is_ascii_lowercase())
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
-    if ok {
+    if names::PLUGIN.accepts(name) {
         Ok(())
     } else {
         Err(format!(
-            "name \"{name}\" must be 1 to {MAX_NAME_LEN} lowercase letters, digits, - or _, starting with a letter"
+            "name \"{name}\" must be 1 to {} lowercase letters, digits, - or _, starting with a letter",
+            names::PLUGIN.max_len
         ))
     }
 }
@@ -236,7 +230,7 @@ pub fn check_resource(action: Action, value: &str, pattern: bool) -> Result<(), 
     let bad = |what: &str| Err(format!("\"{value}\" is not {what}"));
     match action {
         Action::EntitiesRead | Action::EntitiesWrite => {
-            let ok = crate::entities::is_name(value);
+            let ok = names::KIND.accepts(value);
             if ok {
                 Ok(())
             } else {

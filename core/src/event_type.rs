@@ -86,12 +86,7 @@ pub const MAX_LEN: usize = 255;
 
 /// Why a domain (the part before the dot, or of a `domain.*` pattern) is rejected.
 pub fn validate_domain(domain: &str) -> Result<(), String> {
-    let ok = domain.len() < MAX_LEN
-        && domain.starts_with(|c: char| c.is_ascii_lowercase())
-        && domain
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
-    if ok {
+    if crate::names::DOMAIN.accepts(domain) {
         Ok(())
     } else {
         Err(format!(

@@ -80,7 +80,7 @@ fn path(raw: &str) -> Result<Vec<String>, String> {
 }
 
 fn identifier(kind: &str, name: &str) -> Result<(), String> {
-    let ok = crate::entities::is_name(name);
+    let ok = crate::names::KIND.accepts(name);
     if ok {
         Ok(())
     } else {
