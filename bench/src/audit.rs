@@ -9,7 +9,7 @@
 
 use crate::stats::per_second;
 use std::time::{Duration, Instant};
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 
 pub struct Settings {
     pub database_url: String,
@@ -19,8 +19,7 @@ pub struct Settings {
 const CLIENTS: usize = 4;
 
 async fn db(url: &str) -> anyhow::Result<Client> {
-    let (client, conn) = tokio_postgres::connect(url, NoTls).await?;
-    tokio::spawn(conn);
+    let client = spine_tests::connect_to(url).await?;
     Ok(client)
 }
 

@@ -5,10 +5,10 @@
 //! /healthz round trip as baseline), and through the job queue (a worker running
 //! the `function` handler).
 
-use crate::proc::{free_port, Guard};
 use crate::stats::{per_second, quantile};
 use serde_json::{json, Value};
 use spine_functions::engine::{Capabilities, Engine, Limits, OpError, QuickJs, Request};
+use spine_tests::proc::{free_port, ChildGuard as Guard};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -139,7 +139,7 @@ pub async fn run(s: Settings) -> anyhow::Result<()> {
         .stdout(Stdio::null())
         .status()?;
     anyhow::ensure!(status.success(), "spine-functions deploy failed");
-    let port = free_port()?;
+    let port = free_port();
     let server = Guard(
         Command::new(&s.functions_bin)
             .arg("serve")
@@ -228,8 +228,7 @@ pub async fn run(s: Settings) -> anyhow::Result<()> {
     drop(server);
 
     println!("\njob queue (function handler in the worker, 16 jobs at a time):");
-    let (db, connection) = tokio_postgres::connect(&s.database_url, tokio_postgres::NoTls).await?;
-    tokio::spawn(connection);
+    let db = spine_tests::connect_to(&s.database_url).await?;
     let queue = format!("bench_fn_{}", std::process::id());
     db.execute("SELECT spine.create_queue($1, NULL, '1 hour')", &[&queue])
         .await?;
@@ -241,7 +240,7 @@ pub async fn run(s: Settings) -> anyhow::Result<()> {
                 "SPINE_RELAY_SINK",
                 format!("bench_fn_{}", std::process::id()),
             )
-            .env("SPINE_HTTP_ADDR", format!("127.0.0.1:{}", free_port()?))
+            .env("SPINE_HTTP_ADDR", format!("127.0.0.1:{}", free_port()))
             .env("SPINE_JOB_QUEUES", format!("{queue}=function"))
             .env("SPINE_JOB_POLL_MS", "5")
             .env("RUST_LOG", "error")

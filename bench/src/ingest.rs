@@ -5,7 +5,7 @@
 use crate::stats::per_second;
 use serde_json::{json, Value};
 use std::time::Instant;
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 use uuid::Uuid;
 
 pub struct Settings {
@@ -72,8 +72,7 @@ async fn timed(
 }
 
 pub async fn run(s: Settings) -> anyhow::Result<()> {
-    let (db, conn) = tokio_postgres::connect(&s.database_url, NoTls).await?;
-    tokio::spawn(conn);
+    let db = spine_tests::connect_to(&s.database_url).await?;
     let owner = Uuid::new_v4();
     let claims = json!({"sub": owner.to_string(), "role": "authenticated"}).to_string();
     db.batch_execute(

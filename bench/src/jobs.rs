@@ -13,7 +13,7 @@
 use crate::stats::per_second;
 use std::process::Command;
 use std::time::Instant;
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 use uuid::Uuid;
 
 pub struct Settings {
@@ -210,8 +210,7 @@ async fn drop_queue(db: &Client, queue: &str) -> anyhow::Result<()> {
 }
 
 async fn db(url: &str) -> anyhow::Result<Client> {
-    let (client, conn) = tokio_postgres::connect(url, NoTls).await?;
-    tokio::spawn(conn);
+    let client = spine_tests::connect_to(url).await?;
     Ok(client)
 }
 

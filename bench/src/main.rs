@@ -15,7 +15,6 @@ mod audit;
 mod functions;
 mod ingest;
 mod jobs;
-mod proc;
 mod relay;
 mod rules;
 mod search;

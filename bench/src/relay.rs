@@ -8,14 +8,14 @@
 //! 3. latency: 1,000 events/s for 10 s, each its own transaction; time from COMMIT
 //!    returning to the event reaching a NATS subscriber (stored and acknowledged).
 
-use crate::proc::free_port;
 use crate::stats::{per_second, quantile};
 use async_nats::jetstream::{self, message::PublishMessage, stream};
 use futures_util::StreamExt;
+use spine_tests::proc::free_port;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 use uuid::Uuid;
 
 pub struct Settings {
@@ -53,8 +53,7 @@ pub async fn run(s: Settings) -> anyhow::Result<()> {
 }
 
 async fn db(url: &str) -> anyhow::Result<Client> {
-    let (client, conn) = tokio_postgres::connect(url, NoTls).await?;
-    tokio::spawn(conn);
+    let client = spine_tests::connect_to(url).await?;
     Ok(client)
 }
 
@@ -143,7 +142,7 @@ async fn drain_rate(s: &Settings, n: usize) -> anyhow::Result<(f64, f64)> {
         )
         .await?;
     let target: (i64, i64) = (target.get(0), target.get(1));
-    let http = format!("127.0.0.1:{}", free_port()?);
+    let http = format!("127.0.0.1:{}", free_port());
     let started = Instant::now();
     let mut worker = std::process::Command::new(&s.worker_bin)
         .env("DATABASE_URL", &s.database_url)
@@ -201,7 +200,7 @@ async fn steady_latency(
         .env("DATABASE_URL", &s.database_url)
         .env("NATS_URL", &s.nats_url)
         .env("SPINE_RELAY_SINK", &sink)
-        .env("SPINE_HTTP_ADDR", format!("127.0.0.1:{}", free_port()?))
+        .env("SPINE_HTTP_ADDR", format!("127.0.0.1:{}", free_port()))
         .env("RUST_LOG", "warn")
         .spawn()?;
     tokio::time::sleep(Duration::from_millis(500)).await;

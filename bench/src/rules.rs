@@ -10,7 +10,7 @@
 use crate::stats::per_second;
 use serde_json::json;
 use std::time::Instant;
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 use uuid::Uuid;
 
 pub struct Settings {
@@ -80,8 +80,7 @@ async fn emit_rate(db: &Client, owner: Uuid, rules: usize, events: usize) -> any
 }
 
 pub async fn run(s: Settings) -> anyhow::Result<()> {
-    let (db, conn) = tokio_postgres::connect(&s.database_url, NoTls).await?;
-    tokio::spawn(conn);
+    let db = spine_tests::connect_to(&s.database_url).await?;
     let owner = Uuid::new_v4();
     db.execute(
         "INSERT INTO spine.state (owner_id, key, value) VALUES ($1, 'mode', '\"idle\"')",

@@ -3,8 +3,8 @@
 //! worker running the search sync. Needs Meilisearch (`MEILI_URL`); says SKIP
 //! otherwise.
 
-use crate::proc::{free_port, Guard};
 use crate::stats::quantile;
+use spine_tests::proc::{free_port, ChildGuard as Guard};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -19,11 +19,10 @@ pub struct Settings {
 
 pub async fn run(s: Settings) -> anyhow::Result<()> {
     let Some(meili_url) = s.meili_url else {
-        println!("SKIP search: MEILI_URL is not set (no Meilisearch; see README, \"Meilisearch\")");
+        println!("SKIP search: MEILI_URL is not set (no Meilisearch; see docs/operations.md, \"Meilisearch\")");
         return Ok(());
     };
-    let (db, connection) = tokio_postgres::connect(&s.database_url, tokio_postgres::NoTls).await?;
-    tokio::spawn(connection);
+    let db = spine_tests::connect_to(&s.database_url).await?;
     let sink = format!("bench_search_{}", std::process::id());
     db.execute(
         "SELECT spine.ensure_sink($1, 'meilisearch', false)",
@@ -39,7 +38,7 @@ pub async fn run(s: Settings) -> anyhow::Result<()> {
             "SPINE_RELAY_SINK",
             format!("bench_search_relay_{}", std::process::id()),
         )
-        .env("SPINE_HTTP_ADDR", format!("127.0.0.1:{}", free_port()?))
+        .env("SPINE_HTTP_ADDR", format!("127.0.0.1:{}", free_port()))
         .env("SPINE_JOB_QUEUES", "")
         .env("MEILI_URL", &meili_url)
         .env("SPINE_SEARCH_SINK", &sink)

@@ -1,5 +1,13 @@
-//! Helpers for Spine's integration tests. The tests run against the dev stack that
-//! `cargo xtask test` starts (or `cargo xtask up` + `eval "$(cargo xtask env)"`).
+//! The harness every integration test and benchmark uses. The tests run against
+//! the dev stack that `cargo xtask test` starts (or `cargo xtask up` +
+//! `eval "$(cargo xtask env)"`).
+//!
+//! - this file: connecting, acting as a role, sinks, small query helpers;
+//! - [`proc`]: free ports, waiting, child processes (kill -9, restart);
+//! - [`stack`]: stopping and starting the stack's Postgres.
+
+pub mod proc;
+pub mod stack;
 
 use tokio_postgres::{Client, NoTls};
 
@@ -15,15 +23,20 @@ pub fn database_url() -> String {
 /// A new connection as the superuser, like an admin's psql or PostgREST's
 /// authenticator before it switches role.
 pub async fn connect() -> Client {
-    let (client, connection) = tokio_postgres::connect(&database_url(), NoTls)
+    connect_to(&database_url())
         .await
-        .expect("connect to the dev stack's Postgres");
+        .expect("connect to the dev stack's Postgres")
+}
+
+/// A new connection to `url`, its connection driven in the background.
+pub async fn connect_to(url: &str) -> Result<Client, tokio_postgres::Error> {
+    let (client, connection) = tokio_postgres::connect(url, NoTls).await?;
     tokio::spawn(async move {
         if let Err(e) = connection.await {
             eprintln!("postgres connection error: {e}");
         }
     });
-    client
+    Ok(client)
 }
 
 /// What PostgREST does at the start of each request: inside the transaction,

@@ -36,7 +36,7 @@ pub fn search(config: &Config) -> Search {
 }
 
 pub const OFF_MESSAGE: &str = "search sync is OFF: no `meilisearch` on PATH and MEILI_URL unset \
-     (see README, \"Meilisearch\")";
+     (see docs/operations.md, \"Meilisearch\")";
 
 fn dir(config: &Config) -> PathBuf {
     config.dev_dir.join("meili")

@@ -10,32 +10,9 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+pub use spine_tests::proc::{free_port, tempdir, wait_until, Daemon};
+pub use spine_tests::stack::{restart_postgres, start_postgres, stop_postgres};
 pub use spine_tests::{connect as db, database_url};
-
-/// A port nobody listens on right now.
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Polls `check` every 50 ms until it returns true or `timeout` passes.
-pub async fn wait_until<F, Fut>(what: &str, timeout: Duration, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if check().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("timed out after {timeout:?} waiting for {what}");
-}
 
 fn nats_binary() -> PathBuf {
     let path = std::env::var_os("PATH").unwrap_or_default();
@@ -44,68 +21,6 @@ fn nats_binary() -> PathBuf {
         .map(|d| d.join("nats-server"))
         .find(|p| p.is_file())
         .expect("nats-server not found: run `cargo xtask setup`")
-}
-
-/// A server process that belongs to one test, on a loopback port: started from
-/// `command` (run again on restart) and waited for until the port answers;
-/// SIGKILLed by `kill9` and on drop.
-pub struct Daemon {
-    pub port: u16,
-    what: &'static str,
-    startup: Duration,
-    command: Box<dyn Fn(u16) -> Command + Send + Sync>,
-    child: Option<Child>,
-}
-
-impl Daemon {
-    pub fn start(
-        what: &'static str,
-        startup: Duration,
-        command: impl Fn(u16) -> Command + Send + Sync + 'static,
-    ) -> Self {
-        let mut daemon = Daemon {
-            port: free_port(),
-            what,
-            startup,
-            command: Box::new(command),
-            child: None,
-        };
-        daemon.spawn();
-        daemon
-    }
-
-    fn spawn(&mut self) {
-        let child = (self.command)(self.port)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("start {}: {e}", self.what));
-        self.child = Some(child);
-        let deadline = Instant::now() + self.startup;
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(Instant::now() < deadline, "{} did not start", self.what);
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// SIGKILL: no chance to flush or say goodbye.
-    pub fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    pub fn restart(&mut self) {
-        self.kill9();
-        self.spawn();
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        self.kill9();
-    }
 }
 
 /// A nats-server with JetStream that belongs to one test.
@@ -194,7 +109,7 @@ impl Nats {
 }
 
 /// The `meilisearch` binary: `MEILI_BIN`, or on PATH. None means search tests
-/// print a SKIP line (no registry ships Meilisearch; see the README).
+/// print a SKIP line (no registry ships Meilisearch; see docs/operations.md).
 pub fn meili_binary() -> Option<PathBuf> {
     if let Some(bin) = std::env::var_os("MEILI_BIN") {
         return Some(bin.into());
@@ -366,30 +281,6 @@ impl Drop for Worker {
 
 pub use spine_tests::{drop_sink, fresh_sink, sink_status};
 
-/// A directory removed on drop (no extra crate for it).
-pub mod tempdir {
-    use std::path::{Path, PathBuf};
-
-    pub struct TempDir(PathBuf);
-
-    impl TempDir {
-        pub fn new() -> Self {
-            let dir = std::env::temp_dir().join(format!("spine-test-{}", uuid::Uuid::new_v4()));
-            std::fs::create_dir_all(&dir).unwrap();
-            TempDir(dir)
-        }
-        pub fn path(&self) -> &Path {
-            &self.0
-        }
-    }
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-}
-
 /// A request a [`Hook`] received: (Idempotency-Key header, body).
 pub type Received = (String, String);
 
@@ -540,37 +431,4 @@ pub async fn new_queue(db: &tokio_postgres::Client) -> String {
         .await
         .unwrap();
     name
-}
-
-/// Restarts the stack's Postgres (`pg_ctl restart -m fast`) as the postgres user.
-pub fn restart_postgres() {
-    pg_ctl(&["restart", "-m", "fast"]);
-}
-
-/// Stops the stack's Postgres (fast: sessions are cut off) until [`start_postgres`].
-pub fn stop_postgres() {
-    pg_ctl(&["stop", "-m", "fast"]);
-}
-
-pub fn start_postgres() {
-    pg_ctl(&["start"]);
-}
-
-/// pg_ctl on the stack's cluster (its settings are in postgresql.conf; the server
-/// log goes where `cargo xtask up` keeps it).
-fn pg_ctl(action: &[&str]) {
-    let data = std::env::var("SPINE_PG_DATA").expect("SPINE_PG_DATA: run via `cargo xtask test`");
-    let bindir =
-        std::env::var("SPINE_PG_BINDIR").expect("SPINE_PG_BINDIR: run via `cargo xtask test`");
-    let log = std::path::Path::new(&data).with_file_name("postgres.log");
-    let status = std::process::Command::new("sudo")
-        .args(["-u", "postgres", "--"])
-        .arg(format!("{bindir}/pg_ctl"))
-        .args(action)
-        .args(["-w", "-D", &data, "-l"])
-        .arg(log)
-        .stdout(std::process::Stdio::null())
-        .status()
-        .expect("pg_ctl");
-    assert!(status.success(), "pg_ctl {action:?} failed");
 }

@@ -3,12 +3,14 @@
 //! as `anon`, two `authenticated` users and `service_role`, try SELECT, INSERT,
 //! UPDATE, DELETE and TRUNCATE the way PostgREST would issue them. No user sees or
 //! touches another user's rows; nobody writes a table directly (all writes go
-//! through Spine's functions); RLS is enabled on every table. The matrix is
-//! printed (`cargo test --test rls_matrix -- --nocapture`) and kept in the README.
+//! through Spine's functions); RLS is enabled on every table. The matrix is the
+//! page `docs/sql/access-matrix.md`: the test writes it, and fails when what it
+//! found differs from the page (commit the rewritten page if the change is right).
 
 use serde_json::json;
 use spine_tests::{act_as, connect, one, sqlstate};
 use std::collections::BTreeMap;
+use std::path::Path;
 use tokio_postgres::Client;
 use uuid::Uuid;
 
@@ -139,7 +141,7 @@ async fn seed(db: &mut Client, users: [Uuid; 2]) {
     .unwrap();
 }
 
-/// Zero leaks across the whole matrix, and the matrix printed for the README.
+/// Zero leaks across the whole matrix, and the matrix page up to date.
 #[tokio::test]
 async fn no_role_reads_or_writes_what_it_should_not() {
     let mut db = connect().await;
@@ -288,15 +290,43 @@ async fn no_role_reads_or_writes_what_it_should_not() {
         }
         matrix.insert(rel.name.clone(), cells);
     }
-    println!("| relation | anon | authenticated (alice) | authenticated (bob) | service_role |");
-    println!("|---|---|---|---|---|");
-    for (name, cells) in &matrix {
-        println!("| `{name}` | {} |", cells.join(" | "));
-    }
     assert!(
         problems.is_empty(),
         "{} problems:\n{}",
         problems.len(),
         problems.join("\n")
     );
+    let page = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/sql/access-matrix.md");
+    let written = std::fs::read_to_string(&page).unwrap_or_default();
+    let found = matrix_page(&matrix);
+    if written != found {
+        std::fs::write(&page, &found).expect("write docs/sql/access-matrix.md");
+        panic!(
+            "the access matrix differs from {}: the page is rewritten with what this run \
+             found; review it with `git diff` and commit it",
+            page.display()
+        );
+    }
+}
+
+/// The page `docs/sql/access-matrix.md`, generated (never edited by hand).
+fn matrix_page(matrix: &BTreeMap<String, Vec<String>>) -> String {
+    let mut page = String::from(
+        "# Access matrix\n\n\
+         <!-- Written by tests/tests/sql/rls_matrix.rs; do not edit by hand. -->\n\n\
+         What each role can do with each table and view of the `spine` and `vault` \
+         schemas, as the test `rls_matrix` found it: it enumerates the catalog (a new \
+         table is covered without touching the test), tries SELECT, INSERT, UPDATE, \
+         DELETE and TRUNCATE as each role the way PostgREST issues them, and fails on \
+         any leak. \"own rows\": RLS shows only rows whose owner is `auth.uid()`, \
+         checked against rows of both users; \"no writes\": INSERT, UPDATE, DELETE and \
+         TRUNCATE are all refused with 42501, since every write goes through Spine's \
+         functions.\n\n\
+         | relation | anon | authenticated (alice) | authenticated (bob) | service_role |\n\
+         |---|---|---|---|---|\n",
+    );
+    for (name, cells) in matrix {
+        page.push_str(&format!("| `{name}` | {} |\n", cells.join(" | ")));
+    }
+    page
 }

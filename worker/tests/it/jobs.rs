@@ -1,9 +1,7 @@
 //! The job runner as a real process against the real cluster: the http handler
 //! with retries, a worker killed with -9 mid-job, and a graceful SIGTERM.
 
-mod common;
-
-use common::{db, job_runner, new_queue, wait_until, Hook, Worker};
+use crate::common::{db, job_runner, new_queue, wait_until, Hook, Worker};
 use std::time::Duration;
 
 /// Starts a worker that only runs jobs of `queue` with the `http` handler.

@@ -1,9 +1,7 @@
 //! The relay against real processes: the dev stack's Postgres, a private
 //! nats-server per test, and spine-worker processes that get killed.
 
-mod common;
-
-use common::{db, drop_sink, fresh_sink, sink_status, wait_until, Nats, Worker};
+use crate::common::{db, drop_sink, fresh_sink, sink_status, wait_until, Nats, Worker};
 use std::time::Duration;
 use uuid::Uuid;
 

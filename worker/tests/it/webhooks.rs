@@ -3,9 +3,7 @@
 //! a worker killed mid-delivery, a function target, and a channel plugin invoked
 //! by a rule's call_function action.
 
-mod common;
-
-use common::{db, job_runner, wait_until, Hook, Worker};
+use crate::common::{db, job_runner, wait_until, Hook, Worker};
 use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
 use sha2::Sha256;

@@ -3,9 +3,7 @@
 //! available, else prints a SKIP line): create/update/delete, tenant-token
 //! isolation, kill -9 of Meilisearch and of the worker, reindex and check-index.
 
-mod common;
-
-use common::{db, free_port, wait_until, Meili, Worker};
+use crate::common::{db, free_port, wait_until, Meili, Worker};
 use serde_json::{json, Value};
 use spine_tests::as_user;
 use std::process::Command;

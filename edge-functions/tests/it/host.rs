@@ -5,7 +5,6 @@
 use serde_json::{json, Value};
 use spine_functions::jwt;
 use spine_tests::{as_user, connect, database_url, one};
-use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use uuid::Uuid;
@@ -37,11 +36,7 @@ struct Server {
 impl Server {
     async fn start() -> Self {
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = spine_tests::proc::free_port();
         let child = Command::new(env!("CARGO_BIN_EXE_spine-functions"))
             .arg("serve")
             .env("DATABASE_URL", database_url())

@@ -1,6 +1,6 @@
 //! The QuickJS sandbox on its own: Web API behaviour, limits and isolation, with a
 //! recording stand-in for the host's capabilities (the database-backed host is
-//! tested in `tests/tests/functions.rs` against the real stack).
+//! tested in `host` against the real stack).
 
 use serde_json::{json, Value};
 use spine_functions::engine::{

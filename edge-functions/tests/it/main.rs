@@ -1,0 +1,5 @@
+//! The function host's tests, in one binary: the sandbox engine on its own, and
+//! the HTTP host against the dev stack's Postgres.
+
+mod engine;
+mod host;

@@ -1,0 +1,14 @@
+//! The worker's integration tests against real processes (spine-worker, a private
+//! nats-server per test, Meilisearch when present, the dev stack's Postgres), in
+//! one binary. The tests that stop or restart Postgres have binaries of their own
+//! (`jobs_crash`, `jobs_outage`, `relay_crash`): cargo runs test binaries one
+//! after another, so nothing else runs while they do.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod check;
+mod jobs;
+mod relay;
+mod search;
+mod webhooks;
