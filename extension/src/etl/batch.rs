@@ -51,6 +51,7 @@ impl Counts {
 }
 
 /// What one record did to its entity.
+#[derive(Debug)]
 enum Outcome {
     Created,
     Updated,
@@ -115,16 +116,48 @@ pub fn entities_of_records(
 /// `source_entity`; adds to `counts` and returns each item's disposition, in
 /// order. `earlier` names the entity of records seen before (by external id, see
 /// [`entities_of_records`]). The caller holds [`entities::lock_owner`].
+///
+/// Six phases, one statement per database step for the whole batch: map, find
+/// the keys' entities, load and lock them, resolve and merge in memory, write
+/// entities and their events, write keys and provenance edges.
 pub fn process(
     owner: Uuid,
     mapping: &Mapping,
     source_entity: Uuid,
     items: Vec<Item>,
-    mut earlier: HashMap<String, Uuid>,
+    earlier: HashMap<String, Uuid>,
     counts: &mut Counts,
 ) -> Result<Vec<Disposition>, SpineError> {
-    // 1. Map every record (pure Rust).
-    let mapped: Vec<Result<mapping::Mapped, String>> = items
+    let mapped = map_records(mapping, &items);
+    let mut key_owner = key_owners(owner, &mapped)?;
+    let mut working = load_locked(owner, key_owner.values().chain(earlier.values()))?;
+    // An entity deleted since its keys were read (spine.delete_entity takes the
+    // owner lock, but a plain DELETE by an administrator does not) is gone with its
+    // keys: forget them, so that a record naming them creates a new entity that
+    // gets them.
+    key_owner.retain(|_, id| working.contains_key(id.as_bytes()));
+    let resolved = resolve(mapping, mapped, &items, key_owner, earlier, &mut working);
+    counts.conflicts.extend(resolved.conflicts);
+    write_entities(owner, mapping, &resolved.order, &mut working)?;
+    write_keys_and_edges(
+        owner,
+        source_entity,
+        resolved.new_keys,
+        &resolved.order,
+        &working,
+    )?;
+    Ok(dispositions(resolved.outcome, &items, counts))
+}
+
+/// Entities by id bytes (pgrx's Uuid is not `Hash`).
+type WorkingSet = HashMap<[u8; 16], (Uuid, Working)>;
+
+/// Identity keys (type, value) and the entity each belongs to.
+type KeyOwners = HashMap<(String, String), Uuid>;
+
+/// 1. Maps every record (pure).
+fn map_records(mapping: &Mapping, items: &[Item]) -> Vec<Result<mapping::Mapped, String>> {
+    items
         .iter()
         .map(|item| {
             if !item.record.is_object() {
@@ -138,98 +171,126 @@ pub fn process(
                 mapping.apply(&item.record)
             }
         })
-        .collect();
+        .collect()
+}
 
-    // 2. The entities the batch's identity keys already point to: one query.
+/// 2. The entities the batch's identity keys already point to: one query.
+fn key_owners(
+    owner: Uuid,
+    mapped: &[Result<mapping::Mapped, String>],
+) -> Result<KeyOwners, SpineError> {
     let (types, values): (Vec<String>, Vec<String>) = mapped
         .iter()
         .flatten()
         .flat_map(|m| m.keys.iter().cloned())
         .unzip();
-    let mut key_owner: HashMap<(String, String), Uuid> = HashMap::new();
-    if !types.is_empty() {
-        // Read-write SPI: in READ COMMITTED each statement then takes a new snapshot,
-        // so this sees what batches that held the owner lock before us committed.
-        Spi::connect_mut(|client| {
-            for r in client.update(
-                "SELECT k.key_type, k.key_value, k.entity_id FROM spine.entity_keys k \
-                   JOIN unnest($2::text[], $3::text[]) AS u(t, v) ON k.key_type = u.t AND k.key_value = u.v \
-                  WHERE k.owner_id = $1",
-                None,
-                &[owner.into(), types.into(), values.into()],
-            )? {
-                if let (Some(t), Some(v), Some(e)) = (r.get::<String>(1)?, r.get::<String>(2)?, r.get::<Uuid>(3)?) {
-                    key_owner.insert((t, v), e);
-                }
-            }
-            Ok::<_, pgrx::spi::SpiError>(())
-        })
-        .map_err(internal("etl: key lookup"))?;
+    let mut key_owner = KeyOwners::new();
+    if types.is_empty() {
+        return Ok(key_owner);
     }
+    // Read-write SPI: in READ COMMITTED each statement then takes a new snapshot,
+    // so this sees what batches that held the owner lock before us committed.
+    Spi::connect_mut(|client| {
+        for r in client.update(
+            "SELECT k.key_type, k.key_value, k.entity_id FROM spine.entity_keys k \
+               JOIN unnest($2::text[], $3::text[]) AS u(t, v) ON k.key_type = u.t AND k.key_value = u.v \
+              WHERE k.owner_id = $1",
+            None,
+            &[owner.into(), types.into(), values.into()],
+        )? {
+            if let (Some(t), Some(v), Some(e)) = (r.get::<String>(1)?, r.get::<String>(2)?, r.get::<Uuid>(3)?) {
+                key_owner.insert((t, v), e);
+            }
+        }
+        Ok::<_, pgrx::spi::SpiError>(())
+    })
+    .map_err(internal("etl: key lookup"))?;
+    Ok(key_owner)
+}
 
-    // 3. Load the existing entities those keys and earlier versions name, locked:
-    //    one query.
-    let existing_ids: Vec<Uuid> = {
-        let mut ids: Vec<Uuid> = key_owner
-            .values()
-            .chain(earlier.values())
-            .copied()
-            .collect();
-        ids.sort_by_key(|u| *u.as_bytes());
-        ids.dedup();
-        ids
+/// 3. Loads the existing entities those keys and earlier versions name, locked:
+///    one query.
+fn load_locked<'a>(
+    owner: Uuid,
+    ids: impl Iterator<Item = &'a Uuid>,
+) -> Result<WorkingSet, SpineError> {
+    let mut ids: Vec<Uuid> = ids.copied().collect();
+    ids.sort_by_key(|u| *u.as_bytes());
+    ids.dedup();
+    let mut working = WorkingSet::new();
+    if ids.is_empty() {
+        return Ok(working);
+    }
+    Spi::connect_mut(|client| {
+        for r in client.update(
+            "SELECT id, kind, data FROM spine.entities WHERE owner_id = $1 AND id = ANY ($2) \
+             ORDER BY id FOR UPDATE",
+            None,
+            &[owner.into(), ids.into()],
+        )? {
+            if let (Some(id), Some(kind), Some(data)) =
+                (r.get::<Uuid>(1)?, r.get::<String>(2)?, r.get::<JsonB>(3)?)
+            {
+                working.insert(
+                    *id.as_bytes(),
+                    (
+                        id,
+                        Working {
+                            kind,
+                            data: data.0.as_object().cloned().unwrap_or_default(),
+                            created: false,
+                            changed: Map::new(),
+                        },
+                    ),
+                );
+            }
+        }
+        Ok::<_, pgrx::spi::SpiError>(())
+    })
+    .map_err(internal("etl: load entities"))?;
+    Ok(working)
+}
+
+/// What resolving a batch decided.
+struct Resolved {
+    /// Entities the batch touched, in the order it first touched them.
+    order: Vec<Uuid>,
+    /// Identity keys no entity had: (type, value, entity).
+    new_keys: Vec<(String, String, Uuid)>,
+    /// Each record's entity and what it did to it, or why it was rejected.
+    outcome: Vec<RecordResult>,
+    /// Records whose keys named another entity than the one they went to.
+    conflicts: Vec<Value>,
+}
+
+/// 4. Resolves and merges in record order, in memory (pure: no database).
+///
+/// A record goes to the entity earlier versions of it built (if that still exists
+/// and is of this mapping's kind), else to its first identity key's, else to a
+/// new entity. Later versions of a record in the batch follow it, and keys it
+/// brings that no entity has become its entity's.
+fn resolve(
+    mapping: &Mapping,
+    mapped: Vec<Result<mapping::Mapped, String>>,
+    items: &[Item],
+    mut key_owner: KeyOwners,
+    mut earlier: HashMap<String, Uuid>,
+    working: &mut WorkingSet,
+) -> Resolved {
+    let mut resolved = Resolved {
+        order: Vec::new(),
+        new_keys: Vec::new(),
+        outcome: Vec::with_capacity(items.len()),
+        conflicts: Vec::new(),
     };
-    let mut working: HashMap<[u8; 16], (Uuid, Working)> = HashMap::new();
-    if !existing_ids.is_empty() {
-        Spi::connect_mut(|client| {
-            for r in client.update(
-                "SELECT id, kind, data FROM spine.entities WHERE owner_id = $1 AND id = ANY ($2) \
-                 ORDER BY id FOR UPDATE",
-                None,
-                &[owner.into(), existing_ids.into()],
-            )? {
-                if let (Some(id), Some(kind), Some(data)) =
-                    (r.get::<Uuid>(1)?, r.get::<String>(2)?, r.get::<JsonB>(3)?)
-                {
-                    working.insert(
-                        *id.as_bytes(),
-                        (
-                            id,
-                            Working {
-                                kind,
-                                data: data.0.as_object().cloned().unwrap_or_default(),
-                                created: false,
-                                changed: Map::new(),
-                            },
-                        ),
-                    );
-                }
-            }
-            Ok::<_, pgrx::spi::SpiError>(())
-        })
-        .map_err(internal("etl: load entities"))?;
-    }
-
-    // An entity deleted since its keys were read (spine.delete_entity takes the
-    // owner lock, but a plain DELETE by an administrator does not) is gone with its
-    // keys: forget them, so that a record naming them creates a new entity that
-    // gets them.
-    key_owner.retain(|_, id| working.contains_key(id.as_bytes()));
-
-    // 4. Resolve and merge in record order, in memory.
-    let mut order: Vec<Uuid> = Vec::new();
-    let mut new_keys: Vec<(String, String, Uuid)> = Vec::new();
-    let mut outcome: Vec<RecordResult> = Vec::with_capacity(items.len());
-    for (mapped, item) in mapped.into_iter().zip(&items) {
+    for (mapped, item) in mapped.into_iter().zip(items) {
         let m = match mapped {
             Ok(m) => m,
             Err(reason) => {
-                outcome.push(Err(reason));
+                resolved.outcome.push(Err(reason));
                 continue;
             }
         };
-        // The entity earlier versions of this record built (if it still exists and
-        // is of this mapping's kind), else the first identity key's.
         let external_id = item.external_id.as_deref().unwrap_or_default();
         let found = earlier
             .get(external_id)
@@ -245,11 +306,11 @@ pub fn process(
                     .find_map(|k| key_owner.get(k).copied())
                     .filter(|id| working.contains_key(id.as_bytes()))
             });
-        let id = match found {
+        let (id, this) = match found {
             Some(id) => {
                 let (_, w) = working.get_mut(id.as_bytes()).expect("loaded above");
                 if w.kind != mapping.kind {
-                    outcome.push(Err(format!(
+                    resolved.outcome.push(Err(format!(
                         "its identity keys belong to entity {id}, a {}, not a {}",
                         w.kind, mapping.kind
                     )));
@@ -257,7 +318,7 @@ pub fn process(
                 }
                 let (merged, changed) = mapping.merge(&w.data, &m.data);
                 if let Err(reason) = fits(&merged) {
-                    outcome.push(Err(reason));
+                    resolved.outcome.push(Err(reason));
                     continue;
                 }
                 let this = if changed.is_empty() {
@@ -279,7 +340,7 @@ pub fn process(
             }
             None => {
                 if let Err(reason) = fits(&m.data) {
-                    outcome.push(Err(reason));
+                    resolved.outcome.push(Err(reason));
                     continue;
                 }
                 let id = Uuid::from_bytes(*uuid::Uuid::new_v4().as_bytes());
@@ -298,12 +359,11 @@ pub fn process(
                 (id, Outcome::Created)
             }
         };
-        let (id, this) = id;
         // Keys of this record that belong to another entity stay there: say so.
         for (key_type, key_value) in &m.keys {
             if let Some(other) = key_owner.get(&(key_type.clone(), key_value.clone())) {
                 if *other != id {
-                    counts.conflicts.push(json!({
+                    resolved.conflicts.push(json!({
                         "external_id": item.external_id, "entity": id.to_string(),
                         "key": {"type": key_type, "value": key_value}, "belongs_to": other.to_string()
                     }));
@@ -312,26 +372,34 @@ pub fn process(
         }
         // Later versions of this record in the batch follow it.
         earlier.insert(external_id.to_string(), id);
-        if !order.contains(&id) {
-            order.push(id);
+        if !resolved.order.contains(&id) {
+            resolved.order.push(id);
         }
         for k in &m.keys {
             if let std::collections::hash_map::Entry::Vacant(slot) = key_owner.entry(k.clone()) {
                 slot.insert(id);
-                new_keys.push((k.0.clone(), k.1.clone(), id));
+                resolved.new_keys.push((k.0.clone(), k.1.clone(), id));
             }
         }
-        outcome.push(Ok((id, this)));
+        resolved.outcome.push(Ok((id, this)));
     }
+    resolved
+}
 
-    // 5. Write entities (one insert, one update), then their events in order.
+/// 5. Writes entities (one insert, one update), then their events in order.
+fn write_entities(
+    owner: Uuid,
+    mapping: &Mapping,
+    order: &[Uuid],
+    working: &mut WorkingSet,
+) -> Result<(), SpineError> {
     let (mut new_ids, mut new_data, mut upd_ids, mut upd_data) = (vec![], vec![], vec![], vec![]);
-    for id in &order {
+    for id in order {
         let (_, w) = working.get_mut(id.as_bytes()).expect("resolved above");
         // A field the batch changed and changed back is no change.
         w.changed.retain(|_, c| c["from"] != c["to"]);
         let w = &*w;
-        // Sizes were checked record by record in step 4 ([`fits`]).
+        // Sizes were checked record by record in phase 4 ([`fits`]).
         if w.created {
             new_ids.push(*id);
             new_data.push(JsonB(Value::Object(w.data.clone())));
@@ -364,7 +432,7 @@ pub fn process(
         .map_err(internal("etl: update entities"))?;
     }
     let mut events = Vec::with_capacity(order.len());
-    for id in &order {
+    for id in order {
         let (_, w) = &working[id.as_bytes()];
         if w.created {
             events.push((
@@ -380,14 +448,24 @@ pub fn process(
             ));
         }
     }
-    entities::entity_events(owner, events)?;
+    entities::entity_events(owner, events)
+}
 
-    // 6. Keys and provenance edges. Under the owner lock nobody else writes this
-    //    owner's keys, and step 2 found these absent: plain inserts, without the
-    //    speculative insertion ON CONFLICT costs per row. Under REPEATABLE READ or
-    //    SERIALIZABLE step 2 read an older snapshot, and keys a concurrent batch
-    //    committed since may be missing from it: there ON CONFLICT turns that into a
-    //    serialization failure (40001), which clients retry, not a 23505.
+/// 6. Writes keys and provenance edges.
+///
+/// Under the owner lock nobody else writes this owner's keys, and phase 2 found
+/// these absent: plain inserts, without the speculative insertion ON CONFLICT
+/// costs per row. Under REPEATABLE READ or SERIALIZABLE phase 2 read an older
+/// snapshot, and keys a concurrent batch committed since may be missing from it:
+/// there ON CONFLICT turns that into a serialization failure (40001), which
+/// clients retry, not a 23505.
+fn write_keys_and_edges(
+    owner: Uuid,
+    source_entity: Uuid,
+    new_keys: Vec<(String, String, Uuid)>,
+    order: &[Uuid],
+    working: &WorkingSet,
+) -> Result<(), SpineError> {
     let (mut kt, mut kv, mut ke) = (vec![], vec![], vec![]);
     for (t, v, e) in new_keys {
         kt.push(t);
@@ -431,9 +509,18 @@ pub fn process(
         )
         .map_err(internal("etl: edges"))?;
     }
-    Ok(outcome
+    Ok(())
+}
+
+/// Each record's disposition, counted.
+fn dispositions(
+    outcome: Vec<RecordResult>,
+    items: &[Item],
+    counts: &mut Counts,
+) -> Vec<Disposition> {
+    outcome
         .into_iter()
-        .zip(&items)
+        .zip(items)
         .map(|(result, item)| match result {
             Ok((id, this)) => {
                 match this {
@@ -457,5 +544,97 @@ pub fn process(
                 }
             }
         })
-        .collect())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn person_mapping() -> Mapping {
+        Mapping::parse(&json!({
+            "kind": "person", "external_id": "id",
+            "fields": {"name": {"path": "name"}, "email": {"path": "email", "normalize": ["email"]}},
+            "identity": ["email"]
+        }))
+        .unwrap()
+    }
+
+    fn item(id: &str, record: Value) -> Item {
+        Item {
+            external_id: Some(id.into()),
+            record,
+        }
+    }
+
+    fn run(items: &[Item], key_owner: KeyOwners, working: &mut WorkingSet) -> Resolved {
+        let mapping = person_mapping();
+        let mapped = map_records(&mapping, items);
+        resolve(&mapping, mapped, items, key_owner, HashMap::new(), working)
+    }
+
+    /// Two records of one batch naming the same new person become one entity,
+    /// as if they had come one after the other; the key is new once.
+    #[test]
+    fn records_sharing_a_key_in_one_batch_become_one_entity() {
+        let items = [
+            item(
+                "a",
+                json!({"id": "a", "name": "Ada", "email": "ADA@example.com"}),
+            ),
+            item(
+                "b",
+                json!({"id": "b", "name": "Ada L.", "email": "ada@example.com"}),
+            ),
+        ];
+        let mut working = WorkingSet::new();
+        let r = run(&items, KeyOwners::new(), &mut working);
+        assert_eq!(r.order.len(), 1);
+        assert_eq!(r.new_keys.len(), 1);
+        let ids: Vec<Uuid> = r.outcome.iter().map(|o| o.as_ref().unwrap().0).collect();
+        assert_eq!(ids[0], ids[1]);
+        assert!(matches!(r.outcome[0], Ok((_, Outcome::Created))));
+        assert!(matches!(r.outcome[1], Ok((_, Outcome::Updated))));
+        let (_, w) = &working[r.order[0].as_bytes()];
+        assert_eq!(w.data["name"], "Ada L.");
+        assert!(w.created);
+    }
+
+    /// A record whose key belongs to an entity of another kind is rejected, and
+    /// the batch goes on.
+    #[test]
+    fn a_key_of_another_kind_rejects_the_record_only() {
+        let existing = Uuid::from_bytes([7; 16]);
+        let mut working = WorkingSet::new();
+        working.insert(
+            *existing.as_bytes(),
+            (
+                existing,
+                Working {
+                    kind: "company".into(),
+                    data: Map::new(),
+                    created: false,
+                    changed: Map::new(),
+                },
+            ),
+        );
+        let mut keys = KeyOwners::new();
+        keys.insert(("email".into(), "ada@example.com".into()), existing);
+        let items = [
+            item("a", json!({"id": "a", "email": "ada@example.com"})),
+            item("b", json!({"id": "b", "email": "bob@example.com"})),
+            item("c", json!("not an object")),
+        ];
+        let r = run(&items, keys, &mut working);
+        assert!(r.outcome[0]
+            .as_ref()
+            .unwrap_err()
+            .contains("a company, not a person"));
+        assert!(matches!(r.outcome[1], Ok((_, Outcome::Created))));
+        assert!(r.outcome[2].as_ref().unwrap_err().contains("JSON object"));
+        let mut counts = Counts::default();
+        let d = dispositions(r.outcome, &items, &mut counts);
+        assert_eq!((counts.created, counts.rejected), (1, 2));
+        assert!(d[0].entity.is_none() && d[1].entity.is_some());
+    }
 }
