@@ -1,5 +1,5 @@
-//! Errors that reach SQL. Each domain has its own `thiserror` enum; each maps to a
-//! SQLSTATE here, so a client can tell bad input (22xxx/23xxx) from a missing object
+//! Errors that reach SQL. Every domain reports through the one [`SpineError`] enum,
+//! and each variant maps to a SQLSTATE here, so a client can tell bad input (22xxx/23xxx) from a missing object
 //! (42704) or a denial (42501) without parsing messages. Messages never contain
 //! secrets: callers pass names and reasons, never values they were given to protect.
 

@@ -10,7 +10,7 @@
 //! - [`demo`]: setup + up, then the main flow, printed for a person to read.
 //! - [`layers`]: the extension's module layering check.
 //! - [`suite`]: the full test suite that `.ci/run` calls.
-//! - [`bench`]: benchmarks (`cargo xtask bench relay|jobs|audit|rules|ingest`).
+//! - [`bench`]: benchmarks (`cargo xtask bench relay|jobs|audit|rules|ingest|functions|search`).
 
 mod bench;
 mod config;
@@ -44,7 +44,8 @@ commands:
   demo           setup + up, then run the main flow and show what happened
   test           the full test suite: fmt, layers, clippy, pgrx tests, integration tests
   layers [root]  check that the extension's modules depend on each other downward only
-  bench <name>   a benchmark against the stack, optimized builds (names: relay, jobs, audit, rules, ingest)
+  bench <name>   a benchmark against the stack, optimized builds (names: relay, jobs, audit, rules,
+                 ingest, functions, search)
 
 configuration (environment variables, defaults in parentheses):
   SPINE_DEV_DIR (target/spine-dev)  SPINE_PG_PORT (54390)  SPINE_NATS_PORT (54391)
