@@ -64,6 +64,48 @@ pub struct WebhookJob {
     pub body: Value,
 }
 
+/// Where a database webhook delivers, as `spine.create_webhook` validates and
+/// stores it (`spine.webhooks.target`) and the worker reads it back.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum WebhookTarget {
+    /// A POST to `url` with `headers`, given up after `timeout_ms`.
+    Url {
+        url: String,
+        #[serde(default)]
+        headers: Map<String, Value>,
+        #[serde(default = "default_webhook_timeout_ms")]
+        timeout_ms: u64,
+    },
+    /// An edge function, run in-process by the worker.
+    Function { function: String },
+}
+
+/// A webhook target's timeout when it names none.
+pub const DEFAULT_WEBHOOK_TIMEOUT_MS: u64 = 10_000;
+
+fn default_webhook_timeout_ms() -> u64 {
+    DEFAULT_WEBHOOK_TIMEOUT_MS
+}
+
+impl WebhookTarget {
+    pub fn to_value(&self) -> Value {
+        serde_json::to_value(self).expect("a WebhookTarget serializes")
+    }
+
+    /// The target for logs and the audit log: header names without their values
+    /// (they are often credentials, and the audit log keeps what it is given).
+    pub fn redacted(&self) -> Value {
+        let mut v = self.to_value();
+        if let Some(headers) = v.get_mut("headers").and_then(Value::as_object_mut) {
+            for value in headers.values_mut() {
+                *value = Value::String("<redacted>".into());
+            }
+        }
+        v
+    }
+}
+
 impl FunctionJob {
     pub fn to_value(&self) -> Value {
         serde_json::to_value(self).expect("a FunctionJob serializes")
@@ -113,6 +155,36 @@ mod tests {
         assert!(err.contains("function"), "{err}");
         let err = parse::<HttpJob>("http", &json!({"url": 3})).unwrap_err();
         assert!(err.contains("http job"), "{err}");
+    }
+
+    #[test]
+    fn webhook_targets_round_trip_and_redact_header_values() {
+        let url = WebhookTarget::Url {
+            url: "https://h.example/x".into(),
+            headers: json!({"Authorization": "Bearer k"})
+                .as_object()
+                .unwrap()
+                .clone(),
+            timeout_ms: 500,
+        };
+        let v = url.to_value();
+        assert_eq!(parse::<WebhookTarget>("target", &v).unwrap(), url);
+        assert_eq!(url.redacted()["headers"]["Authorization"], "<redacted>");
+        let f: WebhookTarget = parse("target", &json!({"function": "sms-sender"})).unwrap();
+        assert_eq!(
+            f,
+            WebhookTarget::Function {
+                function: "sms-sender".into()
+            }
+        );
+        let bare: WebhookTarget = parse("target", &json!({"url": "https://h"})).unwrap();
+        assert!(matches!(
+            bare,
+            WebhookTarget::Url {
+                timeout_ms: DEFAULT_WEBHOOK_TIMEOUT_MS,
+                ..
+            }
+        ));
     }
 
     #[test]

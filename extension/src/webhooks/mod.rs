@@ -66,7 +66,7 @@ fn webhook_create(
     let invalid =
         |name: &'static str| move |reason: String| SpineError::InvalidParameter { name, reason };
     let events = parse_events(&events).map_err(invalid("events"))?;
-    let target = Target::parse(&target.0).map_err(invalid("target"))?;
+    let target = target::parse(&target.0).map_err(invalid("target"))?;
     let max_attempts = max_attempts.unwrap_or(5);
     if !(1..=100).contains(&max_attempts) {
         Err(invalid("max_attempts")("must be 1 to 100".into()))?;
@@ -97,7 +97,7 @@ fn webhook_create(
             "{qualified} is in schema {schema}, which cannot have webhooks"
         )))?;
     }
-    if let Target::Function(function) = &target {
+    if let Target::Function { function } = &target {
         let deployed = optional_row(Spi::get_one_with_args::<bool>(
             "SELECT true FROM spine.functions WHERE name = $1",
             &[function.as_str().into()],
@@ -155,7 +155,7 @@ fn webhook_create(
             name.into(),
             table_oid.into(),
             events_sql.clone().into(),
-            JsonB(target.to_json()).into(),
+            JsonB(target.to_value()).into(),
             queue.as_str().into(),
             secret_id.into(),
             max_attempts.into(),

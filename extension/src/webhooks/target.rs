@@ -2,6 +2,8 @@
 //! so a delivery never fails for a reason that was visible up front.
 
 use serde_json::{json, Map, Value};
+pub use spine_core::jobs::payloads::WebhookTarget as Target;
+use spine_core::jobs::payloads::DEFAULT_WEBHOOK_TIMEOUT_MS;
 
 /// Longest delivery timeout a webhook may ask for (the `http` handler's own cap).
 pub const MAX_TIMEOUT_MS: u64 = 300_000;
@@ -15,105 +17,72 @@ const RESERVED_HEADERS: [&str; 5] = [
     "content-length",
 ];
 
-/// A validated target: a URL with headers and timeout, or an edge function.
-#[derive(Debug, PartialEq)]
-pub enum Target {
-    Url {
-        url: String,
-        headers: Map<String, Value>,
-        timeout_ms: u64,
-    },
-    Function(String),
-}
-
-impl Target {
-    /// `{"url": …, "headers": {…}, "timeout_ms": n}` or `{"function": "name"}`.
-    pub fn parse(target: &Value) -> Result<Target, String> {
-        let obj = target
-            .as_object()
-            .ok_or("target must be an object: {\"url\": …} or {\"function\": …}")?;
-        let known = ["url", "headers", "timeout_ms", "function"];
-        if let Some(k) = obj.keys().find(|k| !known.contains(&k.as_str())) {
-            return Err(format!(
-                "unknown key \"{k}\" in target (expected url, headers, timeout_ms or function)"
-            ));
-        }
-        match (obj.get("url"), obj.get("function")) {
-            (Some(_), Some(_)) => Err("target has both url and function; pick one".into()),
-            (None, None) => Err("target needs a \"url\" or a \"function\"".into()),
-            (None, Some(f)) => {
-                if obj.len() > 1 {
-                    return Err("a function target takes no headers or timeout_ms".into());
-                }
-                let name = f.as_str().ok_or("function must be a string")?;
-                if !spine_core::names::PLUGIN.accepts(name) {
-                    return Err(format!("\"{name}\" is not a function name"));
-                }
-                Ok(Target::Function(name.to_string()))
+/// Validates a target, `{"url": …, "headers": {…}, "timeout_ms": n}` or
+/// `{"function": "name"}`, into its stored form ([`Target`], defined in
+/// spine-core because the worker reads it back).
+pub fn parse(target: &Value) -> Result<Target, String> {
+    let obj = target
+        .as_object()
+        .ok_or("target must be an object: {\"url\": …} or {\"function\": …}")?;
+    let known = ["url", "headers", "timeout_ms", "function"];
+    if let Some(k) = obj.keys().find(|k| !known.contains(&k.as_str())) {
+        return Err(format!(
+            "unknown key \"{k}\" in target (expected url, headers, timeout_ms or function)"
+        ));
+    }
+    match (obj.get("url"), obj.get("function")) {
+        (Some(_), Some(_)) => Err("target has both url and function; pick one".into()),
+        (None, None) => Err("target needs a \"url\" or a \"function\"".into()),
+        (None, Some(f)) => {
+            if obj.len() > 1 {
+                return Err("a function target takes no headers or timeout_ms".into());
             }
-            (Some(u), None) => {
-                let url = u.as_str().ok_or("url must be a string")?;
-                let parsed = url::Url::parse(url).map_err(|e| format!("url \"{url}\": {e}"))?;
-                if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
-                    return Err(format!("url \"{url}\" must be http(s)://host/…"));
-                }
-                let mut headers = Map::new();
-                if let Some(h) = obj.get("headers") {
-                    let h = h.as_object().ok_or("headers must be an object")?;
-                    for (k, v) in h {
-                        let valid_name = !k.is_empty()
-                            && k.bytes()
-                                .all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b));
-                        if !valid_name {
-                            return Err(format!("header name \"{k}\" is not a token"));
-                        }
-                        if RESERVED_HEADERS.contains(&k.to_ascii_lowercase().as_str()) {
-                            return Err(format!("header {k} is set by Spine on every delivery"));
-                        }
-                        let v = v.as_str().ok_or(format!("header {k} must be a string"))?;
-                        if v.contains(['\r', '\n', '\0']) {
-                            return Err(format!("header {k} has a line break or NUL"));
-                        }
-                        headers.insert(k.clone(), json!(v));
+            let name = f.as_str().ok_or("function must be a string")?;
+            if !spine_core::names::PLUGIN.accepts(name) {
+                return Err(format!("\"{name}\" is not a function name"));
+            }
+            Ok(Target::Function {
+                function: name.to_string(),
+            })
+        }
+        (Some(u), None) => {
+            let url = u.as_str().ok_or("url must be a string")?;
+            let parsed = url::Url::parse(url).map_err(|e| format!("url \"{url}\": {e}"))?;
+            if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
+                return Err(format!("url \"{url}\" must be http(s)://host/…"));
+            }
+            let mut headers = Map::new();
+            if let Some(h) = obj.get("headers") {
+                let h = h.as_object().ok_or("headers must be an object")?;
+                for (k, v) in h {
+                    let valid_name = !k.is_empty()
+                        && k.bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b));
+                    if !valid_name {
+                        return Err(format!("header name \"{k}\" is not a token"));
                     }
+                    if RESERVED_HEADERS.contains(&k.to_ascii_lowercase().as_str()) {
+                        return Err(format!("header {k} is set by Spine on every delivery"));
+                    }
+                    let v = v.as_str().ok_or(format!("header {k} must be a string"))?;
+                    if v.contains(['\r', '\n', '\0']) {
+                        return Err(format!("header {k} has a line break or NUL"));
+                    }
+                    headers.insert(k.clone(), json!(v));
                 }
-                let timeout_ms = match obj.get("timeout_ms") {
-                    None => 10_000,
-                    Some(t) => t
-                        .as_u64()
-                        .filter(|t| (1..=MAX_TIMEOUT_MS).contains(t))
-                        .ok_or(format!("timeout_ms must be 1 to {MAX_TIMEOUT_MS}"))?,
-                };
-                Ok(Target::Url {
-                    url: url.to_string(),
-                    headers,
-                    timeout_ms,
-                })
             }
-        }
-    }
-
-    /// The target for the audit log: header names without their values (they are
-    /// often credentials, and the log keeps what it is given forever).
-    pub fn redacted(&self) -> Value {
-        let mut v = self.to_json();
-        if let Some(headers) = v.get_mut("headers").and_then(Value::as_object_mut) {
-            for value in headers.values_mut() {
-                *value = json!("<redacted>");
-            }
-        }
-        v
-    }
-
-    /// The normalized form stored in `spine.webhooks.target`.
-    pub fn to_json(&self) -> Value {
-        match self {
-            Target::Url {
-                url,
+            let timeout_ms = match obj.get("timeout_ms") {
+                None => DEFAULT_WEBHOOK_TIMEOUT_MS,
+                Some(t) => t
+                    .as_u64()
+                    .filter(|t| (1..=MAX_TIMEOUT_MS).contains(t))
+                    .ok_or(format!("timeout_ms must be 1 to {MAX_TIMEOUT_MS}"))?,
+            };
+            Ok(Target::Url {
+                url: url.to_string(),
                 headers,
                 timeout_ms,
-            } => json!({"url": url, "headers": headers, "timeout_ms": timeout_ms}),
-            Target::Function(name) => json!({ "function": name }),
+            })
         }
     }
 }
@@ -144,12 +113,11 @@ mod tests {
 
     #[test]
     fn url_targets() {
-        let t = Target::parse(
-            &json!({"url": "https://h.example/x", "headers": {"Authorization": "Bearer k"}}),
-        )
-        .unwrap();
+        let t =
+            parse(&json!({"url": "https://h.example/x", "headers": {"Authorization": "Bearer k"}}))
+                .unwrap();
         assert_eq!(
-            t.to_json(),
+            t.to_value(),
             json!({"url": "https://h.example/x", "headers": {"Authorization": "Bearer k"}, "timeout_ms": 10000})
         );
         assert_eq!(
@@ -174,7 +142,7 @@ mod tests {
             (json!({"url": "http://h", "timeout_ms": 0}), "timeout_ms"),
             (json!({"url": "http://h", "retries": 3}), "unknown key"),
         ] {
-            let e = Target::parse(&bad).unwrap_err();
+            let e = parse(&bad).unwrap_err();
             assert!(e.contains(why), "{bad}: {e}");
         }
     }
@@ -182,11 +150,13 @@ mod tests {
     #[test]
     fn function_targets() {
         assert_eq!(
-            Target::parse(&json!({"function": "sms-sender"})).unwrap(),
-            Target::Function("sms-sender".into())
+            parse(&json!({"function": "sms-sender"})).unwrap(),
+            Target::Function {
+                function: "sms-sender".into()
+            }
         );
-        assert!(Target::parse(&json!({"function": "Bad Name"})).is_err());
-        assert!(Target::parse(&json!({"function": "f", "timeout_ms": 5})).is_err());
+        assert!(parse(&json!({"function": "Bad Name"})).is_err());
+        assert!(parse(&json!({"function": "f", "timeout_ms": 5})).is_err());
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! completes the job; anything else fails it (and it is retried with backoff).
 
 use super::handler::{Handler, HandlerFuture, Job};
+use spine_core::jobs::payloads::{self, HttpJob};
 use std::time::Duration;
 
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -45,45 +46,37 @@ pub struct Request {
     pub timeout: Duration,
 }
 
+/// Reads the payload as an [`HttpJob`] (one definition with the rules that write
+/// it) and checks it.
 pub fn parse(payload: &serde_json::Value) -> Result<Request, String> {
-    let url = payload
-        .get("url")
-        .and_then(|u| u.as_str())
-        .ok_or("payload has no \"url\" string")?;
-    let parsed = reqwest::Url::parse(url).map_err(|e| format!("bad url: {e}"))?;
+    let job: HttpJob = payloads::parse("http", payload)?;
+    let parsed = reqwest::Url::parse(&job.url).map_err(|e| format!("bad url: {e}"))?;
     if !matches!(parsed.scheme(), "http" | "https") {
         return Err(format!(
             "url scheme {} is not http or https",
             parsed.scheme()
         ));
     }
-    let method = payload
-        .get("method")
-        .and_then(|m| m.as_str())
-        .unwrap_or("POST")
-        .to_ascii_uppercase();
+    let method = job.method.as_deref().unwrap_or("POST").to_ascii_uppercase();
     let method = reqwest::Method::from_bytes(method.as_bytes())
         .map_err(|_| format!("bad method {method}"))?;
     let mut headers = Vec::new();
-    if let Some(map) = payload.get("headers").and_then(|h| h.as_object()) {
-        for (k, v) in map {
-            let v = v.as_str().ok_or(format!("header {k} is not a string"))?;
-            headers.push((k.clone(), v.to_string()));
-        }
+    for (k, v) in &job.headers {
+        let v = v.as_str().ok_or(format!("header {k} is not a string"))?;
+        headers.push((k.clone(), v.to_string()));
     }
-    let body = match payload.get("body") {
+    let body = match &job.body {
         Some(serde_json::Value::String(s)) => s.clone().into_bytes(),
         Some(other) => other.to_string().into_bytes(),
         None => payload.to_string().into_bytes(),
     };
-    let timeout = payload
-        .get("timeout_ms")
-        .and_then(|t| t.as_u64())
+    let timeout = job
+        .timeout_ms
         .map(Duration::from_millis)
         .unwrap_or(DEFAULT_TIMEOUT)
         .min(MAX_TIMEOUT);
     Ok(Request {
-        url: url.to_string(),
+        url: job.url,
         method,
         headers,
         body,

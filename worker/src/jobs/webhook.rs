@@ -14,7 +14,7 @@ use super::handler::{Handler, HandlerFuture, Job};
 use hmac::{Hmac, Mac};
 use serde_json::Value;
 use sha2::Sha256;
-use spine_core::jobs::payloads::{self, WebhookJob};
+use spine_core::jobs::payloads::{self, WebhookJob, WebhookTarget};
 use spine_functions::host::Host;
 use spine_functions::pool::Pool;
 use std::collections::HashMap;
@@ -35,7 +35,7 @@ pub struct WebhookHandler {
 }
 
 struct Target {
-    target: Value,
+    target: WebhookTarget,
     key: String,
 }
 
@@ -86,7 +86,7 @@ impl WebhookHandler {
             .await
             .map_err(|e| format!("webhook {name}: {}", spine_functions::sql::describe(e)))?;
         let t = Arc::new(Target {
-            target: row.get(0),
+            target: payloads::parse("webhook target", &row.get::<_, Value>(0))?,
             key: row.get(1),
         });
         self.targets
@@ -115,30 +115,34 @@ impl WebhookHandler {
             ),
             ("x-spine-webhook".to_string(), name.to_string()),
         ];
-        if let Some(function) = target.target.get("function").and_then(Value::as_str) {
-            return match super::function::call(
-                &self.functions,
-                function,
-                body,
-                job,
-                None,
-                spec.actor.as_ref(),
-                signed,
-            )
-            .await
-            {
-                Ok(r) => Attempt {
-                    status: Some(r.status as i32),
-                    response: Some(cut(&r.body)),
-                    error: None,
-                },
-                Err(e) => failed(e),
-            };
-        }
-        let Some(url) = target.target.get("url").and_then(Value::as_str) else {
-            return failed(format!("webhook {name} has neither url nor function"));
+        let (url, headers, timeout_ms) = match &target.target {
+            WebhookTarget::Url {
+                url,
+                headers,
+                timeout_ms,
+            } => (url, headers, *timeout_ms),
+            WebhookTarget::Function { function } => {
+                return match super::function::call(
+                    &self.functions,
+                    function,
+                    body,
+                    job,
+                    None,
+                    spec.actor.as_ref(),
+                    signed,
+                )
+                .await
+                {
+                    Ok(r) => Attempt {
+                        status: Some(r.status as i32),
+                        response: Some(cut(&r.body)),
+                        error: None,
+                    },
+                    Err(e) => failed(e),
+                };
+            }
         };
-        let timeout = Duration::from_millis(target.target["timeout_ms"].as_u64().unwrap_or(10_000));
+        let timeout = Duration::from_millis(timeout_ms);
         let mut request = self
             .http
             .post(url)
@@ -148,11 +152,9 @@ impl WebhookHandler {
         for (k, v) in &signed {
             request = request.header(k, v);
         }
-        if let Some(headers) = target.target.get("headers").and_then(Value::as_object) {
-            for (k, v) in headers {
-                if let Some(v) = v.as_str() {
-                    request = request.header(k, v);
-                }
+        for (k, v) in headers {
+            if let Some(v) = v.as_str() {
+                request = request.header(k, v);
             }
         }
         match request.body(body).send().await {
