@@ -212,6 +212,19 @@ $$;
 -- The keyed enqueue: a key live or archived for (queue, owner) returns that job.
 -- No permission checks of its own: spine.enqueue checks the caller first, and the
 -- rules engine checks the rule's owner.
+-- Wakes idle job runners of a queue once this transaction commits: NOTIFY on
+-- spine.jobs_channel with the queue's name as payload. Postgres sends a
+-- transaction's identical notifications once, so a batch of 10,000 jobs costs one,
+-- and a rollback sends none. Runners also poll, so a lost wake-up only delays.
+-- (spine.enqueue, the hot path in Rust, calls Async_Notify directly.)
+CREATE FUNCTION spine.wake_runners(queue text) RETURNS void
+    LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    SELECT pg_notify(coalesce(nullif(current_setting('spine.jobs_channel', true), ''), 'spine_jobs'),
+                     wake_runners.queue)
+$$;
+COMMENT ON FUNCTION spine.wake_runners(text) IS
+    'Wakes the job runners of a queue after commit (NOTIFY on spine.jobs_channel, payload: the queue).';
+
 CREATE FUNCTION spine.enqueue_keyed(
     queue text,
     owner uuid,
@@ -259,7 +272,9 @@ BEGIN
     ON CONFLICT (queue, spine.job_owner_key(owner_id), idempotency_key)
         WHERE idempotency_key IS NOT NULL DO NOTHING
     RETURNING id INTO job_id;
-    IF job_id IS NULL THEN
+    IF job_id IS NOT NULL THEN
+        PERFORM spine.wake_runners(enqueue_keyed.queue);
+    ELSE
         SELECT j.id INTO job_id FROM spine.jobs j
          WHERE j.queue = enqueue_keyed.queue
            AND spine.job_owner_key(j.owner_id) = spine.job_owner_key(enqueue_keyed.owner)
@@ -309,6 +324,9 @@ BEGIN
         RETURNING id
     )
     SELECT coalesce(array_agg(id ORDER BY id), '{}') INTO ids FROM inserted;
+    IF cardinality(ids) > 0 THEN
+        PERFORM spine.wake_runners(enqueue_batch.queue);
+    END IF;
     RETURN ids;
 END
 $$;
@@ -525,6 +543,10 @@ BEGIN
                'attempt', j.attempts, 'at', now(), 'error', coalesce(error, 'unknown error')),
            lease_until = NULL, worker = NULL, updated_at = now()
      WHERE spine.jobs.id = fail_job.id;
+    -- Runners learn when the retry is due (they sleep until the earliest run_at).
+    IF next_state = 'retrying' THEN
+        PERFORM spine.wake_runners(j.queue);
+    END IF;
     RETURN next_state;
 END
 $$;
@@ -569,6 +591,11 @@ BEGIN
      WHERE id = ANY (ids) AND state = (SELECT 'running'::spine.job_state)
        AND (release_jobs.worker IS NULL OR spine.jobs.worker = release_jobs.worker);
     GET DIAGNOSTICS n = ROW_COUNT;
+    -- Other runners take over what this one handed back.
+    IF n > 0 THEN
+        PERFORM spine.wake_runners(q)
+           FROM (SELECT DISTINCT j.queue FROM spine.jobs j WHERE j.id = ANY (ids)) AS r(q);
+    END IF;
     RETURN n;
 END
 $$;
@@ -586,6 +613,9 @@ BEGIN
     UPDATE spine.jobs j SET state = 'queued', attempts = 0, run_at = now(), updated_at = now()
      WHERE j.queue = redrive.queue AND j.state = 'dead';
     GET DIAGNOSTICS n = ROW_COUNT;
+    IF n > 0 THEN
+        PERFORM spine.wake_runners(redrive.queue);
+    END IF;
     RETURN n;
 END
 $$;

@@ -11,6 +11,12 @@ use std::ffi::CString;
 pub static NOTIFY_CHANNEL: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(Some(c"spine_events"));
 
+/// `spine.jobs_channel`: the LISTEN/NOTIFY channel that wakes idle job runners.
+/// Enqueues notify it after commit with the queue's name as payload, once per
+/// transaction and queue; runners also poll, so a lost notification only delays.
+pub static JOBS_CHANNEL: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(c"spine_jobs"));
+
 /// `spine.event_retention`: how long delivered events stay in `spine.events` before
 /// `spine.purge_events()` (scheduled by pg_cron) deletes them. An interval, e.g. `3 days`.
 /// Set it for the database (`ALTER DATABASE … SET`) so the pg_cron job sees it.
@@ -90,23 +96,44 @@ pub fn init() {
         GucContext::Userset,
         GucFlags::default(),
     );
+    GucRegistry::define_string_guc(
+        c"spine.jobs_channel",
+        c"LISTEN/NOTIFY channel that wakes Spine's idle job runners.",
+        c"The payload is the queue's name; runners also poll, so a lost notification only delays.",
+        &JOBS_CHANNEL,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
 }
 
-/// The notify channel, validated: a channel name is an identifier and cannot be empty.
+/// The outbox's notify channel, validated ([`channel`]).
 pub fn notify_channel() -> Result<String, SpineError> {
-    let value = NOTIFY_CHANNEL
+    channel(&NOTIFY_CHANNEL, "spine.notify_channel")
+}
+
+/// The job runners' notify channel, validated ([`channel`]).
+pub fn jobs_channel() -> Result<String, SpineError> {
+    channel(&JOBS_CHANNEL, "spine.jobs_channel")
+}
+
+/// A channel setting, validated: a channel name is an identifier and cannot be empty.
+fn channel(
+    setting: &GucSetting<Option<CString>>,
+    name: &'static str,
+) -> Result<String, SpineError> {
+    let value = setting
         .get()
         .map(|c| c.to_string_lossy().into_owned())
         .unwrap_or_default();
     if value.is_empty() {
         return Err(SpineError::InvalidParameter {
-            name: "spine.notify_channel",
+            name,
             reason: "must not be empty".into(),
         });
     }
     if value.len() >= 64 {
         return Err(SpineError::InvalidParameter {
-            name: "spine.notify_channel",
+            name,
             reason: format!("{} bytes is longer than an identifier (63)", value.len()),
         });
     }

@@ -159,3 +159,41 @@ pub async fn as_user<T>(
     tx.commit().await.expect("commit");
     out
 }
+
+/// A connection LISTENing on `channel`; the payloads of the notifications it
+/// receives arrive on the returned channel, in order.
+pub async fn listen(channel: &str) -> (Client, tokio::sync::mpsc::UnboundedReceiver<String>) {
+    use futures_util::StreamExt;
+    let (client, mut connection) = tokio_postgres::connect(&database_url(), NoTls)
+        .await
+        .expect("connect to the dev stack's Postgres");
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+        while let Some(Ok(message)) = messages.next().await {
+            if let tokio_postgres::AsyncMessage::Notification(n) = message {
+                if tx.send(n.payload().to_string()).is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    client
+        .batch_execute(&format!("LISTEN \"{}\"", channel.replace('"', "\"\"")))
+        .await
+        .expect("LISTEN");
+    (client, rx)
+}
+
+/// The notifications that arrive on `rx` within `window` from now, in order.
+pub async fn received_within(
+    rx: &mut tokio::sync::mpsc::UnboundedReceiver<String>,
+    window: std::time::Duration,
+) -> Vec<String> {
+    let deadline = tokio::time::Instant::now() + window;
+    let mut got = Vec::new();
+    while let Ok(Some(payload)) = tokio::time::timeout_at(deadline, rx.recv()).await {
+        got.push(payload);
+    }
+    got
+}

@@ -33,3 +33,8 @@ fn pg_ctl(action: &[&str]) {
         .expect("pg_ctl");
     assert!(status.success(), "pg_ctl {action:?} failed");
 }
+
+/// Held for the whole of a test that stops or restarts Postgres: the tests of one
+/// binary run concurrently, and a restart would cut another such test's sessions
+/// in the middle of what it checks.
+pub static POSTGRES_RESTARTS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());

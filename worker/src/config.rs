@@ -36,12 +36,27 @@ pub struct JobsConfig {
     pub batch: i32,
     /// `SPINE_JOB_LEASE_SECS`: lease per fetch, renewed every third of it.
     pub lease: Duration,
-    /// `SPINE_JOB_POLL_MS`: how often an idle runner looks for work.
+    /// `SPINE_JOB_POLL_MS`: how often an idle runner looks for work when no
+    /// notification woke it (the fallback for lost notifications).
     pub poll: Duration,
+    /// `SPINE_JOBS_CHANNEL`: must match the database's `spine.jobs_channel`
+    /// (default `spine_jobs`); enqueues notify it with the queue's name.
+    pub channel: String,
     /// `SPINE_WORKER_ID`: recorded on leased jobs (default host-pid).
     pub worker_id: String,
     /// Copy of `SPINE_DRAIN_SECS`.
     pub drain: Duration,
+}
+
+impl JobsConfig {
+    /// Whether this runner serves `queue`: a configured name, or under a
+    /// configured `prefix.*`.
+    pub fn serves(&self, queue: &str) -> bool {
+        self.queues.iter().any(|(q, _)| match q.strip_suffix('*') {
+            Some(prefix) => queue.starts_with(prefix),
+            None => q == queue,
+        })
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -123,6 +138,7 @@ impl Config {
             batch: num("SPINE_JOB_BATCH", concurrency)?.clamp(1, 10_000) as i32,
             lease: Duration::from_secs(lease),
             poll: Duration::from_millis(num("SPINE_JOB_POLL_MS", 500)?),
+            channel: get("SPINE_JOBS_CHANNEL", "spine_jobs"),
             worker_id: lookup("SPINE_WORKER_ID").unwrap_or_else(|| {
                 let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
                 format!("{}-{}", host.trim(), std::process::id())

@@ -70,13 +70,25 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         stop_rx.clone(),
     ));
     let runner = (!config.jobs.queues.is_empty()).then(|| {
-        tokio::spawn(jobs::runner::run(
+        // Its own LISTEN session on the jobs channel, for the queues it serves.
+        let jobs_wake = Arc::new(Notify::new());
+        let jobs = config.jobs.clone();
+        let listen = tokio::spawn(listener::run_filtered(
+            config.database_url.clone(),
+            config.jobs.channel.clone(),
+            Box::new(move |queue| jobs.serves(queue)),
+            jobs_wake.clone(),
+            stop_rx.clone(),
+        ));
+        let run = tokio::spawn(jobs::runner::run(
             config.database_url.clone(),
             config.jobs.clone(),
             jobs::handler::Registry::builtin(&config.database_url),
             job_metrics,
+            jobs_wake,
             stop_rx.clone(),
-        ))
+        ));
+        (listen, run)
     });
     let search = match &config.search {
         None => {
@@ -107,8 +119,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     let _ = stop_tx.send(true);
     // The runner keeps its own drain deadline; this one bounds everything.
     let drained = tokio::time::timeout(config.drain + Duration::from_secs(5), async {
-        if let Some(runner) = runner {
+        if let Some((listen, runner)) = runner {
             let _ = runner.await;
+            let _ = listen.await;
         }
         let _ = relay.await;
         let _ = listen.await;

@@ -193,6 +193,7 @@ fn enqueue(
                 // Says why: 42704 unknown queue, 42501 closed to users.
                 check_allowed(queue)?;
             }
+            wake_runners(queue_name)?;
             one_prepared::<i64>(
                 "INSERT INTO spine.jobs (queue, owner_id, priority, payload, run_at, max_attempts) \
                  VALUES ($1, $2, $3::spine.job_priority, $4, coalesce($5, pg_catalog.now()), $6) \
@@ -214,6 +215,24 @@ fn enqueue(
         context: "jobs: enqueue",
         message: "no job id".into(),
     })?)
+}
+
+/// Wakes the queue's idle runners when the transaction commits: what
+/// `spine.wake_runners` does in SQL, calling `pg_notify` directly instead of
+/// through SPI on the producers' hot path. Postgres sends a transaction's
+/// identical notifications once, and none on rollback; an error later in this
+/// call rolls the notification back too.
+fn wake_runners(queue: &str) -> Result<(), SpineError> {
+    let channel = crate::gucs::jobs_channel()?;
+    // SAFETY: pg_notify takes two text arguments and returns void; the datums are
+    // built here from valid strings and live through the call.
+    unsafe {
+        pgrx::fcinfo::direct_function_call_as_datum(
+            pg_sys::pg_notify,
+            &[channel.as_str().into_datum(), queue.into_datum()],
+        );
+    }
+    Ok(())
 }
 
 thread_local! {

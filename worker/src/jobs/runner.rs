@@ -2,6 +2,12 @@
 //! with its queue's handler, heartbeats the leases of running jobs, completes
 //! successes in batches and records failures (the database decides retry or dead).
 //!
+//! An idle runner sleeps until a job may be there: a notification on the jobs
+//! channel for one of its queues (an enqueue, a release, a redrive or a failed
+//! attempt committed), the earliest `run_at` among its queues' waiting jobs, or
+//! the poll, whichever comes first. The poll is the fallback for a lost
+//! notification; a LISTEN reconnect wakes it too.
+//!
 //! Crash safety comes from the lease: a runner that dies stops heartbeating, and
 //! its jobs return to the queue when their leases pass. On SIGTERM the runner stops
 //! leasing, lets running jobs finish within the drain time, and releases the rest
@@ -14,13 +20,14 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
-use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::sync::{mpsc, watch, Notify, Semaphore};
 
 pub async fn run(
     database_url: String,
     config: JobsConfig,
     registry: Registry,
     metrics: Arc<JobMetrics>,
+    wake: Arc<Notify>,
     shutdown: watch::Receiver<bool>,
 ) {
     // Jobs in flight outlive a failed database session: their slots, their ids and
@@ -36,12 +43,13 @@ pub async fn run(
         done_tx,
         done_rx,
     }));
-    let (url, config, registry, metrics) = (&database_url, &config, &registry, &metrics);
+    let (url, config, registry, metrics, wake) =
+        (&database_url, &config, &registry, &metrics, &wake);
     crate::supervise::restart_with_backoff("job runner", shutdown, |mut stop| {
         let state = state.clone();
         async move {
             let mut state = state.lock().await;
-            session(url, config, registry, metrics, &mut state, &mut stop).await
+            session(url, config, registry, metrics, wake, &mut state, &mut stop).await
         }
     })
     .await;
@@ -151,6 +159,7 @@ async fn session(
     config: &JobsConfig,
     registry: &Registry,
     metrics: &JobMetrics,
+    wake: &Notify,
     state: &mut InFlight,
     shutdown: &mut watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
@@ -166,6 +175,20 @@ async fn session(
         )
         .await?;
     let statements = Statements::prepare(&db).await?;
+    // The earliest run_at still ahead among the queues' waiting jobs: three probes
+    // of the ready index per queue (one per priority), so a large backlog of
+    // scheduled jobs costs no scan.
+    let next_due = db
+        .prepare(
+            "SELECT extract(epoch FROM min(n.run_at) - now())::float8 \
+               FROM unnest($1::text[]) AS q(name), \
+                    unnest(enum_range(NULL::spine.job_priority)) AS p(priority), \
+                    LATERAL (SELECT j.run_at FROM spine.jobs j \
+                              WHERE j.queue = q.name AND j.priority = p.priority \
+                                AND j.state < 'running' AND j.run_at > now() \
+                              ORDER BY j.run_at LIMIT 1) AS n",
+        )
+        .await?;
     tracing::info!(queues = ?routes.queues, worker = %config.worker_id, "job runner started");
 
     let heartbeat_every = config.lease / 3;
@@ -239,9 +262,22 @@ async fn session(
         }
         if fetched == 0 || state.slots.available_permits() == 0 {
             // Nothing to lease, or no slot to run it in: wait for a job to finish,
-            // the next poll, a heartbeat, or shutdown.
-            let wait = if fetched == 0 {
-                config.poll
+            // a wake-up (with a free slot), the next due job, the poll, a
+            // heartbeat, or shutdown.
+            let idle = fetched == 0;
+            let wait = if idle {
+                let due = if routes.queues.is_empty() {
+                    None
+                } else {
+                    db.query_one(&next_due, &[&routes.queues])
+                        .await?
+                        .get::<_, Option<f64>>(0)
+                };
+                // A job due in the past (the clock moved on since the fetch) is
+                // fetched at once; one due later wakes the runner when it is due.
+                due.map_or(config.poll, |s| {
+                    std::time::Duration::from_secs_f64(s.max(0.0)).min(config.poll)
+                })
             } else {
                 heartbeat_every
             };
@@ -252,6 +288,7 @@ async fn session(
                         record(&db, &statements, &config.worker_id, metrics, state).await?;
                     }
                 }
+                _ = wake.notified(), if idle => {}
                 _ = tokio::time::sleep(wait.min(heartbeat_every)) => {}
                 _ = shutdown.changed() => {}
             }

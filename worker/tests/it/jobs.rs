@@ -204,3 +204,60 @@ async fn sigterm_releases_jobs_that_outlast_the_drain() {
     .await;
     assert_eq!(hook.count(), 2, "the released run and the second worker's");
 }
+
+/// Waits until the worker serves HTTP, then a second more: its runner has made its
+/// first fetch, found nothing, and sleeps (its LISTEN session is open by then).
+async fn settle(worker: &Worker) {
+    wait_until("the worker is up", Duration::from_secs(20), || async {
+        worker.get("/metrics").await.is_some()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+}
+
+/// With the poll at 60 s, an idle runner starts a job within a second of its
+/// commit: the enqueue's notification wakes it (before, it waited for the poll).
+#[tokio::test]
+async fn an_idle_runner_is_woken_by_the_enqueue() {
+    let db = db().await;
+    let q = new_queue(&db).await;
+    let hook = Hook::start(|_| (200, Duration::ZERO)).await;
+    let worker = runner(&q, &[("SPINE_JOB_POLL_MS", "60000")]);
+    settle(&worker).await;
+    let enqueued = std::time::Instant::now();
+    enqueue_http(&db, &q, &hook.url, None).await;
+    wait_until("the job started", Duration::from_secs(10), || async {
+        hook.count() == 1
+    })
+    .await;
+    let took = enqueued.elapsed();
+    assert!(took < Duration::from_secs(1), "started after {took:?}");
+}
+
+/// A job due in 2 s, with the poll at 60 s: the runner wakes when it is due,
+/// not at the next poll, and not before.
+#[tokio::test]
+async fn a_delayed_job_starts_when_it_is_due() {
+    let db = db().await;
+    let q = new_queue(&db).await;
+    let hook = Hook::start(|_| (200, Duration::ZERO)).await;
+    let worker = runner(&q, &[("SPINE_JOB_POLL_MS", "60000")]);
+    settle(&worker).await;
+    let payload = serde_json::json!({ "url": hook.url });
+    let enqueued = std::time::Instant::now();
+    db.execute(
+        "SELECT spine.enqueue($1, $2, run_at => now() + interval '2 seconds')",
+        &[&q, &payload],
+    )
+    .await
+    .unwrap();
+    wait_until("the job started", Duration::from_secs(10), || async {
+        hook.count() == 1
+    })
+    .await;
+    let took = enqueued.elapsed();
+    assert!(
+        took >= Duration::from_secs(2) && took < Duration::from_secs(3),
+        "started after {took:?}"
+    );
+}

@@ -15,6 +15,7 @@ mod lifecycle;
 mod plans;
 mod schedules;
 mod serving;
+mod wakeups;
 
 async fn new_queue(db: &Client, cap: Option<i32>) -> String {
     let name = format!("q{}", Uuid::new_v4().simple());
