@@ -213,17 +213,18 @@ $$;
 -- No permission checks of its own: spine.enqueue checks the caller first, and the
 -- rules engine checks the rule's owner.
 -- Wakes idle job runners of a queue once this transaction commits: NOTIFY on
--- spine.jobs_channel with the queue's name as payload. Postgres sends a
+-- spine.jobs_channel with the queue's name as payload, followed by ' later' when
+-- the job is not due yet (spine-core's jobs::wakeup reads it). Postgres sends a
 -- transaction's identical notifications once, so a batch of 10,000 jobs costs one,
 -- and a rollback sends none. Runners also poll, so a lost wake-up only delays.
--- (spine.enqueue, the hot path in Rust, calls Async_Notify directly.)
-CREATE FUNCTION spine.wake_runners(queue text) RETURNS void
+-- (spine.enqueue, the hot path in Rust, calls pg_notify directly.)
+CREATE FUNCTION spine.wake_runners(queue text, due timestamptz DEFAULT now()) RETURNS void
     LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
     SELECT pg_notify(coalesce(nullif(current_setting('spine.jobs_channel', true), ''), 'spine_jobs'),
-                     wake_runners.queue)
+                     wake_runners.queue || CASE WHEN wake_runners.due > now() THEN ' later' ELSE '' END)
 $$;
-COMMENT ON FUNCTION spine.wake_runners(text) IS
-    'Wakes the job runners of a queue after commit (NOTIFY on spine.jobs_channel, payload: the queue).';
+COMMENT ON FUNCTION spine.wake_runners(text, timestamptz) IS
+    'Wakes the job runners of a queue after commit (NOTIFY on spine.jobs_channel; payload: the queue, with '' later'' for a job due after now).';
 
 CREATE FUNCTION spine.enqueue_keyed(
     queue text,
@@ -273,7 +274,7 @@ BEGIN
         WHERE idempotency_key IS NOT NULL DO NOTHING
     RETURNING id INTO job_id;
     IF job_id IS NOT NULL THEN
-        PERFORM spine.wake_runners(enqueue_keyed.queue);
+        PERFORM spine.wake_runners(enqueue_keyed.queue, coalesce(enqueue_keyed.run_at, now()));
     ELSE
         SELECT j.id INTO job_id FROM spine.jobs j
          WHERE j.queue = enqueue_keyed.queue
@@ -325,7 +326,7 @@ BEGIN
     )
     SELECT coalesce(array_agg(id ORDER BY id), '{}') INTO ids FROM inserted;
     IF cardinality(ids) > 0 THEN
-        PERFORM spine.wake_runners(enqueue_batch.queue);
+        PERFORM spine.wake_runners(enqueue_batch.queue, coalesce(enqueue_batch.run_at, now()));
     END IF;
     RETURN ids;
 END
@@ -517,6 +518,7 @@ CREATE FUNCTION spine.fail_job(id bigint, error text, retry_in interval DEFAULT 
 DECLARE
     j spine.jobs;
     next_state spine.job_state;
+    due timestamptz;
 BEGIN
     IF retry_in IS NOT NULL AND retry_in < interval '0' THEN
         RAISE EXCEPTION 'retry_in must not be negative' USING ERRCODE = 'invalid_parameter_value';
@@ -542,10 +544,11 @@ BEGIN
            errors = spine.jobs.errors || jsonb_build_object(
                'attempt', j.attempts, 'at', now(), 'error', coalesce(error, 'unknown error')),
            lease_until = NULL, worker = NULL, updated_at = now()
-     WHERE spine.jobs.id = fail_job.id;
+     WHERE spine.jobs.id = fail_job.id
+    RETURNING spine.jobs.run_at INTO due;
     -- Runners learn when the retry is due (they sleep until the earliest run_at).
     IF next_state = 'retrying' THEN
-        PERFORM spine.wake_runners(j.queue);
+        PERFORM spine.wake_runners(j.queue, due);
     END IF;
     RETURN next_state;
 END

@@ -71,13 +71,11 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     ));
     let runner = (!config.jobs.queues.is_empty()).then(|| {
         // Its own LISTEN session on the jobs channel, for the queues it serves.
-        let jobs_wake = Arc::new(Notify::new());
-        let jobs = config.jobs.clone();
-        let listen = tokio::spawn(listener::run_filtered(
+        let jobs_wake = Arc::new(jobs::runner::Wakeups::default());
+        let listen = tokio::spawn(listener::run_with(
             config.database_url.clone(),
             config.jobs.channel.clone(),
-            Box::new(move |queue| jobs.serves(queue)),
-            jobs_wake.clone(),
+            jobs::runner::Wakeups::handlers(jobs_wake.clone(), config.jobs.clone()),
             stop_rx.clone(),
         ));
         let run = tokio::spawn(jobs::runner::run(

@@ -10,32 +10,39 @@ use std::time::Duration;
 use tokio::sync::{watch, Notify};
 use tokio_postgres::{AsyncMessage, NoTls};
 
-/// Which notifications wake the consumer, by payload.
-pub type Filter = Box<dyn Fn(&str) -> bool + Send + Sync>;
+/// What a consumer does with a notification's payload, and after a reconnect
+/// (which may have missed notifications).
+pub struct Handlers {
+    pub on_notification: Box<dyn Fn(&str) + Send + Sync>,
+    pub on_reconnect: Box<dyn Fn() + Send + Sync>,
+}
 
 /// Keeps a LISTEN connection open (reconnecting after errors) until shutdown;
-/// every notification wakes `wake`.
+/// every notification, and every reconnect, wakes `wake`.
 pub async fn run(
     database_url: String,
     channel: String,
     wake: Arc<Notify>,
     shutdown: watch::Receiver<bool>,
 ) {
-    run_filtered(database_url, channel, Box::new(|_| true), wake, shutdown).await
+    let (on_note, on_reconnect) = (wake.clone(), wake);
+    let handlers = Handlers {
+        on_notification: Box::new(move |_| on_note.notify_one()),
+        on_reconnect: Box::new(move || on_reconnect.notify_one()),
+    };
+    run_with(database_url, channel, handlers, shutdown).await
 }
 
-/// [`run`] for the notifications whose payload `filter` accepts (the job runner:
-/// the queues it serves).
-pub async fn run_filtered(
+/// [`run`] with the consumer's own handlers (the job runner reads the payload).
+pub async fn run_with(
     database_url: String,
     channel: String,
-    filter: Filter,
-    wake: Arc<Notify>,
+    handlers: Handlers,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut delay = Duration::from_millis(200);
     loop {
-        let session = listen_once(&database_url, &channel, &filter, &wake);
+        let session = listen_once(&database_url, &channel, &handlers);
         tokio::select! {
             result = session => {
                 if let Err(e) = result {
@@ -44,8 +51,8 @@ pub async fn run_filtered(
             }
             _ = shutdown.changed() => return,
         }
-        // A reconnect may have missed notifications: wake the relay to look.
-        wake.notify_one();
+        // A reconnect may have missed notifications: wake the consumer to look.
+        (handlers.on_reconnect)();
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
             _ = shutdown.changed() => return,
@@ -54,12 +61,7 @@ pub async fn run_filtered(
     }
 }
 
-async fn listen_once(
-    url: &str,
-    channel: &str,
-    filter: &Filter,
-    wake: &Notify,
-) -> anyhow::Result<()> {
+async fn listen_once(url: &str, channel: &str, handlers: &Handlers) -> anyhow::Result<()> {
     let (client, mut connection) = tokio_postgres::connect(url, NoTls).await?;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let driver = tokio::spawn(async move {
@@ -82,9 +84,7 @@ async fn listen_once(
     client.batch_execute(&format!("LISTEN {quoted}")).await?;
     tracing::debug!(%channel, "listening");
     while let Some(payload) = rx.recv().await {
-        if filter(&payload) {
-            wake.notify_one();
-        }
+        (handlers.on_notification)(&payload);
     }
     match driver.await? {
         Ok(()) => anyhow::bail!("LISTEN connection closed"),

@@ -193,7 +193,7 @@ fn enqueue(
                 // Says why: 42704 unknown queue, 42501 closed to users.
                 check_allowed(queue)?;
             }
-            wake_runners(queue_name)?;
+            wake_runners(queue_name, run_at)?;
             one_prepared::<i64>(
                 "INSERT INTO spine.jobs (queue, owner_id, priority, payload, run_at, max_attempts) \
                  VALUES ($1, $2, $3::spine.job_priority, $4, coalesce($5, pg_catalog.now()), $6) \
@@ -222,14 +222,18 @@ fn enqueue(
 /// through SPI on the producers' hot path. Postgres sends a transaction's
 /// identical notifications once, and none on rollback; an error later in this
 /// call rolls the notification back too.
-fn wake_runners(queue: &str) -> Result<(), SpineError> {
+fn wake_runners(queue: &str, run_at: Option<TimestampWithTimeZone>) -> Result<(), SpineError> {
     let channel = crate::gucs::jobs_channel()?;
+    // SAFETY: reads the transaction's start time (what now() returns).
+    let now = unsafe { pg_sys::GetCurrentTransactionStartTimestamp() };
+    let later = run_at.is_some_and(|t| pg_sys::TimestampTz::from(t) > now);
+    let payload = spine_core::jobs::wakeup::payload(queue, later);
     // SAFETY: pg_notify takes two text arguments and returns void; the datums are
     // built here from valid strings and live through the call.
     unsafe {
         pgrx::fcinfo::direct_function_call_as_datum(
             pg_sys::pg_notify,
-            &[channel.as_str().into_datum(), queue.into_datum()],
+            &[channel.as_str().into_datum(), payload.as_str().into_datum()],
         );
     }
     Ok(())

@@ -27,7 +27,7 @@ pub async fn run(
     config: JobsConfig,
     registry: Registry,
     metrics: Arc<JobMetrics>,
-    wake: Arc<Notify>,
+    wake: Arc<Wakeups>,
     shutdown: watch::Receiver<bool>,
 ) {
     // Jobs in flight outlive a failed database session: their slots, their ids and
@@ -159,7 +159,7 @@ async fn session(
     config: &JobsConfig,
     registry: &Registry,
     metrics: &JobMetrics,
-    wake: &Notify,
+    wake: &Wakeups,
     state: &mut InFlight,
     shutdown: &mut watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
@@ -193,6 +193,11 @@ async fn session(
 
     let heartbeat_every = config.lease / 3;
     let mut last_heartbeat = heartbeat_overdue(heartbeat_every);
+    // When the queues' next waiting job is due, as last looked up, and whether it
+    // must be looked up again (at start, after a timer, or when a job due later
+    // arrived): a wake-up for a job due now only fetches.
+    let mut next_due_at: Option<Instant> = None;
+    let mut look_up_due = true;
 
     loop {
         // Record what finished since the last round (and what a failed session
@@ -266,18 +271,18 @@ async fn session(
             // heartbeat, or shutdown.
             let idle = fetched == 0;
             let wait = if idle {
-                let due = if routes.queues.is_empty() {
-                    None
-                } else {
-                    db.query_one(&next_due, &[&routes.queues])
-                        .await?
-                        .get::<_, Option<f64>>(0)
-                };
-                // A job due in the past (the clock moved on since the fetch) is
-                // fetched at once; one due later wakes the runner when it is due.
-                due.map_or(config.poll, |s| {
-                    std::time::Duration::from_secs_f64(s.max(0.0)).min(config.poll)
-                })
+                if look_up_due && !routes.queues.is_empty() {
+                    let due: Option<f64> = db.query_one(&next_due, &[&routes.queues]).await?.get(0);
+                    // Due in the past (the clock moved on since the fetch): at once.
+                    next_due_at = due
+                        .map(|s| Instant::now() + std::time::Duration::from_secs_f64(s.max(0.0)));
+                    look_up_due = false;
+                }
+                next_due_at
+                    .map_or(config.poll, |at| {
+                        at.saturating_duration_since(Instant::now())
+                    })
+                    .min(config.poll)
             } else {
                 heartbeat_every
             };
@@ -288,10 +293,41 @@ async fn session(
                         record(&db, &statements, &config.worker_id, metrics, state).await?;
                     }
                 }
-                _ = wake.notified(), if idle => {}
-                _ = tokio::time::sleep(wait.min(heartbeat_every)) => {}
+                _ = wake.ready.notified(), if idle => {}
+                _ = wake.later.notified(), if idle => look_up_due = true,
+                _ = tokio::time::sleep(wait.min(heartbeat_every)) => look_up_due = true,
                 _ = shutdown.changed() => {}
             }
+        }
+    }
+}
+
+/// What wakes an idle runner, fed by its LISTEN session on the jobs channel.
+#[derive(Default)]
+pub struct Wakeups {
+    /// A job of one of its queues is due now: fetch.
+    ready: Notify,
+    /// A job is due later (or notifications may have been missed): fetch, and
+    /// look up when the next one is due.
+    later: Notify,
+}
+
+impl Wakeups {
+    /// The listener's handlers for a runner serving `config`'s queues.
+    pub fn handlers(wake: Arc<Wakeups>, config: JobsConfig) -> crate::listener::Handlers {
+        let on_reconnect = wake.clone();
+        crate::listener::Handlers {
+            on_notification: Box::new(move |payload| {
+                let w = spine_core::jobs::wakeup::parse(payload);
+                if config.serves(w.queue) {
+                    if w.later {
+                        wake.later.notify_one();
+                    } else {
+                        wake.ready.notify_one();
+                    }
+                }
+            }),
+            on_reconnect: Box::new(move || on_reconnect.later.notify_one()),
         }
     }
 }

@@ -1,5 +1,6 @@
 //! Wake-ups: enqueues notify `spine.jobs_channel` after commit with the queue's
-//! name, once per transaction and queue, and never for a rolled-back enqueue.
+//! name (and ` later` for a job not due yet), once per transaction and queue, and
+//! never for a rolled-back enqueue.
 
 use super::*;
 use spine_tests::{listen, received_within};
@@ -47,6 +48,31 @@ async fn one_notification_per_transaction_and_queue() {
     let mut expected = vec![a, b];
     expected.sort();
     assert_eq!(got, expected);
+}
+
+/// A job due later says so, once per transaction however many there are.
+#[tokio::test]
+async fn a_delayed_job_wakes_runners_to_look_up_its_time() {
+    let (_listener, mut rx) = listen("spine_jobs").await;
+    let mut db = connect().await;
+    let q = new_queue(&db, None).await;
+    let tx = db.transaction().await.unwrap();
+    tx.execute(
+        "SELECT spine.enqueue($1, '{}', run_at => now() + interval '1 hour')",
+        &[&q],
+    )
+    .await
+    .unwrap();
+    tx.execute(
+        "SELECT spine.enqueue_batch($1, ARRAY['{}', '{}']::jsonb[], run_at => now() + interval '1 hour')",
+        &[&q],
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    let got = received_within(&mut rx, QUIET).await;
+    let mine: Vec<&String> = got.iter().filter(|p| p.starts_with(q.as_str())).collect();
+    assert_eq!(mine, vec![&format!("{q} later")]);
 }
 
 /// A rolled-back enqueue notifies nobody; a later committed one does.
@@ -97,8 +123,15 @@ async fn redrive_retry_and_release_wake_the_queue() {
             .await
             .unwrap();
     }
+    // The retry is due after its backoff: the payload says so.
     let got = received_within(&mut rx, QUIET).await;
-    assert_eq!(got.iter().filter(|p| **p == q).count(), 1, "retry: {got:?}");
+    let later = format!("{q} later");
+    assert_eq!(
+        got.iter().filter(|p| **p == later).count(),
+        1,
+        "retry: {got:?}"
+    );
+    assert!(!got.contains(&q), "the dead job woke runners: {got:?}");
     let redriven: i64 = one(&db, "SELECT spine.redrive($1)", &[&q]).await;
     assert_eq!(redriven, 1);
     let got = received_within(&mut rx, QUIET).await;
