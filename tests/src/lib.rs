@@ -197,3 +197,45 @@ pub async fn received_within(
     }
     got
 }
+
+/// The plans auto_explain logs for the statements that `sql` runs, including those
+/// inside functions, on a new connection: a function plans afresh there, over the
+/// table as it is now (in the test database: small).
+pub async fn logged_plans(
+    sql: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> Vec<String> {
+    let (db, mut connection) = tokio_postgres::connect(&database_url(), NoTls)
+        .await
+        .unwrap();
+    let (logs_tx, mut logs) = tokio::sync::mpsc::unbounded_channel();
+    let reader = tokio::spawn(async move {
+        while let Some(message) = std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+            if let Ok(tokio_postgres::AsyncMessage::Notice(notice)) = message {
+                let _ = logs_tx.send(notice.message().to_string());
+            }
+        }
+    });
+    db.batch_execute(
+        "LOAD 'auto_explain'; SET auto_explain.log_min_duration = 0; \
+         SET auto_explain.log_nested_statements = on; SET client_min_messages = log",
+    )
+    .await
+    .unwrap();
+    db.query(sql, params).await.unwrap();
+    drop(db);
+    reader.await.unwrap();
+    let mut plans = Vec::new();
+    while let Ok(log) = logs.try_recv() {
+        plans.push(log);
+    }
+    plans
+}
+
+/// The logged plan of the statement whose text contains `marker`.
+pub fn plan_of<'a>(plans: &'a [String], marker: &str) -> &'a str {
+    plans
+        .iter()
+        .find(|p| p.contains(marker))
+        .unwrap_or_else(|| panic!("no logged plan contains {marker:?}: {plans:#?}"))
+}

@@ -2,49 +2,7 @@
 //! completion, heartbeat and release probe by primary key, whatever the table size.
 
 use super::*;
-
-/// The plans auto_explain logs for the statements that `sql` runs, including those
-/// inside functions, on a new connection: a function plans afresh there, over the
-/// table as it is now (in the test database: small).
-async fn logged_plans(
-    sql: &str,
-    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
-) -> Vec<String> {
-    let (db, mut connection) =
-        tokio_postgres::connect(&spine_tests::database_url(), tokio_postgres::NoTls)
-            .await
-            .unwrap();
-    let (logs_tx, mut logs) = tokio::sync::mpsc::unbounded_channel();
-    let reader = tokio::spawn(async move {
-        while let Some(message) = std::future::poll_fn(|cx| connection.poll_message(cx)).await {
-            if let Ok(tokio_postgres::AsyncMessage::Notice(notice)) = message {
-                let _ = logs_tx.send(notice.message().to_string());
-            }
-        }
-    });
-    db.batch_execute(
-        "LOAD 'auto_explain'; SET auto_explain.log_min_duration = 0; \
-         SET auto_explain.log_nested_statements = on; SET client_min_messages = log",
-    )
-    .await
-    .unwrap();
-    db.query(sql, params).await.unwrap();
-    drop(db);
-    reader.await.unwrap();
-    let mut plans = Vec::new();
-    while let Ok(log) = logs.try_recv() {
-        plans.push(log);
-    }
-    plans
-}
-
-/// The logged plan of the statement whose text contains `marker`.
-fn plan_of<'a>(plans: &'a [String], marker: &str) -> &'a str {
-    plans
-        .iter()
-        .find(|p| p.contains(marker))
-        .unwrap_or_else(|| panic!("no logged plan contains {marker:?}: {plans:#?}"))
-}
+use spine_tests::{logged_plans, plan_of};
 
 /// `fetch_jobs` keeps one generic plan per backend, made for the table as it is
 /// at the first call. Made over a small table, that plan read the whole table and
