@@ -8,7 +8,13 @@
 //! - drain: 4 loops of `fetch_jobs(…, 100)` + `complete_jobs(ids)` (no-op handler,
 //!   the peers' pattern) vs a raw `DELETE … SKIP LOCKED` of 100 rows per statement;
 //!   batch enqueue, drain and raw delete are medians of three rounds of `jobs` jobs
-//!   each, every round on a fresh queue.
+//!   each, every round on a fresh queue;
+//! - the cost of a NOTIFY on a single-row commit (what every enqueue now sends to
+//!   wake runners): pgbench, raw INSERT with and without `pg_notify` in its
+//!   transaction, in turns;
+//! - pickup latency (commit → handler start) with 1 and 4 `spine-worker`
+//!   processes, idle and at 1,000 jobs/s ([`crate::pickup`]), beside
+//!   graphile-worker's on the same database.
 
 use crate::stats::per_second;
 use std::process::Command;
@@ -20,6 +26,7 @@ pub struct Settings {
     pub database_url: String,
     pub pg_bindir: String,
     pub peers_dir: Option<String>,
+    pub worker_bin: String,
     pub jobs: usize,
 }
 
@@ -71,6 +78,23 @@ pub async fn run(s: Settings) -> anyhow::Result<()> {
             );
         }
         single_rows.push((protocol, raw_runs, single_runs));
+    }
+    // What the wake-up NOTIFY costs a single-row commit: the same raw INSERT in a
+    // transaction with and without a pg_notify, in turns (prepared protocol).
+    let (mut plain_runs, mut notify_runs) = (Vec::new(), Vec::new());
+    for _ in 0..PAIRED_RUNS {
+        let insert = "INSERT INTO spine_bench_raw (payload) VALUES ('{\"i\":1}')";
+        plain_runs.push(pgbench(&s, "prepared", &format!("BEGIN;\n{insert};\nCOMMIT")).await?);
+        notify_runs.push(
+            pgbench(
+                &s,
+                "prepared",
+                &format!(
+                    "BEGIN;\n{insert};\nSELECT pg_notify('spine_jobs', 'bench_notify');\nCOMMIT"
+                ),
+            )
+            .await?,
+        );
     }
     drop_queue(&db, &single_queue).await?;
     // A drain of a few tenths of a second moves with whatever else the machine
@@ -176,6 +200,41 @@ pub async fn run(s: Settings) -> anyhow::Result<()> {
     );
     for (name, value) in &peers {
         row(&format!("peer: {name}"), *value, String::new());
+    }
+    let (plain, notified) = (median(&mut plain_runs), median(&mut notify_runs));
+    row(
+        "raw INSERT in a transaction (-M prepared)",
+        plain,
+        format!("median of {}", list(&plain_runs)),
+    );
+    row(
+        "  the same + pg_notify (the wake-up)",
+        notified,
+        format!(
+            "{:.0}% of it; median of {}",
+            100.0 * notified / plain,
+            list(&notify_runs)
+        ),
+    );
+
+    println!("\npickup latency, commit → handler start (http job to a hook here):");
+    for p in crate::pickup::run(&s.database_url, &s.worker_bin).await? {
+        println!(
+            "{:<44} p50 {:>7.2} ms  p99 {:>7.2} ms  ({}/{} started)",
+            p.label,
+            p.p50.as_secs_f64() * 1e3,
+            p.p99.as_secs_f64() * 1e3,
+            p.started,
+            p.sent
+        );
+    }
+    match s.peers_dir.as_deref() {
+        Some(dir) => {
+            for line in crate::pickup::graphile(dir, &s.database_url) {
+                println!("peer: {line}");
+            }
+        }
+        None => println!("SKIP graphile-worker pickup: no peers directory"),
     }
     Ok(())
 }

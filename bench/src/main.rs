@@ -15,6 +15,7 @@ mod audit;
 mod functions;
 mod ingest;
 mod jobs;
+mod pickup;
 mod relay;
 mod rules;
 mod search;
@@ -42,6 +43,7 @@ async fn main() -> anyhow::Result<()> {
                 database_url: env("DATABASE_URL")?,
                 pg_bindir: env("SPINE_PG_BINDIR")?,
                 peers_dir: env("SPINE_PEERS_DIR").ok(),
+                worker_bin: env("SPINE_WORKER_BIN")?,
                 jobs: env("SPINE_BENCH_JOBS")
                     .ok()
                     .and_then(|v| v.parse().ok())
