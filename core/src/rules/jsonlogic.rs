@@ -198,28 +198,44 @@ impl Expr {
     /// Evaluates without copying what it only reads: a `var` or a literal comes
     /// back borrowed.
     pub fn eval_ref<'a>(&'a self, data: &'a Value) -> Cow<'a, Value> {
+        self.evaluate(data).value
+    }
+
+    /// [`Expr::eval_ref`], and whether a `var` found its first key missing from
+    /// `data`: a caller can leave an expensive part of the context out, and
+    /// evaluate again with it only when a condition actually reached for it.
+    pub fn evaluate<'a>(&'a self, data: &'a Value) -> Evaluation<'a> {
+        let missing_root = Cell::new(false);
+        let value = self.eval_in(Cx {
+            data,
+            missing_root: &missing_root,
+        });
+        Evaluation {
+            value,
+            reached_missing_root: missing_root.get(),
+        }
+    }
+
+    fn eval_in<'a>(&'a self, cx: Cx<'a, '_>) -> Cow<'a, Value> {
         match self {
             Expr::Literal(v) => Cow::Borrowed(v),
             Expr::Array(items) => Cow::Owned(Value::Array(
-                items
-                    .iter()
-                    .map(|e| e.eval_ref(data).into_owned())
-                    .collect(),
+                items.iter().map(|e| e.eval_in(cx).into_owned()).collect(),
             )),
-            Expr::Var { path, default } => match lookup(data, path) {
+            Expr::Var { path, default } => match lookup(cx, path) {
                 Some(v) if !v.is_null() => Cow::Borrowed(v),
-                _ => default.as_ref().map_or(NULL, |d| d.eval_ref(data)),
+                _ => default.as_ref().map_or(NULL, |d| d.eval_in(cx)),
             },
             Expr::DynamicVar(e, default) => {
-                let found = path_of(&e.eval_ref(data))
+                let found = path_of(&e.eval_in(cx))
                     .and_then(|p| split_path(&p).ok())
-                    .and_then(|p| lookup(data, &p));
+                    .and_then(|p| lookup(cx, &p));
                 match found {
                     Some(v) if !v.is_null() => Cow::Borrowed(v),
-                    _ => default.as_ref().map_or(NULL, |d| d.eval_ref(data)),
+                    _ => default.as_ref().map_or(NULL, |d| d.eval_in(cx)),
                 }
             }
-            Expr::Op(op, args) => eval_op(*op, args, data),
+            Expr::Op(op, args) => eval_op(*op, args, cx),
         }
     }
 }
@@ -303,26 +319,29 @@ fn compile_var(args: &[&Value], depth: usize) -> Result<Expr, String> {
     }
 }
 
-// Set when a var's first key is absent from the data it was looked up in: lets a
-// caller leave an expensive part of the context out, and evaluate again with it
-// only when a condition actually reached for it (a backend is one thread).
-thread_local! {
-    static MISSING_ROOT: Cell<bool> = const { Cell::new(false) };
+/// What an evaluation carries down the expression: the data, and where to note
+/// that a `var` found its first key missing.
+#[derive(Clone, Copy)]
+struct Cx<'a, 'c> {
+    data: &'a Value,
+    missing_root: &'c Cell<bool>,
 }
 
-/// Whether a lookup since the last call found its first key missing.
-pub fn take_missing_root() -> bool {
-    MISSING_ROOT.replace(false)
+/// The result of [`Expr::evaluate`].
+pub struct Evaluation<'a> {
+    pub value: Cow<'a, Value>,
+    /// A `var` looked up a first key that `data` does not have.
+    pub reached_missing_root: bool,
 }
 
-fn lookup<'a>(data: &'a Value, path: &[String]) -> Option<&'a Value> {
-    if let (Some(first), Value::Object(m)) = (path.first(), data) {
+fn lookup<'a>(cx: Cx<'a, '_>, path: &[String]) -> Option<&'a Value> {
+    if let (Some(first), Value::Object(m)) = (path.first(), cx.data) {
         if !m.contains_key(first) {
-            MISSING_ROOT.set(true);
+            cx.missing_root.set(true);
             return None;
         }
     }
-    crate::json::lookup(data, path)
+    crate::json::lookup(cx.data, path)
 }
 
 /// JavaScript truthiness, as JsonLogic defines it.
@@ -433,8 +452,8 @@ fn less_or_equal(a: &Value, b: &Value) -> bool {
     }
 }
 
-fn eval_op<'a>(op: Op, args: &'a [Expr], data: &'a Value) -> Cow<'a, Value> {
-    let arg = |i: usize| args.get(i).map_or(NULL, |e| e.eval_ref(data));
+fn eval_op<'a>(op: Op, args: &'a [Expr], cx: Cx<'a, '_>) -> Cow<'a, Value> {
+    let arg = |i: usize| args.get(i).map_or(NULL, |e| e.eval_in(cx));
     let owned = |v: Value| -> Cow<'a, Value> { Cow::Owned(v) };
     let boolean = |b: bool| -> Cow<'a, Value> { Cow::Owned(Value::Bool(b)) };
     match op {
@@ -443,7 +462,7 @@ fn eval_op<'a>(op: Op, args: &'a [Expr], data: &'a Value) -> Cow<'a, Value> {
         Op::Or | Op::And => {
             let mut last = NULL;
             for e in args {
-                last = e.eval_ref(data);
+                last = e.eval_in(cx);
                 if truthy(&last) == (op == Op::Or) {
                     return last;
                 }
@@ -453,13 +472,13 @@ fn eval_op<'a>(op: Op, args: &'a [Expr], data: &'a Value) -> Cow<'a, Value> {
         Op::If => {
             let mut i = 0;
             while i + 1 < args.len() {
-                if truthy(&args[i].eval_ref(data)) {
-                    return args[i + 1].eval_ref(data);
+                if truthy(&args[i].eval_in(cx)) {
+                    return args[i + 1].eval_in(cx);
                 }
                 i += 2;
             }
             if i < args.len() {
-                args[i].eval_ref(data)
+                args[i].eval_in(cx)
             } else {
                 NULL
             }
@@ -471,7 +490,7 @@ fn eval_op<'a>(op: Op, args: &'a [Expr], data: &'a Value) -> Cow<'a, Value> {
         Op::Gt => boolean(less(&arg(1), &arg(0))),
         Op::Ge => boolean(less_or_equal(&arg(1), &arg(0))),
         Op::Lt | Op::Le => {
-            let values: Vec<Cow<'a, Value>> = args.iter().map(|e| e.eval_ref(data)).collect();
+            let values: Vec<Cow<'a, Value>> = args.iter().map(|e| e.eval_in(cx)).collect();
             let cmp = |a: &Value, b: &Value| {
                 if op == Op::Lt {
                     less(a, b)
@@ -482,18 +501,16 @@ fn eval_op<'a>(op: Op, args: &'a [Expr], data: &'a Value) -> Cow<'a, Value> {
             boolean(values.windows(2).all(|w| cmp(&w[0], &w[1])))
         }
         Op::Max | Op::Min => {
-            let nums: Vec<f64> = args.iter().map(|e| to_number(&e.eval_ref(data))).collect();
+            let nums: Vec<f64> = args.iter().map(|e| to_number(&e.eval_in(cx))).collect();
             if nums.iter().any(|n| n.is_nan()) {
                 return NULL;
             }
             let pick = if op == Op::Max { f64::max } else { f64::min };
             owned(nums.into_iter().reduce(pick).map_or(Value::Null, number))
         }
-        Op::Add => owned(number(
-            args.iter().map(|e| to_number(&e.eval_ref(data))).sum(),
-        )),
+        Op::Add => owned(number(args.iter().map(|e| to_number(&e.eval_in(cx))).sum())),
         Op::Mul => owned(number(
-            args.iter().map(|e| to_number(&e.eval_ref(data))).product(),
+            args.iter().map(|e| to_number(&e.eval_in(cx))).product(),
         )),
         Op::Sub => owned(match args.len() {
             1 => number(-to_number(&arg(0))),
@@ -512,7 +529,7 @@ fn eval_op<'a>(op: Op, args: &'a [Expr], data: &'a Value) -> Cow<'a, Value> {
         // json-logic-js joins its arguments: null (and a missing var) is "".
         Op::Cat => owned(Value::String(
             args.iter()
-                .map(|e| match e.eval_ref(data).as_ref() {
+                .map(|e| match e.eval_in(cx).as_ref() {
                     Value::Null => String::new(),
                     v => to_text(v),
                 })
@@ -530,7 +547,7 @@ fn eval_op<'a>(op: Op, args: &'a [Expr], data: &'a Value) -> Cow<'a, Value> {
             let end = match args.get(2) {
                 None => len,
                 Some(e) => {
-                    let n = to_number(&e.eval_ref(data)) as i64;
+                    let n = to_number(&e.eval_in(cx)) as i64;
                     if n < 0 {
                         (len + n).max(start)
                     } else {
@@ -544,7 +561,7 @@ fn eval_op<'a>(op: Op, args: &'a [Expr], data: &'a Value) -> Cow<'a, Value> {
         }
         Op::Merge => owned(Value::Array(
             args.iter()
-                .flat_map(|e| match e.eval_ref(data).into_owned() {
+                .flat_map(|e| match e.eval_in(cx).into_owned() {
                     Value::Array(a) => a,
                     other => vec![other],
                 })
@@ -552,14 +569,14 @@ fn eval_op<'a>(op: Op, args: &'a [Expr], data: &'a Value) -> Cow<'a, Value> {
         )),
         Op::Missing => {
             let keys: Vec<Value> = match args {
-                [one] => match one.eval_ref(data).into_owned() {
+                [one] => match one.eval_in(cx).into_owned() {
                     Value::Array(a) => a,
                     other => vec![other],
                 },
-                many => many.iter().map(|e| e.eval_ref(data).into_owned()).collect(),
+                many => many.iter().map(|e| e.eval_in(cx).into_owned()).collect(),
             };
             owned(Value::Array(
-                keys.into_iter().filter(|k| is_missing(data, k)).collect(),
+                keys.into_iter().filter(|k| is_missing(cx, k)).collect(),
             ))
         }
         Op::MissingSome => {
@@ -568,11 +585,7 @@ fn eval_op<'a>(op: Op, args: &'a [Expr], data: &'a Value) -> Cow<'a, Value> {
                 Value::Array(a) => a,
                 other => vec![other],
             };
-            let missing: Vec<Value> = keys
-                .iter()
-                .filter(|k| is_missing(data, k))
-                .cloned()
-                .collect();
+            let missing: Vec<Value> = keys.iter().filter(|k| is_missing(cx, k)).cloned().collect();
             owned(Value::Array(if keys.len() - missing.len() >= need {
                 Vec::new()
             } else {
@@ -626,9 +639,9 @@ fn eval_op<'a>(op: Op, args: &'a [Expr], data: &'a Value) -> Cow<'a, Value> {
     }
 }
 
-fn is_missing(data: &Value, key: &Value) -> bool {
+fn is_missing(cx: Cx<'_, '_>, key: &Value) -> bool {
     match path_of(key).and_then(|p| split_path(&p).ok()) {
-        Some(path) => lookup(data, &path).is_none_or(|v| v.is_null() || v == ""),
+        Some(path) => lookup(cx, &path).is_none_or(|v| v.is_null() || v == ""),
         None => true,
     }
 }
@@ -819,16 +832,18 @@ mod tests {
             {"==": [{"var": "state.mode"}, "busy"]}
         ]}))
         .unwrap();
-        take_missing_root();
-        assert_eq!(e.eval(&json!({"event": {"kind": "b"}})), json!(false));
-        assert!(!take_missing_root(), "short-circuited before state");
-        assert_eq!(e.eval(&json!({"event": {"kind": "a"}})), json!(false));
-        assert!(take_missing_root(), "reached for state");
-        assert_eq!(
-            e.eval(&json!({"event": {"kind": "a"}, "state": {"mode": "busy"}})),
-            json!(true)
-        );
-        assert!(!take_missing_root());
+        let short = json!({"event": {"kind": "b"}});
+        let r = e.evaluate(&short);
+        assert_eq!(*r.value, json!(false));
+        assert!(!r.reached_missing_root, "short-circuited before state");
+        let partial = json!({"event": {"kind": "a"}});
+        let r = e.evaluate(&partial);
+        assert_eq!(*r.value, json!(false));
+        assert!(r.reached_missing_root, "reached for state");
+        let whole = json!({"event": {"kind": "a"}, "state": {"mode": "busy"}});
+        let r = e.evaluate(&whole);
+        assert_eq!(*r.value, json!(true));
+        assert!(!r.reached_missing_root);
     }
 
     #[test]

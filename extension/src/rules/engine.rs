@@ -20,7 +20,7 @@ use pgrx::prelude::*;
 use pgrx::{JsonB, Uuid};
 use serde_json::{json, Map, Value};
 use spine_core::jobs::payloads::{FunctionJob, HttpJob};
-use spine_core::rules::jsonlogic::{self, truthy};
+use spine_core::rules::jsonlogic::truthy;
 use std::rc::Rc;
 
 /// An event of an owner, as rules see it: rules belong to owners, so events
@@ -174,9 +174,9 @@ pub fn evaluate(event: &EventInfo<'_>, rules: &[Rc<Rule>]) -> Result<usize, Spin
     let mut fired = 0;
     for rule in rules {
         let partial = ctx.get("state").is_none();
-        jsonlogic::take_missing_root();
-        let mut matches = truthy(&rule.condition.eval_ref(&ctx));
-        if partial && jsonlogic::take_missing_root() {
+        let first = rule.condition.evaluate(&ctx);
+        let mut matches = truthy(&first.value);
+        if partial && first.reached_missing_root {
             complete_context(&mut ctx, event)?;
             matches = truthy(&rule.condition.eval_ref(&ctx));
         }
