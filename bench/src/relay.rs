@@ -148,6 +148,10 @@ async fn drain_rate(s: &Settings, n: usize) -> anyhow::Result<(f64, f64)> {
         .env("DATABASE_URL", &s.database_url)
         .env("NATS_URL", &s.nats_url)
         .env("SPINE_RELAY_SINK", &sink)
+        // The relay alone: no search sync (the stack may have Meilisearch) and no
+        // job runner competing for the machine's cores.
+        .env_remove("MEILI_URL")
+        .env("SPINE_JOB_QUEUES", "")
         .env("SPINE_HTTP_ADDR", &http)
         .env("RUST_LOG", "warn")
         .spawn()?;
@@ -200,6 +204,10 @@ async fn steady_latency(
         .env("DATABASE_URL", &s.database_url)
         .env("NATS_URL", &s.nats_url)
         .env("SPINE_RELAY_SINK", &sink)
+        // The relay alone: no search sync (the stack may have Meilisearch) and no
+        // job runner competing for the machine's cores.
+        .env_remove("MEILI_URL")
+        .env("SPINE_JOB_QUEUES", "")
         .env("SPINE_HTTP_ADDR", format!("127.0.0.1:{}", free_port()))
         .env("RUST_LOG", "warn")
         .spawn()?;
