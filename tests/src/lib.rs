@@ -3,9 +3,12 @@
 //! `eval "$(cargo xtask env)"`).
 //!
 //! - this file: connecting, acting as a role, sinks, small query helpers;
+//! - [`daemons`]: nats-server, Meilisearch, spine-worker and a recording HTTP hook,
+//!   started for one test;
 //! - [`proc`]: free ports, waiting, child processes (kill -9, restart);
 //! - [`stack`]: stopping and starting the stack's Postgres.
 
+pub mod daemons;
 pub mod proc;
 pub mod stack;
 

@@ -131,3 +131,18 @@ pub mod tempdir {
         }
     }
 }
+
+/// A binary of this workspace's target directory, e.g. `spine-worker`: next to
+/// the directory the running test executable is in (`target/<profile>/deps/…`),
+/// which is where cargo puts the binaries of the package under test (the same
+/// rule as assert_cmd's `cargo_bin`; cargo builds them before their tests run).
+pub fn cargo_bin(name: &str) -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("the test executable's path");
+    let dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("the test executable is in target/<profile>/deps");
+    let bin = dir.join(name);
+    assert!(bin.is_file(), "{} not found: build it first", bin.display());
+    bin
+}

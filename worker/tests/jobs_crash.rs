@@ -3,9 +3,10 @@
 //! time within it ([`spine_tests::stack::POSTGRES_RESTARTS`]): they restart the
 //! stack's Postgres.
 
-mod common;
-
-use common::{archived_attempts, db, job_runner, new_queue, wait_until, Hook};
+use spine_tests::connect as db;
+use spine_tests::daemons::{archived_attempts, job_runner, new_queue, Hook};
+use spine_tests::proc::wait_until;
+use spine_tests::stack::restart_postgres;
 use std::time::Duration;
 
 /// Postgres restarts while a job's handler is running: the runner reconnects,
@@ -23,7 +24,7 @@ async fn job_in_flight_survives_a_postgres_restart() {
         hook.count() >= 1
     })
     .await;
-    common::restart_postgres();
+    restart_postgres();
     let db = db().await;
     let attempts = archived_attempts(&db, id, Duration::from_secs(30)).await;
     assert_eq!(attempts, 1, "completed by the first (and only) run");
@@ -41,7 +42,7 @@ async fn a_runner_finds_the_backlog_after_a_postgres_restart() {
     let hook = Hook::start(|_| (200, Duration::ZERO)).await;
     let _worker = job_runner(&format!("{q}=http"), &[("SPINE_JOB_POLL_MS", "60000")]);
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    common::restart_postgres();
+    restart_postgres();
     // Right after the restart, before the runner is back: enqueue a backlog.
     let db = db().await;
     let payload = serde_json::json!({ "url": hook.url });

@@ -2,9 +2,10 @@
 //! Alone in its test binary: it stops the stack's Postgres (cargo runs test
 //! binaries one after another).
 
-mod common;
-
-use common::{archived_attempts, db, job_runner, new_queue, wait_until, Hook};
+use spine_tests::connect as db;
+use spine_tests::daemons::{archived_attempts, job_runner, new_queue, Hook};
+use spine_tests::proc::wait_until;
+use spine_tests::stack::{start_postgres, stop_postgres};
 use std::time::Duration;
 
 /// A job's handler finishes while Postgres is stopped, so recording its success
@@ -32,10 +33,10 @@ async fn outcome_that_arrives_while_postgres_is_down_is_recorded_once() {
         hook.count() >= 1
     })
     .await;
-    common::stop_postgres();
+    stop_postgres();
     // The handler answers after 2 s; the runner then fails to record it.
     tokio::time::sleep(Duration::from_secs(4)).await;
-    common::start_postgres();
+    start_postgres();
     let db = db().await;
     // Well within the lease: a lost outcome would be retried only after it.
     let attempts = archived_attempts(&db, id, Duration::from_secs(20)).await;

@@ -6,9 +6,10 @@
 //! Alone in its test binary: it restarts the stack's Postgres, which no other test
 //! may share at that moment (cargo runs test binaries one after another).
 
-mod common;
-
-use common::{db, drop_sink, fresh_sink, sink_status, wait_until, Nats, Worker};
+use spine_tests::daemons::{Nats, Worker};
+use spine_tests::proc::wait_until;
+use spine_tests::stack::restart_postgres;
+use spine_tests::{connect as db, drop_sink, fresh_sink, sink_status};
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -88,7 +89,7 @@ async fn every_event_exactly_once_in_commit_order_across_crashes() {
     // Phase 3: 10k more, then Postgres restarted while the relay drains.
     emitted.extend(write(&tag, WRITERS, 25, 22_500).await);
     tokio::time::sleep(Duration::from_millis(100)).await;
-    common::restart_postgres();
+    restart_postgres();
     assert_eq!(emitted.len(), 100_000);
 
     let js = nats.jetstream().await;

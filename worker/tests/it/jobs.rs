@@ -1,7 +1,9 @@
 //! The job runner as a real process against the real cluster: the http handler
 //! with retries, a worker killed with -9 mid-job, and a graceful SIGTERM.
 
-use crate::common::{db, job_runner, new_queue, wait_until, Hook, Worker};
+use spine_tests::connect as db;
+use spine_tests::daemons::{job_runner, new_queue, Hook, Worker};
+use spine_tests::proc::wait_until;
 use std::time::Duration;
 
 /// Starts a worker that only runs jobs of `queue` with the `http` handler.

@@ -4,9 +4,6 @@
 //! (`jobs_crash`, `jobs_outage`, `relay_crash`): cargo runs test binaries one
 //! after another, so nothing else runs while they do.
 
-#[path = "../common/mod.rs"]
-mod common;
-
 mod check;
 mod jobs;
 mod relay;

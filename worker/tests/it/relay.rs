@@ -1,7 +1,9 @@
 //! The relay against real processes: the dev stack's Postgres, a private
 //! nats-server per test, and spine-worker processes that get killed.
 
-use crate::common::{db, drop_sink, fresh_sink, sink_status, wait_until, Nats, Worker};
+use spine_tests::daemons::{Nats, Worker};
+use spine_tests::proc::wait_until;
+use spine_tests::{connect as db, drop_sink, fresh_sink, sink_status};
 use std::time::Duration;
 use uuid::Uuid;
 

@@ -3,12 +3,19 @@
 //! available, else prints a SKIP line): create/update/delete, tenant-token
 //! isolation, kill -9 of Meilisearch and of the worker, reindex and check-index.
 
-use crate::common::{db, free_port, wait_until, Meili, Worker};
 use serde_json::{json, Value};
 use spine_tests::as_user;
+use spine_tests::connect as db;
+use spine_tests::daemons::{Meili, Worker};
+use spine_tests::proc::{free_port, wait_until};
 use std::process::Command;
 use std::time::Duration;
 use uuid::Uuid;
+
+/// The worker's own Meilisearch client, for a test's server.
+fn client(meili: &Meili) -> spine_worker::search::meili::Meili {
+    spine_worker::search::meili::Meili::new(&meili.url(), Some(&meili.key))
+}
 
 /// A search sink of the test's own, starting at the current end of the outbox.
 async fn new_sink(db: &tokio_postgres::Client) -> String {
@@ -82,7 +89,7 @@ async fn sink_keeps_a_backlog_while_meilisearch_is_down() {
 /// Waits until index `index` holds exactly `ids` (as strings).
 async fn wait_for_ids(meili: &Meili, index: &str, mut ids: Vec<String>) {
     ids.sort();
-    let client = meili.client();
+    let client = client(meili);
     let what = format!("{index} to hold {} documents", ids.len());
     wait_until(&what, Duration::from_secs(60), || {
         let (client, ids) = (client.clone(), ids.clone());
@@ -135,7 +142,7 @@ async fn search_sync_against_meilisearch() {
     })
     .await;
     wait_for_ids(&meili, &index, vec![a.to_string()]).await;
-    let client = meili.client();
+    let client = client(&meili);
     wait_until("the update searchable", Duration::from_secs(30), || async {
         let (_, hits) = client
             .search_as(&meili.key, &index, &json!({"q": "revised"}))
@@ -361,7 +368,7 @@ async fn an_index_without_its_settings_is_repaired() {
         return;
     };
     // First: it installs the TLS provider reqwest needs.
-    let client = meili.client();
+    let client = client(&meili);
     let http = reqwest::Client::new();
     let auth = format!("Bearer {}", meili.key);
     let uid = format!("spine_bare_{}", &Uuid::new_v4().simple().to_string()[..8]);

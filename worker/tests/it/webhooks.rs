@@ -3,10 +3,12 @@
 //! a worker killed mid-delivery, a function target, and a channel plugin invoked
 //! by a rule's call_function action.
 
-use crate::common::{db, job_runner, wait_until, Hook, Worker};
 use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
 use sha2::Sha256;
+use spine_tests::connect as db;
+use spine_tests::daemons::{job_runner, Hook, Worker};
+use spine_tests::proc::wait_until;
 use std::time::Duration;
 use uuid::Uuid;
 

@@ -1,18 +1,15 @@
-//! Real processes for the worker's integration tests: a private nats-server per test
-//! (so a test may kill and restart it), spine-worker processes, and the dev stack's
-//! Postgres from `cargo xtask test`.
+//! Processes of Spine and of what it depends on, started for one test: a private
+//! nats-server with JetStream (so a test may kill and restart it), Meilisearch
+//! when its binary is present, `spine-worker` processes, and an HTTP endpoint that
+//! records what a worker delivers to it; and the job helpers the worker's tests
+//! share.
 
-#![allow(dead_code, unused_imports)] // each test binary uses a different subset
-
+use crate::database_url;
+use crate::proc::{cargo_bin, free_port, tempdir, wait_until, Daemon};
 use futures_util::StreamExt;
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-pub use spine_tests::proc::{free_port, tempdir, wait_until, Daemon};
-pub use spine_tests::stack::{restart_postgres, start_postgres, stop_postgres};
-pub use spine_tests::{connect as db, database_url};
 
 fn nats_binary() -> PathBuf {
     let path = std::env::var_os("PATH").unwrap_or_default();
@@ -183,10 +180,6 @@ impl Meili {
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
-
-    pub fn client(&self) -> spine_worker::search::meili::Meili {
-        spine_worker::search::meili::Meili::new(&self.url(), Some(&self.key))
-    }
 }
 
 /// A spine-worker process relaying `sink` into `nats`.
@@ -198,7 +191,7 @@ pub struct Worker {
 impl Worker {
     pub fn start(sink: &str, nats_url: &str, extra_env: &[(&str, &str)]) -> Self {
         let http_port = free_port();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_spine-worker"));
+        let mut cmd = Command::new(cargo_bin("spine-worker"));
         cmd.env("DATABASE_URL", database_url())
             .env("NATS_URL", nats_url)
             .env("SPINE_RELAY_SINK", sink)
@@ -278,8 +271,6 @@ impl Drop for Worker {
         self.kill9();
     }
 }
-
-pub use spine_tests::{drop_sink, fresh_sink, sink_status};
 
 /// A request a [`Hook`] received: (Idempotency-Key header, body).
 pub type Received = (String, String);
@@ -416,7 +407,7 @@ pub async fn archived_attempts(db: &tokio_postgres::Client, id: i64, within: Dur
             .is_some()
     })
     .await;
-    spine_tests::one(
+    crate::one(
         db,
         "SELECT attempts FROM spine.jobs_archive WHERE id = $1",
         &[&id],
