@@ -3,7 +3,7 @@
 //! Every command is idempotent: it checks what is already present and skips it,
 //! so running one twice is harmless and a warm rerun is fast.
 //!
-//! - [`setup`]: system packages, cargo-pgrx, pgvector and NATS on Debian 12.
+//! - [`setup`]: system packages, cargo-pgrx, cargo-deny, pgvector and NATS on Debian 12.
 //! - [`stack`]: the throwaway dev stack under `target/spine-dev/` (`up`, `down`,
 //!   `status`, `env`, `psql`), built from [`postgres`], [`nats`] and [`meili`].
 //! - [`migrate`]: applies `migrations/` and `seed.sql` the way the Supabase CLI does.
@@ -34,7 +34,7 @@ usage: cargo xtask <command>
 
 commands:
   setup          install what Spine needs on Debian 12 (apt packages, cargo-pgrx,
-                 pgvector, nats-server); skips what is present
+                 cargo-deny, pgvector, nats-server); skips what is present
   up             start the dev stack (Postgres + extension + migrations + seed, NATS,
                  Meilisearch when available) under target/spine-dev/
   down [--clean] stop the dev stack; --clean also deletes its data
@@ -42,7 +42,8 @@ commands:
   env            print `export …` lines for the running stack
   psql [args…]   open psql on the stack's database
   demo           setup + up, then run the main flow and show what happened
-  test           the full test suite: fmt, layers, clippy, pgrx tests, integration tests
+  test           the full test suite: fmt, layers, cargo deny, clippy, pgrx tests,
+                 integration tests
   layers [root]  check that the extension's modules depend on each other downward only
   bench <name>   a benchmark against the stack, optimized builds (names: relay, jobs, audit, rules,
                  ingest, functions, search)

@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 const PGRX_VERSION: &str = "0.18.1";
+/// cargo-deny checks licences, bans and (with a local RustSec copy) advisories.
+const CARGO_DENY_VERSION: &str = "0.20.2";
 
 /// Debian packages, with why each is here.
 const APT_PACKAGES: &[&str] = &[
@@ -30,6 +32,7 @@ const APT_PACKAGES: &[&str] = &[
 pub fn run(config: &Config) -> Result<()> {
     apt_packages()?;
     cargo_pgrx()?;
+    cargo_deny()?;
     pgrx_init(config)?;
     pgvector(config)?;
     check_nats()?;
@@ -76,6 +79,24 @@ fn cargo_pgrx() -> Result<()> {
         "cargo-pgrx",
         "--version",
         PGRX_VERSION,
+        "--locked",
+    ]))
+}
+
+fn cargo_deny() -> Result<()> {
+    let version = output(Command::new("cargo").args(["deny", "--version"])).unwrap_or_default();
+    if version.contains(CARGO_DENY_VERSION) {
+        skip(&format!("cargo-deny {CARGO_DENY_VERSION}"));
+        return Ok(());
+    }
+    let _s = step(format!(
+        "cargo install cargo-deny {CARGO_DENY_VERSION} (about 3 minutes on 2 cores)"
+    ));
+    exec(Command::new("cargo").args([
+        "install",
+        "cargo-deny",
+        "--version",
+        CARGO_DENY_VERSION,
         "--locked",
     ]))
 }

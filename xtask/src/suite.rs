@@ -1,7 +1,8 @@
 //! `cargo xtask test`: the full suite, the same on a laptop and in CI.
 //!
 //! 1. setup (idempotent) so a fresh machine can run the rest;
-//! 2. `cargo fmt --check`, the extension's module layers ([`crate::layers`]) and
+//! 2. `cargo fmt --check`, the extension's module layers ([`crate::layers`]),
+//!    `cargo deny` (licences and bans; advisories with a local RustSec copy) and
 //!    `cargo clippy --all-targets -D warnings`;
 //! 3. `cargo pgrx test pg15`: `#[pg_test]`s inside a throwaway cluster run as the
 //!    `postgres` user (initdb refuses root);
@@ -12,6 +13,36 @@ use crate::proc::{as_root, exec, exec_tests, step, TestCounts};
 use crate::{setup, stack};
 use anyhow::Result;
 use std::process::Command;
+
+/// Licences and bans on every run (`deny.toml`); advisories when a local copy of
+/// the RustSec database is at `~/.cargo/advisory-db` (CI has no internet, and
+/// cargo-deny would otherwise fetch it).
+fn deny(config: &Config) -> Result<()> {
+    {
+        let _s = step("cargo deny check licenses bans");
+        exec(
+            Command::new("cargo")
+                .args(["deny", "--offline", "check", "licenses", "bans"])
+                .current_dir(&config.root),
+        )?;
+    }
+    let db = std::path::PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
+        .join(".cargo/advisory-db");
+    if db.is_dir() {
+        let _s = step("cargo deny check advisories (local RustSec copy)");
+        exec(
+            Command::new("cargo")
+                .args(["deny", "--offline", "check", "advisories"])
+                .current_dir(&config.root),
+        )?;
+    } else {
+        println!(
+            "SKIP cargo deny check advisories: no RustSec database at {} (CONTRIBUTING.md, \"Dependency checks\")",
+            db.display()
+        );
+    }
+    Ok(())
+}
 
 pub fn run(config: &Config) -> Result<()> {
     setup::run(config)?;
@@ -28,6 +59,7 @@ pub fn run(config: &Config) -> Result<()> {
         let _s = step("layers of the extension's modules");
         crate::layers::run(&config.root)?;
     }
+    deny(config)?;
     {
         let _s = step("cargo clippy --all-targets -- -D warnings");
         exec(
