@@ -1,7 +1,7 @@
 //! Pickup latency: commit of a single enqueue → the job's handler starting, with
 //! real `spine-worker` processes at their default settings (poll 500 ms).
 //!
-//! The jobs are `http` jobs that POST to a hook in this process; "started" is when
+//! The jobs are `http` jobs that POST to a [`Hook`] in this process; "started" is when
 //! the hook receives the request, so the figure includes the handler's HTTP round
 //! trip on loopback (graphile-worker's figure is taken inside its task function).
 //! Commit time is when the autocommitted `spine.enqueue` returned.
@@ -11,20 +11,16 @@
 //! Each with 1 and with 4 runners.
 
 use crate::stats::quantile;
+use spine_tests::daemons::Hook;
 use spine_tests::proc::{free_port, ChildGuard};
 use std::collections::HashMap;
 use std::process::Command;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_postgres::Client;
 
 const IDLE_JOBS: usize = 200;
 const RATE: usize = 1000;
 const SECONDS: usize = 5;
-
-/// When each job (by key) reached the hook.
-type Started = Arc<Mutex<HashMap<u64, Instant>>>;
 
 /// One figure: p50 and p99 of the latencies, and how many of the jobs started.
 pub struct Pickup {
@@ -36,7 +32,7 @@ pub struct Pickup {
 }
 
 pub async fn run(database_url: &str, worker_bin: &str) -> anyhow::Result<Vec<Pickup>> {
-    let (hook_url, started) = hook().await?;
+    let hook = Hook::start(|_| (200, Duration::ZERO)).await;
     let db = spine_tests::connect_to(database_url).await?;
     let mut figures = Vec::new();
     for runners in [1, 4] {
@@ -49,18 +45,8 @@ pub async fn run(database_url: &str, worker_bin: &str) -> anyhow::Result<Vec<Pic
         // Let every runner connect, LISTEN, find nothing and go idle.
         tokio::time::sleep(Duration::from_secs(2)).await;
         let base = (runners as u64) * 1_000_000;
-        figures.push(idle(&db, &queue, &hook_url, &started, base, runners).await?);
-        figures.push(
-            steady(
-                database_url,
-                &queue,
-                &hook_url,
-                &started,
-                base + 500_000,
-                runners,
-            )
-            .await?,
-        );
+        figures.push(idle(&db, &queue, &hook, base, runners).await?);
+        figures.push(steady(database_url, &queue, &hook, base + 500_000, runners).await?);
         drop(workers);
         db.execute("DELETE FROM spine.jobs WHERE queue = $1", &[&queue])
             .await?;
@@ -97,17 +83,17 @@ async fn enqueue(db: &Client, queue: &str, hook: &str, key: u64) -> anyhow::Resu
 async fn idle(
     db: &Client,
     queue: &str,
-    hook: &str,
-    started: &Started,
+    hook: &Hook,
     base: u64,
     runners: usize,
 ) -> anyhow::Result<Pickup> {
     let mut committed = Vec::new();
     for i in 0..IDLE_JOBS as u64 {
         let key = base + i;
-        committed.push((key, enqueue(db, queue, hook, key).await?));
+        let before = hook.count();
+        committed.push((key, enqueue(db, queue, &hook.url, key).await?));
         let deadline = Instant::now() + Duration::from_secs(2);
-        while !started.lock().unwrap().contains_key(&key) && Instant::now() < deadline {
+        while hook.count() == before && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_micros(200)).await;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -115,15 +101,14 @@ async fn idle(
     Ok(figure(
         format!("idle, {runners} runner(s)"),
         &committed,
-        started,
+        hook,
     ))
 }
 
 async fn steady(
     url: &str,
     queue: &str,
-    hook: &str,
-    started: &Started,
+    hook: &Hook,
     base: u64,
     runners: usize,
 ) -> anyhow::Result<Pickup> {
@@ -134,7 +119,7 @@ async fn steady(
     let t0 = Instant::now();
     let mut tasks = Vec::new();
     for p in 0..PRODUCERS {
-        let (url, queue, hook) = (url.to_string(), queue.to_string(), hook.to_string());
+        let (url, queue, hook) = (url.to_string(), queue.to_string(), hook.url.clone());
         tasks.push(tokio::spawn(async move {
             let db = spine_tests::connect_to(&url).await?;
             let mut committed = Vec::new();
@@ -156,12 +141,12 @@ async fn steady(
     Ok(figure(
         format!("steady {achieved:.0}/s, {runners} runner(s)"),
         &committed,
-        started,
+        hook,
     ))
 }
 
-fn figure(label: String, committed: &[(u64, Instant)], started: &Started) -> Pickup {
-    let started = started.lock().unwrap();
+fn figure(label: String, committed: &[(u64, Instant)], hook: &Hook) -> Pickup {
+    let started = started_by_key(hook);
     let mut latencies: Vec<Duration> = committed
         .iter()
         .filter_map(|(k, at)| started.get(k).map(|s| s.saturating_duration_since(*at)))
@@ -175,62 +160,20 @@ fn figure(label: String, committed: &[(u64, Instant)], started: &Started) -> Pic
     }
 }
 
-/// A minimal HTTP/1.1 endpoint on loopback that records when each job's body
-/// `{"k": key}` arrived and answers 200 (keep-alive, as the worker's client
-/// reuses connections).
-async fn hook() -> anyhow::Result<(String, Started)> {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let url = format!("http://{}/hook", listener.local_addr()?);
-    let started: Started = Default::default();
-    let log = started.clone();
-    tokio::spawn(async move {
-        while let Ok((mut socket, _)) = listener.accept().await {
-            let _ = socket.set_nodelay(true);
-            let log = log.clone();
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 4096];
-                loop {
-                    // One request: headers, then content-length bytes of body.
-                    let request = loop {
-                        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
-                            let len = head
-                                .lines()
-                                .find_map(|l| l.strip_prefix("content-length:"))
-                                .and_then(|v| v.trim().parse::<usize>().ok())
-                                .unwrap_or(0);
-                            if buf.len() >= end + 4 + len {
-                                let body = buf[end + 4..end + 4 + len].to_vec();
-                                buf.drain(..end + 4 + len);
-                                break Some(body);
-                            }
-                        }
-                        match socket.read(&mut chunk).await {
-                            Ok(0) | Err(_) => break None,
-                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                        }
-                    };
-                    let Some(body) = request else { return };
-                    let at = Instant::now();
-                    if let Some(k) = serde_json::from_slice::<serde_json::Value>(&body)
-                        .ok()
-                        .and_then(|v| v["k"].as_u64())
-                    {
-                        log.lock().unwrap().entry(k).or_insert(at);
-                    }
-                    if socket
-                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
-                        .await
-                        .is_err()
-                    {
-                        return;
-                    }
-                }
-            });
+/// When each job, by the key in its body `{"k": key}`, first reached the hook.
+fn started_by_key(hook: &Hook) -> HashMap<u64, Instant> {
+    let received = hook.received.lock().unwrap();
+    let arrivals = hook.arrivals.lock().unwrap();
+    let mut started = HashMap::new();
+    for ((_, body), at) in received.iter().zip(arrivals.iter()) {
+        if let Some(k) = serde_json::from_str::<serde_json::Value>(body)
+            .ok()
+            .and_then(|v| v["k"].as_u64())
+        {
+            started.entry(k).or_insert(*at);
         }
-    });
-    Ok((url, started))
+    }
+    started
 }
 
 /// graphile-worker's pickup latency on the same database, from the shared peer

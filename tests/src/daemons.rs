@@ -276,82 +276,92 @@ impl Drop for Worker {
 pub type Received = (String, String);
 
 /// A webhook receiver on loopback: answers the n-th request (0-based) with the
-/// status and delay `respond(n)` gives, and records every request.
+/// status and delay `respond(n)` gives, and records every request and when it
+/// arrived. HTTP/1.1 with keep-alive, as a real endpoint: a client that reuses
+/// its connections (the worker's does) pays no connect per request.
 pub struct Hook {
     pub url: String,
     pub received: std::sync::Arc<std::sync::Mutex<Vec<Received>>>,
     /// The header block of each request, in the order of `received`.
     pub heads: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    /// When each request had arrived whole, in the order of `received`.
+    pub arrivals: std::sync::Arc<std::sync::Mutex<Vec<Instant>>>,
     task: tokio::task::JoinHandle<()>,
+}
+
+/// The value of header `name` (any case) in a header block.
+fn header_value(head: &str, name: &str) -> Option<String> {
+    head.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.trim()
+            .eq_ignore_ascii_case(name)
+            .then(|| v.trim().to_string())
+    })
+}
+
+/// Reads one request (head and Content-Length bytes of body) from `stream`,
+/// keeping what follows it in `buf`; None when the connection ends first.
+async fn read_request(
+    stream: &mut tokio::net::TcpStream,
+    buf: &mut Vec<u8>,
+) -> Option<(String, String)> {
+    use tokio::io::AsyncReadExt;
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(pos) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..pos]).to_string();
+            let len: usize = header_value(&head, "content-length")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            if buf.len() >= pos + 4 + len {
+                let body = String::from_utf8_lossy(&buf[pos + 4..pos + 4 + len]).to_string();
+                buf.drain(..pos + 4 + len);
+                return Some((head, body));
+            }
+        }
+        match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
 }
 
 impl Hook {
     pub async fn start(respond: fn(usize) -> (u16, Duration)) -> Self {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        use tokio::io::AsyncWriteExt;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}/hook", listener.local_addr().unwrap());
         let received: std::sync::Arc<std::sync::Mutex<Vec<Received>>> = Default::default();
-        let log = received.clone();
         let heads: std::sync::Arc<std::sync::Mutex<Vec<String>>> = Default::default();
-        let head_log = heads.clone();
+        let arrivals: std::sync::Arc<std::sync::Mutex<Vec<Instant>>> = Default::default();
+        let (log, head_log, arrival_log) = (received.clone(), heads.clone(), arrivals.clone());
         let task = tokio::spawn(async move {
             loop {
                 let Ok((mut stream, _)) = listener.accept().await else {
                     return;
                 };
-                let log = log.clone();
-                let head_log = head_log.clone();
+                let _ = stream.set_nodelay(true);
+                let (log, head_log, arrival_log) =
+                    (log.clone(), head_log.clone(), arrival_log.clone());
                 tokio::spawn(async move {
                     let mut buf = Vec::new();
-                    let mut chunk = [0u8; 4096];
-                    // Read head, then as much body as Content-Length says.
-                    let (head, body) = loop {
-                        let n = stream.read(&mut chunk).await.unwrap_or(0);
-                        if n == 0 {
+                    while let Some((head, body)) = read_request(&mut stream, &mut buf).await {
+                        let at = Instant::now();
+                        let key = header_value(&head, "idempotency-key").unwrap_or_default();
+                        let n = {
+                            let mut log = log.lock().unwrap();
+                            head_log.lock().unwrap().push(head);
+                            arrival_log.lock().unwrap().push(at);
+                            log.push((key, body));
+                            log.len() - 1
+                        };
+                        let (status, delay) = respond(n);
+                        tokio::time::sleep(delay).await;
+                        let reply = format!("HTTP/1.1 {status} X\r\ncontent-length: 2\r\n\r\nok");
+                        if stream.write_all(reply.as_bytes()).await.is_err() {
                             return;
                         }
-                        buf.extend_from_slice(&chunk[..n]);
-                        if let Some(pos) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                            let head = String::from_utf8_lossy(&buf[..pos]).to_string();
-                            let len: usize = head
-                                .lines()
-                                .find_map(|l| {
-                                    let (k, v) = l.split_once(':')?;
-                                    k.eq_ignore_ascii_case("content-length")
-                                        .then(|| v.trim().parse().ok())?
-                                })
-                                .unwrap_or(0);
-                            while buf.len() < pos + 4 + len {
-                                let n = stream.read(&mut chunk).await.unwrap_or(0);
-                                if n == 0 {
-                                    break;
-                                }
-                                buf.extend_from_slice(&chunk[..n]);
-                            }
-                            let body = String::from_utf8_lossy(&buf[pos + 4..]).to_string();
-                            break (head, body);
-                        }
-                    };
-                    let key = head
-                        .lines()
-                        .find_map(|l| {
-                            let (k, v) = l.split_once(':')?;
-                            k.eq_ignore_ascii_case("idempotency-key")
-                                .then(|| v.trim().to_string())
-                        })
-                        .unwrap_or_default();
-                    let n = {
-                        let mut log = log.lock().unwrap();
-                        head_log.lock().unwrap().push(head);
-                        log.push((key, body));
-                        log.len() - 1
-                    };
-                    let (status, delay) = respond(n);
-                    tokio::time::sleep(delay).await;
-                    let reply = format!(
-                        "HTTP/1.1 {status} X\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok"
-                    );
-                    let _ = stream.write_all(reply.as_bytes()).await;
+                    }
                 });
             }
         });
@@ -359,6 +369,7 @@ impl Hook {
             url,
             received,
             heads,
+            arrivals,
             task,
         }
     }
@@ -369,12 +380,7 @@ impl Hook {
 
     /// Header `name` (any case) of the n-th request.
     pub fn header(&self, n: usize, name: &str) -> Option<String> {
-        self.heads.lock().unwrap().get(n)?.lines().find_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            k.trim()
-                .eq_ignore_ascii_case(name)
-                .then(|| v.trim().to_string())
-        })
+        header_value(self.heads.lock().unwrap().get(n)?, name)
     }
 }
 
