@@ -15,8 +15,9 @@ pub struct Emitted<'a> {
     pub data: &'a Value,
     pub correlation_id: Uuid,
     pub causation_id: Option<Uuid>,
-    /// RFC 3339, UTC, microseconds ([`spine_core::time::rfc3339_micros`]).
-    pub time: &'a str,
+    /// When it occurred, in microseconds since 1970-01-01 UTC; written as the
+    /// envelope's `time` only when an envelope is built (most events need none).
+    pub occurred_at: i64,
 }
 
 fn uuid(id: Uuid) -> uuid::Uuid {
@@ -27,12 +28,13 @@ impl Emitted<'_> {
     /// The CloudEvents envelope the relay publishes for this event
     /// ([`spine_core::envelope`]), as the JSON a rule condition sees as `event`.
     pub fn envelope(&self) -> Value {
+        let time = spine_core::time::rfc3339_micros(self.occurred_at);
         serde_json::to_value(CloudEvent::new(EventFields {
             id: uuid(self.id),
             source: SOURCE,
             event_type: self.event_type,
             subject: self.subject,
-            time: self.time,
+            time: &time,
             correlation_id: uuid(self.correlation_id),
             causation_id: self.causation_id.map(uuid),
             owner_id: self.owner_id.map(uuid),

@@ -122,7 +122,7 @@ pub fn emit_events(events: &[NewEvent<'_>]) -> Result<Vec<Uuid>, SpineError> {
     let ids: Vec<Uuid> = checked.iter().map(|c| c.id).collect();
     write(events, &checked, occurred_at)?;
     // The listener reads the data after the insert took it.
-    let time = spine_core::time::rfc3339_micros(now + spine_core::time::PG_EPOCH_UNIX_MICROS);
+    let occurred_at = now + spine_core::time::PG_EPOCH_UNIX_MICROS;
     let emitted: Vec<Emitted<'_>> = events
         .iter()
         .zip(&checked)
@@ -134,7 +134,7 @@ pub fn emit_events(events: &[NewEvent<'_>]) -> Result<Vec<Uuid>, SpineError> {
             data: &event.data.0,
             correlation_id: c.correlation_id,
             causation_id: event.causation_id,
-            time: &time,
+            occurred_at,
         })
         .collect();
     listener::notify(&emitted)?;

@@ -156,16 +156,13 @@ pub fn on_emitted(written: &[Emitted<'_>]) -> Result<(), SpineError> {
             continue;
         };
         // Usually none listen to this type: one cache lookup, no envelope built.
-        let rules = candidates(owner, event.event_type)?;
-        if !rules.is_empty() {
-            evaluate(&EventInfo { event, owner }, &rules)?;
-        }
+        on_event(&EventInfo { event, owner })?;
     }
     Ok(())
 }
 
 /// [`on_event`] with the candidate rules already looked up.
-pub fn evaluate(event: &EventInfo<'_>, rules: &[Rc<Rule>]) -> Result<usize, SpineError> {
+fn evaluate(event: &EventInfo<'_>, rules: &[Rc<Rule>]) -> Result<usize, SpineError> {
     if rules.is_empty() {
         return Ok(0);
     }

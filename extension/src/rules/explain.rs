@@ -23,7 +23,8 @@ pub struct StoredEvent {
     data: Value,
     correlation_id: Uuid,
     causation_id: Option<Uuid>,
-    time: String,
+    /// Microseconds since 1970-01-01 UTC.
+    occurred_at: i64,
 }
 
 impl StoredEvent {
@@ -37,7 +38,7 @@ impl StoredEvent {
             data: &self.data,
             correlation_id: self.correlation_id,
             causation_id: self.causation_id,
-            time: &self.time,
+            occurred_at: self.occurred_at,
         }
     }
 }
@@ -51,7 +52,7 @@ pub fn load_event(event_id: Uuid) -> Result<StoredEvent, SpineError> {
     let row = Spi::connect(|client| {
         let t = client.select(
             "SELECT type, subject, owner_id, data, correlation_id, causation_id, \
-                    to_char(occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') \
+                    (extract(epoch FROM occurred_at) * 1000000)::int8 \
                FROM spine.events WHERE id = $1",
             Some(1),
             &[event_id.into()],
@@ -68,7 +69,7 @@ pub fn load_event(event_id: Uuid) -> Result<StoredEvent, SpineError> {
             data: r.get::<JsonB>(4)?.map_or(Value::Null, |j| j.0),
             correlation_id: r.get::<Uuid>(5)?.unwrap_or(event_id),
             causation_id: r.get::<Uuid>(6)?,
-            time: r.get::<String>(7)?.unwrap_or_default(),
+            occurred_at: r.get::<i64>(7)?.unwrap_or_default(),
         }))
     })
     .map_err(internal("explain: load event"))?
