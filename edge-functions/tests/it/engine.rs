@@ -304,3 +304,47 @@ fn web_api_subset() {
                "uuid": true, "rnd": 8})
     );
 }
+
+/// QuickJS-ng before 0.12 let a constructor whose `prototype` getter shrinks a
+/// resizable buffer build a typed array longer than that buffer: its elements
+/// read and write outside the heap allocation (quickjs-ng issues 1296 and 1305,
+/// fixed in the 0.16.2 that rquickjs 0.14 vendors). Plugins are untrusted, so
+/// the sandbox must refuse, or give an array that fits the buffer.
+#[test]
+fn typed_arrays_cannot_outgrow_a_buffer_shrunk_during_construction() {
+    let src = r#"Deno.serve(() => {
+        const attempt = (build) => {
+            const ab = new ArrayBuffer(10, { maxByteLength: 10 });
+            try {
+                const u8 = build(ab);
+                return { length: u8.length, bytes: ab.byteLength };
+            } catch (e) {
+                return { threw: e.constructor.name };
+            }
+        };
+        const viaBind = attempt((ab) => {
+            const evil = (function () {}).bind();
+            Object.defineProperty(evil, "prototype", { get: () => { ab.resize(0); return Uint8Array.prototype; } });
+            return Reflect.construct(Uint8Array, [ab], evil);
+        });
+        const viaCopy = attempt((ab) => {
+            const src = new Uint8Array(ab, 0);
+            const evil = new Proxy(function () {}, { get: (t, p, r) => {
+                if (p === "prototype") { ab.resize(0); return Uint8Array.prototype; }
+                return Reflect.get(t, p, r);
+            } });
+            return Reflect.construct(Uint8Array, [src], evil);
+        });
+        return Response.json({ viaBind, viaCopy });
+    });"#;
+    let response = run(src, post(""), Limits::default()).expect("the handler answers");
+    let body = json_body(&response);
+    for case in ["viaBind", "viaCopy"] {
+        let outcome = &body[case];
+        let safe = match (outcome["length"].as_u64(), outcome["bytes"].as_u64()) {
+            (Some(length), Some(bytes)) => length <= bytes,
+            _ => outcome["threw"].is_string(),
+        };
+        assert!(safe, "{case}: a typed array outgrew its buffer: {outcome}");
+    }
+}
