@@ -3,6 +3,7 @@
 //! instead of keeping their own copies. Nothing here touches Postgres, NATS or an
 //! async runtime, so `cargo test -p spine-core` runs in seconds.
 //!
+//! - [`auth`] (feature `jwt`): bearer tokens, HS256 and JWKS keys.
 //! - [`names`]: the identifier rules (entity kinds, plugins, queues, webhooks, domains).
 //! - [`json`]: paths into JSON values and JSON text sizes.
 //! - [`time`]: civil date arithmetic and RFC 3339 timestamps.
@@ -14,6 +15,8 @@
 //! - [`rules`]: the JsonLogic evaluator and action templates.
 //! - [`etl`]: source mappings and value normalizers.
 
+#[cfg(feature = "jwt")]
+pub mod auth;
 pub mod envelope;
 pub mod etl;
 pub mod event_type;

@@ -1,47 +1,171 @@
-//! `spine-functions` settings from environment variables.
+//! `spine-functions`' command line and settings: every setting is a flag and an
+//! environment variable, and `--help` lists both with the default, so the docs
+//! and the code cannot drift.
 
 use crate::host::HostConfig;
-use anyhow::Context;
+use crate::jwt::{JwksSource, KeySettings};
+use crate::server::CorsOrigins;
+use clap::{Args, Parser, Subcommand};
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
+#[derive(Debug, Parser)]
+#[command(
+    name = "spine-functions",
+    version,
+    about = "Spine's function host: JavaScript plugins as Supabase-style edge functions"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub config: Config,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve POST /functions/v1/{name} and GET /healthz (the default command).
+    Serve,
+    /// Deploy every function of a folder into the database.
+    Deploy {
+        #[arg(default_value = "edge-functions/functions")]
+        dir: PathBuf,
+    },
+    /// Compile the functions of a folder and check their manifests; write nothing.
+    Check {
+        #[arg(default_value = "edge-functions/functions")]
+        dir: PathBuf,
+    },
+    /// Print a JWT signed with the JWT secret, valid for an hour.
+    Token {
+        /// anon, authenticated or service_role.
+        role: String,
+        /// The user id (`sub`); an authenticated token needs one.
+        sub: Option<String>,
+    },
+}
+
+#[derive(Debug, Args)]
 pub struct Config {
-    /// `SPINE_FUNCTIONS_ADDR` (default 127.0.0.1:54395).
+    /// The database (URL or key=value DSN).
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:54390/spine",
+        hide_env_values = true,
+        global = true
+    )]
+    pub database_url: String,
+
+    /// Where /functions/v1/{name} and /healthz are served.
+    #[arg(long, env = "SPINE_FUNCTIONS_ADDR", default_value = "127.0.0.1:54395")]
     pub addr: SocketAddr,
-    /// `SPINE_JWT_SECRET`: the project's JWT secret (Supabase: JWT_SECRET). Required
-    /// to serve: without it no token could be verified.
+
+    /// The HS256 secret callers' JWTs are signed with (Supabase: the project's JWT
+    /// secret). `serve` needs it, a JWKS, or both.
+    #[arg(long, env = "SPINE_JWT_SECRET", hide_env_values = true, global = true)]
     pub jwt_secret: Option<String>,
-    pub host: HostConfig,
+
+    /// Public keys for ES256/RS256 tokens: a JWKS document, or @FILE.
+    #[arg(long, env = "SPINE_JWKS", conflicts_with = "jwks_url")]
+    pub jwks: Option<String>,
+
+    /// A URL serving the JWKS (Supabase: https://<project>.supabase.co/auth/v1/.well-known/jwks.json),
+    /// fetched at start and again when a token names an unknown key.
+    #[arg(long, env = "SPINE_JWKS_URL")]
+    pub jwks_url: Option<String>,
+
+    /// The least time between two fetches of SPINE_JWKS_URL, in seconds.
+    #[arg(long, env = "SPINE_JWKS_REFETCH_SECS", default_value_t = 30)]
+    pub jwks_refetch_secs: u64,
+
+    /// Clock skew allowed on exp, nbf and iat, in seconds.
+    #[arg(long, env = "SPINE_JWT_LEEWAY", default_value_t = crate::jwt::DEFAULT_LEEWAY_SECS)]
+    pub jwt_leeway: u64,
+
+    /// Origins browsers may call from: * or a comma-separated list.
+    #[arg(long, env = "SPINE_CORS_ORIGINS", default_value = "*", value_parser = CorsOrigins::parse)]
+    pub cors_origins: CorsOrigins,
+
+    /// Invocations at once (each on its own thread); the host opens at most twice
+    /// as many database sessions.
+    #[arg(long, env = "SPINE_FUNCTIONS_CONCURRENCY", default_value_t = 16,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub concurrency: u32,
+
+    /// The schemas ctx.db reaches (PostgREST's exposed schemas); the first is the default.
+    #[arg(
+        long,
+        env = "SPINE_FUNCTIONS_DB_SCHEMAS",
+        default_value = "public,spine",
+        value_delimiter = ','
+    )]
+    pub db_schemas: Vec<String>,
 }
 
 impl Config {
-    pub fn from_env() -> anyhow::Result<Self> {
-        let get = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-        let database_url = get("DATABASE_URL")
-            .unwrap_or_else(|| "postgres://postgres@127.0.0.1:54390/spine".into());
-        let addr = get("SPINE_FUNCTIONS_ADDR").unwrap_or_else(|| "127.0.0.1:54395".into());
-        let mut host = HostConfig::new(&database_url);
-        if let Some(n) = get("SPINE_FUNCTIONS_CONCURRENCY") {
-            host.concurrency = n.parse().ok().filter(|n| *n > 0).with_context(|| {
-                format!("SPINE_FUNCTIONS_CONCURRENCY={n:?} is not a positive number")
-            })?;
+    pub fn host(&self) -> anyhow::Result<HostConfig> {
+        let mut host = HostConfig::new(&self.database_url);
+        host.concurrency = self.concurrency as usize;
+        host.db_schemas = self
+            .db_schemas
+            .iter()
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect();
+        anyhow::ensure!(
+            !host.db_schemas.is_empty(),
+            "SPINE_FUNCTIONS_DB_SCHEMAS must name at least one schema"
+        );
+        Ok(host)
+    }
+
+    pub fn keys(&self) -> KeySettings {
+        let jwks = match (&self.jwks, &self.jwks_url) {
+            (Some(doc), _) => Some(match doc.strip_prefix('@') {
+                Some(path) => JwksSource::File(path.into()),
+                None => JwksSource::Inline(doc.clone()),
+            }),
+            (None, Some(url)) => Some(JwksSource::Url(url.clone())),
+            (None, None) => None,
+        };
+        KeySettings {
+            secret: self.jwt_secret.clone(),
+            jwks,
+            leeway_secs: Some(self.jwt_leeway),
+            refetch_every: Some(std::time::Duration::from_secs(self.jwks_refetch_secs)),
         }
-        if let Some(schemas) = get("SPINE_FUNCTIONS_DB_SCHEMAS") {
-            host.db_schemas = schemas
-                .split(',')
-                .map(|s| s.trim().to_string())
-                .filter(|s| !s.is_empty())
-                .collect();
-            anyhow::ensure!(
-                !host.db_schemas.is_empty(),
-                "SPINE_FUNCTIONS_DB_SCHEMAS must name at least one schema"
-            );
-        }
-        Ok(Self {
-            addr: addr
-                .parse()
-                .with_context(|| format!("SPINE_FUNCTIONS_ADDR={addr:?}"))?,
-            jwt_secret: get("SPINE_JWT_SECRET"),
-            host,
-        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn flags_parse() {
+        let cli = Cli::try_parse_from([
+            "spine-functions",
+            "--jwks",
+            "@/etc/jwks.json",
+            "--db-schemas",
+            "api,spine",
+            "serve",
+        ])
+        .unwrap();
+        assert!(matches!(cli.command, Some(Command::Serve)));
+        assert_eq!(
+            cli.config.keys().jwks,
+            Some(JwksSource::File("/etc/jwks.json".into()))
+        );
+        assert_eq!(cli.config.host().unwrap().db_schemas, ["api", "spine"]);
+        assert!(Cli::try_parse_from(["spine-functions", "--concurrency", "0"]).is_err());
+        assert!(Cli::try_parse_from(["spine-functions", "--cors-origins", "nope"]).is_err());
     }
 }

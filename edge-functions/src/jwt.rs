@@ -1,173 +1,125 @@
-//! Supabase-style bearer tokens: HS256 JWTs signed with the project's JWT secret,
-//! whose `role` claim is `anon`, `authenticated` or `service_role` and whose `sub`
-//! is the user. Only HS256 is accepted (no `none`, no algorithm confusion).
+//! The keys the host accepts bearer tokens from: the project's JWT secret (HS256)
+//! and a JWKS (ES256/RS256), from the environment, a file or a URL. Verification
+//! itself is `spine_core::auth`, shared by every HTTP surface; this module loads
+//! the keys and fetches a URL's JWKS again when a token names a key it does not
+//! know, which is how a signing-key rotation reaches a running host.
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine as _;
-use hmac::{Hmac, Mac};
-use serde_json::Value;
-use sha2::Sha256;
+pub use spine_core::auth::{sign, Claims, JwtError, Verifier, DEFAULT_LEEWAY_SECS, ROLES};
 
-/// The roles a token may carry: PostgREST's, as Supabase issues them.
-pub const ROLES: [&str; 3] = ["anon", "authenticated", "service_role"];
+use anyhow::Context;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
-/// Who a request acts as, from a verified token.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Claims {
-    pub role: String,
-    pub sub: Option<String>,
-    /// Every claim, passed on as `request.jwt.claims` so RLS sees what PostgREST
-    /// would give it.
-    pub all: Value,
+/// Where the JWKS comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JwksSource {
+    /// `SPINE_JWKS`: the document itself.
+    Inline(String),
+    /// `SPINE_JWKS=@/path`: a file, read at start.
+    File(std::path::PathBuf),
+    /// `SPINE_JWKS_URL`: fetched at start and again on an unknown `kid`.
+    Url(String),
 }
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum JwtError {
-    #[error("Missing authorization header")]
-    Missing,
-    #[error("Authorization header must be \"Bearer <JWT>\"")]
-    NotBearer,
-    #[error("Invalid JWT: {0}")]
-    Invalid(&'static str),
-    #[error("Invalid JWT: bad signature")]
-    BadSignature,
-    #[error("JWT expired")]
-    Expired,
+/// Settings for [`Keys::load`].
+#[derive(Debug, Clone, Default)]
+pub struct KeySettings {
+    pub secret: Option<String>,
+    pub jwks: Option<JwksSource>,
+    pub leeway_secs: Option<u64>,
+    /// A token naming an unknown key fetches the JWKS URL again at most this
+    /// often (default 30 s), so tokens with made-up `kid`s cannot turn the host
+    /// into a load generator against the key server.
+    pub refetch_every: Option<Duration>,
 }
 
-/// Verifies `Authorization: Bearer <token>` against `secret` at time `now` (Unix s).
-pub fn verify_header(header: Option<&str>, secret: &[u8], now: u64) -> Result<Claims, JwtError> {
-    let header = header.ok_or(JwtError::Missing)?;
-    let token = header
-        .strip_prefix("Bearer ")
-        .or_else(|| header.strip_prefix("bearer "))
-        .ok_or(JwtError::NotBearer)?;
-    verify(token.trim(), secret, now)
+/// [`KeySettings::refetch_every`]'s default.
+pub const DEFAULT_REFETCH_EVERY: Duration = Duration::from_secs(30);
+
+/// The current verifier, replaced whole when the JWKS is fetched again.
+pub struct Keys {
+    settings: KeySettings,
+    current: RwLock<Arc<Verifier>>,
+    fetched_at: Mutex<Instant>,
 }
 
-pub fn verify(token: &str, secret: &[u8], now: u64) -> Result<Claims, JwtError> {
-    let mut parts = token.split('.');
-    let (Some(head), Some(body), Some(sig), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(JwtError::Invalid("not three dot-separated parts"));
-    };
-    let header: Value =
-        decode_json(head).ok_or(JwtError::Invalid("header is not base64url JSON"))?;
-    if header.get("alg").and_then(Value::as_str) != Some("HS256") {
-        return Err(JwtError::Invalid("alg must be HS256"));
+impl Keys {
+    /// Loads every configured key; fails if there is none or one is unusable.
+    pub async fn load(settings: KeySettings) -> anyhow::Result<Self> {
+        anyhow::ensure!(
+            settings.secret.is_some() || settings.jwks.is_some(),
+            "no JWT keys: set SPINE_JWT_SECRET, SPINE_JWKS or SPINE_JWKS_URL"
+        );
+        let verifier = build(&settings).await?;
+        Ok(Keys {
+            settings,
+            current: RwLock::new(Arc::new(verifier)),
+            fetched_at: Mutex::new(Instant::now()),
+        })
     }
-    let signature = URL_SAFE_NO_PAD
-        .decode(sig)
-        .map_err(|_| JwtError::Invalid("signature is not base64url"))?;
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes keys of any size");
-    mac.update(head.as_bytes());
-    mac.update(b".");
-    mac.update(body.as_bytes());
-    // verify_slice compares in constant time.
-    mac.verify_slice(&signature)
-        .map_err(|_| JwtError::BadSignature)?;
-    let claims: Value =
-        decode_json(body).ok_or(JwtError::Invalid("payload is not base64url JSON"))?;
-    if !claims.is_object() {
-        return Err(JwtError::Invalid("payload is not an object"));
-    }
-    match claims.get("exp") {
-        None => {}
-        Some(exp) => {
-            let exp = exp
-                .as_f64()
-                .ok_or(JwtError::Invalid("exp is not a number"))?;
-            if exp <= now as f64 {
-                return Err(JwtError::Expired);
+
+    /// Verifies `Authorization: Bearer <token>`.
+    pub async fn verify_header(&self, header: Option<&str>) -> Result<Claims, JwtError> {
+        match self.verifier().verify_header(header) {
+            Err(JwtError::UnknownKey(kid)) if self.may_refetch() => {
+                match build(&self.settings).await {
+                    Ok(fresh) => {
+                        tracing::info!(kid, "fetched the JWKS again for an unknown key");
+                        *self.current.write().expect("keys lock") = Arc::new(fresh);
+                    }
+                    Err(e) => tracing::warn!(error = %e, "fetching the JWKS again failed"),
+                }
+                self.verifier().verify_header(header)
             }
+            outcome => outcome,
         }
     }
-    let role = claims
-        .get("role")
-        .and_then(Value::as_str)
-        .ok_or(JwtError::Invalid("no role claim"))?;
-    if !ROLES.contains(&role) {
-        return Err(JwtError::Invalid(
-            "role must be anon, authenticated or service_role",
-        ));
+
+    fn verifier(&self) -> Arc<Verifier> {
+        self.current.read().expect("keys lock").clone()
     }
-    let sub = match claims.get("sub") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(s)) => Some(s.clone()),
-        Some(_) => return Err(JwtError::Invalid("sub is not a string")),
+
+    fn may_refetch(&self) -> bool {
+        if !matches!(self.settings.jwks, Some(JwksSource::Url(_))) {
+            return false;
+        }
+        let mut at = self.fetched_at.lock().expect("keys lock");
+        if at.elapsed() < self.settings.refetch_every.unwrap_or(DEFAULT_REFETCH_EVERY) {
+            return false;
+        }
+        *at = Instant::now();
+        true
+    }
+}
+
+async fn build(settings: &KeySettings) -> anyhow::Result<Verifier> {
+    let mut verifier = Verifier::new(settings.secret.as_deref().map(str::as_bytes))
+        .with_leeway(settings.leeway_secs.unwrap_or(DEFAULT_LEEWAY_SECS));
+    let document = match &settings.jwks {
+        None => return Ok(verifier),
+        Some(JwksSource::Inline(text)) => text.clone(),
+        Some(JwksSource::File(path)) => std::fs::read_to_string(path)
+            .with_context(|| format!("reading the JWKS file {}", path.display()))?,
+        Some(JwksSource::Url(url)) => fetch(url).await?,
     };
-    if role == "authenticated" && sub.is_none() {
-        return Err(JwtError::Invalid("an authenticated token needs a sub"));
-    }
-    Ok(Claims {
-        role: role.to_string(),
-        sub,
-        all: claims,
-    })
+    verifier = verifier
+        .with_jwks(&document)
+        .map_err(|e| anyhow::anyhow!(e))?;
+    Ok(verifier)
 }
 
-fn decode_json(part: &str) -> Option<Value> {
-    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(part).ok()?).ok()
-}
-
-/// Signs `claims` with HS256: for tests, benchmarks and `spine-functions token`.
-pub fn sign(claims: &Value, secret: &[u8]) -> String {
-    let head = URL_SAFE_NO_PAD.encode(br#"{"alg":"HS256","typ":"JWT"}"#);
-    let body = URL_SAFE_NO_PAD.encode(claims.to_string());
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes keys of any size");
-    mac.update(head.as_bytes());
-    mac.update(b".");
-    mac.update(body.as_bytes());
-    let sig = URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes());
-    format!("{head}.{body}.{sig}")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    const KEY: &[u8] = b"super-secret-jwt-token-with-at-least-32-characters-long";
-
-    #[test]
-    fn accepts_a_valid_token() {
-        let t = sign(
-            &json!({"role": "authenticated", "sub": "u1", "exp": 2000}),
-            KEY,
-        );
-        let c = verify_header(Some(&format!("Bearer {t}")), KEY, 1000).unwrap();
-        assert_eq!(
-            (c.role.as_str(), c.sub.as_deref()),
-            ("authenticated", Some("u1"))
-        );
-        let anon = sign(&json!({"role": "anon"}), KEY);
-        assert_eq!(verify(&anon, KEY, 0).unwrap().role, "anon");
-    }
-
-    #[test]
-    fn rejects_bad_tokens() {
-        let good = sign(&json!({"role": "anon", "exp": 2000}), KEY);
-        assert_eq!(verify_header(None, KEY, 0), Err(JwtError::Missing));
-        assert_eq!(verify_header(Some(&good), KEY, 0), Err(JwtError::NotBearer));
-        assert_eq!(verify(&good, b"other key", 0), Err(JwtError::BadSignature));
-        assert_eq!(verify(&good, KEY, 2000), Err(JwtError::Expired));
-        let mut tampered = good.clone();
-        tampered.insert(good.find('.').unwrap() + 2, 'x');
-        assert!(verify(&tampered, KEY, 0).is_err());
-        let none = format!(
-            "{}.{}.",
-            URL_SAFE_NO_PAD.encode(br#"{"alg":"none"}"#),
-            URL_SAFE_NO_PAD.encode(br#"{"role":"service_role"}"#)
-        );
-        assert_eq!(
-            verify(&none, KEY, 0),
-            Err(JwtError::Invalid("alg must be HS256"))
-        );
-        let admin = sign(&json!({"role": "postgres"}), KEY);
-        assert!(matches!(verify(&admin, KEY, 0), Err(JwtError::Invalid(_))));
-        let nosub = sign(&json!({"role": "authenticated"}), KEY);
-        assert!(matches!(verify(&nosub, KEY, 0), Err(JwtError::Invalid(_))));
-        assert!(matches!(verify("a.b", KEY, 0), Err(JwtError::Invalid(_))));
-    }
+async fn fetch(url: &str) -> anyhow::Result<String> {
+    let response = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()?
+        .get(url)
+        .send()
+        .await
+        .with_context(|| format!("fetching the JWKS from {url}"))?;
+    anyhow::ensure!(
+        response.status().is_success(),
+        "fetching the JWKS from {url}: HTTP {}",
+        response.status()
+    );
+    Ok(response.text().await?)
 }

@@ -1,106 +1,168 @@
-//! `POST /functions/v1/{name}` over HTTP/1.1 (hyper), Supabase-shaped: a bearer
-//! JWT (HS256, the project's secret) says who calls; the function's Response is
-//! passed back as is; every error of the host is JSON with a `code`.
+//! `/functions/v1/{name}` over HTTP (axum), Supabase-shaped: a bearer JWT says who
+//! calls; the function's Response is passed back as is; every error of the host is
+//! JSON with a `code`. Browsers can call it: CORS preflights are answered here,
+//! before authentication, as Supabase's gateway does, and every response carries
+//! the CORS headers. A stop signal drains: new connections are refused and calls
+//! in progress finish.
 
 use crate::engine::{InvokeError, Request};
 use crate::host::{Caller, Host, HostError};
-use crate::jwt;
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper::{StatusCode, Uri};
-use hyper_util::rt::TokioIo;
+use crate::jwt::Keys;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get};
+use axum::Router;
 use serde_json::json;
+use std::future::Future;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
-use tokio::net::TcpListener;
-use tokio::sync::watch;
+use std::time::Duration;
+use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer, ExposeHeaders};
+use tower_http::timeout::RequestBodyTimeoutLayer;
 
 /// Largest request body passed to a function.
 pub const MAX_BODY: usize = 10 << 20;
+
+/// How long a request body may stall between chunks before the call is refused.
+pub const BODY_STALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Supabase's status for a function stopped by a resource limit.
 const WORKER_LIMIT: u16 = 546;
 
 pub struct ServerState {
     pub host: Arc<Host>,
-    pub jwt_secret: Vec<u8>,
+    pub keys: Arc<Keys>,
 }
 
-type HttpResponse = hyper::Response<Full<Bytes>>;
+/// Which origins may call from a browser: `*` (the default, as Supabase's
+/// functions answer) or a list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CorsOrigins {
+    Any,
+    List(Vec<String>),
+}
 
-/// Serves until `shutdown` turns true; connections in progress finish.
-pub async fn serve(
-    listener: TcpListener,
-    state: Arc<ServerState>,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let (stream, _) = match accepted {
-                    Ok(s) => s,
-                    Err(e) => { tracing::warn!(error = %e, "accept failed"); continue; }
-                };
-                let _ = stream.set_nodelay(true);
-                let state = state.clone();
-                tokio::spawn(async move {
-                    let service = service_fn(move |req| {
-                        let state = state.clone();
-                        async move { Ok::<_, std::convert::Infallible>(handle(&state, req).await) }
-                    });
-                    if let Err(e) = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await
-                    {
-                        tracing::debug!(error = %e, "connection ended");
-                    }
-                });
-            }
-            _ = shutdown.changed() => return,
+impl CorsOrigins {
+    /// `*` or a comma-separated list of origins (`https://app.example.com`).
+    pub fn parse(text: &str) -> Result<Self, String> {
+        if text.trim() == "*" {
+            return Ok(CorsOrigins::Any);
         }
+        let list: Vec<String> = text
+            .split(',')
+            .map(|o| o.trim().trim_end_matches('/').to_string())
+            .filter(|o| !o.is_empty())
+            .collect();
+        for origin in &list {
+            let ok = (origin.starts_with("http://") || origin.starts_with("https://"))
+                && HeaderValue::from_str(origin).is_ok();
+            if !ok {
+                return Err(format!(
+                    "{origin:?} is not an origin like https://host[:port]"
+                ));
+            }
+        }
+        if list.is_empty() {
+            return Err("name at least one origin, or *".into());
+        }
+        Ok(CorsOrigins::List(list))
+    }
+
+    fn layer(&self) -> CorsLayer {
+        let origins = match self {
+            CorsOrigins::Any => AllowOrigin::any(),
+            CorsOrigins::List(list) => AllowOrigin::list(
+                list.iter()
+                    .map(|o| HeaderValue::from_str(o).expect("checked in parse")),
+            ),
+        };
+        CorsLayer::new()
+            .allow_origin(origins)
+            .allow_methods([
+                Method::GET,
+                Method::POST,
+                Method::PUT,
+                Method::PATCH,
+                Method::DELETE,
+                Method::OPTIONS,
+            ])
+            // supabase-js sends authorization, apikey, content-type, x-client-info
+            // and x-region; a function may read others. Tokens travel in a header,
+            // never in cookies, so mirroring what the browser asks for is safe.
+            .allow_headers(AllowHeaders::mirror_request())
+            .expose_headers(ExposeHeaders::any())
+            .max_age(Duration::from_secs(86_400))
     }
 }
 
-async fn handle(state: &ServerState, req: hyper::Request<Incoming>) -> HttpResponse {
-    let path = req.uri().path().to_string();
-    if path == "/healthz" {
-        return json_response(StatusCode::OK, json!({"status": "ok"}));
-    }
-    let Some(name) = function_name(&path) else {
-        return error(
-            StatusCode::NOT_FOUND,
-            "NOT_FOUND",
-            "no route: use /functions/v1/{name}",
-        );
-    };
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or_default();
-    let auth = req
-        .headers()
-        .get(hyper::header::AUTHORIZATION)
+/// The routes and layers, for [`serve`] and for tests that drive it in process.
+pub fn router(state: Arc<ServerState>, cors: &CorsOrigins) -> Router {
+    Router::new()
+        .route(
+            "/healthz",
+            get(|| async { json_response(StatusCode::OK, json!({"status": "ok"})) }),
+        )
+        .route("/functions/v1/{name}", any(invoke))
+        .route("/functions/v1/{name}/{*rest}", any(invoke_nested))
+        .fallback(|| async {
+            error(
+                StatusCode::NOT_FOUND,
+                "NOT_FOUND",
+                "no route: use /functions/v1/{name}",
+            )
+        })
+        .with_state(state)
+        .layer(RequestBodyTimeoutLayer::new(BODY_STALL_TIMEOUT))
+        .layer(cors.layer())
+}
+
+/// Serves until `shutdown` completes, then stops accepting and lets the calls in
+/// progress finish.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: Arc<ServerState>,
+    cors: &CorsOrigins,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    use axum::serve::ListenerExt;
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    axum::serve(listener, router(state, cors))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+async fn invoke_nested(
+    state: State<Arc<ServerState>>,
+    Path((name, _rest)): Path<(String, String)>,
+    request: axum::extract::Request,
+) -> Response {
+    invoke(state, Path(name), request).await
+}
+
+async fn invoke(
+    State(state): State<Arc<ServerState>>,
+    Path(name): Path<String>,
+    request: axum::extract::Request,
+) -> Response {
+    let (parts, body) = request.into_parts();
+    let auth = parts
+        .headers
+        .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    let claims = match jwt::verify_header(auth, &state.jwt_secret, now) {
+    let claims = match state.keys.verify_header(auth).await {
         Ok(c) => c,
         Err(e) => return error(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", &e.to_string()),
     };
-    let (parts, body) = req.into_parts();
-    let body = match Limited::new(body, MAX_BODY).collect().await {
-        Ok(b) => b.to_bytes().to_vec(),
-        Err(_) => {
-            return error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "PAYLOAD_TOO_LARGE",
-                &format!("the request body is over {MAX_BODY} bytes or broke off"),
-            )
-        }
+    let body = match read_body(body).await {
+        Ok(bytes) => bytes.to_vec(),
+        Err(response) => return response,
     };
     let request = Request {
         method: parts.method.to_string(),
-        url: public_url(&parts.uri, parts.headers.get(hyper::header::HOST)),
+        url: public_url(&parts.uri, &parts.headers),
         headers: parts
             .headers
             .iter()
@@ -110,42 +172,63 @@ async fn handle(state: &ServerState, req: hyper::Request<Incoming>) -> HttpRespo
     };
     match state
         .host
-        .invoke(name, request, Caller::from_jwt(claims), None)
+        .invoke(&name, request, Caller::from_jwt(claims), None)
         .await
     {
         Ok(response) => {
-            let mut builder = hyper::Response::builder().status(response.status);
+            let mut builder = Response::builder().status(response.status);
             for (k, v) in &response.headers {
                 builder = builder.header(k, v);
             }
-            builder
-                .body(Full::new(Bytes::from(response.body)))
-                .unwrap_or_else(|e| {
-                    error(
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        "FUNCTION_ERROR",
-                        &format!("the function's response is not valid HTTP: {e}"),
-                    )
-                })
+            builder.body(Body::from(response.body)).unwrap_or_else(|e| {
+                error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "FUNCTION_ERROR",
+                    &format!("the function's response is not valid HTTP: {e}"),
+                )
+            })
         }
-        Err(e) => host_error(name, e),
+        Err(e) => host_error(&name, e),
     }
 }
 
-/// `/functions/v1/{name}` and `/functions/v1/{name}/anything`.
-fn function_name(path: &str) -> Option<&str> {
-    let rest = path.strip_prefix("/functions/v1/")?;
-    let name = rest.split('/').next()?;
-    (!name.is_empty()).then_some(name)
+/// The whole body, or the error response for one that is too large or stalled.
+async fn read_body(body: Body) -> Result<Bytes, Response> {
+    axum::body::to_bytes(body, MAX_BODY).await.map_err(|e| {
+        let inner = e.into_inner();
+        if inner.is::<tower_http::timeout::TimeoutError>()
+            || inner
+                .source()
+                .is_some_and(|s| s.is::<tower_http::timeout::TimeoutError>())
+        {
+            error(
+                StatusCode::REQUEST_TIMEOUT,
+                "REQUEST_TIMEOUT",
+                &format!(
+                    "the request body stalled for over {} s",
+                    BODY_STALL_TIMEOUT.as_secs()
+                ),
+            )
+        } else {
+            error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "PAYLOAD_TOO_LARGE",
+                &format!("the request body is over {MAX_BODY} bytes or broke off"),
+            )
+        }
+    })
 }
 
-fn public_url(uri: &Uri, host: Option<&hyper::header::HeaderValue>) -> String {
-    let host = host.and_then(|h| h.to_str().ok()).unwrap_or("localhost");
+fn public_url(uri: &Uri, headers: &HeaderMap) -> String {
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("localhost");
     let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
     format!("http://{host}{path}")
 }
 
-fn host_error(name: &str, e: HostError) -> HttpResponse {
+fn host_error(name: &str, e: HostError) -> Response {
     match &e {
         HostError::NotFound(_) => error(StatusCode::NOT_FOUND, "NOT_FOUND", &e.to_string()),
         HostError::Disabled(_) => error(StatusCode::FORBIDDEN, "FUNCTION_DISABLED", &e.to_string()),
@@ -179,16 +262,17 @@ fn host_error(name: &str, e: HostError) -> HttpResponse {
     }
 }
 
-fn error(status: StatusCode, code: &str, message: &str) -> HttpResponse {
+fn error(status: StatusCode, code: &str, message: &str) -> Response {
     json_response(status, json!({"code": code, "message": message}))
 }
 
-fn json_response(status: StatusCode, body: serde_json::Value) -> HttpResponse {
-    hyper::Response::builder()
-        .status(status)
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(body.to_string())))
-        .expect("a valid status and header")
+fn json_response(status: StatusCode, body: serde_json::Value) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
 }
 
 #[cfg(test)]
@@ -196,10 +280,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn routes() {
-        assert_eq!(function_name("/functions/v1/hello"), Some("hello"));
-        assert_eq!(function_name("/functions/v1/hello/a/b"), Some("hello"));
-        assert_eq!(function_name("/functions/v1/"), None);
-        assert_eq!(function_name("/other"), None);
+    fn cors_origins_parse() {
+        assert_eq!(CorsOrigins::parse("*"), Ok(CorsOrigins::Any));
+        assert_eq!(
+            CorsOrigins::parse("https://a.example, http://localhost:3000/"),
+            Ok(CorsOrigins::List(vec![
+                "https://a.example".into(),
+                "http://localhost:3000".into()
+            ]))
+        );
+        assert!(CorsOrigins::parse("a.example").is_err());
+        assert!(CorsOrigins::parse(" , ").is_err());
     }
 }

@@ -9,11 +9,11 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use uuid::Uuid;
 
-fn secret() -> String {
+pub fn secret() -> String {
     std::env::var("SPINE_JWT_SECRET").expect("SPINE_JWT_SECRET: run via `cargo xtask test`")
 }
 
-fn now() -> u64 {
+pub fn now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
@@ -28,13 +28,18 @@ fn token_for(user: Uuid) -> String {
 }
 
 /// A `spine-functions serve` process on a free port, killed on drop.
-struct Server {
-    child: Child,
-    url: String,
+pub struct Server {
+    pub child: Child,
+    pub url: String,
 }
 
 impl Server {
-    async fn start() -> Self {
+    pub async fn start() -> Self {
+        Self::start_with(&[]).await
+    }
+
+    /// With extra environment variables.
+    pub async fn start_with(env: &[(&str, &str)]) -> Self {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let port = spine_tests::proc::free_port();
         let child = Command::new(env!("CARGO_BIN_EXE_spine-functions"))
@@ -43,6 +48,7 @@ impl Server {
             .env("SPINE_JWT_SECRET", secret())
             .env("SPINE_FUNCTIONS_ADDR", format!("127.0.0.1:{port}"))
             .env("RUST_LOG", "warn")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .spawn()
             .expect("start spine-functions");
@@ -61,7 +67,7 @@ impl Server {
         server
     }
 
-    async fn call(&self, name: &str, token: Option<&str>, body: Value) -> (u16, Value) {
+    pub async fn call(&self, name: &str, token: Option<&str>, body: Value) -> (u16, Value) {
         let mut req = reqwest::Client::new()
             .post(format!("{}/functions/v1/{name}", self.url))
             .body(body.to_string());
@@ -86,7 +92,7 @@ impl Drop for Server {
 }
 
 /// Deploys `source` as a new function with `permissions` and `limits`; its name.
-async fn deploy(
+pub async fn deploy(
     db: &tokio_postgres::Client,
     permissions: Value,
     limits: Value,
@@ -117,7 +123,8 @@ async fn jwt_errors_are_401_json() {
     .await;
     let server = Server::start().await;
     let expired = jwt::sign(
-        &json!({"role": "anon", "exp": now() - 10}),
+        // Past the 30-s leeway.
+        &json!({"role": "anon", "exp": now() - 120}),
         secret().as_bytes(),
     );
     let forged = jwt::sign(

@@ -1,0 +1,287 @@
+//! The host's HTTP surface as a browser and an operator meet it: CORS preflights
+//! answered before authentication, tokens signed with Supabase's asymmetric keys
+//! verified against a JWKS served over HTTP (and a rotated key picked up while
+//! running), and a SIGTERM that lets calls in progress finish.
+
+use crate::host::{deploy, now, secret, Server};
+use axum::routing::get;
+use jsonwebtoken::jwk::Jwk;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::{json, Value};
+use spine_functions::jwt;
+use spine_tests::connect;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const EC_PEM: &[u8] = include_bytes!("../../../core/tests/data/jwt/es256-test-only.pem");
+const RSA_PEM: &[u8] = include_bytes!("../../../core/tests/data/jwt/rs256-test-only.pem");
+
+async fn hello(db: &tokio_postgres::Client, source: &str) -> String {
+    deploy(db, json!({}), json!({"wall_ms": 10_000}), source).await
+}
+
+/// A browser's preflight gets the CORS answer without a token; the call itself
+/// carries one `Access-Control-Allow-Origin`, even when the function sets its own
+/// (as Supabase's examples tell functions to).
+#[tokio::test]
+async fn browsers_can_call_functions() {
+    let db = connect().await;
+    let name = hello(
+        &db,
+        "Deno.serve(() => new Response('ok', {headers: {'Access-Control-Allow-Origin': '*'}}))",
+    )
+    .await;
+    let server = Server::start().await;
+    let client = reqwest::Client::new();
+    let url = format!("{}/functions/v1/{name}", server.url);
+
+    let preflight = client
+        .request(reqwest::Method::OPTIONS, &url)
+        .header("origin", "http://localhost:3000")
+        .header("access-control-request-method", "POST")
+        .header(
+            "access-control-request-headers",
+            "authorization, x-client-info, apikey, content-type",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert!(preflight.status().is_success(), "{}", preflight.status());
+    let header = |r: &reqwest::Response, name: &str| {
+        r.headers()
+            .get_all(name)
+            .iter()
+            .map(|v| v.to_str().unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(header(&preflight, "access-control-allow-origin"), ["*"]);
+    let allowed = header(&preflight, "access-control-allow-headers").join(",");
+    for h in ["authorization", "x-client-info", "apikey", "content-type"] {
+        assert!(allowed.contains(h), "{h} not allowed: {allowed}");
+    }
+    assert!(header(&preflight, "access-control-allow-methods")
+        .join(",")
+        .contains("POST"));
+
+    let anon = jwt::sign(&json!({"role": "anon"}), secret().as_bytes());
+    let call = client
+        .post(&url)
+        .header("origin", "http://localhost:3000")
+        .bearer_auth(&anon)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(call.status(), 200);
+    assert_eq!(header(&call, "access-control-allow-origin"), ["*"]);
+
+    // Errors of the host carry the headers too, or a browser could not read them.
+    let refused = client
+        .post(&url)
+        .header("origin", "http://localhost:3000")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 401);
+    assert_eq!(header(&refused, "access-control-allow-origin"), ["*"]);
+}
+
+/// A configured origin list answers only those origins.
+#[tokio::test]
+async fn cors_origins_can_be_restricted() {
+    let server = Server::start_with(&[("SPINE_CORS_ORIGINS", "https://app.example")]).await;
+    let preflight = |origin: &'static str| {
+        reqwest::Client::new()
+            .request(
+                reqwest::Method::OPTIONS,
+                format!("{}/functions/v1/any", server.url),
+            )
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .send()
+    };
+    let allowed = preflight("https://app.example").await.unwrap();
+    assert_eq!(
+        allowed
+            .headers()
+            .get("access-control-allow-origin")
+            .unwrap(),
+        "https://app.example"
+    );
+    let other = preflight("https://evil.example").await.unwrap();
+    assert!(other.headers().get("access-control-allow-origin").is_none());
+}
+
+/// A JWKS served over HTTP, whose keys a test can change.
+struct KeyServer {
+    url: String,
+    keys: Arc<Mutex<Vec<Value>>>,
+    fetches: Arc<Mutex<usize>>,
+}
+
+impl KeyServer {
+    async fn start(keys: Vec<Value>) -> Self {
+        let keys = Arc::new(Mutex::new(keys));
+        let fetches = Arc::new(Mutex::new(0));
+        let (k, f) = (keys.clone(), fetches.clone());
+        let app = axum::Router::new().route(
+            "/auth/v1/.well-known/jwks.json",
+            get(move || {
+                let (k, f) = (k.clone(), f.clone());
+                async move {
+                    *f.lock().unwrap() += 1;
+                    axum::Json(json!({"keys": *k.lock().unwrap()}))
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!(
+            "http://{}/auth/v1/.well-known/jwks.json",
+            listener.local_addr().unwrap()
+        );
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        KeyServer { url, keys, fetches }
+    }
+}
+
+fn signer(alg: Algorithm, kid: &str) -> (EncodingKey, Value) {
+    let key = match alg {
+        Algorithm::ES256 => EncodingKey::from_ec_pem(EC_PEM).unwrap(),
+        _ => EncodingKey::from_rsa_pem(RSA_PEM).unwrap(),
+    };
+    let mut jwk = Jwk::from_encoding_key(&key, alg).unwrap();
+    jwk.common.key_id = Some(kid.into());
+    (key, serde_json::to_value(jwk).unwrap())
+}
+
+fn token(alg: Algorithm, kid: &str, key: &EncodingKey, user: &str) -> String {
+    let header = Header {
+        kid: Some(kid.into()),
+        ..Header::new(alg)
+    };
+    let claims = json!({"role": "authenticated", "sub": user, "exp": now() + 600});
+    jsonwebtoken::encode(&header, &claims, key).unwrap()
+}
+
+/// ES256 and RS256 tokens verify against keys fetched from a JWKS URL, the HS256
+/// secret keeps working beside them, and a key added to the JWKS later (a
+/// rotation) is found by fetching again, no more often than configured.
+#[tokio::test]
+async fn asymmetric_tokens_verify_against_a_jwks_url() {
+    let db = connect().await;
+    let name = hello(
+        &db,
+        "Deno.serve((req, ctx) => Response.json({user: ctx.user.id}))",
+    )
+    .await;
+    let (ec, ec_jwk) = signer(Algorithm::ES256, "ec-1");
+    let (rsa, rsa_jwk) = signer(Algorithm::RS256, "rsa-1");
+    let keys = KeyServer::start(vec![ec_jwk]).await;
+    let server = Server::start_with(&[
+        ("SPINE_JWKS_URL", keys.url.as_str()),
+        ("SPINE_JWKS_REFETCH_SECS", "1"),
+    ])
+    .await;
+    let user = uuid::Uuid::new_v4().to_string();
+
+    let es = token(Algorithm::ES256, "ec-1", &ec, &user);
+    let (status, body) = server.call(&name, Some(&es), json!({})).await;
+    assert_eq!(
+        (status, body["user"].as_str()),
+        (200, Some(user.as_str())),
+        "{body}"
+    );
+    let hs = jwt::sign(
+        &json!({"role": "authenticated", "sub": user, "exp": now() + 600}),
+        secret().as_bytes(),
+    );
+    assert_eq!(server.call(&name, Some(&hs), json!({})).await.0, 200);
+
+    // A key the JWKS does not have (yet): refused with a reason.
+    let rs = token(Algorithm::RS256, "rsa-1", &rsa, &user);
+    let (status, body) = server.call(&name, Some(&rs), json!({})).await;
+    assert_eq!(status, 401, "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("rsa-1"),
+        "{body}"
+    );
+
+    // Rotation: the key server publishes the new key; after the refetch interval
+    // the host fetches again on the first token that names it.
+    keys.keys.lock().unwrap().push(rsa_jwk);
+    let fetches_before = *keys.fetches.lock().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, body) = server.call(&name, Some(&rs), json!({})).await;
+        if status == 200 {
+            assert_eq!(body["user"].as_str(), Some(user.as_str()));
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the rotated key was never fetched: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Tokens naming unknown keys do not make the host fetch on every call.
+    let bogus = token(Algorithm::ES256, "made-up", &ec, &user);
+    let before = *keys.fetches.lock().unwrap();
+    for _ in 0..20 {
+        assert_eq!(server.call(&name, Some(&bogus), json!({})).await.0, 401);
+    }
+    let during = *keys.fetches.lock().unwrap() - before;
+    assert!(during <= 1, "{during} fetches for 20 unknown-key calls");
+    assert!(*keys.fetches.lock().unwrap() > fetches_before);
+}
+
+/// SIGTERM: the host stops accepting connections, the call in progress finishes
+/// with its answer, and the process exits cleanly.
+#[tokio::test]
+async fn sigterm_lets_calls_in_progress_finish() {
+    let db = connect().await;
+    let slow = hello(
+        &db,
+        "Deno.serve(async () => { await new Promise(r => setTimeout(r, 1500)); return new Response('finished'); })",
+    )
+    .await;
+    let mut server = Server::start().await;
+    let anon = jwt::sign(&json!({"role": "anon"}), secret().as_bytes());
+    let url = format!("{}/functions/v1/{slow}", server.url);
+    let call = tokio::spawn({
+        let anon = anon.clone();
+        async move {
+            let r = reqwest::Client::new()
+                .post(url)
+                .bearer_auth(anon)
+                .send()
+                .await
+                .expect("the call in progress is answered");
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let pid = server.child.id() as i32;
+    // SAFETY: kill(2) on our own child's pid.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let refused = reqwest::Client::new()
+        .get(format!("{}/healthz", server.url))
+        .send()
+        .await;
+    assert!(
+        refused.is_err(),
+        "a new connection was accepted after SIGTERM"
+    );
+    assert_eq!(call.await.unwrap(), (200, "finished".to_string()));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = server.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the host did not exit after draining"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status}");
+}
