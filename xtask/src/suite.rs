@@ -92,6 +92,25 @@ pub fn run(config: &Config) -> Result<()> {
                 .current_dir(config.root.join("extension")),
         )?;
     }
+    {
+        // Printed here because the workspace run captures a test's output: the
+        // per-suite table, or the SKIP line when the suites are not on the machine.
+        // Not counted: the workspace run below runs it again.
+        let _s = step("JsonLogic conformance suites (json-logic/compat-tables)");
+        exec(
+            Command::new("cargo")
+                .args([
+                    "test",
+                    "-p",
+                    "spine-core",
+                    "--test",
+                    "jsonlogic_compat",
+                    "--",
+                ])
+                .args(["--nocapture", "--quiet"])
+                .current_dir(&config.root),
+        )?;
+    }
     stack::up(config)?;
     {
         let _s = step("cargo test (workspace, against the dev stack)");

@@ -247,7 +247,7 @@ async fn bad_rules_are_refused_when_saved() {
             json!({"==": [1]}),
             ok_actions.clone(),
             "22023",
-            "takes 2 arguments",
+            "takes at least 2 arguments",
         ),
         (
             "x.Happen",
