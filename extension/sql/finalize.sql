@@ -125,6 +125,7 @@ GRANT EXECUTE ON FUNCTION
     spine.create_webhook(text, regclass, text[], jsonb, integer, integer),
     spine.webhook_create(text, oid, text[], jsonb, integer, integer),
     spine.drop_webhook(text),
+    spine.rotate_webhook_secret(text, interval),
     spine.webhook_target(text),
     spine.record_webhook_delivery(text, bigint, integer, integer, boolean, text, text, integer),
     spine.webhook_maintenance()
@@ -133,8 +134,10 @@ GRANT EXECUTE ON FUNCTION spine.function_source(text) TO service_role, spine_fun
 COMMENT ON FUNCTION spine.deploy_function(jsonb, text) IS
     'Registers the plugin a manifest describes and stores its edge function module; returns the module''s SHA-256.';
 COMMENT ON FUNCTION spine.function_source(text) IS 'A deployed edge function: module, SHA-256, manifest, enabled.';
-COMMENT ON FUNCTION spine.drop_webhook(text) IS 'Removes a webhook (trigger, row, signing secret); its delivery history stays.';
-COMMENT ON FUNCTION spine.webhook_target(text) IS 'Where the worker delivers a webhook and the key it signs with.';
+COMMENT ON FUNCTION spine.drop_webhook(text) IS 'Removes a webhook (trigger, row, signing secrets); its delivery history stays.';
+COMMENT ON FUNCTION spine.rotate_webhook_secret(text, interval) IS
+    'Gives a webhook a new signing secret; the replaced one also signs webhook-signature for overlap. Returns the new secret''s vault id.';
+COMMENT ON FUNCTION spine.webhook_target(text) IS 'Where the worker delivers a webhook, the key it signs with, and the replaced key while its overlap lasts.';
 COMMENT ON FUNCTION spine.record_webhook_delivery(text, bigint, integer, integer, boolean, text, text, integer) IS
     'Records one delivery attempt of a webhook (called by the worker).';
 COMMENT ON FUNCTION spine.webhook_maintenance() IS

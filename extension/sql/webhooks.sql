@@ -27,6 +27,10 @@ CREATE TABLE spine.webhooks (
     target       jsonb       NOT NULL,
     queue        text        NOT NULL UNIQUE REFERENCES spine.queues (name),
     secret_id    uuid        NOT NULL,
+    -- The secret a rotation replaced, still signing beside the new one until
+    -- previous_valid_until, so receivers can switch without losing a delivery.
+    previous_secret_id   uuid,
+    previous_valid_until timestamptz,
     max_attempts integer     NOT NULL CHECK (max_attempts >= 1),
     created_at   timestamptz NOT NULL DEFAULT now()
 );
@@ -35,7 +39,9 @@ COMMENT ON TABLE spine.webhooks IS
 COMMENT ON COLUMN spine.webhooks.target IS
     '{"url": "https://…", "headers": {…}, "timeout_ms": n} or {"function": "<edge function>"}.';
 COMMENT ON COLUMN spine.webhooks.secret_id IS
-    'Vault secret (named spine.webhook.<name>) that signs deliveries: X-Spine-Signature: sha256=<hex HMAC-SHA256 of the body>.';
+    'Vault secret (named spine.webhook.<name>, whsec_<base64> for new webhooks) that signs deliveries: Standard Webhooks webhook-signature, and X-Spine-Signature: sha256=<hex HMAC-SHA256 of the body>.';
+COMMENT ON COLUMN spine.webhooks.previous_secret_id IS
+    'After spine.rotate_webhook_secret: the replaced secret (spine.webhook.<name>.previous), which also signs webhook-signature until previous_valid_until.';
 
 CREATE TABLE spine.webhook_deliveries (
     id           bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,

@@ -130,23 +130,7 @@ fn webhook_create(
         &[queue.as_str().into(), max_concurrency.into()],
     )
     .map_err(internal("webhook: queue"))?;
-    let mut key = [0u8; 32];
-    getrandom::getrandom(&mut key)
-        .map_err(|e| SpineError::Unavailable(format!("no randomness: {e}")))?;
-    let secret_name = format!("spine.webhook.{name}");
-    let secret_id = Spi::get_one_with_args::<pgrx::Uuid>(
-        "SELECT vault.create_secret($1, $2, $3)",
-        &[
-            hex::encode(key).into(),
-            secret_name.as_str().into(),
-            format!("signs deliveries of webhook {name}").into(),
-        ],
-    )
-    .map_err(internal("webhook: secret"))?
-    .ok_or_else(|| SpineError::Internal {
-        context: "webhook: secret",
-        message: "vault.create_secret returned NULL".into(),
-    })?;
+    let secret_id = create_signing_secret(name)?;
     let events_sql: Vec<String> = events.iter().map(|e| e.to_string()).collect();
     Spi::run_with_args(
         "INSERT INTO spine.webhooks (name, table_name, events, target, queue, secret_id, max_attempts) \
@@ -180,6 +164,95 @@ fn webhook_create(
     Ok(secret_id)
 }
 
+/// A new signing secret in the vault, named `spine.webhook.<name>`, in the form
+/// Standard Webhooks libraries take as is: `whsec_` and 32 random bytes in base64.
+fn create_signing_secret(name: &str) -> Result<pgrx::Uuid, SpineError> {
+    use base64::Engine as _;
+    let mut key = [0u8; 32];
+    getrandom::getrandom(&mut key)
+        .map_err(|e| SpineError::Unavailable(format!("no randomness: {e}")))?;
+    let secret = format!(
+        "whsec_{}",
+        base64::engine::general_purpose::STANDARD.encode(key)
+    );
+    Spi::get_one_with_args::<pgrx::Uuid>(
+        "SELECT vault.create_secret($1, $2, $3)",
+        &[
+            secret.into(),
+            format!("spine.webhook.{name}").into(),
+            format!("signs deliveries of webhook {name}").into(),
+        ],
+    )
+    .map_err(internal("webhook: secret"))?
+    .ok_or_else(|| SpineError::Internal {
+        context: "webhook: secret",
+        message: "vault.create_secret returned NULL".into(),
+    })
+}
+
+/// Gives a webhook a new signing secret and returns its vault id. Until
+/// `now() + overlap` deliveries carry a Standard Webhooks signature with each
+/// secret (`webhook-signature: v1,<new> v1,<old>`), so receivers can switch
+/// without refusing a delivery; `X-Spine-Signature` uses the new one at once. A
+/// secret replaced by an earlier rotation is deleted.
+#[pg_extern(security_definer, volatile)]
+#[search_path(pg_catalog, pg_temp)]
+fn rotate_webhook_secret(
+    name: Option<&str>,
+    overlap: default!(Option<pgrx::datum::Interval>, "'1 day'"),
+) -> Result<pgrx::Uuid, ErrorReport> {
+    let name = name.ok_or(SpineError::NullArgument("name"))?;
+    let overlap = overlap.ok_or(SpineError::NullArgument("overlap"))?;
+    require_privileged("rotate webhook secrets")?;
+    let row = optional_row(Spi::get_two_with_args::<pgrx::Uuid, pgrx::Uuid>(
+        "SELECT secret_id, previous_secret_id FROM spine.webhooks WHERE name = $1 FOR UPDATE",
+        &[name.into()],
+    ))
+    .map_err(internal("webhook: rotate"))?;
+    let Some((Some(current), earlier)) = row else {
+        Err(SpineError::NotFound {
+            kind: "webhook",
+            name: name.into(),
+        })?
+    };
+    let negative =
+        Spi::get_one_with_args::<bool>("SELECT $1::interval < interval '0'", &[overlap.into()])
+            .map_err(internal("webhook: rotate"))?
+            .unwrap_or(false);
+    if negative {
+        Err(SpineError::InvalidParameter {
+            name: "overlap",
+            reason: "must not be negative".into(),
+        })?;
+    }
+    if let Some(earlier) = earlier {
+        Spi::run_with_args("DELETE FROM vault.secrets WHERE id = $1", &[earlier.into()])
+            .map_err(internal("webhook: rotate"))?;
+    }
+    // The replaced secret keeps its id under a new name; the new one takes the name.
+    Spi::run_with_args(
+        "UPDATE vault.secrets SET name = $2 WHERE id = $1",
+        &[
+            current.into(),
+            format!("spine.webhook.{name}.previous").into(),
+        ],
+    )
+    .map_err(internal("webhook: rotate"))?;
+    let fresh = create_signing_secret(name)?;
+    Spi::run_with_args(
+        "UPDATE spine.webhooks SET secret_id = $2, previous_secret_id = $3, \
+           previous_valid_until = now() + $4::interval WHERE name = $1",
+        &[name.into(), fresh.into(), current.into(), overlap.into()],
+    )
+    .map_err(internal("webhook: rotate"))?;
+    audit::record(
+        "webhook.secret_rotated",
+        Some(&format!("webhook:{name}")),
+        json!({"overlap": overlap.to_string()}),
+    )?;
+    Ok(fresh)
+}
+
 fn trigger_name(webhook: &str) -> String {
     format!("spine_webhook_{webhook}")
 }
@@ -203,9 +276,11 @@ fn drop_webhook(name: Option<&str>) -> Result<bool, ErrorReport> {
     let name = name.ok_or(SpineError::NullArgument("name"))?;
     require_privileged("drop webhooks")?;
     let row = optional_row(returning_two::<String, pgrx::Uuid>(
-        "DELETE FROM spine.webhooks WHERE name = $1 \
-         RETURNING (SELECT format('%I.%I', n.nspname, c.relname) FROM pg_class c \
-                      JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = table_name), secret_id",
+        "WITH gone AS (DELETE FROM spine.webhooks WHERE name = $1 RETURNING *), \
+              previous AS (DELETE FROM vault.secrets WHERE id = (SELECT previous_secret_id FROM gone)) \
+         SELECT (SELECT format('%I.%I', n.nspname, c.relname) FROM pg_class c \
+                   JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = table_name), secret_id \
+           FROM gone",
         &[name.into()],
     ))
     .map_err(internal("webhook: drop"))?;
@@ -238,21 +313,36 @@ fn drop_webhook(name: Option<&str>) -> Result<bool, ErrorReport> {
 /// Where the worker delivers a webhook and the key it signs with (service_role).
 #[pg_extern(security_definer, volatile)]
 #[search_path(pg_catalog, pg_temp)]
+#[allow(clippy::type_complexity)]
 fn webhook_target(
     name: Option<&str>,
-) -> Result<TableIterator<'static, (name!(target, JsonB), name!(signing_key, String))>, ErrorReport>
-{
+) -> Result<
+    TableIterator<
+        'static,
+        (
+            name!(target, JsonB),
+            name!(signing_key, String),
+            name!(previous_key, Option<String>),
+        ),
+    >,
+    ErrorReport,
+> {
     let name = name.ok_or(SpineError::NullArgument("name"))?;
     require_privileged("read webhook targets")?;
-    let row = optional_row(Spi::get_two_with_args::<JsonB, String>(
-        "SELECT w.target, s.decrypted_secret FROM spine.webhooks w \
-           LEFT JOIN vault.decrypted_secrets s ON s.id = w.secret_id WHERE w.name = $1",
+    let row = optional_row(Spi::get_three_with_args::<JsonB, String, String>(
+        "SELECT w.target, s.decrypted_secret, p.decrypted_secret FROM spine.webhooks w \
+           LEFT JOIN vault.decrypted_secrets s ON s.id = w.secret_id \
+           LEFT JOIN vault.decrypted_secrets p ON p.id = w.previous_secret_id \
+                                              AND w.previous_valid_until > now() \
+          WHERE w.name = $1",
         &[name.into()],
     ))
     .map_err(internal("webhook: target"))?;
     match row {
-        Some((Some(target), Some(key))) => Ok(TableIterator::once((target, key))),
-        Some((Some(_), None)) => Err(SpineError::Unavailable(format!(
+        Some((Some(target), Some(key), previous)) => {
+            Ok(TableIterator::once((target, key, previous)))
+        }
+        Some((Some(_), None, _)) => Err(SpineError::Unavailable(format!(
             "the signing secret of webhook {name} is missing from the vault"
         ))
         .into()),

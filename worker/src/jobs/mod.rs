@@ -7,4 +7,5 @@ pub mod function;
 pub mod handler;
 pub mod http;
 pub mod runner;
+pub mod signing;
 pub mod webhook;

@@ -3,17 +3,17 @@
 //! Payload: `{"webhook": "name", "body": {type, table, schema, record,
 //! old_record}}` (written by the webhook's trigger). The target and the signing
 //! key are read from the database (`spine.webhook_target`, cached briefly) at
-//! delivery time, so neither lives in the job. A URL target gets a POST with
-//! `X-Spine-Signature: sha256=<hex HMAC-SHA256 of the body, keyed with the
-//! webhook's secret>`, `Idempotency-Key: <job id>` (the same on every retry) and
+//! delivery time, so neither lives in the job. A URL target gets a POST signed
+//! as [`super::signing`] says (Standard Webhooks' `webhook-id`,
+//! `webhook-timestamp`, `webhook-signature`, and `X-Spine-Signature`), with
+//! `Idempotency-Key: <job id>` (the same on every retry) and
 //! `X-Spine-Webhook: <name>`; a function target runs in-process with the same
 //! headers. Every attempt is recorded in `spine.webhook_deliveries`; a non-2xx
 //! answer fails the job, which the queue retries with backoff into dead letter.
 
 use super::handler::{Handler, HandlerFuture, Job};
-use hmac::{Hmac, Mac};
+use super::signing;
 use serde_json::Value;
-use sha2::Sha256;
 use spine_core::jobs::payloads::{self, WebhookJob, WebhookTarget};
 use spine_functions::host::Host;
 use spine_functions::pool::Pool;
@@ -37,16 +37,8 @@ pub struct WebhookHandler {
 struct Target {
     target: WebhookTarget,
     key: String,
-}
-
-/// `sha256=<hex>` of `body` keyed with `key`: what receivers recompute to verify.
-pub fn signature(key: &str, body: &[u8]) -> String {
-    let mut mac =
-        Hmac::<Sha256>::new_from_slice(key.as_bytes()).expect("HMAC takes keys of any size");
-    mac.update(body);
-    let digest = mac.finalize().into_bytes();
-    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-    format!("sha256={hex}")
+    /// The secret a rotation replaced, while it still signs.
+    previous: Option<String>,
 }
 
 /// One attempt's outcome, as recorded.
@@ -80,7 +72,7 @@ impl WebhookHandler {
         let db = self.db.get().await.map_err(|e| format!("database: {e}"))?;
         let row = db
             .query_one(
-                "SELECT target, signing_key FROM spine.webhook_target($1)",
+                "SELECT target, signing_key, previous_key FROM spine.webhook_target($1)",
                 &[&name],
             )
             .await
@@ -88,6 +80,7 @@ impl WebhookHandler {
         let t = Arc::new(Target {
             target: payloads::parse("webhook target", &row.get::<_, Value>(0))?,
             key: row.get(1),
+            previous: row.get(2),
         });
         self.targets
             .lock()
@@ -108,13 +101,17 @@ impl WebhookHandler {
             Err(e) => return failed(e),
         };
         let body = serde_json::to_vec(&spec.body).expect("JSON values serialize");
-        let signed = vec![
-            (
-                "x-spine-signature".to_string(),
-                signature(&target.key, &body),
-            ),
-            ("x-spine-webhook".to_string(), name.to_string()),
-        ];
+        let mut keys = vec![target.key.as_str()];
+        keys.extend(target.previous.as_deref());
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        let mut signed = signing::standard_headers(&keys, &job.id.to_string(), now, &body).to_vec();
+        signed.push((
+            "x-spine-signature".to_string(),
+            signing::spine_signature(&target.key, &body),
+        ));
+        signed.push(("x-spine-webhook".to_string(), name.to_string()));
         let (url, headers, timeout_ms) = match &target.target {
             WebhookTarget::Url {
                 url,
@@ -223,19 +220,5 @@ impl Handler for Arc<WebhookHandler> {
                 (None, None) => Err(format!("webhook {name}: no answer")),
             }
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The RFC 4231 test case 2 vector, in the header's format.
-    #[test]
-    fn signature_is_hmac_sha256_hex() {
-        assert_eq!(
-            signature("Jefe", b"what do ya want for nothing?"),
-            "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
-        );
     }
 }

@@ -334,3 +334,108 @@ async fn rule_calls_a_channel_plugin() {
     })
     .await;
 }
+
+/// Verifies the n-th delivery as a receiver using a Standard Webhooks library
+/// would, with `secret`.
+fn standard_verify(receiver: &Hook, n: usize, secret: &str) -> Result<(), String> {
+    let mut headers = reqwest::header::HeaderMap::new();
+    for name in ["webhook-id", "webhook-timestamp", "webhook-signature"] {
+        let value = receiver.header(n, name).ok_or(format!("no {name}"))?;
+        headers.insert(name, value.parse().unwrap());
+    }
+    let body = receiver.received.lock().unwrap()[n].1.clone();
+    standardwebhooks::Webhook::new(secret)
+        .map_err(|e| e.to_string())?
+        .verify(body.as_bytes(), &headers)
+        .map_err(|e| e.to_string())
+}
+
+async fn secret(db: &tokio_postgres::Client, name: &str) -> String {
+    spine_tests::one(
+        db,
+        "SELECT decrypted_secret FROM vault.decrypted_secrets WHERE name = $1",
+        &[&name],
+    )
+    .await
+}
+
+/// Deliveries carry Standard Webhooks headers that the standardwebhooks crate
+/// verifies with the webhook's secret. After spine.rotate_webhook_secret both
+/// secrets verify until the overlap ends (two `v1,` signatures), then only the
+/// new one; a tampered body never does; the secret replaced two rotations ago
+/// is gone from the vault.
+#[tokio::test]
+async fn standard_webhooks_signatures_survive_a_secret_rotation() {
+    let db = db().await;
+    let receiver = Hook::start(|_| (200, Duration::ZERO)).await;
+    let (table, hook) = table_with_webhook(&db, json!({"url": receiver.url})).await;
+    let name = format!("spine.webhook.{hook}");
+    let first = secret(&db, &name).await;
+    assert!(first.starts_with("whsec_"), "{first}");
+
+    let id = fire(&db, &table, &hook, "pen", 1).await;
+    drop(deliver(&db, id).await);
+    assert_eq!(standard_verify(&receiver, 0, &first), Ok(()));
+    assert_eq!(receiver.header(0, "webhook-id"), Some(id.to_string()));
+    assert!(standard_verify(&receiver, 0, "whsec_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA").is_err());
+    receiver.received.lock().unwrap()[0].1.push(' ');
+    assert!(
+        standard_verify(&receiver, 0, &first).is_err(),
+        "a tampered body verified"
+    );
+
+    // Rotation with an hour of overlap: both secrets verify the next delivery.
+    db.execute("SELECT spine.rotate_webhook_secret($1, '1 hour')", &[&hook])
+        .await
+        .unwrap();
+    let second = secret(&db, &name).await;
+    assert_ne!(first, second);
+    db.execute(&format!("UPDATE {table} SET qty = 2"), &[])
+        .await
+        .unwrap();
+    let worker = job_runner("webhook.*", &[]);
+    wait_until("second delivery", Duration::from_secs(30), || async {
+        receiver.count() >= 2
+    })
+    .await;
+    drop(worker);
+    let signatures = receiver.header(1, "webhook-signature").unwrap();
+    assert_eq!(signatures.split(' ').count(), 2, "{signatures}");
+    assert_eq!(standard_verify(&receiver, 1, &second), Ok(()));
+    assert_eq!(standard_verify(&receiver, 1, &first), Ok(()));
+
+    // Rotation with no overlap: only the newest secret signs.
+    db.execute("SELECT spine.rotate_webhook_secret($1, '0 s')", &[&hook])
+        .await
+        .unwrap();
+    let third = secret(&db, &name).await;
+    db.execute(&format!("UPDATE {table} SET qty = 3"), &[])
+        .await
+        .unwrap();
+    let worker = job_runner("webhook.*", &[]);
+    wait_until("third delivery", Duration::from_secs(30), || async {
+        receiver.count() >= 3
+    })
+    .await;
+    drop(worker);
+    assert_eq!(standard_verify(&receiver, 2, &third), Ok(()));
+    assert!(standard_verify(&receiver, 2, &second).is_err());
+    let kept: i64 = spine_tests::one(
+        &db,
+        "SELECT count(*) FROM vault.secrets WHERE name LIKE $1",
+        &[&format!("{name}%")],
+    )
+    .await;
+    assert_eq!(kept, 2, "the current secret and the one it replaced");
+
+    let refused = db
+        .execute("SELECT spine.rotate_webhook_secret($1, '-1 s')", &[&hook])
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code().unwrap().code(), "22023");
+    let missing = db
+        .execute("SELECT spine.rotate_webhook_secret('no_such_hook')", &[])
+        .await
+        .unwrap_err();
+    assert_eq!(missing.code().unwrap().code(), "42704");
+}
