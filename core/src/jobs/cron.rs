@@ -2,9 +2,14 @@
 //! message that says which field is wrong (pg_cron's own error does not).
 //!
 //! Accepted: five fields `minute hour day-of-month month day-of-week`, each `*`, a
-//! number or name, a range `a-b`, a step `*/n` or `a-b/n`, or a comma list of those;
-//! the macros `@yearly @annually @monthly @weekly @daily @hourly`; and pg_cron's
-//! interval form `N seconds` (1–59; needs pg_cron 1.5 or later).
+//! number or name, a range `a-b`, a step `*/n` or `a-b/n`, or a comma list of those,
+//! and `$` (the last day of the month) in day-of-month; the macros `@yearly
+//! @annually @monthly @weekly @daily @midnight @hourly @reboot`; and pg_cron's
+//! interval form `N seconds` (1–59; needs pg_cron 1.5 or later). As in pg_cron
+//! (vixie cron's parser), a step needs `*` or a range: `5/10` is refused.
+//!
+//! No crate speaks pg_cron's dialect (the cron crates take six or seven fields,
+//! or accept `5/10`), so the rules are written out here.
 
 const FIELDS: [(&str, u32, u32); 5] = [
     ("minute", 0, 59),
@@ -17,13 +22,15 @@ const MONTHS: [&str; 12] = [
     "jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec",
 ];
 const DAYS: [&str; 7] = ["sun", "mon", "tue", "wed", "thu", "fri", "sat"];
-const MACROS: [&str; 6] = [
+const MACROS: [&str; 8] = [
     "@yearly",
     "@annually",
     "@monthly",
     "@weekly",
     "@daily",
+    "@midnight",
     "@hourly",
+    "@reboot",
 ];
 
 pub fn validate(schedule: &str) -> Result<(), String> {
@@ -58,19 +65,33 @@ pub fn validate(schedule: &str) -> Result<(), String> {
             "day of week" => &DAYS,
             _ => &[],
         };
-        validate_field(field, min, max, names)
+        validate_field(field, min, max, names, name == "day of month")
             .map_err(|why| format!("{name} field \"{field}\": {why}"))?;
     }
     Ok(())
 }
 
-fn validate_field(field: &str, min: u32, max: u32, names: &[&str]) -> Result<(), String> {
+fn validate_field(
+    field: &str,
+    min: u32,
+    max: u32,
+    names: &[&str],
+    last_day: bool,
+) -> Result<(), String> {
     for item in field.split(',') {
+        if last_day && item == "$" {
+            continue;
+        }
         let (range, step) = match item.split_once('/') {
             Some((r, s)) => (r, Some(s)),
             None => (item, None),
         };
         if let Some(step) = step {
+            if range != "*" && !range.contains('-') {
+                return Err(format!(
+                    "a step needs * or a range before it (\"*/{step}\" or \"{range}-{max}/{step}\")"
+                ));
+            }
             match step.parse::<u32>() {
                 Ok(n) if n >= 1 && n <= max.max(1) => {}
                 _ => return Err(format!("step \"{step}\" must be 1 to {max}")),
@@ -125,6 +146,11 @@ mod tests {
             "30 seconds",
             "1 second",
             "0 0 31 12 7",
+            "@midnight",
+            "@reboot",
+            "0 12 $ * *",
+            "0 12 1,$ * *",
+            "5-59/10 * * * *",
         ] {
             assert_eq!(validate(ok), Ok(()), "{ok}");
         }
@@ -136,6 +162,8 @@ mod tests {
         assert!(err.contains("minute field \"60\""), "{err}");
         let err = validate("* 24 * * *").unwrap_err();
         assert!(err.contains("hour"), "{err}");
+        let err = validate("5/10 * * * *").unwrap_err();
+        assert!(err.contains("a step needs"), "{err}");
         let err = validate("* * * * * *").unwrap_err();
         assert!(err.contains("6 fields"), "{err}");
         for bad in [
@@ -146,6 +174,9 @@ mod tests {
             "90 seconds",
             "30seconds",
             "* * 0 * *",
+            "5/10 * * * *",
+            "$ * * * *",
+            "0 0 $/2 * *",
         ] {
             assert!(validate(bad).is_err(), "{bad} should be rejected");
         }

@@ -73,6 +73,24 @@ async fn relays_cloudevents_in_commit_order() {
     assert_eq!(ce["correlationid"], cause.to_string());
     assert_eq!(ce["data"]["rule"], "r");
     assert!(ce["time"].as_str().unwrap().ends_with('Z'));
+    // An independent implementation (the CloudEvents SDK) reads every envelope.
+    for (_, msg_id, ce) in &got {
+        use cloudevents::{AttributesReader, Event};
+        let event: Event = serde_json::from_value(ce.clone())
+            .unwrap_or_else(|e| panic!("not a CloudEvent per the SDK: {e}: {ce}"));
+        assert_eq!(event.specversion(), cloudevents::event::SpecVersion::V10);
+        assert_eq!(event.id(), msg_id);
+        assert_eq!(event.source().as_str(), "/spine");
+        assert_eq!(Some(event.ty()), ce["type"].as_str());
+        assert_eq!(event.subject(), ce["subject"].as_str());
+        assert!(event.time().is_some(), "{ce}");
+        assert!(event.data().is_some(), "{ce}");
+    }
+    let effect_event: cloudevents::Event = serde_json::from_value(ce.clone()).unwrap();
+    assert_eq!(
+        effect_event.extension("causationid").map(|v| v.to_string()),
+        Some(cause.to_string())
+    );
 
     let (status, metrics) = worker.get("/metrics").await.expect("metrics served");
     assert_eq!(status, 200);
