@@ -3,18 +3,24 @@
 //! - [`config`]: `DATABASE_URL` read once (URL or `key=value`), `sslmode` as libpq
 //!   reads it, and the redacted form every message uses ([`DbConfig`], [`redact`]).
 //! - [`tls`]: the rustls (ring) connector for each `sslmode`.
+//! - [`pool`]: sessions for short transactions (deadpool), with timeouts and a
+//!   status for metrics ([`Pool`], [`Session`], [`PoolStatus`]).
 //!
 //! A process parses its URL into a [`DbConfig`] at start-up, then connects with
-//! [`DbConfig::connect`]. No message from this crate contains a password: they
-//! name the database by [`DbConfig::redacted`].
+//! [`DbConfig::connect`] (a dedicated connection, e.g. for LISTEN) or borrows from
+//! a [`Pool`]. No message from this crate contains a password: they name the
+//! database by [`DbConfig::redacted`].
 
 pub mod config;
+pub mod pool;
 pub mod tls;
 
 pub use config::{RootCerts, SslMode};
+pub use pool::{Pool, PoolOptions, PoolStatus, Session};
 
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio_postgres::tls::MakeTlsConnect;
 use tokio_postgres::{Client, Socket};
 use tokio_postgres_rustls::MakeRustlsConnect;
@@ -43,6 +49,16 @@ pub enum Error {
         cause: tokio_postgres::Error,
         hint: String,
     },
+    #[error("connecting to {target}: no connection within {after:?}")]
+    ConnectTimeout { target: String, after: Duration },
+    #[error("no free database session for {target} within {after:?} ({max} in use)")]
+    PoolTimeout {
+        target: String,
+        after: Duration,
+        max: usize,
+    },
+    #[error("the database pool for {target} is closed")]
+    PoolClosed { target: String },
 }
 
 impl Error {
@@ -112,12 +128,16 @@ impl DbConfig {
         Ok((client, connection))
     }
 
-    fn connect_error(&self, cause: tokio_postgres::Error) -> Error {
+    pub(crate) fn connect_error(&self, cause: tokio_postgres::Error) -> Error {
         Error::Connect {
             target: self.0.redacted.clone(),
             hint: tls::hint(&cause, self.0.ssl_mode, &self.0.roots),
             cause,
         }
+    }
+
+    pub(crate) fn tls(&self) -> MakeRustlsConnect {
+        self.0.tls.clone()
     }
 }
 
