@@ -108,7 +108,7 @@ impl HostCapabilities {
         >,
     ) -> Result<T, OpError> {
         let db = |e: String| OpError::new("DatabaseError", e);
-        let mut session = self.host.db.get().await.map_err(|e| db(sql::describe(e)))?;
+        let mut session = self.host.db.get().await.map_err(|e| db(e.to_string()))?;
         // Until the transaction ends below, this session may be mid-statement: if the
         // call is abandoned (wall-clock limit), it must not go back to the pool.
         session.mark_busy();

@@ -105,7 +105,9 @@ pub struct Config {
 
 impl Config {
     pub fn host(&self) -> anyhow::Result<HostConfig> {
-        let mut host = HostConfig::new(&self.database_url);
+        let database = spine_db::DbConfig::parse(&self.database_url)
+            .map_err(|e| anyhow::anyhow!("DATABASE_URL: {e}"))?;
+        let mut host = HostConfig::new(database);
         host.concurrency = self.concurrency as usize;
         host.db_schemas = self
             .db_schemas

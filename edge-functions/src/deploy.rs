@@ -61,12 +61,10 @@ fn read_one(folder: &Path) -> anyhow::Result<Bundle> {
 
 /// Deploys `bundles` in one transaction: all or none.
 pub async fn deploy(
-    database_url: &str,
+    database: &spine_db::DbConfig,
     bundles: &[Bundle],
 ) -> anyhow::Result<Vec<(String, String)>> {
-    let (mut client, connection) = tokio_postgres::connect(database_url, tokio_postgres::NoTls)
-        .await
-        .context("connecting to DATABASE_URL")?;
+    let (mut client, connection) = database.connect().await?;
     tokio::spawn(connection);
     let tx = client.transaction().await?;
     let mut deployed = Vec::new();

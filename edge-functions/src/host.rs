@@ -6,10 +6,10 @@
 use crate::capabilities::HostCapabilities;
 use crate::engine::{Engine, InvokeError, Limits, QuickJs, Request, Response};
 use crate::invokers::Invokers;
-use crate::pool::Pool;
 use serde_json::{json, Value};
 use spine_core::jobs::payloads::Actor;
 use spine_core::manifest::{self, Manifest};
+use spine_db::{DbConfig, Pool, PoolOptions, PoolStatus};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -24,7 +24,8 @@ const MAX_CACHED: usize = 1024;
 /// Settings of a host (the binary reads them from the environment).
 #[derive(Debug, Clone)]
 pub struct HostConfig {
-    pub database_url: String,
+    /// The database (`DATABASE_URL`, parsed once by spine-db).
+    pub database: DbConfig,
     /// Limits for functions whose manifest sets none, and the most a manifest may ask.
     pub default_limits: Limits,
     pub max_limits: Limits,
@@ -38,9 +39,9 @@ pub struct HostConfig {
 }
 
 impl HostConfig {
-    pub fn new(database_url: &str) -> Self {
+    pub fn new(database: DbConfig) -> Self {
         Self {
-            database_url: database_url.to_string(),
+            database,
             default_limits: Limits {
                 memory_bytes: 64 << 20,
                 cpu_ms: 2_000,
@@ -146,7 +147,13 @@ impl Host {
         let engine: Arc<dyn Engine> = Arc::new(QuickJs);
         Arc::new(Self {
             invokers: Invokers::start(engine, config.concurrency),
-            db: Pool::new(&config.database_url, config.concurrency * 2),
+            db: Pool::new(
+                &config.database,
+                PoolOptions {
+                    max_size: config.concurrency * 2,
+                    ..PoolOptions::default()
+                },
+            ),
             http: reqwest::Client::builder()
                 .user_agent(concat!("spine-functions/", env!("CARGO_PKG_VERSION")))
                 // A redirect could lead to a host the manifest does not declare:
@@ -205,6 +212,11 @@ impl Host {
         Ok(outcome?)
     }
 
+    /// The database pool's size, idle sessions and waiting callers (for metrics).
+    pub fn db_status(&self) -> PoolStatus {
+        self.db.status()
+    }
+
     /// The deployed function, from a cache younger than `cache_ttl`.
     pub async fn load(&self, name: &str) -> Result<Arc<Deployed>, HostError> {
         if let Some((at, f)) = self.cache.lock().expect("cache lock").get(name) {
@@ -216,7 +228,7 @@ impl Host {
             .db
             .get()
             .await
-            .map_err(|e| HostError::Database(crate::sql::describe(e)))?;
+            .map_err(|e| HostError::Database(e.to_string()))?;
         let tx = session
             .transaction()
             .await

@@ -6,8 +6,8 @@
 //!   [`invokers`]: the threads they run on; [`capabilities`]: what a function may
 //!   ask of the host (secrets, fetch, emit, [`sql`] `ctx.db`), each checked.
 //! - [`server`]: `POST /functions/v1/{name}` with [`jwt`] verification.
-//! - [`deploy`]: `spine-functions deploy` from a folder; [`config`]: settings;
-//!   [`pool`]: database sessions for host calls.
+//! - [`deploy`]: `spine-functions deploy` from a folder; [`config`]: settings.
+//!   Database sessions for host calls come from a [`spine_db::Pool`].
 //!
 //! The engine sits behind [`engine::Engine`] so another one can be added later
 //! (DESIGN.md).
@@ -19,6 +19,5 @@ pub mod engine;
 pub mod host;
 pub mod invokers;
 pub mod jwt;
-pub mod pool;
 pub mod server;
 pub mod sql;

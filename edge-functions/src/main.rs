@@ -22,7 +22,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Serve => serve(config).await,
         Command::Deploy { dir } => {
             let bundles = deploy::read_dir(&dir)?;
-            for (name, sha) in deploy::deploy(&config.database_url, &bundles).await? {
+            for (name, sha) in deploy::deploy(&config.host()?.database, &bundles).await? {
                 println!("deployed {name} ({})", &sha[..12]);
             }
             Ok(())

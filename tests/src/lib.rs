@@ -2,7 +2,8 @@
 //! the dev stack that `cargo xtask test` starts (or `cargo xtask up` +
 //! `eval "$(cargo xtask env)"`).
 //!
-//! - this file: connecting, acting as a role, sinks, small query helpers;
+//! - this file: connecting (the stack's URL and TLS root), acting as a role,
+//!   sinks, small query helpers;
 //! - [`daemons`]: nats-server, Meilisearch, spine-worker and a recording HTTP hook,
 //!   started for one test;
 //! - [`proc`]: free ports, waiting, child processes (kill -9, restart);
@@ -19,6 +20,15 @@ use tokio_postgres::{Client, NoTls};
 pub fn database_url() -> String {
     std::env::var("DATABASE_URL").expect(
         "DATABASE_URL is not set: run `cargo xtask test`, or `cargo xtask up` and \
+         `eval \"$(cargo xtask env)\"` before `cargo test`",
+    )
+}
+
+/// The CA file that signed the stack's Postgres certificate (for `localhost` and
+/// `127.0.0.1`): `sslmode=verify-full&sslrootcert=<this>` verifies the server.
+pub fn pg_sslrootcert() -> String {
+    std::env::var("SPINE_PG_SSLROOTCERT").expect(
+        "SPINE_PG_SSLROOTCERT is not set: run `cargo xtask test`, or `cargo xtask up` and \
          `eval \"$(cargo xtask env)\"` before `cargo test`",
     )
 }

@@ -22,7 +22,7 @@ pub async fn run(config: &Config) -> anyhow::Result<()> {
 }
 
 async fn postgres(config: &Config) -> anyhow::Result<String> {
-    let (client, connection) = db::connect(&config.database_url).await?;
+    let (client, connection) = db::connect(&config.database).await?;
     let task = tokio::spawn(connection);
     let version: String = client
         .query_one("SELECT spine.version()", &[])

@@ -7,8 +7,10 @@ use std::time::Duration;
 
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// `DATABASE_URL`: the Postgres database with the spine extension.
-    pub database_url: String,
+    /// `DATABASE_URL`: the Postgres database with the spine extension (URL or
+    /// `key=value`; `sslmode` and `sslrootcert` as libpq reads them). Its
+    /// `Display` and `Debug` never show the password.
+    pub database: spine_db::DbConfig,
     /// `NATS_URL`: NATS server with JetStream enabled.
     pub nats_url: String,
     /// `MEILI_URL`: Meilisearch; `None` turns search sync off.
@@ -175,7 +177,11 @@ impl Config {
             jobs,
             drain,
             search,
-            database_url: get("DATABASE_URL", "postgres://postgres@127.0.0.1:54390/spine"),
+            database: spine_db::DbConfig::parse(&get(
+                "DATABASE_URL",
+                "postgres://postgres@127.0.0.1:54390/spine",
+            ))
+            .context("DATABASE_URL")?,
             nats_url,
             meili_url,
             http_addr: http_addr

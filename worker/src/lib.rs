@@ -1,7 +1,7 @@
 //! Spine's worker: one binary, several restartable loops around the database.
 //!
 //! - [`config`]: settings from environment variables, parsed once.
-//! - [`db`]: connecting to Postgres.
+//! - [`db`]: connecting to Postgres (through spine-db: TLS, redacted URLs).
 //! - [`sink`]: what every sink shares: holding it, reading after its cursor, moving it.
 //! - [`relay`]: outbox → NATS JetStream, effectively once, in commit order.
 //! - [`listener`]: LISTEN wake-ups for the relay (it also polls).
@@ -58,7 +58,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
 
     let wake = Arc::new(Notify::new());
     let listen = tokio::spawn(listener::run(
-        config.database_url.clone(),
+        config.database.clone(),
         config.relay.notify_channel.clone(),
         wake.clone(),
         stop_rx.clone(),
@@ -73,15 +73,15 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         // Its own LISTEN session on the jobs channel, for the queues it serves.
         let jobs_wake = Arc::new(jobs::runner::Wakeups::default());
         let listen = tokio::spawn(listener::run_with(
-            config.database_url.clone(),
+            config.database.clone(),
             config.jobs.channel.clone(),
             jobs::runner::Wakeups::handlers(jobs_wake.clone(), config.jobs.clone()),
             stop_rx.clone(),
         ));
         let run = tokio::spawn(jobs::runner::run(
-            config.database_url.clone(),
+            config.database.clone(),
             config.jobs.clone(),
-            jobs::handler::Registry::builtin(&config.database_url),
+            jobs::handler::Registry::builtin(&config.database),
             job_metrics,
             jobs_wake,
             stop_rx.clone(),
@@ -97,7 +97,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             // Its own LISTEN session: the relay's wake-up is consumed by the relay.
             let search_wake = Arc::new(Notify::new());
             let listen = tokio::spawn(listener::run(
-                config.database_url.clone(),
+                config.database.clone(),
                 config.relay.notify_channel.clone(),
                 search_wake.clone(),
                 stop_rx.clone(),

@@ -5,10 +5,11 @@
 //! polls on a timer and reads the table itself, and a reconnect wakes it once.
 
 use futures_util::StreamExt;
+use spine_db::DbConfig;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{watch, Notify};
-use tokio_postgres::{AsyncMessage, NoTls};
+use tokio_postgres::AsyncMessage;
 
 /// What a consumer does with a notification's payload, and after a reconnect
 /// (which may have missed notifications).
@@ -20,7 +21,7 @@ pub struct Handlers {
 /// Keeps a LISTEN connection open (reconnecting after errors) until shutdown;
 /// every notification, and every reconnect, wakes `wake`.
 pub async fn run(
-    database_url: String,
+    db: DbConfig,
     channel: String,
     wake: Arc<Notify>,
     shutdown: watch::Receiver<bool>,
@@ -30,19 +31,19 @@ pub async fn run(
         on_notification: Box::new(move |_| on_note.notify_one()),
         on_reconnect: Box::new(move || on_reconnect.notify_one()),
     };
-    run_with(database_url, channel, handlers, shutdown).await
+    run_with(db, channel, handlers, shutdown).await
 }
 
 /// [`run`] with the consumer's own handlers (the job runner reads the payload).
 pub async fn run_with(
-    database_url: String,
+    db: DbConfig,
     channel: String,
     handlers: Handlers,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut delay = Duration::from_millis(200);
     loop {
-        let session = listen_once(&database_url, &channel, &handlers);
+        let session = listen_once(&db, &channel, &handlers);
         tokio::select! {
             result = session => {
                 if let Err(e) = result {
@@ -61,8 +62,8 @@ pub async fn run_with(
     }
 }
 
-async fn listen_once(url: &str, channel: &str, handlers: &Handlers) -> anyhow::Result<()> {
-    let (client, mut connection) = tokio_postgres::connect(url, NoTls).await?;
+async fn listen_once(db: &DbConfig, channel: &str, handlers: &Handlers) -> anyhow::Result<()> {
+    let (client, mut connection) = db.connect().await?;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let driver = tokio::spawn(async move {
         let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));

@@ -56,7 +56,7 @@ async fn session(
 ) -> anyhow::Result<()> {
     let rc = &config.relay;
     let spec = SinkSpec {
-        database_url: &config.database_url,
+        database: &config.database,
         name: &rc.sink,
         kind: "nats",
         columns: "*",

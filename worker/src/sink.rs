@@ -33,7 +33,7 @@ pub struct SinkSession {
 
 /// How a session takes its sink.
 pub struct SinkSpec<'a> {
-    pub database_url: &'a str,
+    pub database: &'a spine_db::DbConfig,
     pub name: &'a str,
     /// `spine.sinks.kind`: `nats`, `meilisearch`, …
     pub kind: &'a str,
@@ -54,7 +54,7 @@ impl SinkSession {
         shutdown: &mut watch::Receiver<bool>,
         mut on_try: impl FnMut(bool),
     ) -> anyhow::Result<Option<SinkSession>> {
-        let (db, connection) = crate::db::connect(spec.database_url).await?;
+        let (db, connection) = crate::db::connect(spec.database).await?;
         let connection = crate::db::AbortOnDrop(tokio::spawn(async move {
             // Errors surface on the next query; the driver just ends.
             let _ = connection.await;

@@ -5,7 +5,8 @@
 //!
 //! - [`setup`]: system packages, cargo-pgrx, cargo-deny, pgvector and NATS on Debian 12.
 //! - [`stack`]: the throwaway dev stack under `target/spine-dev/` (`up`, `down`,
-//!   `status`, `env`, `psql`), built from [`postgres`], [`nats`] and [`meili`].
+//!   `status`, `env`, `psql`), built from [`postgres`] (with TLS from [`tls`]),
+//!   [`nats`] and [`meili`].
 //! - [`migrate`]: applies `migrations/` and `seed.sql` the way the Supabase CLI does.
 //! - [`demo`]: setup + up, then the main flow, printed for a person to read.
 //! - [`layers`]: the extension's module layering check.
@@ -25,6 +26,7 @@ mod proc;
 mod setup;
 mod stack;
 mod suite;
+mod tls;
 
 use anyhow::{bail, Result};
 use config::Config;

@@ -110,7 +110,8 @@ pub fn up(config: &Config) -> Result<()> {
     }
     if is_running(config) {
         println!("==> postgres: running on 127.0.0.1:{}", config.pg_port);
-        return ensure_vault_key(config);
+        ensure_vault_key(config)?;
+        return ensure_tls(config);
     }
     if crate::daemon::port_in_use(config.pg_port) {
         anyhow::bail!(
@@ -132,7 +133,95 @@ pub fn up(config: &Config) -> Result<()> {
         )
         .with_context(|| format!("see {}", log_file(config).display()))?;
     }
-    ensure_vault_key(config)
+    ensure_vault_key(config)?;
+    ensure_tls(config)
+}
+
+/// The CA certificate that signed the server's: what a client verifying the
+/// server (`sslmode=verify-full&sslrootcert=…`) trusts. `SPINE_PG_SSLROOTCERT`.
+pub fn ca_file(config: &Config) -> PathBuf {
+    config.dev_dir.join("tls/ca.crt")
+}
+
+/// TLS on the running cluster, set with ALTER SYSTEM and a reload so that a
+/// cluster made before TLS existed gets it too: a server certificate for
+/// localhost and 127.0.0.1 signed by a throwaway CA ([`crate::tls`]), its key
+/// readable by `postgres` only. Plain connections keep working (pg_hba's `host`
+/// lines match both). Made once; the CA file is written last, so its presence
+/// means the set is complete.
+fn ensure_tls(config: &Config) -> Result<()> {
+    let ca = ca_file(config);
+    let root = pg_root(config);
+    let (cert, key) = (root.join("server.crt"), root.join("server.key"));
+    let exists = |p: &PathBuf| crate::proc::succeeds(as_postgres("test").arg("-f").arg(p));
+    let mut reload = false;
+    if !(ca.exists() && exists(&cert) && exists(&key)) {
+        let _s = step(format!(
+            "TLS certificate for {} (CA {})",
+            crate::tls::SERVER_NAMES.join(", "),
+            ca.display()
+        ));
+        let certs = crate::tls::generate()?;
+        let tmp_cert = config.dev_dir.join("server.crt.new");
+        let tmp_key = config.dev_dir.join("server.key.new");
+        fs::write(&tmp_cert, &certs.server_pem)?;
+        {
+            use std::io::Write;
+            use std::os::unix::fs::OpenOptionsExt;
+            fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp_key)?
+                .write_all(certs.server_key_pem.as_bytes())?;
+        }
+        for (from, to, mode) in [(&tmp_cert, &cert, "644"), (&tmp_key, &key, "600")] {
+            exec(
+                as_root("install")
+                    .args(["-o", "postgres", "-g", "postgres", "-m", mode])
+                    .arg(from)
+                    .arg(to),
+            )?;
+            fs::remove_file(from)?;
+        }
+        fs::create_dir_all(ca.parent().context("the CA file has a directory")?)?;
+        fs::write(&ca, &certs.ca_pem)?;
+        reload = true;
+    }
+    let url = config.admin_url();
+    let cert = cert.to_string_lossy().into_owned();
+    let key = key.to_string_lossy().into_owned();
+    for (name, wanted) in [
+        ("ssl_cert_file", cert.as_str()),
+        ("ssl_key_file", key.as_str()),
+        ("ssl", "on"),
+    ] {
+        if query(&url, &format!("SELECT current_setting('{name}')"))? != wanted {
+            let value = wanted.replace('\'', "''");
+            exec(psql(&url).args(["-c", &format!("ALTER SYSTEM SET {name} = '{value}'")]))?;
+            reload = true;
+        }
+    }
+    if reload {
+        query(&url, "SELECT pg_reload_conf()")?;
+    }
+    // The reload is asynchronous: wait until a new session is encrypted.
+    let tls_url = format!("{url}?sslmode=require");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let sql = "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()";
+        if matches!(query(&tls_url, sql).as_deref(), Ok("t")) {
+            return Ok(());
+        }
+        if std::time::Instant::now() > deadline {
+            anyhow::bail!(
+                "postgres does not accept TLS connections after `ssl = on`: see {}",
+                log_file(config).display()
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
 }
 
 /// The vault's root key file of the dev stack: 32 random bytes as key version 1,

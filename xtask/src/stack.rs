@@ -171,6 +171,12 @@ pub fn env_vars(config: &Config) -> Result<Vec<(&'static str, String)>> {
             "SPINE_PG_BINDIR",
             config.pg_bindir().to_string_lossy().into_owned(),
         ),
+        // The CA of the cluster's TLS certificate (localhost, 127.0.0.1), for
+        // `sslmode=verify-full&sslrootcert=…`.
+        (
+            "SPINE_PG_SSLROOTCERT",
+            postgres::ca_file(config).to_string_lossy().into_owned(),
+        ),
         // The function host verifies callers' JWTs with this (the Supabase CLI's
         // well-known local secret: the dev stack listens on loopback only).
         (

@@ -52,9 +52,10 @@ pub struct Registry {
 impl Registry {
     /// The built-in handlers: `http`, `noop`, `function` (edge functions, run
     /// in-process by an embedded function host) and `webhook` (database webhooks).
-    pub fn builtin(database_url: &str) -> Self {
-        let host =
-            spine_functions::host::Host::new(spine_functions::host::HostConfig::new(database_url));
+    pub fn builtin(database: &spine_db::DbConfig) -> Self {
+        let host = spine_functions::host::Host::new(spine_functions::host::HostConfig::new(
+            database.clone(),
+        ));
         let mut r = Self::default();
         r.register("http", Arc::new(super::http::HttpHandler::new()));
         r.register("noop", Arc::new(Noop));
@@ -65,8 +66,7 @@ impl Registry {
         r.register(
             "webhook",
             Arc::new(Arc::new(super::webhook::WebhookHandler::new(
-                database_url,
-                host,
+                database, host,
             ))),
         );
         r

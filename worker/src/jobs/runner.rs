@@ -23,7 +23,7 @@ use std::time::Instant;
 use tokio::sync::{mpsc, watch, Notify, Semaphore};
 
 pub async fn run(
-    database_url: String,
+    database: spine_db::DbConfig,
     config: JobsConfig,
     registry: Registry,
     metrics: Arc<JobMetrics>,
@@ -43,8 +43,7 @@ pub async fn run(
         done_tx,
         done_rx,
     }));
-    let (url, config, registry, metrics, wake) =
-        (&database_url, &config, &registry, &metrics, &wake);
+    let (url, config, registry, metrics, wake) = (&database, &config, &registry, &metrics, &wake);
     crate::supervise::restart_with_backoff("job runner", shutdown, |mut stop| {
         let state = state.clone();
         async move {
@@ -69,12 +68,12 @@ pub async fn run(
 }
 
 async fn last_drain(
-    database_url: &str,
+    database: &spine_db::DbConfig,
     config: &JobsConfig,
     metrics: &JobMetrics,
     state: &mut InFlight,
 ) -> anyhow::Result<()> {
-    let (db, connection) = crate::db::connect(database_url).await?;
+    let (db, connection) = crate::db::connect(database).await?;
     let _conn = crate::db::AbortOnDrop(tokio::spawn(connection));
     let statements = Statements::prepare(&db).await?;
     drain(&db, config, metrics, state, &statements).await
@@ -155,7 +154,7 @@ fn heartbeat_overdue(every: std::time::Duration) -> Instant {
 type Outcome = (i64, Result<(), String>);
 
 async fn session(
-    database_url: &str,
+    database: &spine_db::DbConfig,
     config: &JobsConfig,
     registry: &Registry,
     metrics: &JobMetrics,
@@ -163,7 +162,7 @@ async fn session(
     state: &mut InFlight,
     shutdown: &mut watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
-    let (db, connection) = crate::db::connect(database_url).await?;
+    let (db, connection) = crate::db::connect(database).await?;
     let _conn = crate::db::AbortOnDrop(tokio::spawn(connection));
 
     let mut routes = Routes::new(config, registry)?;

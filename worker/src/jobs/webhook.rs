@@ -15,8 +15,8 @@ use super::handler::{Handler, HandlerFuture, Job};
 use super::signing;
 use serde_json::Value;
 use spine_core::jobs::payloads::{self, WebhookJob, WebhookTarget};
+use spine_db::{Pool, PoolOptions};
 use spine_functions::host::Host;
-use spine_functions::pool::Pool;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -49,10 +49,16 @@ struct Attempt {
 }
 
 impl WebhookHandler {
-    pub fn new(database_url: &str, functions: Arc<Host>) -> Self {
+    pub fn new(database: &spine_db::DbConfig, functions: Arc<Host>) -> Self {
         let _ = rustls::crypto::ring::default_provider().install_default();
         Self {
-            db: Pool::new(database_url, 4),
+            db: Pool::new(
+                database,
+                PoolOptions {
+                    max_size: 4,
+                    ..PoolOptions::default()
+                },
+            ),
             http: reqwest::Client::builder()
                 .user_agent(concat!("spine-worker/", env!("CARGO_PKG_VERSION")))
                 .redirect(reqwest::redirect::Policy::none())
@@ -168,7 +174,7 @@ impl WebhookHandler {
     async fn record(&self, name: &str, job: &Job, attempt: &Attempt, took: Duration) {
         let succeeded = attempt.status.is_some_and(|s| (200..300).contains(&s));
         let result = async {
-            let db = self.db.get().await?;
+            let db = self.db.get().await.map_err(|e| e.to_string())?;
             db.execute(
                 "SELECT spine.record_webhook_delivery($1, $2, $3, $4, $5, $6, $7, $8)",
                 &[
@@ -183,6 +189,7 @@ impl WebhookHandler {
                 ],
             )
             .await
+            .map_err(spine_functions::sql::describe)
         }
         .await;
         // The job's own outcome is what makes delivery durable; the record is history.

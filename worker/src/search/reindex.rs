@@ -40,7 +40,7 @@ fn check_kind(kind: &str) -> anyhow::Result<()> {
 pub async fn reindex(config: &Config, kind: &str) -> anyhow::Result<()> {
     check_kind(kind)?;
     let (sc, meili) = search(config)?;
-    let (db, connection) = crate::db::connect(&config.database_url).await?;
+    let (db, connection) = crate::db::connect(&config.database).await?;
     let _conn = crate::db::AbortOnDrop(tokio::spawn(connection));
     // Where the sink was when the rebuild started reading.
     let start: (i64, i64) = db
@@ -117,7 +117,7 @@ pub async fn reindex(config: &Config, kind: &str) -> anyhow::Result<()> {
 pub async fn check_index(config: &Config, kind: &str) -> anyhow::Result<()> {
     check_kind(kind)?;
     let (sc, meili) = search(config)?;
-    let (db, connection) = crate::db::connect(&config.database_url).await?;
+    let (db, connection) = crate::db::connect(&config.database).await?;
     let _conn = crate::db::AbortOnDrop(tokio::spawn(connection));
     let in_db: BTreeSet<String> = db
         .query(

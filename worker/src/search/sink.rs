@@ -58,7 +58,7 @@ async fn session(
         .as_ref()
         .expect("the sink runs only when search is configured");
     let spec = SinkSpec {
-        database_url: &config.database_url,
+        database: &config.database,
         name: &sc.sink,
         kind: "meilisearch",
         columns: "commit_seq, seq, type, data",
