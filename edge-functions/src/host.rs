@@ -138,6 +138,8 @@ pub struct Host {
     slots: Arc<Semaphore>,
     /// Loaded functions, and names found not deployed (None), with when.
     cache: Mutex<HashMap<String, Cached>>,
+    /// Register into the process's registry to serve them.
+    pub metrics: crate::metrics::FunctionMetrics,
 }
 
 impl Host {
@@ -163,6 +165,7 @@ impl Host {
                 .expect("a client with these settings always builds"),
             slots: Arc::new(Semaphore::new(config.concurrency)),
             cache: Mutex::new(HashMap::new()),
+            metrics: Default::default(),
             config,
         })
     }
@@ -170,6 +173,40 @@ impl Host {
     /// Runs function `name` on `request` for `caller`. `causation` is the event a
     /// job-run invocation descends from, passed on to what the function emits.
     pub async fn invoke(
+        self: &Arc<Self>,
+        name: &str,
+        request: Request,
+        caller: Caller,
+        causation: Option<uuid::Uuid>,
+    ) -> Result<Response, HostError> {
+        let started = std::time::Instant::now();
+        let result = self.invoke_timed(name, request, caller, causation).await;
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(HostError::NotFound(_)) => "not_found",
+            Err(HostError::Disabled(_)) => "disabled",
+            Err(HostError::Database(_)) => "database",
+            Err(HostError::Invoke(InvokeError::LimitExceeded("cpu"))) => "limit_cpu",
+            Err(HostError::Invoke(InvokeError::LimitExceeded("memory"))) => "limit_memory",
+            Err(HostError::Invoke(InvokeError::LimitExceeded(_))) => "limit_wall",
+            Err(HostError::Invoke(InvokeError::Threw(_))) => "threw",
+            Err(HostError::Invoke(InvokeError::BadModule(_))) => "bad_module",
+            Err(HostError::Invoke(InvokeError::NeverSettled)) => "never_settled",
+        };
+        self.metrics
+            .record(name, outcome, started.elapsed().as_secs_f64());
+        result
+    }
+
+    /// The pool's figures, copied into the metrics (call before rendering them).
+    pub fn refresh_metrics(&self) {
+        let status = self.db_status();
+        self.metrics.pool_size.set(status.size as i64);
+        self.metrics.pool_available.set(status.available as i64);
+        self.metrics.pool_waiting.set(status.waiting as i64);
+    }
+
+    async fn invoke_timed(
         self: &Arc<Self>,
         name: &str,
         request: Request,

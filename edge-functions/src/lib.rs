@@ -19,5 +19,6 @@ pub mod engine;
 pub mod host;
 pub mod invokers;
 pub mod jwt;
+pub mod metrics;
 pub mod server;
 pub mod sql;

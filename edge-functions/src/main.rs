@@ -58,10 +58,10 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding SPINE_FUNCTIONS_ADDR={}", config.addr))?;
     tracing::info!(addr = %listener.local_addr()?, "serving /functions/v1/{{name}}");
-    let state = Arc::new(server::ServerState {
-        host: Host::new(config.host()?),
-        keys: Arc::new(keys),
-    });
+    let state = Arc::new(server::ServerState::new(
+        Host::new(config.host()?),
+        Arc::new(keys),
+    ));
     server::serve(listener, state, &config.cors_origins, async {
         shutdown_signal().await;
         tracing::info!("shutting down: refusing new connections, finishing calls in progress");

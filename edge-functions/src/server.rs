@@ -33,6 +33,21 @@ const WORKER_LIMIT: u16 = 546;
 pub struct ServerState {
     pub host: Arc<Host>,
     pub keys: Arc<Keys>,
+    /// What `/metrics` serves: at least the host's metrics.
+    pub metrics: prometheus_client::registry::Registry,
+}
+
+impl ServerState {
+    /// The host's metrics in a registry of their own.
+    pub fn new(host: Arc<Host>, keys: Arc<Keys>) -> Self {
+        let mut metrics = prometheus_client::registry::Registry::with_prefix("spine");
+        host.metrics.register(&mut metrics);
+        ServerState {
+            host,
+            keys,
+            metrics,
+        }
+    }
 }
 
 /// Which origins may call from a browser: `*` (the default, as Supabase's
@@ -103,6 +118,7 @@ pub fn router(state: Arc<ServerState>, cors: &CorsOrigins) -> Router {
             "/healthz",
             get(|| async { json_response(StatusCode::OK, json!({"status": "ok"})) }),
         )
+        .route("/metrics", get(metrics))
         .route("/functions/v1/{name}", any(invoke))
         .route("/functions/v1/{name}/{*rest}", any(invoke_nested))
         .fallback(|| async {
@@ -132,6 +148,22 @@ pub async fn serve(
     axum::serve(listener, router(state, cors))
         .with_graceful_shutdown(shutdown)
         .await
+}
+
+/// Prometheus (OpenMetrics text): invocations, their times, the database pool.
+async fn metrics(State(state): State<Arc<ServerState>>) -> Response {
+    state.host.refresh_metrics();
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &state.metrics)
+        .expect("writing to a String cannot fail");
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
 }
 
 async fn invoke_nested(

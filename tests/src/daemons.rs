@@ -255,9 +255,11 @@ impl Probe {
         let mut s = tokio::net::TcpStream::connect(("127.0.0.1", self.http_port))
             .await
             .ok()?;
-        s.write_all(format!("GET {path} HTTP/1.1\r\nhost: x\r\n\r\n").as_bytes())
-            .await
-            .ok()?;
+        s.write_all(
+            format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").as_bytes(),
+        )
+        .await
+        .ok()?;
         let mut buf = String::new();
         s.read_to_string(&mut buf).await.ok()?;
         let status = buf.split_whitespace().nth(1)?.parse().ok()?;

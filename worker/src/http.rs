@@ -1,121 +1,136 @@
-//! `/healthz` and `/metrics` over a deliberately small HTTP/1.1 server: two GET
-//! routes do not justify a web framework in the worker's build.
+//! `/healthz` and `/metrics` (axum).
 //!
 //! `/healthz` is 200 only when the relay reached Postgres recently and, if this
 //! instance is the active relay, its lag is under the threshold: a stuck relay is
-//! reported even though the process runs.
+//! reported even though the process runs. `/metrics` is the registry of
+//! [`crate::metrics`], with each queue's figures read from the database per scrape.
 
-use crate::metrics::{JobMetrics, RelayMetrics};
+use crate::metrics::{Metrics, QueueStat};
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use serde_json::json;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+
+/// How long a scrape waits for `spine.queue_stats()` before serving without it.
+const QUEUE_STATS_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub struct HttpState {
-    pub relay: Arc<RelayMetrics>,
-    pub jobs: Arc<JobMetrics>,
+    pub metrics: Arc<Metrics>,
     pub sink: String,
     pub lag_threshold: Duration,
+    /// Where queue figures come from; None leaves them out.
+    pub db: Option<spine_db::Pool>,
+    /// The in-process function host, whose pool figures are copied per scrape.
+    pub functions: Option<Arc<spine_functions::host::Host>>,
 }
 
+pub fn router(state: Arc<HttpState>) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .fallback(|| async {
+            (
+                StatusCode::NOT_FOUND,
+                axum::Json(json!({"error": "not found: use /healthz or /metrics"})),
+            )
+        })
+        .with_state(state)
+}
+
+/// Serves until `shutdown` completes, then finishes the requests in progress.
 pub async fn serve(
-    listener: TcpListener,
+    listener: tokio::net::TcpListener,
     state: Arc<HttpState>,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => {
-                    let state = state.clone();
-                    tokio::spawn(async move {
-                        if let Err(e) = handle(stream, &state).await {
-                            tracing::debug!(error = %e, "http connection failed");
-                        }
-                    });
-                }
-                Err(e) => tracing::warn!(error = %e, "http accept failed"),
-            },
-            _ = shutdown.changed() => return,
-        }
-    }
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
 }
 
-async fn handle(mut stream: TcpStream, state: &HttpState) -> std::io::Result<()> {
-    let mut buf = vec![0u8; 4096];
-    let mut len = 0;
-    // Read the request head (we ignore any body); give up on slow or huge requests.
-    let read = tokio::time::timeout(Duration::from_secs(5), async {
-        loop {
-            let n = stream.read(&mut buf[len..]).await?;
-            len += n;
-            if n == 0 || buf[..len].windows(4).any(|w| w == b"\r\n\r\n") || len == buf.len() {
-                return Ok::<_, std::io::Error>(());
-            }
-        }
-    })
-    .await;
-    if read.is_err() {
-        return Ok(());
-    }
-    let head = String::from_utf8_lossy(&buf[..len]);
-    let mut parts = head.split_whitespace();
-    let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-    let (status, content_type, body) = route(method, path, state);
-    let response = format!(
-        "HTTP/1.1 {status}\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(response.as_bytes()).await?;
-    stream.shutdown().await
+async fn healthz(State(state): State<Arc<HttpState>>) -> Response {
+    let (status, body) = health(&state);
+    let code = if status == "ok" {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, axum::Json(body)).into_response()
 }
 
-fn route(method: &str, path: &str, state: &HttpState) -> (&'static str, &'static str, String) {
-    const JSON: &str = "application/json";
-    if method != "GET" {
-        return (
-            "405 Method Not Allowed",
-            JSON,
-            r#"{"error":"only GET is supported"}"#.into(),
-        );
-    }
-    match path {
-        "/healthz" => {
-            let threshold = state.lag_threshold.as_secs_f64();
-            let lag = state.relay.lag_seconds();
-            let since_ok = state.relay.seconds_since_ok();
-            let active = state
-                .relay
-                .active
-                .load(std::sync::atomic::Ordering::Relaxed);
-            let status = if since_ok > threshold {
-                "database unreachable"
-            } else if active && lag > threshold {
-                "lagging"
-            } else {
-                "ok"
-            };
-            let body = serde_json::json!({
-                "status": status,
-                "relay": { "sink": state.sink, "active": active, "lag_seconds": lag,
-                           "seconds_since_database_ok": since_ok,
-                           "lag_threshold_seconds": threshold },
-            })
-            .to_string();
-            if status == "ok" {
-                ("200 OK", JSON, body)
-            } else {
-                ("503 Service Unavailable", JSON, body)
+fn health(state: &HttpState) -> (&'static str, serde_json::Value) {
+    let relay = &state.metrics.relay;
+    let threshold = state.lag_threshold.as_secs_f64();
+    let lag = relay.lag_seconds();
+    let since_ok = relay.seconds_since_ok();
+    let active = relay.active.load(std::sync::atomic::Ordering::Relaxed);
+    let status = if since_ok > threshold {
+        "database unreachable"
+    } else if active && lag > threshold {
+        "lagging"
+    } else {
+        "ok"
+    };
+    let body = json!({
+        "status": status,
+        "relay": { "sink": state.sink, "active": active, "lag_seconds": lag,
+                   "seconds_since_database_ok": since_ok,
+                   "lag_threshold_seconds": threshold },
+    });
+    (status, body)
+}
+
+async fn metrics(State(state): State<Arc<HttpState>>) -> Response {
+    if let Some(db) = &state.db {
+        let stats = tokio::time::timeout(QUEUE_STATS_TIMEOUT, queue_stats(db)).await;
+        match stats {
+            Ok(Ok(stats)) => state.metrics.queues.set(Some(&stats)),
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "queue figures left out of /metrics");
+                state.metrics.queues.set(None);
             }
+            Err(_) => state.metrics.queues.set(None),
         }
-        "/metrics" => (
-            "200 OK",
-            "text/plain; version=0.0.4",
-            state.relay.render(&state.sink) + &state.jobs.render(),
-        ),
-        _ => ("404 Not Found", JSON, r#"{"error":"not found"}"#.into()),
     }
+    if let Some(host) = &state.functions {
+        host.refresh_metrics();
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics.render(),
+    )
+        .into_response()
+}
+
+async fn queue_stats(db: &spine_db::Pool) -> anyhow::Result<Vec<QueueStat>> {
+    let session = db.get().await?;
+    let rows = session
+        .query(
+            "SELECT queue, priority::text, queued, running, retrying, dead, oldest_queued_seconds \
+               FROM spine.queue_stats()",
+            &[],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| QueueStat {
+            queue: r.get(0),
+            priority: r.get(1),
+            queued: r.get(2),
+            running: r.get(3),
+            retrying: r.get(4),
+            dead: r.get(5),
+            oldest_queued_seconds: r.get(6),
+        })
+        .collect())
 }
 
 #[cfg(test)]
@@ -123,53 +138,42 @@ mod tests {
     use super::*;
 
     fn state(lag: f64, active: bool) -> HttpState {
-        let relay = Arc::new(RelayMetrics::default());
-        relay.set_oldest_pending(
+        let metrics = Arc::new(Metrics::new("nats", None));
+        metrics.relay.set_oldest_pending(
             (lag > 0.0).then(|| {
                 chrono::Utc::now() - chrono::Duration::milliseconds((lag * 1000.0) as i64)
             }),
         );
-        relay
+        metrics
+            .relay
             .active
             .store(active, std::sync::atomic::Ordering::Relaxed);
         HttpState {
-            relay,
-            jobs: Arc::default(),
+            metrics,
             sink: "nats".into(),
             lag_threshold: Duration::from_secs(30),
+            db: None,
+            functions: None,
         }
     }
 
     #[test]
     fn healthz_fails_when_lag_exceeds_threshold() {
-        assert_eq!(route("GET", "/healthz", &state(1.0, true)).0, "200 OK");
-        let (status, _, body) = route("GET", "/healthz", &state(31.0, true));
-        assert_eq!(status, "503 Service Unavailable");
-        assert!(body.contains("\"lagging\""));
+        assert_eq!(health(&state(1.0, true)).0, "ok");
+        assert_eq!(health(&state(31.0, true)).0, "lagging");
         // A standby does not relay, so its lag is not its health.
-        assert_eq!(route("GET", "/healthz", &state(99.0, false)).0, "200 OK");
+        assert_eq!(health(&state(99.0, false)).0, "ok");
     }
 
     #[test]
     fn healthz_fails_when_the_database_is_out_of_reach() {
         let s = state(0.0, false);
-        assert_eq!(route("GET", "/healthz", &s).0, "200 OK");
+        assert_eq!(health(&s).0, "ok");
         let s = HttpState {
             lag_threshold: Duration::ZERO,
             ..s
         };
         std::thread::sleep(Duration::from_millis(5));
-        let (status, _, body) = route("GET", "/healthz", &s);
-        assert_eq!(status, "503 Service Unavailable");
-        assert!(body.contains("database unreachable"), "{body}");
-    }
-
-    #[test]
-    fn unknown_routes_and_methods_get_json_errors() {
-        assert_eq!(route("GET", "/nope", &state(0.0, true)).0, "404 Not Found");
-        assert_eq!(
-            route("POST", "/healthz", &state(0.0, true)).0,
-            "405 Method Not Allowed"
-        );
+        assert_eq!(health(&s).0, "database unreachable");
     }
 }

@@ -38,23 +38,45 @@ use tokio::sync::{watch, Notify};
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let config = Arc::new(config);
     let (stop_tx, stop_rx) = watch::channel(false);
-    let relay_metrics = Arc::new(metrics::RelayMetrics::default());
-    let job_metrics = Arc::new(metrics::JobMetrics::default());
+    // The function host runs function and webhook jobs in-process; only a worker
+    // that runs jobs starts one (it holds threads and a database pool).
+    let functions = (!config.jobs.queues.is_empty()).then(|| {
+        spine_functions::host::Host::new(spine_functions::host::HostConfig::new(
+            config.database.clone(),
+        ))
+    });
+    let metrics = Arc::new(metrics::Metrics::new(
+        &config.relay.sink,
+        functions.as_ref().map(|h| &h.metrics),
+    ));
 
     let listener = tokio::net::TcpListener::bind(config.http_addr)
         .await
         .map_err(|e| anyhow::anyhow!("binding SPINE_HTTP_ADDR={}: {e}", config.http_addr))?;
     tracing::info!(addr = %listener.local_addr()?, "serving /healthz and /metrics");
-    let http = tokio::spawn(http::serve(
-        listener,
-        Arc::new(http::HttpState {
-            relay: relay_metrics.clone(),
-            jobs: job_metrics.clone(),
-            sink: config.relay.sink.clone(),
-            lag_threshold: config.relay.lag_threshold,
-        }),
-        stop_rx.clone(),
-    ));
+    let http = tokio::spawn({
+        let mut stop = stop_rx.clone();
+        http::serve(
+            listener,
+            Arc::new(http::HttpState {
+                metrics: metrics.clone(),
+                sink: config.relay.sink.clone(),
+                lag_threshold: config.relay.lag_threshold,
+                // One session for scrapes: spine.queue_stats() per scrape.
+                db: Some(spine_db::Pool::new(
+                    &config.database,
+                    spine_db::PoolOptions {
+                        max_size: 1,
+                        ..spine_db::PoolOptions::default()
+                    },
+                )),
+                functions: functions.clone(),
+            }),
+            async move {
+                let _ = stop.wait_for(|stopping| *stopping).await;
+            },
+        )
+    });
 
     let wake = Arc::new(Notify::new());
     let listen = tokio::spawn(listener::run(
@@ -65,7 +87,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     ));
     let relay = tokio::spawn(relay::run(
         config.clone(),
-        relay_metrics,
+        metrics.relay.clone(),
         wake,
         stop_rx.clone(),
     ));
@@ -81,8 +103,13 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         let run = tokio::spawn(jobs::runner::run(
             config.database.clone(),
             config.jobs.clone(),
-            jobs::handler::Registry::builtin(&config.database),
-            job_metrics,
+            jobs::handler::Registry::builtin(
+                &config.database,
+                functions
+                    .clone()
+                    .expect("started for a worker that runs jobs"),
+            ),
+            metrics.jobs.clone(),
             jobs_wake,
             stop_rx.clone(),
         ));
@@ -105,6 +132,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             tracing::info!(url = %sc.url, sink = %sc.sink, "search sync is on");
             let sink = tokio::spawn(search::sink::run(
                 config.clone(),
+                metrics.search.clone(),
                 search_wake,
                 stop_rx.clone(),
             ));

@@ -40,7 +40,7 @@ pub async fn run(
     crate::supervise::restart_with_backoff("relay", shutdown, |mut stop| async move {
         let result = session(config, metrics, wake, &mut stop).await;
         if result.is_err() {
-            metrics.errors.fetch_add(1, Ordering::Relaxed);
+            metrics.errors.inc();
         }
         result
     })
@@ -123,17 +123,18 @@ async fn session(
         if inflight.len() >= PIPELINE || (read_nothing && !inflight.is_empty()) {
             let mut batch = inflight.pop_front().expect("checked non-empty");
             let outcome = batch.acknowledged().await;
+            metrics.acknowledged(
+                batch.events[..outcome.acked]
+                    .iter()
+                    .map(|e| &e.committed_at),
+            );
             if outcome.acked > 0 {
                 let upto = &batch.events[outcome.acked - 1];
                 sink.advance((upto.commit_seq, upto.seq), outcome.acked as i64)
                     .await?;
-                metrics
-                    .published
-                    .fetch_add(outcome.acked as u64, Ordering::Relaxed);
-                metrics
-                    .duplicates
-                    .fetch_add(outcome.duplicates, Ordering::Relaxed);
-                metrics.batches.fetch_add(1, Ordering::Relaxed);
+                metrics.published.inc_by(outcome.acked as u64);
+                metrics.duplicates.inc_by(outcome.duplicates);
+                metrics.batches.inc();
             }
             if let Some(error) = outcome.error {
                 // Also logged and counted by the caller.

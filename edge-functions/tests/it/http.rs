@@ -285,3 +285,33 @@ async fn sigterm_lets_calls_in_progress_finish() {
     };
     assert!(status.success(), "{status}");
 }
+
+/// `/metrics` counts invocations by function and outcome, times them, and shows
+/// the database pool.
+#[tokio::test]
+async fn metrics_count_invocations() {
+    let db = connect().await;
+    let name = hello(&db, "Deno.serve(() => new Response('ok'))").await;
+    let server = Server::start().await;
+    let anon = jwt::sign(&json!({"role": "anon"}), secret().as_bytes());
+    assert_eq!(server.call(&name, Some(&anon), json!({})).await.0, 200);
+    assert_eq!(
+        server.call("no-such-fn", Some(&anon), json!({})).await.0,
+        404
+    );
+    let text = reqwest::get(format!("{}/metrics", server.url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        format!("spine_function_invocations_total{{function=\"{name}\",outcome=\"ok\"}} 1\n"),
+        "spine_function_invocations_total{function=\"no-such-fn\",outcome=\"not_found\"} 1\n"
+            .to_string(),
+        format!("spine_function_invocation_seconds_count{{function=\"{name}\"}} 1\n"),
+    ] {
+        assert!(text.contains(&line), "{line} missing from:\n{text}");
+    }
+    assert!(text.contains("spine_function_db_pool_size "), "{text}");
+}

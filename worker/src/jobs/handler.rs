@@ -52,10 +52,8 @@ pub struct Registry {
 impl Registry {
     /// The built-in handlers: `http`, `noop`, `function` (edge functions, run
     /// in-process by an embedded function host) and `webhook` (database webhooks).
-    pub fn builtin(database: &spine_db::DbConfig) -> Self {
-        let host = spine_functions::host::Host::new(spine_functions::host::HostConfig::new(
-            database.clone(),
-        ));
+    /// The built-in handlers; `host` runs `function` jobs and function targets.
+    pub fn builtin(database: &spine_db::DbConfig, host: Arc<spine_functions::host::Host>) -> Self {
         let mut r = Self::default();
         r.register("http", Arc::new(super::http::HttpHandler::new()));
         r.register("noop", Arc::new(Noop));

@@ -17,7 +17,6 @@ use super::handler::{Job, Registry};
 use crate::config::JobsConfig;
 use crate::metrics::JobMetrics;
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::{mpsc, watch, Notify, Semaphore};
@@ -245,7 +244,7 @@ async fn session(
                 }
                 let permit = state.slots.clone().acquire_owned().await?;
                 state.running.insert(job.id);
-                metrics.running.fetch_add(1, Ordering::Relaxed);
+                let run = metrics.started(&job.queue);
                 let done = state.done_tx.clone();
                 let id = job.id;
                 let task = tokio::spawn(handler.handle(job));
@@ -258,6 +257,7 @@ async fn session(
                         Err(e) if e.is_cancelled() => return,
                         Err(e) => Err(format!("handler panicked: {e}")),
                     };
+                    run.finished(result.is_ok());
                     drop(permit);
                     let _ = done.send((id, result));
                 });
@@ -420,7 +420,7 @@ async fn record(
         tracing::info!(job = id, %error, "job failed");
         match db.query_one(&statements.fail, &[&id, error, &worker]).await {
             Ok(_) => {
-                metrics.failed.fetch_add(1, Ordering::Relaxed);
+                metrics.failed.inc();
             }
             // Cancelled, or its lease passed and another worker has it: the job is
             // no longer ours to fail.
@@ -430,28 +430,24 @@ async fn record(
             Err(e) => return Err(e.into()),
         }
         let _recorded = state.unrecorded.remove(i);
-        forget(state, metrics, &[id]);
+        forget(state, &[id]);
     }
     if !state.unrecorded.is_empty() {
         let ok: Vec<i64> = state.unrecorded.iter().map(|(id, _)| *id).collect();
         db.query_one(&statements.complete, &[&ok, &worker]).await?;
         state.unrecorded.clear();
-        forget(state, metrics, &ok);
-        metrics
-            .completed
-            .fetch_add(ok.len() as u64, Ordering::Relaxed);
+        forget(state, &ok);
+        metrics.completed.inc_by(ok.len() as u64);
     }
     Ok(())
 }
 
 /// Jobs whose outcome is recorded (or that were released): no longer this
 /// runner's to heartbeat.
-fn forget(state: &mut InFlight, metrics: &JobMetrics, ids: &[i64]) {
+fn forget(state: &mut InFlight, ids: &[i64]) {
     for id in ids {
         state.tasks.remove(id);
-        if state.running.remove(id) {
-            metrics.running.fetch_sub(1, Ordering::Relaxed);
-        }
+        state.running.remove(id);
     }
 }
 
@@ -490,7 +486,7 @@ async fn drain(
         .filter(|id| !state.tasks.contains_key(id))
         .copied()
         .collect();
-    release(db, config, metrics, state, orphans).await?;
+    release(db, config, state, orphans).await?;
     while !state.running.is_empty() && Instant::now() < deadline {
         // Keep the leases of jobs still running, however often others finish.
         if last_heartbeat.elapsed() >= heartbeat_every {
@@ -526,7 +522,7 @@ async fn drain(
         state.take_finished();
         record(db, statements, &config.worker_id, metrics, state).await?;
         let unfinished: Vec<i64> = state.running.iter().copied().collect();
-        release(db, config, metrics, state, unfinished).await?;
+        release(db, config, state, unfinished).await?;
     }
     Ok(())
 }
@@ -539,7 +535,6 @@ const STOP_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
 async fn release(
     db: &tokio_postgres::Client,
     config: &JobsConfig,
-    metrics: &JobMetrics,
     state: &mut InFlight,
     ids: Vec<i64>,
 ) -> anyhow::Result<()> {
@@ -551,6 +546,6 @@ async fn release(
         &[&ids, &config.worker_id],
     )
     .await?;
-    forget(state, metrics, &ids);
+    forget(state, &ids);
     Ok(())
 }

@@ -19,6 +19,7 @@
 
 use super::meili::{Meili, TaskFailed};
 use crate::config::{Config, SearchConfig};
+use crate::metrics::SearchMetrics;
 use crate::sink::{SinkSession, SinkSpec};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -40,16 +41,27 @@ struct Round {
     touched: BTreeMap<uuid::Uuid, String>,
 }
 
-pub async fn run(config: Arc<Config>, wake: Arc<Notify>, shutdown: watch::Receiver<bool>) {
-    let (config, wake) = (&config, &wake);
+pub async fn run(
+    config: Arc<Config>,
+    metrics: Arc<SearchMetrics>,
+    wake: Arc<Notify>,
+    shutdown: watch::Receiver<bool>,
+) {
+    let (config, wake, metrics) = (&config, &wake, &metrics);
     crate::supervise::restart_with_backoff("search sink", shutdown, |mut stop| async move {
-        session(config, wake, &mut stop).await
+        let result = session(config, metrics, wake, &mut stop).await;
+        metrics.active.set(0);
+        if result.is_err() {
+            metrics.errors.inc();
+        }
+        result
     })
     .await
 }
 
 async fn session(
     config: &Config,
+    metrics: &SearchMetrics,
     wake: &Notify,
     shutdown: &mut watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
@@ -69,7 +81,8 @@ async fn session(
         return Ok(());
     };
     let meili = Meili::new(&sc.url, sc.key.as_deref());
-    let result = rounds(&sink, sc, &meili, wake, shutdown).await;
+    metrics.active.set(1);
+    let result = rounds(&sink, sc, &meili, metrics, wake, shutdown).await;
     if let Err(e) = &result {
         // Visible in spine.sink_status.
         sink.record_error(e).await;
@@ -81,6 +94,7 @@ async fn rounds(
     sink: &SinkSession,
     sc: &SearchConfig,
     meili: &Meili,
+    metrics: &SearchMetrics,
     wake: &Notify,
     shutdown: &mut watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
@@ -117,10 +131,12 @@ async fn rounds(
                 // would again on every retry: write the round in parts instead.
                 Err(e) if TaskFailed::rejection(&e).is_some() => {
                     tracing::warn!(sink = %sc.sink, error = %e, "meilisearch refused a batch; writing it again in parts");
+                    metrics.split_rounds.inc();
                     super::write_in_parts(db, meili, &sc.sink, &front.touched).await? as i64
                 }
                 Err(e) => return Err(e),
             };
+            metrics.documents.inc_by(written.max(0) as u64);
             let (_, before) = unrecorded.unwrap_or(((0, 0), 0));
             unrecorded = Some((front.upto, before + written));
             inflight.pop_front();

@@ -77,6 +77,57 @@ async fn http_job_is_retried_until_it_succeeds() {
         "{metrics}"
     );
     assert!(metrics.contains("spine_jobs_failed_total 1"), "{metrics}");
+    // Per queue: each attempt's outcome, and how long the handler ran.
+    for line in [
+        format!("spine_jobs_attempts_total{{queue=\"{q}\",outcome=\"failed\"}} 1\n"),
+        format!("spine_jobs_attempts_total{{queue=\"{q}\",outcome=\"completed\"}} 1\n"),
+        format!("spine_jobs_run_seconds_count{{queue=\"{q}\"}} 2\n"),
+        format!("spine_jobs_running{{queue=\"{q}\"}} 0\n"),
+    ] {
+        assert!(metrics.contains(&line), "{line} missing from:\n{metrics}");
+    }
+}
+
+/// `/metrics` carries each queue's figures as the database has them: a job in
+/// the dead letter and one scheduled in another priority show under their labels.
+#[tokio::test]
+async fn metrics_show_each_queues_depth_from_the_database() {
+    let db = db().await;
+    let q = new_queue(&db).await;
+    db.execute(
+        "SELECT spine.enqueue($1, '{}', 'background', now() + interval '1 hour')",
+        &[&q],
+    )
+    .await
+    .unwrap();
+    let dead: i64 = spine_tests::one(
+        &db,
+        "SELECT spine.enqueue($1, '{\"url\": \"http://127.0.0.1:1/\"}', max_attempts => 1)",
+        &[&q],
+    )
+    .await;
+    // Nothing listens on port 1: its one attempt fails and it goes dead.
+    let worker = runner(&q, &[]);
+    wait_until("job dead", Duration::from_secs(20), || async {
+        db.query_opt(
+            "SELECT 1 FROM spine.jobs WHERE id = $1 AND state = 'dead'",
+            &[&dead],
+        )
+        .await
+        .unwrap()
+        .is_some()
+    })
+    .await;
+    let (status, metrics) = worker.get("/metrics").await.unwrap();
+    assert_eq!(status, 200);
+    for line in [
+        format!("spine_queue_jobs{{queue=\"{q}\",priority=\"background\",state=\"queued\"}} 1\n"),
+        format!("spine_queue_jobs{{queue=\"{q}\",priority=\"interactive\",state=\"dead\"}} 1\n"),
+        "spine_queue_stats_up 1\n".to_string(),
+    ] {
+        assert!(metrics.contains(&line), "{line} missing from:\n{metrics}");
+    }
+    assert!(metrics.ends_with("# EOF\n"));
 }
 
 /// kill -9 of the worker while its job is in flight: the lease (1 s here) passes,

@@ -95,6 +95,17 @@ async fn relays_cloudevents_in_commit_order() {
     let (status, metrics) = worker.get("/metrics").await.expect("metrics served");
     assert_eq!(status, 200);
     assert!(metrics.contains("spine_relay_active{sink=\""), "{metrics}");
+    // Every acknowledged event's commit→ack time is in the histogram.
+    let acked: u64 = metrics
+        .lines()
+        .find(|l| {
+            l.starts_with(&format!(
+                "spine_relay_commit_to_ack_seconds_count{{sink=\"{sink}\"}}"
+            ))
+        })
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0);
+    assert!(acked >= 4, "{metrics}");
     let (status, body) = worker.get("/healthz").await.unwrap();
     assert_eq!(status, 200, "{body}");
     drop(worker);
