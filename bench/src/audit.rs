@@ -11,8 +11,25 @@ use crate::stats::per_second;
 use std::time::{Duration, Instant};
 use tokio_postgres::Client;
 
+/// Settings without a default are required; their value names are their
+/// variables, so that a missing one is named in the error.
+#[derive(Debug, clap::Args)]
 pub struct Settings {
+    /// The database, with the extension (the dev stack's).
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        hide_env_values = true,
+        value_name = "DATABASE_URL"
+    )]
     pub database_url: String,
+    /// Seconds per figure.
+    #[arg(
+        long,
+        env = "SPINE_BENCH_SECONDS",
+        default_value_t = 5,
+        value_name = "SECS"
+    )]
     pub seconds: u64,
 }
 

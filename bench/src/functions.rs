@@ -13,12 +13,42 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// Settings without a default are required; their value names are their
+/// variables, so that a missing one is named in the error.
+#[derive(Debug, clap::Args)]
 pub struct Settings {
+    /// The database, with the extension (the dev stack's).
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        hide_env_values = true,
+        value_name = "DATABASE_URL"
+    )]
     pub database_url: String,
+    /// The spine-functions binary to run.
+    #[arg(long, env = "SPINE_FUNCTIONS_BIN", value_name = "SPINE_FUNCTIONS_BIN")]
     pub functions_bin: String,
+    /// The spine-worker binary to run (cargo xtask bench passes the release build).
+    #[arg(long, env = "SPINE_WORKER_BIN", value_name = "SPINE_WORKER_BIN")]
     pub worker_bin: String,
+    /// The folder of functions to deploy (edge-functions/functions).
+    #[arg(long, env = "SPINE_FUNCTIONS_DIR", value_name = "SPINE_FUNCTIONS_DIR")]
     pub functions_dir: String,
+    /// The HS256 secret the function host verifies callers' JWTs with.
+    #[arg(
+        long,
+        env = "SPINE_JWT_SECRET",
+        hide_env_values = true,
+        value_name = "SPINE_JWT_SECRET"
+    )]
     pub jwt_secret: String,
+    /// Calls per figure.
+    #[arg(
+        long,
+        env = "SPINE_BENCH_CALLS",
+        default_value_t = 2_000,
+        value_name = "N"
+    )]
     pub calls: usize,
 }
 

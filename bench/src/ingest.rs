@@ -15,8 +15,25 @@ use std::time::Instant;
 use tokio_postgres::Client;
 use uuid::Uuid;
 
+/// Settings without a default are required; their value names are their
+/// variables, so that a missing one is named in the error.
+#[derive(Debug, clap::Args)]
 pub struct Settings {
+    /// The database, with the extension (the dev stack's).
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        hide_env_values = true,
+        value_name = "DATABASE_URL"
+    )]
     pub database_url: String,
+    /// Records per figure.
+    #[arg(
+        long,
+        env = "SPINE_BENCH_RECORDS",
+        default_value_t = 20_000,
+        value_name = "N"
+    )]
     pub records: usize,
 }
 

@@ -22,11 +22,35 @@ use std::time::Instant;
 use tokio_postgres::Client;
 use uuid::Uuid;
 
+/// Settings without a default are required; their value names are their
+/// variables, so that a missing one is named in the error.
+#[derive(Debug, clap::Args)]
 pub struct Settings {
+    /// The database, with the extension (the dev stack's).
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        hide_env_values = true,
+        value_name = "DATABASE_URL"
+    )]
     pub database_url: String,
+    /// PostgreSQL's binaries (pgbench).
+    #[arg(long, env = "SPINE_PG_BINDIR", value_name = "SPINE_PG_BINDIR")]
     pub pg_bindir: String,
+    /// The shared peer scripts (pg-boss, graphile-worker) with their npm
+    /// dependencies; unset skips the peers.
+    #[arg(long, env = "SPINE_PEERS_DIR", value_name = "DIR")]
     pub peers_dir: Option<String>,
+    /// The spine-worker binary to run (cargo xtask bench passes the release build).
+    #[arg(long, env = "SPINE_WORKER_BIN", value_name = "SPINE_WORKER_BIN")]
     pub worker_bin: String,
+    /// Jobs per figure.
+    #[arg(
+        long,
+        env = "SPINE_BENCH_JOBS",
+        default_value_t = 20_000,
+        value_name = "N"
+    )]
     pub jobs: usize,
 }
 

@@ -21,99 +21,94 @@ mod rules;
 mod search;
 mod stats;
 
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "spine-bench",
+    version,
+    about = "Spine's benchmarks against the running dev stack: figures next to a baseline \
+             measured in the same run (cargo xtask bench <name> builds and runs them)",
+    arg_required_else_help = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    bench: Bench,
+}
+
+#[derive(Debug, Subcommand)]
+enum Bench {
+    /// Outbox → JetStream drain rate and commit→delivery latency, next to raw
+    /// JetStream publishes.
+    Relay(relay::Settings),
+    /// The job queue's enqueue and drain rates, next to raw Postgres and the peers.
+    Jobs(jobs::Settings),
+    /// Audited writes next to the same writes unaudited.
+    Audit(audit::Settings),
+    /// The cost of 0-1,000 rules per event on event insert.
+    Rules(rules::Settings),
+    /// Records/s through spine.ingest next to a plain INSERT.
+    Ingest(ingest::Settings),
+    /// Edge function invocation cold/warm: engine, HTTP and job queue.
+    Functions(functions::Settings),
+    /// Commit → searchable latency through the search sync (needs Meilisearch).
+    Search(search::Settings),
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let name = std::env::args().nth(1).unwrap_or_default();
-    let env = |k: &str| std::env::var(k).map_err(|_| anyhow::anyhow!("{k} is not set"));
-    match name.as_str() {
-        "relay" => {
-            relay::run(relay::Settings {
-                database_url: env("DATABASE_URL")?,
-                nats_url: env("NATS_URL")?,
-                worker_bin: env("SPINE_WORKER_BIN")?,
-                events: env("SPINE_BENCH_EVENTS")
-                    .ok()
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(100_000),
-            })
-            .await
+    match Cli::parse().bench {
+        Bench::Relay(s) => relay::run(s).await,
+        Bench::Jobs(s) => jobs::run(s).await,
+        Bench::Audit(s) => audit::run(s).await,
+        Bench::Rules(s) => rules::run(s).await,
+        Bench::Ingest(s) => ingest::run(s).await,
+        Bench::Functions(s) => functions::run(s).await,
+        Bench::Search(s) => search::run(s).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// clap's own consistency checks of the command line pass.
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    /// Each benchmark takes its own settings with its own defaults; the required
+    /// ones are refused when missing, bad numbers are errors.
+    #[test]
+    fn benchmarks_and_settings_parse() {
+        let parse = |args: &[&str]| {
+            Cli::try_parse_from(std::iter::once("spine-bench").chain(args.iter().copied()))
+        };
+        let db = ["--database-url", "postgres://x@h/db"];
+        let Bench::Rules(s) = parse(&[&["rules"][..], &db].concat()).unwrap().bench else {
+            panic!("rules")
+        };
+        assert_eq!(s.events, 10_000, "rules' own default");
+        let args = [
+            &["relay"][..],
+            &db,
+            &["--nats-url", "nats://h", "--worker-bin", "w"],
+        ];
+        let Bench::Relay(s) = parse(&args.concat()).unwrap().bench else {
+            panic!("relay")
+        };
+        assert_eq!(s.events, 100_000, "relay's own default");
+        let args = [&["search"][..], &db, &["--worker-bin", "w", "--rate", "7"]];
+        let Bench::Search(s) = parse(&args.concat()).unwrap().bench else {
+            panic!("search")
+        };
+        assert_eq!((s.per_second, s.meili_url), (7, None));
+        if std::env::var_os("DATABASE_URL").is_none() {
+            assert!(parse(&["audit"]).is_err(), "DATABASE_URL is required");
         }
-        "jobs" => {
-            jobs::run(jobs::Settings {
-                database_url: env("DATABASE_URL")?,
-                pg_bindir: env("SPINE_PG_BINDIR")?,
-                peers_dir: env("SPINE_PEERS_DIR").ok(),
-                worker_bin: env("SPINE_WORKER_BIN")?,
-                jobs: env("SPINE_BENCH_JOBS")
-                    .ok()
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(20_000),
-            })
-            .await
-        }
-        "audit" => {
-            audit::run(audit::Settings {
-                database_url: env("DATABASE_URL")?,
-                seconds: env("SPINE_BENCH_SECONDS")
-                    .ok()
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(5),
-            })
-            .await
-        }
-        "rules" => {
-            rules::run(rules::Settings {
-                database_url: env("DATABASE_URL")?,
-                events: env("SPINE_BENCH_EVENTS")
-                    .ok()
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(10_000),
-            })
-            .await
-        }
-        "ingest" => {
-            ingest::run(ingest::Settings {
-                database_url: env("DATABASE_URL")?,
-                records: env("SPINE_BENCH_RECORDS")
-                    .ok()
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(20_000),
-            })
-            .await
-        }
-        "functions" => {
-            functions::run(functions::Settings {
-                database_url: env("DATABASE_URL")?,
-                functions_bin: env("SPINE_FUNCTIONS_BIN")?,
-                worker_bin: env("SPINE_WORKER_BIN")?,
-                functions_dir: env("SPINE_FUNCTIONS_DIR")?,
-                jwt_secret: env("SPINE_JWT_SECRET")?,
-                calls: env("SPINE_BENCH_CALLS")
-                    .ok()
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(2_000),
-            })
-            .await
-        }
-        "search" => {
-            search::run(search::Settings {
-                database_url: env("DATABASE_URL")?,
-                worker_bin: env("SPINE_WORKER_BIN")?,
-                meili_url: env("MEILI_URL").ok(),
-                meili_key: env("MEILI_MASTER_KEY").ok(),
-                entities: env("SPINE_BENCH_ENTITIES")
-                    .ok()
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(500),
-                per_second: env("SPINE_BENCH_RATE")
-                    .ok()
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(50),
-            })
-            .await
-        }
-        other => anyhow::bail!(
-            "unknown benchmark `{other}` (available: relay, jobs, audit, rules, ingest, functions, search)"
-        ),
+        assert!(parse(&[&["audit"][..], &db, &["--seconds", "x"]].concat()).is_err());
+        assert!(parse(&["nope"]).is_err());
     }
 }

@@ -18,10 +18,36 @@ use std::time::{Duration, Instant};
 use tokio_postgres::Client;
 use uuid::Uuid;
 
+/// Settings without a default are required; their value names are their
+/// variables, so that a missing one is named in the error.
+#[derive(Debug, clap::Args)]
 pub struct Settings {
+    /// The database, with the extension (the dev stack's).
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        hide_env_values = true,
+        value_name = "DATABASE_URL"
+    )]
     pub database_url: String,
+    /// The stack's NATS.
+    #[arg(
+        long,
+        env = "NATS_URL",
+        hide_env_values = true,
+        value_name = "NATS_URL"
+    )]
     pub nats_url: String,
+    /// The spine-worker binary to run (cargo xtask bench passes the release build).
+    #[arg(long, env = "SPINE_WORKER_BIN", value_name = "SPINE_WORKER_BIN")]
     pub worker_bin: String,
+    /// Events relayed per figure.
+    #[arg(
+        long,
+        env = "SPINE_BENCH_EVENTS",
+        default_value_t = 100_000,
+        value_name = "N"
+    )]
     pub events: usize,
 }
 

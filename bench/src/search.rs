@@ -8,12 +8,47 @@ use spine_tests::proc::{free_port, ChildGuard as Guard};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+/// Settings without a default are required; their value names are their
+/// variables, so that a missing one is named in the error.
+#[derive(Debug, clap::Args)]
 pub struct Settings {
+    /// The database, with the extension (the dev stack's).
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        hide_env_values = true,
+        value_name = "DATABASE_URL"
+    )]
     pub database_url: String,
+    /// The spine-worker binary to run (cargo xtask bench passes the release build).
+    #[arg(long, env = "SPINE_WORKER_BIN", value_name = "SPINE_WORKER_BIN")]
     pub worker_bin: String,
+    /// Meilisearch; unset skips the benchmark.
+    #[arg(long, env = "MEILI_URL", value_name = "URL")]
     pub meili_url: Option<String>,
+    /// Meilisearch's master key.
+    #[arg(
+        long = "meili-master-key",
+        env = "MEILI_MASTER_KEY",
+        hide_env_values = true,
+        value_name = "KEY"
+    )]
     pub meili_key: Option<String>,
+    /// Entities written.
+    #[arg(
+        long,
+        env = "SPINE_BENCH_ENTITIES",
+        default_value_t = 500,
+        value_name = "N"
+    )]
     pub entities: usize,
+    /// Entities written per second.
+    #[arg(
+        long = "rate",
+        env = "SPINE_BENCH_RATE",
+        default_value_t = 50,
+        value_name = "N"
+    )]
     pub per_second: u64,
 }
 

@@ -1,5 +1,6 @@
 //! Processes of Spine and of what it depends on, started for one test: a private
-//! nats-server with JetStream (so a test may kill and restart it), Meilisearch
+//! nats-server with JetStream (so a test may kill and restart it; or without
+//! JetStream, with TLS, with a user and password), Meilisearch
 //! when its binary is present, `spine-worker` processes, and an HTTP endpoint that
 //! records what a worker delivers to it; and the job helpers the worker's tests
 //! share.
@@ -20,11 +21,36 @@ fn nats_binary() -> PathBuf {
         .expect("nats-server not found: run `cargo xtask setup`")
 }
 
-/// A nats-server with JetStream that belongs to one test.
+/// A nats-server that belongs to one test: with JetStream, on plain TCP, without
+/// authentication, unless [`NatsOptions`] say otherwise.
 pub struct Nats {
     // Field order is drop order: the server stops before its store is removed.
     server: Daemon,
-    _store: tempdir::TempDir,
+    tls: bool,
+    user: Option<(String, String)>,
+    store: tempdir::TempDir,
+}
+
+/// How [`Nats::start_with`] starts its server.
+#[derive(Debug, Clone)]
+pub struct NatsOptions {
+    /// `-js` (the default); without it the server answers no JetStream request.
+    pub jetstream: bool,
+    /// TLS required, with a certificate for 127.0.0.1 and localhost signed by a CA
+    /// made for this server ([`Nats::ca_file`]); [`Nats::url`] is then `tls://`.
+    pub tls: bool,
+    /// `--user`/`--pass`: clients must send these.
+    pub user: Option<(String, String)>,
+}
+
+impl Default for NatsOptions {
+    fn default() -> Self {
+        NatsOptions {
+            jetstream: true,
+            tls: false,
+            user: None,
+        }
+    }
 }
 
 impl std::ops::Deref for Nats {
@@ -42,28 +68,65 @@ impl std::ops::DerefMut for Nats {
 
 impl Nats {
     pub fn start() -> Self {
+        Self::start_with(NatsOptions::default())
+    }
+
+    pub fn start_with(options: NatsOptions) -> Self {
         let store = tempdir::TempDir::new();
         let dir = store.path().to_path_buf();
+        let mut args: Vec<std::ffi::OsString> = Vec::new();
+        if options.jetstream {
+            args.extend(["-js".into(), "-sd".into(), dir.clone().into()]);
+        }
+        if options.tls {
+            write_tls_files(&dir);
+            args.extend([
+                "--tls".into(),
+                "--tlscert".into(),
+                dir.join("server.crt").into(),
+            ]);
+            args.extend(["--tlskey".into(), dir.join("server.key").into()]);
+        }
+        if let Some((user, pass)) = &options.user {
+            args.extend(["--user".into(), user.into(), "--pass".into(), pass.into()]);
+        }
         let server = Daemon::start("nats-server", Duration::from_secs(10), move |port| {
             let mut cmd = Command::new(nats_binary());
-            cmd.args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
-                .arg(&dir);
+            cmd.args(["-a", "127.0.0.1", "-p", &port.to_string()])
+                .args(&args);
             cmd
         });
         Nats {
             server,
-            _store: store,
+            tls: options.tls,
+            user: options.user,
+            store,
         }
     }
 
+    /// `nats://127.0.0.1:<port>`, or `tls://…` for a server started with TLS.
     pub fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
+        let scheme = if self.tls { "tls" } else { "nats" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
+    /// The CA of a TLS server's certificate (PEM), for `SSL_CERT_FILE`.
+    pub fn ca_file(&self) -> PathBuf {
+        assert!(self.tls, "this nats-server was started without TLS");
+        self.store.path().join("ca.crt")
+    }
+
+    /// A JetStream context on this server, with its user and CA when it has them.
     pub async fn jetstream(&self) -> async_nats::jetstream::Context {
-        let client = async_nats::connect(self.url())
-            .await
-            .expect("connect to nats");
+        let mut options = async_nats::ConnectOptions::new();
+        if let Some((user, pass)) = &self.user {
+            options = options.user_and_password(user.clone(), pass.clone());
+        }
+        if self.tls {
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            options = options.add_root_certificates(self.ca_file());
+        }
+        let client = options.connect(self.url()).await.expect("connect to nats");
         async_nats::jetstream::new(client)
     }
 
@@ -103,6 +166,26 @@ impl Nats {
         }
         out
     }
+}
+
+/// A CA (`ca.crt`) and a certificate it signed for 127.0.0.1 and localhost
+/// (`server.crt`, `server.key`) in `dir`; the CA's key is dropped.
+fn write_tls_files(dir: &std::path::Path) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca, ca_key);
+    let key = KeyPair::generate().unwrap();
+    let names = vec!["127.0.0.1".to_string(), "localhost".to_string()];
+    let cert = CertificateParams::new(names)
+        .unwrap()
+        .signed_by(&key, &issuer)
+        .unwrap();
+    std::fs::write(dir.join("ca.crt"), ca_cert.pem()).unwrap();
+    std::fs::write(dir.join("server.crt"), cert.pem()).unwrap();
+    std::fs::write(dir.join("server.key"), key.serialize_pem()).unwrap();
 }
 
 /// The `meilisearch` binary: `MEILI_BIN`, or on PATH. None means search tests

@@ -1,9 +1,249 @@
-//! Worker configuration from environment variables, parsed once, with defaults that
-//! match the dev stack (`cargo xtask up`).
+//! `spine-worker`'s command line and configuration. Every setting is a flag and an
+//! environment variable with a default that matches the dev stack (`cargo xtask
+//! up`); `--help` lists them all, and a test checks that docs/configuration.md
+//! does too. [`Cli`] is what clap parses; [`Config`] is what the worker runs with,
+//! built once from it by [`Config::from_settings`], which checks what clap cannot.
 
+use crate::nats::NatsUrl;
 use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::time::Duration;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "spine-worker",
+    version,
+    about = "Spine's worker: outbox relay to NATS JetStream, search sync to Meilisearch, \
+             job runner, /healthz and /metrics"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub settings: Settings,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Subcommand)]
+pub enum Command {
+    /// Relay, search sync, job runner, /healthz and /metrics until SIGTERM (the
+    /// default command).
+    Run,
+    /// Check that Postgres has the extension and NATS has JetStream (memory,
+    /// storage, streams, the relay's stream); exit 1 when either is not so.
+    Check,
+    /// Rebuild the search index of an entity kind from Postgres and swap it in.
+    Reindex {
+        /// The entity kind (lowercase letters, digits, _).
+        kind: String,
+    },
+    /// Compare the search index of an entity kind with Postgres; exit 1 on a
+    /// difference.
+    CheckIndex {
+        /// The entity kind (lowercase letters, digits, _).
+        kind: String,
+    },
+}
+
+/// Every setting, as clap reads it (flag, else environment variable, else
+/// default). Secrets and URLs that may hold one are plain strings here, checked in
+/// [`Config::from_settings`]: clap's own messages would repeat a bad value.
+#[derive(Debug, Args)]
+pub struct Settings {
+    /// The Postgres database with the spine extension: URL or key=value, sslmode
+    /// and sslrootcert as libpq reads them (docs/configuration.md).
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:54390/spine",
+        hide_env_values = true,
+        value_name = "URL"
+    )]
+    pub database_url: String,
+
+    /// NATS with JetStream: nats://host:port or tls://host:port, with user:password@
+    /// or token@ when the server asks for them.
+    #[arg(
+        long,
+        env = "NATS_URL",
+        default_value = "nats://127.0.0.1:54391",
+        hide_env_values = true,
+        value_name = "URL"
+    )]
+    pub nats_url: String,
+
+    /// Meilisearch; unset or empty turns the search sync off.
+    #[arg(long, env = "MEILI_URL", value_name = "URL")]
+    pub meili_url: Option<String>,
+
+    /// Meilisearch's master key (or an admin API key): indexes, documents, keys.
+    #[arg(
+        long,
+        env = "MEILI_MASTER_KEY",
+        hide_env_values = true,
+        value_name = "KEY"
+    )]
+    pub meili_master_key: Option<String>,
+
+    /// Where /healthz and /metrics are served.
+    #[arg(
+        long,
+        env = "SPINE_HTTP_ADDR",
+        default_value = "127.0.0.1:54394",
+        value_name = "ADDR"
+    )]
+    pub http_addr: SocketAddr,
+
+    /// The sink (cursor) the relay advances; one relay holds it at a time.
+    #[arg(long, env = "SPINE_RELAY_SINK", default_value = "nats",
+          value_name = "NAME", value_parser = sink_name)]
+    pub relay_sink: String,
+
+    /// The JetStream stream receiving spine.>, created or updated at start.
+    #[arg(
+        long,
+        env = "SPINE_RELAY_STREAM",
+        default_value = "SPINE",
+        value_name = "NAME"
+    )]
+    pub relay_stream: String,
+
+    /// Events read and published per round, the publishes in flight (1-10000).
+    #[arg(long, env = "SPINE_RELAY_BATCH", default_value_t = 1000,
+          value_name = "N", value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub relay_batch: u32,
+
+    /// The relay's poll interval when no notification arrives, in milliseconds.
+    #[arg(
+        long,
+        env = "SPINE_RELAY_POLL_MS",
+        default_value_t = 1000,
+        value_name = "MS"
+    )]
+    pub relay_poll_ms: u64,
+
+    /// The stream's duplicate window, in seconds: longer than any crash and restart
+    /// of the relay.
+    #[arg(
+        long,
+        env = "SPINE_RELAY_DEDUP_WINDOW_SECS",
+        default_value_t = 600,
+        value_name = "SECS"
+    )]
+    pub relay_dedup_window_secs: u64,
+
+    /// /healthz answers 503 when the relay lags more than this, in seconds.
+    #[arg(
+        long,
+        env = "SPINE_RELAY_LAG_THRESHOLD_SECS",
+        default_value_t = 30,
+        value_name = "SECS"
+    )]
+    pub relay_lag_threshold_secs: u64,
+
+    /// Must match the database's spine.notify_channel.
+    #[arg(
+        long,
+        env = "SPINE_NOTIFY_CHANNEL",
+        default_value = "spine_events",
+        value_name = "CHANNEL"
+    )]
+    pub notify_channel: String,
+
+    /// Queues to run, a comma list of queue[=handler] (the handler defaults to the
+    /// queue's name); prefix.* serves every queue named prefix.…; empty turns the
+    /// job runner off.
+    #[arg(long, env = "SPINE_JOB_QUEUES", default_value = "http,function,webhook.*",
+          value_name = "LIST", value_parser = queue_list)]
+    pub job_queues: Queues,
+
+    /// Jobs run at once by this worker (1-10000).
+    #[arg(long, env = "SPINE_JOB_CONCURRENCY", default_value_t = 16,
+          value_name = "N", value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub job_concurrency: u32,
+
+    /// Most jobs leased per fetch (1-10000; default: the concurrency).
+    #[arg(long, env = "SPINE_JOB_BATCH", value_name = "N")]
+    pub job_batch: Option<u64>,
+
+    /// The lease per job, renewed every third of it while the job runs, in seconds.
+    #[arg(long, env = "SPINE_JOB_LEASE_SECS", default_value_t = 30,
+          value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub job_lease_secs: u64,
+
+    /// How often an idle runner looks for work when no notification woke it, in
+    /// milliseconds.
+    #[arg(
+        long,
+        env = "SPINE_JOB_POLL_MS",
+        default_value_t = 500,
+        value_name = "MS"
+    )]
+    pub job_poll_ms: u64,
+
+    /// Must match the database's spine.jobs_channel.
+    #[arg(
+        long,
+        env = "SPINE_JOBS_CHANNEL",
+        default_value = "spine_jobs",
+        value_name = "CHANNEL"
+    )]
+    pub jobs_channel: String,
+
+    /// Recorded on leased jobs (default: host-pid).
+    #[arg(long, env = "SPINE_WORKER_ID", value_name = "ID")]
+    pub worker_id: Option<String>,
+
+    /// The sink (cursor) of the search sync.
+    #[arg(long, env = "SPINE_SEARCH_SINK", default_value = "meilisearch",
+          value_name = "NAME", value_parser = sink_name)]
+    pub search_sink: String,
+
+    /// Events per search-sync round (1-10000).
+    #[arg(long, env = "SPINE_SEARCH_BATCH", default_value_t = 500,
+          value_name = "N", value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub search_batch: u32,
+
+    /// The search sync's poll interval when no notification arrives, in milliseconds.
+    #[arg(
+        long,
+        env = "SPINE_SEARCH_POLL_MS",
+        default_value_t = 1000,
+        value_name = "MS"
+    )]
+    pub search_poll_ms: u64,
+
+    /// The Meilisearch URL spine.search_key() gives clients (default: MEILI_URL).
+    #[arg(long, env = "SPINE_SEARCH_PUBLIC_URL", value_name = "URL")]
+    pub search_public_url: Option<String>,
+
+    /// After SIGTERM, how long running jobs may finish before they are released, in
+    /// seconds.
+    #[arg(
+        long,
+        env = "SPINE_DRAIN_SECS",
+        default_value_t = 30,
+        value_name = "SECS"
+    )]
+    pub drain_secs: u64,
+}
+
+/// `SPINE_JOB_QUEUES`, parsed: (queue, handler) pairs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Queues(pub Vec<(String, String)>);
+
+fn queue_list(spec: &str) -> Result<Queues, String> {
+    parse_queues(spec).map(Queues).map_err(|e| e.to_string())
+}
+
+fn sink_name(name: &str) -> Result<String, String> {
+    if is_sink_name(name) {
+        Ok(name.to_string())
+    } else {
+        Err("lowercase letters, digits and _, starting with a letter".into())
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -11,8 +251,8 @@ pub struct Config {
     /// `key=value`; `sslmode` and `sslrootcert` as libpq reads them). Its
     /// `Display` and `Debug` never show the password.
     pub database: spine_db::DbConfig,
-    /// `NATS_URL`: NATS server with JetStream enabled.
-    pub nats_url: String,
+    /// `NATS_URL`: NATS server with JetStream enabled (credentials kept apart).
+    pub nats: NatsUrl,
     /// `MEILI_URL`: Meilisearch; `None` turns search sync off.
     pub meili_url: Option<String>,
     /// Search sync settings; present when `MEILI_URL` is.
@@ -97,104 +337,111 @@ pub struct RelayConfig {
     pub notify_channel: String,
 }
 
-impl Config {
-    pub fn from_env() -> anyhow::Result<Self> {
-        Self::from_lookup(|k| std::env::var(k).ok())
+impl Cli {
+    /// Parses the process's arguments and environment, or exits with clap's message
+    /// (status 2), which names the variable when a bad value came from one.
+    pub fn parse_or_exit() -> Self {
+        Self::try_parse().unwrap_or_else(|err| name_the_variable(err, std::env::args_os()).exit())
     }
+}
 
-    /// Reads settings through `lookup`, so tests need not touch the process environment.
-    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> anyhow::Result<Self> {
-        let get = |k: &str, default: &str| lookup(k).unwrap_or_else(|| default.to_string());
-        let num = |k: &str, default: u64| -> anyhow::Result<u64> {
-            match lookup(k) {
-                Some(v) => v
-                    .parse()
-                    .with_context(|| format!("{k}={v:?} is not a number")),
-                None => Ok(default),
-            }
-        };
-        let nats_url = get("NATS_URL", "nats://127.0.0.1:54391");
-        nats_address(&nats_url).with_context(|| format!("NATS_URL={nats_url:?}"))?;
-        let http_addr = get("SPINE_HTTP_ADDR", "127.0.0.1:54394");
-        let sink = get("SPINE_RELAY_SINK", "nats");
-        anyhow::ensure!(
-            is_sink_name(&sink),
-            "SPINE_RELAY_SINK={sink:?}: lowercase letters, digits and _, starting with a letter"
+/// Clap's message for a bad value names the flag (`--relay-batch <N>`); when the
+/// value came from the environment instead, add which variable it was.
+pub fn name_the_variable(
+    mut err: clap::Error,
+    args: impl IntoIterator<Item = OsString>,
+) -> clap::Error {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    use clap::CommandFactory;
+    if !matches!(
+        err.kind(),
+        ErrorKind::InvalidValue | ErrorKind::ValueValidation
+    ) {
+        return err;
+    }
+    let Some(ContextValue::String(arg)) = err.get(ContextKind::InvalidArg) else {
+        return err;
+    };
+    let Some(long) = arg
+        .split_whitespace()
+        .next()
+        .and_then(|a| a.strip_prefix("--"))
+    else {
+        return err;
+    };
+    let flag = format!("--{long}");
+    let given = args.into_iter().any(|a| {
+        let a = a.to_string_lossy();
+        a == flag || a.starts_with(&format!("{flag}="))
+    });
+    let command = Cli::command();
+    let env = command
+        .get_arguments()
+        .find(|a| a.get_long() == Some(long))
+        .and_then(|a| a.get_env());
+    if let (false, Some(env)) = (given, env) {
+        let tip = format!(
+            "the value comes from the environment variable {}",
+            env.to_string_lossy()
         );
-        let batch = num("SPINE_RELAY_BATCH", 1000)?;
-        anyhow::ensure!(
-            (1..=10_000).contains(&batch),
-            "SPINE_RELAY_BATCH must be 1..=10000"
+        err.insert(
+            ContextKind::Suggested,
+            ContextValue::StyledStrs(vec![tip.into()]),
         );
-        let concurrency = num("SPINE_JOB_CONCURRENCY", 16)?;
-        anyhow::ensure!(
-            (1..=10_000).contains(&concurrency),
-            "SPINE_JOB_CONCURRENCY must be 1..=10000"
-        );
-        let lease = num("SPINE_JOB_LEASE_SECS", 30)?;
-        anyhow::ensure!(lease >= 1, "SPINE_JOB_LEASE_SECS must be at least 1");
-        let drain = Duration::from_secs(num("SPINE_DRAIN_SECS", 30)?);
+    }
+    err
+}
+
+impl Config {
+    /// The configuration the worker runs with; checks what clap does not (the
+    /// URLs), with messages that name the variable and never show a secret.
+    pub fn from_settings(s: &Settings) -> anyhow::Result<Self> {
+        let drain = Duration::from_secs(s.drain_secs);
         let jobs = JobsConfig {
-            queues: parse_queues(&get("SPINE_JOB_QUEUES", "http,function,webhook.*"))?,
-            concurrency: concurrency as usize,
-            batch: num("SPINE_JOB_BATCH", concurrency)?.clamp(1, 10_000) as i32,
-            lease: Duration::from_secs(lease),
-            poll: Duration::from_millis(num("SPINE_JOB_POLL_MS", 500)?),
-            channel: get("SPINE_JOBS_CHANNEL", "spine_jobs"),
-            worker_id: lookup("SPINE_WORKER_ID").unwrap_or_else(|| {
+            queues: s.job_queues.0.clone(),
+            concurrency: s.job_concurrency as usize,
+            batch: s
+                .job_batch
+                .unwrap_or(u64::from(s.job_concurrency))
+                .clamp(1, 10_000) as i32,
+            lease: Duration::from_secs(s.job_lease_secs),
+            poll: Duration::from_millis(s.job_poll_ms),
+            channel: s.jobs_channel.clone(),
+            worker_id: s.worker_id.clone().unwrap_or_else(|| {
                 let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
                 format!("{}-{}", host.trim(), std::process::id())
             }),
             drain,
         };
-        let meili_url = lookup("MEILI_URL").filter(|s| !s.is_empty());
-        let search = match &meili_url {
-            None => None,
-            Some(url) => {
-                let sink = get("SPINE_SEARCH_SINK", "meilisearch");
-                anyhow::ensure!(
-                    is_sink_name(&sink),
-                    "SPINE_SEARCH_SINK={sink:?}: lowercase letters, digits and _, starting with a letter"
-                );
-                let batch = num("SPINE_SEARCH_BATCH", 500)?;
-                anyhow::ensure!(
-                    (1..=10_000).contains(&batch),
-                    "SPINE_SEARCH_BATCH must be 1..=10000"
-                );
-                Some(SearchConfig {
-                    url: url.clone(),
-                    key: lookup("MEILI_MASTER_KEY").filter(|s| !s.is_empty()),
-                    public_url: lookup("SPINE_SEARCH_PUBLIC_URL")
-                        .filter(|s| !s.is_empty())
-                        .unwrap_or_else(|| url.clone()),
-                    sink,
-                    batch: batch as i32,
-                    poll: Duration::from_millis(num("SPINE_SEARCH_POLL_MS", 1000)?),
-                })
-            }
-        };
+        let meili_url = s.meili_url.clone().filter(|u| !u.is_empty());
+        let search = meili_url.as_ref().map(|url| SearchConfig {
+            url: url.clone(),
+            key: s.meili_master_key.clone().filter(|k| !k.is_empty()),
+            public_url: s
+                .search_public_url
+                .clone()
+                .filter(|u| !u.is_empty())
+                .unwrap_or_else(|| url.clone()),
+            sink: s.search_sink.clone(),
+            batch: s.search_batch as i32,
+            poll: Duration::from_millis(s.search_poll_ms),
+        });
         Ok(Self {
             jobs,
             drain,
             search,
-            database: spine_db::DbConfig::parse(&get(
-                "DATABASE_URL",
-                "postgres://postgres@127.0.0.1:54390/spine",
-            ))
-            .context("DATABASE_URL")?,
-            nats_url,
+            database: spine_db::DbConfig::parse(&s.database_url).context("DATABASE_URL")?,
+            nats: NatsUrl::parse(&s.nats_url).context("NATS_URL")?,
             meili_url,
-            http_addr: http_addr
-                .parse()
-                .with_context(|| format!("SPINE_HTTP_ADDR={http_addr:?}"))?,
+            http_addr: s.http_addr,
             relay: RelayConfig {
-                sink,
-                stream: get("SPINE_RELAY_STREAM", "SPINE"),
-                batch: batch as i32,
-                poll: Duration::from_millis(num("SPINE_RELAY_POLL_MS", 1000)?),
-                duplicate_window: Duration::from_secs(num("SPINE_RELAY_DEDUP_WINDOW_SECS", 600)?),
-                lag_threshold: Duration::from_secs(num("SPINE_RELAY_LAG_THRESHOLD_SECS", 30)?),
-                notify_channel: get("SPINE_NOTIFY_CHANNEL", "spine_events"),
+                sink: s.relay_sink.clone(),
+                stream: s.relay_stream.clone(),
+                batch: s.relay_batch as i32,
+                poll: Duration::from_millis(s.relay_poll_ms),
+                duplicate_window: Duration::from_secs(s.relay_dedup_window_secs),
+                lag_threshold: Duration::from_secs(s.relay_lag_threshold_secs),
+                notify_channel: s.notify_channel.clone(),
             },
         })
     }
@@ -228,40 +475,109 @@ fn is_sink_name(sink: &str) -> bool {
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
 }
 
-/// `host:port` of a `nats://host:port` URL (the port defaults to 4222).
-pub fn nats_address(url: &str) -> anyhow::Result<String> {
-    let rest = url
-        .strip_prefix("nats://")
-        .context("must start with nats://")?;
-    let hostport = rest
-        .rsplit('@')
-        .next()
-        .unwrap_or(rest)
-        .trim_end_matches('/');
-    anyhow::ensure!(!hostport.is_empty(), "has no host");
-    Ok(if hostport.contains(':') {
-        hostport.to_string()
-    } else {
-        format!("{hostport}:4222")
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::CommandFactory;
 
-    #[test]
-    fn nats_address_defaults_port_and_drops_credentials() {
-        assert_eq!(nats_address("nats://h").unwrap(), "h:4222");
-        assert_eq!(nats_address("nats://u:p@h:1/").unwrap(), "h:1");
-        assert!(nats_address("http://h").is_err());
-        assert!(nats_address("nats://").is_err());
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("spine-worker").chain(args.iter().copied()))
     }
 
+    fn config(args: &[&str]) -> anyhow::Result<Config> {
+        Config::from_settings(&parse(args)?.settings)
+    }
+
+    /// clap's own consistency checks of the command line pass.
     #[test]
-    fn empty_meili_url_means_search_off() {
-        let c = Config::from_lookup(|k| (k == "MEILI_URL").then(String::new)).unwrap();
-        assert!(c.meili_url.is_none());
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    /// Every setting has a variable, and the flag is the variable's name without
+    /// `SPINE_`, in lowercase with dashes (`SPINE_RELAY_BATCH` is `--relay-batch`).
+    #[test]
+    fn every_flag_is_named_after_its_variable() {
+        for arg in Cli::command().get_arguments() {
+            let Some(long) = arg.get_long() else { continue };
+            if ["help", "version"].contains(&long) {
+                continue;
+            }
+            let env = arg
+                .get_env()
+                .unwrap_or_else(|| panic!("--{long} has no variable"));
+            let env = env.to_string_lossy();
+            let expected = env
+                .strip_prefix("SPINE_")
+                .unwrap_or(&env)
+                .to_lowercase()
+                .replace('_', "-");
+            assert_eq!(long, expected, "--{long} is set by {env}");
+        }
+    }
+
+    /// Flags (before the subcommand), subcommands and their defaults.
+    #[test]
+    fn flags_and_subcommands_parse() {
+        // Whatever the environment of the test run says, flags win over it.
+        let cli = parse(&[
+            "--relay-batch",
+            "5",
+            "--job-queues",
+            "emails,bench=noop",
+            "check",
+        ])
+        .unwrap();
+        assert_eq!(cli.command, Some(Command::Check));
+        let c = Config::from_settings(&cli.settings).unwrap();
+        assert_eq!(c.relay.batch, 5);
+        assert_eq!(
+            c.jobs.queues,
+            [
+                ("emails".into(), "emails".into()),
+                ("bench".into(), "noop".into())
+            ]
+        );
+        let cli = parse(&["--drain-secs=7", "check-index", "person"]).unwrap();
+        assert_eq!(
+            cli.command,
+            Some(Command::CheckIndex {
+                kind: "person".into()
+            })
+        );
+        assert_eq!(cli.settings.drain_secs, 7);
+        assert_eq!(parse(&["run"]).unwrap().command, Some(Command::Run));
+        assert_eq!(
+            parse(&["reindex", "person"]).unwrap().command,
+            Some(Command::Reindex {
+                kind: "person".into()
+            })
+        );
+        assert!(parse(&["reindex"]).is_err(), "reindex needs a kind");
+        assert!(parse(&["frobnicate"]).is_err());
+
+        let c = config(&["--job-concurrency", "3", "--job-lease-secs", "9"]).unwrap();
+        assert_eq!(
+            (c.jobs.concurrency, c.jobs.batch),
+            (3, 3),
+            "the batch follows the concurrency"
+        );
+        assert_eq!(c.jobs.lease, Duration::from_secs(9));
+        assert_eq!(
+            config(&["--job-batch", "0"]).unwrap().jobs.batch,
+            1,
+            "clamped"
+        );
+    }
+
+    /// An empty MEILI_URL means search off; an empty SPINE_JOB_QUEUES means no runner.
+    #[test]
+    fn empty_values_turn_things_off() {
+        let c = config(&["--meili-url=", "--job-queues="]).unwrap();
+        assert!(c.meili_url.is_none() && c.search.is_none());
+        assert!(c.jobs.queues.is_empty());
+        let c = config(&["--meili-url", "http://m:7700", "--search-public-url="]).unwrap();
+        assert_eq!(c.search.unwrap().public_url, "http://m:7700");
     }
 
     #[test]
@@ -281,13 +597,31 @@ mod tests {
         assert!(parse_queues("a=").is_err());
     }
 
+    /// A bad value is an error naming the flag, or the variable when it came from
+    /// one; a bad URL's message never repeats its secret.
     #[test]
     fn bad_values_are_named_in_the_error() {
-        let err =
-            Config::from_lookup(|k| (k == "SPINE_RELAY_BATCH").then(|| "lots".into())).unwrap_err();
-        assert!(err.to_string().contains("SPINE_RELAY_BATCH"), "{err}");
-        let err =
-            Config::from_lookup(|k| (k == "SPINE_RELAY_SINK").then(|| "Bad".into())).unwrap_err();
-        assert!(err.to_string().contains("SPINE_RELAY_SINK"), "{err}");
+        for (args, names) in [
+            (&["--relay-batch", "lots"][..], "--relay-batch"),
+            (&["--relay-batch", "0"][..], "--relay-batch"),
+            (&["--relay-sink", "Bad"][..], "lowercase letters"),
+            (&["--job-lease-secs", "0"][..], "--job-lease-secs"),
+            (&["--job-queues", "a="][..], "queue or queue=handler"),
+            (&["--http-addr", "nowhere"][..], "--http-addr"),
+        ] {
+            let err = parse(args).unwrap_err().to_string();
+            assert!(err.contains(names), "{args:?}: {err}");
+        }
+        let err = config(&["--nats-url", "http://u:Pw0rd@h"]).unwrap_err();
+        let err = format!("{err:#}");
+        assert!(err.contains("NATS_URL") && !err.contains("Pw0rd"), "{err}");
+
+        // The same error, had the value come from the environment: the tip names it.
+        let err = parse(&["--relay-batch", "lots"]).unwrap_err();
+        let from_env = name_the_variable(err, ["spine-worker".into()]).to_string();
+        assert!(from_env.contains("SPINE_RELAY_BATCH"), "{from_env}");
+        let err = parse(&["--relay-batch", "lots"]).unwrap_err();
+        let from_flag = name_the_variable(err, ["spine-worker".into(), "--relay-batch".into()]);
+        assert!(!from_flag.to_string().contains("SPINE_RELAY_BATCH"));
     }
 }

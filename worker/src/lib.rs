@@ -1,6 +1,7 @@
 //! Spine's worker: one binary, several restartable loops around the database.
 //!
-//! - [`config`]: settings from environment variables, parsed once.
+//! - [`config`]: the command line and settings (flags and environment variables), parsed once.
+//! - [`nats`]: connecting to NATS from `NATS_URL` (TLS, credentials, redacted URLs).
 //! - [`db`]: connecting to Postgres (through spine-db: TLS, redacted URLs).
 //! - [`sink`]: what every sink shares: holding it, reading after its cursor, moving it.
 //! - [`relay`]: outbox → NATS JetStream, effectively once, in commit order.
@@ -10,7 +11,8 @@
 //!   `noop`, registry).
 //! - [`metrics`], [`http`]: `/metrics` (Prometheus) and `/healthz` (fails on lag).
 //! - [`supervise`]: restarting a failed loop with backoff until shutdown.
-//! - [`check`]: `spine-worker check`, which verifies every dependency is reachable.
+//! - [`check`]: `spine-worker check`: Postgres with the extension, NATS with
+//!   JetStream (account usage, the relay's stream).
 //!
 //! - [`search`]: entities → Meilisearch (one index per kind), reindex and check.
 
@@ -22,6 +24,7 @@ pub mod http;
 pub mod jobs;
 pub mod listener;
 pub mod metrics;
+pub mod nats;
 pub mod relay;
 pub mod search;
 pub mod sink;

@@ -1,33 +1,36 @@
-//! `spine-worker`: parse configuration once, set up logging, run until told to stop.
+//! `spine-worker`: parse the command line and configuration once, set up logging,
+//! run until told to stop. `spine-worker --help` lists the commands and every
+//! setting with its environment variable and default.
 
-use spine_worker::{check, config::Config, run};
+use spine_worker::config::{Cli, Command, Config};
+use spine_worker::{check, run};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse_or_exit();
+    let command = cli.command.clone().unwrap_or(Command::Run);
+    // `check` prints its findings for a person: logs only when something is wrong.
+    let default_filter = if command == Command::Check {
+        "warn"
+    } else {
+        "info"
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| default_filter.into()),
         )
         .init();
-    // TLS for the http handler: rustls on ring (no system OpenSSL needed).
+    // TLS for the http handler and NATS: rustls on ring (no system OpenSSL needed).
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let config = Config::from_env()?;
-    match std::env::args().nth(1).as_deref() {
-        None | Some("run") => run(config, shutdown_signal()).await,
-        Some("check") => check::run(&config).await,
-        Some(cmd @ ("reindex" | "check-index")) => {
-            let kind = std::env::args()
-                .nth(2)
-                .ok_or_else(|| anyhow::anyhow!("usage: spine-worker {cmd} <kind>"))?;
-            if cmd == "reindex" {
-                spine_worker::search::reindex::reindex(&config, &kind).await
-            } else {
-                spine_worker::search::reindex::check_index(&config, &kind).await
-            }
+    let config = Config::from_settings(&cli.settings)?;
+    match command {
+        Command::Run => run(config, shutdown_signal()).await,
+        Command::Check => check::run(&config).await,
+        Command::Reindex { kind } => spine_worker::search::reindex::reindex(&config, &kind).await,
+        Command::CheckIndex { kind } => {
+            spine_worker::search::reindex::check_index(&config, &kind).await
         }
-        Some(other) => anyhow::bail!(
-            "unknown command `{other}` (expected run, check, reindex <kind> or check-index <kind>)"
-        ),
     }
 }
 

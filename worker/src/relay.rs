@@ -16,6 +16,7 @@
 use crate::config::{Config, RelayConfig};
 use crate::envelope::Event;
 use crate::metrics::RelayMetrics;
+use crate::nats::NatsUrl;
 use crate::sink::{SinkSession, SinkSpec};
 use anyhow::Context as _;
 use async_nats::jetstream::{
@@ -84,7 +85,7 @@ async fn session(
     // grow even when NATS is down from the start.
     let head = sink.read(cursor, 1).await?;
     metrics.set_oldest_pending(head.first().map(|r| r.get("committed_at")));
-    let js = connect_jetstream(&config.nats_url, rc).await?;
+    let js = connect_jetstream(&config.nats, rc).await?;
     ensure_stream(&js, rc).await?;
 
     // Up to PIPELINE batches are in flight: while JetStream stores one, the next is
@@ -169,12 +170,8 @@ struct Batch {
     acks: Vec<PublishAckFuture>,
 }
 
-async fn connect_jetstream(url: &str, rc: &RelayConfig) -> anyhow::Result<Context> {
-    let client = async_nats::ConnectOptions::new()
-        .connection_timeout(Duration::from_secs(5))
-        .connect(url)
-        .await
-        .with_context(|| format!("connecting to NATS at {url}"))?;
+async fn connect_jetstream(url: &NatsUrl, rc: &RelayConfig) -> anyhow::Result<Context> {
+    let client = url.connect().await?;
     Ok(jetstream::ContextBuilder::new()
         .timeout(Duration::from_secs(5))
         .max_ack_inflight(rc.batch as usize * PIPELINE)

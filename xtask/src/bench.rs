@@ -7,17 +7,18 @@ use crate::stack::{self, Profile};
 use anyhow::{bail, Result};
 use std::process::Command;
 
-pub fn run(config: &Config, args: &[String]) -> Result<()> {
-    let name = args.first().map(String::as_str).unwrap_or("");
-    const BENCHES: [&str; 7] = [
-        "relay",
-        "jobs",
-        "audit",
-        "rules",
-        "ingest",
-        "functions",
-        "search",
-    ];
+/// The benchmarks `spine-bench` has.
+pub const BENCHES: [&str; 7] = [
+    "relay",
+    "jobs",
+    "audit",
+    "rules",
+    "ingest",
+    "functions",
+    "search",
+];
+
+pub fn run(config: &Config, name: &str) -> Result<()> {
     if !BENCHES.contains(&name) {
         bail!(
             "unknown benchmark `{name}` (available: {})",

@@ -1,20 +1,100 @@
-//! Where the dev stack lives and which ports it uses, read once from the environment.
+//! Where the dev stack lives and which ports it uses: flags and environment
+//! variables (`cargo xtask --help` lists them with their defaults), read once.
 
 use anyhow::{Context, Result};
+use clap::Args;
 use std::path::{Path, PathBuf};
 
-/// Default ports sit in one block far from the usual ones (5432, 4222, 7700, and
-/// the Supabase CLI's 5432x), so the stack never clashes with a system service.
-const DEFAULT_PG_PORT: u16 = 54390;
 /// The JWT secret of the dev stack (Supabase CLI's local default).
 pub const DEV_JWT_SECRET: &str = "super-secret-jwt-token-with-at-least-32-characters-long";
-const DEFAULT_NATS_PORT: u16 = 54391;
-const DEFAULT_NATS_MONITOR_PORT: u16 = 54392;
-const DEFAULT_MEILI_PORT: u16 = 54393;
-const DEFAULT_PG_CONFIG: &str = "/usr/lib/postgresql/15/bin/pg_config";
 
 /// The database the stack creates; `cron.database_name` points at it.
 pub const DATABASE: &str = "spine";
+
+/// The settings as clap reads them (flag, else environment variable, else default).
+/// Default ports sit in one block far from the usual ones (5432, 4222, 7700, and
+/// the Supabase CLI's 5432x), so the stack never clashes with a system service.
+#[derive(Debug, Args)]
+pub struct Settings {
+    /// Where the dev stack keeps data, logs and pid files (relative: to the
+    /// workspace root).
+    #[arg(
+        long,
+        env = "SPINE_DEV_DIR",
+        default_value = "target/spine-dev",
+        value_name = "DIR"
+    )]
+    pub dev_dir: PathBuf,
+
+    /// The dev Postgres's port.
+    #[arg(
+        long,
+        env = "SPINE_PG_PORT",
+        default_value_t = 54390,
+        value_name = "PORT"
+    )]
+    pub pg_port: u16,
+
+    /// The dev NATS's client port.
+    #[arg(
+        long,
+        env = "SPINE_NATS_PORT",
+        default_value_t = 54391,
+        value_name = "PORT"
+    )]
+    pub nats_port: u16,
+
+    /// The dev NATS's monitoring port.
+    #[arg(
+        long,
+        env = "SPINE_NATS_MONITOR_PORT",
+        default_value_t = 54392,
+        value_name = "PORT"
+    )]
+    pub nats_monitor_port: u16,
+
+    /// The dev Meilisearch's port (when the stack starts one).
+    #[arg(
+        long,
+        env = "SPINE_MEILI_PORT",
+        default_value_t = 54393,
+        value_name = "PORT"
+    )]
+    pub meili_port: u16,
+
+    /// pg_config of the PostgreSQL 15 the extension is built for.
+    #[arg(
+        long,
+        env = "SPINE_PG_CONFIG",
+        default_value = "/usr/lib/postgresql/15/bin/pg_config",
+        value_name = "PATH"
+    )]
+    pub pg_config: PathBuf,
+
+    /// Where the postgres user keeps the stack's cluster (default: <dev dir>/pg when
+    /// that user can reach it, else a directory under /var/lib/postgresql/spine-dev).
+    #[arg(long, env = "SPINE_PG_ROOT", value_name = "DIR")]
+    pub pg_root: Option<PathBuf>,
+
+    /// An external Meilisearch: the stack then starts none.
+    #[arg(long, env = "MEILI_URL", value_name = "URL")]
+    pub meili_url: Option<String>,
+
+    /// The Meilisearch master key (default: made once per dev directory, in
+    /// <dev dir>/meili/master.key).
+    #[arg(
+        long,
+        env = "MEILI_MASTER_KEY",
+        hide_env_values = true,
+        value_name = "KEY"
+    )]
+    pub meili_master_key: Option<String>,
+
+    /// pgrx's home, where `setup` points pgrx at the system's PostgreSQL 15 (default:
+    /// $HOME/.pgrx); cargo pgrx reads it too.
+    #[arg(long, env = "PGRX_HOME", value_name = "DIR")]
+    pub pgrx_home: Option<PathBuf>,
+}
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -28,26 +108,39 @@ pub struct Config {
     pub meili_port: u16,
     /// `pg_config` of the PostgreSQL 15 the extension is built for.
     pub pg_config: PathBuf,
+    /// `SPINE_PG_ROOT`: overrides where the cluster lives ([`crate::postgres::pg_root`]).
+    pub pg_root: Option<PathBuf>,
     /// An external Meilisearch the user pointed us at; the stack then starts none.
     pub external_meili_url: Option<String>,
+    /// `MEILI_MASTER_KEY`: the managed Meilisearch's key instead of the stored one.
+    pub meili_master_key: Option<String>,
+    /// pgrx's home (`PGRX_HOME`, else `$HOME/.pgrx`).
+    pub pgrx_home: PathBuf,
 }
 
 impl Config {
-    pub fn from_env() -> Result<Self> {
+    pub fn new(s: Settings) -> Result<Self> {
         let root = workspace_root()?;
-        let dev_dir = std::env::var_os("SPINE_DEV_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| root.join("target/spine-dev"));
+        let pgrx_home = match s.pgrx_home {
+            // cargo pgrx, run by setup and test, reads it from the environment too.
+            Some(home) => {
+                std::env::set_var("PGRX_HOME", &home);
+                home
+            }
+            None => PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into()))
+                .join(".pgrx"),
+        };
         Ok(Self {
-            dev_dir: absolute(&root, dev_dir),
-            pg_port: port("SPINE_PG_PORT", DEFAULT_PG_PORT)?,
-            nats_port: port("SPINE_NATS_PORT", DEFAULT_NATS_PORT)?,
-            nats_monitor_port: port("SPINE_NATS_MONITOR_PORT", DEFAULT_NATS_MONITOR_PORT)?,
-            meili_port: port("SPINE_MEILI_PORT", DEFAULT_MEILI_PORT)?,
-            pg_config: std::env::var_os("SPINE_PG_CONFIG")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| PathBuf::from(DEFAULT_PG_CONFIG)),
-            external_meili_url: std::env::var("MEILI_URL").ok().filter(|s| !s.is_empty()),
+            dev_dir: absolute(&root, s.dev_dir),
+            pg_port: s.pg_port,
+            nats_port: s.nats_port,
+            nats_monitor_port: s.nats_monitor_port,
+            meili_port: s.meili_port,
+            pg_config: s.pg_config,
+            pg_root: s.pg_root,
+            external_meili_url: s.meili_url.filter(|u| !u.is_empty()),
+            meili_master_key: s.meili_master_key,
+            pgrx_home,
             root,
         })
     }
@@ -71,15 +164,6 @@ impl Config {
 
     pub fn nats_url(&self) -> String {
         format!("nats://127.0.0.1:{}", self.nats_port)
-    }
-}
-
-fn port(var: &str, default: u16) -> Result<u16> {
-    match std::env::var(var) {
-        Ok(v) => v
-            .parse()
-            .with_context(|| format!("{var}={v:?} is not a port number")),
-        Err(_) => Ok(default),
     }
 }
 

@@ -28,64 +28,171 @@ mod stack;
 mod suite;
 mod tls;
 
-use anyhow::{bail, Result};
-use config::Config;
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use config::{Config, Settings};
+use std::path::PathBuf;
 
-const USAGE: &str = "\
-usage: cargo xtask <command>
+#[derive(Debug, Parser)]
+#[command(
+    name = "xtask",
+    bin_name = "cargo xtask",
+    version,
+    about = "Developer tasks for Spine. Every command is idempotent: it skips what is already there.",
+    arg_required_else_help = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Task,
+    #[command(flatten)]
+    settings: Settings,
+}
 
-commands:
-  setup          install what Spine needs on Debian 12 (apt packages, cargo-pgrx,
-                 cargo-deny, pgvector, nats-server); skips what is present
-  up             start the dev stack (Postgres + extension + migrations + seed, NATS,
-                 Meilisearch when available) under target/spine-dev/
-  down [--clean] stop the dev stack; --clean also deletes its data
-  status         show what is running and where
-  env            print `export …` lines for the running stack
-  psql [args…]   open psql on the stack's database
-  demo           setup + up, then run the main flow and show what happened
-  test           the full test suite: fmt, layers, cargo deny, clippy, pgrx tests,
-                 integration tests
-  layers [root]  check that the extension's modules depend on each other downward only
-  bench <name>   a benchmark against the stack, optimized builds (names: relay, jobs, audit, rules,
-                 ingest, functions, search)
-
-configuration (environment variables, defaults in parentheses):
-  SPINE_DEV_DIR (target/spine-dev)  SPINE_PG_PORT (54390)  SPINE_NATS_PORT (54391)
-  SPINE_NATS_MONITOR_PORT (54392)   SPINE_MEILI_PORT (54393)
-  SPINE_PG_CONFIG (/usr/lib/postgresql/15/bin/pg_config)   MEILI_URL, MEILI_MASTER_KEY
-";
+#[derive(Debug, Clone, PartialEq, Eq, Subcommand)]
+enum Task {
+    /// Install what Spine needs on Debian 12 (apt packages, cargo-pgrx, cargo-deny,
+    /// pgvector, nats-server); skips what is present.
+    Setup,
+    /// Start the dev stack (Postgres + extension + migrations + seed, NATS,
+    /// Meilisearch when available) under target/spine-dev/.
+    Up,
+    /// Stop the dev stack.
+    Down {
+        /// Also delete its data.
+        #[arg(long)]
+        clean: bool,
+    },
+    /// Show what is running and where.
+    Status,
+    /// Print `export …` lines for the running stack.
+    Env,
+    /// Open psql on the stack's database.
+    Psql {
+        /// Arguments for psql.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Setup + up, then run the main flow and show what happened.
+    Demo,
+    /// The full test suite: fmt, layers, cargo deny, clippy, pgrx tests,
+    /// integration tests.
+    Test,
+    /// Check that the extension's modules depend on each other downward only.
+    Layers {
+        /// The workspace to check (default: this one).
+        root: Option<PathBuf>,
+    },
+    /// A benchmark against the stack, optimized builds.
+    Bench {
+        #[arg(value_parser = clap::builder::PossibleValuesParser::new(bench::BENCHES))]
+        name: String,
+    },
+}
 
 fn main() {
-    if let Err(err) = run() {
+    let cli = Cli::parse();
+    if let Err(err) = run(cli) {
         eprintln!("xtask: error: {err:#}");
         std::process::exit(1);
     }
 }
 
-fn run() -> Result<()> {
-    let mut args = std::env::args().skip(1);
-    let command = args.next().unwrap_or_default();
-    let rest: Vec<String> = args.collect();
-    let config = Config::from_env()?;
-    match command.as_str() {
-        "setup" => setup::run(&config),
-        "up" => stack::up(&config),
-        "down" => stack::down(&config, rest.iter().any(|a| a == "--clean")),
-        "status" => stack::status(&config),
-        "env" => stack::print_env(&config),
-        "psql" => stack::psql(&config, &rest),
-        "demo" => demo::run(&config),
-        "test" => suite::run(&config),
-        "layers" => layers::run(
-            rest.first()
-                .map_or(config.root.as_path(), std::path::Path::new),
-        ),
-        "bench" => bench::run(&config, &rest),
-        "" | "help" | "-h" | "--help" => {
-            print!("{USAGE}");
-            Ok(())
-        }
-        other => bail!("unknown command `{other}`\n\n{USAGE}"),
+fn run(cli: Cli) -> Result<()> {
+    let config = Config::new(cli.settings)?;
+    match cli.command {
+        Task::Setup => setup::run(&config),
+        Task::Up => stack::up(&config),
+        Task::Down { clean } => stack::down(&config, clean),
+        Task::Status => stack::status(&config),
+        Task::Env => stack::print_env(&config),
+        Task::Psql { args } => stack::psql(&config, &args),
+        Task::Demo => demo::run(&config),
+        Task::Test => suite::run(&config),
+        Task::Layers { root } => layers::run(root.as_deref().unwrap_or(&config.root)),
+        Task::Bench { name } => bench::run(&config, &name),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("xtask").chain(args.iter().copied()))
+    }
+
+    /// clap's own consistency checks of the command line pass.
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    /// Commands with their arguments, and settings as flags.
+    #[test]
+    fn commands_and_flags_parse() {
+        assert_eq!(parse(&["up"]).unwrap().command, Task::Up);
+        assert_eq!(
+            parse(&["down", "--clean"]).unwrap().command,
+            Task::Down { clean: true }
+        );
+        assert_eq!(
+            parse(&["psql", "-c", "select 1"]).unwrap().command,
+            Task::Psql {
+                args: vec!["-c".into(), "select 1".into()]
+            }
+        );
+        assert_eq!(
+            parse(&["bench", "relay"]).unwrap().command,
+            Task::Bench {
+                name: "relay".into()
+            }
+        );
+        assert!(parse(&["bench", "nope"]).is_err(), "unknown benchmark");
+        assert!(parse(&["bench"]).is_err(), "bench needs a name");
+        assert!(parse(&["frobnicate"]).is_err());
+        assert!(parse(&[]).is_err(), "no command prints the help");
+
+        let cli = parse(&["--pg-port", "6000", "--dev-dir", "/tmp/d", "status"]).unwrap();
+        let config = Config::new(cli.settings).unwrap();
+        assert_eq!(config.pg_port, 6000);
+        assert_eq!(config.dev_dir, PathBuf::from("/tmp/d"));
+        assert_eq!(
+            config.database_url(),
+            "postgres://postgres@127.0.0.1:6000/spine"
+        );
+        let cli = parse(&["--dev-dir", "elsewhere", "--meili-url=", "status"]).unwrap();
+        let config = Config::new(cli.settings).unwrap();
+        assert_eq!(
+            config.dev_dir,
+            config.root.join("elsewhere"),
+            "relative to the root"
+        );
+        assert_eq!(config.external_meili_url, None, "empty is unset");
+        let err = parse(&["--nats-port", "lots", "up"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--nats-port"), "{err}");
+    }
+
+    /// docs/configuration.md names (in backquotes) every variable `cargo xtask
+    /// --help` shows.
+    #[test]
+    fn the_configuration_page_lists_every_variable() {
+        let docs = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../docs/configuration.md"
+        ))
+        .unwrap();
+        let missing: Vec<String> = Cli::command()
+            .get_arguments()
+            .filter_map(|a| a.get_env())
+            .map(|e| e.to_string_lossy().into_owned())
+            .filter(|v| !docs.contains(&format!("`{v}`")))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "docs/configuration.md does not list {missing:?}"
+        );
     }
 }

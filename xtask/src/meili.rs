@@ -48,8 +48,8 @@ fn pid_file(config: &Config) -> PathBuf {
 
 /// The master key of the managed server: fixed per dev directory, created on first start.
 pub fn master_key(config: &Config) -> Result<String> {
-    if let Ok(key) = std::env::var("MEILI_MASTER_KEY") {
-        return Ok(key);
+    if let Some(key) = &config.meili_master_key {
+        return Ok(key.clone());
     }
     let file = dir(config).join("master.key");
     if let Ok(key) = std::fs::read_to_string(&file) {

@@ -13,8 +13,8 @@ use std::process::Command;
 /// under a private home, say) a directory of its own under its home, one per
 /// checkout. `SPINE_PG_ROOT` overrides both.
 pub fn pg_root(config: &Config) -> PathBuf {
-    if let Some(root) = std::env::var_os("SPINE_PG_ROOT") {
-        return PathBuf::from(root);
+    if let Some(root) = &config.pg_root {
+        return root.clone();
     }
     let _ = fs::create_dir_all(&config.dev_dir);
     let reachable = crate::proc::succeeds(as_postgres("test").arg("-x").arg(&config.dev_dir));

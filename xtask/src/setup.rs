@@ -101,17 +101,9 @@ fn cargo_deny() -> Result<()> {
     ]))
 }
 
-fn pgrx_home() -> PathBuf {
-    std::env::var_os("PGRX_HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into())).join(".pgrx")
-        })
-}
-
 /// Points pgrx at Debian's PostgreSQL 15 instead of letting it download and build one.
 fn pgrx_init(config: &Config) -> Result<()> {
-    let pgrx_config = pgrx_home().join("config.toml");
+    let pgrx_config = config.pgrx_home.join("config.toml");
     let configured = fs::read_to_string(&pgrx_config).unwrap_or_default();
     if configured
         .lines()
