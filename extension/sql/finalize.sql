@@ -88,7 +88,8 @@ GRANT EXECUTE ON FUNCTION
     spine.add_edge(uuid, text, uuid, uuid),
     spine.save_source(text, jsonb, uuid),
     spine.ingest(text, jsonb, uuid),
-    spine.reprocess(text, uuid)
+    spine.reprocess(text, uuid),
+    spine.rekey(text, uuid)
     TO authenticated, service_role;
 COMMENT ON FUNCTION spine.upsert_entity(text, jsonb, uuid, uuid) IS
     'Creates an entity of the user, or replaces the data of one (by id); emits data.EntityCreated/Updated. Returns its id.';
@@ -99,6 +100,8 @@ COMMENT ON FUNCTION spine.save_source(text, jsonb, uuid) IS
 COMMENT ON FUNCTION spine.ingest(text, jsonb, uuid) IS
     'Lands, maps and upserts raw records; returns {received, created, updated, unchanged, rejected, errors}.';
 COMMENT ON FUNCTION spine.reprocess(text, uuid) IS 'Maps the rejected raw records of a source again.';
+COMMENT ON FUNCTION spine.rekey(text, uuid) IS
+    'Adds the identity keys today''s normalizers make from a source''s processed records to the entities they built.';
 
 -- Rules.
 GRANT EXECUTE ON FUNCTION

@@ -19,6 +19,16 @@ use std::process::Command;
 /// cargo-deny would otherwise fetch it).
 fn deny(config: &Config) -> Result<()> {
     {
+        // cargo deny reads the metadata of every package in Cargo.lock, for every
+        // platform, and runs offline: fetch them first (cached after the first run).
+        let _s = step("cargo fetch --locked");
+        exec(
+            Command::new("cargo")
+                .args(["fetch", "--locked"])
+                .current_dir(&config.root),
+        )?;
+    }
+    {
         let _s = step("cargo deny check licenses bans");
         exec(
             Command::new("cargo")

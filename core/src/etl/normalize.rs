@@ -19,50 +19,11 @@ pub enum Normalizer {
     Boolean,
 }
 
-/// Calling codes and national trunk prefixes of the regions a mapping may name as
-/// the default for numbers written without a country code. The international
-/// (exit) prefix is `00` except where [`exit_prefix`] says otherwise.
-const REGIONS: &[(&str, &str, &str)] = &[
-    ("AT", "43", "0"),
-    ("AU", "61", "0"),
-    ("BE", "32", "0"),
-    ("BR", "55", "0"),
-    ("CA", "1", "1"),
-    ("CH", "41", "0"),
-    ("CN", "86", "0"),
-    ("DE", "49", "0"),
-    ("DK", "45", ""),
-    ("ES", "34", ""),
-    ("FI", "358", "0"),
-    ("FR", "33", "0"),
-    ("GB", "44", "0"),
-    ("IE", "353", "0"),
-    ("IN", "91", "0"),
-    ("IT", "39", ""),
-    ("JP", "81", "0"),
-    ("MX", "52", ""),
-    ("NL", "31", "0"),
-    ("NO", "47", ""),
-    ("NZ", "64", "0"),
-    ("PL", "48", ""),
-    ("PT", "351", ""),
-    ("SE", "46", "0"),
-    ("US", "1", "1"),
-];
-
-/// The prefix that dials out of `region` (`011` in North America, `010` in Japan,
-/// `0011` in Australia, `00` elsewhere).
-fn exit_prefix(region: &str) -> &'static str {
-    match region {
-        "US" | "CA" => "011",
-        "JP" => "010",
-        "AU" => "0011",
-        _ => "00",
-    }
-}
-
+/// Whether `region` (ISO 3166 alpha-2, upper case) is one libphonenumber has
+/// metadata for, i.e. can be a mapping's default region.
 pub fn known_region(region: &str) -> bool {
-    REGIONS.iter().any(|(r, _, _)| *r == region)
+    region.parse::<phonenumber::country::Id>().is_ok()
+        && phonenumber::metadata::DATABASE.by_id(region).is_some()
 }
 
 impl Normalizer {
@@ -91,8 +52,8 @@ impl Normalizer {
                     Ok(Normalizer::Phone { region })
                 } else {
                     Err(format!(
-                        "phone: region \"{region}\" is not one of {}",
-                        REGIONS.iter().map(|r| r.0).collect::<Vec<_>>().join(", ")
+                        "phone: region \"{region}\" is not an ISO 3166 country code with \
+                         telephone numbering (e.g. DE, US, BR)"
                     ))
                 }
             }
@@ -138,19 +99,23 @@ fn text(value: &Value) -> Result<String, String> {
     }
 }
 
-/// `local@domain`, trimmed and lowercased; one `@`, a dotted domain of letters,
-/// digits and hyphens, no spaces or control characters.
+/// `local@domain`, trimmed and lowercased; one `@`, a local part of ASCII
+/// letters, digits and `!#$%&'*+/=?^_`{|}~.-`, and a dotted domain. An
+/// internationalised domain (`bücher.example`) is converted to its ASCII form
+/// (`xn--bcher-kva.example`) by IDNA (UTS #46, the `idna` crate `url` uses), so both
+/// spellings are one identity; a non-ASCII local part is refused: mail servers
+/// decide what it means, and Unicode lowercasing would fold e.g. the Kelvin sign
+/// into "k" and merge two addresses.
 pub fn email(raw: &str) -> Result<String, String> {
     let bad = || Err(format!("\"{raw}\" is not an email address"));
-    // ASCII first: Unicode lowercasing would fold e.g. the Kelvin sign into "k" and
-    // merge two different addresses into one identity.
-    if !raw.trim().is_ascii() {
-        return bad();
-    }
-    let s = raw.trim().to_ascii_lowercase();
+    let s = raw.trim();
     let Some((local, domain)) = s.split_once('@') else {
         return bad();
     };
+    if !local.is_ascii() || domain.contains('@') {
+        return bad();
+    }
+    let local = local.to_ascii_lowercase();
     let local_ok = !local.is_empty()
         && local.len() <= 64
         && !local.starts_with('.')
@@ -159,6 +124,10 @@ pub fn email(raw: &str) -> Result<String, String> {
         && local
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || "!#$%&'*+/=?^_`{|}~.-".contains(c));
+    // UTS #46 processing also lowercases and refuses what no domain may hold.
+    let Ok(domain) = idna::domain_to_ascii(domain) else {
+        return bad();
+    };
     let domain_ok = domain.len() <= 253
         && domain.contains('.')
         && domain.split('.').all(|l| {
@@ -169,20 +138,21 @@ pub fn email(raw: &str) -> Result<String, String> {
                 && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
         });
     if local_ok && domain_ok {
-        Ok(s)
+        Ok(format!("{local}@{domain}"))
     } else {
         bad()
     }
 }
 
-/// E.164 (`+4930123456`): `+` or `00` and a country code, or a national number
-/// (trunk prefix dropped) in the default region. Spaces, dashes, dots, slashes and
-/// parentheses are ignored; anything else is refused. 8 to 15 digits.
+/// E.164 (`+4930123456`) by libphonenumber's metadata (the `phonenumber` crate,
+/// every region): `+` numbers as given, numbers dialled with the region's
+/// international prefix (`00`, `011` in North America, `8 10` in Russia…), and
+/// national numbers in the default region (trunk prefixes such as `0` or `8` and
+/// carrier codes such as Brazil's `0 21` dropped). Only numbers libphonenumber
+/// deems valid for their region are accepted. Spaces, dashes, dots, slashes and
+/// parentheses are ignored; letters and other characters are refused.
 pub fn phone(raw: &str, region: &str) -> Result<String, String> {
     let bad = |why: &str| Err(format!("\"{raw}\" is not a phone number: {why}"));
-    // "+49 (0)30 …": brackets are ignored like spaces; the trunk zero they hold is
-    // dropped after the country code by `without_trunk_zero`, which knows that
-    // Italy's numbers keep their 0.
     let trimmed = raw.trim();
     let mut digits = String::new();
     for (i, c) in trimmed.chars().enumerate() {
@@ -193,64 +163,36 @@ pub fn phone(raw: &str, region: &str) -> Result<String, String> {
             _ => return bad("unexpected character"),
         }
     }
-    let (code, trunk) = REGIONS
-        .iter()
-        .find(|(r, _, _)| *r == region)
-        .map(|(_, c, t)| (*c, *t))
-        .unwrap_or(("", ""));
-    let international = if trimmed.starts_with('+') {
-        digits
-    } else if let Some(rest) = digits.strip_prefix(exit_prefix(region)).or_else(|| {
-        digits
-            .strip_prefix("00")
-            .filter(|_| exit_prefix(region) == "00")
-    }) {
-        rest.to_string()
-    } else {
-        let national = if !trunk.is_empty() && digits.starts_with(trunk) {
-            &digits[trunk.len()..]
-        } else {
-            &digits[..]
-        };
-        // North American numbers: ten digits, area code starting 2–9 (so "001 …",
-        // which is no exit prefix there, is refused rather than read as +1 0 0 …).
-        if code == "1"
-            && !(national.len() == 10 && national.starts_with(|c: char| ('2'..='9').contains(&c)))
-        {
-            return bad("North American numbers have ten digits, the area code starting 2-9");
-        }
-        format!("{code}{national}")
+    let (Ok(id), Some(metadata)) = (
+        region.parse::<phonenumber::country::Id>(),
+        phonenumber::metadata::DATABASE.by_id(region),
+    ) else {
+        return bad("unknown default region");
     };
-    if international.starts_with('0') {
-        return bad("no country code");
+    // An international number is parsed without the default region: phonenumber
+    // 0.3.10 strips the *default* region's trunk prefix from it, so "+39 06 …"
+    // with region DE lost Italy's leading 0 and "011 44 020 …" with region US
+    // kept the UK's trunk 0 (measured; libphonenumber uses the number's region).
+    let international = if trimmed.starts_with('+') {
+        Some(format!("+{digits}"))
+    } else {
+        metadata.international_prefix().and_then(|idd| {
+            let m = idd.find(&digits)?;
+            (m.start() == 0).then(|| format!("+{}", &digits[m.end()..]))
+        })
+    };
+    let parsed = match &international {
+        Some(text) => phonenumber::parse(None, text),
+        None => phonenumber::parse(Some(id), &digits),
+    };
+    let number = match parsed {
+        Ok(n) => n,
+        Err(e) => return bad(&e.to_string()),
+    };
+    if !phonenumber::is_valid(&number) {
+        return bad("not a valid number in its region's numbering plan");
     }
-    let international = without_trunk_zero(international);
-    if !(8..=15).contains(&international.len()) {
-        return bad("E.164 numbers have 8 to 15 digits");
-    }
-    Ok(format!("+{international}"))
-}
-
-/// `+49 030 …`: where `0` is the national trunk prefix, a number after the country
-/// code never starts with it, so a `0` there was dialled from inside the country and
-/// written down with the country code in front. Without dropping it, the same
-/// number written `030 …` in region DE would be another identity key. Italy's
-/// numbers keep their leading `0` (its table entry has no trunk prefix).
-fn without_trunk_zero(international: String) -> String {
-    let zero_trunk_code = REGIONS
-        .iter()
-        .filter(|(_, _, trunk)| *trunk == "0")
-        .map(|(_, code, _)| *code)
-        // Country codes are prefix-free: at most one matches.
-        .find(|code| {
-            international
-                .strip_prefix(code)
-                .is_some_and(|rest| rest.starts_with('0'))
-        });
-    match zero_trunk_code {
-        Some(code) => format!("{code}{}", &international[code.len() + 1..]),
-        None => international,
-    }
+    Ok(number.format().mode(phonenumber::Mode::E164).to_string())
 }
 
 /// RFC 3339 timestamps (any offset) and plain dates, as UTC `YYYY-MM-DDTHH:MM:SSZ`
@@ -408,6 +350,12 @@ mod tests {
             ("a..b@example.com", None),
             ("a b@example.com", None),
             ("jörg@example.com", None),
+            ("joerg@Bücher.Example", Some("joerg@xn--bcher-kva.example")),
+            (
+                "joerg@xn--bcher-kva.example",
+                Some("joerg@xn--bcher-kva.example"),
+            ),
+            ("a@b\u{fffd}.example", None),
             ("a@exa_mple.com", None),
             ("a@-example.com", None),
             ("a\u{200b}@example.com", None),
@@ -426,7 +374,9 @@ mod tests {
             ("(415) 555-2671", "US", Some("+14155552671")),
             ("1-415-555-2671", "US", Some("+14155552671")),
             ("+44 20 7946 0958", "DE", Some("+442079460958")),
-            ("07700 900123", "GB", Some("+447700900123")),
+            ("07911 123456", "GB", Some("+447911123456")),
+            // Ofcom's range for drama (07700 900xxx) is no real number.
+            ("07700 900123", "GB", None),
             ("12345", "DE", None),
             ("+49 30 CALL-NOW", "DE", None),
             ("+1234567890123456", "DE", None),
@@ -446,6 +396,17 @@ mod tests {
             ("+39 (0)6 1234 5678", "DE", Some("+390612345678")),
             ("+44 (0) 20 7946 0958", "DE", Some("+442079460958")),
             ("(0)30 1234567", "DE", Some("+49301234567")),
+            // Regions the old 25-region table did not have, or got wrong.
+            ("0532 123 45 67", "TR", Some("+905321234567")),
+            ("8 (912) 345-67-89", "RU", Some("+79123456789")),
+            ("8 10 49 30 1234567", "RU", Some("+49301234567")),
+            ("0 21 11 2345 6789", "BR", Some("+551123456789")),
+            ("(11) 2345-6789", "BR", Some("+551123456789")),
+            ("+55 11 92345 6789", "DE", Some("+5511923456789")),
+            // Short but valid German and Austrian numbers.
+            ("0228 12345", "DE", Some("+4922812345")),
+            ("01 58058", "AT", Some("+43158058")),
+            ("0011 49 30 1234567", "AU", Some("+49301234567")),
         ] {
             assert_eq!(phone(raw, region).ok().as_deref(), want, "{raw:?} {region}");
         }
@@ -521,6 +482,7 @@ mod tests {
         );
         assert!(Normalizer::parse(&json!("phone")).is_err());
         assert!(Normalizer::parse(&json!({"phone": {"region": "XX"}})).is_err());
+        assert!(Normalizer::parse(&json!({"phone": {"region": "tr"}})).is_ok());
         assert!(Normalizer::parse(&json!("upper")).is_err());
     }
 }

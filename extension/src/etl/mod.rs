@@ -527,3 +527,86 @@ fn reprocess(
     data_received(owner, name, &counts, "reprocess")?;
     Ok(JsonB(counts.json()))
 }
+
+/// Gives the entities a source built the identity keys its processed records
+/// have under today's normalizers (after an upgrade changed them, e.g. the phone
+/// normalizer's move to libphonenumber's metadata): the latest processed version
+/// of each record is mapped again and every key it yields that no entity holds is
+/// added to the entity that record built. Keys already held stay as they are, so
+/// records in the old form and in the new one both find the entity; a new key
+/// another entity holds is reported as a conflict and not moved. Returns
+/// `{records, keys_added, conflicts, unmappable}`.
+#[pg_extern(security_definer, volatile)]
+#[search_path(pg_catalog, pg_temp)]
+fn rekey(
+    source: Option<&str>,
+    owner: default!(Option<Uuid>, "NULL"),
+) -> Result<JsonB, ErrorReport> {
+    let name = source.ok_or(SpineError::NullArgument("source"))?;
+    let owner = crate::caller::acting_owner(owner, "sources")?;
+    let src = load_source(owner, name)?;
+    entities::lock_owner(owner)?;
+    let records = Spi::connect(|client| {
+        let mut out = Vec::new();
+        // One row per record (a record without an external id is its own), the
+        // latest processed version, whose entity still exists.
+        for r in client.select(
+            "SELECT DISTINCT ON (coalesce(r.external_id, 'raw:' || r.id)) r.payload, r.entity_id \
+               FROM spine.raw_records r JOIN spine.entities e ON e.id = r.entity_id \
+              WHERE r.owner_id = $1 AND r.source = $2 AND r.status = 'processed' \
+              ORDER BY coalesce(r.external_id, 'raw:' || r.id), r.id DESC",
+            None,
+            &[owner.into(), name.into()],
+        )? {
+            let payload = r.get::<JsonB>(1)?.map_or(Value::Null, |j| j.0);
+            if let Some(entity) = r.get::<Uuid>(2)? {
+                out.push((payload, entity));
+            }
+        }
+        Ok::<_, pgrx::spi::SpiError>(out)
+    })
+    .map_err(internal("etl: rekey"))?;
+    let (mut types, mut values, mut entities_of) = (Vec::new(), Vec::new(), Vec::new());
+    let mut unmappable = 0i64;
+    for (payload, entity) in &records {
+        match src.mapping.apply(payload) {
+            Ok(mapped) => {
+                for (key_type, key_value) in mapped.keys {
+                    types.push(key_type);
+                    values.push(key_value);
+                    entities_of.push(*entity);
+                }
+            }
+            Err(_) => unmappable += 1,
+        }
+    }
+    let counts = Spi::get_two_with_args::<i64, i64>(
+        "WITH wanted AS (SELECT DISTINCT ON (t, v) t, v, e \
+                           FROM unnest($2::text[], $3::text[], $4::uuid[]) AS u(t, v, e)), \
+              added AS (INSERT INTO spine.entity_keys (owner_id, key_type, key_value, entity_id) \
+                        SELECT $1, t, v, e FROM wanted ON CONFLICT DO NOTHING RETURNING 1) \
+         SELECT (SELECT count(*) FROM added), \
+                (SELECT count(*) FROM wanted w JOIN spine.entity_keys k \
+                   ON k.owner_id = $1 AND k.key_type = w.t AND k.key_value = w.v \
+                  WHERE k.entity_id <> w.e)",
+        &[
+            owner.into(),
+            types.into(),
+            values.into(),
+            entities_of.into(),
+        ],
+    )
+    .map_err(internal("etl: rekey"))?;
+    let (added, conflicts) = (counts.0.unwrap_or(0), counts.1.unwrap_or(0));
+    crate::audit::record(
+        "etl.rekeyed",
+        Some(&format!("source:{name}")),
+        json!({"records": records.len(), "keys_added": added, "conflicts": conflicts}),
+    )?;
+    Ok(JsonB(json!({
+        "records": records.len(),
+        "keys_added": added,
+        "conflicts": conflicts,
+        "unmappable": unmappable,
+    })))
+}

@@ -861,3 +861,92 @@ async fn concurrent_identical_batches_create_each_person_once() {
     .await;
     assert_eq!((entities, raw, keys), (200, 200, 400));
 }
+
+/// Identity keys stored by the old 25-region phone normalizer: Brazil's carrier
+/// code `21` stayed in the number. After `spine.rekey` the entity also holds the
+/// key today's normalizer makes, so a record written the way the number is written
+/// now finds it instead of creating a second person; the old key stays.
+#[tokio::test]
+async fn rekey_lets_new_records_find_entities_keyed_by_old_rules() {
+    let mut db = connect().await;
+    let alice = Uuid::new_v4();
+    let mapping = json!({
+        "kind": "person",
+        "external_id": "id",
+        "fields": {
+            "name": {"path": "name"},
+            "phone": {"path": "tel", "normalize": [{"phone": {"region": "BR"}}]}
+        },
+        "identity": ["phone"]
+    });
+    let first = as_user(&mut db, alice, async |tx| {
+        tx.execute("SELECT spine.save_source('br', $1)", &[&mapping])
+            .await
+            .unwrap();
+        ingest(
+            tx,
+            "br",
+            json!([{"id": "a", "name": "Ana", "tel": "0 21 11 2345 6789"}]),
+        )
+        .await
+    })
+    .await;
+    assert_eq!(first["created"], json!(1), "{first}");
+    // What the old normalizer stored for that record.
+    db.execute(
+        "UPDATE spine.entity_keys SET key_value = '+552111123456789' \
+          WHERE owner_id = $1 AND key_type = 'phone'",
+        &[&alice],
+    )
+    .await
+    .unwrap();
+
+    let (rekeyed, again) = as_user(&mut db, alice, async |tx| {
+        let rekeyed: Value = one(tx, "SELECT spine.rekey('br')", &[]).await;
+        let again: Value = one(tx, "SELECT spine.rekey('br')", &[]).await;
+        (rekeyed, again)
+    })
+    .await;
+    assert_eq!(
+        rekeyed,
+        json!({"records": 1, "keys_added": 1, "conflicts": 0, "unmappable": 0})
+    );
+    assert_eq!(again["keys_added"], json!(0), "{again}");
+
+    let second = as_user(&mut db, alice, async |tx| {
+        ingest(
+            tx,
+            "br",
+            json!([{"id": "b", "name": "Ana S.", "tel": "(11) 2345-6789"}]),
+        )
+        .await
+    })
+    .await;
+    assert_eq!(
+        (&second["created"], &second["updated"]),
+        (&json!(0), &json!(1)),
+        "{second}"
+    );
+    let people: i64 = one(
+        &db,
+        "SELECT count(*) FROM spine.entities WHERE owner_id = $1 AND kind = 'person'",
+        &[&alice],
+    )
+    .await;
+    assert_eq!(people, 1);
+    let keys: Vec<String> = column(
+        &db,
+        "SELECT key_value FROM spine.entity_keys WHERE owner_id = $1 ORDER BY 1",
+        &[&alice],
+    )
+    .await;
+    assert_eq!(keys, ["+551123456789", "+552111123456789"]);
+
+    let missing = as_user(&mut db, alice, async |tx| {
+        tx.execute("SELECT spine.rekey('no_such_source')", &[])
+            .await
+            .unwrap_err()
+    })
+    .await;
+    assert_eq!(sqlstate(&missing), Some("42704"));
+}
