@@ -1,7 +1,6 @@
 //! Normalizers: what a mapping applies to a source value before it becomes an
 //! entity field. Each returns the normalized JSON value or why it refuses.
 
-use crate::time::{civil_from_days, days_from_civil};
 use serde_json::{Number, Value};
 
 /// One normalizer of a mapping field.
@@ -195,107 +194,26 @@ pub fn phone(raw: &str, region: &str) -> Result<String, String> {
     Ok(number.format().mode(phonenumber::Mode::E164).to_string())
 }
 
-/// RFC 3339 timestamps (any offset) and plain dates, as UTC `YYYY-MM-DDTHH:MM:SSZ`
-/// (fractions kept); a plain date is midnight UTC.
+/// RFC 3339 timestamps (any offset) and plain dates, as UTC with exactly six
+/// fractional digits, `YYYY-MM-DDTHH:MM:SS.ffffffZ` (Postgres's microseconds,
+/// rounded), so stored values sort as text in time order; a plain date is
+/// midnight UTC. Parsed by jiff.
 pub fn timestamp(raw: &str) -> Result<String, String> {
     let s = raw.trim();
-    let bad = || Err(format!("\"{raw}\" is not a date or RFC 3339 timestamp"));
-    // Everything below slices at byte positions: only ASCII can be a timestamp.
-    if !s.is_ascii() {
-        return bad();
-    }
-    let num = |t: &str| {
-        t.parse::<i64>()
+    let bad = || format!("\"{raw}\" is not a date or RFC 3339 timestamp");
+    // A plain date is exactly YYYY-MM-DD; anything longer must carry an offset
+    // (jiff's Timestamp refuses a civil time without one, as RFC 3339 does).
+    let instant = if s.len() == 10 {
+        s.parse::<jiff::civil::Date>()
             .ok()
-            .filter(|_| t.chars().all(|c| c.is_ascii_digit()))
-    };
-    let (date, rest) = if s.len() >= 10 {
-        s.split_at(10)
+            .and_then(|d| d.to_zoned(jiff::tz::TimeZone::UTC).ok())
+            .map(|z| z.timestamp())
     } else {
-        return bad();
-    };
-    let parts: Vec<&str> = date.split('-').collect();
-    let (Some(y), Some(mo), Some(d)) = (
-        parts
-            .first()
-            .and_then(|p| num(p))
-            .filter(|_| parts.len() == 3 && parts[0].len() == 4),
-        parts
-            .get(1)
-            .and_then(|p| num(p))
-            .filter(|m| (1..=12).contains(m)),
-        parts.get(2).and_then(|p| num(p)),
-    ) else {
-        return bad();
-    };
-    let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
-    let days_in = [
-        31,
-        if leap { 29 } else { 28 },
-        31,
-        30,
-        31,
-        30,
-        31,
-        31,
-        30,
-        31,
-        30,
-        31,
-    ][(mo - 1) as usize];
-    if d < 1 || d > days_in {
-        return bad();
+        s.parse::<jiff::Timestamp>().ok()
     }
-    if rest.is_empty() {
-        return Ok(format!("{date}T00:00:00Z"));
-    }
-    let Some(time) = rest.strip_prefix(['T', 't', ' ']) else {
-        return bad();
-    };
-    // Split the offset off: Z, +hh:mm or -hh:mm.
-    let (clock, offset_minutes) = if let Some(c) = time.strip_suffix(['Z', 'z']) {
-        (c, 0)
-    } else if time.len() > 6 && matches!(&time[time.len() - 6..time.len() - 5], "+" | "-") {
-        let (c, off) = time.split_at(time.len() - 6);
-        let sign = if off.starts_with('-') { -1 } else { 1 };
-        let (Some(h), Some(m)) = (num(&off[1..3]), num(&off[4..6])) else {
-            return bad();
-        };
-        if &off[3..4] != ":" || h > 23 || m > 59 {
-            return bad();
-        }
-        (c, sign * (h * 60 + m))
-    } else {
-        return bad();
-    };
-    let (hms, fraction) = clock.split_once('.').unwrap_or((clock, ""));
-    let hms: Vec<&str> = hms.split(':').collect();
-    let (Some(h), Some(mi), Some(se)) = (
-        hms.first().and_then(|p| num(p)).filter(|h| *h < 24),
-        hms.get(1).and_then(|p| num(p)).filter(|m| *m < 60),
-        hms.get(2).and_then(|p| num(p)).filter(|s| *s < 61),
-    ) else {
-        return bad();
-    };
-    if hms.len() != 3 || !fraction.chars().all(|c| c.is_ascii_digit()) {
-        return bad();
-    }
-    // To UTC through days since the epoch (civil date arithmetic).
-    let days = days_from_civil(y, mo, d);
-    let secs = days * 86_400 + h * 3600 + mi * 60 + se - offset_minutes * 60;
-    let (days, secs_of_day) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    let (y, mo, d) = civil_from_days(days);
-    let frac = if fraction.is_empty() {
-        String::new()
-    } else {
-        format!(".{fraction}")
-    };
-    Ok(format!(
-        "{y:04}-{mo:02}-{d:02}T{:02}:{:02}:{:02}{frac}Z",
-        secs_of_day / 3600,
-        secs_of_day / 60 % 60,
-        secs_of_day % 60
-    ))
+    .ok_or_else(bad)?;
+    let instant = instant.round(jiff::Unit::Microsecond).map_err(|_| bad())?;
+    Ok(instant.strftime("%Y-%m-%dT%H:%M:%S%.6fZ").to_string())
 }
 
 fn number(value: &Value) -> Result<Value, String> {
@@ -415,14 +333,22 @@ mod tests {
     #[test]
     fn timestamps() {
         for (raw, want) in [
-            ("2026-11-25", Some("2026-11-25T00:00:00Z")),
-            ("2026-11-25T12:30:00Z", Some("2026-11-25T12:30:00Z")),
-            ("2026-11-25T01:30:00+02:00", Some("2026-11-24T23:30:00Z")),
+            ("2026-11-25", Some("2026-11-25T00:00:00.000000Z")),
+            ("2026-11-25T12:30:00Z", Some("2026-11-25T12:30:00.000000Z")),
+            (
+                "2026-11-25T01:30:00+02:00",
+                Some("2026-11-24T23:30:00.000000Z"),
+            ),
             (
                 "2026-12-31T23:30:00.125-01:00",
-                Some("2027-01-01T00:30:00.125Z"),
+                Some("2027-01-01T00:30:00.125000Z"),
             ),
-            ("2024-02-29", Some("2024-02-29T00:00:00Z")),
+            // Nanoseconds round to Postgres's microseconds.
+            (
+                "2026-11-25T12:30:00.1234567Z",
+                Some("2026-11-25T12:30:00.123457Z"),
+            ),
+            ("2024-02-29", Some("2024-02-29T00:00:00.000000Z")),
             ("2023-02-29", None),
             ("2026-13-01", None),
             ("25.11.2026", None),
@@ -434,6 +360,13 @@ mod tests {
         ] {
             assert_eq!(timestamp(raw).ok().as_deref(), want, "{raw:?}");
         }
+        // Fixed precision: text order is time order (".5Z" sorted after "Z" was
+        // earlier before, although it is later).
+        let (whole, half) = (
+            timestamp("2026-11-25T12:30:00Z").unwrap(),
+            timestamp("2026-11-25T12:30:00.5Z").unwrap(),
+        );
+        assert!(whole < half, "{whole} {half}");
     }
 
     #[test]
