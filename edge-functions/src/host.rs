@@ -180,7 +180,7 @@ impl Host {
         causation: Option<uuid::Uuid>,
     ) -> Result<Response, HostError> {
         let started = std::time::Instant::now();
-        let result = self.invoke_timed(name, request, caller, causation).await;
+        let result = self.run_invocation(name, request, caller, causation).await;
         let outcome = match &result {
             Ok(_) => "ok",
             Err(HostError::NotFound(_)) => "not_found",
@@ -206,7 +206,8 @@ impl Host {
         self.metrics.pool_waiting.set(status.waiting as i64);
     }
 
-    async fn invoke_timed(
+    /// [`Host::invoke`] without its metrics.
+    async fn run_invocation(
         self: &Arc<Self>,
         name: &str,
         request: Request,

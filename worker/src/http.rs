@@ -68,7 +68,7 @@ fn health(state: &HttpState) -> (&'static str, serde_json::Value) {
     let threshold = state.lag_threshold.as_secs_f64();
     let lag = relay.lag_seconds();
     let since_ok = relay.seconds_since_ok();
-    let active = relay.active.load(std::sync::atomic::Ordering::Relaxed);
+    let active = relay.is_active();
     let status = if since_ok > threshold {
         "database unreachable"
     } else if active && lag > threshold {
@@ -144,10 +144,7 @@ mod tests {
                 chrono::Utc::now() - chrono::Duration::milliseconds((lag * 1000.0) as i64)
             }),
         );
-        metrics
-            .relay
-            .active
-            .store(active, std::sync::atomic::Ordering::Relaxed);
+        metrics.relay.set_active(active);
         HttpState {
             metrics,
             sink: "nats".into(),

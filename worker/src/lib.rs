@@ -94,7 +94,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         wake,
         stop_rx.clone(),
     ));
-    let runner = (!config.jobs.queues.is_empty()).then(|| {
+    // A worker runs jobs exactly when it started a function host for them.
+    let runner = functions.clone().map(|host| {
         // Its own LISTEN session on the jobs channel, for the queues it serves.
         let jobs_wake = Arc::new(jobs::runner::Wakeups::default());
         let listen = tokio::spawn(listener::run_with(
@@ -106,12 +107,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         let run = tokio::spawn(jobs::runner::run(
             config.database.clone(),
             config.jobs.clone(),
-            jobs::handler::Registry::builtin(
-                &config.database,
-                functions
-                    .clone()
-                    .expect("started for a worker that runs jobs"),
-            ),
+            jobs::handler::Registry::builtin(&config.database, host),
             metrics.jobs.clone(),
             jobs_wake,
             stop_rx.clone(),

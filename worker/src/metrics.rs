@@ -10,7 +10,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 
 /// 0.5 ms to ~16 s, doubling: relay latency is sub-millisecond when caught up and
@@ -107,14 +107,13 @@ pub struct RelayMetrics {
     /// 0 when caught up. Lag is measured from it at read time, so it keeps growing
     /// while the relay is stuck (NATS down), which is what /healthz must see.
     oldest_pending_micros: AtomicI64,
-    /// Whether this instance holds the sink's lock and relays (others stand by). It
-    /// stays true while the relay fails and retries: it is still the one that must relay.
-    pub active: AtomicBool,
+    /// 1 while this instance holds the sink's lock and relays (others stand by). It
+    /// stays 1 while the relay fails and retries: it is still the one that must relay.
+    active: Gauge,
     /// When the relay last completed a database round (µs since the epoch): a relay
     /// that cannot reach Postgres has no lag to report, but it is not healthy either.
     last_ok_micros: AtomicI64,
     lag_gauge: Gauge<f64, AtomicU64>,
-    active_gauge: Gauge,
     last_ok_gauge: Gauge<f64, AtomicU64>,
 }
 
@@ -127,10 +126,9 @@ impl Default for RelayMetrics {
             batches: Counter::default(),
             commit_to_ack: latency_histogram(),
             oldest_pending_micros: AtomicI64::new(0),
-            active: AtomicBool::new(false),
+            active: Gauge::default(),
             last_ok_micros: AtomicI64::new(Utc::now().timestamp_micros()),
             lag_gauge: Gauge::default(),
-            active_gauge: Gauge::default(),
             last_ok_gauge: Gauge::default(),
         }
     }
@@ -171,7 +169,7 @@ impl RelayMetrics {
         r.register(
             "relay_active",
             "1 when this instance holds the sink and relays",
-            self.active_gauge.clone(),
+            self.active.clone(),
         );
         r.register(
             "relay_last_ok_age_seconds",
@@ -182,9 +180,15 @@ impl RelayMetrics {
 
     fn refresh(&self) {
         self.lag_gauge.set(self.lag_seconds());
-        self.active_gauge
-            .set(i64::from(self.active.load(Ordering::Relaxed)));
         self.last_ok_gauge.set(self.seconds_since_ok());
+    }
+
+    pub fn set_active(&self, active: bool) {
+        self.active.set(i64::from(active));
+    }
+
+    pub fn is_active(&self) -> bool {
+        self.active.get() == 1
     }
 
     /// Records a successful round trip to the database.
@@ -440,7 +444,7 @@ mod tests {
     fn renders_openmetrics_text() {
         let m = Metrics::new("nats", None);
         m.relay.published.inc_by(3);
-        m.relay.active.store(true, Ordering::Relaxed);
+        m.relay.set_active(true);
         let run = m.jobs.started("mail");
         let text = m.render();
         assert!(

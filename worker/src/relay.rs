@@ -26,7 +26,6 @@ use async_nats::jetstream::{
     stream,
 };
 use std::collections::VecDeque;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{watch, Notify};
@@ -69,7 +68,7 @@ async fn session(
     let Some(sink) = SinkSession::acquire(&spec, shutdown, |held| {
         metrics.mark_ok();
         if !held {
-            metrics.active.store(false, Ordering::Relaxed);
+            metrics.set_active(false);
         }
     })
     .await?
@@ -80,7 +79,7 @@ async fn session(
     tracing::info!(sink = %rc.sink, ?cursor, "relay holds the sink");
 
     // From here on this instance is the sink's relay, also while it retries.
-    metrics.active.store(true, Ordering::Relaxed);
+    metrics.set_active(true);
     // Measure the backlog's age before touching NATS, so that /healthz sees the lag
     // grow even when NATS is down from the start.
     let head = sink.read(cursor, 1).await?;
