@@ -1,6 +1,7 @@
 //! `rules`: the cost of rules on event insert. For 0, 10, 100 and 1,000 enabled
-//! rules of one owner, all listening to the benchmark's event type (so every rule
-//! is evaluated on every event), half with a simple condition and half nested
+//! rules of one owner, all listening to the benchmark's event type (each a
+//! candidate for every event; the guard index then narrows them to the rules an
+//! event's `kind` or `tags` name), half with a simple condition and half nested
 //! (`and`/`or`/`in` over event data and the owner's state), the benchmark emits
 //! events as that owner — 1,000 per statement — whose `kind` makes about 10 % of
 //! them match exactly one rule (which then fires: a firing row, a set_state

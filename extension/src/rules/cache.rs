@@ -13,6 +13,7 @@ use crate::invalidation::{self, Watched};
 use pgrx::prelude::*;
 use pgrx::{JsonB, Uuid};
 use serde_json::Value;
+use spine_core::rules::guard::{Guard, GuardIndex};
 use spine_core::rules::jsonlogic::Expr;
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -59,6 +60,9 @@ pub struct Rule {
     pub actions: Vec<Action>,
     /// The var paths the condition reads: recorded with each firing.
     pub inputs: Vec<String>,
+    /// A test of the event the condition needs (`event.data.kind == "x"`), by
+    /// which [`OwnerSet::select`] skips it for events holding another value.
+    pub guard: Option<Guard>,
 }
 
 impl Rule {
@@ -83,6 +87,7 @@ impl Rule {
                 ));
             }
         }
+        let guard = Guard::of(&condition, "event");
         Ok(Rule {
             id,
             name,
@@ -91,6 +96,7 @@ impl Rule {
             condition,
             actions,
             inputs,
+            guard,
         })
     }
 }
@@ -98,8 +104,38 @@ impl Rule {
 /// Most owners whose rules one backend keeps; beyond it the cache starts over.
 const MAX_OWNERS: usize = 10_000;
 
-/// One owner's enabled rules, in evaluation order.
-pub type OwnerRules = Rc<Vec<Rc<Rule>>>;
+/// One owner's enabled rules, in evaluation order, indexed by their guards.
+pub struct OwnerSet {
+    pub rules: Vec<Rc<Rule>>,
+    index: GuardIndex,
+}
+
+impl OwnerSet {
+    fn new(rules: Vec<Rc<Rule>>) -> OwnerSet {
+        let index = GuardIndex::new(rules.iter().map(|r| r.guard.as_ref()));
+        OwnerSet { rules, index }
+    }
+
+    /// Whether any rule listens to `event_type` (most events: none does).
+    pub fn listens_to(&self, event_type: &str) -> bool {
+        self.rules.iter().any(|r| r.pattern.matches(event_type))
+    }
+
+    /// The rules an event of `event_type` may match, in evaluation order:
+    /// those listening to the type whose guard `ctx` (`{"event": …}`) does not
+    /// rule out.
+    pub fn select(&self, event_type: &str, ctx: &Value) -> Vec<Rc<Rule>> {
+        self.index
+            .select(ctx)
+            .into_iter()
+            .map(|i| &self.rules[i])
+            .filter(|r| r.pattern.matches(event_type))
+            .cloned()
+            .collect()
+    }
+}
+
+pub type OwnerRules = Rc<OwnerSet>;
 
 thread_local! {
     static OWNERS: RefCell<HashMap<[u8; 16], OwnerRules>> = RefCell::new(HashMap::new());
@@ -112,7 +148,7 @@ thread_local! {
 /// read is used for this transaction only, never cached.
 pub fn rules_of(owner: Uuid) -> Result<OwnerRules, SpineError> {
     if crate::spi_ext::snapshot_per_transaction() {
-        return Ok(Rc::new(load(owner)?));
+        return Ok(Rc::new(OwnerSet::new(load(owner)?)));
     }
     if invalidation::changed_since_last_look(Watched::Rules)? {
         OWNERS.with(|o| o.borrow_mut().clear());
@@ -121,7 +157,7 @@ pub fn rules_of(owner: Uuid) -> Result<OwnerRules, SpineError> {
     if let Some(found) = OWNERS.with(|o| o.borrow().get(&key).cloned()) {
         return Ok(found);
     }
-    let loaded = Rc::new(load(owner)?);
+    let loaded = Rc::new(OwnerSet::new(load(owner)?));
     OWNERS.with(|o| {
         let mut o = o.borrow_mut();
         if o.len() >= MAX_OWNERS {

@@ -127,24 +127,23 @@ pub fn complete_context(ctx: &mut Value, event: &EventInfo<'_>) -> Result<(), Sp
     Ok(())
 }
 
-/// The candidate rules of an event: the owner's enabled rules whose `on_event`
-/// matches, in priority order.
-pub fn candidates(owner: Uuid, event_type: &str) -> Result<Vec<Rc<Rule>>, SpineError> {
-    Ok(cache::rules_of(owner)?
-        .iter()
-        .filter(|r| r.pattern.matches(event_type))
-        .cloned()
-        .collect())
-}
-
 /// Evaluates the owner's rules on an event that was just written, and fires the
 /// ones that match. Returns how many fired.
 ///
-/// The owner's state is read from the table only when a condition reaches for
-/// it (JsonLogic short-circuits, so `event.x == 1 and state.y == 2` on another
-/// event never does) or before the first firing (actions may read or set it).
+/// Only the rules listening to the event's type whose equality guard the event
+/// does not rule out are evaluated ([`cache::OwnerSet::select`]). The owner's
+/// state is read from the table only when a condition reaches for it (JsonLogic
+/// short-circuits, so `event.x == 1 and state.y == 2` on another event never
+/// does) or before the first firing (actions may read or set it).
 pub fn on_event(event: &EventInfo<'_>) -> Result<usize, SpineError> {
-    evaluate(event, &candidates(event.owner, event.event_type)?)
+    let owned = cache::rules_of(event.owner)?;
+    // Usually none listen to this type: no envelope built.
+    if !owned.listens_to(event.event_type) {
+        return Ok(0);
+    }
+    let ctx = json!({"event": event.envelope()});
+    let rules = owned.select(event.event_type, &ctx);
+    evaluate(event, ctx, &rules)
 }
 
 /// The events listener `_PG_init` registers ([`events::listener`]): runs the
@@ -155,19 +154,18 @@ pub fn on_emitted(written: &[Emitted<'_>]) -> Result<(), SpineError> {
         let Some(owner) = event.owner_id else {
             continue;
         };
-        // Usually none listen to this type: one cache lookup, no envelope built.
         on_event(&EventInfo { event, owner })?;
     }
     Ok(())
 }
 
-/// [`on_event`] with the candidate rules already looked up.
-fn evaluate(event: &EventInfo<'_>, rules: &[Rc<Rule>]) -> Result<usize, SpineError> {
-    if rules.is_empty() {
-        return Ok(0);
-    }
-    // `state` and `entity` are read from their tables only when needed.
-    let mut ctx = json!({"event": event.envelope()});
+/// [`on_event`] with the candidate rules selected; `ctx` holds the event only
+/// (`state` and `entity` are read from their tables when needed).
+fn evaluate(
+    event: &EventInfo<'_>,
+    mut ctx: Value,
+    rules: &[Rc<Rule>],
+) -> Result<usize, SpineError> {
     let mut fired = 0;
     for rule in rules {
         let partial = ctx.get("state").is_none();

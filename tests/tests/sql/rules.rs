@@ -711,3 +711,83 @@ async fn explain_says_why() {
     assert_eq!((got[2].1, got[2].3), (false, false));
     assert!(got[2].4.contains("does not match"), "{}", got[2].4);
 }
+
+/// Rules guarded by an equality on the event (which the rule cache indexes, so
+/// an event skips the rules that test for another value) fire exactly as if
+/// every rule were evaluated: on their value, on a value only loose equality
+/// or a substring matches, through `or` and `in`, and in priority order among
+/// unguarded rules.
+#[tokio::test]
+async fn guarded_rules_fire_as_if_every_rule_were_evaluated() {
+    let mut db = connect().await;
+    let alice = Uuid::new_v4();
+    let note = json!([{"set_state": {"key": "n", "value": "{{event.data.n}}"}}]);
+    let rules = [
+        (
+            "a-high",
+            json!({"==": [{"var": "event.data.kind"}, "a"]}),
+            10,
+        ),
+        ("any", json!(true), 5),
+        (
+            "a-low",
+            json!({"and": [{">=": [{"var": "event.data.n"}, 0]}, {"===": [{"var": "event.data.kind"}, "a"]}]}),
+            1,
+        ),
+        ("b", json!({"==": ["b", {"var": "event.data.kind"}]}), 0),
+        ("one", json!({"==": [{"var": "event.data.kind"}, "1"]}), 0),
+        (
+            "vip",
+            json!({"or": [{"==": [{"var": "event.data.kind"}, "z"]}, {"in": ["vip", {"var": "event.data.tags"}]}]}),
+            0,
+        ),
+    ];
+    let cases = [
+        (json!({"kind": "a", "n": 1}), vec!["a-high", "any", "a-low"]),
+        (json!({"kind": "b", "n": 2}), vec!["any", "b"]),
+        // A number: loose equality with "1" holds, so the guard must not skip it.
+        (json!({"kind": 1, "n": 3}), vec!["any", "one"]),
+        (json!({"n": 4}), vec!["any"]),
+        (json!({"kind": "c", "n": 5}), vec!["any"]),
+        (
+            json!({"kind": "c", "tags": ["x", "vip"]}),
+            vec!["any", "vip"],
+        ),
+        (json!({"kind": "z", "tags": ["x"]}), vec!["any", "vip"]),
+        // A text: `in` finds a substring, so the guard must not skip it.
+        (
+            json!({"kind": "c", "tags": "a vip guest"}),
+            vec!["any", "vip"],
+        ),
+        (json!({"kind": "c", "tags": ["vip-ish"]}), vec!["any"]),
+    ];
+    let mut events = Vec::new();
+    as_user(&mut db, alice, async |tx| {
+        for (name, condition, priority) in &rules {
+            tx.execute(
+                "SELECT spine.save_rule($1, 'sort.Sorted', $2, $3, priority => $4)",
+                &[name, condition, &note, priority],
+            )
+            .await
+            .unwrap();
+        }
+        for (data, _) in &cases {
+            events.push(emit(tx, "sort.Sorted", data.clone()).await);
+        }
+    })
+    .await;
+    for ((data, expected), event) in cases.iter().zip(&events) {
+        let fired: Vec<String> = db
+            .query(
+                "SELECT r.name FROM spine.rule_firings f JOIN spine.rules r ON r.id = f.rule_id \
+                 WHERE f.event_id = $1 ORDER BY f.id",
+                &[event],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        assert_eq!(&fired, expected, "event {data}");
+    }
+}

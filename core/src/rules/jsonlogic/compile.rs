@@ -384,6 +384,55 @@ fn compile_path(args: &[&Value], depth: usize) -> Result<Path, String> {
 impl Node {
     /// Every constant path read from the data (not from an item or an error),
     /// dotted; `scopes` is how many scopes deep this node is evaluated.
+    /// Tests of the data of which the node needs one to be truthy, if it has
+    /// such a list: `var(path) == "s"` (or `===`) and `"s" in var(path)`; any
+    /// part of an `and` (truthy only when all its parts are); every part of an
+    /// `or`, together. Paths are read from the data, so only outside iterators.
+    pub(super) fn requirements(&self) -> Option<Vec<super::Requirement>> {
+        use super::Requirement;
+        let var = |node: &Node| match node {
+            Node::Var {
+                path,
+                default: None,
+            } if !path.is_empty() => Some(path.clone()),
+            _ => None,
+        };
+        match self {
+            Node::Op(Op::Eq | Op::StrictEq, args) => match args.as_slice() {
+                [a, Node::Literal(Value::String(s))] | [Node::Literal(Value::String(s)), a] => {
+                    var(a).map(|path| {
+                        vec![Requirement::Equals {
+                            path,
+                            value: s.clone(),
+                        }]
+                    })
+                }
+                _ => None,
+            },
+            Node::Op(Op::In, args) => match args.as_slice() {
+                [Node::Literal(Value::String(s)), a] => var(a).map(|path| {
+                    vec![Requirement::Contains {
+                        path,
+                        value: s.clone(),
+                    }]
+                }),
+                _ => None,
+            },
+            Node::Op(Op::And, parts) => parts
+                .iter()
+                .filter_map(Node::requirements)
+                .min_by_key(Vec::len),
+            Node::Op(Op::Or, parts) if !parts.is_empty() => {
+                let mut all = Vec::new();
+                for p in parts {
+                    all.extend(p.requirements()?);
+                }
+                Some(all)
+            }
+            _ => None,
+        }
+    }
+
     pub(super) fn var_paths(&self, scopes: usize, out: &mut Vec<String>) {
         let mut push = |p: String| {
             // The whole data is not an input worth recording.

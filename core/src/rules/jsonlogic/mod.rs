@@ -48,6 +48,16 @@ use std::cell::Cell;
 #[derive(Debug, Clone, PartialEq)]
 pub struct Expr(Node);
 
+/// A test of the data an expression needs ([`Expr::requirements`]). Only
+/// strings are compared: `var == 1` is not one, as loose equality converts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Requirement {
+    /// `{"==": [{"var": path}, value]}` (or `===`, either way round).
+    Equals { path: Vec<String>, value: String },
+    /// `{"in": [value, {"var": path}]}`.
+    Contains { path: Vec<String>, value: String },
+}
+
 /// The result of [`Expr::evaluate`].
 pub struct Evaluation<'a> {
     /// The value; `null` if the evaluation erred.
@@ -70,6 +80,13 @@ impl Expr {
     /// or a caught error are not inputs.
     pub fn var_paths(&self, out: &mut Vec<String>) {
         self.0.var_paths(0, out);
+    }
+
+    /// Tests of the data of which the expression needs at least one to be
+    /// truthy, when it has such a list (see [`Requirement`]); `None` when it has
+    /// none that is known.
+    pub fn requirements(&self) -> Option<Vec<Requirement>> {
+        self.0.requirements()
     }
 
     /// The value, `null` if the evaluation erred (see [`Expr::try_eval`]).
