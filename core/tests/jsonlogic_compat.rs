@@ -2,8 +2,9 @@
 //! folder `suites/`) run through Spine's evaluator: every case must pass.
 //!
 //! The suites are not kept in this repository (see `jsonlogic-compat.md` beside
-//! this file); the test reads them from `$JSONLOGIC_COMPAT_DIR`, else from
-//! `shared/jsonlogic-compat/` beside the repository.
+//! this file); the test reads them from `$JSONLOGIC_COMPAT_DIR` (which
+//! `cargo xtask test` points at a complete copy or at the files crates.io has),
+//! else from `shared/jsonlogic-compat/` beside the repository.
 //!
 //! A case is `{"description", "rule", "data"?, "result"}` or, for an error,
 //! `{…, "error": {"type": …}}`; strings between cases are section headings. As in

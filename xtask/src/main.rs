@@ -17,6 +17,7 @@ mod bench;
 mod config;
 mod daemon;
 mod demo;
+mod jsonlogic;
 mod layers;
 mod meili;
 mod migrate;

@@ -27,6 +27,7 @@ const APT_PACKAGES: &[&str] = &[
     "libssl-dev",               // -sys crates that link OpenSSL
     "ca-certificates",          // TLS to the package registries
     "postgresql-client-15",     // psql
+    "curl",                     // the JsonLogic suites from crates.io (xtask/src/jsonlogic.rs)
 ];
 
 pub fn run(config: &Config) -> Result<()> {

@@ -102,29 +102,36 @@ pub fn run(config: &Config) -> Result<()> {
                 .current_dir(config.root.join("extension")),
         )?;
     }
+    let jsonlogic_suites = crate::jsonlogic::suites_dir(config)?;
     {
         // Printed here because the workspace run captures a test's output: the
         // per-suite table, or the SKIP line when the suites are not on the machine.
         // Not counted: the workspace run below runs it again.
         let _s = step("JsonLogic conformance suites (json-logic/compat-tables)");
+        let mut cmd = Command::new("cargo");
+        if let Some(dir) = &jsonlogic_suites {
+            cmd.env("JSONLOGIC_COMPAT_DIR", dir);
+        }
         exec(
-            Command::new("cargo")
-                .args([
-                    "test",
-                    "-p",
-                    "spine-core",
-                    "--test",
-                    "jsonlogic_compat",
-                    "--",
-                ])
-                .args(["--nocapture", "--quiet"])
-                .current_dir(&config.root),
+            cmd.args([
+                "test",
+                "-p",
+                "spine-core",
+                "--test",
+                "jsonlogic_compat",
+                "--",
+            ])
+            .args(["--nocapture", "--quiet"])
+            .current_dir(&config.root),
         )?;
     }
     stack::up(config)?;
     {
         let _s = step("cargo test (workspace, against the dev stack)");
         let mut cmd = Command::new("cargo");
+        if let Some(dir) = &jsonlogic_suites {
+            cmd.env("JSONLOGIC_COMPAT_DIR", dir);
+        }
         cmd.args(["test", "--workspace", "--exclude", "spine"])
             .current_dir(&config.root);
         for (k, v) in stack::env_vars(config)? {
