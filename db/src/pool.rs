@@ -129,6 +129,20 @@ impl Session {
     pub fn mark_idle(&mut self) {
         self.busy = false;
     }
+
+    /// A statement prepared once per connection and kept with it: a surface
+    /// that sends the same SQL again and again (the gateway) saves the round
+    /// trip that preparing costs.
+    pub async fn prepare_cached(
+        &self,
+        sql: &str,
+    ) -> Result<tokio_postgres::Statement, tokio_postgres::Error> {
+        self.object
+            .as_ref()
+            .expect("present until dropped")
+            .prepare_cached(sql)
+            .await
+    }
 }
 
 impl std::ops::Deref for Session {

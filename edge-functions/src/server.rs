@@ -84,7 +84,7 @@ impl CorsOrigins {
         Ok(CorsOrigins::List(list))
     }
 
-    fn layer(&self) -> CorsLayer {
+    pub fn layer(&self) -> CorsLayer {
         let origins = match self {
             CorsOrigins::Any => AllowOrigin::any(),
             CorsOrigins::List(list) => AllowOrigin::list(
@@ -111,6 +111,14 @@ impl CorsOrigins {
     }
 }
 
+/// `/functions/v1/{name}[/…]` alone: what the gateway embeds (it adds the
+/// state and the body timeout, [`BODY_STALL_TIMEOUT`]).
+pub fn function_routes() -> Router<Arc<ServerState>> {
+    Router::new()
+        .route("/functions/v1/{name}", any(invoke))
+        .route("/functions/v1/{name}/{*rest}", any(invoke_nested))
+}
+
 /// The routes and layers, for [`serve`] and for tests that drive it in process.
 pub fn router(state: Arc<ServerState>, cors: &CorsOrigins) -> Router {
     Router::new()
@@ -119,8 +127,7 @@ pub fn router(state: Arc<ServerState>, cors: &CorsOrigins) -> Router {
             get(|| async { json_response(StatusCode::OK, json!({"status": "ok"})) }),
         )
         .route("/metrics", get(metrics))
-        .route("/functions/v1/{name}", any(invoke))
-        .route("/functions/v1/{name}/{*rest}", any(invoke_nested))
+        .merge(function_routes())
         .fallback(|| async {
             error(
                 StatusCode::NOT_FOUND,

@@ -1,0 +1,101 @@
+//! `spine-gateway`'s command line and settings: every setting is a flag and an
+//! environment variable, and `--help` lists both with the default.
+
+use clap::{Args, Parser, Subcommand};
+use std::net::SocketAddr;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "spine-gateway",
+    version,
+    about = "Spine's Supabase-compatible HTTP API: /auth/v1, /rest/v1 and /functions/v1"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub config: Config,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the API (the default command).
+    Serve,
+    /// Print the anon and service-role keys (JWTs signed with SPINE_JWT_SECRET).
+    Keys,
+}
+
+#[derive(Debug, Args)]
+pub struct Config {
+    /// The database (URL or key=value DSN).
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:54390/spine",
+        hide_env_values = true,
+        global = true
+    )]
+    pub database_url: String,
+
+    /// Where the API is served (one base URL, like SUPABASE_URL).
+    #[arg(long, env = "SPINE_GATEWAY_ADDR", default_value = "127.0.0.1:54396")]
+    pub addr: SocketAddr,
+
+    /// The project's JWT secret (HS256): access tokens and the anon and
+    /// service-role keys are signed with it.
+    #[arg(long, env = "SPINE_JWT_SECRET", hide_env_values = true, global = true)]
+    pub jwt_secret: String,
+
+    /// A publishable key (`sb_publishable_…`) that acts as the anon role.
+    #[arg(long, env = "SPINE_PUBLISHABLE_KEY", hide_env_values = true)]
+    pub publishable_key: Option<String>,
+
+    /// A secret key (`sb_secret_…`) that acts as the service role.
+    #[arg(long, env = "SPINE_SECRET_KEY", hide_env_values = true)]
+    pub secret_key: Option<String>,
+
+    /// Schemas `/rest/v1` exposes, comma-separated; the first is the default.
+    #[arg(long, env = "SPINE_REST_SCHEMAS", default_value = "public,spine")]
+    pub rest_schemas: String,
+
+    /// Most rows one `/rest/v1` response returns (PostgREST's max-rows).
+    #[arg(long, env = "SPINE_REST_MAX_ROWS", default_value_t = 1000)]
+    pub max_rows: u64,
+
+    /// Largest request body accepted, in bytes.
+    #[arg(long, env = "SPINE_GATEWAY_MAX_BODY", default_value_t = 1 << 20)]
+    pub max_body: usize,
+
+    /// Origins browsers may call from: `*` or a comma-separated list.
+    #[arg(long, env = "SPINE_CORS_ORIGINS", default_value = "*")]
+    pub cors_origins: String,
+
+    /// Most database connections the gateway holds.
+    #[arg(long, env = "SPINE_GATEWAY_POOL", default_value_t = 16)]
+    pub pool_size: usize,
+
+    /// `on`: serve /auth/v1 from Spine's auth tables. `off` on a Supabase
+    /// database, where GoTrue owns auth.*: /auth/v1 answers 404 and the gateway
+    /// never reads or writes auth tables.
+    #[arg(long, env = "SPINE_AUTH", default_value = "on", value_parser = ["on", "off"])]
+    pub auth: String,
+
+    /// Lifetime of the access tokens /auth/v1 issues, in seconds.
+    #[arg(long, env = "SPINE_AUTH_JWT_EXP", default_value_t = 3600)]
+    pub jwt_exp_secs: u64,
+}
+
+impl Config {
+    /// The exposed schemas, in order.
+    pub fn schemas(&self) -> Vec<String> {
+        self.rest_schemas
+            .split(',')
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect()
+    }
+
+    pub fn auth_enabled(&self) -> bool {
+        self.auth == "on"
+    }
+}

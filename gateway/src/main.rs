@@ -1,0 +1,53 @@
+//! `spine-gateway`: Spine's Supabase-compatible HTTP API on one base URL.
+//! `spine-gateway --help` lists the commands and every setting.
+
+use anyhow::Context;
+use clap::Parser;
+use spine_gateway::config::{Cli, Command};
+use spine_gateway::keys::project_keys;
+use spine_gateway::server::Gateway;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let config = cli.config;
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Keys => {
+            let (anon, service) = project_keys(&config.jwt_secret);
+            println!("SPINE_ANON_KEY={anon}\nSPINE_SERVICE_KEY={service}");
+            Ok(())
+        }
+        Command::Serve => {
+            let gateway = Gateway::start(&config).await?;
+            let router = gateway.router(&config)?;
+            let listener = tokio::net::TcpListener::bind(config.addr)
+                .await
+                .with_context(|| format!("binding SPINE_GATEWAY_ADDR={}", config.addr))?;
+            tracing::info!(addr = %listener.local_addr()?, "serving /auth/v1, /rest/v1, /functions/v1");
+            use axum::serve::ListenerExt;
+            let listener = listener.tap_io(|tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
+            axum::serve(listener, router)
+                .with_graceful_shutdown(shutdown_signal())
+                .await?;
+            Ok(())
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing a SIGTERM handler cannot fail on Unix");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("shutting down: refusing new connections, finishing requests in progress");
+}

@@ -1,0 +1,140 @@
+//! The gateway's routes on one base URL: `/auth/v1`, `/rest/v1`,
+//! `/functions/v1`, plus `/health/live`, `/health/ready` and `/metrics`. CORS
+//! preflights are answered before any authentication, for every surface.
+
+use crate::auth::{self, AuthSettings};
+use crate::config::Config;
+use crate::keys::ApiKeys;
+use crate::rest::{self, Rest};
+use anyhow::Context;
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::json;
+use spine_functions::host::Host;
+use spine_functions::server::{CorsOrigins, ServerState, BODY_STALL_TIMEOUT};
+use std::sync::Arc;
+use tower_http::timeout::RequestBodyTimeoutLayer;
+
+pub struct Gateway {
+    pub pool: spine_db::Pool,
+    pub keys: Arc<ApiKeys>,
+    pub rest: Arc<Rest>,
+    pub functions: Arc<ServerState>,
+}
+
+impl Gateway {
+    /// Connects what the gateway needs; fails when the database cannot be read.
+    pub async fn start(config: &Config) -> anyhow::Result<Gateway> {
+        let db = spine_db::DbConfig::parse(&config.database_url)
+            .map_err(|e| anyhow::anyhow!("DATABASE_URL: {e}"))?;
+        let pool = spine_db::Pool::new(
+            &db,
+            spine_db::PoolOptions {
+                max_size: config.pool_size,
+                ..Default::default()
+            },
+        );
+        let keys = Arc::new(ApiKeys::new(
+            &config.jwt_secret,
+            config.publishable_key.clone(),
+            config.secret_key.clone(),
+        ));
+        let rest = Rest::start(pool.clone(), db.clone(), config)
+            .await
+            .context("loading the schema cache")?;
+        let mut host = spine_functions::host::HostConfig::new(db);
+        host.db_schemas = config.schemas();
+        let verifier = spine_functions::jwt::Keys::load(spine_functions::jwt::KeySettings {
+            secret: Some(config.jwt_secret.clone()),
+            jwks: None,
+            leeway_secs: None,
+            refetch_every: None,
+        })
+        .await?;
+        let functions = Arc::new(ServerState::new(Host::new(host), Arc::new(verifier)));
+        Ok(Gateway {
+            pool,
+            keys,
+            rest,
+            functions,
+        })
+    }
+
+    pub fn router(&self, config: &Config) -> anyhow::Result<Router> {
+        let cors = CorsOrigins::parse(&config.cors_origins)
+            .map_err(|e| anyhow::anyhow!("SPINE_CORS_ORIGINS: {e}"))?;
+        let auth_routes = if config.auth_enabled() {
+            auth::router(
+                self.pool.clone(),
+                self.keys.clone(),
+                AuthSettings {
+                    jwt_secret: config.jwt_secret.clone(),
+                    jwt_exp_secs: config.jwt_exp_secs,
+                },
+            )
+        } else {
+            Router::new().fallback(|| async {
+                crate::error::ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    "auth_off",
+                    "this gateway runs with SPINE_AUTH=off: sign in through the project's auth service",
+                )
+            })
+        };
+        let health = Router::new()
+            .route(
+                "/health/live",
+                get(|| async { Json(json!({"status": "ok"})) }),
+            )
+            .route("/health/ready", get(ready))
+            .route("/metrics", get(metrics))
+            .with_state(self.rest.clone());
+        Ok(Router::new()
+            .nest("/auth/v1", auth_routes)
+            .nest(
+                "/rest/v1",
+                rest::router(self.rest.clone(), self.keys.clone()),
+            )
+            .merge(
+                spine_functions::server::function_routes()
+                    .with_state(self.functions.clone())
+                    .layer(RequestBodyTimeoutLayer::new(BODY_STALL_TIMEOUT)),
+            )
+            .merge(health)
+            .fallback(|| async {
+                crate::error::ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    "not_found",
+                    "no route: the API is under /auth/v1, /rest/v1 and /functions/v1",
+                )
+            })
+            .layer(cors.layer()))
+    }
+}
+
+/// Ready when the database answers and the schema cache is loaded.
+async fn ready(State(rest): State<Arc<Rest>>) -> Response {
+    match rest.ping().await {
+        Ok(()) => Json(json!({"status": "ok", "schema_cache": "loaded"})).into_response(),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "unavailable", "reason": e})),
+        )
+            .into_response(),
+    }
+}
+
+async fn metrics(State(rest): State<Arc<Rest>>) -> Response {
+    let text = rest.metrics_text();
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
+}
