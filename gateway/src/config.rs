@@ -42,9 +42,9 @@ pub struct Config {
     pub addr: SocketAddr,
 
     /// The project's JWT secret (HS256): access tokens and the anon and
-    /// service-role keys are signed with it.
+    /// service-role keys are signed with it. Required.
     #[arg(long, env = "SPINE_JWT_SECRET", hide_env_values = true, global = true)]
-    pub jwt_secret: String,
+    pub jwt_secret: Option<String>,
 
     /// A publishable key (`sb_publishable_…`) that acts as the anon role.
     #[arg(long, env = "SPINE_PUBLISHABLE_KEY", hide_env_values = true)]
@@ -97,5 +97,28 @@ impl Config {
 
     pub fn auth_enabled(&self) -> bool {
         self.auth == "on"
+    }
+
+    /// The JWT secret; an error naming the variable when it is not set.
+    pub fn secret(&self) -> anyhow::Result<&str> {
+        match self.jwt_secret.as_deref() {
+            Some(s) if s.len() >= 32 => Ok(s),
+            Some(_) => anyhow::bail!("SPINE_JWT_SECRET must be at least 32 characters"),
+            None => anyhow::bail!("SPINE_JWT_SECRET is not set"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+        let cli = Cli::try_parse_from(["spine-gateway", "--jwt-secret", "short"]).unwrap();
+        assert!(cli.config.secret().is_err());
+        assert_eq!(cli.config.schemas(), vec!["public", "spine"]);
     }
 }

@@ -19,7 +19,7 @@ async fn main() -> anyhow::Result<()> {
     let config = cli.config;
     match cli.command.unwrap_or(Command::Serve) {
         Command::Keys => {
-            let (anon, service) = project_keys(&config.jwt_secret);
+            let (anon, service) = project_keys(config.secret()?);
             println!("SPINE_ANON_KEY={anon}\nSPINE_SERVICE_KEY={service}");
             Ok(())
         }

@@ -37,8 +37,9 @@ impl Gateway {
                 ..Default::default()
             },
         );
+        let secret = config.secret()?;
         let keys = Arc::new(ApiKeys::new(
-            &config.jwt_secret,
+            secret,
             config.publishable_key.clone(),
             config.secret_key.clone(),
         ));
@@ -48,7 +49,7 @@ impl Gateway {
         let mut host = spine_functions::host::HostConfig::new(db);
         host.db_schemas = config.schemas();
         let verifier = spine_functions::jwt::Keys::load(spine_functions::jwt::KeySettings {
-            secret: Some(config.jwt_secret.clone()),
+            secret: Some(secret.to_string()),
             jwks: None,
             leeway_secs: None,
             refetch_every: None,
@@ -71,7 +72,7 @@ impl Gateway {
                 self.pool.clone(),
                 self.keys.clone(),
                 AuthSettings {
-                    jwt_secret: config.jwt_secret.clone(),
+                    jwt_secret: config.secret()?.to_string(),
                     jwt_exp_secs: config.jwt_exp_secs,
                 },
             )

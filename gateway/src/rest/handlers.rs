@@ -1,0 +1,658 @@
+//! `/rest/v1/{table}` and `/rest/v1/rpc/{function}`: PostgREST's status codes,
+//! headers (`Content-Range`, `Preference-Applied`) and bodies.
+
+use super::cache::{Function, Returns, SchemaCache, Table};
+use super::query::{self, Query};
+use super::sql::{self, Params, Relation};
+use super::Rest;
+use crate::error::ApiError;
+use crate::keys::{ApiKeys, Caller};
+use crate::request::{quote_ident, RequestInfo, Tx};
+use axum::body::Body;
+use axum::extract::{Path, RawQuery, Request};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::Value;
+use spine_core::auth::JwtError;
+use std::sync::Arc;
+use tokio_postgres::types::ToSql;
+
+#[derive(Clone)]
+pub struct State {
+    pub rest: Arc<Rest>,
+    pub keys: Arc<ApiKeys>,
+}
+
+const OBJECT: &str = "application/vnd.pgrst.object+json";
+
+/// What `Prefer` asked for.
+#[derive(Debug, Default)]
+struct Prefer {
+    representation: bool,
+    headers_only: bool,
+    count: bool,
+    merge: bool,
+    ignore: bool,
+    rollback: bool,
+}
+
+fn prefer(headers: &HeaderMap) -> Prefer {
+    let mut p = Prefer::default();
+    for value in headers.get_all("prefer") {
+        for item in value.to_str().unwrap_or_default().split(',') {
+            match item.trim() {
+                "return=representation" => p.representation = true,
+                "return=headers-only" => p.headers_only = true,
+                "count=exact" | "count=planned" | "count=estimated" => p.count = true,
+                "resolution=merge-duplicates" => p.merge = true,
+                "resolution=ignore-duplicates" => p.ignore = true,
+                "tx=rollback" => p.rollback = true,
+                _ => {}
+            }
+        }
+    }
+    p
+}
+
+fn caller(keys: &ApiKeys, headers: &HeaderMap) -> Result<Caller, ApiError> {
+    let get = |n: &str| headers.get(n).and_then(|v| v.to_str().ok());
+    keys.caller(get("authorization"), get("apikey"))
+        .map_err(|e| match e {
+            JwtError::Expired => ApiError::new(StatusCode::UNAUTHORIZED, "PGRST303", "JWT expired"),
+            other => ApiError::new(StatusCode::UNAUTHORIZED, "PGRST301", other.to_string()),
+        })
+}
+
+/// The schema a request addresses: `Accept-Profile` (GET/HEAD) or
+/// `Content-Profile`, else the first exposed one.
+fn profile(rest: &Rest, method: &Method, headers: &HeaderMap) -> Result<String, ApiError> {
+    let name = if matches!(*method, Method::GET | Method::HEAD) {
+        "accept-profile"
+    } else {
+        "content-profile"
+    };
+    match headers
+        .get(name)
+        .map(|v| v.to_str().unwrap_or_default().trim())
+    {
+        None | Some("") => Ok(rest.schemas[0].clone()),
+        Some(s) if rest.schemas.iter().any(|e| e == s) => Ok(s.to_string()),
+        Some(s) => Err(ApiError::new(
+            StatusCode::NOT_ACCEPTABLE,
+            "PGRST106",
+            format!("Invalid schema: {s}"),
+        )
+        .hint(format!(
+            "Only the following schemas are exposed: {}",
+            rest.schemas.join(", ")
+        ))),
+    }
+}
+
+fn pairs(raw: Option<String>) -> Vec<(String, String)> {
+    url::form_urlencoded::parse(raw.unwrap_or_default().as_bytes())
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect()
+}
+
+async fn body_json(rest: &Rest, body: Body) -> Result<Option<Value>, ApiError> {
+    let bytes = axum::body::to_bytes(body, rest.max_body)
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "PGRST413",
+                format!("the request body is larger than {} bytes", rest.max_body),
+            )
+        })?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    serde_json::from_slice(&bytes)
+        .map(Some)
+        .map_err(|e| ApiError::bad_body(format!("Empty or invalid json: {e}")))
+}
+
+fn json_response(status: StatusCode, body: String, head: bool) -> Response {
+    let mut r = Response::new(if head {
+        Body::empty()
+    } else {
+        Body::from(body)
+    });
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json; charset=utf-8"),
+    );
+    r
+}
+
+fn set_header(r: &mut Response, name: &'static str, value: String) {
+    if let Ok(v) = HeaderValue::from_str(&value) {
+        r.headers_mut().insert(name, v);
+    }
+}
+
+fn table_of<'c>(cache: &'c SchemaCache, schema: &str, name: &str) -> Result<&'c Table, ApiError> {
+    cache.table(schema, name).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "PGRST205",
+            format!("Could not find the table '{schema}.{name}' in the schema cache"),
+        )
+    })
+}
+
+/// A page of rows as PostgREST answers it: 200/206/416, `Content-Range`, one
+/// object for `Accept: application/vnd.pgrst.object+json`.
+fn page_response(
+    rows: &[tokio_postgres::Row],
+    q: &Query,
+    headers: &HeaderMap,
+    head: bool,
+    counted: bool,
+) -> Result<Response, ApiError> {
+    let row = rows
+        .first()
+        .ok_or_else(|| ApiError::bad_query("no result"))?;
+    let total: Option<i64> = row.get(0);
+    let n: i64 = row.get(1);
+    let body: String = row.get(2);
+    let offset = q.offset.unwrap_or(0) as i64;
+    let wants_object = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains(OBJECT));
+    if wants_object {
+        if n != 1 {
+            return Err(ApiError::new(
+                StatusCode::NOT_ACCEPTABLE,
+                "PGRST116",
+                "Cannot coerce the result to a single JSON object",
+            )
+            .details(format!("The result contains {n} rows")));
+        }
+        let mut list: Vec<Value> = serde_json::from_str(&body).unwrap_or_default();
+        let one = list.pop().unwrap_or(Value::Null).to_string();
+        let mut r = json_response(StatusCode::OK, one, head);
+        set_header(
+            &mut r,
+            "content-range",
+            format!("0-0/{}", total.map_or("*".into(), |t| t.to_string())),
+        );
+        return Ok(r);
+    }
+    if let Some(t) = total {
+        if offset > 0 && offset >= t && t > 0 {
+            return Err(ApiError::new(
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                "PGRST103",
+                "Requested range not satisfiable",
+            )
+            .details(format!(
+                "An offset of {offset} was requested, but there are only {t} rows."
+            )));
+        }
+    }
+    let total_text = total.map_or("*".to_string(), |t| t.to_string());
+    let range = if n == 0 {
+        format!("*/{total_text}")
+    } else {
+        format!("{offset}-{}/{total_text}", offset + n - 1)
+    };
+    let partial = counted && total.is_some_and(|t| n < t);
+    let status = if partial {
+        StatusCode::PARTIAL_CONTENT
+    } else {
+        StatusCode::OK
+    };
+    let mut r = json_response(status, body, head);
+    set_header(&mut r, "content-range", range);
+    Ok(r)
+}
+
+async fn finish(tx: Tx, rollback: bool) -> Result<(), ApiError> {
+    if rollback {
+        tx.rollback().await
+    } else {
+        tx.commit().await
+    }
+}
+
+fn params_of(p: &Params) -> Vec<&(dyn ToSql + Sync)> {
+    p.0.iter().map(|v| v as &(dyn ToSql + Sync)).collect()
+}
+
+/// `/rest/v1/{table}`: GET/HEAD read, POST insert or upsert, PATCH, DELETE.
+pub async fn table(
+    axum::extract::State(state): axum::extract::State<State>,
+    Path(name): Path<String>,
+    RawQuery(raw): RawQuery,
+    request: Request,
+) -> Response {
+    table_inner(state, name, raw, request)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
+}
+
+async fn table_inner(
+    state: State,
+    name: String,
+    raw: Option<String>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let (parts, body) = request.into_parts();
+    let (method, headers) = (&parts.method, &parts.headers);
+    let caller = caller(&state.keys, headers)?;
+    let schema = profile(&state.rest, method, headers)?;
+    let cache = state.rest.cache();
+    let table = table_of(&cache, &schema, &name)?;
+    let q = query::parse(&pairs(raw), &[])?;
+    let p = prefer(headers);
+    let rel = Relation {
+        name: format!("{schema}.{name}"),
+        columns: &table.columns,
+    };
+    let target = format!("{}.{}", quote_ident(&schema), quote_ident(&name));
+    let read_only = matches!(*method, Method::GET | Method::HEAD);
+    let path = parts.uri.path().to_string();
+    let info = RequestInfo {
+        method,
+        path: &path,
+        headers,
+        caller: &caller,
+        schema: &schema,
+        read_only,
+    };
+    match *method {
+        Method::GET | Method::HEAD => {
+            let mut params = Params::default();
+            let sql = sql::read_sql(
+                &rel,
+                &format!("{target} AS _t"),
+                &q,
+                p.count,
+                state.rest.max_rows,
+                &mut params,
+            )?;
+            let tx = Tx::begin(&state.rest.pool, info).await?;
+            let rows = tx.query(&sql, &params_of(&params)).await?;
+            tx.commit().await?;
+            page_response(&rows, &q, headers, *method == Method::HEAD, p.count)
+        }
+        Method::POST => {
+            let body = body_json(&state.rest, body)
+                .await?
+                .ok_or_else(|| ApiError::bad_body("Empty or invalid json"))?;
+            let rows: Vec<Value> = match body {
+                Value::Array(items) => items,
+                v @ Value::Object(_) => vec![v],
+                _ => {
+                    return Err(ApiError::bad_body(
+                        "the body must be a JSON object or an array of objects",
+                    ))
+                }
+            };
+            let mut columns: Vec<String> = match &q.columns {
+                Some(c) => c.clone(),
+                None => Vec::new(),
+            };
+            if q.columns.is_none() {
+                for r in &rows {
+                    let Value::Object(m) = r else {
+                        return Err(ApiError::bad_body("every item must be a JSON object"));
+                    };
+                    for k in m.keys() {
+                        if !columns.contains(k) {
+                            columns.push(k.clone());
+                        }
+                    }
+                }
+            }
+            for c in &columns {
+                if table.column(c).is_none() {
+                    return Err(ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        "PGRST204",
+                        format!("Could not find the '{c}' column of '{name}' in the schema cache"),
+                    ));
+                }
+            }
+            let mut params = Params::default();
+            let body_param = params.push(Value::Array(rows).to_string());
+            let cols: Vec<String> = columns.iter().map(|c| quote_ident(c)).collect();
+            let cols = cols.join(", ");
+            let conflict = if p.merge || p.ignore {
+                let keys = q
+                    .on_conflict
+                    .clone()
+                    .unwrap_or_else(|| table.primary_key.clone());
+                if keys.is_empty() || keys.iter().any(|k| table.column(k).is_none()) {
+                    return Err(ApiError::bad_query(
+                        "on_conflict must name columns of a unique key",
+                    ));
+                }
+                let keys: Vec<String> = keys.iter().map(|k| quote_ident(k)).collect();
+                let action = if p.ignore || columns.is_empty() {
+                    "DO NOTHING".to_string()
+                } else {
+                    let sets: Vec<String> = columns
+                        .iter()
+                        .map(|c| format!("{0} = EXCLUDED.{0}", quote_ident(c)))
+                        .collect();
+                    format!("DO UPDATE SET {}", sets.join(", "))
+                };
+                format!(" ON CONFLICT ({}) {action}", keys.join(", "))
+            } else {
+                String::new()
+            };
+            let insert = if columns.is_empty() {
+                format!("INSERT INTO {target} DEFAULT VALUES{conflict}")
+            } else {
+                format!(
+                    "INSERT INTO {target} AS _t ({cols}) SELECT {cols} FROM json_populate_recordset(NULL::{target}, CAST({body_param} AS json)) _j{conflict}"
+                )
+            };
+            write(
+                &state,
+                info,
+                insert,
+                params,
+                &rel,
+                &q,
+                &p,
+                StatusCode::CREATED,
+                headers,
+            )
+            .await
+        }
+        Method::PATCH | Method::DELETE => {
+            if q.conditions.is_empty() {
+                let verb = if *method == Method::PATCH {
+                    "UPDATE"
+                } else {
+                    "DELETE"
+                };
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "21000",
+                    format!("{verb} requires a WHERE clause"),
+                )
+                .hint("add a filter, e.g. ?id=eq.1"));
+            }
+            let mut params = Params::default();
+            let statement = if *method == Method::PATCH {
+                let body = body_json(&state.rest, body).await?;
+                let Some(Value::Object(m)) = body else {
+                    return Err(ApiError::bad_body("the body must be a JSON object"));
+                };
+                if m.is_empty() {
+                    return Err(ApiError::bad_body("the body names no column"));
+                }
+                let mut sets = Vec::new();
+                for k in m.keys() {
+                    if table.column(k).is_none() {
+                        return Err(ApiError::new(
+                            StatusCode::BAD_REQUEST,
+                            "PGRST204",
+                            format!(
+                                "Could not find the '{k}' column of '{name}' in the schema cache"
+                            ),
+                        ));
+                    }
+                    sets.push(format!("{0} = _j.{0}", quote_ident(k)));
+                }
+                let body_param = params.push(Value::Object(m).to_string());
+                let filter = sql::where_sql(&rel, &q, &mut params)?;
+                format!(
+                    "UPDATE {target} AS _t SET {} FROM json_populate_record(NULL::{target}, CAST({body_param} AS json)) _j{filter}",
+                    sets.join(", ")
+                )
+            } else {
+                let filter = sql::where_sql(&rel, &q, &mut params)?;
+                format!("DELETE FROM {target} AS _t{filter}")
+            };
+            let ok = if p.representation {
+                StatusCode::OK
+            } else {
+                StatusCode::NO_CONTENT
+            };
+            write(&state, info, statement, params, &rel, &q, &p, ok, headers).await
+        }
+        _ => Err(ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "PGRST117",
+            format!("Unsupported HTTP method: {method}"),
+        )),
+    }
+}
+
+/// Runs an INSERT/UPDATE/DELETE: with `return=representation` the changed rows
+/// (through the query's `select`), else only how many.
+#[allow(clippy::too_many_arguments)]
+async fn write(
+    state: &State,
+    info: RequestInfo<'_>,
+    statement: String,
+    mut params: Params,
+    rel: &Relation<'_>,
+    q: &Query,
+    p: &Prefer,
+    ok: StatusCode,
+    headers: &HeaderMap,
+) -> Result<Response, ApiError> {
+    let tx = Tx::begin(&state.rest.pool, info).await?;
+    if p.representation {
+        let select = sql::select_sql(rel, &q.select, &mut params)?;
+        let sql = format!(
+            "WITH _t AS ({statement} RETURNING _t.*) \
+             SELECT NULL::int8, count(*), coalesce(json_agg(_r), '[]')::text FROM (SELECT {select} FROM _t) _r"
+        );
+        let rows = tx.query(&sql, &params_of(&params)).await?;
+        finish(tx, p.rollback).await?;
+        let mut r = page_response(&rows, &Query::default(), headers, false, false)?;
+        *r.status_mut() = ok;
+        let n: i64 = rows[0].get(1);
+        set_header(&mut r, "content-range", format!("*/{n}"));
+        set_header(&mut r, "preference-applied", "return=representation".into());
+        return Ok(r);
+    }
+    let n = tx.execute(&statement, &params_of(&params)).await?;
+    finish(tx, p.rollback).await?;
+    let status = if ok == StatusCode::CREATED {
+        ok
+    } else {
+        StatusCode::NO_CONTENT
+    };
+    let mut r = json_response(status, String::new(), true);
+    r.headers_mut().remove(header::CONTENT_TYPE);
+    set_header(&mut r, "content-range", format!("*/{n}"));
+    Ok(r)
+}
+
+/// `/rest/v1/rpc/{function}`: POST with named arguments in a JSON object, GET
+/// and HEAD with them in the query string.
+pub async fn rpc(
+    axum::extract::State(state): axum::extract::State<State>,
+    Path(name): Path<String>,
+    RawQuery(raw): RawQuery,
+    request: Request,
+) -> Response {
+    rpc_inner(state, name, raw, request)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
+}
+
+fn pick<'f>(
+    functions: &'f [Function],
+    given: &[&str],
+    schema: &str,
+    name: &str,
+) -> Result<&'f Function, ApiError> {
+    functions.iter().find(|f| f.accepts(given)).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "PGRST202",
+            format!(
+                "Could not find the function {schema}.{name}({}) in the schema cache",
+                given.join(", ")
+            ),
+        )
+        .hint("check the function's name and argument names")
+    })
+}
+
+async fn rpc_inner(
+    state: State,
+    name: String,
+    raw: Option<String>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let (parts, body) = request.into_parts();
+    let (method, headers) = (&parts.method, &parts.headers);
+    let caller = caller(&state.keys, headers)?;
+    let schema = profile(&state.rest, method, headers)?;
+    let cache = state.rest.cache();
+    let overloads = cache.functions(&schema, &name);
+    let all_args: Vec<&str> = overloads
+        .iter()
+        .flat_map(|f| f.args.iter().map(|a| a.name.as_str()))
+        .filter(|n| !n.is_empty())
+        .collect();
+    let read_only = matches!(*method, Method::GET | Method::HEAD);
+    let q = query::parse(&pairs(raw), if read_only { &all_args } else { &[] })?;
+    let args: serde_json::Map<String, Value> = if read_only {
+        q.other
+            .iter()
+            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+            .collect()
+    } else if *method == Method::POST {
+        match body_json(&state.rest, body).await? {
+            None => serde_json::Map::new(),
+            Some(Value::Object(m)) => m,
+            Some(other) => {
+                // One unnamed json/jsonb argument takes the whole body.
+                let single = overloads.iter().find(|f| {
+                    f.args.len() == 1
+                        && f.args[0].name.is_empty()
+                        && f.args[0].type_name.starts_with("json")
+                });
+                if single.is_none() {
+                    return Err(ApiError::bad_body("the arguments must be a JSON object"));
+                }
+                let mut m = serde_json::Map::new();
+                m.insert(String::new(), other);
+                m
+            }
+        }
+    } else {
+        return Err(ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "PGRST117",
+            format!("Unsupported HTTP method: {method}"),
+        ));
+    };
+    let given: Vec<&str> = args.keys().map(String::as_str).collect();
+    let f = pick(overloads, &given, &schema, &name)?;
+    let p = prefer(headers);
+    let mut params = Params::default();
+    let target = format!("{}.{}", quote_ident(&schema), quote_ident(&name));
+    let (args_from, call) = if given == [""] {
+        let v = params.push(args[""].to_string());
+        (
+            None,
+            format!("{target}(CAST({v} AS {}))", f.args[0].type_name),
+        )
+    } else if given.is_empty() {
+        (None, format!("{target}()"))
+    } else {
+        let v = params.push(Value::Object(args.clone()).to_string());
+        let mut defs = Vec::new();
+        let mut named = Vec::new();
+        for a in f.args.iter().filter(|a| given.contains(&a.name.as_str())) {
+            defs.push(format!("{} {}", quote_ident(&a.name), a.type_name));
+            named.push(format!("{0} := _a.{0}", quote_ident(&a.name)));
+        }
+        (
+            Some(format!(
+                "jsonb_to_record(CAST({v} AS jsonb)) AS _a({})",
+                defs.join(", ")
+            )),
+            format!("{target}({})", named.join(", ")),
+        )
+    };
+    let path = parts.uri.path().to_string();
+    let info = RequestInfo {
+        method,
+        path: &path,
+        headers,
+        caller: &caller,
+        schema: &schema,
+        read_only,
+    };
+    let head = *method == Method::HEAD;
+    let from_args = args_from
+        .as_ref()
+        .map(|a| format!(" FROM {a}"))
+        .unwrap_or_default();
+    match f.returns {
+        Returns::Void | Returns::Scalar | Returns::Row => {
+            let sql = match f.returns {
+                Returns::Void => format!("SELECT NULL::text FROM (SELECT {call}{from_args}) _v"),
+                Returns::Scalar => format!("SELECT to_json({call})::text{from_args}"),
+                _ => match &args_from {
+                    Some(a) => format!(
+                        "SELECT row_to_json(_t)::text FROM {a} CROSS JOIN LATERAL {call} AS _t"
+                    ),
+                    None => format!("SELECT row_to_json(_t)::text FROM {call} AS _t"),
+                },
+            };
+            let tx = Tx::begin(&state.rest.pool, info).await?;
+            let rows = tx.query(&sql, &params_of(&params)).await?;
+            finish(tx, p.rollback).await?;
+            if f.returns == Returns::Void {
+                let mut r = json_response(StatusCode::NO_CONTENT, String::new(), true);
+                r.headers_mut().remove(header::CONTENT_TYPE);
+                return Ok(r);
+            }
+            let body: Option<String> = rows.first().and_then(|r| r.get(0));
+            Ok(json_response(
+                StatusCode::OK,
+                body.unwrap_or_else(|| "null".into()),
+                head,
+            ))
+        }
+        Returns::Set | Returns::SetOfScalar => {
+            let from = match &args_from {
+                Some(a) => format!("{a} CROSS JOIN LATERAL {call} AS _t"),
+                None => format!("{call} AS _t"),
+            };
+            let sql = if f.returns == Returns::Set {
+                let rel = Relation {
+                    name: format!("{schema}.{name}"),
+                    columns: &f.columns,
+                };
+                sql::read_sql(&rel, &from, &q, p.count, state.rest.max_rows, &mut params)?
+            } else {
+                if !q.conditions.is_empty() || !q.order.is_empty() || !q.select.is_empty() {
+                    return Err(ApiError::bad_query(
+                        "a function returning a set of scalars takes no select, filter or order",
+                    ));
+                }
+                let page = sql::page_sql(&q, state.rest.max_rows);
+                let total = if p.count {
+                    format!("(SELECT count(*) FROM {from})")
+                } else {
+                    "NULL::int8".into()
+                };
+                format!(
+                    "SELECT {total}, count(*), coalesce(json_agg(_v), '[]')::text FROM (SELECT _t AS _v FROM {from}{page}) _s"
+                )
+            };
+            let tx = Tx::begin(&state.rest.pool, info).await?;
+            let rows = tx.query(&sql, &params_of(&params)).await?;
+            finish(tx, p.rollback).await?;
+            page_response(&rows, &q, headers, head, p.count)
+        }
+    }
+}
