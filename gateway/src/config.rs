@@ -121,4 +121,24 @@ mod tests {
         assert!(cli.config.secret().is_err());
         assert_eq!(cli.config.schemas(), vec!["public", "spine"]);
     }
+
+    /// docs/configuration.md names every variable `spine-gateway --help` shows.
+    #[test]
+    fn the_configuration_page_lists_every_variable() {
+        let docs = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../docs/configuration.md"
+        ))
+        .unwrap();
+        let missing: Vec<String> = Cli::command()
+            .get_arguments()
+            .filter_map(|a| a.get_env())
+            .map(|e| e.to_string_lossy().into_owned())
+            .filter(|v| !docs.contains(&format!("`{v}`")))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "docs/configuration.md does not list {missing:?}"
+        );
+    }
 }

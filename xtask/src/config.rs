@@ -53,6 +53,15 @@ pub struct Settings {
     )]
     pub nats_monitor_port: u16,
 
+    /// The dev gateway's port (`SPINE_URL`).
+    #[arg(
+        long,
+        env = "SPINE_GATEWAY_PORT",
+        default_value_t = 54396,
+        value_name = "PORT"
+    )]
+    pub gateway_port: u16,
+
     /// The dev Meilisearch's port (when the stack starts one).
     #[arg(
         long,
@@ -106,6 +115,7 @@ pub struct Config {
     pub nats_port: u16,
     pub nats_monitor_port: u16,
     pub meili_port: u16,
+    pub gateway_port: u16,
     /// `pg_config` of the PostgreSQL 15 the extension is built for.
     pub pg_config: PathBuf,
     /// `SPINE_PG_ROOT`: overrides where the cluster lives ([`crate::postgres::pg_root`]).
@@ -136,6 +146,7 @@ impl Config {
             nats_port: s.nats_port,
             nats_monitor_port: s.nats_monitor_port,
             meili_port: s.meili_port,
+            gateway_port: s.gateway_port,
             pg_config: s.pg_config,
             pg_root: s.pg_root,
             external_meili_url: s.meili_url.filter(|u| !u.is_empty()),

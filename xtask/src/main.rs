@@ -17,6 +17,7 @@ mod bench;
 mod config;
 mod daemon;
 mod demo;
+mod gateway;
 mod jsonlogic;
 mod layers;
 mod meili;
@@ -27,6 +28,7 @@ mod proc;
 mod setup;
 mod stack;
 mod suite;
+mod supabase_js;
 mod tls;
 
 use anyhow::Result;

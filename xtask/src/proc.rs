@@ -74,8 +74,21 @@ impl std::ops::AddAssign for TestCounts {
     }
 }
 
-/// Parses libtest's summary, `test result: ok. 7 passed; 0 failed; …`.
+/// Parses libtest's summary, `test result: ok. 7 passed; 0 failed; …`, and the
+/// totals of node's TAP reporter, `# pass 9` and `# fail 0`.
 pub fn parse_test_result(line: &str) -> Option<TestCounts> {
+    if let Some(n) = line.strip_prefix("# pass ") {
+        return Some(TestCounts {
+            passed: n.trim().parse().ok()?,
+            failed: 0,
+        });
+    }
+    if let Some(n) = line.strip_prefix("# fail ") {
+        return Some(TestCounts {
+            passed: 0,
+            failed: n.trim().parse().ok()?,
+        });
+    }
     let rest = line.trim().strip_prefix("test result: ")?;
     let number_before = |word: &str| -> Option<u64> {
         rest.split(';').find_map(|part| {
@@ -219,5 +232,10 @@ mod tests {
         .unwrap();
         assert_eq!((c.passed, c.failed), (2, 5));
         assert!(parse_test_result("test foo ... ok").is_none());
+        let tap = parse_test_result("# pass 9").unwrap();
+        assert_eq!((tap.passed, tap.failed), (9, 0));
+        let tap = parse_test_result("# fail 2").unwrap();
+        assert_eq!((tap.passed, tap.failed), (0, 2));
+        assert!(parse_test_result("# Subtest: x").is_none());
     }
 }

@@ -37,7 +37,31 @@ pub fn run(config: &Config) -> Result<()> {
     pgrx_init(config)?;
     pgvector(config)?;
     check_nats()?;
+    node()?;
     Ok(())
+}
+
+/// Node and npm run the supabase-js suite. A newer Node already on the machine
+/// is kept; otherwise Debian's (18, which the suite supports: it passes `ws` as
+/// realtime-js's transport instead of needing a global WebSocket).
+fn node() -> Result<()> {
+    if proc::find_program("node").is_some() && proc::find_program("npm").is_some() {
+        skip("node and npm");
+        return Ok(());
+    }
+    let _s = step("apt-get install nodejs npm");
+    exec(
+        as_root("apt-get")
+            .args([
+                "install",
+                "-y",
+                "-q",
+                "--no-install-recommends",
+                "nodejs",
+                "npm",
+            ])
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )
 }
 
 fn apt_installed(package: &str) -> bool {

@@ -22,6 +22,7 @@ pub fn start(config: &Config) -> Result<()> {
     migrate::run(config)?;
     nats::up(config)?;
     meili::up(config)?;
+    crate::gateway::up(config)?;
     println!();
     status(config)
 }
@@ -63,6 +64,7 @@ pub fn down(config: &Config, clean: bool) -> Result<()> {
             }
         )
     };
+    report("gateway", crate::gateway::down(config)?);
     report("meilisearch", meili::down(config)?);
     report("nats", nats::down(config)?);
     report("postgres", postgres::down(config)?);
@@ -145,6 +147,16 @@ pub fn status(config: &Config) -> Result<()> {
         }
         Search::Off => println!("meilisearch  off   {}", meili::OFF_MESSAGE),
     }
+    let gw = crate::gateway::running_pid(config).is_some();
+    println!(
+        "gateway      {}  {}",
+        updown(gw),
+        if gw {
+            crate::gateway::url(config)
+        } else {
+            String::new()
+        }
+    );
     println!("dev dir      {}", config.dev_dir.display());
     Ok(())
 }
@@ -184,6 +196,7 @@ pub fn env_vars(config: &Config) -> Result<Vec<(&'static str, String)>> {
             crate::config::DEV_JWT_SECRET.to_string(),
         ),
     ];
+    vars.extend(crate::gateway::env_vars(config)?);
     match meili::search(config) {
         Search::External(url) => vars.push(("MEILI_URL", url)),
         Search::Managed { url, .. } if meili::running_pid(config).is_some() => {

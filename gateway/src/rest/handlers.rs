@@ -89,6 +89,22 @@ fn profile(rest: &Rest, method: &Method, headers: &HeaderMap) -> Result<String, 
     }
 }
 
+/// Whether an overload takes one unnamed `json`/`jsonb` argument: the whole
+/// body, whatever its keys.
+fn single_json_argument(overloads: &[Function]) -> bool {
+    overloads.iter().any(|f| {
+        f.args.len() == 1 && f.args[0].name.is_empty() && f.args[0].type_name.starts_with("json")
+    })
+}
+
+/// The path as the client sent it (`/rest/v1/…`), for `request.path`.
+fn original_path(parts: &axum::http::request::Parts) -> String {
+    parts
+        .extensions
+        .get::<axum::extract::OriginalUri>()
+        .map_or_else(|| parts.uri.path().to_string(), |u| u.0.path().to_string())
+}
+
 fn pairs(raw: Option<String>) -> Vec<(String, String)> {
     url::form_urlencoded::parse(raw.unwrap_or_default().as_bytes())
         .map(|(k, v)| (k.into_owned(), v.into_owned()))
@@ -255,7 +271,7 @@ async fn table_inner(
     };
     let target = format!("{}.{}", quote_ident(&schema), quote_ident(&name));
     let read_only = matches!(*method, Method::GET | Method::HEAD);
-    let path = parts.uri.path().to_string();
+    let path = original_path(&parts);
     let info = RequestInfo {
         method,
         path: &path,
@@ -489,7 +505,21 @@ fn pick<'f>(
     schema: &str,
     name: &str,
 ) -> Result<&'f Function, ApiError> {
-    functions.iter().find(|f| f.accepts(given)).ok_or_else(|| {
+    let mut fits = functions.iter().filter(|f| f.accepts(given));
+    let first = fits.next();
+    if first.is_some() && fits.next().is_some() {
+        return Err(ApiError::new(
+            StatusCode::MULTIPLE_CHOICES,
+            "PGRST203",
+            format!(
+                "Could not choose the best candidate function between overloads of \
+                 {schema}.{name}({})",
+                given.join(", ")
+            ),
+        )
+        .hint("name the arguments so that one overload fits, or rename one function"));
+    }
+    first.ok_or_else(|| {
         ApiError::new(
             StatusCode::NOT_FOUND,
             "PGRST202",
@@ -529,15 +559,17 @@ async fn rpc_inner(
     } else if *method == Method::POST {
         match body_json(&state.rest, body).await? {
             None => serde_json::Map::new(),
-            Some(Value::Object(m)) => m,
+            Some(Value::Object(m))
+                if !single_json_argument(overloads)
+                    || overloads
+                        .iter()
+                        .any(|f| f.accepts(&m.keys().map(String::as_str).collect::<Vec<_>>())) =>
+            {
+                m
+            }
             Some(other) => {
                 // One unnamed json/jsonb argument takes the whole body.
-                let single = overloads.iter().find(|f| {
-                    f.args.len() == 1
-                        && f.args[0].name.is_empty()
-                        && f.args[0].type_name.starts_with("json")
-                });
-                if single.is_none() {
+                if !single_json_argument(overloads) {
                     return Err(ApiError::bad_body("the arguments must be a JSON object"));
                 }
                 let mut m = serde_json::Map::new();
@@ -581,7 +613,7 @@ async fn rpc_inner(
             format!("{target}({})", named.join(", ")),
         )
     };
-    let path = parts.uri.path().to_string();
+    let path = original_path(&parts);
     let info = RequestInfo {
         method,
         path: &path,

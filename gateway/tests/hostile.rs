@@ -1,0 +1,356 @@
+//! What a hostile client sends to /rest/v1, against the real database: each
+//! request gets a clear 4xx with a JSON body, and nothing is written.
+//!
+//! The router runs in process (tower's `oneshot`), on the dev stack's database.
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use clap::Parser;
+use http_body_util::BodyExt;
+use serde_json::{json, Value};
+use spine_gateway::config::Cli;
+use spine_gateway::server::Gateway;
+use tower::ServiceExt;
+
+const SECRET: &str = "super-secret-jwt-token-with-at-least-32-characters-long";
+
+async fn setup() -> axum::Router {
+    let db = spine_tests::connect().await;
+    db.batch_execute(
+        "BEGIN; SELECT pg_advisory_xact_lock(7340001);
+         CREATE TABLE IF NOT EXISTS public.gw_hostile (id int PRIMARY KEY, name text, doc jsonb);
+         GRANT ALL ON public.gw_hostile TO authenticated;
+         INSERT INTO public.gw_hostile VALUES (1, 'one', '{\"a\": 1}') ON CONFLICT DO NOTHING;
+         COMMIT;",
+    )
+    .await
+    .unwrap();
+    let url = spine_tests::database_url();
+    let cli = Cli::try_parse_from([
+        "spine-gateway",
+        "--database-url",
+        &url,
+        "--jwt-secret",
+        SECRET,
+        "--max-body",
+        "4096",
+    ])
+    .unwrap();
+    let gateway = Gateway::start(&cli.config).await.unwrap();
+    gateway.router(&cli.config).unwrap()
+}
+
+fn token(claims: Value) -> String {
+    spine_core::auth::sign(&claims, SECRET.as_bytes())
+}
+
+fn user() -> String {
+    token(
+        json!({"sub": uuid::Uuid::new_v4().to_string(), "role": "authenticated", "exp": 4_000_000_000u64}),
+    )
+}
+
+async fn send(
+    router: &axum::Router,
+    method: &str,
+    uri: &str,
+    auth: Option<&str>,
+    body: Body,
+) -> (StatusCode, Value) {
+    let mut req = Request::builder()
+        .method(method)
+        .uri(uri)
+        .header("content-type", "application/json");
+    if let Some(t) = auth {
+        req = req.header("authorization", format!("Bearer {t}"));
+    }
+    let response = router
+        .clone()
+        .oneshot(req.body(body).unwrap())
+        .await
+        .unwrap();
+    let status = response.status();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    let body = serde_json::from_slice(&bytes).unwrap_or_else(|_| {
+        panic!(
+            "{method} {uri}: not JSON: {:?}",
+            String::from_utf8_lossy(&bytes)
+        )
+    });
+    (status, body)
+}
+
+async fn rows(db: &tokio_postgres::Client) -> (i64, String) {
+    let row = db
+        .query_one(
+            "SELECT count(*), coalesce(string_agg(id || ':' || coalesce(name, ''), ',' ORDER BY id), '') FROM public.gw_hostile",
+            &[],
+        )
+        .await
+        .unwrap();
+    (row.get(0), row.get(1))
+}
+
+#[tokio::test]
+async fn hostile_requests_get_clear_errors_and_change_nothing() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let router = setup().await;
+    let db = spine_tests::connect().await;
+    let before = rows(&db).await;
+    let u = user();
+    let meta = "x\"; DROP TABLE public.gw_hostile; --";
+    let enc = |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+    let cases: Vec<(&str, String, Body, u16, &str)> = vec![
+        (
+            "POST",
+            "/rest/v1/gw_hostile".into(),
+            Body::from("{\"id\": 2,"),
+            400,
+            "PGRST102",
+        ),
+        (
+            "POST",
+            "/rest/v1/gw_hostile".into(),
+            Body::from("42"),
+            400,
+            "PGRST102",
+        ),
+        (
+            "POST",
+            "/rest/v1/gw_hostile".into(),
+            Body::from(format!("{{\"id\": 3, \"name\": \"{}\"}}", "x".repeat(8000))),
+            413,
+            "PGRST413",
+        ),
+        (
+            "POST",
+            "/rest/v1/gw_hostile".into(),
+            Body::from(format!(
+                "{{\"id\": 4, \"{}\": 1}}",
+                meta.replace('"', "\\\"")
+            )),
+            400,
+            "PGRST204",
+        ),
+        (
+            "POST",
+            format!("/rest/v1/gw_hostile?columns={}", enc(meta)),
+            Body::from("{\"id\": 5}"),
+            400,
+            "PGRST100",
+        ),
+        (
+            "POST",
+            "/rest/v1/gw_hostile?columns=id,nope".into(),
+            Body::from("{\"id\": 5}"),
+            400,
+            "PGRST204",
+        ),
+        (
+            "POST",
+            format!("/rest/v1/gw_hostile?on_conflict={}", enc(meta)),
+            Body::from("{\"id\": 6}"),
+            400,
+            "PGRST100",
+        ),
+        (
+            "GET",
+            format!("/rest/v1/{}", enc(meta)),
+            Body::empty(),
+            404,
+            "PGRST205",
+        ),
+        (
+            "GET",
+            format!("/rest/v1/gw_hostile?select={}", enc(meta)),
+            Body::empty(),
+            400,
+            "PGRST100",
+        ),
+        (
+            "GET",
+            format!(
+                "/rest/v1/gw_hostile?select=id::{}",
+                enc("text; DROP TABLE x")
+            ),
+            Body::empty(),
+            400,
+            "PGRST100",
+        ),
+        (
+            "GET",
+            format!("/rest/v1/gw_hostile?{}=eq.1", enc(meta)),
+            Body::empty(),
+            400,
+            "42703",
+        ),
+        (
+            "GET",
+            format!("/rest/v1/gw_hostile?name=eq.{}", enc(meta)),
+            Body::empty(),
+            200,
+            "",
+        ),
+        (
+            "GET",
+            format!("/rest/v1/gw_hostile?{}=eq.1", enc(&format!("doc->{meta}"))),
+            Body::empty(),
+            200,
+            "",
+        ),
+        (
+            "GET",
+            format!("/rest/v1/gw_hostile?order={}", enc(meta)),
+            Body::empty(),
+            400,
+            "PGRST100",
+        ),
+        (
+            "GET",
+            format!(
+                "/rest/v1/gw_hostile?name=fts({}).x",
+                enc("english); DROP TABLE x; --")
+            ),
+            Body::empty(),
+            400,
+            "42602",
+        ),
+        (
+            "GET",
+            format!(
+                "/rest/v1/gw_hostile?id=in.({})",
+                enc("1,2); DROP TABLE x; --")
+            ),
+            Body::empty(),
+            400,
+            "PGRST100",
+        ),
+        (
+            "GET",
+            format!(
+                "/rest/v1/gw_hostile?or=({})",
+                enc("id.eq.1,name.eq.x);DROP TABLE x")
+            ),
+            Body::empty(),
+            400,
+            "PGRST100",
+        ),
+        (
+            "GET",
+            "/rest/v1/gw_hostile?order=nope.desc".into(),
+            Body::empty(),
+            400,
+            "42703",
+        ),
+        (
+            "GET",
+            "/rest/v1/gw_hostile?limit=-1".into(),
+            Body::empty(),
+            400,
+            "PGRST100",
+        ),
+        (
+            "POST",
+            format!("/rest/v1/rpc/{}", enc(meta)),
+            Body::from("{}"),
+            404,
+            "PGRST202",
+        ),
+        (
+            "POST",
+            "/rest/v1/rpc/now".into(),
+            Body::from(format!("{{\"{}\": 1}}", meta.replace('"', "\\\""))),
+            404,
+            "PGRST202",
+        ),
+        (
+            "PATCH",
+            "/rest/v1/gw_hostile".into(),
+            Body::from("{\"name\": \"all\"}"),
+            400,
+            "21000",
+        ),
+        (
+            "DELETE",
+            "/rest/v1/gw_hostile".into(),
+            Body::empty(),
+            400,
+            "21000",
+        ),
+        (
+            "PATCH",
+            "/rest/v1/gw_hostile?id=eq.1".into(),
+            Body::from("[1]"),
+            400,
+            "PGRST102",
+        ),
+        (
+            "PUT",
+            "/rest/v1/gw_hostile".into(),
+            Body::empty(),
+            405,
+            "PGRST117",
+        ),
+    ];
+    let mut wrong = Vec::new();
+    for (method, uri, body, status, code) in cases {
+        let (got, json) = send(&router, method, &uri, Some(&u), body).await;
+        let code_ok = code.is_empty()
+            || (json["code"] == code && json["message"].as_str().is_some_and(|m| !m.is_empty()));
+        if got.as_u16() != status || !code_ok {
+            wrong.push(format!(
+                "{method} {uri}: want {status} {code}, got {got} {json}"
+            ));
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    assert_eq!(rows(&db).await, before, "nothing was written");
+}
+
+#[tokio::test]
+async fn bad_tokens_are_401_never_anon() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let router = setup().await;
+    let now = jsonwebtoken_now();
+    let valid = user();
+    let forged = format!("{}x", &valid[..valid.len() - 1]);
+    let wrong_key = spine_core::auth::sign(
+        &json!({"role": "service_role", "exp": now + 600}),
+        b"another-secret-of-at-least-thirty-two-chars",
+    );
+    let expired =
+        token(json!({"sub": "u", "role": "authenticated", "iat": now - 7200, "exp": now - 3600}));
+    let future =
+        token(json!({"sub": "u", "role": "authenticated", "nbf": now + 3600, "exp": now + 7200}));
+    let superuser = token(json!({"role": "postgres", "exp": now + 600}));
+    // {"alg":"none"}.{"role":"service_role"}. with no signature.
+    let none = "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.eyJyb2xlIjoic2VydmljZV9yb2xlIn0.";
+    for (what, t, code) in [
+        ("forged", forged.as_str(), "PGRST301"),
+        ("wrong key", wrong_key.as_str(), "PGRST301"),
+        ("expired", expired.as_str(), "PGRST303"),
+        ("not yet valid", future.as_str(), "PGRST301"),
+        ("role postgres", superuser.as_str(), "PGRST301"),
+        ("alg none", none, "PGRST301"),
+        ("garbage", "not-a-jwt", "PGRST301"),
+        ("unknown sb_ key", "sb_secret_guess", "PGRST301"),
+    ] {
+        let (status, body) = send(
+            &router,
+            "GET",
+            "/rest/v1/gw_hostile",
+            Some(t),
+            Body::empty(),
+        )
+        .await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{what}: {body}");
+        assert_eq!(body["code"], code, "{what}: {body}");
+    }
+}
+
+fn jsonwebtoken_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}

@@ -1,0 +1,82 @@
+-- What the supabase-js suite works on: tables and functions in `public`, as an
+-- app on Supabase would create them. Idempotent: `cargo xtask test` applies it
+-- before every run; rows are per user, and every run uses new users.
+
+CREATE TABLE IF NOT EXISTS public.sjs_notes (
+    id         bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    owner      uuid NOT NULL DEFAULT auth.uid(),
+    title      text NOT NULL,
+    body       text,
+    n          integer,
+    tags       text[] NOT NULL DEFAULT '{}',
+    meta       jsonb NOT NULL DEFAULT '{}',
+    fts        tsvector GENERATED ALWAYS AS (to_tsvector('english', title || ' ' || coalesce(body, ''))) STORED,
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+ALTER TABLE public.sjs_notes ENABLE ROW LEVEL SECURITY;
+DROP POLICY IF EXISTS own_notes ON public.sjs_notes;
+CREATE POLICY own_notes ON public.sjs_notes TO authenticated
+    USING (owner = auth.uid()) WITH CHECK (owner = auth.uid());
+GRANT SELECT, INSERT, UPDATE, DELETE ON public.sjs_notes TO authenticated;
+REVOKE ALL ON public.sjs_notes FROM anon;
+
+-- Keys per user, for upserts and unique violations.
+CREATE TABLE IF NOT EXISTS public.sjs_kv (
+    owner uuid NOT NULL DEFAULT auth.uid(),
+    k     text NOT NULL,
+    v     integer,
+    PRIMARY KEY (owner, k)
+);
+ALTER TABLE public.sjs_kv ENABLE ROW LEVEL SECURITY;
+DROP POLICY IF EXISTS own_kv ON public.sjs_kv;
+CREATE POLICY own_kv ON public.sjs_kv TO authenticated
+    USING (owner = auth.uid()) WITH CHECK (owner = auth.uid());
+GRANT SELECT, INSERT, UPDATE, DELETE ON public.sjs_kv TO authenticated;
+
+-- Readable by nobody but the service role.
+CREATE TABLE IF NOT EXISTS public.sjs_locked (id integer PRIMARY KEY);
+REVOKE ALL ON public.sjs_locked FROM anon, authenticated;
+
+CREATE OR REPLACE FUNCTION public.sjs_add(a integer, b integer DEFAULT 1) RETURNS integer
+    LANGUAGE sql IMMUTABLE AS 'SELECT a + b';
+CREATE OR REPLACE FUNCTION public.sjs_add(a text, b text) RETURNS text
+    LANGUAGE sql IMMUTABLE AS 'SELECT a || b';
+CREATE OR REPLACE FUNCTION public.sjs_whoami() RETURNS json LANGUAGE sql STABLE AS $$
+    SELECT json_build_object(
+        'uid', auth.uid(), 'role', current_user, 'method', current_setting('request.method'),
+        'path', current_setting('request.path'),
+        'client', current_setting('request.headers')::json ->> 'x-client-info',
+        'read_only', current_setting('transaction_read_only'))
+$$;
+CREATE OR REPLACE FUNCTION public.sjs_nothing() RETURNS void LANGUAGE sql AS 'SELECT';
+CREATE OR REPLACE FUNCTION public.sjs_fail(msg text) RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION '%', msg USING DETAIL = 'the detail', HINT = 'the hint';
+END
+$$;
+CREATE OR REPLACE FUNCTION public.sjs_pay() RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE SQLSTATE 'PT402' USING MESSAGE = 'payment required';
+END
+$$;
+CREATE OR REPLACE FUNCTION public.sjs_my_notes(min_n integer DEFAULT 0)
+    RETURNS SETOF public.sjs_notes LANGUAGE sql STABLE AS
+    'SELECT * FROM public.sjs_notes WHERE coalesce(n, 0) >= min_n';
+CREATE OR REPLACE FUNCTION public.sjs_series(upto integer) RETURNS SETOF integer
+    LANGUAGE sql IMMUTABLE AS 'SELECT generate_series(1, upto)';
+CREATE OR REPLACE FUNCTION public.sjs_echo(jsonb) RETURNS jsonb LANGUAGE sql IMMUTABLE AS 'SELECT $1';
+CREATE OR REPLACE FUNCTION public.sjs_note_count() RETURNS bigint LANGUAGE sql STABLE AS
+    'SELECT count(*) FROM public.sjs_notes';
+CREATE OR REPLACE FUNCTION public.sjs_write() RETURNS integer LANGUAGE sql VOLATILE AS
+    $$INSERT INTO public.sjs_kv (k, v) VALUES ('written', 1) ON CONFLICT (owner, k) DO UPDATE SET v = sjs_kv.v + 1 RETURNING v$$;
+GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA public TO anon, authenticated;
+
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM spine.queues WHERE name = 'sjs') THEN
+        PERFORM spine.create_queue('sjs', user_enqueue => true);
+    END IF;
+END
+$$;
+
+NOTIFY pgrst, 'reload schema';
