@@ -354,3 +354,78 @@ fn jsonwebtoken_now() -> u64 {
         .unwrap()
         .as_secs()
 }
+
+/// With `SPINE_AUTH=off` (a Supabase database, where GoTrue owns `auth.*`)
+/// `/auth/v1` answers 404 and the gateway reads and writes no auth table,
+/// while `/rest/v1` keeps working with the project's tokens. Proof: the auth
+/// tables are locked exclusively while it serves; a gateway that touched them
+/// would wait for the lock. The control, auth on, does wait.
+#[tokio::test]
+async fn auth_off_leaves_the_auth_tables_alone() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let auth_on = setup().await;
+    let url = spine_tests::database_url();
+    let cli = Cli::try_parse_from([
+        "spine-gateway",
+        "--database-url",
+        &url,
+        "--jwt-secret",
+        SECRET,
+        "--auth",
+        "off",
+    ])
+    .unwrap();
+    let gateway = Gateway::start(&cli.config).await.unwrap();
+    let auth_off = gateway.router(&cli.config).unwrap();
+    let mut locker = spine_tests::connect().await;
+    let lock = locker.transaction().await.unwrap();
+    lock.batch_execute(
+        "LOCK TABLE auth.users, auth.sessions, auth.refresh_tokens IN ACCESS EXCLUSIVE MODE",
+    )
+    .await
+    .unwrap();
+    let within = |f| tokio::time::timeout(std::time::Duration::from_secs(3), f);
+    let body = || Body::from("{\"email\": \"a@example.test\", \"password\": \"secret123\"}");
+    for uri in ["/auth/v1/signup", "/auth/v1/token?grant_type=password"] {
+        let (status, json) = within(send(&auth_off, "POST", uri, None, body()))
+            .await
+            .expect("auth off: answered without waiting for auth.*");
+        assert_eq!(status, StatusCode::NOT_FOUND, "{uri}: {json}");
+        assert_eq!(json["code"], "auth_off");
+    }
+    let u = user();
+    let (status, _) = within(send(
+        &auth_off,
+        "GET",
+        "/auth/v1/user",
+        Some(&u),
+        Body::empty(),
+    ))
+    .await
+    .expect("answered");
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, json) = within(send(
+        &auth_off,
+        "GET",
+        "/rest/v1/gw_hostile?select=id",
+        Some(&u),
+        Body::empty(),
+    ))
+    .await
+    .expect("answered");
+    assert_eq!(status, StatusCode::OK, "{json}");
+    // The control: with auth on, a sign-in reads auth.users and waits.
+    let blocked = within(send(
+        &auth_on,
+        "POST",
+        "/auth/v1/token?grant_type=password",
+        None,
+        body(),
+    ))
+    .await;
+    assert!(
+        blocked.is_err(),
+        "auth on must reach auth.users: {blocked:?}"
+    );
+    lock.rollback().await.unwrap();
+}
