@@ -13,6 +13,7 @@
 
 mod audit;
 mod functions;
+mod gateway;
 mod ingest;
 mod jobs;
 mod pickup;
@@ -53,6 +54,8 @@ enum Bench {
     Functions(functions::Settings),
     /// Commit → searchable latency through the search sync (needs Meilisearch).
     Search(search::Settings),
+    /// The gateway's RPC, table read and sign-in next to the same SQL sent directly.
+    Gateway(gateway::Settings),
 }
 
 #[tokio::main]
@@ -65,6 +68,7 @@ async fn main() -> anyhow::Result<()> {
         Bench::Ingest(s) => ingest::run(s).await,
         Bench::Functions(s) => functions::run(s).await,
         Bench::Search(s) => search::run(s).await,
+        Bench::Gateway(s) => gateway::run(s).await,
     }
 }
 

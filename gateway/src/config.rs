@@ -80,6 +80,15 @@ pub struct Config {
     #[arg(long, env = "SPINE_AUTH", default_value = "on", value_parser = ["on", "off"])]
     pub auth: String,
 
+    /// Password sign-ins allowed per client address and email: N/SECONDS
+    /// (N at once, refilled over SECONDS). 429 with Retry-After beyond.
+    #[arg(long, env = "SPINE_AUTH_SIGN_IN_LIMIT", default_value = "30/300")]
+    pub sign_in_limit: String,
+
+    /// Sign-ups allowed per client address: N/SECONDS.
+    #[arg(long, env = "SPINE_AUTH_SIGN_UP_LIMIT", default_value = "30/300")]
+    pub sign_up_limit: String,
+
     /// Lifetime of the access tokens /auth/v1 issues, in seconds.
     #[arg(long, env = "SPINE_AUTH_JWT_EXP", default_value_t = 3600)]
     pub jwt_exp_secs: u64,

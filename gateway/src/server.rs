@@ -2,7 +2,8 @@
 //! `/functions/v1`, plus `/health/live`, `/health/ready` and `/metrics`. CORS
 //! preflights are answered before any authentication, for every surface.
 
-use crate::auth::{self, AuthSettings};
+use crate::auth::limits::{Limit, RateLimits};
+use crate::auth::{self, AuthOptions, AuthSettings};
 use crate::config::Config;
 use crate::keys::ApiKeys;
 use crate::rest::{self, Rest};
@@ -68,12 +69,22 @@ impl Gateway {
         let cors = CorsOrigins::parse(&config.cors_origins)
             .map_err(|e| anyhow::anyhow!("SPINE_CORS_ORIGINS: {e}"))?;
         let auth_routes = if config.auth_enabled() {
-            auth::router(
+            let limit = |name: &str, text: &str| {
+                Limit::parse(text).map_err(|e| anyhow::anyhow!("{name}: {e}"))
+            };
+            auth::router_with(
                 self.pool.clone(),
                 self.keys.clone(),
                 AuthSettings {
                     jwt_secret: config.secret()?.to_string(),
                     jwt_exp_secs: config.jwt_exp_secs,
+                },
+                AuthOptions {
+                    limits: RateLimits {
+                        sign_in: limit("SPINE_AUTH_SIGN_IN_LIMIT", &config.sign_in_limit)?,
+                        sign_up: limit("SPINE_AUTH_SIGN_UP_LIMIT", &config.sign_up_limit)?,
+                    },
+                    max_body: config.max_body,
                 },
             )
         } else {

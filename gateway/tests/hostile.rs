@@ -429,3 +429,38 @@ async fn auth_off_leaves_the_auth_tables_alone() {
     );
     lock.rollback().await.unwrap();
 }
+
+/// DDL reloads the schema cache (the `pgrst_ddl_watch` event trigger of the
+/// migrations NOTIFYs `pgrst`): a table created after the gateway started is
+/// served within seconds, without a restart or a manual NOTIFY.
+#[tokio::test]
+async fn ddl_reloads_the_schema_cache() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let router = setup().await;
+    let db = spine_tests::connect().await;
+    let table = format!("gw_ddl_{}", uuid::Uuid::new_v4().simple());
+    let uri = format!("/rest/v1/{table}?select=id");
+    let (status, _) = send(&router, "GET", &uri, Some(&user()), Body::empty()).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "not there yet");
+    db.batch_execute(&format!(
+        "CREATE TABLE public.{table} (id int); GRANT SELECT ON public.{table} TO authenticated;"
+    ))
+    .await
+    .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let (status, json) = send(&router, "GET", &uri, Some(&user()), Body::empty()).await;
+        if status == StatusCode::OK {
+            assert_eq!(json, json!([]));
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not served after DDL: {status} {json}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    db.batch_execute(&format!("DROP TABLE public.{table}"))
+        .await
+        .unwrap();
+}

@@ -8,7 +8,7 @@ use anyhow::{bail, Result};
 use std::process::Command;
 
 /// The benchmarks `spine-bench` has.
-pub const BENCHES: [&str; 7] = [
+pub const BENCHES: [&str; 8] = [
     "relay",
     "jobs",
     "audit",
@@ -16,6 +16,7 @@ pub const BENCHES: [&str; 7] = [
     "ingest",
     "functions",
     "search",
+    "gateway",
 ];
 
 pub fn run(config: &Config, name: &str) -> Result<()> {
@@ -29,7 +30,7 @@ pub fn run(config: &Config, name: &str) -> Result<()> {
     stack::install_extension(config, Profile::Release)?;
     stack::start(config)?;
     {
-        let _s = step("cargo build --release (worker, function host, benchmarks)");
+        let _s = step("cargo build --release (worker, function host, gateway, benchmarks)");
         exec(
             Command::new("cargo")
                 .args([
@@ -39,6 +40,8 @@ pub fn run(config: &Config, name: &str) -> Result<()> {
                     "spine-worker",
                     "-p",
                     "spine-functions",
+                    "-p",
+                    "spine-gateway",
                     "-p",
                     "spine-bench",
                 ])
@@ -50,6 +53,7 @@ pub fn run(config: &Config, name: &str) -> Result<()> {
     cmd.arg(name)
         .env("SPINE_WORKER_BIN", release.join("spine-worker"))
         .env("SPINE_FUNCTIONS_BIN", release.join("spine-functions"))
+        .env("SPINE_GATEWAY_BIN", release.join("spine-gateway"))
         .env(
             "SPINE_FUNCTIONS_DIR",
             config.root.join("edge-functions/functions"),

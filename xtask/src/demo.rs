@@ -78,9 +78,37 @@ pub fn run(config: &Config) -> Result<()> {
     println!("\n13. The function host serves the same functions at POST /functions/v1/{{name}}:");
     serve_functions(config)?;
     println!(
+        "\n14. A supabase-js app talks to the gateway ({}), as it would to Supabase:",
+        crate::gateway::url(config)
+    );
+    gateway_client(config)?;
+    println!(
         "\nThe stack keeps running: `cargo xtask psql` to explore, `cargo xtask down` to stop."
     );
     Ok(())
+}
+
+/// Runs `gateway/tests/supabase-js/demo.mjs` with the real supabase-js from the
+/// suite's lockfile.
+fn gateway_client(config: &Config) -> Result<()> {
+    let dir = config.root.join("gateway/tests/supabase-js");
+    exec(
+        Command::new("npm")
+            .args([
+                "ci",
+                "--no-audit",
+                "--no-fund",
+                "--prefer-offline",
+                "--silent",
+            ])
+            .current_dir(&dir),
+    )?;
+    let mut node = Command::new("node");
+    node.arg("demo.mjs").current_dir(&dir);
+    for (k, v) in stack::env_vars(config)? {
+        node.env(k, v);
+    }
+    exec(&mut node)
 }
 
 /// Runs the worker until the `nats` sink has no backlog and the `messages` queue is

@@ -25,6 +25,28 @@ pub struct Limit {
 }
 
 impl Limit {
+    /// `N/SECONDS`: N at once, refilled over SECONDS (`30/300`).
+    pub fn parse(text: &str) -> Result<Limit, String> {
+        let (n, secs) = text
+            .split_once('/')
+            .ok_or_else(|| format!("{text:?} is not N/SECONDS"))?;
+        let burst: u32 = n
+            .trim()
+            .parse()
+            .map_err(|_| format!("{text:?}: N is not a number"))?;
+        let secs: u64 = secs
+            .trim()
+            .parse()
+            .map_err(|_| format!("{text:?}: SECONDS is not a number"))?;
+        if burst == 0 || secs == 0 {
+            return Err(format!("{text:?}: N and SECONDS must be above 0"));
+        }
+        Ok(Limit {
+            burst,
+            per: Duration::from_secs(secs),
+        })
+    }
+
     fn quota(self) -> Quota {
         let burst = NonZeroU32::new(self.burst.max(1)).unwrap_or(NonZeroU32::MIN);
         let period = (self.per / burst.get()).max(Duration::from_millis(1));

@@ -61,7 +61,8 @@ pub struct Function {
     pub returns: Returns,
     /// The columns of the rows it returns ([`Returns::Row`], [`Returns::Set`]).
     pub columns: Vec<Column>,
-    /// `VOLATILE`: refused on GET and HEAD (read-only transactions).
+    /// `VOLATILE`: runs read-write on POST; any other function runs read-only,
+    /// and every function runs read-only on GET and HEAD.
     pub volatile: bool,
 }
 

@@ -105,6 +105,27 @@ fn original_path(parts: &axum::http::request::Parts) -> String {
         .map_or_else(|| parts.uri.path().to_string(), |u| u.0.path().to_string())
 }
 
+/// 406 PGRST107 for an `Accept` naming only media types Spine does not
+/// produce (CSV, GeoJSON, plans): better than JSON where CSV was asked for.
+fn check_accept(headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(accept) = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()) else {
+        return Ok(());
+    };
+    let ok = accept.split(',').any(|t| {
+        let t = t.split(';').next().unwrap_or_default().trim();
+        t.is_empty() || matches!(t, "*/*" | "application/*" | "application/json" | OBJECT)
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::NOT_ACCEPTABLE,
+            "PGRST107",
+            format!("None of these media types are available: {accept}"),
+        ))
+    }
+}
+
 fn pairs(raw: Option<String>) -> Vec<(String, String)> {
     url::form_urlencoded::parse(raw.unwrap_or_default().as_bytes())
         .map(|(k, v)| (k.into_owned(), v.into_owned()))
@@ -199,7 +220,7 @@ fn page_response(
         return Ok(r);
     }
     if let Some(t) = total {
-        if offset > 0 && offset >= t && t > 0 {
+        if offset > t {
             return Err(ApiError::new(
                 StatusCode::RANGE_NOT_SATISFIABLE,
                 "PGRST103",
@@ -260,6 +281,7 @@ async fn table_inner(
     let (parts, body) = request.into_parts();
     let (method, headers) = (&parts.method, &parts.headers);
     let caller = caller(&state.keys, headers)?;
+    check_accept(headers)?;
     let schema = profile(&state.rest, method, headers)?;
     let cache = state.rest.cache();
     let table = table_of(&cache, &schema, &name)?;
@@ -541,6 +563,7 @@ async fn rpc_inner(
     let (parts, body) = request.into_parts();
     let (method, headers) = (&parts.method, &parts.headers);
     let caller = caller(&state.keys, headers)?;
+    check_accept(headers)?;
     let schema = profile(&state.rest, method, headers)?;
     let cache = state.rest.cache();
     let overloads = cache.functions(&schema, &name);
@@ -614,13 +637,15 @@ async fn rpc_inner(
         )
     };
     let path = original_path(&parts);
+    // As PostgREST: a function that is not VOLATILE runs read-only, whatever
+    // the method.
     let info = RequestInfo {
         method,
         path: &path,
         headers,
         caller: &caller,
         schema: &schema,
-        read_only,
+        read_only: read_only || !f.volatile,
     };
     let head = *method == Method::HEAD;
     let from_args = args_from

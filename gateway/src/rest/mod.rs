@@ -111,6 +111,10 @@ async fn listen_for_reloads(rest: Arc<Rest>) {
             futures_util::future::ready(())
         }));
         if client.batch_execute("LISTEN pgrst").await.is_ok() {
+            // A NOTIFY sent while the connection was down is lost: read again.
+            if let Err(e) = rest.reload().await {
+                tracing::warn!(error = %e, "schema cache reload failed");
+            }
             while let Some(payload) = rx.recv().await {
                 if payload.is_empty() || payload == "reload schema" {
                     if let Err(e) = rest.reload().await {

@@ -76,14 +76,18 @@ test("RPC sees the caller as PostgREST would show it", async () => {
   assert.equal(r.data.method, "POST");
   assert.equal(r.data.path, "/rest/v1/rpc/sjs_whoami");
   assert.match(r.data.client, /^supabase-js/);
-  assert.equal(r.data.read_only, "off");
+  // A STABLE function runs read-only even by POST, as behind PostgREST.
+  assert.equal(r.data.read_only, "on");
   r = await alice.rpc("sjs_whoami", {}, { get: true });
   assert.equal(r.data.method, "GET");
   assert.equal(r.data.read_only, "on");
   r = await anonClient().rpc("sjs_whoami");
   assert.equal(r.data.uid, null);
   assert.equal(r.data.role, "anon");
-  // A write through GET runs read-only: 25006 → 405.
+  // A VOLATILE function writes by POST; through GET it runs read-only: 25006 → 405.
+  r = await alice.rpc("sjs_write");
+  assert.equal(r.error, null, JSON.stringify(r.error));
+  assert.equal(r.data, 1);
   r = await alice.rpc("sjs_write", {}, { get: true });
   assert.equal(r.error.code, "25006");
   assert.equal(r.status, 405);
@@ -201,6 +205,17 @@ test("select, order, range, count, single, maybeSingle", async () => {
   assert.equal(r.data, null);
   r = await alice.from("sjs_notes").select("title, owner(*)");
   assert.equal(r.error.code, "PGRST100");
+  // CSV is not produced: 406, not JSON under a CSV request.
+  r = await alice.from("sjs_notes").select("title").csv();
+  assert.equal(r.status, 406);
+  assert.equal(r.error.code, "PGRST107");
+  // An offset past the end: 416; at the end: an empty page.
+  r = await alice.from("sjs_notes").select("title", { count: "exact" }).range(4, 5);
+  assert.equal(r.status, 206);
+  assert.deepEqual(r.data, []);
+  r = await alice.from("sjs_notes").select("title", { count: "exact" }).range(5, 6);
+  assert.equal(r.status, 416);
+  assert.equal(r.error.code, "PGRST103");
   // A set-returning function takes the same filters and order as a table.
   r = await alice.rpc("sjs_my_notes", { min_n: 2 }).select("title").order("n", { ascending: false });
   assert.deepEqual(r.data, [{ title: "gamma" }, { title: "beta note" }]);
