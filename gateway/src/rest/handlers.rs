@@ -7,7 +7,7 @@ use super::sql::{self, Params, Relation};
 use super::Rest;
 use crate::error::ApiError;
 use crate::keys::{ApiKeys, Caller};
-use crate::request::{quote_ident, RequestInfo, Tx};
+use crate::request::{execute_once, query_once, quote_ident, End, RequestInfo};
 use axum::body::Body;
 use axum::extract::{Path, RawQuery, Request};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
@@ -248,11 +248,11 @@ fn page_response(
     Ok(r)
 }
 
-async fn finish(tx: Tx, rollback: bool) -> Result<(), ApiError> {
-    if rollback {
-        tx.rollback().await
+fn end(p: &Prefer) -> End {
+    if p.rollback {
+        End::Rollback
     } else {
-        tx.commit().await
+        End::Commit
     }
 }
 
@@ -313,9 +313,14 @@ async fn table_inner(
                 state.rest.max_rows,
                 &mut params,
             )?;
-            let tx = Tx::begin(&state.rest.pool, info).await?;
-            let rows = tx.query(&sql, &params_of(&params)).await?;
-            tx.commit().await?;
+            let rows = query_once(
+                &state.rest.pool,
+                info,
+                &sql,
+                &params_of(&params),
+                End::Commit,
+            )
+            .await?;
             page_response(&rows, &q, headers, *method == Method::HEAD, p.count)
         }
         Method::POST => {
@@ -479,15 +484,13 @@ async fn write(
     ok: StatusCode,
     headers: &HeaderMap,
 ) -> Result<Response, ApiError> {
-    let tx = Tx::begin(&state.rest.pool, info).await?;
     if p.representation {
         let select = sql::select_sql(rel, &q.select, &mut params)?;
         let sql = format!(
             "WITH _t AS ({statement} RETURNING _t.*) \
              SELECT NULL::int8, count(*), coalesce(json_agg(_r), '[]')::text FROM (SELECT {select} FROM _t) _r"
         );
-        let rows = tx.query(&sql, &params_of(&params)).await?;
-        finish(tx, p.rollback).await?;
+        let rows = query_once(&state.rest.pool, info, &sql, &params_of(&params), end(p)).await?;
         let mut r = page_response(&rows, &Query::default(), headers, false, false)?;
         *r.status_mut() = ok;
         let n: i64 = rows[0].get(1);
@@ -495,8 +498,14 @@ async fn write(
         set_header(&mut r, "preference-applied", "return=representation".into());
         return Ok(r);
     }
-    let n = tx.execute(&statement, &params_of(&params)).await?;
-    finish(tx, p.rollback).await?;
+    let n = execute_once(
+        &state.rest.pool,
+        info,
+        &statement,
+        &params_of(&params),
+        end(p),
+    )
+    .await?;
     let status = if ok == StatusCode::CREATED {
         ok
     } else {
@@ -664,9 +673,8 @@ async fn rpc_inner(
                     None => format!("SELECT row_to_json(_t)::text FROM {call} AS _t"),
                 },
             };
-            let tx = Tx::begin(&state.rest.pool, info).await?;
-            let rows = tx.query(&sql, &params_of(&params)).await?;
-            finish(tx, p.rollback).await?;
+            let rows =
+                query_once(&state.rest.pool, info, &sql, &params_of(&params), end(&p)).await?;
             if f.returns == Returns::Void {
                 let mut r = json_response(StatusCode::NO_CONTENT, String::new(), true);
                 r.headers_mut().remove(header::CONTENT_TYPE);
@@ -706,9 +714,8 @@ async fn rpc_inner(
                     "SELECT {total}, count(*), coalesce(json_agg(_v), '[]')::text FROM (SELECT _t AS _v FROM {from}{page}) _s"
                 )
             };
-            let tx = Tx::begin(&state.rest.pool, info).await?;
-            let rows = tx.query(&sql, &params_of(&params)).await?;
-            finish(tx, p.rollback).await?;
+            let rows =
+                query_once(&state.rest.pool, info, &sql, &params_of(&params), end(&p)).await?;
             page_response(&rows, &q, headers, head, p.count)
         }
     }
