@@ -467,3 +467,106 @@ async fn ddl_reloads_the_schema_cache() {
         .await
         .unwrap();
 }
+
+/// When Postgres drops the gateway's connections (a restart, a failover,
+/// `pg_terminate_backend`), the gateway keeps answering, and its schema-reload
+/// listener reconnects: DDL after that is still seen. Before the fix, the
+/// listener spun on its closed connection and the gateway stopped answering.
+// A plain thread watches the check: the bug this catches spun the gateway's
+// runtime, and a hung runtime fires no timeouts of its own.
+#[test]
+fn the_gateway_survives_its_connections_being_killed() {
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            runtime.block_on(survives_its_connections_being_killed())
+        }));
+        let _ = done.send(outcome.map_err(|e| {
+            e.downcast_ref::<String>()
+                .cloned()
+                .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default()
+        }));
+    });
+    match finished.recv_timeout(std::time::Duration::from_secs(60)) {
+        Ok(Ok(())) => {}
+        Ok(Err(message)) => panic!("{message}"),
+        Err(_) => {
+            panic!("the gateway stopped answering for 60 s after its connections were killed")
+        }
+    }
+}
+
+async fn survives_its_connections_being_killed() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let router = setup().await;
+    let db = spine_tests::connect().await;
+    let u = user();
+    let (status, _) = send(
+        &router,
+        "GET",
+        "/rest/v1/gw_hostile?select=id",
+        Some(&u),
+        Body::empty(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    // The schema-reload listeners' connections (LISTEN pgrst): this gateway's
+    // and, harmlessly, any other's.
+    let killed: i64 = db
+        .query_one(
+            "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+              WHERE datname = current_database() AND query = 'LISTEN pgrst') t",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(
+        killed >= 1,
+        "the listener's connection was found and killed"
+    );
+    let within = |f| tokio::time::timeout(std::time::Duration::from_secs(5), f);
+    let (status, json) = within(send(
+        &router,
+        "GET",
+        "/rest/v1/gw_hostile?select=id",
+        Some(&u),
+        Body::empty(),
+    ))
+    .await
+    .expect("the gateway still answers");
+    assert_eq!(status, StatusCode::OK, "{json}");
+    // The listener is back: a new table shows up.
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let table = format!("gw_back_{}", uuid::Uuid::new_v4().simple());
+    db.batch_execute(&format!(
+        "CREATE TABLE public.{table} (id int); GRANT SELECT ON public.{table} TO authenticated;"
+    ))
+    .await
+    .unwrap();
+    let uri = format!("/rest/v1/{table}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let (status, _) = within(send(&router, "GET", &uri, Some(&u), Body::empty()))
+            .await
+            .expect("answers");
+        if status == StatusCode::OK {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the listener did not come back"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    db.batch_execute(&format!("DROP TABLE public.{table}"))
+        .await
+        .unwrap();
+}

@@ -103,13 +103,25 @@ async fn listen_for_reloads(rest: Arc<Rest>) {
             continue;
         };
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        let stream = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
-        let driver = tokio::spawn(stream.for_each(move |m| {
-            if let Ok(tokio_postgres::AsyncMessage::Notification(n)) = m {
-                let _ = tx.send(n.payload().to_string());
+        let mut stream = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+        // Ends at the connection's first error: a closed connection answers every
+        // poll with an error at once, and looping on that would spin a worker
+        // thread forever (it did, after a Postgres restart, until this stopped
+        // it). Ending drops `tx`, which ends the loop below: reconnect.
+        let driver = tokio::spawn(async move {
+            while let Some(message) = stream.next().await {
+                match message {
+                    Ok(tokio_postgres::AsyncMessage::Notification(n)) => {
+                        let _ = tx.send(n.payload().to_string());
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, "schema reload listener lost its connection");
+                        break;
+                    }
+                }
             }
-            futures_util::future::ready(())
-        }));
+        });
         if client.batch_execute("LISTEN pgrst").await.is_ok() {
             // A NOTIFY sent while the connection was down is lost: read again.
             if let Err(e) = rest.reload().await {
