@@ -184,7 +184,7 @@ impl Verifier {
         }
     }
 
-    fn claims(&self, all: Value) -> Result<Claims, JwtError> {
+    fn claims(&self, mut all: Value) -> Result<Claims, JwtError> {
         let invalid = |m: &str| JwtError::Invalid(m.to_string());
         if !all.is_object() {
             return Err(invalid("payload is not an object"));
@@ -198,10 +198,15 @@ impl Verifier {
                 }
             }
         }
+        // As PostgREST: a verified token without a role acts as anon, and the
+        // claims passed on say so.
+        if all.get("role").is_none_or(Value::is_null) {
+            all["role"] = Value::String("anon".into());
+        }
         let role = all
             .get("role")
             .and_then(Value::as_str)
-            .ok_or_else(|| invalid("no role claim"))?;
+            .ok_or_else(|| invalid("role is not a string"))?;
         if !ROLES.contains(&role) {
             return Err(invalid("role must be anon, authenticated or service_role"));
         }
@@ -213,11 +218,8 @@ impl Verifier {
         if role == "authenticated" && sub.is_none() {
             return Err(invalid("an authenticated token needs a sub"));
         }
-        Ok(Claims {
-            role: role.to_string(),
-            sub,
-            all,
-        })
+        let role = role.to_string();
+        Ok(Claims { role, sub, all })
     }
 }
 
@@ -365,6 +367,10 @@ mod tests {
         assert!(matches!(hs().verify(&none), Err(JwtError::Invalid(_))));
         let admin = sign(&json!({"role": "postgres"}), KEY);
         assert!(matches!(hs().verify(&admin), Err(JwtError::Invalid(_))));
+        let roleless = hs().verify(&sign(&json!({"sub": "u1"}), KEY)).unwrap();
+        assert_eq!(roleless.role, "anon", "PostgREST: no role claim is anon");
+        assert_eq!(roleless.all["role"], "anon");
+        assert!(hs().verify(&sign(&json!({"role": 5}), KEY)).is_err());
         let nosub = sign(&json!({"role": "authenticated"}), KEY);
         assert!(matches!(hs().verify(&nosub), Err(JwtError::Invalid(_))));
         assert!(matches!(hs().verify("a.b"), Err(JwtError::Invalid(_))));

@@ -346,6 +346,20 @@ async fn bad_tokens_are_401_never_anon() {
         assert_eq!(status, StatusCode::UNAUTHORIZED, "{what}: {body}");
         assert_eq!(body["code"], code, "{what}: {body}");
     }
+    // A valid token without a role is anon, as behind PostgREST: anon has no
+    // grant on the table, so the database refuses it (42501 → 401), which a
+    // token refused by the gateway (PGRST301) would not reach.
+    let roleless = token(json!({"sub": "u", "exp": now + 600}));
+    let (status, body) = send(
+        &router,
+        "GET",
+        "/rest/v1/gw_hostile",
+        Some(&roleless),
+        Body::empty(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    assert_eq!(body["code"], "42501", "{body}");
 }
 
 fn jsonwebtoken_now() -> u64 {
