@@ -406,6 +406,7 @@ async fn table_inner(
                 &p,
                 StatusCode::CREATED,
                 headers,
+                Some((&name, &table.primary_key)),
             )
             .await
         }
@@ -460,7 +461,10 @@ async fn table_inner(
             } else {
                 StatusCode::NO_CONTENT
             };
-            write(&state, info, statement, params, &rel, &q, &p, ok, headers).await
+            write(
+                &state, info, statement, params, &rel, &q, &p, ok, headers, None,
+            )
+            .await
         }
         _ => Err(ApiError::new(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -483,7 +487,13 @@ async fn write(
     p: &Prefer,
     ok: StatusCode,
     headers: &HeaderMap,
+    location: Option<(&str, &[String])>,
 ) -> Result<Response, ApiError> {
+    if let (false, true, Some((table, key))) = (p.representation, p.headers_only, location) {
+        if !key.is_empty() {
+            return located(state, info, &statement, &params, p, table, key).await;
+        }
+    }
     if p.representation {
         let select = sql::select_sql(rel, &q.select, &mut params)?;
         let sql = format!(
@@ -514,6 +524,55 @@ async fn write(
     let mut r = json_response(status, String::new(), true);
     r.headers_mut().remove(header::CONTENT_TYPE);
     set_header(&mut r, "content-range", format!("*/{n}"));
+    Ok(r)
+}
+
+/// An insert with `Prefer: return=headers-only`: 201 and, for one row, its
+/// `Location` by primary key (`/todos?id=eq.34`), as PostgREST answers.
+async fn located(
+    state: &State,
+    info: RequestInfo<'_>,
+    statement: &str,
+    params: &Params,
+    p: &Prefer,
+    table: &str,
+    key: &[String],
+) -> Result<Response, ApiError> {
+    let cols: Vec<String> = key
+        .iter()
+        .map(|k| format!("_t.{}", quote_ident(k)))
+        .collect();
+    let sql = format!(
+        "WITH _t AS ({statement} RETURNING _t.*) \
+         SELECT count(*), (SELECT row_to_json(_k)::text FROM (SELECT {} FROM _t LIMIT 1) _k) FROM _t",
+        cols.join(", ")
+    );
+    let rows = query_once(&state.rest.pool, info, &sql, &params_of(params), end(p)).await?;
+    let n: i64 = rows[0].get(0);
+    let first: Option<String> = rows[0].get(1);
+    let mut r = json_response(StatusCode::CREATED, String::new(), true);
+    r.headers_mut().remove(header::CONTENT_TYPE);
+    set_header(&mut r, "content-range", format!("*/{n}"));
+    set_header(&mut r, "preference-applied", "return=headers-only".into());
+    if let (1, Some(first)) = (n, first) {
+        let row: serde_json::Map<String, Value> = serde_json::from_str(&first).unwrap_or_default();
+        let query: Vec<String> = key
+            .iter()
+            .map(|k| {
+                let v = match row.get(k) {
+                    Some(Value::String(s)) => s.clone(),
+                    Some(other) => other.to_string(),
+                    None => "null".into(),
+                };
+                let enc = |s: &str| {
+                    url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>()
+                };
+                format!("{}=eq.{}", enc(k), enc(&v))
+            })
+            .collect();
+        let path = url::form_urlencoded::byte_serialize(table.as_bytes()).collect::<String>();
+        set_header(&mut r, "location", format!("/{path}?{}", query.join("&")));
+    }
     Ok(r)
 }
 
