@@ -37,6 +37,11 @@ pub enum Profile {
 
 /// `cargo pgrx install` is incremental: warm, it only copies the files again.
 pub fn install_extension(config: &Config, profile: Profile) -> Result<()> {
+    // The gateway keeps pooled connections whose backends have spine.so loaded;
+    // replacing the library under them and then dropping the database (when
+    // its SQL changed) crashed such a backend, and with it the cluster. `start`
+    // brings the gateway back.
+    crate::gateway::down(config)?;
     let _s = step(format!(
         "cargo pgrx install ({profile:?} build of extension spine into PostgreSQL 15)"
     ));
