@@ -5,6 +5,7 @@ use anyhow::Context;
 use clap::Parser;
 use spine_functions::config::{Cli, Command, Config};
 use spine_functions::jwt::{Keys, ROLES};
+use spine_functions::server::shutdown_signal;
 use spine_functions::{deploy, host::Host, server};
 use std::sync::Arc;
 
@@ -75,13 +76,4 @@ fn now_secs() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or_default()
-}
-
-async fn shutdown_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("installing a SIGTERM handler cannot fail on Unix");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
 }

@@ -3,6 +3,7 @@
 
 use anyhow::Context;
 use clap::Parser;
+use spine_functions::server::shutdown_signal;
 use spine_gateway::config::{Cli, Command};
 use spine_gateway::keys::project_keys;
 use spine_gateway::server::Gateway;
@@ -39,19 +40,14 @@ async fn main() -> anyhow::Result<()> {
                 listener,
                 router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
             )
-            .with_graceful_shutdown(shutdown_signal())
+            .with_graceful_shutdown(async {
+                shutdown_signal().await;
+                tracing::info!(
+                    "shutting down: refusing new connections, finishing requests in progress"
+                );
+            })
             .await?;
             Ok(())
         }
     }
-}
-
-async fn shutdown_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("installing a SIGTERM handler cannot fail on Unix");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
-    tracing::info!("shutting down: refusing new connections, finishing requests in progress");
 }

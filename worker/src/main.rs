@@ -2,6 +2,7 @@
 //! run until told to stop. `spine-worker --help` lists the commands and every
 //! setting with its environment variable and default.
 
+use spine_functions::server::shutdown_signal;
 use spine_worker::config::{Cli, Command, Config};
 use spine_worker::{check, run};
 
@@ -31,15 +32,5 @@ async fn main() -> anyhow::Result<()> {
         Command::CheckIndex { kind } => {
             spine_worker::search::reindex::check_index(&config, &kind).await
         }
-    }
-}
-
-/// Resolves on Ctrl-C or SIGTERM (what `kill` and process supervisors send).
-async fn shutdown_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("installing a SIGTERM handler cannot fail on Unix");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
     }
 }
