@@ -63,6 +63,18 @@ fn caller(keys: &ApiKeys, headers: &HeaderMap) -> Result<Caller, ApiError> {
         })
 }
 
+/// Who calls and which schema, for any request: the caller from its token,
+/// the media types it accepts, the schema of its profile header.
+fn addressed(
+    state: &State,
+    method: &Method,
+    headers: &HeaderMap,
+) -> Result<(Caller, String), ApiError> {
+    let caller = caller(&state.keys, headers)?;
+    check_accept(headers)?;
+    Ok((caller, profile(&state.rest, method, headers)?))
+}
+
 /// The schema a request addresses: `Accept-Profile` (GET/HEAD) or
 /// `Content-Profile`, else the first exposed one.
 fn profile(rest: &Rest, method: &Method, headers: &HeaderMap) -> Result<String, ApiError> {
@@ -280,9 +292,7 @@ async fn table_inner(
 ) -> Result<Response, ApiError> {
     let (parts, body) = request.into_parts();
     let (method, headers) = (&parts.method, &parts.headers);
-    let caller = caller(&state.keys, headers)?;
-    check_accept(headers)?;
-    let schema = profile(&state.rest, method, headers)?;
+    let (caller, schema) = addressed(&state, method, headers)?;
     let cache = state.rest.cache();
     let table = table_of(&cache, &schema, &name)?;
     let q = query::parse(&pairs(raw), &[])?;
@@ -630,9 +640,7 @@ async fn rpc_inner(
 ) -> Result<Response, ApiError> {
     let (parts, body) = request.into_parts();
     let (method, headers) = (&parts.method, &parts.headers);
-    let caller = caller(&state.keys, headers)?;
-    check_accept(headers)?;
-    let schema = profile(&state.rest, method, headers)?;
+    let (caller, schema) = addressed(&state, method, headers)?;
     let cache = state.rest.cache();
     let overloads = cache.functions(&schema, &name);
     let all_args: Vec<&str> = overloads
