@@ -6,6 +6,7 @@ SELECT pg_catalog.pg_extension_config_dump('spine.events', '');
 SELECT pg_catalog.pg_extension_config_dump('spine.event_commits', '');
 SELECT pg_catalog.pg_extension_config_dump('spine.event_commit_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('spine.sinks', '');
+SELECT pg_catalog.pg_extension_config_dump('spine.realtime_tables', '');
 SELECT pg_catalog.pg_extension_config_dump('spine.queues', '');
 SELECT pg_catalog.pg_extension_config_dump('spine.jobs', '');
 SELECT pg_catalog.pg_extension_config_dump('spine.jobs_archive', '');
@@ -52,6 +53,14 @@ GRANT EXECUTE ON FUNCTION spine.settings() TO authenticated, service_role;
 
 GRANT EXECUTE ON FUNCTION spine.emit(text, jsonb, text, uuid, uuid) TO authenticated, service_role;
 GRANT EXECUTE ON FUNCTION spine.events_after(bigint, bigint, integer) TO service_role;
+GRANT EXECUTE ON FUNCTION
+    spine.realtime_publish(regclass),
+    spine.realtime_unpublish(regclass),
+    spine.realtime_visibility(regclass, name),
+    spine.realtime_visible(regclass, jsonb, jsonb[]),
+    spine.realtime_retained_from()
+    TO service_role;
+GRANT EXECUTE ON FUNCTION spine.broadcast(text, text, jsonb, boolean) TO authenticated, service_role;
 GRANT EXECUTE ON FUNCTION spine.ensure_sink(text, text, boolean) TO service_role;
 GRANT EXECUTE ON FUNCTION spine.drop_sink(text) TO service_role;
 GRANT EXECUTE ON FUNCTION spine.advance_sink(text, bigint, bigint, bigint) TO service_role;

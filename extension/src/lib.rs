@@ -47,6 +47,7 @@ pub mod invalidation;
 pub mod jobs;
 pub mod meta;
 pub mod policy;
+pub mod realtime;
 pub mod rules;
 mod schema;
 pub mod search;

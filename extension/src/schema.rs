@@ -92,4 +92,11 @@ extension_sql_file!(
     requires = ["supabase_compat"]
 );
 
+// Realtime: published tables' row changes and broadcasts, captured as events.
+extension_sql_file!(
+    "../sql/realtime.sql",
+    name = "realtime",
+    requires = ["events", caller_is_privileged, realtime_emit]
+);
+
 extension_sql_file!("../sql/finalize.sql", name = "finalize", finalize);

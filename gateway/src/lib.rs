@@ -6,6 +6,7 @@
 //!   `request.headers` and `search_path`;
 //! - [`rest`]: `/rest/v1`, PostgREST's contract over a schema cache;
 //! - [`auth`]: `/auth/v1`, the GoTrue subset supabase-js needs;
+//! - [`realtime`]: `/realtime/v1`, Supabase Realtime's protocol on the outbox;
 //! - `/functions/v1`: the function host (spine-functions), embedded;
 //! - [`server`]: the routes, CORS, health and metrics; [`config`]: settings;
 //!   [`error`]: PostgREST-shaped errors.
@@ -14,6 +15,7 @@ pub mod auth;
 pub mod config;
 pub mod error;
 pub mod keys;
+pub mod realtime;
 pub mod request;
 pub mod rest;
 pub mod server;

@@ -6,6 +6,7 @@ use crate::auth::limits::{Limit, RateLimits};
 use crate::auth::{self, AuthOptions, AuthSettings};
 use crate::config::Config;
 use crate::keys::ApiKeys;
+use crate::realtime::{self, Realtime};
 use crate::rest::{self, Rest};
 use anyhow::Context;
 use axum::extract::State;
@@ -24,6 +25,7 @@ pub struct Gateway {
     pub keys: Arc<ApiKeys>,
     pub rest: Arc<Rest>,
     pub functions: Arc<ServerState>,
+    pub realtime: Arc<Realtime>,
 }
 
 impl Gateway {
@@ -47,7 +49,7 @@ impl Gateway {
         let rest = Rest::start(pool.clone(), db.clone(), config)
             .await
             .context("loading the schema cache")?;
-        let mut host = spine_functions::host::HostConfig::new(db);
+        let mut host = spine_functions::host::HostConfig::new(db.clone());
         host.db_schemas = config.schemas();
         let verifier = spine_functions::jwt::Keys::load(spine_functions::jwt::KeySettings {
             secret: Some(secret.to_string()),
@@ -57,7 +59,9 @@ impl Gateway {
         })
         .await?;
         let functions = Arc::new(ServerState::new(Host::new(host), Arc::new(verifier)));
+        let realtime = Realtime::start(pool.clone(), db.clone(), keys.clone());
         Ok(Gateway {
+            realtime,
             pool,
             keys,
             rest,
@@ -103,9 +107,10 @@ impl Gateway {
             )
             .route("/health/ready", get(ready))
             .route("/metrics", get(metrics))
-            .with_state(self.rest.clone());
+            .with_state((self.rest.clone(), self.realtime.clone()));
         Ok(Router::new()
             .nest("/auth/v1", auth_routes)
+            .nest("/realtime/v1", realtime::router(self.realtime.clone()))
             .nest(
                 "/rest/v1",
                 rest::router(self.rest.clone(), self.keys.clone()),
@@ -120,7 +125,7 @@ impl Gateway {
                 crate::error::ApiError::new(
                     StatusCode::NOT_FOUND,
                     "not_found",
-                    "no route: the API is under /auth/v1, /rest/v1 and /functions/v1",
+                    "no route: the API is under /auth/v1, /rest/v1, /realtime/v1 and /functions/v1",
                 )
             })
             .layer(cors.layer()))
@@ -128,7 +133,7 @@ impl Gateway {
 }
 
 /// Ready when the database answers and the schema cache is loaded.
-async fn ready(State(rest): State<Arc<Rest>>) -> Response {
+async fn ready(State((rest, _)): State<(Arc<Rest>, Arc<Realtime>)>) -> Response {
     match rest.ping().await {
         Ok(()) => Json(json!({"status": "ok", "schema_cache": "loaded"})).into_response(),
         Err(e) => (
@@ -139,8 +144,12 @@ async fn ready(State(rest): State<Arc<Rest>>) -> Response {
     }
 }
 
-async fn metrics(State(rest): State<Arc<Rest>>) -> Response {
-    let text = rest.metrics_text();
+async fn metrics(State((rest, realtime)): State<(Arc<Rest>, Arc<Realtime>)>) -> Response {
+    // OpenMetrics ends with one `# EOF`, after every family.
+    let text = rest
+        .metrics_text()
+        .replace("# EOF\n", &realtime.metrics_text())
+        + "# EOF\n";
     (
         [(
             header::CONTENT_TYPE,

@@ -22,7 +22,7 @@ pub const LAYERS: &[&[&str]] = &[
     &["gucs", "spi_ext", "caller", "invalidation", "meta"],
     &["events", "jobs"],
     &["audit", "entities", "rules"],
-    &["policy", "etl", "search", "webhooks"],
+    &["policy", "etl", "search", "webhooks", "realtime"],
     &["vault", "functions"],
 ];
 

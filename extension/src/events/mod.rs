@@ -28,6 +28,7 @@ pub const RESERVED_DOMAINS: &[&str] = &[
     "data",
     "jobs",
     "policy",
+    "realtime",
     "rules",
     "spine",
     "vault",

@@ -69,6 +69,60 @@ CREATE OR REPLACE FUNCTION public.sjs_note_count() RETURNS bigint LANGUAGE sql S
     'SELECT count(*) FROM public.sjs_notes';
 CREATE OR REPLACE FUNCTION public.sjs_write() RETURNS integer LANGUAGE sql VOLATILE AS
     $$INSERT INTO public.sjs_kv (k, v) VALUES ('written', 1) ON CONFLICT (owner, k) DO UPDATE SET v = sjs_kv.v + 1 RETURNING v$$;
+
+-- Realtime: an owner-policy table (decided without a query), a membership
+-- table (checked as the subscriber), both published.
+CREATE TABLE IF NOT EXISTS public.sjs_rt_items (
+    id    bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    owner uuid NOT NULL DEFAULT auth.uid(),
+    label text NOT NULL,
+    n     integer NOT NULL DEFAULT 0
+);
+ALTER TABLE public.sjs_rt_items ENABLE ROW LEVEL SECURITY;
+DROP POLICY IF EXISTS own_items ON public.sjs_rt_items;
+CREATE POLICY own_items ON public.sjs_rt_items TO authenticated
+    USING (owner = auth.uid()) WITH CHECK (owner = auth.uid());
+GRANT SELECT, INSERT, UPDATE, DELETE ON public.sjs_rt_items TO authenticated;
+GRANT ALL ON public.sjs_rt_items TO service_role;
+
+CREATE TABLE IF NOT EXISTS public.sjs_rt_members (
+    room    text NOT NULL,
+    user_id uuid NOT NULL,
+    PRIMARY KEY (room, user_id)
+);
+ALTER TABLE public.sjs_rt_members ENABLE ROW LEVEL SECURITY;
+DROP POLICY IF EXISTS own_memberships ON public.sjs_rt_members;
+CREATE POLICY own_memberships ON public.sjs_rt_members FOR SELECT TO authenticated
+    USING (user_id = auth.uid());
+GRANT SELECT ON public.sjs_rt_members TO authenticated;
+GRANT ALL ON public.sjs_rt_members TO service_role;
+
+CREATE TABLE IF NOT EXISTS public.sjs_rt_messages (
+    id   bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    room text NOT NULL,
+    body text NOT NULL
+);
+ALTER TABLE public.sjs_rt_messages ENABLE ROW LEVEL SECURITY;
+DROP POLICY IF EXISTS room_members_read ON public.sjs_rt_messages;
+CREATE POLICY room_members_read ON public.sjs_rt_messages FOR SELECT TO authenticated
+    USING (room IN (SELECT m.room FROM public.sjs_rt_members m WHERE m.user_id = auth.uid()));
+GRANT SELECT ON public.sjs_rt_messages TO authenticated;
+GRANT ALL ON public.sjs_rt_messages TO service_role;
+
+SELECT spine.realtime_publish('public.sjs_rt_items');
+SELECT spine.realtime_publish('public.sjs_rt_messages');
+
+-- A broadcast in a transaction that then fails: never delivered.
+CREATE OR REPLACE FUNCTION public.sjs_broadcast(topic text, n integer, fail boolean)
+    RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM spine.broadcast(topic, 'db', jsonb_build_object('n', n));
+    IF fail THEN
+        RAISE EXCEPTION 'rolled back on purpose';
+    END IF;
+END
+$$;
+
 GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA public TO anon, authenticated;
 
 DO $$

@@ -1,0 +1,292 @@
+-- Realtime: what the gateway's /realtime/v1 serves, captured in the outbox.
+--
+-- Supabase Realtime reads a logical replication slot, checks RLS with one query per
+-- subscriber per change, and replays nothing. Spine captures a published table's
+-- row changes (and spine.broadcast's messages) as events in the writing
+-- transaction: they are delivered in commit order, only after commit, and a client
+-- can resume from the position (commit_seq, seq) of the last change it saw. No
+-- replication slot can fill the disk; retention is the outbox's.
+--
+-- Who sees a change is decided per subscriber from the table's SELECT policies:
+-- spine.realtime_visibility classifies them per role, so the common policy
+-- `auth.uid() = owner_column` is decided from the row without a query, and only
+-- other policies cost a check (spine.realtime_visible, one call per change for
+-- all the subscribers that need it).
+
+CREATE TABLE spine.realtime_tables (
+    schema_name  text NOT NULL,
+    table_name   text NOT NULL,
+    published_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (schema_name, table_name)
+);
+COMMENT ON TABLE spine.realtime_tables IS
+    'Tables whose row changes Realtime delivers (spine.realtime_publish); spine.events is always subscribable.';
+ALTER TABLE spine.realtime_tables ENABLE ROW LEVEL SECURITY;
+GRANT SELECT ON spine.realtime_tables TO service_role;
+
+-- Largest change payload kept whole; a larger row is sent with only its small
+-- fields and errors = ['Error 413: Payload Too Large'], as Supabase does. Below
+-- spine.emit's 512 KiB, so an oversized row never fails the write.
+CREATE FUNCTION spine.realtime_max_change_bytes() RETURNS integer
+    LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT least(coalesce(nullif(current_setting('spine.realtime_max_change_bytes', true), '')::integer,
+                          262144), 500000)
+$$;
+COMMENT ON FUNCTION spine.realtime_max_change_bytes() IS
+    'Largest row change sent whole (setting spine.realtime_max_change_bytes, default 256 KiB, at most 500000).';
+
+-- A record cut to the fields whose JSON is at most 64 bytes.
+CREATE FUNCTION spine.realtime_small_fields(record jsonb) RETURNS jsonb
+    LANGUAGE sql IMMUTABLE STRICT SET search_path = pg_catalog, pg_temp AS $$
+    SELECT coalesce(jsonb_object_agg(key, value), '{}'::jsonb)
+      FROM jsonb_each(record)
+     WHERE octet_length(value::text) <= 64
+$$;
+
+-- The capture trigger: one event per changed row, in the writing transaction.
+CREATE FUNCTION spine.realtime_capture() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    new_record jsonb := CASE WHEN TG_OP <> 'DELETE' THEN to_jsonb(NEW) END;
+    old_record jsonb := CASE WHEN TG_OP <> 'INSERT' THEN to_jsonb(OLD) END;
+    errors jsonb := NULL;
+BEGIN
+    IF coalesce(octet_length(new_record::text), 0) + coalesce(octet_length(old_record::text), 0)
+       > spine.realtime_max_change_bytes() THEN
+        new_record := spine.realtime_small_fields(new_record);
+        old_record := spine.realtime_small_fields(old_record);
+        errors := '["Error 413: Payload Too Large"]';
+    END IF;
+    PERFORM spine.realtime_emit(
+        'realtime.RowChanged',
+        jsonb_build_object('schema', TG_TABLE_SCHEMA, 'table', TG_TABLE_NAME, 'type', TG_OP,
+                           'record', new_record, 'old_record', old_record, 'errors', errors),
+        TG_TABLE_SCHEMA || '.' || TG_TABLE_NAME);
+    RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION spine.realtime_capture() IS
+    'Trigger of published tables: writes each row change as a realtime.RowChanged event.';
+
+CREATE FUNCTION spine.realtime_publish(tbl regclass) RETURNS void
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    rel record;
+BEGIN
+    IF NOT spine.caller_is_privileged() THEN
+        RAISE EXCEPTION 'only service_role may publish tables to Realtime'
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    SELECT n.nspname, c.relname, c.relkind INTO rel
+      FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+     WHERE c.oid = tbl;
+    IF rel.relkind NOT IN ('r', 'p') THEN
+        RAISE EXCEPTION '% is not a table', tbl USING ERRCODE = 'wrong_object_type',
+            HINT = 'Realtime publishes tables (ordinary or partitioned), not views.';
+    END IF;
+    IF rel.nspname IN ('pg_catalog', 'information_schema', 'spine', 'auth') THEN
+        RAISE EXCEPTION 'tables of schema % cannot be published', rel.nspname
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = 'spine.events is subscribable without publishing.';
+    END IF;
+    EXECUTE format('CREATE OR REPLACE TRIGGER spine_realtime_capture AFTER INSERT OR UPDATE OR DELETE '
+                   'ON %s FOR EACH ROW EXECUTE FUNCTION spine.realtime_capture()', tbl);
+    INSERT INTO spine.realtime_tables (schema_name, table_name)
+    VALUES (rel.nspname, rel.relname) ON CONFLICT DO NOTHING;
+    -- The gateway reloads its catalog on PostgREST's reload channel.
+    PERFORM pg_notify('pgrst', 'reload schema');
+END
+$$;
+COMMENT ON FUNCTION spine.realtime_publish(regclass) IS
+    'Delivers the table''s row changes to Realtime subscribers (service_role).';
+
+CREATE FUNCTION spine.realtime_unpublish(tbl regclass) RETURNS boolean
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    rel record;
+BEGIN
+    IF NOT spine.caller_is_privileged() THEN
+        RAISE EXCEPTION 'only service_role may unpublish tables from Realtime'
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    SELECT n.nspname, c.relname INTO rel
+      FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = tbl;
+    EXECUTE format('DROP TRIGGER IF EXISTS spine_realtime_capture ON %s', tbl);
+    DELETE FROM spine.realtime_tables WHERE schema_name = rel.nspname AND table_name = rel.relname;
+    PERFORM pg_notify('pgrst', 'reload schema');
+    RETURN FOUND;
+END
+$$;
+COMMENT ON FUNCTION spine.realtime_unpublish(regclass) IS
+    'Stops delivering the table''s row changes; true if it was published (service_role).';
+
+-- A broadcast from the database: delivered to the topic's subscribers after the
+-- transaction commits, never on rollback, in commit order with the row changes.
+CREATE FUNCTION spine.broadcast(topic text, event text, payload jsonb, private boolean DEFAULT false)
+    RETURNS uuid
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF coalesce(octet_length(topic), 0) NOT BETWEEN 1 AND 255
+       OR coalesce(octet_length(event), 0) NOT BETWEEN 1 AND 255 THEN
+        RAISE EXCEPTION 'topic and event must be 1 to 255 bytes'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF private THEN
+        RAISE EXCEPTION 'private broadcast channels are not supported yet'
+            USING ERRCODE = 'feature_not_supported',
+                  HINT = 'Broadcast on a public topic; docs/realtime.md lists what is missing.';
+    END IF;
+    RETURN spine.realtime_emit(
+        'realtime.MessageSent',
+        jsonb_build_object('topic', topic, 'event', event, 'payload', coalesce(payload, '{}'::jsonb),
+                           'private', private),
+        'realtime:' || topic);
+END
+$$;
+COMMENT ON FUNCTION spine.broadcast(text, text, jsonb, boolean) IS
+    'Sends a Realtime broadcast to topic when the transaction commits (never on rollback).';
+
+-- How a role's visibility of a table's rows is decided:
+--   all   — the role reads every row (no RLS, BYPASSRLS, or the owner);
+--   none  — no SELECT privilege, or no permissive policy applies;
+--   owner — every applicable policy is `auth.uid() = <column>`: visible when one
+--           of owner_columns equals the subscriber's user id, decided without a query;
+--   check — anything else: check_expr is evaluated on the row as the subscriber.
+CREATE FUNCTION spine.realtime_visibility(tbl regclass, role_name name)
+    RETURNS TABLE (path text, owner_columns text[], check_expr text)
+    LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    rel record;
+    r record;
+    p record;
+    uid constant text := '(?:auth\.uid\(\)|\( SELECT auth\.uid\(\) AS uid\))';
+    m text[];
+    permissive text[] := '{}';
+    restrictive text[] := '{}';
+    owners text[] := '{}';
+    only_owner boolean := true;
+BEGIN
+    IF tbl IS NULL THEN
+        RETURN;
+    END IF;
+    SELECT c.relrowsecurity, c.relforcerowsecurity, c.relowner INTO rel FROM pg_class c WHERE c.oid = tbl;
+    SELECT o.oid, o.rolsuper, o.rolbypassrls INTO r FROM pg_roles o WHERE o.rolname = role_name;
+    IF r.oid IS NULL OR NOT has_table_privilege(r.oid, tbl, 'SELECT') THEN
+        RETURN QUERY SELECT 'none', NULL::text[], NULL::text;
+        RETURN;
+    END IF;
+    IF r.rolsuper OR r.rolbypassrls OR NOT rel.relrowsecurity
+       OR (rel.relowner = r.oid AND NOT rel.relforcerowsecurity) THEN
+        RETURN QUERY SELECT 'all', NULL::text[], NULL::text;
+        RETURN;
+    END IF;
+    FOR p IN
+        SELECT pol.polpermissive, coalesce(pg_get_expr(pol.polqual, pol.polrelid), 'false') AS qual
+          FROM pg_policy pol
+         WHERE pol.polrelid = tbl AND pol.polcmd IN ('r', '*')
+           AND EXISTS (SELECT 1 FROM unnest(pol.polroles) AS x(role_oid)
+                        WHERE x.role_oid = 0 OR pg_has_role(r.oid, x.role_oid, 'USAGE'))
+         ORDER BY pol.polname
+    LOOP
+        IF p.polpermissive THEN
+            permissive := permissive || p.qual;
+            m := coalesce(regexp_match(p.qual, '^\(' || uid || ' = ([a-z_][a-z0-9_]*)\)$'),
+                          regexp_match(p.qual, '^\(([a-z_][a-z0-9_]*) = ' || uid || '\)$'));
+            IF m IS NULL THEN
+                only_owner := false;
+            ELSE
+                owners := owners || m[1];
+            END IF;
+        ELSE
+            restrictive := restrictive || p.qual;
+        END IF;
+    END LOOP;
+    IF cardinality(permissive) = 0 THEN
+        RETURN QUERY SELECT 'none', NULL::text[], NULL::text;
+    ELSIF only_owner AND cardinality(restrictive) = 0 THEN
+        RETURN QUERY SELECT 'owner', owners, NULL::text;
+    ELSE
+        RETURN QUERY SELECT 'check', NULL::text[],
+            '(' || array_to_string(permissive, ' OR ') || ')'
+            || coalesce(' AND ' || nullif(array_to_string(restrictive, ' AND '), ''), '');
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION spine.realtime_visibility(regclass, name) IS
+    'How Realtime decides which rows of tbl role_name sees: all, none, owner (by column, no query) or check.';
+
+-- Which rows each subscriber (claims, with role) may see: evaluates the table's
+-- policies on the captured row as each subscriber, in one call per change. A
+-- policy that raises hides the row from that subscriber only. SECURITY INVOKER:
+-- the caller (the gateway's login role) switches only to roles it is a member of.
+CREATE FUNCTION spine.realtime_visible(tbl regclass, record jsonb, claims jsonb[])
+    RETURNS boolean[]
+    LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    saved_role text := current_setting('role');
+    saved_claims text := coalesce(current_setting('request.jwt.claims', true), '');
+    alias text;
+    result boolean[] := '{}';
+    role_name text;
+    v record;
+    visible boolean;
+    i integer;
+BEGIN
+    SELECT c.relname INTO alias FROM pg_class c WHERE c.oid = tbl;
+    FOR i IN 1 .. coalesce(array_length(claims, 1), 0) LOOP
+        role_name := coalesce(claims[i] ->> 'role', 'anon');
+        visible := false;
+        IF role_name IN ('anon', 'authenticated', 'service_role') THEN
+            SELECT * INTO v FROM spine.realtime_visibility(tbl, role_name);
+            IF v.path = 'all' THEN
+                visible := true;
+            ELSIF v.path = 'owner' THEN
+                visible := EXISTS (SELECT 1 FROM unnest(v.owner_columns) AS c(name)
+                                    WHERE record ->> c.name = claims[i] ->> 'sub');
+            ELSIF v.path = 'check' THEN
+                BEGIN
+                    PERFORM set_config('role', role_name, true);
+                    PERFORM set_config('request.jwt.claims', claims[i]::text, true);
+                    EXECUTE format('SELECT coalesce((%s), false) FROM jsonb_populate_record(NULL::%s, $1) AS %I',
+                                   v.check_expr, tbl, alias)
+                       INTO visible USING record;
+                    PERFORM set_config('role', saved_role, true);
+                    PERFORM set_config('request.jwt.claims', saved_claims, true);
+                EXCEPTION WHEN OTHERS THEN
+                    -- The subtransaction's rollback restored role and claims.
+                    visible := false;
+                END;
+            END IF;
+        END IF;
+        result := result || coalesce(visible, false);
+    END LOOP;
+    RETURN result;
+END
+$$;
+COMMENT ON FUNCTION spine.realtime_visible(regclass, jsonb, jsonb[]) IS
+    'For each subscriber''s claims: may they SELECT this row of tbl (evaluated on the captured row)?';
+
+-- The oldest position the outbox still holds: a client resuming from before it
+-- has missed changes that retention removed.
+CREATE FUNCTION spine.realtime_retained_from() RETURNS bigint
+    LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    SELECT coalesce((SELECT min(commit_seq) FROM spine.event_commits WHERE commit_seq IS NOT NULL),
+                    (SELECT CASE WHEN is_called THEN last_value + 1 ELSE last_value END
+                       FROM spine.event_commit_seq))
+$$;
+COMMENT ON FUNCTION spine.realtime_retained_from() IS
+    'Smallest commit_seq still in the outbox (or the next one when it is empty).';
+
+-- What each published table costs Realtime: the path per role.
+CREATE VIEW spine.realtime_publications AS
+SELECT t.schema_name, t.table_name,
+       a.path AS anon_path, u.path AS authenticated_path, u.owner_columns, u.check_expr,
+       t.published_at
+  FROM spine.realtime_tables t
+  CROSS JOIN LATERAL (SELECT to_regclass(format('%I.%I', t.schema_name, t.table_name)) AS rel) AS x
+  CROSS JOIN LATERAL spine.realtime_visibility(x.rel, 'anon') AS a
+  CROSS JOIN LATERAL spine.realtime_visibility(x.rel, 'authenticated') AS u
+ WHERE x.rel IS NOT NULL;
+COMMENT ON VIEW spine.realtime_publications IS
+    'Published tables and how Realtime decides visibility for anon and authenticated (all, none, owner, check).';
+GRANT SELECT ON spine.realtime_publications TO service_role;

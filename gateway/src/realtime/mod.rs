@@ -1,0 +1,228 @@
+//! `/realtime/v1`: Supabase Realtime's protocol served from Spine's outbox.
+//!
+//! - [`protocol`]: Phoenix frames (vsn 1.0.0 and 2.0.0);
+//! - [`socket`]: one websocket's channels (join, leave, token refresh,
+//!   broadcast, presence);
+//! - [`hub`]: the joined channels of this process, client broadcasts, presence;
+//! - [`outbox`]: the reader that routes committed changes and database
+//!   broadcasts to channels, and replays a channel from its position;
+//! - [`catalog`]: published tables and how visibility is decided per role;
+//! - [`filter`]: postgres_changes filters.
+
+pub mod catalog;
+pub mod filter;
+pub mod hub;
+pub mod outbox;
+pub mod protocol;
+pub mod socket;
+
+use crate::error::ApiError;
+use crate::keys::ApiKeys;
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use hub::Hub;
+use protocol::UserPayload;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, RwLock};
+
+/// Largest frame a client may send (broadcasts are limited further).
+const MAX_FRAME: usize = 1024 * 1024;
+
+pub struct Realtime {
+    pub hub: Arc<Hub>,
+    pub reader: Arc<outbox::Reader>,
+    pub pool: spine_db::Pool,
+    pub keys: Arc<ApiKeys>,
+}
+
+impl Realtime {
+    /// Starts the outbox reader; channels can join at once (the reader's
+    /// position is set before its first read).
+    pub fn start(
+        pool: spine_db::Pool,
+        db: spine_db::DbConfig,
+        keys: Arc<ApiKeys>,
+    ) -> Arc<Realtime> {
+        let hub = Arc::new(Hub::default());
+        let reader = Arc::new(outbox::Reader {
+            position: tokio::sync::Mutex::new(hub::Position::default()),
+            catalog: RwLock::new(Arc::new(catalog::Catalog::default())),
+            wake: tokio::sync::Notify::new(),
+        });
+        let rt = Arc::new(Realtime {
+            hub: hub.clone(),
+            reader: reader.clone(),
+            pool,
+            keys,
+        });
+        tokio::spawn(outbox::run(hub, reader, db));
+        rt
+    }
+
+    pub fn metrics_text(&self) -> String {
+        format!(
+            "# TYPE spine_gateway_realtime_sockets gauge\nspine_gateway_realtime_sockets {}\n\
+             # TYPE spine_gateway_realtime_channels gauge\nspine_gateway_realtime_channels {}\n\
+             # TYPE spine_gateway_realtime_messages counter\nspine_gateway_realtime_messages_total {}\n",
+            self.hub.sockets.load(Ordering::Relaxed),
+            self.hub.channel_count(),
+            self.hub.delivered_messages.load(Ordering::Relaxed),
+        )
+    }
+}
+
+pub fn router(rt: Arc<Realtime>) -> Router {
+    Router::new()
+        .route("/websocket", get(websocket))
+        .route("/api/broadcast", post(broadcast_batch))
+        .route("/api/broadcast/{topic}/events/{event}", post(broadcast_one))
+        .with_state(rt)
+}
+
+fn connect_error(status: StatusCode, message: String) -> Response {
+    (status, Json(json!({"error": message}))).into_response()
+}
+
+/// `GET /realtime/v1/websocket?apikey=…&vsn=…`: the key is checked before the
+/// upgrade, and a bad one is an HTTP error with a JSON body, as Supabase does.
+async fn websocket(
+    State(rt): State<Arc<Realtime>>,
+    Query(params): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let vsn = match protocol::Vsn::parse(params.get("vsn").map(String::as_str)) {
+        Ok(v) => v,
+        Err(e) => return connect_error(StatusCode::BAD_REQUEST, e),
+    };
+    let apikey = params
+        .get("apikey")
+        .map(String::as_str)
+        .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()));
+    let Some(apikey) = apikey else {
+        return connect_error(StatusCode::UNAUTHORIZED, "apikey is required".into());
+    };
+    let caller = match rt.keys.caller(None, Some(apikey)) {
+        Ok(c) => c,
+        Err(e) => return connect_error(StatusCode::UNAUTHORIZED, format!("invalid apikey: {e}")),
+    };
+    ws.max_message_size(MAX_FRAME)
+        .max_frame_size(MAX_FRAME)
+        .on_upgrade(move |socket| socket::serve(rt, socket, vsn, caller))
+}
+
+#[derive(Deserialize)]
+struct Batch {
+    messages: Vec<Message>,
+}
+
+#[derive(Deserialize)]
+struct Message {
+    topic: String,
+    event: String,
+    #[serde(default)]
+    payload: Value,
+    #[serde(default)]
+    private: bool,
+}
+
+/// The caller of a REST broadcast; any valid key may send to public topics.
+fn rest_caller(rt: &Realtime, headers: &HeaderMap) -> Result<(), ApiError> {
+    let header = |n: &str| headers.get(n).and_then(|v| v.to_str().ok());
+    if header("apikey").is_none() && header("authorization").is_none() {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "no_api_key",
+            "an apikey header is required",
+        ));
+    }
+    rt.keys
+        .caller(header("authorization"), header("apikey"))
+        .map(|_| ())
+        .map_err(|e| ApiError::new(StatusCode::UNAUTHORIZED, "bad_jwt", e.to_string()))
+}
+
+fn check(m: &Message) -> Result<(), ApiError> {
+    let bad = |why: &str| ApiError::new(StatusCode::BAD_REQUEST, "bad_broadcast", why);
+    if m.private {
+        return Err(bad("private channels are not supported yet"));
+    }
+    if m.topic.is_empty() || m.topic.len() > 246 || m.event.is_empty() || m.event.len() > 255 {
+        return Err(bad(
+            "topic (1-246 bytes) and event (1-255 bytes) are required",
+        ));
+    }
+    if m.payload.to_string().len() > socket::MAX_BROADCAST_BYTES {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_size_exceeded",
+            "a broadcast payload has at most 256 KiB",
+        ));
+    }
+    Ok(())
+}
+
+fn send(rt: &Realtime, m: &Message) {
+    rt.hub.broadcast(
+        &format!("realtime:{}", m.topic),
+        &m.event,
+        &UserPayload::Json(m.payload.clone()),
+        None,
+    );
+}
+
+/// `POST /realtime/v1/api/broadcast` `{"messages": [{topic, event, payload}]}` → 202.
+async fn broadcast_batch(
+    State(rt): State<Arc<Realtime>>,
+    headers: HeaderMap,
+    body: Result<Json<Batch>, axum::extract::rejection::JsonRejection>,
+) -> Result<StatusCode, ApiError> {
+    rest_caller(&rt, &headers)?;
+    let Json(batch) =
+        body.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_json", e.body_text()))?;
+    if batch.messages.len() > 100 {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_broadcast",
+            "at most 100 messages per request",
+        ));
+    }
+    // All checked before any is sent.
+    for m in &batch.messages {
+        check(m)?;
+    }
+    for m in &batch.messages {
+        send(&rt, m);
+    }
+    Ok(StatusCode::ACCEPTED)
+}
+
+/// `POST /realtime/v1/api/broadcast/{topic}/events/{event}` (realtime-js
+/// `httpSend`), the body being the payload → 202.
+async fn broadcast_one(
+    State(rt): State<Arc<Realtime>>,
+    Path((topic, event)): Path<(String, String)>,
+    Query(params): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
+) -> Result<StatusCode, ApiError> {
+    rest_caller(&rt, &headers)?;
+    let Json(payload) =
+        body.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_json", e.body_text()))?;
+    let message = Message {
+        topic,
+        event,
+        payload,
+        private: params.get("private").map(String::as_str) == Some("true"),
+    };
+    check(&message)?;
+    send(&rt, &message);
+    Ok(StatusCode::ACCEPTED)
+}
