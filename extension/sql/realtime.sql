@@ -277,16 +277,22 @@ $$;
 COMMENT ON FUNCTION spine.realtime_retained_from() IS
     'Smallest commit_seq still in the outbox (or the next one when it is empty).';
 
--- What each published table costs Realtime: the path per role.
+-- What each published table costs Realtime: the path per role. One relation in
+-- FROM, so a write through the view meets the privilege check (42501), not
+-- "cannot insert into view".
 CREATE VIEW spine.realtime_publications AS
 SELECT t.schema_name, t.table_name,
-       a.path AS anon_path, u.path AS authenticated_path, u.owner_columns, u.check_expr,
+       (SELECT a.path FROM spine.realtime_visibility(
+            to_regclass(format('%I.%I', t.schema_name, t.table_name)), 'anon') AS a) AS anon_path,
+       (SELECT u.path FROM spine.realtime_visibility(
+            to_regclass(format('%I.%I', t.schema_name, t.table_name)), 'authenticated') AS u) AS authenticated_path,
+       (SELECT u.owner_columns FROM spine.realtime_visibility(
+            to_regclass(format('%I.%I', t.schema_name, t.table_name)), 'authenticated') AS u) AS owner_columns,
+       (SELECT u.check_expr FROM spine.realtime_visibility(
+            to_regclass(format('%I.%I', t.schema_name, t.table_name)), 'authenticated') AS u) AS check_expr,
        t.published_at
   FROM spine.realtime_tables t
-  CROSS JOIN LATERAL (SELECT to_regclass(format('%I.%I', t.schema_name, t.table_name)) AS rel) AS x
-  CROSS JOIN LATERAL spine.realtime_visibility(x.rel, 'anon') AS a
-  CROSS JOIN LATERAL spine.realtime_visibility(x.rel, 'authenticated') AS u
- WHERE x.rel IS NOT NULL;
+ WHERE to_regclass(format('%I.%I', t.schema_name, t.table_name)) IS NOT NULL;
 COMMENT ON VIEW spine.realtime_publications IS
     'Published tables and how Realtime decides visibility for anon and authenticated (all, none, owner, check).';
 GRANT SELECT ON spine.realtime_publications TO service_role;

@@ -132,10 +132,20 @@ impl Gateway {
     }
 }
 
-/// Ready when the database answers and the schema cache is loaded.
-async fn ready(State((rest, _)): State<(Arc<Rest>, Arc<Realtime>)>) -> Response {
+/// Ready when the database answers, the schema cache is loaded and the
+/// Realtime reader follows the outbox.
+async fn ready(State((rest, realtime)): State<(Arc<Rest>, Arc<Realtime>)>) -> Response {
+    let following = *realtime.reader.ready.borrow();
     match rest.ping().await {
-        Ok(()) => Json(json!({"status": "ok", "schema_cache": "loaded"})).into_response(),
+        Ok(()) if following => {
+            Json(json!({"status": "ok", "schema_cache": "loaded", "realtime": "following"}))
+                .into_response()
+        }
+        Ok(()) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "unavailable", "reason": "the realtime reader is not following the outbox yet"})),
+        )
+            .into_response(),
         Err(e) => (
             StatusCode::SERVICE_UNAVAILABLE,
             Json(json!({"status": "unavailable", "reason": e})),

@@ -30,7 +30,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 /// Largest frame a client may send (broadcasts are limited further).
 const MAX_FRAME: usize = 1024 * 1024;
@@ -43,19 +43,14 @@ pub struct Realtime {
 }
 
 impl Realtime {
-    /// Starts the outbox reader; channels can join at once (the reader's
-    /// position is set before its first read).
+    /// Starts the outbox reader; joins wait until it follows the outbox.
     pub fn start(
         pool: spine_db::Pool,
         db: spine_db::DbConfig,
         keys: Arc<ApiKeys>,
     ) -> Arc<Realtime> {
         let hub = Arc::new(Hub::default());
-        let reader = Arc::new(outbox::Reader {
-            position: tokio::sync::Mutex::new(hub::Position::default()),
-            catalog: RwLock::new(Arc::new(catalog::Catalog::default())),
-            wake: tokio::sync::Notify::new(),
-        });
+        let reader = Arc::new(outbox::Reader::default());
         let rt = Arc::new(Realtime {
             hub: hub.clone(),
             reader: reader.clone(),

@@ -347,9 +347,30 @@ pub struct Reader {
     pub position: tokio::sync::Mutex<Position>,
     pub catalog: RwLock<Arc<Catalog>>,
     pub wake: tokio::sync::Notify,
+    /// True once the reader knows its position: a channel that joined before
+    /// would start at a made-up position, and could miss a change.
+    pub ready: tokio::sync::watch::Sender<bool>,
+}
+
+impl Default for Reader {
+    fn default() -> Reader {
+        Reader {
+            position: tokio::sync::Mutex::new(Position::default()),
+            catalog: RwLock::new(Arc::new(Catalog::default())),
+            wake: tokio::sync::Notify::new(),
+            ready: tokio::sync::watch::Sender::new(false),
+        }
+    }
 }
 
 impl Reader {
+    /// Waits (up to `limit`) until the reader follows the outbox.
+    pub async fn wait_ready(&self, limit: Duration) -> bool {
+        let mut rx = self.ready.subscribe();
+        let waited = tokio::time::timeout(limit, rx.wait_for(|ready| *ready)).await;
+        matches!(waited, Ok(Ok(_)))
+    }
+
     pub fn catalog(&self) -> Arc<Catalog> {
         self.catalog.read().expect("never poisoned").clone()
     }
@@ -401,6 +422,7 @@ pub async fn run(hub: Arc<Hub>, reader: Arc<Reader>, db: spine_db::DbConfig) {
             continue;
         }
         started = true;
+        reader.ready.send_replace(true);
         tracing::info!(
             tables = reader.catalog().len(),
             "realtime reader following the outbox"

@@ -224,6 +224,11 @@ impl Session {
                 "ChannelsLimit: at most {MAX_CHANNELS} channels per connection"
             ));
         }
+        if !self.rt.reader.wait_ready(Duration::from_secs(10)).await {
+            return Err(
+                "Unavailable: Realtime cannot read the database yet; the client retries".into(),
+            );
+        }
         let config = frame.payload.get("config").cloned().unwrap_or(json!({}));
         if config.get("private").and_then(Value::as_bool) == Some(true) {
             return Err("PrivateChannelsUnsupported: private channels are not supported yet; join without private: true (docs/realtime.md)".into());

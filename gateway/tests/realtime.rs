@@ -1,0 +1,538 @@
+//! /realtime/v1 with a raw Phoenix client (tokio-tungstenite), against the
+//! dev stack's database: the vsn 1.0.0 serializer, hostile input (each answered
+//! with an error or a close, never a crash, while a well-behaved socket beside
+//! it keeps working), and resuming from a position after the connection — or
+//! the whole gateway process (SIGKILL) — died while 500 rows were written.
+
+use clap::Parser;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use spine_gateway::config::Cli;
+use spine_gateway::server::Gateway;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+const SECRET: &str = "super-secret-jwt-token-with-at-least-32-characters-long";
+const TABLE: &str = "public.gw_rt_items";
+
+fn service_key() -> String {
+    spine_core::auth::sign(
+        &json!({"role": "service_role", "exp": 4_000_000_000u64}),
+        SECRET.as_bytes(),
+    )
+}
+
+/// The table the tests write, published; a serial per test keeps rows apart.
+async fn prepare() -> tokio_postgres::Client {
+    let db = spine_tests::connect().await;
+    db.batch_execute(
+        "BEGIN; SELECT pg_advisory_xact_lock(7340002);
+         CREATE TABLE IF NOT EXISTS public.gw_rt_items (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, run text NOT NULL, n int NOT NULL);
+         GRANT ALL ON public.gw_rt_items TO service_role;
+         SELECT spine.realtime_publish('public.gw_rt_items');
+         COMMIT;",
+    )
+    .await
+    .unwrap();
+    db
+}
+
+/// A gateway in this process on an ephemeral port.
+async fn serve() -> SocketAddr {
+    let url = spine_tests::database_url();
+    let cli = Cli::try_parse_from([
+        "spine-gateway",
+        "--database-url",
+        &url,
+        "--jwt-secret",
+        SECRET,
+    ])
+    .unwrap();
+    let gateway = Gateway::start(&cli.config).await.unwrap();
+    let router = gateway.router(&cli.config).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .await
+        .unwrap()
+    });
+    wait_until_following(addr).await;
+    addr
+}
+
+/// The reader starts at the outbox's head; wait until it follows (a join
+/// before that would still be correct, but the test wants a known start).
+async fn wait_until_following(addr: SocketAddr) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(mut c) = Phoenix::connect(addr, &service_key(), "2.0.0").await {
+            if c.heartbeat().await {
+                return;
+            }
+        }
+        assert!(Instant::now() < deadline, "the gateway did not come up");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Msg {
+    join_ref: Value,
+    msg_ref: Value,
+    topic: String,
+    event: String,
+    payload: Value,
+}
+
+struct Phoenix {
+    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    v2: bool,
+    next: u64,
+}
+
+impl Phoenix {
+    async fn connect(addr: SocketAddr, key: &str, vsn: &str) -> Result<Phoenix, String> {
+        let url = format!("ws://{addr}/realtime/v1/websocket?apikey={key}&vsn={vsn}");
+        let (ws, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(Phoenix {
+            ws,
+            v2: vsn == "2.0.0",
+            next: 0,
+        })
+    }
+
+    async fn push(
+        &mut self,
+        join_ref: Option<&str>,
+        topic: &str,
+        event: &str,
+        payload: Value,
+    ) -> String {
+        self.next += 1;
+        let r = self.next.to_string();
+        let text = if self.v2 {
+            json!([join_ref, r, topic, event, payload]).to_string()
+        } else {
+            json!({"join_ref": join_ref, "ref": r, "topic": topic, "event": event, "payload": payload}).to_string()
+        };
+        self.ws.send(Message::Text(text.into())).await.unwrap();
+        r
+    }
+
+    /// The next frame; None on close or after `wait`.
+    async fn recv(&mut self, wait: Duration) -> Option<Msg> {
+        loop {
+            let next = tokio::time::timeout(wait, self.ws.next()).await.ok()??;
+            let text = match next.ok()? {
+                Message::Text(t) => t.to_string(),
+                Message::Close(_) => return None,
+                _ => continue,
+            };
+            let v: Value = serde_json::from_str(&text).unwrap();
+            return Some(if self.v2 {
+                Msg {
+                    join_ref: v[0].clone(),
+                    msg_ref: v[1].clone(),
+                    topic: v[2].as_str().unwrap().into(),
+                    event: v[3].as_str().unwrap().into(),
+                    payload: v[4].clone(),
+                }
+            } else {
+                assert!(v.is_object(), "vsn 1 frames are objects: {text}");
+                Msg {
+                    join_ref: v["join_ref"].clone(),
+                    msg_ref: v["ref"].clone(),
+                    topic: v["topic"].as_str().unwrap().into(),
+                    event: v["event"].as_str().unwrap().into(),
+                    payload: v["payload"].clone(),
+                }
+            });
+        }
+    }
+
+    /// Frames until one matches; panics after 10 s.
+    async fn until(&mut self, what: &str, pred: impl Fn(&Msg) -> bool) -> Msg {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Some(m) = self.recv(Duration::from_millis(200)).await {
+                if pred(&m) {
+                    return m;
+                }
+            }
+        }
+        panic!("no {what} within 10 s");
+    }
+
+    async fn reply(&mut self, r: &str) -> Msg {
+        let r = r.to_string();
+        self.until(&format!("reply to {r}"), move |m| {
+            m.event == "phx_reply" && m.msg_ref == json!(r)
+        })
+        .await
+    }
+
+    async fn heartbeat(&mut self) -> bool {
+        let r = self.push(None, "phoenix", "heartbeat", json!({})).await;
+        matches!(self.recv(Duration::from_secs(2)).await, Some(m) if m.msg_ref == json!(r) && m.payload["status"] == "ok")
+    }
+
+    async fn join(&mut self, topic: &str, bindings: Value) -> Msg {
+        let r = self.next + 1;
+        let r = r.to_string();
+        self.push(
+            Some(&r),
+            topic,
+            "phx_join",
+            json!({"config": {"postgres_changes": bindings}}),
+        )
+        .await;
+        self.reply(&r).await
+    }
+
+    /// Whether the server closed the socket within `wait`.
+    async fn closed_within(&mut self, wait: Duration) -> bool {
+        let deadline = Instant::now() + wait;
+        while Instant::now() < deadline {
+            match tokio::time::timeout(Duration::from_millis(100), self.ws.next()).await {
+                Ok(None) | Ok(Some(Err(_))) | Ok(Some(Ok(Message::Close(_)))) => return true,
+                _ => {}
+            }
+        }
+        false
+    }
+}
+
+fn binding(run: &str, position: Option<&str>) -> Value {
+    let mut b = json!({"event": "INSERT", "schema": "public", "table": "gw_rt_items", "filter": format!("run=eq.{run}")});
+    if let Some(p) = position {
+        b["position"] = json!(p);
+    }
+    json!([b])
+}
+
+async fn insert(db: &tokio_postgres::Client, run: &str, from: i32, to: i32) {
+    db.execute(
+        &format!(
+            "INSERT INTO {TABLE} (run, n) SELECT $1, g FROM generate_series($2::int, $3::int) g"
+        ),
+        &[&run, &from, &to],
+    )
+    .await
+    .unwrap();
+}
+
+fn record_n(m: &Msg) -> i64 {
+    m.payload["data"]["record"]["n"].as_i64().unwrap()
+}
+
+#[tokio::test]
+async fn vsn_1_joins_receives_typed_changes_and_leaves() {
+    let db = prepare().await;
+    let addr = serve().await;
+    let run = uuid::Uuid::new_v4().to_string();
+    let mut c = Phoenix::connect(addr, &service_key(), "1.0.0")
+        .await
+        .unwrap();
+    assert!(c.heartbeat().await);
+    let reply = c.join("realtime:v1", binding(&run, None)).await;
+    assert_eq!(reply.payload["status"], "ok", "{:?}", reply.payload);
+    let bindings = &reply.payload["response"]["postgres_changes"];
+    assert_eq!(
+        bindings[0]["filter"],
+        json!(format!("run=eq.{run}")),
+        "bindings echoed"
+    );
+    let id = bindings[0]["id"].clone();
+    assert!(id.is_number());
+    insert(&db, &run, 7, 7).await;
+    let change = c
+        .until("the change", |m| m.event == "postgres_changes")
+        .await;
+    assert_eq!(change.payload["ids"], json!([id]));
+    assert_eq!(change.topic, "realtime:v1");
+    let data = &change.payload["data"];
+    assert_eq!(data["type"], "INSERT");
+    assert_eq!(data["record"]["n"], json!(7), "typed, not text");
+    assert!(data["columns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|c| c["name"] == "n" && c["type"] == "int4"));
+    assert!(data["position"].as_str().unwrap().contains(':'));
+    let r = c
+        .push(
+            reply.join_ref.as_str(),
+            "realtime:v1",
+            "phx_leave",
+            json!({}),
+        )
+        .await;
+    assert_eq!(c.reply(&r).await.payload["status"], "ok");
+    c.until("phx_close", |m| m.event == "phx_close").await;
+    // Left: a later change is not sent.
+    insert(&db, &run, 8, 8).await;
+    let late = c.recv(Duration::from_millis(700)).await;
+    assert!(late.is_none(), "{late:?}");
+}
+
+#[tokio::test]
+async fn hostile_input_gets_errors_or_a_close_and_leaves_other_sockets_alone() {
+    let db = prepare().await;
+    let addr = serve().await;
+    let run = uuid::Uuid::new_v4().to_string();
+    let mut good = Phoenix::connect(addr, &service_key(), "2.0.0")
+        .await
+        .unwrap();
+    assert_eq!(
+        good.join("realtime:good", binding(&run, None))
+            .await
+            .payload["status"],
+        "ok"
+    );
+
+    // The handshake: a bad vsn, no key, a forged key: HTTP errors, no socket.
+    for url in [
+        format!("ws://{addr}/realtime/v1/websocket?apikey={}&vsn=9.9.9", service_key()),
+        format!("ws://{addr}/realtime/v1/websocket?vsn=2.0.0"),
+        format!("ws://{addr}/realtime/v1/websocket?apikey=eyJhbGciOiJub25lIn0.eyJyb2xlIjoic2VydmljZV9yb2xlIn0.&vsn=2.0.0"),
+    ] {
+        let err = tokio_tungstenite::connect_async(&url).await.unwrap_err();
+        assert!(
+            matches!(&err, tokio_tungstenite::tungstenite::Error::Http(r) if r.status().is_client_error()),
+            "{url}: {err}"
+        );
+    }
+
+    // Malformed frames close that socket (1007), with no reply to misroute.
+    for bad in [
+        "not json",
+        "[1,2,3]",
+        r#"{"topic": 1}"#,
+        r#"[null,null,5,"e",{}]"#,
+    ] {
+        let mut h = Phoenix::connect(addr, &service_key(), "2.0.0")
+            .await
+            .unwrap();
+        h.ws.send(Message::Text(bad.into())).await.unwrap();
+        assert!(h.closed_within(Duration::from_secs(3)).await, "{bad}");
+    }
+    let mut h = Phoenix::connect(addr, &service_key(), "2.0.0")
+        .await
+        .unwrap();
+    h.ws.send(Message::Binary(vec![9, 9, 9].into()))
+        .await
+        .unwrap();
+    assert!(
+        h.closed_within(Duration::from_secs(3)).await,
+        "binary garbage"
+    );
+
+    // A frame over the 1 MiB limit closes the socket.
+    let mut h = Phoenix::connect(addr, &service_key(), "2.0.0")
+        .await
+        .unwrap();
+    let huge = json!([null, "1", "realtime:x", "broadcast", {"event": "e", "payload": "x".repeat(2 << 20)}]);
+    let _ = h.ws.send(Message::Text(huge.to_string().into())).await;
+    assert!(h.closed_within(Duration::from_secs(5)).await, "huge frame");
+
+    // Unknown topics and events, bad joins: error replies, the socket stays.
+    let mut h = Phoenix::connect(addr, &service_key(), "2.0.0")
+        .await
+        .unwrap();
+    let r = h
+        .push(None, "realtime:nowhere", "broadcast", json!({"event": "e"}))
+        .await;
+    assert_eq!(
+        h.reply(&r).await.payload["response"]["reason"],
+        "unmatched topic"
+    );
+    let r = h
+        .push(Some("1"), "rooms:lobby", "phx_join", json!({}))
+        .await;
+    assert_eq!(h.reply(&r).await.payload["status"], "error");
+    let r = h.push(Some("9"), "realtime:", "phx_join", json!({})).await;
+    assert!(h.reply(&r).await.payload["response"]["reason"]
+        .as_str()
+        .unwrap()
+        .starts_with("TopicNameRequired"));
+    for (bindings, reason) in [
+        (json!("nope"), "InvalidJoinPayload"),
+        (
+            json!([{"event": "*", "schema": "public", "table": "gw_rt_items", "filter": "n=eq.1'; DROP TABLE x; --"}]),
+            "",
+        ),
+        (
+            json!([{"event": "*", "schema": "public", "table": "gw_rt_items\"; --"}]),
+            "TableNotPublished",
+        ),
+        (
+            json!([{"event": "*", "schema": "public", "table": "gw_rt_items", "filter": "n=in.(1"}]),
+            "InvalidPostgresChanges",
+        ),
+    ] {
+        let reply = h.join("realtime:bad", bindings.clone()).await;
+        if reason.is_empty() {
+            // A quote in a filter value is a value, never SQL: the join works.
+            assert_eq!(reply.payload["status"], "ok", "{bindings}");
+        } else {
+            assert_eq!(reply.payload["status"], "error", "{bindings}");
+            let got = reply.payload["response"]["reason"].as_str().unwrap();
+            assert!(got.starts_with(reason), "{bindings}: {got}");
+        }
+    }
+
+    // A flood of joins: 100 channels per socket, then ChannelsLimit.
+    let mut flood = Phoenix::connect(addr, &service_key(), "2.0.0")
+        .await
+        .unwrap();
+    let mut errors = 0;
+    for i in 0..150 {
+        let reply = flood.join(&format!("realtime:flood-{i}"), json!([])).await;
+        if reply.payload["status"] == "error" {
+            assert!(reply.payload["response"]["reason"]
+                .as_str()
+                .unwrap()
+                .starts_with("ChannelsLimit"));
+            errors += 1;
+        }
+    }
+    assert_eq!(errors, 50);
+    drop(flood);
+
+    // The table is intact and the well-behaved socket still works.
+    insert(&db, &run, 1, 1).await;
+    let change = good
+        .until("the change", |m| m.event == "postgres_changes")
+        .await;
+    assert_eq!(record_n(&change), 1);
+    assert!(good.heartbeat().await);
+}
+
+#[tokio::test]
+async fn a_dropped_connection_resumes_from_its_position_without_loss_or_duplicate() {
+    let db = prepare().await;
+    let addr = serve().await;
+    let run = uuid::Uuid::new_v4().to_string();
+    let mut c = Phoenix::connect(addr, &service_key(), "2.0.0")
+        .await
+        .unwrap();
+    assert_eq!(
+        c.join("realtime:resume", binding(&run, Some("now")))
+            .await
+            .payload["status"],
+        "ok"
+    );
+    insert(&db, &run, 0, 0).await;
+    let first = c
+        .until("the first change", |m| m.event == "postgres_changes")
+        .await;
+    let position = first.payload["data"]["record"]["spine_position"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // The connection dies (no close handshake); 500 rows are written meanwhile.
+    drop(c);
+    insert(&db, &run, 1, 500).await;
+    let mut c = Phoenix::connect(addr, &service_key(), "2.0.0")
+        .await
+        .unwrap();
+    assert_eq!(
+        c.join("realtime:resume", binding(&run, Some(&position)))
+            .await
+            .payload["status"],
+        "ok"
+    );
+    insert(&db, &run, 501, 501).await;
+    let mut got = Vec::new();
+    while got.len() < 501 {
+        let m = c
+            .until("the replayed changes", |m| m.event == "postgres_changes")
+            .await;
+        got.push(record_n(&m));
+    }
+    assert_eq!(
+        got,
+        (1..=501).collect::<Vec<i64>>(),
+        "every missed change once, in order, then live"
+    );
+    assert!(c
+        .recv(Duration::from_millis(500))
+        .await
+        .is_none_or(|m| m.event != "postgres_changes"));
+}
+
+#[tokio::test]
+async fn a_gateway_killed_with_sigkill_resumes_its_clients_after_restart() {
+    let db = prepare().await;
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let start = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_spine-gateway"))
+            .env("DATABASE_URL", spine_tests::database_url())
+            .env("SPINE_JWT_SECRET", SECRET)
+            .env("SPINE_GATEWAY_ADDR", addr.to_string())
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let mut gateway = start();
+    wait_until_following(addr).await;
+    let run = uuid::Uuid::new_v4().to_string();
+    let mut c = Phoenix::connect(addr, &service_key(), "2.0.0")
+        .await
+        .unwrap();
+    assert_eq!(
+        c.join("realtime:crash", binding(&run, Some("now")))
+            .await
+            .payload["status"],
+        "ok"
+    );
+    insert(&db, &run, 0, 0).await;
+    let first = c
+        .until("the first change", |m| m.event == "postgres_changes")
+        .await;
+    let position = first.payload["data"]["record"]["spine_position"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // SIGKILL: no shutdown, no goodbye to clients.
+    gateway.kill().unwrap();
+    gateway.wait().unwrap();
+    assert!(c.closed_within(Duration::from_secs(5)).await);
+    insert(&db, &run, 1, 500).await;
+    let mut gateway = start();
+    wait_until_following(addr).await;
+    let mut c = Phoenix::connect(addr, &service_key(), "2.0.0")
+        .await
+        .unwrap();
+    assert_eq!(
+        c.join("realtime:crash", binding(&run, Some(&position)))
+            .await
+            .payload["status"],
+        "ok"
+    );
+    let mut got = Vec::new();
+    while got.len() < 500 {
+        let m = c
+            .until("the replayed changes", |m| m.event == "postgres_changes")
+            .await;
+        got.push(record_n(&m));
+    }
+    assert_eq!(got, (1..=500).collect::<Vec<i64>>());
+    gateway.kill().unwrap();
+    let _ = gateway.wait();
+}
