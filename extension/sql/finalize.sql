@@ -57,6 +57,7 @@ GRANT EXECUTE ON FUNCTION
     spine.realtime_publish(regclass),
     spine.realtime_unpublish(regclass),
     spine.realtime_visibility(regclass, name),
+    spine.realtime_policy_inputs(regclass, oid),
     spine.realtime_visible(regclass, jsonb, jsonb[]),
     spine.realtime_retained_from()
     TO service_role;

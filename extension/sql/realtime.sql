@@ -146,14 +146,53 @@ $$;
 COMMENT ON FUNCTION spine.broadcast(text, text, jsonb, boolean) IS
     'Sends a Realtime broadcast to topic when the transaction commits (never on rollback).';
 
+-- What a role's SELECT policies on tbl read, from pg_depend: the table's own
+-- columns, other tables, and whether they call any function but auth.uid(),
+-- auth.jwt() and auth.role() (a function may read tables no catalog records).
+CREATE FUNCTION spine.realtime_policy_inputs(tbl regclass, role_oid oid)
+    RETURNS TABLE (own_columns text[], other_tables regclass[], only_claims boolean)
+    LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    WITH deps AS (
+        SELECT d.refclassid, d.refobjid, d.refobjsubid
+          FROM pg_policy pol
+          JOIN pg_depend d ON d.classid = 'pg_policy'::regclass AND d.objid = pol.oid AND d.deptype = 'n'
+         WHERE pol.polrelid = tbl AND pol.polcmd IN ('r', '*')
+           AND EXISTS (SELECT 1 FROM unnest(pol.polroles) AS x(r)
+                        WHERE x.r = 0 OR pg_has_role(role_oid, x.r, 'USAGE'))
+    )
+    SELECT
+        coalesce((SELECT array_agg(DISTINCT a.attname::text ORDER BY a.attname::text)
+                    FROM deps JOIN pg_attribute a ON a.attrelid = deps.refobjid AND a.attnum = deps.refobjsubid
+                   WHERE deps.refclassid = 'pg_class'::regclass AND deps.refobjid = tbl
+                     AND deps.refobjsubid > 0), '{}'),
+        coalesce((SELECT array_agg(DISTINCT deps.refobjid::regclass)
+                    FROM deps WHERE deps.refclassid = 'pg_class'::regclass AND deps.refobjid <> tbl), '{}'),
+        NOT EXISTS (SELECT 1 FROM deps
+                     WHERE deps.refclassid NOT IN ('pg_class'::regclass, 'pg_type'::regclass,
+                                                   'pg_collation'::regclass, 'pg_proc'::regclass)
+                        OR (deps.refclassid = 'pg_proc'::regclass
+                            AND deps.refobjid NOT IN (SELECT p.oid FROM pg_proc p
+                                                        JOIN pg_namespace n ON n.oid = p.pronamespace
+                                                       WHERE n.nspname = 'auth'
+                                                         AND p.proname IN ('uid', 'jwt', 'role'))))
+$$;
+COMMENT ON FUNCTION spine.realtime_policy_inputs(regclass, oid) IS
+    'What the SELECT policies of tbl for a role read: own columns, other tables, and whether they call only auth.* claim functions.';
+
 -- How a role's visibility of a table's rows is decided:
 --   all   — the role reads every row (no RLS, BYPASSRLS, or the owner);
 --   none  — no SELECT privilege, or no permissive policy applies;
 --   owner — every applicable policy is `auth.uid() = <column>`: visible when one
 --           of owner_columns equals the subscriber's user id, decided without a query;
 --   check — anything else: check_expr is evaluated on the row as the subscriber.
+--           When the policies read only the claims, cache_columns of the row and
+--           published tables (depends_on; with policies of the same kind), a
+--           decision holds for a subscriber and those columns' values until one
+--           of depends_on changes, which the gateway sees in commit order; else
+--           cache_columns is NULL and every change is checked.
 CREATE FUNCTION spine.realtime_visibility(tbl regclass, role_name name)
-    RETURNS TABLE (path text, owner_columns text[], check_expr text)
+    RETURNS TABLE (path text, owner_columns text[], check_expr text,
+                   cache_columns text[], depends_on text[])
     LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     rel record;
@@ -165,6 +204,10 @@ DECLARE
     restrictive text[] := '{}';
     owners text[] := '{}';
     only_owner boolean := true;
+    inputs record;
+    dep regclass;
+    dep_inputs record;
+    cacheable boolean;
 BEGIN
     IF tbl IS NULL THEN
         RETURN;
@@ -172,12 +215,12 @@ BEGIN
     SELECT c.relrowsecurity, c.relforcerowsecurity, c.relowner INTO rel FROM pg_class c WHERE c.oid = tbl;
     SELECT o.oid, o.rolsuper, o.rolbypassrls INTO r FROM pg_roles o WHERE o.rolname = role_name;
     IF r.oid IS NULL OR NOT has_table_privilege(r.oid, tbl, 'SELECT') THEN
-        RETURN QUERY SELECT 'none', NULL::text[], NULL::text;
+        RETURN QUERY SELECT 'none', NULL::text[], NULL::text, NULL::text[], NULL::text[];
         RETURN;
     END IF;
     IF r.rolsuper OR r.rolbypassrls OR NOT rel.relrowsecurity
        OR (rel.relowner = r.oid AND NOT rel.relforcerowsecurity) THEN
-        RETURN QUERY SELECT 'all', NULL::text[], NULL::text;
+        RETURN QUERY SELECT 'all', NULL::text[], NULL::text, NULL::text[], NULL::text[];
         RETURN;
     END IF;
     FOR p IN
@@ -202,18 +245,37 @@ BEGIN
         END IF;
     END LOOP;
     IF cardinality(permissive) = 0 THEN
-        RETURN QUERY SELECT 'none', NULL::text[], NULL::text;
+        RETURN QUERY SELECT 'none', NULL::text[], NULL::text, NULL::text[], NULL::text[];
+        RETURN;
     ELSIF only_owner AND cardinality(restrictive) = 0 THEN
-        RETURN QUERY SELECT 'owner', owners, NULL::text;
-    ELSE
-        RETURN QUERY SELECT 'check', NULL::text[],
-            '(' || array_to_string(permissive, ' OR ') || ')'
-            || coalesce(' AND ' || nullif(array_to_string(restrictive, ' AND '), ''), '');
+        RETURN QUERY SELECT 'owner', owners, NULL::text, NULL::text[], NULL::text[];
+        RETURN;
     END IF;
+    -- Cacheable: claims-only functions, and every table read is published
+    -- with policies (for this role) that read only claims and published tables.
+    SELECT * INTO inputs FROM spine.realtime_policy_inputs(tbl, r.oid);
+    cacheable := inputs.only_claims;
+    FOREACH dep IN ARRAY inputs.other_tables LOOP
+        SELECT * INTO dep_inputs FROM spine.realtime_policy_inputs(dep, r.oid);
+        cacheable := cacheable AND dep_inputs.only_claims
+            AND EXISTS (SELECT 1 FROM spine.realtime_tables t JOIN pg_class c ON c.oid = dep
+                          JOIN pg_namespace n ON n.oid = c.relnamespace
+                         WHERE t.schema_name = n.nspname AND t.table_name = c.relname)
+            AND coalesce((SELECT bool_and(x = dep OR x = tbl OR x = ANY (inputs.other_tables))
+                            FROM unnest(dep_inputs.other_tables) AS x), true);
+    END LOOP;
+    RETURN QUERY SELECT 'check', NULL::text[],
+        '(' || array_to_string(permissive, ' OR ') || ')'
+        || coalesce(' AND ' || nullif(array_to_string(restrictive, ' AND '), ''), ''),
+        CASE WHEN coalesce(cacheable, false) THEN inputs.own_columns END,
+        CASE WHEN coalesce(cacheable, false) THEN
+            (SELECT coalesce(array_agg(format('%I.%I', n.nspname, c.relname)), '{}')
+               FROM unnest(inputs.other_tables) AS x JOIN pg_class c ON c.oid = x
+               JOIN pg_namespace n ON n.oid = c.relnamespace) END;
 END
 $$;
 COMMENT ON FUNCTION spine.realtime_visibility(regclass, name) IS
-    'How Realtime decides which rows of tbl role_name sees: all, none, owner (by column, no query) or check.';
+    'How Realtime decides which rows of tbl role_name sees: all, none, owner (by column, no query) or check (cacheable when it reads only claims and published tables).';
 
 -- Which rows each subscriber (claims, with role) may see: evaluates the table's
 -- policies on the captured row as each subscriber, in one call per change. A
@@ -290,6 +352,8 @@ SELECT t.schema_name, t.table_name,
             to_regclass(format('%I.%I', t.schema_name, t.table_name)), 'authenticated') AS u) AS owner_columns,
        (SELECT u.check_expr FROM spine.realtime_visibility(
             to_regclass(format('%I.%I', t.schema_name, t.table_name)), 'authenticated') AS u) AS check_expr,
+       (SELECT u.cache_columns FROM spine.realtime_visibility(
+            to_regclass(format('%I.%I', t.schema_name, t.table_name)), 'authenticated') AS u) AS cache_columns,
        t.published_at
   FROM spine.realtime_tables t
  WHERE to_regclass(format('%I.%I', t.schema_name, t.table_name)) IS NOT NULL;

@@ -8,7 +8,7 @@ use anyhow::{bail, Result};
 use std::process::Command;
 
 /// The benchmarks `spine-bench` has.
-pub const BENCHES: [&str; 8] = [
+pub const BENCHES: [&str; 9] = [
     "relay",
     "jobs",
     "audit",
@@ -17,6 +17,7 @@ pub const BENCHES: [&str; 8] = [
     "functions",
     "search",
     "gateway",
+    "realtime",
 ];
 
 pub fn run(config: &Config, name: &str) -> Result<()> {

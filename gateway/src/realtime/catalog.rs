@@ -14,8 +14,17 @@ pub enum Visibility {
     None,
     /// Visible when one of these columns holds the subscriber's user id.
     Owner(Vec<String>),
-    /// Evaluated by `spine.realtime_visible` as the subscriber.
-    Check,
+    /// Evaluated by `spine.realtime_visible` as the subscriber; with a
+    /// [`CacheKey`], a decision is kept until a table it depends on changes.
+    Check(Option<CacheKey>),
+}
+
+/// What a cached decision depends on besides the subscriber's claims: these
+/// columns of the row, and the current contents of these (published) tables.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CacheKey {
+    pub columns: Vec<String>,
+    pub depends_on: Vec<(String, String)>,
 }
 
 #[derive(Debug, Clone)]
@@ -72,6 +81,8 @@ struct Row {
 struct RoleVisibility {
     path: String,
     owner_columns: Option<Vec<String>>,
+    cache_columns: Option<Vec<String>>,
+    depends_on: Option<Vec<String>>,
 }
 
 const LOAD: &str = "
@@ -85,7 +96,8 @@ SELECT json_build_object(
                     FROM pg_index i JOIN pg_attribute a
                       ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)
                    WHERE i.indrelid = x.rel AND i.indisprimary),
-  'visibility', (SELECT json_object_agg(r.name, json_build_object('path', v.path, 'owner_columns', v.owner_columns))
+  'visibility', (SELECT json_object_agg(r.name, json_build_object('path', v.path, 'owner_columns', v.owner_columns,
+                                                      'cache_columns', v.cache_columns, 'depends_on', v.depends_on))
                    FROM unnest(ARRAY['anon', 'authenticated', 'service_role']) AS r(name)
                    CROSS JOIN LATERAL spine.realtime_visibility(x.rel, r.name) AS v))::text
   FROM (SELECT schema_name, table_name FROM spine.realtime_tables
@@ -93,7 +105,43 @@ SELECT json_build_object(
   CROSS JOIN LATERAL (SELECT to_regclass(format('%I.%I', t.schema_name, t.table_name)) AS rel) AS x
  WHERE x.rel IS NOT NULL";
 
+/// `schema.table` (as `format('%I.%I')` writes it) into its two names.
+fn split_qualified(q: &str) -> Option<(String, String)> {
+    let unquote = |s: &str| {
+        s.strip_prefix('"')
+            .and_then(|s| s.strip_suffix('"'))
+            .map(|s| s.replace("\"\"", "\""))
+            .unwrap_or_else(|| s.to_string())
+    };
+    // A quoted name may hold a dot: split at the dot outside quotes.
+    let mut quoted = false;
+    for (i, c) in q.char_indices() {
+        match c {
+            '"' => quoted = !quoted,
+            '.' if !quoted => return Some((unquote(&q[..i]), unquote(&q[i + 1..]))),
+            _ => {}
+        }
+    }
+    None
+}
+
 impl Catalog {
+    /// Tables whose cached decisions a change to `schema.name` invalidates.
+    pub fn dependents(&self, schema: &str, name: &str) -> Vec<String> {
+        self.tables
+            .values()
+            .filter(|t| {
+                t.visibility.values().any(|v| match v {
+                    Visibility::Check(Some(key)) => {
+                        key.depends_on.iter().any(|(s, n)| s == schema && n == name)
+                    }
+                    _ => false,
+                })
+            })
+            .map(|t| t.qualified.clone())
+            .collect()
+    }
+
     pub async fn load(client: &tokio_postgres::Client) -> anyhow::Result<Catalog> {
         let mut tables = HashMap::new();
         for row in client.query(LOAD, &[]).await? {
@@ -105,7 +153,17 @@ impl Catalog {
                     let decided = match v.path.as_str() {
                         "all" => Visibility::All,
                         "owner" => Visibility::Owner(v.owner_columns.unwrap_or_default()),
-                        "check" => Visibility::Check,
+                        "check" => Visibility::Check(v.cache_columns.map(|columns| {
+                            CacheKey {
+                                columns,
+                                depends_on: v
+                                    .depends_on
+                                    .unwrap_or_default()
+                                    .iter()
+                                    .filter_map(|q| split_qualified(q))
+                                    .collect(),
+                            }
+                        })),
                         _ => Visibility::None,
                     };
                     (role, decided)
@@ -147,5 +205,23 @@ impl Catalog {
 
     pub fn is_empty(&self) -> bool {
         self.tables.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn qualified_names_split_outside_quotes() {
+        assert_eq!(
+            split_qualified("public.t"),
+            Some(("public".into(), "t".into()))
+        );
+        assert_eq!(
+            split_qualified("\"my.schema\".\"a \"\"b\"\"\""),
+            Some(("my.schema".into(), "a \"b\"".into()))
+        );
+        assert_eq!(split_qualified("nodot"), None);
     }
 }

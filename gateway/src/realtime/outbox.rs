@@ -6,12 +6,13 @@
 //! with a position is first replayed from it, then handed to the live reader
 //! with no gap and no duplicate (see [`replay`]).
 
-use super::catalog::{Catalog, Table, Visibility};
+use super::catalog::{CacheKey, Catalog, Table, Visibility};
 use super::hub::{ChangeType, Channel, Hub, Position};
 use super::protocol::Frame;
 use serde_json::{json, Map, Value};
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use tokio_postgres::Client;
 
@@ -171,7 +172,54 @@ fn decided(visibility: &Visibility, claims: &Value, row: &Value) -> Option<bool>
                     == Some(user)
             }))
         }
-        Visibility::Check => None,
+        Visibility::Check(_) => None,
+    }
+}
+
+/// Cached `check` decisions per table: (claims, the policy's columns of the
+/// row) → visible. A table's entries are forgotten when a table its policies
+/// read changes (seen here in commit order) and when the catalog reloads.
+#[derive(Default)]
+pub struct Decisions {
+    tables: Mutex<HashMap<String, HashMap<String, bool>>>,
+}
+
+/// Entries kept per table before its cache starts over.
+const MAX_DECISIONS: usize = 100_000;
+
+impl Decisions {
+    fn key(claims: &Value, row: &Value, key: &CacheKey) -> String {
+        let values: Vec<&Value> = key
+            .columns
+            .iter()
+            .map(|c| row.get(c).unwrap_or(&Value::Null))
+            .collect();
+        format!(
+            "{claims}\u{1f}{}",
+            Value::from(values.into_iter().cloned().collect::<Vec<_>>())
+        )
+    }
+
+    fn get(&self, table: &str, key: &str) -> Option<bool> {
+        let tables = self.tables.lock().expect("never poisoned");
+        tables.get(table).and_then(|m| m.get(key)).copied()
+    }
+
+    fn put(&self, table: &str, key: String, visible: bool) {
+        let mut tables = self.tables.lock().expect("never poisoned");
+        let map = tables.entry(table.to_string()).or_default();
+        if map.len() >= MAX_DECISIONS {
+            map.clear();
+        }
+        map.insert(key, visible);
+    }
+
+    fn forget(&self, table: &str) {
+        self.tables.lock().expect("never poisoned").remove(table);
+    }
+
+    pub fn clear(&self) {
+        self.tables.lock().expect("never poisoned").clear();
     }
 }
 
@@ -180,6 +228,7 @@ fn decided(visibility: &Visibility, claims: &Value, row: &Value) -> Option<bool>
 /// for all who need it.
 async fn visible(
     client: &Client,
+    decisions: &Decisions,
     table: &Table,
     row: &Value,
     subscribers: &[&Arc<Channel>],
@@ -188,13 +237,25 @@ async fn visible(
     let mut ask = Vec::new();
     for (i, channel) in subscribers.iter().enumerate() {
         let caller = channel.caller();
-        match decided(&table.visibility(&caller.role), &caller.claims, row) {
+        let visibility = table.visibility(&caller.role);
+        if let Some(v) = decided(&visibility, &caller.claims, row) {
+            result[i] = v;
+            continue;
+        }
+        let key = match &visibility {
+            Visibility::Check(Some(k)) => Some(Decisions::key(&caller.claims, row, k)),
+            _ => None,
+        };
+        match key
+            .as_deref()
+            .and_then(|k| decisions.get(&table.qualified, k))
+        {
             Some(v) => result[i] = v,
-            None => ask.push((i, caller.claims)),
+            None => ask.push((i, caller.claims, key)),
         }
     }
     if !ask.is_empty() {
-        let claims: Vec<Value> = ask.iter().map(|(_, c)| c.clone()).collect();
+        let claims: Vec<Value> = ask.iter().map(|(_, c, _)| c.clone()).collect();
         let row = client
             .query_one(
                 "SELECT spine.realtime_visible($1::text::regclass, $2, $3)",
@@ -202,8 +263,11 @@ async fn visible(
             )
             .await?;
         let answers: Vec<bool> = row.get(0);
-        for ((i, _), v) in ask.iter().zip(answers) {
-            result[*i] = v;
+        for ((i, _, key), v) in ask.into_iter().zip(answers) {
+            result[i] = v;
+            if let Some(key) = key {
+                decisions.put(&table.qualified, key, v);
+            }
         }
     }
     Ok(result)
@@ -232,10 +296,20 @@ fn key_only(record: &Value, table: &Table) -> Value {
 pub async fn route(
     client: &Client,
     catalog: &Catalog,
+    decisions: &Decisions,
     hub: &Hub,
     event: &OutboxEvent,
     channels: &[Arc<Channel>],
 ) -> Result<(), tokio_postgres::Error> {
+    // A change to a table some policies read: their cached decisions go.
+    if event.kind == "realtime.RowChanged" {
+        let str_of = |k: &str| event.data.get(k).and_then(Value::as_str);
+        if let (Some(schema), Some(name)) = (str_of("schema"), str_of("table")) {
+            for dependent in catalog.dependents(schema, name) {
+                decisions.forget(&dependent);
+            }
+        }
+    }
     let pending: Vec<&Arc<Channel>> = channels
         .iter()
         .filter(|c| *c.delivered.lock().expect("never poisoned") < event.position)
@@ -268,11 +342,11 @@ pub async fn route(
                     _ => record,
                 };
                 let Some(seen) = seen else { continue };
-                let sees = visible(client, table, seen, &subscribers).await?;
+                let sees = visible(client, decisions, table, seen, &subscribers).await?;
                 // UPDATE: the old row in full only to those who could see it.
                 let saw_old = match (kind, old_record) {
                     (ChangeType::Update, Some(old)) => {
-                        Some(visible(client, table, old, &subscribers).await?)
+                        Some(visible(client, decisions, table, old, &subscribers).await?)
                     }
                     _ => None,
                 };
@@ -350,6 +424,7 @@ pub struct Reader {
     /// True once the reader knows its position: a channel that joined before
     /// would start at a made-up position, and could miss a change.
     pub ready: tokio::sync::watch::Sender<bool>,
+    pub decisions: Decisions,
 }
 
 impl Default for Reader {
@@ -359,6 +434,7 @@ impl Default for Reader {
             catalog: RwLock::new(Arc::new(Catalog::default())),
             wake: tokio::sync::Notify::new(),
             ready: tokio::sync::watch::Sender::new(false),
+            decisions: Decisions::default(),
         }
     }
 }
@@ -407,6 +483,7 @@ pub async fn run(hub: Arc<Hub>, reader: Arc<Reader>, db: spine_db::DbConfig) {
                 .await?;
             let catalog = Catalog::load(&client).await?;
             *reader.catalog.write().expect("never poisoned") = Arc::new(catalog);
+            reader.decisions.clear();
             if !started {
                 // The last committed event: a position that exists, so a replay
                 // that reaches it hands over (see `replay`).
@@ -436,7 +513,10 @@ pub async fn run(hub: Arc<Hub>, reader: Arc<Reader>, db: spine_db::DbConfig) {
                 msg = rx.recv() => match msg {
                     Some(channel) if channel == "pgrst" => {
                         match Catalog::load(&client).await {
-                            Ok(c) => *reader.catalog.write().expect("never poisoned") = Arc::new(c),
+                            Ok(c) => {
+                                *reader.catalog.write().expect("never poisoned") = Arc::new(c);
+                                reader.decisions.clear();
+                            }
                             Err(e) => { tracing::warn!(error = %e, "realtime catalog reload failed"); break; }
                         }
                     }
@@ -463,7 +543,7 @@ async fn drain(client: &Client, hub: &Hub, reader: &Reader) -> anyhow::Result<()
         let catalog = reader.catalog();
         let channels = hub.live_channels();
         for event in &batch {
-            route(client, &catalog, hub, event, &channels).await?;
+            route(client, &catalog, &reader.decisions, hub, event, &channels).await?;
             *position = event.position;
         }
         if (batch.len() as i64) < BATCH {
@@ -493,7 +573,7 @@ pub async fn replay(
         let batch = read(client, from, BATCH).await?;
         let catalog = reader.catalog();
         for event in &batch {
-            route(client, &catalog, hub, event, &channels).await?;
+            route(client, &catalog, &reader.decisions, hub, event, &channels).await?;
             channel.socket.wait_room().await;
         }
         if (batch.len() as i64) < BATCH {

@@ -111,6 +111,9 @@ GRANT ALL ON public.sjs_rt_messages TO service_role;
 
 SELECT spine.realtime_publish('public.sjs_rt_items');
 SELECT spine.realtime_publish('public.sjs_rt_messages');
+-- Published too: sjs_rt_messages' policy reads it, so decisions can be cached
+-- and are forgotten when a membership changes.
+SELECT spine.realtime_publish('public.sjs_rt_members');
 
 -- A broadcast in a transaction that then fails: never delivered.
 CREATE OR REPLACE FUNCTION public.sjs_broadcast(topic text, n integer, fail boolean)
