@@ -70,6 +70,11 @@ pub struct Config {
     #[arg(long, env = "SPINE_CORS_ORIGINS", default_value = "*")]
     pub cors_origins: String,
 
+    /// NATS server through which several gateways share Realtime broadcasts
+    /// and presence; without it each gateway serves its own clients only.
+    #[arg(long, env = "NATS_URL", hide_env_values = true)]
+    pub nats_url: Option<String>,
+
     /// Most database connections the gateway holds.
     #[arg(long, env = "SPINE_GATEWAY_POOL", default_value_t = 16)]
     pub pool_size: usize,

@@ -59,7 +59,12 @@ impl Gateway {
         })
         .await?;
         let functions = Arc::new(ServerState::new(Host::new(host), Arc::new(verifier)));
-        let realtime = Realtime::start(pool.clone(), db.clone(), keys.clone());
+        let realtime = Realtime::start(
+            pool.clone(),
+            db.clone(),
+            keys.clone(),
+            config.nats_url.clone(),
+        );
         Ok(Gateway {
             realtime,
             pool,

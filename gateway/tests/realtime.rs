@@ -536,3 +536,93 @@ async fn a_gateway_killed_with_sigkill_resumes_its_clients_after_restart() {
     gateway.kill().unwrap();
     let _ = gateway.wait();
 }
+
+#[tokio::test]
+async fn two_gateways_share_broadcasts_and_presence_over_nats_and_a_killed_one_leaves() {
+    let Ok(nats) = std::env::var("NATS_URL") else {
+        panic!("NATS_URL: run through cargo xtask test");
+    };
+    prepare().await;
+    let spawn = || {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_spine-gateway"))
+            .env("DATABASE_URL", spine_tests::database_url())
+            .env("SPINE_JWT_SECRET", SECRET)
+            .env("SPINE_GATEWAY_ADDR", addr.to_string())
+            .env("NATS_URL", &nats)
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        (child, addr)
+    };
+    let (mut one, addr_one) = spawn();
+    let (mut two, addr_two) = spawn();
+    wait_until_following(addr_one).await;
+    wait_until_following(addr_two).await;
+    let topic = format!("realtime:cluster-{}", uuid::Uuid::new_v4());
+    let join = |key: &'static str| json!({"config": {"broadcast": {"self": false}, "presence": {"enabled": true, "key": key}}});
+    let mut a = Phoenix::connect(addr_one, &service_key(), "2.0.0")
+        .await
+        .unwrap();
+    a.push(Some("1"), &topic, "phx_join", join("a")).await;
+    a.until("a's join", |m| m.event == "phx_reply").await;
+    let r = a
+        .push(
+            Some("1"),
+            &topic,
+            "presence",
+            json!({"type": "presence", "event": "track", "payload": {"on": "one"}}),
+        )
+        .await;
+    assert_eq!(a.reply(&r).await.payload["status"], "ok");
+
+    // Joining the other gateway: a's presence is in the state it is sent.
+    let mut b = Phoenix::connect(addr_two, &service_key(), "2.0.0")
+        .await
+        .unwrap();
+    b.push(Some("1"), &topic, "phx_join", join("b")).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let m = b
+            .until("presence", |m| m.event.starts_with("presence_"))
+            .await;
+        let has_a = match m.event.as_str() {
+            "presence_state" => m.payload.get("a").is_some(),
+            _ => m.payload["joins"].get("a").is_some(),
+        };
+        if has_a {
+            break;
+        }
+        assert!(Instant::now() < deadline, "b never saw a's presence");
+    }
+
+    // A broadcast on one gateway reaches the other's client.
+    a.push(
+        Some("1"),
+        &topic,
+        "broadcast",
+        json!({"type": "broadcast", "event": "hi", "payload": {"n": 1}}),
+    )
+    .await;
+    let got = b.until("the broadcast", |m| m.event == "broadcast").await;
+    assert_eq!(got.payload["event"], "hi");
+    assert_eq!(got.payload["payload"], json!({"n": 1}));
+
+    // The first gateway dies: its presences leave everywhere else.
+    one.kill().unwrap();
+    one.wait().unwrap();
+    let left = b
+        .until("a's leave", |m| {
+            m.event == "presence_diff" && m.payload["leaves"].get("a").is_some()
+        })
+        .await;
+    assert_eq!(left.payload["leaves"]["a"]["metas"][0]["on"], "one");
+    two.kill().unwrap();
+    let _ = two.wait();
+}

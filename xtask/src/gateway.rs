@@ -67,7 +67,9 @@ pub fn up(config: &Config) -> Result<()> {
             format!("127.0.0.1:{}", config.gateway_port),
         )
         .env("SPINE_PUBLISHABLE_KEY", PUBLISHABLE_KEY)
-        .env("SPINE_SECRET_KEY", SECRET_KEY);
+        .env("SPINE_SECRET_KEY", SECRET_KEY)
+        // Realtime broadcasts and presence shared with other gateways.
+        .env("NATS_URL", config.nats_url());
     daemon::spawn(cmd, &dir(config).join("gateway.log"), &pid_file(config))?;
     daemon::wait_for_port(config.gateway_port, PROGRAM, Duration::from_secs(30))?;
     if !keys_file(config).exists() {

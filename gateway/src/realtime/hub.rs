@@ -188,8 +188,38 @@ impl Channel {
     }
 }
 
-/// A topic's tracked presences: key → (channel, meta).
-type Presences = HashMap<String, Vec<(u64, Value)>>;
+/// Whose a tracked presence is: a channel of this process, or of another
+/// gateway (by its origin id), learned over NATS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Owner {
+    Local(u64),
+    Remote(String, u64),
+}
+
+/// A topic's tracked presences: key → (owner, meta).
+type Presences = HashMap<String, Vec<(Owner, Value)>>;
+
+/// What this process tells the other gateways (see [`super::cluster`]).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Note {
+    Broadcast {
+        topic: String,
+        event: String,
+        payload: Value,
+    },
+    Track {
+        topic: String,
+        key: String,
+        channel: u64,
+        meta: Value,
+    },
+    Untrack {
+        topic: String,
+        key: String,
+        channel: u64,
+    },
+}
 
 #[derive(Default)]
 pub struct Hub {
@@ -199,9 +229,22 @@ pub struct Hub {
     next_id: AtomicU64,
     pub delivered_messages: AtomicU64,
     pub sockets: AtomicU64,
+    /// Notes for the other gateways, when there is a cluster.
+    notes: std::sync::OnceLock<mpsc::UnboundedSender<Note>>,
 }
 
 impl Hub {
+    /// From now on, local broadcasts and presence changes are also sent here.
+    pub fn share_with(&self, notes: mpsc::UnboundedSender<Note>) {
+        let _ = self.notes.set(notes);
+    }
+
+    fn tell(&self, note: Note) {
+        if let Some(tx) = self.notes.get() {
+            let _ = tx.send(note);
+        }
+    }
+
     pub fn next_id(&self) -> u64 {
         self.next_id.fetch_add(1, Ordering::Relaxed) + 1
     }
@@ -249,6 +292,24 @@ impl Hub {
     /// A broadcast to every channel of `topic` (`realtime:…`), except `from`
     /// unless it asked for its own messages. Returns how many received it.
     pub fn broadcast(
+        &self,
+        topic: &str,
+        event: &str,
+        payload: &UserPayload,
+        from: Option<u64>,
+    ) -> usize {
+        if let UserPayload::Json(p) = payload {
+            self.tell(Note::Broadcast {
+                topic: topic.to_string(),
+                event: event.to_string(),
+                payload: p.clone(),
+            });
+        }
+        self.deliver_broadcast(topic, event, payload, from)
+    }
+
+    /// A broadcast to this process's channels only (one from another gateway).
+    pub fn deliver_broadcast(
         &self,
         topic: &str,
         event: &str,
@@ -304,28 +365,42 @@ impl Hub {
             Value::String(format!("{}", self.next_id())),
         );
         let meta = Value::Object(meta);
+        self.tell(Note::Track {
+            topic: channel.topic.clone(),
+            key: key.clone(),
+            channel: channel.id,
+            meta: meta.clone(),
+        });
+        self.put_presence(&channel.topic, &key, Owner::Local(channel.id), meta);
+    }
+
+    /// Records a presence (replacing the owner's earlier one) and announces it.
+    pub fn put_presence(&self, topic: &str, key: &str, owner: Owner, meta: Value) {
         let left = {
             let mut presence = self.presence.lock().expect("never poisoned");
             let metas = presence
-                .entry(channel.topic.clone())
+                .entry(topic.to_string())
                 .or_default()
-                .entry(key.clone())
+                .entry(key.to_string())
                 .or_default();
+            if metas.iter().any(|(o, m)| *o == owner && *m == meta) {
+                return;
+            }
             let left: Vec<Value> = metas
                 .iter()
-                .filter(|(id, _)| *id == channel.id)
+                .filter(|(o, _)| *o == owner)
                 .map(|(_, m)| m.clone())
                 .collect();
-            metas.retain(|(id, _)| *id != channel.id);
-            metas.push((channel.id, meta.clone()));
+            metas.retain(|(o, _)| *o != owner);
+            metas.push((owner, meta.clone()));
             left
         };
         let mut leaves = Map::new();
         if !left.is_empty() {
-            leaves.insert(key.clone(), json!({"metas": left}));
+            leaves.insert(key.to_string(), json!({"metas": left}));
         }
         self.presence_diff(
-            &channel.topic,
+            topic,
             json!({"joins": {key: {"metas": [meta]}}, "leaves": leaves}),
         );
     }
@@ -335,33 +410,88 @@ impl Hub {
         let Some(key) = channel.presence_key.clone() else {
             return;
         };
+        if self.drop_presence(&channel.topic, &key, &Owner::Local(channel.id)) {
+            self.tell(Note::Untrack {
+                topic: channel.topic.clone(),
+                key,
+                channel: channel.id,
+            });
+        }
+    }
+
+    /// Removes an owner's presence under a key; true if there was one.
+    pub fn drop_presence(&self, topic: &str, key: &str, owner: &Owner) -> bool {
         let left: Vec<Value> = {
             let mut presence = self.presence.lock().expect("never poisoned");
-            let Some(keys) = presence.get_mut(&channel.topic) else {
-                return;
+            let Some(keys) = presence.get_mut(topic) else {
+                return false;
             };
-            let Some(metas) = keys.get_mut(&key) else {
-                return;
+            let Some(metas) = keys.get_mut(key) else {
+                return false;
             };
             let left = metas
                 .iter()
-                .filter(|(id, _)| *id == channel.id)
+                .filter(|(o, _)| o == owner)
                 .map(|(_, m)| m.clone())
                 .collect();
-            metas.retain(|(id, _)| *id != channel.id);
+            metas.retain(|(o, _)| o != owner);
             if metas.is_empty() {
-                keys.remove(&key);
+                keys.remove(key);
             }
             if keys.is_empty() {
-                presence.remove(&channel.topic);
+                presence.remove(topic);
             }
             left
         };
-        if !left.is_empty() {
-            self.presence_diff(
-                &channel.topic,
-                json!({"joins": {}, "leaves": {key: {"metas": left}}}),
-            );
+        if left.is_empty() {
+            return false;
+        }
+        self.presence_diff(
+            topic,
+            json!({"joins": {}, "leaves": {key: {"metas": left}}}),
+        );
+        true
+    }
+
+    /// This process's own presences, as notes (for a gateway that just started).
+    pub fn local_presences(&self) -> Vec<Note> {
+        let presence = self.presence.lock().expect("never poisoned");
+        let mut notes = Vec::new();
+        for (topic, keys) in presence.iter() {
+            for (key, metas) in keys {
+                for (owner, meta) in metas {
+                    if let Owner::Local(channel) = owner {
+                        notes.push(Note::Track {
+                            topic: topic.clone(),
+                            key: key.clone(),
+                            channel: *channel,
+                            meta: meta.clone(),
+                        });
+                    }
+                }
+            }
+        }
+        notes
+    }
+
+    /// Removes every presence of a gateway that went away, announcing leaves.
+    pub fn drop_origin(&self, origin: &str) {
+        let gone: Vec<(String, String, Owner)> = {
+            let presence = self.presence.lock().expect("never poisoned");
+            let mut gone = Vec::new();
+            for (topic, keys) in presence.iter() {
+                for (key, metas) in keys {
+                    for (owner, _) in metas {
+                        if matches!(owner, Owner::Remote(from, _) if from == origin) {
+                            gone.push((topic.clone(), key.clone(), owner.clone()));
+                        }
+                    }
+                }
+            }
+            gone
+        };
+        for (topic, key, owner) in gone {
+            self.drop_presence(&topic, &key, &owner);
         }
     }
 

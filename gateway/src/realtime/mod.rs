@@ -7,9 +7,11 @@
 //! - [`outbox`]: the reader that routes committed changes and database
 //!   broadcasts to channels, and replays a channel from its position;
 //! - [`catalog`]: published tables and how visibility is decided per role;
-//! - [`filter`]: postgres_changes filters.
+//! - [`filter`]: postgres_changes filters;
+//! - [`cluster`]: broadcasts and presence shared between gateways over NATS.
 
 pub mod catalog;
+pub mod cluster;
 pub mod filter;
 pub mod hub;
 pub mod outbox;
@@ -48,6 +50,7 @@ impl Realtime {
         pool: spine_db::Pool,
         db: spine_db::DbConfig,
         keys: Arc<ApiKeys>,
+        nats_url: Option<String>,
     ) -> Arc<Realtime> {
         let hub = Arc::new(Hub::default());
         let reader = Arc::new(outbox::Reader::default());
@@ -57,6 +60,14 @@ impl Realtime {
             pool,
             keys,
         });
+        if let Some(url) = nats_url.filter(|u| !u.is_empty()) {
+            let hub = hub.clone();
+            tokio::spawn(async move {
+                if let Err(e) = cluster::join(hub, url).await {
+                    tracing::error!(error = %e, "realtime: cannot share broadcasts and presence over NATS");
+                }
+            });
+        }
         tokio::spawn(outbox::run(hub, reader, db));
         rt
     }
