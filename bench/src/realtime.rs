@@ -4,7 +4,9 @@
 //!
 //! - (a) shared visibility, as in Supabase's own benchmark: each row is visible
 //!   to 100 subscribers through a membership policy (`room` in the user's
-//!   rooms) — the `check` path, one `spine.realtime_visible` call per change;
+//!   rooms) — the `check` path, its decisions cached per (user, room) since
+//!   the membership table is published (a first change per room asks
+//!   `spine.realtime_visible` for all 1,000);
 //! - (b) owner policy (`auth.uid() = owner_id`): each row visible to its owner
 //!   only — decided in the gateway without a query;
 //!
@@ -85,6 +87,7 @@ const SETUP: &str = "
     CREATE POLICY own ON public.bench_rt_owned FOR SELECT TO authenticated USING (auth.uid() = owner_id);
     GRANT SELECT ON public.bench_rt_owned TO authenticated;
     TRUNCATE public.bench_rt_members, public.bench_rt_shared, public.bench_rt_owned;
+    SELECT spine.realtime_publish('public.bench_rt_members');
     SELECT spine.realtime_publish('public.bench_rt_shared');
     SELECT spine.realtime_publish('public.bench_rt_owned');";
 

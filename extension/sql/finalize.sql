@@ -7,6 +7,8 @@ SELECT pg_catalog.pg_extension_config_dump('spine.event_commits', '');
 SELECT pg_catalog.pg_extension_config_dump('spine.event_commit_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('spine.sinks', '');
 SELECT pg_catalog.pg_extension_config_dump('spine.realtime_tables', '');
+SELECT pg_catalog.pg_extension_config_dump('spine.realtime_messages', '');
+SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('spine.realtime_messages', 'id')::regclass, '');
 SELECT pg_catalog.pg_extension_config_dump('spine.queues', '');
 SELECT pg_catalog.pg_extension_config_dump('spine.jobs', '');
 SELECT pg_catalog.pg_extension_config_dump('spine.jobs_archive', '');
@@ -59,8 +61,10 @@ GRANT EXECUTE ON FUNCTION
     spine.realtime_visibility(regclass, name),
     spine.realtime_policy_inputs(regclass, oid),
     spine.realtime_visible(regclass, jsonb, jsonb[]),
-    spine.realtime_retained_from()
+    spine.realtime_retained_from(),
+    spine.realtime_channel_access(text, jsonb)
     TO service_role;
+GRANT EXECUTE ON FUNCTION spine.realtime_topic() TO anon, authenticated, service_role;
 GRANT EXECUTE ON FUNCTION spine.broadcast(text, text, jsonb, boolean) TO authenticated, service_role;
 GRANT EXECUTE ON FUNCTION spine.ensure_sink(text, text, boolean) TO service_role;
 GRANT EXECUTE ON FUNCTION spine.drop_sink(text) TO service_role;

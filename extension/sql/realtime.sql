@@ -121,7 +121,8 @@ COMMENT ON FUNCTION spine.realtime_unpublish(regclass) IS
     'Stops delivering the table''s row changes; true if it was published (service_role).';
 
 -- A broadcast from the database: delivered to the topic's subscribers after the
--- transaction commits, never on rollback, in commit order with the row changes.
+-- transaction commits, never on rollback, in commit order with the row changes;
+-- with private, to the private channels of the topic only.
 CREATE FUNCTION spine.broadcast(topic text, event text, payload jsonb, private boolean DEFAULT false)
     RETURNS uuid
     LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
@@ -131,11 +132,9 @@ BEGIN
         RAISE EXCEPTION 'topic and event must be 1 to 255 bytes'
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    IF private THEN
-        RAISE EXCEPTION 'private broadcast channels are not supported yet'
-            USING ERRCODE = 'feature_not_supported',
-                  HINT = 'Broadcast on a public topic; docs/realtime.md lists what is missing.';
-    END IF;
+    -- A private topic's readers are chosen by the policies of
+    -- spine.realtime_messages when they join; database code that may call
+    -- this function may send to it (as Supabase's realtime.send may).
     RETURN spine.realtime_emit(
         'realtime.MessageSent',
         jsonb_build_object('topic', topic, 'event', event, 'payload', coalesce(payload, '{}'::jsonb),
@@ -290,7 +289,10 @@ DECLARE
     alias text;
     result boolean[] := '{}';
     role_name text;
-    v record;
+    -- The decision path per role, worked out once per call (not per subscriber).
+    paths jsonb := '{}';
+    v jsonb;
+    query text;
     visible boolean;
     i integer;
 BEGIN
@@ -299,19 +301,23 @@ BEGIN
         role_name := coalesce(claims[i] ->> 'role', 'anon');
         visible := false;
         IF role_name IN ('anon', 'authenticated', 'service_role') THEN
-            SELECT * INTO v FROM spine.realtime_visibility(tbl, role_name);
-            IF v.path = 'all' THEN
+            v := paths -> role_name;
+            IF v IS NULL THEN
+                SELECT to_jsonb(x) INTO v FROM spine.realtime_visibility(tbl, role_name) AS x;
+                paths := paths || jsonb_build_object(role_name, v);
+            END IF;
+            IF v ->> 'path' = 'all' THEN
                 visible := true;
-            ELSIF v.path = 'owner' THEN
-                visible := EXISTS (SELECT 1 FROM unnest(v.owner_columns) AS c(name)
+            ELSIF v ->> 'path' = 'owner' THEN
+                visible := EXISTS (SELECT 1 FROM jsonb_array_elements_text(v -> 'owner_columns') AS c(name)
                                     WHERE record ->> c.name = claims[i] ->> 'sub');
-            ELSIF v.path = 'check' THEN
+            ELSIF v ->> 'path' = 'check' THEN
+                query := format('SELECT coalesce((%s), false) FROM jsonb_populate_record(NULL::%s, $1) AS %I',
+                                v ->> 'check_expr', tbl, alias);
                 BEGIN
                     PERFORM set_config('role', role_name, true);
                     PERFORM set_config('request.jwt.claims', claims[i]::text, true);
-                    EXECUTE format('SELECT coalesce((%s), false) FROM jsonb_populate_record(NULL::%s, $1) AS %I',
-                                   v.check_expr, tbl, alias)
-                       INTO visible USING record;
+                    EXECUTE query INTO visible USING record;
                     PERFORM set_config('role', saved_role, true);
                     PERFORM set_config('request.jwt.claims', saved_claims, true);
                 EXCEPTION WHEN OTHERS THEN
@@ -360,3 +366,98 @@ SELECT t.schema_name, t.table_name,
 COMMENT ON VIEW spine.realtime_publications IS
     'Published tables and how Realtime decides visibility for anon and authenticated (all, none, owner, check).';
 GRANT SELECT ON spine.realtime_publications TO service_role;
+
+-- Private channels: who may join (read) a topic and send to it (write) is decided
+-- by RLS policies on spine.realtime_messages, the way Supabase decides it with
+-- policies on realtime.messages, `spine.realtime_topic()` standing for
+-- `realtime.topic()`. The table stays empty: Spine stores no broadcast messages;
+-- the policies are evaluated on the row a message would be (topic, extension),
+-- as the joining user. No role has grants on it: the policies alone decide.
+CREATE TABLE spine.realtime_messages (
+    id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    topic       text NOT NULL,
+    extension   text NOT NULL CHECK (extension IN ('broadcast', 'presence')),
+    event       text,
+    payload     jsonb,
+    private     boolean NOT NULL DEFAULT true,
+    inserted_at timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE spine.realtime_messages IS
+    'Policy target of private Realtime channels (like Supabase''s realtime.messages): SELECT policies say who reads a topic, INSERT policies who writes. Always empty.';
+ALTER TABLE spine.realtime_messages ENABLE ROW LEVEL SECURITY;
+
+CREATE FUNCTION spine.realtime_topic() RETURNS text
+    LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT nullif(current_setting('realtime.topic', true), '')
+$$;
+COMMENT ON FUNCTION spine.realtime_topic() IS
+    'The topic whose access is being decided (Supabase''s realtime.topic()), for policies on spine.realtime_messages.';
+
+-- What the policies of spine.realtime_messages let one user do on a topic:
+-- read and write, for broadcast and for presence. Evaluated on the message row
+-- as the user (role, claims, realtime.topic set), without storing anything.
+CREATE FUNCTION spine.realtime_channel_access(topic text, claims jsonb)
+    RETURNS TABLE (read_broadcast boolean, write_broadcast boolean,
+                   read_presence boolean, write_presence boolean)
+    LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    role_name text := coalesce(claims ->> 'role', 'anon');
+    role_oid oid;
+    saved_role text := current_setting('role');
+    saved_claims text := coalesce(current_setting('request.jwt.claims', true), '');
+    saved_topic text := coalesce(current_setting('realtime.topic', true), '');
+    ext text;
+    kind text;
+    allowed boolean;
+    expr text;
+    result boolean[] := '{}';
+BEGIN
+    SELECT oid INTO role_oid FROM pg_roles WHERE rolname = role_name;
+    FOREACH ext IN ARRAY ARRAY['broadcast', 'presence'] LOOP
+        FOREACH kind IN ARRAY ARRAY['read', 'write'] LOOP
+            allowed := false;
+            IF role_name IN ('anon', 'authenticated', 'service_role') AND role_oid IS NOT NULL THEN
+                IF (SELECT rolbypassrls FROM pg_roles WHERE oid = role_oid) THEN
+                    allowed := true;
+                ELSE
+                    -- Permissive policies OR'ed, restrictive ones AND'ed, as RLS does.
+                    SELECT '(' || string_agg(q, ' OR ') FILTER (WHERE permissive) || ')'
+                           || coalesce(' AND ' || string_agg(q, ' AND ') FILTER (WHERE NOT permissive), '')
+                      INTO expr
+                      FROM (SELECT pol.polpermissive AS permissive,
+                                   '(' || coalesce(
+                                       pg_get_expr(CASE WHEN kind = 'read' THEN pol.polqual
+                                                        ELSE coalesce(pol.polwithcheck, pol.polqual) END,
+                                                   pol.polrelid), 'false') || ')' AS q
+                              FROM pg_policy pol
+                             WHERE pol.polrelid = 'spine.realtime_messages'::regclass
+                               AND pol.polcmd IN (CASE WHEN kind = 'read' THEN 'r' ELSE 'a' END, '*')
+                               AND EXISTS (SELECT 1 FROM unnest(pol.polroles) AS x(r)
+                                            WHERE x.r = 0 OR pg_has_role(role_oid, x.r, 'USAGE'))) AS p;
+                    IF expr IS NOT NULL AND expr <> '()' THEN
+                        BEGIN
+                            PERFORM set_config('role', role_name, true);
+                            PERFORM set_config('request.jwt.claims', claims::text, true);
+                            PERFORM set_config('realtime.topic', topic, true);
+                            EXECUTE format('SELECT coalesce(%s, false) FROM jsonb_populate_record('
+                                           'NULL::spine.realtime_messages, $1) AS realtime_messages', expr)
+                               INTO allowed
+                              USING jsonb_build_object('id', 0, 'topic', topic, 'extension', ext,
+                                                       'private', true, 'inserted_at', now());
+                            PERFORM set_config('role', saved_role, true);
+                            PERFORM set_config('request.jwt.claims', saved_claims, true);
+                            PERFORM set_config('realtime.topic', saved_topic, true);
+                        EXCEPTION WHEN OTHERS THEN
+                            allowed := false;
+                        END;
+                    END IF;
+                END IF;
+            END IF;
+            result := result || coalesce(allowed, false);
+        END LOOP;
+    END LOOP;
+    RETURN QUERY SELECT result[1], result[2], result[3], result[4];
+END
+$$;
+COMMENT ON FUNCTION spine.realtime_channel_access(text, jsonb) IS
+    'Whether a user (claims) may read and write broadcast and presence on a private topic, by the policies of spine.realtime_messages.';

@@ -28,6 +28,15 @@ impl std::fmt::Display for Position {
     }
 }
 
+/// The meeting place of a topic's channels (see [`Channel::scope`]).
+pub fn scope(topic: &str, private: bool) -> String {
+    if private {
+        format!("private|{topic}")
+    } else {
+        topic.to_string()
+    }
+}
+
 /// What goes to a socket's writer.
 pub enum Out {
     Text(String),
@@ -132,6 +141,13 @@ pub struct Channel {
     pub id: u64,
     pub socket: Arc<Socket>,
     pub topic: String,
+    /// Where broadcasts and presence meet: the topic, set apart for private
+    /// channels (a public and a private channel of one name never mix).
+    pub scope: String,
+    pub private: bool,
+    /// May send broadcasts / track presence (always, on public channels).
+    pub can_broadcast: bool,
+    pub can_track: bool,
     pub join_ref: Option<String>,
     pub caller: RwLock<Caller>,
     pub bindings: Vec<Binding>,
@@ -279,17 +295,17 @@ impl Hub {
             .collect()
     }
 
-    fn on_topic(&self, topic: &str) -> Vec<Arc<Channel>> {
+    fn on_topic(&self, scope: &str) -> Vec<Arc<Channel>> {
         self.channels
             .read()
             .expect("never poisoned")
             .values()
-            .filter(|c| c.topic == topic)
+            .filter(|c| c.scope == scope)
             .cloned()
             .collect()
     }
 
-    /// A broadcast to every channel of `topic` (`realtime:…`), except `from`
+    /// A broadcast to every channel of `scope` ([`scope`]), except `from`
     /// unless it asked for its own messages. Returns how many received it.
     pub fn broadcast(
         &self,
@@ -325,13 +341,13 @@ impl Hub {
                 UserPayload::Json(p) => channel.socket.push(&Frame {
                     join_ref: None,
                     msg_ref: None,
-                    topic: topic.to_string(),
+                    topic: channel.topic.clone(),
                     event: "broadcast".into(),
                     payload: json!({"type": "broadcast", "event": event, "payload": p}),
                 }),
                 UserPayload::Binary(bytes) => match (
                     channel.socket.vsn,
-                    protocol::encode_binary_broadcast(topic, event, bytes),
+                    protocol::encode_binary_broadcast(&channel.topic, event, bytes),
                 ) {
                     (Vsn::V2, Some(frame)) => channel.socket.push_raw(Out::Binary(frame)),
                     _ => false,
@@ -366,12 +382,12 @@ impl Hub {
         );
         let meta = Value::Object(meta);
         self.tell(Note::Track {
-            topic: channel.topic.clone(),
+            topic: channel.scope.clone(),
             key: key.clone(),
             channel: channel.id,
             meta: meta.clone(),
         });
-        self.put_presence(&channel.topic, &key, Owner::Local(channel.id), meta);
+        self.put_presence(&channel.scope, &key, Owner::Local(channel.id), meta);
     }
 
     /// Records a presence (replacing the owner's earlier one) and announces it.
@@ -410,9 +426,9 @@ impl Hub {
         let Some(key) = channel.presence_key.clone() else {
             return;
         };
-        if self.drop_presence(&channel.topic, &key, &Owner::Local(channel.id)) {
+        if self.drop_presence(&channel.scope, &key, &Owner::Local(channel.id)) {
             self.tell(Note::Untrack {
-                topic: channel.topic.clone(),
+                topic: channel.scope.clone(),
                 key,
                 channel: channel.id,
             });
@@ -501,7 +517,7 @@ impl Hub {
                 channel.socket.push(&Frame {
                     join_ref: None,
                     msg_ref: None,
-                    topic: topic.to_string(),
+                    topic: channel.topic.clone(),
                     event: "presence_diff".into(),
                     payload: diff.clone(),
                 });

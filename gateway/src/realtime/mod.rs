@@ -72,6 +72,29 @@ impl Realtime {
         rt
     }
 
+    /// What a user may do on a private topic (`spine.realtime_channel_access`).
+    pub async fn channel_access(&self, sub_topic: &str, claims: &Value) -> Result<Access, String> {
+        let session = self
+            .pool
+            .get()
+            .await
+            .map_err(|e| format!("Unavailable: {e}"))?;
+        let row = session
+            .query_one(
+                "SELECT read_broadcast, write_broadcast, read_presence, write_presence \
+                 FROM spine.realtime_channel_access($1, $2)",
+                &[&sub_topic, claims],
+            )
+            .await
+            .map_err(|e| format!("Unavailable: {e}"))?;
+        Ok(Access {
+            read_broadcast: row.get(0),
+            write_broadcast: row.get(1),
+            read_presence: row.get(2),
+            write_presence: row.get(3),
+        })
+    }
+
     pub fn metrics_text(&self) -> String {
         format!(
             "# TYPE spine_gateway_realtime_sockets gauge\nspine_gateway_realtime_sockets {}\n\
@@ -82,6 +105,25 @@ impl Realtime {
             self.hub.delivered_messages.load(Ordering::Relaxed),
         )
     }
+}
+
+/// What a user may do on a channel: everything on a public one; on a private
+/// one what the policies of `spine.realtime_messages` allow.
+#[derive(Debug, Clone, Copy)]
+pub struct Access {
+    pub read_broadcast: bool,
+    pub write_broadcast: bool,
+    pub read_presence: bool,
+    pub write_presence: bool,
+}
+
+impl Access {
+    pub const PUBLIC: Access = Access {
+        read_broadcast: true,
+        write_broadcast: true,
+        read_presence: true,
+        write_presence: true,
+    };
 }
 
 pub fn router(rt: Arc<Realtime>) -> Router {
@@ -140,7 +182,7 @@ struct Message {
 }
 
 /// The caller of a REST broadcast; any valid key may send to public topics.
-fn rest_caller(rt: &Realtime, headers: &HeaderMap) -> Result<(), ApiError> {
+fn rest_caller(rt: &Realtime, headers: &HeaderMap) -> Result<crate::keys::Caller, ApiError> {
     let header = |n: &str| headers.get(n).and_then(|v| v.to_str().ok());
     if header("apikey").is_none() && header("authorization").is_none() {
         return Err(ApiError::new(
@@ -151,15 +193,35 @@ fn rest_caller(rt: &Realtime, headers: &HeaderMap) -> Result<(), ApiError> {
     }
     rt.keys
         .caller(header("authorization"), header("apikey"))
-        .map(|_| ())
         .map_err(|e| ApiError::new(StatusCode::UNAUTHORIZED, "bad_jwt", e.to_string()))
+}
+
+/// A private message needs its sender's write permission on the topic.
+async fn authorize(
+    rt: &Realtime,
+    caller: &crate::keys::Caller,
+    m: &Message,
+) -> Result<(), ApiError> {
+    if !m.private {
+        return Ok(());
+    }
+    let access = rt
+        .channel_access(&m.topic, &caller.claims)
+        .await
+        .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", e))?;
+    if access.write_broadcast {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "unauthorized",
+            format!("no permission to write to the private channel {}", m.topic),
+        ))
+    }
 }
 
 fn check(m: &Message) -> Result<(), ApiError> {
     let bad = |why: &str| ApiError::new(StatusCode::BAD_REQUEST, "bad_broadcast", why);
-    if m.private {
-        return Err(bad("private channels are not supported yet"));
-    }
     if m.topic.is_empty() || m.topic.len() > 246 || m.event.is_empty() || m.event.len() > 255 {
         return Err(bad(
             "topic (1-246 bytes) and event (1-255 bytes) are required",
@@ -177,7 +239,7 @@ fn check(m: &Message) -> Result<(), ApiError> {
 
 fn send(rt: &Realtime, m: &Message) {
     rt.hub.broadcast(
-        &format!("realtime:{}", m.topic),
+        &hub::scope(&format!("realtime:{}", m.topic), m.private),
         &m.event,
         &UserPayload::Json(m.payload.clone()),
         None,
@@ -190,7 +252,7 @@ async fn broadcast_batch(
     headers: HeaderMap,
     body: Result<Json<Batch>, axum::extract::rejection::JsonRejection>,
 ) -> Result<StatusCode, ApiError> {
-    rest_caller(&rt, &headers)?;
+    let caller = rest_caller(&rt, &headers)?;
     let Json(batch) =
         body.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_json", e.body_text()))?;
     if batch.messages.len() > 100 {
@@ -203,6 +265,7 @@ async fn broadcast_batch(
     // All checked before any is sent.
     for m in &batch.messages {
         check(m)?;
+        authorize(&rt, &caller, m).await?;
     }
     for m in &batch.messages {
         send(&rt, m);
@@ -219,7 +282,7 @@ async fn broadcast_one(
     headers: HeaderMap,
     body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
 ) -> Result<StatusCode, ApiError> {
-    rest_caller(&rt, &headers)?;
+    let caller = rest_caller(&rt, &headers)?;
     let Json(payload) =
         body.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_json", e.body_text()))?;
     let message = Message {
@@ -229,6 +292,7 @@ async fn broadcast_one(
         private: params.get("private").map(String::as_str) == Some("true"),
     };
     check(&message)?;
+    authorize(&rt, &caller, &message).await?;
     send(&rt, &message);
     Ok(StatusCode::ACCEPTED)
 }

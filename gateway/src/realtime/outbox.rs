@@ -74,7 +74,7 @@ enum Item<'a> {
         errors: &'a Value,
     },
     Broadcast {
-        topic: String,
+        scope: String,
         event: &'a str,
         payload: &'a Value,
     },
@@ -104,8 +104,9 @@ fn items<'a>(event: &'a OutboxEvent, catalog: &'a Catalog) -> Vec<Item<'a>> {
         }
         "realtime.MessageSent" => {
             if let (Some(topic), Some(name)) = (str_of("topic"), str_of("event")) {
+                let private = event.data.get("private").and_then(Value::as_bool) == Some(true);
                 items.push(Item::Broadcast {
-                    topic: format!("realtime:{topic}"),
+                    scope: super::hub::scope(&format!("realtime:{topic}"), private),
                     event: name,
                     payload: event.data.get("payload").unwrap_or(&Value::Null),
                 });
@@ -391,15 +392,15 @@ pub async fn route(
                 }
             }
             Item::Broadcast {
-                topic,
+                scope,
                 event: name,
                 payload,
             } => {
-                for channel in pending.iter().filter(|c| c.topic == topic) {
+                for channel in pending.iter().filter(|c| c.scope == scope) {
                     channel.socket.push(&Frame {
                         join_ref: None,
                         msg_ref: None,
-                        topic: topic.clone(),
+                        topic: channel.topic.clone(),
                         event: "broadcast".into(),
                         payload: json!({"type": "broadcast", "event": name, "payload": payload,
                                         "meta": {"position": event.position.to_string()}}),

@@ -163,7 +163,7 @@ impl Session {
                 channel.push("phx_close", json!({}));
                 self.leave(&frame.topic);
             }
-            "access_token" => self.access_token(&channel, &frame.payload),
+            "access_token" => self.access_token(&channel, &frame.payload).await,
             "broadcast" => {
                 let event = frame.payload.get("event").and_then(Value::as_str);
                 let payload = frame.payload.get("payload").cloned().unwrap_or(json!({}));
@@ -230,15 +230,24 @@ impl Session {
             );
         }
         let config = frame.payload.get("config").cloned().unwrap_or(json!({}));
-        if config.get("private").and_then(Value::as_bool) == Some(true) {
-            return Err("PrivateChannelsUnsupported: private channels are not supported yet; join without private: true (docs/realtime.md)".into());
-        }
+        let private = config.get("private").and_then(Value::as_bool) == Some(true);
         let token = frame
             .payload
             .get("access_token")
             .or_else(|| frame.payload.get("user_token"))
             .and_then(Value::as_str);
         let caller = self.caller_of(token)?;
+        let access = if private {
+            let access = self.rt.channel_access(sub_topic, &caller.claims).await?;
+            if !access.read_broadcast {
+                return Err(format!(
+                    "Unauthorized: You do not have permissions to read from this Channel topic: {sub_topic}"
+                ));
+            }
+            access
+        } else {
+            super::Access::PUBLIC
+        };
         let catalog = self.rt.reader.catalog();
         let requested = match config.get("postgres_changes") {
             None | Some(Value::Null) => Vec::new(),
@@ -293,6 +302,10 @@ impl Session {
             id: self.rt.hub.next_id(),
             socket: self.socket.clone(),
             topic: topic.clone(),
+            scope: super::hub::scope(topic, private),
+            private,
+            can_broadcast: access.write_broadcast,
+            can_track: access.write_presence,
             join_ref: frame.join_ref.clone(),
             caller: RwLock::new(caller),
             bindings,
@@ -328,7 +341,7 @@ impl Session {
             );
         }
         if channel.presence_key.is_some() {
-            channel.push("presence_state", self.rt.hub.presence_state(topic));
+            channel.push("presence_state", self.rt.hub.presence_state(&channel.scope));
         }
         if from.is_some() {
             let rt = self.rt.clone();
@@ -370,14 +383,27 @@ impl Session {
     }
 
     /// `access_token`: no reply on success; a bad token closes the channel.
-    fn access_token(&mut self, channel: &Arc<Channel>, payload: &Value) {
+    async fn access_token(&mut self, channel: &Arc<Channel>, payload: &Value) {
         let Some(token) = payload.get("access_token").and_then(Value::as_str) else {
             return;
         };
         if token.starts_with("sb_") {
             return;
         }
-        match self.caller_of(Some(token)) {
+        let checked = match self.caller_of(Some(token)) {
+            Ok(caller) if channel.private => {
+                match self.rt.channel_access(channel.sub_topic(), &caller.claims).await {
+                    Ok(access) if access.read_broadcast => Ok(caller),
+                    Ok(_) => Err(format!(
+                        "Unauthorized: You do not have permissions to read from this Channel topic: {}",
+                        channel.sub_topic()
+                    )),
+                    Err(e) => Err(e),
+                }
+            }
+            other => other,
+        };
+        match checked {
             Ok(caller) => *channel.caller.write().expect("never poisoned") = caller,
             Err(reason) => {
                 channel.shut_down(&reason);
@@ -416,6 +442,12 @@ impl Session {
             UserPayload::Json(v) => v.to_string().len(),
             UserPayload::Binary(b) => b.len(),
         };
+        if !channel.can_broadcast {
+            if channel.broadcast_ack {
+                self.reply(frame, false, json!({"error": "Unauthorized: no permission to write to this private channel"}));
+            }
+            return;
+        }
         if size > MAX_BROADCAST_BYTES || event.is_empty() || event.len() > 255 {
             if channel.broadcast_ack {
                 self.reply(frame, false, json!({"error": "payload_size_exceeded"}));
@@ -424,7 +456,7 @@ impl Session {
         }
         self.rt
             .hub
-            .broadcast(&frame.topic, event, &payload, Some(channel.id));
+            .broadcast(&channel.scope, event, &payload, Some(channel.id));
         if channel.broadcast_ack {
             self.reply(frame, true, json!({}));
         }
@@ -435,6 +467,13 @@ impl Session {
             self.error(
                 frame,
                 "presence is not enabled on this channel (config.presence.enabled)".into(),
+            );
+            return;
+        }
+        if !channel.can_track {
+            self.error(
+                frame,
+                "Unauthorized: no permission to track presence on this private channel".into(),
             );
             return;
         }

@@ -115,6 +115,21 @@ SELECT spine.realtime_publish('public.sjs_rt_messages');
 -- and are forgotten when a membership changes.
 SELECT spine.realtime_publish('public.sjs_rt_members');
 
+-- Private channels `sjs-private-…`: members of the room of the same name read
+-- them; members may write broadcasts, not presence.
+DROP POLICY IF EXISTS sjs_private_read ON spine.realtime_messages;
+CREATE POLICY sjs_private_read ON spine.realtime_messages FOR SELECT TO authenticated
+    USING (spine.realtime_topic() LIKE 'sjs-private-%' AND EXISTS (
+        SELECT 1 FROM public.sjs_rt_members m
+         WHERE m.room = spine.realtime_topic() AND m.user_id = auth.uid()));
+DROP POLICY IF EXISTS sjs_private_write ON spine.realtime_messages;
+CREATE POLICY sjs_private_write ON spine.realtime_messages FOR INSERT TO authenticated
+    WITH CHECK (extension = 'broadcast' AND spine.realtime_topic() LIKE 'sjs-private-%' AND EXISTS (
+        SELECT 1 FROM public.sjs_rt_members m
+         WHERE m.room = spine.realtime_topic() AND m.user_id = auth.uid()));
+CREATE OR REPLACE FUNCTION public.sjs_private_broadcast(topic text, n integer)
+    RETURNS void LANGUAGE sql AS $$ SELECT spine.broadcast(topic, 'db', jsonb_build_object('n', n), true) $$;
+
 -- A broadcast in a transaction that then fails: never delivered.
 CREATE OR REPLACE FUNCTION public.sjs_broadcast(topic text, n integer, fail boolean)
     RETURNS void LANGUAGE plpgsql AS $$

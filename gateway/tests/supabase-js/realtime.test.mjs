@@ -251,7 +251,7 @@ test("presence: state on join, diffs on track and leave", async () => {
   assert.deepEqual(Object.keys(b.presenceState()), ["bob"]);
 });
 
-test("join errors: unpublished tables, bad filters and private channels are refused with a reason", async () => {
+test("join errors: unpublished tables and bad filters are refused with a reason", async () => {
   const alice = await user();
   const cases = [
     [{ event: "*", schema: "public", table: "sjs_notes" }, /TableNotPublished/],
@@ -263,9 +263,43 @@ test("join errors: unpublished tables, bad filters and private channels are refu
     await assert.rejects(subscribed(ch), reason);
     await alice.db.removeChannel(ch);
   }
-  const priv = alice.db.channel(topic("private"), { config: { private: true } });
-  await assert.rejects(subscribed(priv), /PrivateChannelsUnsupported/);
-  await alice.db.removeChannel(priv);
+});
+
+test("private channels: the policies of spine.realtime_messages decide who reads and writes", async () => {
+  const alice = await user();
+  const bob = await user();
+  const carol = await user();
+  const name = topic("sjs-private");
+  await service.from("sjs_rt_members").insert([{ room: name, user_id: alice.id }, { room: name, user_id: carol.id }]);
+  const got = { alice: [], public: [], carol: [] };
+  const a = await subscribed(
+    alice.db.channel(name, { config: { private: true, broadcast: { ack: true } } }).on("broadcast", { event: "*" }, (m) => got.alice.push(m)),
+  );
+  const c = await subscribed(
+    carol.db.channel(name, { config: { private: true, broadcast: { ack: true } } }).on("broadcast", { event: "*" }, (m) => got.carol.push(m)),
+  );
+  // Bob is no member: refused. Bob on the public channel of the same name hears nothing private.
+  const refused = bob.db.channel(name, { config: { private: true } });
+  await assert.rejects(subscribed(refused), /Unauthorized: You do not have permissions to read/);
+  await bob.db.removeChannel(refused);
+  await subscribed(bob.db.channel(name).on("broadcast", { event: "*" }, (m) => got.public.push(m)));
+
+  assert.equal(await a.send({ type: "broadcast", event: "secret", payload: { n: 1 } }), "ok");
+  await until("carol hears alice", () => got.carol.some((m) => m.event === "secret"));
+  const r = await alice.db.rpc("sjs_private_broadcast", { topic: name, n: 2 });
+  assert.equal(r.error, null, String(r.error?.message));
+  await until("the private database broadcast", () => got.alice.some((m) => m.event === "db") && got.carol.some((m) => m.event === "db"));
+  // (A client reuses a channel by topic: a fresh one for the private REST send.)
+  const dave = await user();
+  await assert.rejects(
+    dave.db.channel(name, { config: { private: true } }).httpSend("rest", { n: 3 }),
+    /no permission to write to the private channel/,
+    "a non-member may not write to the private channel over REST",
+  );
+  await sleep(300);
+  assert.deepEqual(got.public, [], "public and private channels of one name do not mix");
+  // Presence is not writable by policy: track is refused.
+  assert.equal(await c.track({ here: true }), "error");
 });
 
 function sign(claims) {
