@@ -1,6 +1,7 @@
 // `cargo xtask demo`'s gateway step: what an app does with supabase-js against
 // Spine. Alice signs up, emits an event through Spine's own API, reads her events
-// back as a table; Bob, signed in too, sees none of them.
+// back as a table and receives it live over Realtime; Bob, signed in too, sees
+// none of them either way.
 
 import { randomUUID } from "node:crypto";
 import { createClient } from "@supabase/supabase-js";
@@ -26,6 +27,26 @@ show("alice signs up (POST /auth/v1/signup)", { id: r.data.user.id, email: r.dat
 r = await bob.auth.signUp({ email: `bob-${run}@example.test`, password: "battery staple" });
 if (r.error) fail("bob signs up", r.error);
 
+const heard = { alice: [], bob: [] };
+const listen = (c, who) =>
+  new Promise((resolve, reject) =>
+    c
+      .channel(`demo-${who}-${run}`)
+      .on("postgres_changes", { event: "INSERT", schema: "spine", table: "events", filter: `subject=eq.demo/${run}` },
+          (p) => heard[who].push(p.new))
+      .subscribe((status, err) => {
+        if (status === "SUBSCRIBED") resolve();
+        else if (status === "CHANNEL_ERROR" || status === "TIMED_OUT") reject(err ?? new Error(status));
+      }),
+  );
+try {
+  await listen(alice, "alice");
+  await listen(bob, "bob");
+} catch (e) {
+  fail("subscribe", String(e));
+}
+show("alice and bob subscribe to their events over Realtime (GET /realtime/v1/websocket)", "SUBSCRIBED");
+
 r = await alice.schema("spine").rpc("emit", {
   type: "demo.GatewayGreeted",
   data: { text: "hello through supabase-js" },
@@ -43,3 +64,12 @@ r = await mine(bob);
 if (r.error) fail("bob reads", r.error);
 show("bob reads the same (RLS: not his)", { count: r.count, rows: r.data });
 if (r.count !== 0) fail("bob must see nothing", r.data);
+
+const deadline = Date.now() + 5000;
+while (heard.alice.length === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+show("alice's Realtime channel receives it (postgres_changes INSERT)", heard.alice.map((e) => ({ type: e.type, data: e.data })));
+show("bob's channel receives nothing (RLS decides Realtime too)", heard.bob);
+if (heard.alice.length !== 1 || heard.bob.length !== 0) fail("realtime", heard);
+await alice.removeAllChannels();
+await bob.removeAllChannels();
+process.exit(0);
