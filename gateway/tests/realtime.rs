@@ -626,3 +626,57 @@ async fn two_gateways_share_broadcasts_and_presence_over_nats_and_a_killed_one_l
     two.kill().unwrap();
     let _ = two.wait();
 }
+
+#[tokio::test]
+async fn the_readers_database_connection_killed_mid_stream_loses_and_repeats_nothing() {
+    let db = prepare().await;
+    let addr = serve().await;
+    let run = uuid::Uuid::new_v4().to_string();
+    let mut c = Phoenix::connect(addr, &service_key(), "2.0.0")
+        .await
+        .unwrap();
+    assert_eq!(
+        c.join("realtime:db-kill", binding(&run, None))
+            .await
+            .payload["status"],
+        "ok"
+    );
+    let writer = {
+        let run = run.clone();
+        tokio::spawn(async move {
+            let db = spine_tests::connect().await;
+            for i in 1..=500 {
+                insert(&db, &run, i, i).await;
+            }
+        })
+    };
+    // Midway, every outbox reader's connection is terminated (this gateway's
+    // and any other's: each reconnects and resumes from its own position).
+    let mut got = Vec::new();
+    while got.len() < 100 {
+        let m = c.until("changes", |m| m.event == "postgres_changes").await;
+        got.push(record_n(&m));
+    }
+    let killed: i64 = db
+        .query_one(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+             WHERE pid <> pg_backend_pid() AND query LIKE '%spine.events_after%'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(killed >= 1, "no reader connection found to kill");
+    writer.await.unwrap();
+    while got.len() < 500 {
+        let m = c
+            .until("changes after the kill", |m| m.event == "postgres_changes")
+            .await;
+        got.push(record_n(&m));
+    }
+    assert_eq!(got, (1..=500).collect::<Vec<i64>>());
+    assert!(c
+        .recv(Duration::from_millis(700))
+        .await
+        .is_none_or(|m| m.event != "postgres_changes"));
+}
