@@ -39,11 +39,8 @@ pub struct Table {
 }
 
 impl Table {
-    pub fn visibility(&self, role: &str) -> Visibility {
-        self.visibility
-            .get(role)
-            .cloned()
-            .unwrap_or(Visibility::None)
+    pub fn visibility(&self, role: &str) -> &Visibility {
+        self.visibility.get(role).unwrap_or(&Visibility::None)
     }
 
     pub fn column_type(&self, column: &str) -> Option<String> {

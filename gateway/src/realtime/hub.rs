@@ -136,6 +136,27 @@ pub struct Binding {
     pub filter: Option<Filter>,
 }
 
+/// A channel's caller, with what routing needs of it worked out once: the
+/// user id (`sub`) as a uuid and the token's expiry.
+#[derive(Debug)]
+pub struct Subscriber {
+    pub caller: Caller,
+    pub user: Option<uuid::Uuid>,
+    pub exp: Option<f64>,
+}
+
+impl Subscriber {
+    pub fn new(caller: Caller) -> Subscriber {
+        let user = caller
+            .claims
+            .get("sub")
+            .and_then(Value::as_str)
+            .and_then(|s| uuid::Uuid::parse_str(s).ok());
+        let exp = caller.claims.get("exp").and_then(Value::as_f64);
+        Subscriber { caller, user, exp }
+    }
+}
+
 /// A joined channel.
 pub struct Channel {
     pub id: u64,
@@ -149,7 +170,7 @@ pub struct Channel {
     pub can_broadcast: bool,
     pub can_track: bool,
     pub join_ref: Option<String>,
-    pub caller: RwLock<Caller>,
+    pub caller: RwLock<Arc<Subscriber>>,
     pub bindings: Vec<Binding>,
     /// Some binding carried a `position`: records carry `spine_position`.
     pub resume: bool,
@@ -163,8 +184,13 @@ pub struct Channel {
 }
 
 impl Channel {
-    pub fn caller(&self) -> Caller {
+    /// Who the channel acts as (cheap: routing asks for every change).
+    pub fn subscriber(&self) -> Arc<Subscriber> {
         self.caller.read().expect("never poisoned").clone()
+    }
+
+    pub fn set_caller(&self, caller: Caller) {
+        *self.caller.write().expect("never poisoned") = Arc::new(Subscriber::new(caller));
     }
 
     pub fn sub_topic(&self) -> &str {

@@ -154,24 +154,20 @@ fn matching_ids(
 }
 
 /// Whether a subscriber sees a row without asking the database; None: ask.
-fn decided(visibility: &Visibility, claims: &Value, row: &Value) -> Option<bool> {
+/// `owner` gives the row's owner column parsed as a uuid (once per row).
+fn decided(
+    visibility: &Visibility,
+    user: Option<uuid::Uuid>,
+    owner: &mut impl FnMut(&str) -> Option<uuid::Uuid>,
+) -> Option<bool> {
     match visibility {
         Visibility::All => Some(true),
         Visibility::None => Some(false),
         Visibility::Owner(columns) => {
-            let Some(user) = claims
-                .get("sub")
-                .and_then(Value::as_str)
-                .and_then(|s| uuid::Uuid::parse_str(s).ok())
-            else {
+            let Some(user) = user else {
                 return Some(false);
             };
-            Some(columns.iter().any(|c| {
-                row.get(c)
-                    .and_then(Value::as_str)
-                    .and_then(|v| uuid::Uuid::parse_str(v).ok())
-                    == Some(user)
-            }))
+            Some(columns.iter().any(|c| owner(c) == Some(user)))
         }
         Visibility::Check(_) => None,
     }
@@ -236,15 +232,28 @@ async fn visible(
 ) -> Result<Vec<bool>, tokio_postgres::Error> {
     let mut result = vec![false; subscribers.len()];
     let mut ask = Vec::new();
+    // Owner columns of this row, parsed once for all subscribers.
+    let mut parsed: Vec<(String, Option<uuid::Uuid>)> = Vec::new();
+    let mut owner = |column: &str| {
+        if let Some((_, v)) = parsed.iter().find(|(c, _)| c == column) {
+            return *v;
+        }
+        let v = row
+            .get(column)
+            .and_then(Value::as_str)
+            .and_then(|v| uuid::Uuid::parse_str(v).ok());
+        parsed.push((column.to_string(), v));
+        v
+    };
     for (i, channel) in subscribers.iter().enumerate() {
-        let caller = channel.caller();
-        let visibility = table.visibility(&caller.role);
-        if let Some(v) = decided(&visibility, &caller.claims, row) {
+        let subscriber = channel.subscriber();
+        let visibility = table.visibility(&subscriber.caller.role);
+        if let Some(v) = decided(visibility, subscriber.user, &mut owner) {
             result[i] = v;
             continue;
         }
-        let key = match &visibility {
-            Visibility::Check(Some(k)) => Some(Decisions::key(&caller.claims, row, k)),
+        let key = match visibility {
+            Visibility::Check(Some(k)) => Some(Decisions::key(&subscriber.caller.claims, row, k)),
             _ => None,
         };
         match key
@@ -252,7 +261,7 @@ async fn visible(
             .and_then(|k| decisions.get(&table.qualified, k))
         {
             Some(v) => result[i] = v,
-            None => ask.push((i, caller.claims, key)),
+            None => ask.push((i, subscriber.caller.claims.clone(), key)),
         }
     }
     if !ask.is_empty() {
@@ -351,6 +360,7 @@ pub async fn route(
                     }
                     _ => None,
                 };
+                let columns = table.columns_json();
                 for (i, (channel, ids)) in targets.iter().enumerate() {
                     if !sees[i] {
                         continue;
@@ -360,7 +370,7 @@ pub async fn route(
                     data.insert("table".into(), json!(table.name));
                     data.insert("commit_timestamp".into(), json!(event.committed_at));
                     data.insert("type".into(), json!(kind.as_str()));
-                    data.insert("columns".into(), table.columns_json());
+                    data.insert("columns".into(), columns.clone());
                     let shown = |r: &Value| {
                         if channel.resume {
                             with_position(r, event.position)

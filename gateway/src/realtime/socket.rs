@@ -307,7 +307,7 @@ impl Session {
             can_broadcast: access.write_broadcast,
             can_track: access.write_presence,
             join_ref: frame.join_ref.clone(),
-            caller: RwLock::new(caller),
+            caller: RwLock::new(Arc::new(super::hub::Subscriber::new(caller))),
             bindings,
             resume,
             broadcast_self: broadcast.get("self").and_then(Value::as_bool) == Some(true),
@@ -404,7 +404,7 @@ impl Session {
             other => other,
         };
         match checked {
-            Ok(caller) => *channel.caller.write().expect("never poisoned") = caller,
+            Ok(caller) => channel.set_caller(caller),
             Err(reason) => {
                 channel.shut_down(&reason);
                 self.leave(&channel.topic);
@@ -418,13 +418,7 @@ impl Session {
         let expired: Vec<Arc<Channel>> = self
             .channels
             .values()
-            .filter(|c| {
-                c.caller()
-                    .claims
-                    .get("exp")
-                    .and_then(Value::as_f64)
-                    .is_some_and(|exp| exp < now)
-            })
+            .filter(|c| c.subscriber().exp.is_some_and(|exp| exp < now))
             .cloned()
             .collect();
         for channel in expired {
