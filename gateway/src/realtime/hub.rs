@@ -306,6 +306,17 @@ impl Hub {
         }
     }
 
+    /// After the outbox went back (a restored database): channels past its
+    /// head follow from the head, or they would wait for commit_seq to catch up.
+    pub fn rewind(&self, head: Position) {
+        for channel in self.channels.read().expect("never poisoned").values() {
+            let mut delivered = channel.delivered.lock().expect("never poisoned");
+            if *delivered > head {
+                *delivered = head;
+            }
+        }
+    }
+
     pub fn channel_count(&self) -> usize {
         self.channels.read().expect("never poisoned").len()
     }

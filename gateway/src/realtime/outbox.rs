@@ -495,11 +495,20 @@ pub async fn run(hub: Arc<Hub>, reader: Arc<Reader>, db: spine_db::DbConfig) {
             let catalog = Catalog::load(&client).await?;
             *reader.catalog.write().expect("never poisoned") = Arc::new(catalog);
             reader.decisions.clear();
+            // The last committed event: a position that exists, so a replay
+            // that reaches it hands over (see `replay`).
+            let row = client.query_one(HEAD, &[]).await?;
+            let head = Position(row.get(0), row.get(1));
+            let mut position = reader.position.lock().await;
             if !started {
-                // The last committed event: a position that exists, so a replay
-                // that reaches it hands over (see `replay`).
-                let row = client.query_one(HEAD, &[]).await?;
-                *reader.position.lock().await = Position(row.get(0), row.get(1));
+                *position = head;
+            } else if head.0 < position.0 {
+                // The outbox is behind where this reader was: a database restored
+                // from a backup or recreated. Following from the old position would
+                // wait silently until commit_seq caught up.
+                tracing::warn!(was = %*position, now = %head, "realtime: the outbox went back; following from its head");
+                *position = head;
+                hub.rewind(head);
             }
             anyhow::Ok(())
         };
