@@ -30,6 +30,12 @@ pub fn run(config: &Config, name: &str) -> Result<()> {
     crate::setup::run(config)?;
     stack::install_extension(config, Profile::Release)?;
     stack::start(config)?;
+    // The dev stack's gateway follows the outbox too (Realtime): during
+    // `bench realtime` it and its Postgres backend took ~30 % of this VM
+    // (perf, 2026-12-06). Benchmarks run their own processes; `up` restarts it.
+    if crate::gateway::down(config)? {
+        println!("==> gateway: stopped for the benchmark (`cargo xtask up` starts it again)");
+    }
     {
         let _s = step("cargo build --release (worker, function host, gateway, benchmarks)");
         exec(
