@@ -329,7 +329,7 @@ pub async fn run(s: Settings) -> anyhow::Result<()> {
         seen.clone(),
     )
     .await?;
-    for rate in [10usize, 30, 100, 300] {
+    for rate in [10usize, 30, 100, 300, 400] {
         let started = Instant::now();
         let rows = write(
             &writers,
