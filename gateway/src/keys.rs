@@ -72,6 +72,12 @@ impl ApiKeys {
         }
     }
 
+    /// The caller of an HTTP request: its `Authorization` and `apikey` headers.
+    pub fn from_headers(&self, headers: &axum::http::HeaderMap) -> Result<Caller, JwtError> {
+        let get = |n: &str| headers.get(n).and_then(|v| v.to_str().ok());
+        self.caller(get("authorization"), get("apikey"))
+    }
+
     /// A token: an opaque key, or a JWT whose role must be one of Supabase's.
     fn token(&self, token: &str) -> Result<Caller, JwtError> {
         if token.starts_with("sb_") {

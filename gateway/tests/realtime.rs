@@ -79,6 +79,28 @@ async fn serve() -> SocketAddr {
     addr
 }
 
+/// A free loopback address for a gateway process.
+fn free_addr() -> SocketAddr {
+    format!("127.0.0.1:{}", spine_tests::proc::free_port())
+        .parse()
+        .unwrap()
+}
+
+/// The spine-gateway binary on `addr`; with `nats`, sharing broadcasts and
+/// presence with other gateways.
+fn spawn_gateway(addr: SocketAddr, nats: Option<&str>) -> std::process::Child {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_spine-gateway"));
+    cmd.env("DATABASE_URL", spine_tests::database_url())
+        .env("SPINE_JWT_SECRET", SECRET)
+        .env("SPINE_GATEWAY_ADDR", addr.to_string())
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null());
+    if let Some(url) = nats {
+        cmd.env("NATS_URL", url);
+    }
+    cmd.spawn().unwrap()
+}
+
 /// The reader starts at the outbox's head; wait until it follows (a join
 /// before that would still be correct, but the test wants a known start).
 async fn wait_until_following(addr: SocketAddr) {
@@ -485,22 +507,8 @@ async fn a_dropped_connection_resumes_from_its_position_without_loss_or_duplicat
 #[tokio::test]
 async fn a_gateway_killed_with_sigkill_resumes_its_clients_after_restart() {
     let db = prepare().await;
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let start = || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_spine-gateway"))
-            .env("DATABASE_URL", spine_tests::database_url())
-            .env("SPINE_JWT_SECRET", SECRET)
-            .env("SPINE_GATEWAY_ADDR", addr.to_string())
-            .env("RUST_LOG", "warn")
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .unwrap()
-    };
-    let mut gateway = start();
+    let addr = free_addr();
+    let mut gateway = spawn_gateway(addr, None);
     wait_until_following(addr).await;
     let run = uuid::Uuid::new_v4().to_string();
     let mut c = Phoenix::connect(addr, &service_key(), "2.0.0")
@@ -526,7 +534,7 @@ async fn a_gateway_killed_with_sigkill_resumes_its_clients_after_restart() {
     gateway.wait().unwrap();
     assert!(c.closed_within(Duration::from_secs(5)).await);
     insert(&db, &run, 1, 500).await;
-    let mut gateway = start();
+    let mut gateway = spawn_gateway(addr, None);
     wait_until_following(addr).await;
     let mut c = Phoenix::connect(addr, &service_key(), "2.0.0")
         .await
@@ -556,22 +564,8 @@ async fn two_gateways_share_broadcasts_and_presence_over_nats_and_a_killed_one_l
     };
     prepare().await;
     let spawn = || {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_spine-gateway"))
-            .env("DATABASE_URL", spine_tests::database_url())
-            .env("SPINE_JWT_SECRET", SECRET)
-            .env("SPINE_GATEWAY_ADDR", addr.to_string())
-            .env("NATS_URL", &nats)
-            .env("RUST_LOG", "warn")
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        (child, addr)
+        let addr = free_addr();
+        (spawn_gateway(addr, Some(&nats)), addr)
     };
     let (mut one, addr_one) = spawn();
     let (mut two, addr_two) = spawn();

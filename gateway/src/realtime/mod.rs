@@ -183,8 +183,8 @@ struct Message {
 
 /// The caller of a REST broadcast; any valid key may send to public topics.
 fn rest_caller(rt: &Realtime, headers: &HeaderMap) -> Result<crate::keys::Caller, ApiError> {
-    let header = |n: &str| headers.get(n).and_then(|v| v.to_str().ok());
-    if header("apikey").is_none() && header("authorization").is_none() {
+    let readable = |n: &str| headers.get(n).and_then(|v| v.to_str().ok()).is_some();
+    if !readable("apikey") && !readable("authorization") {
         return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "no_api_key",
@@ -192,7 +192,7 @@ fn rest_caller(rt: &Realtime, headers: &HeaderMap) -> Result<crate::keys::Caller
         ));
     }
     rt.keys
-        .caller(header("authorization"), header("apikey"))
+        .from_headers(headers)
         .map_err(|e| ApiError::new(StatusCode::UNAUTHORIZED, "bad_jwt", e.to_string()))
 }
 

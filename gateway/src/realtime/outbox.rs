@@ -186,15 +186,12 @@ const MAX_DECISIONS: usize = 100_000;
 
 impl Decisions {
     fn key(claims: &Value, row: &Value, key: &CacheKey) -> String {
-        let values: Vec<&Value> = key
+        let values: Vec<Value> = key
             .columns
             .iter()
-            .map(|c| row.get(c).unwrap_or(&Value::Null))
+            .map(|c| row.get(c).cloned().unwrap_or(Value::Null))
             .collect();
-        format!(
-            "{claims}\u{1f}{}",
-            Value::from(values.into_iter().cloned().collect::<Vec<_>>())
-        )
+        format!("{claims}\u{1f}{}", Value::from(values))
     }
 
     fn get(&self, table: &str, key: &str) -> Option<bool> {
@@ -311,12 +308,15 @@ pub async fn route(
     event: &OutboxEvent,
     channels: &[Arc<Channel>],
 ) -> Result<(), tokio_postgres::Error> {
-    // A change to a table some policies read: their cached decisions go.
-    if event.kind == "realtime.RowChanged" {
-        let str_of = |k: &str| event.data.get(k).and_then(Value::as_str);
-        if let (Some(schema), Some(name)) = (str_of("schema"), str_of("table")) {
-            for dependent in catalog.dependents(schema, name) {
-                decisions.forget(&dependent);
+    let items = items(event, catalog);
+    // A change to a (published) table some policies read: their cached
+    // decisions go. The event itself as a row of spine.events is not one.
+    for item in &items {
+        if let Item::Change { table, .. } = item {
+            if (table.schema.as_str(), table.name.as_str()) != ("spine", "events") {
+                for dependent in catalog.dependents(&table.schema, &table.name) {
+                    decisions.forget(&dependent);
+                }
             }
         }
     }
@@ -327,7 +327,7 @@ pub async fn route(
     if pending.is_empty() {
         return Ok(());
     }
-    for item in items(event, catalog) {
+    for item in items {
         match item {
             Item::Change {
                 table,

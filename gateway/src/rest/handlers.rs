@@ -55,12 +55,10 @@ fn prefer(headers: &HeaderMap) -> Prefer {
 }
 
 fn caller(keys: &ApiKeys, headers: &HeaderMap) -> Result<Caller, ApiError> {
-    let get = |n: &str| headers.get(n).and_then(|v| v.to_str().ok());
-    keys.caller(get("authorization"), get("apikey"))
-        .map_err(|e| match e {
-            JwtError::Expired => ApiError::new(StatusCode::UNAUTHORIZED, "PGRST303", "JWT expired"),
-            other => ApiError::new(StatusCode::UNAUTHORIZED, "PGRST301", other.to_string()),
-        })
+    keys.from_headers(headers).map_err(|e| match e {
+        JwtError::Expired => ApiError::new(StatusCode::UNAUTHORIZED, "PGRST303", "JWT expired"),
+        other => ApiError::new(StatusCode::UNAUTHORIZED, "PGRST301", other.to_string()),
+    })
 }
 
 /// Who calls and which schema, for any request: the caller from its token,
