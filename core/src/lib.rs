@@ -27,3 +27,4 @@ pub mod manifest;
 pub mod names;
 pub mod rules;
 pub mod time;
+pub mod trace;

@@ -24,15 +24,17 @@ pub enum Action {
     EntitiesWrite,
     EventsEmit,
     SecretsRead,
+    SecretsWrite,
     NetworkFetch,
 }
 
 impl Action {
-    pub const ALL: [Action; 5] = [
+    pub const ALL: [Action; 6] = [
         Action::EntitiesRead,
         Action::EntitiesWrite,
         Action::EventsEmit,
         Action::SecretsRead,
+        Action::SecretsWrite,
         Action::NetworkFetch,
     ];
 
@@ -42,6 +44,7 @@ impl Action {
             Action::EntitiesWrite => "entities.write",
             Action::EventsEmit => "events.emit",
             Action::SecretsRead => "secrets.read",
+            Action::SecretsWrite => "secrets.write",
             Action::NetworkFetch => "network.fetch",
         }
     }
@@ -71,9 +74,10 @@ impl Action {
                     None => pattern == resource,
                 }
             }
-            Action::EntitiesRead | Action::EntitiesWrite | Action::SecretsRead => {
-                pattern == resource
-            }
+            Action::EntitiesRead
+            | Action::EntitiesWrite
+            | Action::SecretsRead
+            | Action::SecretsWrite => pattern == resource,
         }
     }
 }
@@ -108,9 +112,52 @@ pub struct Permissions {
     #[serde(default)]
     pub events: EventPermissions,
     #[serde(default)]
-    pub secrets: Vec<String>,
+    pub secrets: SecretPermissions,
     #[serde(default)]
     pub network: Vec<String>,
+}
+
+/// `secrets`: the names a plugin reads (`["A", "B"]`), or which it reads and which
+/// it writes as the user's own secrets (`{"read": ["A"], "write": ["A"]}`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SecretPermissions {
+    pub read: Vec<String>,
+    pub write: Vec<String>,
+}
+
+impl<'de> Deserialize<'de> for SecretPermissions {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Split {
+            #[serde(default)]
+            read: Vec<String>,
+            #[serde(default)]
+            write: Vec<String>,
+        }
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Form {
+            Names(Vec<String>),
+            Split(Split),
+        }
+        Ok(
+            match Form::deserialize(d).map_err(|_| {
+                serde::de::Error::custom(
+                    "permissions.secrets must be a list of names or {\"read\": [...], \"write\": [...]}",
+                )
+            })? {
+                Form::Names(read) => SecretPermissions {
+                    read,
+                    write: Vec::new(),
+                },
+                Form::Split(s) => SecretPermissions {
+                    read: s.read,
+                    write: s.write,
+                },
+            },
+        )
+    }
 }
 
 /// Resource limits a plugin asks for; the function host caps them at its own maxima.
@@ -153,7 +200,8 @@ impl Manifest {
             Action::EntitiesRead => &p.entities.read,
             Action::EntitiesWrite => &p.entities.write,
             Action::EventsEmit => &p.events.emit,
-            Action::SecretsRead => &p.secrets,
+            Action::SecretsRead => &p.secrets.read,
+            Action::SecretsWrite => &p.secrets.write,
             Action::NetworkFetch => &p.network,
         }
     }
@@ -246,7 +294,7 @@ pub fn check_resource(action: Action, value: &str, pattern: bool) -> Result<(), 
             }
             event_type::validate(value).map_err(|reason| format!("\"{value}\" {reason}"))
         }
-        Action::SecretsRead => {
+        Action::SecretsRead | Action::SecretsWrite => {
             let ok = !value.is_empty()
                 && value.len() <= 128
                 && value
@@ -323,6 +371,7 @@ mod tests {
         assert!(!m.declares(Action::EventsEmit, "smsx.MessageQueued"));
         assert!(m.declares(Action::SecretsRead, "TWILIO_AUTH_TOKEN"));
         assert!(!m.declares(Action::SecretsRead, "OTHER"));
+        assert!(!m.declares(Action::SecretsWrite, "TWILIO_AUTH_TOKEN"));
         assert!(m.declares(Action::NetworkFetch, "api.twilio.com"));
         assert!(m.declares(Action::NetworkFetch, "API.Twilio.com"));
         assert!(!m.declares(Action::NetworkFetch, "evil-twilio.com"));
@@ -378,5 +427,24 @@ mod tests {
             assert_eq!(Action::parse(a.name()), Some(a));
         }
         assert_eq!(Action::parse("db.drop"), None);
+    }
+
+    #[test]
+    fn secrets_are_a_list_to_read_or_read_and_write_lists() {
+        let m = Manifest::parse(json!({"name": "crm", "version": "1.0.0",
+            "permissions": {"secrets": {"read": ["TOKEN"], "write": ["TOKEN", "REFRESH"]}}}))
+        .unwrap();
+        assert!(m.declares(Action::SecretsRead, "TOKEN"));
+        assert!(!m.declares(Action::SecretsRead, "REFRESH"));
+        assert!(m.declares(Action::SecretsWrite, "REFRESH"));
+        for bad in [
+            json!({"secrets": {"read": ["A"], "delete": ["A"]}}),
+            json!({"secrets": "A"}),
+            json!({"secrets": {"write": ["bad name"]}}),
+        ] {
+            let e = Manifest::parse(json!({"name": "crm", "version": "1.0.0", "permissions": bad}))
+                .unwrap_err();
+            assert!(e.contains("secrets"), "{e}");
+        }
     }
 }

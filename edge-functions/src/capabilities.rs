@@ -2,11 +2,18 @@
 //!
 //! - `secret`: declared in the manifest, then `spine.authorize(plugin, secrets.read,
 //!   name)` for the caller (consent), then read through `spine.plugin_secrets`;
+//! - `secret_set`: declared for `secrets.write`, then `spine.authorize(plugin,
+//!   secrets.write, name)`, then `spine.set_my_secret` as the caller (stored as
+//!   the user's own `<uid>/<NAME>`);
 //! - `fetch`: `spine.authorize(plugin, network.fetch, host)`, then the request;
 //! - `emit`: `spine.authorize(plugin, events.emit, type)`, then `spine.emit` as
 //!   the caller;
 //! - `db`: PostgREST's operations (see [`crate::sql`]) in the caller's role with
-//!   their JWT claims, so grants and RLS decide, as for the caller's own requests.
+//!   their JWT claims, so grants and RLS decide, as for the caller's own requests;
+//!   with `spine.plugin` set, so entities of kinds the plugin may not read are
+//!   invisible and writes to them fail (the database asks `spine.authorize`'s
+//!   rules: `entities.read` / `entities.write`), and with `spine.causation_id` set
+//!   to the job's event, so what the calls write stays in its chain.
 //!
 //! Decisions are taken (and audited) in their own committed transaction, so a
 //! denial's audit row stays even though the function fails.
@@ -122,10 +129,21 @@ impl HostCapabilities {
                 .transaction()
                 .await
                 .map_err(|e| db(sql::describe(e)))?;
+            // spine.plugin: entity reads and writes need this plugin's entities
+            // permissions; spine.causation_id: what the calls write descends from
+            // the job's event (one chain, which the rules' loop guard follows).
+            let cause = self.causation.map(|c| c.to_string()).unwrap_or_default();
             tx.execute(
                 "SELECT set_config('role', $1, true), set_config('request.jwt.claims', $2, true), \
-                        set_config('statement_timeout', $3, true)",
-                &[&role, &self.caller.claims.to_string(), &timeout_ms],
+                        set_config('statement_timeout', $3, true), \
+                        set_config('spine.plugin', $4, true), set_config('spine.causation_id', $5, true)",
+                &[
+                    &role,
+                    &self.caller.claims.to_string(),
+                    &timeout_ms,
+                    &self.function.name,
+                    &cause,
+                ],
             )
             .await
             .map_err(|e| db(sql::describe(e)))?;
@@ -181,6 +199,43 @@ impl HostCapabilities {
             .as_ref()
             .and_then(|s| s.get(name))
             .map_or(Value::Null, |v| json!(v)))
+    }
+
+    /// `ctx.secrets.set(name, value)`: stores the user's own secret `name`
+    /// (`spine.set_my_secret`, as the caller), when the manifest declares
+    /// `secrets.write` for it and the user consented.
+    async fn set_secret(&mut self, arg: &Value, deadline: Instant) -> Result<Value, OpError> {
+        let type_error = |m: &str| OpError::new("TypeError", m.to_string());
+        let name = arg["name"]
+            .as_str()
+            .ok_or_else(|| type_error("ctx.secrets.set: a name is required"))?;
+        let value = arg["value"]
+            .as_str()
+            .ok_or_else(|| type_error("ctx.secrets.set: the value must be a string"))?;
+        if !self.function.secrets_write.iter().any(|s| s == name) {
+            return Err(OpError::new(
+                "PermissionDenied",
+                format!(
+                    "secret {name} is not declared for secrets.write in the manifest of {}",
+                    self.function.name
+                ),
+            ));
+        }
+        self.authorize("secrets.write", name, deadline).await?;
+        let role = self.caller.role.clone();
+        let (name, value) = (name.to_string(), value.to_string());
+        self.in_role(&role, deadline, |tx| {
+            Box::pin(async move {
+                tx.execute("SELECT spine.set_my_secret($1, $2)", &[&name, &value])
+                    .await
+                    .map_err(sql::describe)?;
+                Ok(())
+            })
+        })
+        .await?;
+        // Read again on the next get: it may now be this user's own value.
+        self.secrets = None;
+        Ok(Value::Null)
     }
 
     async fn fetch(&self, arg: &Value, deadline: Instant) -> Result<Value, OpError> {
@@ -271,10 +326,19 @@ impl HostCapabilities {
         let statement = sql::build(op, &arg, &self.host.config.db_schemas)
             .map_err(|e| OpError::new("TypeError", format!("ctx.db.{op}: {e}")))?;
         let role = self.caller.role.clone();
-        self.in_role(&role, deadline, |tx| {
-            Box::pin(async move { sql::run(tx, &statement).await })
-        })
-        .await
+        let result = self
+            .in_role(&role, deadline, |tx| {
+                Box::pin(async move { sql::run(tx, &statement).await })
+            })
+            .await;
+        // A write the entities permissions refused rolled back with its audit row:
+        // decide again in a committed transaction, so the denial stays on record.
+        if let Err(e) = &result {
+            if let Some((action, kind)) = entity_denial(&e.message, &self.principal()) {
+                let _ = self.authorize(action, kind, deadline).await;
+            }
+        }
+        result
     }
 
     async fn emit(&self, arg: Value, deadline: Instant) -> Result<Value, OpError> {
@@ -302,6 +366,20 @@ impl HostCapabilities {
     }
 }
 
+/// `(action, kind)` of the database's refusal of an entity write for this plugin
+/// (`permission denied: plugin:<name> may not entities.write on <kind> for this
+/// caller …`).
+fn entity_denial<'a>(message: &'a str, principal: &str) -> Option<(&'a str, &'a str)> {
+    if !message.contains("SQLSTATE 42501") {
+        return None;
+    }
+    let marker = format!("{principal} may not ");
+    let rest = &message[message.find(&marker)? + marker.len()..];
+    let (action, rest) = rest.split_once(" on ")?;
+    let (kind, _) = rest.split_once(' ')?;
+    action.starts_with("entities.").then_some((action, kind))
+}
+
 impl Capabilities for HostCapabilities {
     fn call(&mut self, op: &str, arg: Value, deadline: Instant) -> Result<Value, OpError> {
         if op == "user" {
@@ -318,6 +396,7 @@ impl Capabilities for HostCapabilities {
                         self.secret(arg.as_str().unwrap_or_default(), deadline)
                             .await
                     }
+                    "secret_set" => self.set_secret(&arg, deadline).await,
                     "fetch" => self.fetch(&arg, deadline).await,
                     "db" => self.db(arg, deadline).await,
                     "emit" => self.emit(arg, deadline).await,
@@ -344,5 +423,31 @@ impl Capabilities for HostCapabilities {
             "debug" => tracing::debug!(%function, "{message}"),
             _ => tracing::info!(%function, "{message}"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::entity_denial;
+
+    #[test]
+    fn reads_the_databases_entity_denials_of_this_plugin_only() {
+        let m = "permission denied: plugin:crm may not entities.write on person for this caller (not declared in its manifest, or not consented to) (SQLSTATE 42501)";
+        assert_eq!(
+            entity_denial(m, "plugin:crm"),
+            Some(("entities.write", "person"))
+        );
+        assert_eq!(entity_denial(m, "plugin:cr"), None);
+        assert_eq!(
+            entity_denial(&m.replace("42501", "22023"), "plugin:crm"),
+            None
+        );
+        assert_eq!(
+            entity_denial(
+                "plugin:crm may not secrets.read on X for this caller (SQLSTATE 42501)",
+                "plugin:crm"
+            ),
+            None
+        );
     }
 }

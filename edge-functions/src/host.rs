@@ -115,6 +115,8 @@ pub struct Deployed {
     pub enabled: bool,
     /// Secret names the manifest declares (others are refused without asking).
     pub secrets: Vec<String>,
+    /// Secret names the function may store as the user's own (`secrets.write`).
+    pub secrets_write: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -305,7 +307,8 @@ impl Host {
             sha256: row.get(1),
             limits: self.limits_for(&manifest.limits),
             enabled: row.get(3),
-            secrets: manifest.permissions.secrets,
+            secrets: manifest.permissions.secrets.read,
+            secrets_write: manifest.permissions.secrets.write,
         });
         let mut cache = self.cache.lock().expect("cache lock");
         if cache.len() >= MAX_CACHED {

@@ -11,7 +11,7 @@
 
 use bytes::BytesMut;
 use serde_json::{json, Map, Value};
-use tokio_postgres::types::{to_sql_checked, IsNull, ToSql, Type};
+use tokio_postgres::types::{to_sql_checked, IsNull, Kind, ToSql, Type};
 use tokio_postgres::GenericClient;
 
 /// Most rows one call returns to a function.
@@ -151,14 +151,36 @@ pub fn build(op: &str, arg: &Value, schemas: &[String]) -> Result<Statement, Str
 
 /// Runs `statement` on `client` (already in the caller's role and claims):
 /// `{"rows": [...]}`.
+///
+/// Parameters are typed as PostgREST types them: by the catalog (the function's
+/// argument, the column). Types with a binary form here take the JSON value as
+/// is; any other type (`timestamptz`, `interval`, enums, `vector`, arrays,
+/// domains) — and a string given for a number, boolean or uuid — goes in as text
+/// through the type's input function, a composite as a JSON object through
+/// `jsonb_populate_record`. That takes a second prepare only when such a
+/// parameter is present.
 pub async fn run<C: GenericClient>(client: &C, statement: &Statement) -> Result<Value, String> {
-    let prepared = client.prepare(&statement.sql).await.map_err(describe)?;
-    let bound: Vec<Param> = prepared
-        .params()
+    let mut prepared = client.prepare(&statement.sql).await.map_err(describe)?;
+    let types: Vec<Type> = prepared.params().to_vec();
+    let plan: Vec<Binding> = types
         .iter()
         .zip(&statement.params)
+        .map(|(ty, v)| Binding::for_value(ty, v))
+        .collect();
+    if plan.iter().any(|b| !matches!(b, Binding::Native)) {
+        let sql = with_casts(&statement.sql, &types, &plan);
+        prepared = client.prepare(&sql).await.map_err(describe)?;
+    }
+    let bound: Vec<Param> = types
+        .iter()
+        .zip(&statement.params)
+        .zip(&plan)
         .enumerate()
-        .map(|(i, (ty, v))| bind(i + 1, ty, v))
+        .map(|(i, ((ty, v), b))| match b {
+            Binding::Native => bind(i + 1, ty, v),
+            Binding::Text => Ok(Box::new(as_text(ty, v)) as Param),
+            Binding::Record => Ok(Box::new(v.clone()) as Param),
+        })
         .collect::<Result<_, _>>()?;
     let refs: Vec<&(dyn ToSql + Sync)> = bound
         .iter()
@@ -179,6 +201,105 @@ pub async fn run<C: GenericClient>(client: &C, statement: &Statement) -> Result<
         .collect::<Result<_, _>>()
         .map_err(describe)?;
     Ok(json!({ "rows": rows }))
+}
+
+/// How one parameter goes to Postgres.
+#[derive(Debug, Clone, PartialEq)]
+enum Binding {
+    /// In the type's binary form ([`bind`]).
+    Native,
+    /// As text, cast to the type (its input function parses it).
+    Text,
+    /// A JSON object, as a composite through `jsonb_populate_record`.
+    Record,
+}
+
+impl Binding {
+    fn for_value(ty: &Type, v: &Value) -> Binding {
+        let native = match *ty {
+            Type::BOOL => v.is_boolean(),
+            Type::INT2 | Type::INT4 | Type::INT8 => v.is_i64(),
+            Type::FLOAT4 | Type::FLOAT8 => v.is_number(),
+            Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME | Type::UNKNOWN => true,
+            Type::UUID => v.as_str().is_some_and(|s| uuid::Uuid::parse_str(s).is_ok()),
+            Type::JSON | Type::JSONB => true,
+            Type::TEXT_ARRAY => v.as_array().is_some_and(|a| a.iter().all(Value::is_string)),
+            _ => false,
+        };
+        if native || v.is_null() {
+            Binding::Native
+        } else if matches!(ty.kind(), Kind::Composite(_)) && v.is_object() {
+            Binding::Record
+        } else {
+            Binding::Text
+        }
+    }
+}
+
+/// `statement`'s SQL with each `$n` that is not bound natively wrapped in a cast
+/// to its type. The SQL is built here (identifiers validated, no literals), so a
+/// `$` is always a parameter.
+fn with_casts(sql: &str, types: &[Type], plan: &[Binding]) -> String {
+    let mut out = String::with_capacity(sql.len() + 64);
+    let mut rest = sql;
+    while let Some(at) = rest.find('$') {
+        out.push_str(&rest[..at]);
+        let digits = rest[at + 1..]
+            .bytes()
+            .take_while(u8::is_ascii_digit)
+            .count();
+        let token = &rest[at..at + 1 + digits];
+        let n: usize = token[1..].parse().unwrap_or(0);
+        match (plan.get(n.wrapping_sub(1)), types.get(n.wrapping_sub(1))) {
+            (Some(Binding::Text), Some(ty)) => {
+                out.push_str(&format!("({token}::text)::{}", type_name(ty)))
+            }
+            (Some(Binding::Record), Some(ty)) => out.push_str(&format!(
+                "jsonb_populate_record(NULL::{}, {token}::jsonb)",
+                type_name(ty)
+            )),
+            _ => out.push_str(token),
+        }
+        rest = &rest[at + 1 + digits..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// `"schema"."name"` of a type as the catalog names it.
+fn type_name(ty: &Type) -> String {
+    let quote = |s: &str| format!("\"{}\"", s.replace('"', "\"\""));
+    format!("{}.{}", quote(ty.schema()), quote(ty.name()))
+}
+
+/// A JSON value as the text the type's input function reads: a string as it is,
+/// an array for an array type as an array literal (`{1,"a b",NULL}`), anything
+/// else as JSON (what `vector`, numbers and booleans read).
+fn as_text(ty: &Type, v: &Value) -> String {
+    match (v, ty.kind()) {
+        (Value::String(s), _) => s.clone(),
+        (Value::Array(items), Kind::Array(_)) => array_literal(items),
+        (other, _) => other.to_string(),
+    }
+}
+
+fn array_literal(items: &[Value]) -> String {
+    let element = |v: &Value| match v {
+        Value::Null => "NULL".to_string(),
+        Value::Array(inner) => array_literal(inner),
+        Value::String(s) => quote_element(s),
+        other => quote_element(&other.to_string()),
+    };
+    format!(
+        "{{{}}}",
+        items.iter().map(element).collect::<Vec<_>>().join(",")
+    )
+}
+
+/// An array element, double-quoted with `"` and `\` escaped (so commas, braces,
+/// spaces and the word NULL stay text).
+fn quote_element(s: &str) -> String {
+    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
 }
 
 /// The database's message, with its SQLSTATE: a function can tell 42501 from 23505.
@@ -378,5 +499,67 @@ mod tests {
             let e = build(op, &arg, &s).unwrap_err();
             assert!(e.contains(why), "{op} {arg}: {e}");
         }
+    }
+
+    #[test]
+    fn casts_only_what_is_not_bound_natively() {
+        let types = [Type::INT4, Type::TIMESTAMPTZ, Type::INT4_ARRAY];
+        let plan = [Binding::Native, Binding::Text, Binding::Text];
+        assert_eq!(
+            with_casts("SELECT f(a => $1, b => $2, c => $3) WHERE x = $2", &types, &plan),
+            "SELECT f(a => $1, b => ($2::text)::\"pg_catalog\".\"timestamptz\", c => ($3::text)::\"pg_catalog\".\"_int4\") WHERE x = ($2::text)::\"pg_catalog\".\"timestamptz\""
+        );
+        // $1 is not the start of $10.
+        let mut many = vec![Binding::Native; 10];
+        many[0] = Binding::Text;
+        let types = vec![Type::DATE; 10];
+        assert_eq!(
+            with_casts("$1 $10", &types, &many),
+            "($1::text)::\"pg_catalog\".\"date\" $10"
+        );
+    }
+
+    #[test]
+    fn picks_a_binding_by_type_and_value() {
+        assert_eq!(Binding::for_value(&Type::INT4, &json!(5)), Binding::Native);
+        assert_eq!(Binding::for_value(&Type::INT4, &json!("5")), Binding::Text);
+        assert_eq!(
+            Binding::for_value(&Type::UUID, &json!("nope")),
+            Binding::Text
+        );
+        assert_eq!(
+            Binding::for_value(&Type::TIMESTAMPTZ, &json!("2026-12-06T10:00:00Z")),
+            Binding::Text
+        );
+        assert_eq!(
+            Binding::for_value(&Type::TIMESTAMPTZ, &Value::Null),
+            Binding::Native
+        );
+        assert_eq!(
+            Binding::for_value(&Type::TEXT_ARRAY, &json!(["a"])),
+            Binding::Native
+        );
+        assert_eq!(
+            Binding::for_value(&Type::TEXT_ARRAY, &json!([1])),
+            Binding::Text
+        );
+    }
+
+    #[test]
+    fn arrays_become_array_literals() {
+        assert_eq!(
+            as_text(
+                &Type::TEXT_ARRAY,
+                &json!(["a b", "NULL", "q\"x", null, "back\\slash"])
+            ),
+            r#"{"a b","NULL","q\"x",NULL,"back\\slash"}"#
+        );
+        assert_eq!(
+            as_text(&Type::INT4_ARRAY, &json!([[1, 2], [3, 4]])),
+            r#"{{"1","2"},{"3","4"}}"#
+        );
+        // Not an array type (pgvector's vector reads JSON's form).
+        assert_eq!(as_text(&Type::TEXT, &json!([0.5, 1])), "[0.5,1]");
+        assert_eq!(as_text(&Type::INTERVAL, &json!("1 hour")), "1 hour");
     }
 }

@@ -47,6 +47,11 @@ ALTER TABLE spine.edges ENABLE ROW LEVEL SECURITY;
 CREATE POLICY entities_own_rows ON spine.entities FOR SELECT TO authenticated USING (owner_id = auth.uid());
 CREATE POLICY entity_keys_own_rows ON spine.entity_keys FOR SELECT TO authenticated USING (owner_id = auth.uid());
 CREATE POLICY edges_own_rows ON spine.edges FOR SELECT TO authenticated USING (owner_id = auth.uid());
+-- A plugin's database calls (spine.plugin set by the function host) see only the
+-- kinds its manifest declares for entities.read and the user consented to;
+-- decided once per transaction and kind, true when no plugin acts.
+CREATE POLICY entities_plugin_kinds ON spine.entities AS RESTRICTIVE FOR SELECT TO authenticated
+    USING (spine.plugin_may('entities.read', kind));
 REVOKE ALL ON spine.entities, spine.entity_keys, spine.edges FROM PUBLIC;
 GRANT SELECT ON spine.entities, spine.entity_keys, spine.edges TO authenticated, service_role;
 
@@ -82,7 +87,14 @@ BEGIN
     EXECUTE format($f$
         CREATE FUNCTION spine.set_embedding(entity_id uuid, embedding %1$I.vector) RETURNS boolean
         LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, %1$I, pg_temp AS $body$
+        DECLARE
+            entity_kind text;
         BEGIN
+            SELECT e.kind INTO entity_kind FROM spine.entities e WHERE e.id = set_embedding.entity_id;
+            IF entity_kind IS NOT NULL AND NOT spine.plugin_may('entities.write', entity_kind) THEN
+                RAISE EXCEPTION '%% may not entities.write on %% for this caller', 'plugin:' || current_setting('spine.plugin', true), entity_kind
+                    USING ERRCODE = 'insufficient_privilege';
+            END IF;
             UPDATE spine.entities e SET embedding = set_embedding.embedding
              WHERE e.id = set_embedding.entity_id
                AND (e.owner_id = auth.uid() OR spine.caller_is_privileged());

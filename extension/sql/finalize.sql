@@ -13,6 +13,7 @@ SELECT pg_catalog.pg_extension_config_dump('spine.queues', '');
 SELECT pg_catalog.pg_extension_config_dump('spine.jobs', '');
 SELECT pg_catalog.pg_extension_config_dump('spine.jobs_archive', '');
 SELECT pg_catalog.pg_extension_config_dump('spine.schedules', '');
+SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('spine.schedules', 'id')::regclass, '');
 SELECT pg_catalog.pg_extension_config_dump('spine.entities', '');
 SELECT pg_catalog.pg_extension_config_dump('spine.entity_keys', '');
 SELECT pg_catalog.pg_extension_config_dump('spine.edges', '');
@@ -90,10 +91,13 @@ GRANT EXECUTE ON FUNCTION
     spine.release_jobs(bigint[], text),
     spine.redrive(text),
     spine.reclaim_expired_leases(text[]),
-    spine.jobs_maintenance(),
-    spine.schedule(text, text, text, jsonb, spine.job_priority),
-    spine.unschedule(text)
+    spine.jobs_maintenance()
     TO service_role;
+-- Users schedule for themselves (checked inside); pg_cron alone fires them.
+GRANT EXECUTE ON FUNCTION
+    spine.schedule(text, text, text, jsonb, spine.job_priority, uuid),
+    spine.unschedule(text, uuid)
+    TO authenticated, service_role;
 
 -- Entities and ETL.
 GRANT EXECUTE ON FUNCTION
@@ -192,6 +196,20 @@ GRANT EXECUTE ON FUNCTION
     spine.require(text, text, text),
     spine.plugin_secrets(text)
     TO service_role, spine_functions;
+-- Users' own secrets (BYOK): names in, names out, never values out.
+GRANT EXECUTE ON FUNCTION
+    spine.set_my_secret(text, text),
+    spine.delete_my_secret(text),
+    spine.my_secrets()
+    TO authenticated;
+COMMENT ON FUNCTION spine.set_my_secret(text, text) IS
+    'Stores or replaces one of the caller''s own secrets as <user id>/<name> in the vault (for plugins the user consents to read it); returns its vault id. Audited.';
+COMMENT ON FUNCTION spine.delete_my_secret(text) IS 'Deletes one of the caller''s own secrets; false when there was none. Audited.';
+COMMENT ON FUNCTION spine.my_secrets() IS 'Names of the caller''s own secrets (never values), with when each was stored and changed.';
+-- The entities RLS policy asks it as the querying user.
+GRANT EXECUTE ON FUNCTION spine.plugin_may(text, text) TO authenticated, service_role, spine_functions;
+COMMENT ON FUNCTION spine.plugin_may(text, text) IS
+    'Whether the plugin this transaction acts for (spine.plugin) may entities.read / entities.write a kind for auth.uid(): manifest AND consent, audited once per transaction and kind; true when no plugin acts.';
 -- What vault.decrypted_secrets calls for its readers.
 GRANT EXECUTE ON FUNCTION spine.vault_decrypt(uuid, text, integer, bytea) TO service_role;
 

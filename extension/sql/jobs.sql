@@ -149,18 +149,23 @@ COMMENT ON TABLE spine.jobs_archive IS
     'Finished jobs (completed, cancelled), kept for their queue''s retention; their idempotency keys stay taken meanwhile.';
 
 -- Schedules: pg_cron entries that enqueue jobs (so scheduled work gets retries,
--- dead letter and stats).
+-- dead letter and stats). A schedule belongs to a user (its jobs carry the owner,
+-- so a function it calls acts for them, with their consents) or to nobody: a
+-- system schedule of service_role, whose function jobs act as service_role.
 CREATE TABLE spine.schedules (
-    name        text PRIMARY KEY,
+    id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    owner_id    uuid,
+    name        text NOT NULL,
     cron        text NOT NULL,
     queue       text NOT NULL REFERENCES spine.queues (name) ON UPDATE CASCADE,
     payload     jsonb NOT NULL,
     priority    spine.job_priority NOT NULL DEFAULT 'interactive',
     cron_job_id bigint,
-    created_at  timestamptz NOT NULL DEFAULT now()
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    UNIQUE NULLS NOT DISTINCT (owner_id, name)
 );
 COMMENT ON TABLE spine.schedules IS
-    'Recurring jobs: pg_cron job spine:<name> enqueues payload into queue on the cron schedule.';
+    'Recurring jobs: pg_cron job spine:<name> (a user''s: spine:<owner>:<name>) enqueues payload into queue on the cron schedule, for owner_id (NULL: a system schedule).';
 
 CREATE FUNCTION spine.create_queue(
     queue_name text,
@@ -694,11 +699,18 @@ CREATE FUNCTION spine.schedule(
     cron text,
     queue text,
     payload jsonb,
-    priority spine.job_priority DEFAULT 'interactive'
+    priority spine.job_priority DEFAULT 'interactive',
+    owner uuid DEFAULT NULL
 ) RETURNS bigint
     LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     job_id bigint;
+    schedule_id bigint;
+    privileged boolean := spine.caller_is_privileged();
+    me uuid := auth.uid();
+    for_owner uuid := schedule.owner;
+    open_to_users boolean;
+    per_user integer := coalesce(nullif(current_setting('spine.max_schedules_per_user', true), '')::integer, 20);
 BEGIN
     PERFORM spine.check_queue_name(schedule_name);
     PERFORM spine.check_cron(cron);
@@ -708,9 +720,44 @@ BEGIN
     IF priority IS NULL THEN
         RAISE EXCEPTION 'priority must not be NULL' USING ERRCODE = 'null_value_not_allowed';
     END IF;
-    IF NOT EXISTS (SELECT 1 FROM spine.queues q WHERE q.name = schedule.queue) THEN
+    -- Whose schedule: a user's own; service_role's for anyone it names, or nobody's.
+    IF NOT privileged THEN
+        IF me IS NULL THEN
+            RAISE EXCEPTION 'schedules belong to a user: set request.jwt.claims (sub)'
+                USING ERRCODE = 'insufficient_privilege';
+        END IF;
+        IF for_owner IS NOT NULL AND for_owner <> me THEN
+            RAISE EXCEPTION 'only service_role may schedule for another user'
+                USING ERRCODE = 'insufficient_privilege';
+        END IF;
+        for_owner := me;
+    END IF;
+    SELECT q.user_enqueue INTO open_to_users FROM spine.queues q WHERE q.name = schedule.queue;
+    IF NOT FOUND THEN
         RAISE EXCEPTION 'queue "%" does not exist', queue USING ERRCODE = 'undefined_object',
             HINT = 'Create it with spine.create_queue(name).';
+    END IF;
+    IF for_owner IS NOT NULL THEN
+        -- A user's schedule enqueues where the user may, and calls functions as
+        -- rules' call_function actions do (the function acts for the user).
+        IF NOT open_to_users AND queue <> 'function' THEN
+            RAISE EXCEPTION 'queue "%" does not accept users'' jobs, so it cannot be scheduled for a user', queue
+                USING ERRCODE = 'insufficient_privilege',
+                      HINT = 'Schedule into a queue created with user_enqueue => true, or into the function queue.';
+        END IF;
+        IF queue = 'function' AND jsonb_typeof(payload -> 'function') IS DISTINCT FROM 'string' THEN
+            RAISE EXCEPTION 'a function job''s payload needs "function": the function''s name'
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        IF NOT privileged AND cron ~ '^\s*[0-9]+\s+seconds?\s*$' THEN
+            RAISE EXCEPTION 'schedules in seconds are for service_role; a user''s run at most every minute'
+                USING ERRCODE = 'insufficient_privilege';
+        END IF;
+        IF NOT privileged AND (SELECT count(*) FROM spine.schedules s
+                                WHERE s.owner_id = for_owner AND s.name <> schedule_name) >= per_user THEN
+            RAISE EXCEPTION 'a user may have at most % schedules (spine.max_schedules_per_user)', per_user
+                USING ERRCODE = 'program_limit_exceeded';
+        END IF;
     END IF;
     IF to_regnamespace('cron') IS NULL THEN
         RAISE EXCEPTION 'pg_cron is not installed in this database'
@@ -726,39 +773,88 @@ BEGIN
             USING ERRCODE = 'feature_not_supported',
                   HINT = 'Use a five-field cron schedule (every minute at most), or upgrade pg_cron.';
     END IF;
-    -- The idempotency key is the schedule and its firing time, so a firing that
-    -- runs twice enqueues once. In UTC: local time repeats an hour when daylight
-    -- saving ends, and that hour's second firing would count as the first.
-    EXECUTE 'SELECT cron.schedule($1, $2, $3)' INTO job_id USING
-        'spine:' || schedule_name, cron,
-        format('SELECT spine.enqueue(%L, %L::jsonb, %L::spine.job_priority, now(), %L || to_char(now() AT TIME ZONE %L, %L))',
-               queue, payload, priority, 'schedule:' || schedule_name || ':', 'UTC', 'YYYYMMDDHH24MISS');
-    INSERT INTO spine.schedules AS s (name, cron, queue, payload, priority, cron_job_id)
-    VALUES (schedule_name, schedule.cron, schedule.queue, schedule.payload, schedule.priority, job_id)
-    ON CONFLICT (name) DO UPDATE
+    INSERT INTO spine.schedules AS s (owner_id, name, cron, queue, payload, priority)
+    VALUES (for_owner, schedule_name, schedule.cron, schedule.queue, schedule.payload, schedule.priority)
+    ON CONFLICT (owner_id, name) DO UPDATE
         SET cron = excluded.cron, queue = excluded.queue, payload = excluded.payload,
-            priority = excluded.priority, cron_job_id = excluded.cron_job_id;
+            priority = excluded.priority
+    RETURNING s.id INTO schedule_id;
+    -- pg_cron runs spine.fire_schedule, which reads the row: the payload stays out
+    -- of cron.job, and a queue that stops accepting users' jobs stops the schedule.
+    EXECUTE 'SELECT cron.schedule($1, $2, $3)' INTO job_id USING
+        spine.schedule_job_name(for_owner, schedule_name), cron,
+        format('SELECT spine.fire_schedule(%s)', schedule_id);
+    UPDATE spine.schedules s SET cron_job_id = job_id WHERE s.id = schedule_id;
     RETURN job_id;
 END
 $$;
-COMMENT ON FUNCTION spine.schedule(text, text, text, jsonb, spine.job_priority) IS
-    'Creates or replaces a recurring job: pg_cron (job spine:<name>) enqueues payload into queue on the cron schedule; returns the pg_cron job id.';
+COMMENT ON FUNCTION spine.schedule(text, text, text, jsonb, spine.job_priority, uuid) IS
+    'Creates or replaces a recurring job: pg_cron enqueues payload into queue on the cron schedule, for the calling user (service_role: for owner, or a system schedule without one); returns the pg_cron job id.';
 
-CREATE FUNCTION spine.unschedule(schedule_name text) RETURNS boolean
+-- pg_cron's job name of a schedule: spine:<name>, or spine:<owner>:<name> for a user's.
+CREATE FUNCTION spine.schedule_job_name(owner uuid, schedule_name text) RETURNS text
+    LANGUAGE sql IMMUTABLE AS $$
+    SELECT 'spine:' || CASE WHEN owner IS NULL THEN '' ELSE owner::text || ':' END || schedule_name
+$$;
+
+-- What pg_cron runs at each firing. The idempotency key is the schedule and its
+-- firing time, so a firing that runs twice enqueues once. In UTC: local time
+-- repeats an hour when daylight saving ends, and that hour's second firing would
+-- count as the first.
+CREATE FUNCTION spine.fire_schedule(schedule_id bigint) RETURNS bigint
     LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    s spine.schedules;
+    open_to_users boolean;
 BEGIN
-    IF NOT EXISTS (SELECT 1 FROM spine.schedules WHERE name = schedule_name) THEN
+    SELECT * INTO s FROM spine.schedules WHERE id = schedule_id;
+    IF NOT FOUND THEN
+        RETURN NULL;  -- removed while pg_cron still had it
+    END IF;
+    IF s.owner_id IS NOT NULL THEN
+        SELECT q.user_enqueue INTO open_to_users FROM spine.queues q WHERE q.name = s.queue;
+        IF NOT open_to_users AND s.queue <> 'function' THEN
+            RAISE EXCEPTION 'schedule "%" of %: queue "%" no longer accepts users'' jobs', s.name, s.owner_id, s.queue
+                USING ERRCODE = 'insufficient_privilege';
+        END IF;
+    END IF;
+    RETURN spine.enqueue_keyed(s.queue, s.owner_id, s.payload, s.priority, now(),
+        'schedule:' || s.name || ':' || to_char(now() AT TIME ZONE 'UTC', 'YYYYMMDDHH24MISS'), 5);
+END
+$$;
+COMMENT ON FUNCTION spine.fire_schedule(bigint) IS
+    'One firing of a schedule (what its pg_cron job runs): enqueues its payload for its owner, once per schedule and second.';
+
+CREATE FUNCTION spine.unschedule(schedule_name text, owner uuid DEFAULT NULL) RETURNS boolean
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    for_owner uuid := unschedule.owner;
+BEGIN
+    IF NOT spine.caller_is_privileged() THEN
+        IF for_owner IS NOT NULL AND for_owner IS DISTINCT FROM auth.uid() THEN
+            RAISE EXCEPTION 'only service_role may unschedule for another user'
+                USING ERRCODE = 'insufficient_privilege';
+        END IF;
+        for_owner := auth.uid();
+        IF for_owner IS NULL THEN
+            RAISE EXCEPTION 'schedules belong to a user: set request.jwt.claims (sub)'
+                USING ERRCODE = 'insufficient_privilege';
+        END IF;
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM spine.schedules s
+                    WHERE s.name = schedule_name AND s.owner_id IS NOT DISTINCT FROM for_owner) THEN
         RETURN false;
     END IF;
     IF to_regnamespace('cron') IS NOT NULL THEN
         EXECUTE 'SELECT cron.unschedule(jobid) FROM cron.job WHERE jobname = $1'
-            USING 'spine:' || schedule_name;
+            USING spine.schedule_job_name(for_owner, schedule_name);
     END IF;
-    DELETE FROM spine.schedules WHERE name = schedule_name;
+    DELETE FROM spine.schedules s WHERE s.name = schedule_name AND s.owner_id IS NOT DISTINCT FROM for_owner;
     RETURN true;
 END
 $$;
-COMMENT ON FUNCTION spine.unschedule(text) IS 'Removes a recurring job and its pg_cron entry; false if there was none.';
+COMMENT ON FUNCTION spine.unschedule(text, uuid) IS
+    'Removes one of the caller''s recurring jobs (service_role: owner''s, or the system schedule) and its pg_cron entry; false if there was none.';
 
 -- Access: users read their own jobs; every write goes through the functions above.
 ALTER TABLE spine.jobs ENABLE ROW LEVEL SECURITY;
@@ -771,4 +867,6 @@ CREATE POLICY jobs_archive_owner_reads ON spine.jobs_archive
     FOR SELECT TO authenticated USING (owner_id = auth.uid());
 CREATE POLICY queues_readable ON spine.queues FOR SELECT TO authenticated USING (true);
 GRANT SELECT ON spine.jobs, spine.jobs_archive, spine.queues TO authenticated, service_role;
-GRANT SELECT ON spine.schedules TO service_role;
+CREATE POLICY schedules_owner_reads ON spine.schedules
+    FOR SELECT TO authenticated USING (owner_id = auth.uid());
+GRANT SELECT ON spine.schedules TO authenticated, service_role;

@@ -47,6 +47,9 @@ CREATE TABLE spine.rule_firings (
     depth      integer     NOT NULL DEFAULT 0,
     inputs     jsonb       NOT NULL DEFAULT '{}',
     actions    jsonb       NOT NULL DEFAULT '[]',
+    -- Why the loop guard stopped the rule on this event (it matched but did not
+    -- fire; no actions ran); NULL for a firing.
+    stopped    text,
     fired_at   timestamptz NOT NULL DEFAULT now(),
     -- A replayed event never fires a rule twice.
     UNIQUE (rule_id, event_id)
@@ -55,7 +58,8 @@ CREATE INDEX rule_firings_event_idx ON spine.rule_firings (event_id);
 CREATE INDEX rule_firings_owner_idx ON spine.rule_firings (owner_id, id);
 CREATE INDEX rule_firings_correlation_idx ON spine.rule_firings (correlation_id);
 COMMENT ON TABLE spine.rule_firings IS
-    'Every firing: the rule, the event, the inputs its condition read, the actions taken (with job and event ids).';
+    'Every firing: the rule, the event, the inputs its condition read, the actions taken (with job and event ids); and every match the loop guard stopped (stopped = why).';
+COMMENT ON COLUMN spine.rule_firings.stopped IS 'Set when the loop guard stopped the rule on this event: the reason (spine.rules_max_depth or rules_max_chain_firings); its actions did not run.';
 COMMENT ON COLUMN spine.rule_firings.depth IS 'How often the same rule had fired on this event''s causal ancestors (loop guard: spine.rules_max_depth).';
 
 ALTER TABLE spine.rules ENABLE ROW LEVEL SECURITY;

@@ -77,11 +77,17 @@ CREATE FUNCTION spine.webhook_fire() RETURNS trigger
     LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     hook spine.webhooks;
+    cause uuid;
 BEGIN
     SELECT * INTO hook FROM spine.webhooks w WHERE w.name = TG_ARGV[0];
     IF NOT FOUND OR NOT (TG_OP = ANY (hook.events)) THEN
         RETURN NULL;
     END IF;
+    -- A write caused by an event (spine.causation_id: a job's function) passes
+    -- the cause on: a function target's events join its chain, and the delivery's
+    -- traceparent carries the chain's correlation id.
+    cause := substring(current_setting('spine.causation_id', true)
+                       FROM '^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$')::uuid;
     INSERT INTO spine.jobs (queue, owner_id, priority, payload, max_attempts)
     VALUES (hook.queue, NULL, 'interactive',
             jsonb_build_object('webhook', hook.name,
@@ -91,7 +97,10 @@ BEGIN
                 'table', TG_TABLE_NAME,
                 'schema', TG_TABLE_SCHEMA,
                 'record', CASE WHEN TG_OP = 'DELETE' THEN NULL ELSE to_jsonb(NEW) END,
-                'old_record', CASE WHEN TG_OP = 'INSERT' THEN NULL ELSE to_jsonb(OLD) END)),
+                'old_record', CASE WHEN TG_OP = 'INSERT' THEN NULL ELSE to_jsonb(OLD) END))
+            || CASE WHEN cause IS NULL THEN '{}'::jsonb ELSE jsonb_strip_nulls(jsonb_build_object(
+                'causation_id', cause,
+                'correlation_id', (SELECT e.correlation_id FROM spine.events e WHERE e.id = cause))) END,
             hook.max_attempts);
     RETURN NULL;
 END

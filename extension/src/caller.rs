@@ -157,6 +157,22 @@ pub fn caller_is_privileged() -> bool {
 
 /// 42501 unless the caller is privileged (service_role or a superuser); `what`
 /// completes "only service_role may …" in the error.
+/// Whether the request acts as service_role without a user: a privileged role, or
+/// claims whose `role` is `service_role` (what the function host sets for a system
+/// job; only roles that may call Spine's policy functions reach them with it).
+pub fn acts_as_system() -> Result<bool, SpineError> {
+    if request_user()?.is_some() {
+        return Ok(false);
+    }
+    if caller_is_privileged() {
+        return Ok(true);
+    }
+    let role = setting(c"request.jwt.claims")
+        .and_then(|c| serde_json::from_str::<serde_json::Value>(&c).ok())
+        .and_then(|c| c.get("role").and_then(|r| r.as_str()).map(String::from));
+    Ok(role.as_deref() == Some("service_role"))
+}
+
 pub fn require_privileged(what: &str) -> Result<(), SpineError> {
     if caller_is_privileged() {
         Ok(())

@@ -43,7 +43,54 @@ pub static RULES_MAX_DEPTH: GucSetting<i32> = GucSetting::<i32>::new(1);
 /// correlation id) may have in all; bounds fan-out. Superuser-only.
 pub static RULES_MAX_CHAIN_FIRINGS: GucSetting<i32> = GucSetting::<i32>::new(1000);
 
+/// `spine.causation_id`: the event this transaction's work descends from. Events
+/// written without a cause of their own (entity writes, ingest, `spine.emit`
+/// without `causation_id`, row changes) take it as their cause and its
+/// correlation id, so a chain followed through a job or a function stays one
+/// chain and the rules' loop guard sees it. The function host sets it for the
+/// database calls of a function run by a job; anyone may set it for their own
+/// transaction (`SET LOCAL`), which can only attach their events to a chain of
+/// their own (see `events::correlation_of`).
+pub static CAUSATION_ID: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+
+/// `spine.plugin`: the plugin this transaction acts for (set by the function host
+/// around a function's `ctx.db` calls). While it is set, reading and writing
+/// entities needs the plugin's `entities.read` / `entities.write` permission on
+/// the entity's kind (manifest and the user's consent, see `policy::allows_kind`).
+/// Setting it only ever narrows what a session may do.
+pub static PLUGIN: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+
+/// `spine.max_schedules_per_user`: how many schedules one user may own
+/// (`spine.schedule` called as `authenticated`). Superuser-only.
+pub static MAX_SCHEDULES_PER_USER: GucSetting<i32> = GucSetting::<i32>::new(20);
+
 pub fn init() {
+    GucRegistry::define_int_guc(
+        c"spine.max_schedules_per_user",
+        c"How many schedules one user may own.",
+        c"service_role's schedules (system ones, or made for a user) are not counted against it.",
+        &MAX_SCHEDULES_PER_USER,
+        0,
+        100_000,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_string_guc(
+        c"spine.causation_id",
+        c"The event this transaction's work descends from (cause of events written without one).",
+        c"Set by the function host for a job's function; SET LOCAL it to chain your own work.",
+        &CAUSATION_ID,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_string_guc(
+        c"spine.plugin",
+        c"The plugin this transaction acts for; entity access then needs its entities.read/write permission.",
+        c"Set by the function host around a function's database calls.",
+        &PLUGIN,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
     GucRegistry::define_int_guc(
         c"spine.rules_max_depth",
         c"How often one rule may fire within one causal chain of events (loop guard).",
@@ -165,4 +212,22 @@ pub fn rules_max_depth() -> usize {
 /// The loop guard's cap on a chain's firings.
 pub fn rules_max_chain_firings() -> usize {
     RULES_MAX_CHAIN_FIRINGS.get().max(1) as usize
+}
+
+/// The ambient cause ([`CAUSATION_ID`]), when set; 22023 when it is not a uuid.
+pub fn causation_id() -> Result<Option<pgrx::Uuid>, SpineError> {
+    let Some(text) = non_empty(&CAUSATION_ID) else {
+        return Ok(None);
+    };
+    crate::caller::pg_uuid(&text)
+        .map(|b| Some(pgrx::Uuid::from_bytes(b)))
+        .ok_or_else(|| SpineError::InvalidParameter {
+            name: "spine.causation_id",
+            reason: format!("\"{text}\" is not a uuid"),
+        })
+}
+
+/// The plugin this transaction acts for ([`PLUGIN`]), when set.
+pub fn acting_plugin() -> Option<String> {
+    non_empty(&PLUGIN)
 }

@@ -64,7 +64,7 @@ extension_sql_file!(
 extension_sql_file!(
     "../sql/entities.sql",
     name = "entities",
-    requires = ["supabase_compat", caller_is_privileged]
+    requires = ["supabase_compat", caller_is_privileged, plugin_may]
 );
 
 // Connector sources and raw records.

@@ -21,8 +21,8 @@ pub const LAYERS: &[&[&str]] = &[
     &["error", "schema"],
     &["gucs", "spi_ext", "caller", "invalidation", "meta"],
     &["events", "jobs"],
-    &["audit", "entities", "rules"],
-    &["policy", "etl", "search", "webhooks", "realtime"],
+    &["audit", "policy", "entities", "rules"],
+    &["etl", "search", "webhooks", "realtime"],
     &["vault", "functions"],
 ];
 

@@ -49,6 +49,10 @@ pub struct HttpJob {
     pub body: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_ms: Option<u64>,
+    /// The chain of events the request belongs to (a rule's webhook action): sent
+    /// as the trace id of its `traceparent`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub correlation_id: Option<Uuid>,
 }
 
 /// A job of the `webhook` queue: deliver one row change to a database webhook.
@@ -62,6 +66,13 @@ pub struct WebhookJob {
     /// Supabase's webhook body: `{type, table, schema, record, old_record}`.
     #[serde(default)]
     pub body: Value,
+    /// The event the write descends from (`spine.causation_id` of the writing
+    /// transaction) and its chain, when there was one: a function target's events
+    /// join that chain, and the delivery's `traceparent` carries it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub causation_id: Option<Uuid>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub correlation_id: Option<Uuid>,
 }
 
 /// Where a database webhook delivers, as `spine.create_webhook` validates and

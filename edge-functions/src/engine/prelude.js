@@ -330,7 +330,11 @@
   const context = Object.freeze({
     // Read on first use: the prelude runs before the invocation is known.
     get user() { return user === undefined ? (user = call("user")) : user; },
-    secrets: Object.freeze({ get: (name) => call("secret", String(name)) }),
+    secrets: Object.freeze({
+      get: (name) => call("secret", String(name)),
+      // Stores the user's own secret (an OAuth connector saving a refreshed token).
+      set: async (name, value) => { call("secret_set", { name: String(name), value: String(value) }); },
+    }),
     // PostgREST's operations as the caller (see the README); no SQL text.
     db: Object.freeze({
       rpc: async (fn, args = {}) => call("db", { op: "rpc", function: String(fn), args }),

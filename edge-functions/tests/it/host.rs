@@ -20,7 +20,7 @@ pub fn now() -> u64 {
         .as_secs()
 }
 
-fn token_for(user: Uuid) -> String {
+pub fn token_for(user: Uuid) -> String {
     jwt::sign(
         &json!({"sub": user.to_string(), "role": "authenticated", "exp": now() + 600}),
         secret().as_bytes(),
@@ -225,7 +225,8 @@ async fn capabilities_are_checked() {
     let alice = Uuid::new_v4();
     let name = deploy(
         &db,
-        json!({"secrets": ["API_KEY"], "network": ["127.0.0.1"], "events": {"emit": ["probe.Checked"]}}),
+        json!({"secrets": ["API_KEY"], "network": ["127.0.0.1"], "events": {"emit": ["probe.Checked"]},
+               "entities": {"read": ["note"]}}),
         json!({"wall_ms": 5000}),
         r#"
         const attempt = async (f) => { try { return { ok: await f() }; } catch (e) { return { err: e.name, message: e.message }; } };
@@ -303,12 +304,16 @@ async fn capabilities_are_checked() {
     .unwrap();
     as_user(&mut db, alice, async |tx| {
         tx.execute(
-            "SELECT spine.grant_consent($1, ARRAY['secrets.read:API_KEY', 'network.fetch:127.0.0.1', 'events.emit:probe.Checked'])",
+            "SELECT spine.grant_consent($1, ARRAY['secrets.read:API_KEY', 'network.fetch:127.0.0.1', 'events.emit:probe.Checked', 'entities.read:note'])",
             &[&name],
         )
         .await
         .unwrap();
         tx.execute("SELECT spine.upsert_entity('note', '{\"t\": 1}')", &[])
+            .await
+            .unwrap();
+        // Hers too, but of a kind the plugin does not declare: never visible to it.
+        tx.execute("SELECT spine.upsert_entity('diary', '{\"t\": 2}')", &[])
             .await
             .unwrap();
     })
@@ -321,7 +326,7 @@ async fn capabilities_are_checked() {
     assert_eq!(after["undeclared_event"]["err"], "PermissionDenied");
     assert_eq!(
         after["own_entities"]["ok"], 1,
-        "RLS: alice's entities only: {after}"
+        "RLS and entities.read: alice's notes only, not her diary: {after}"
     );
     let event_owner: Option<Uuid> = one(
         &db,
@@ -365,7 +370,7 @@ async fn connector_plugin_lands_data() {
         .await
         .unwrap();
         tx.execute(
-            "SELECT spine.grant_consent('crm-connector', ARRAY['events.emit:crm.SyncCompleted'])",
+            "SELECT spine.grant_consent('crm-connector', ARRAY['events.emit:crm.SyncCompleted', 'entities.write:person'])",
             &[],
         )
         .await
@@ -402,4 +407,139 @@ async fn connector_plugin_lands_data() {
     )
     .await;
     assert_eq!(synced, 1);
+}
+
+/// `ctx.secrets.set` stores the user's own secret (an OAuth connector saving a
+/// refreshed token): only names the manifest declares for `secrets.write`, only
+/// with the user's consent; the next `get` reads the new value.
+#[tokio::test]
+async fn a_plugin_stores_the_users_own_secret() {
+    let mut db = connect().await;
+    let alice = Uuid::new_v4();
+    let name = deploy(
+        &db,
+        json!({"secrets": {"read": ["TOKEN"], "write": ["TOKEN"]}}),
+        json!({"wall_ms": 5000}),
+        r#"
+        const attempt = async (f) => { try { return { ok: await f() }; } catch (e) { return { err: e.name, message: e.message }; } };
+        Deno.serve(async (req, ctx) => Response.json({
+          undeclared: await attempt(() => ctx.secrets.set("OTHER", "x")),
+          set: await attempt(async () => { await ctx.secrets.set("TOKEN", "refreshed-2"); return "stored"; }),
+          read_back: await attempt(async () => ctx.secrets.get("TOKEN")),
+        }));"#,
+    )
+    .await;
+    let server = Server::start().await;
+    let token = token_for(alice);
+    let (status, before) = server.call(&name, Some(&token), json!({})).await;
+    assert_eq!(status, 200, "{before}");
+    assert_eq!(before["undeclared"]["err"], "PermissionDenied", "{before}");
+    assert_eq!(
+        before["set"]["err"], "PermissionDenied",
+        "no consent: {before}"
+    );
+    as_user(&mut db, alice, async |tx| {
+        tx.execute(
+            "SELECT spine.grant_consent($1, ARRAY['secrets.read:TOKEN', 'secrets.write:TOKEN'])",
+            &[&name],
+        )
+        .await
+        .unwrap();
+        tx.execute("SELECT spine.set_my_secret('TOKEN', 'refreshed-1')", &[])
+            .await
+            .unwrap();
+    })
+    .await;
+    let (_, after) = server.call(&name, Some(&token), json!({})).await;
+    assert_eq!(after["undeclared"]["err"], "PermissionDenied", "{after}");
+    assert_eq!(after["set"]["ok"], "stored", "{after}");
+    assert_eq!(after["read_back"]["ok"], "refreshed-2", "{after}");
+    let stored: String = one(
+        &db,
+        "SELECT decrypted_secret FROM vault.decrypted_secrets WHERE name = $1",
+        &[&format!("{alice}/TOKEN")],
+    )
+    .await;
+    assert_eq!(stored, "refreshed-2");
+}
+
+/// `ctx.db` binds parameters by the catalog's type, as PostgREST does: a
+/// timestamptz, an interval, an enum, arrays, a composite, a pgvector, and numbers
+/// and booleans given as strings reach a function typed; a value the type's input
+/// rejects is that type's error (22007), not a binding failure.
+#[tokio::test]
+async fn ctx_db_binds_parameters_by_their_catalog_type() {
+    let db = connect().await;
+    let alice = Uuid::new_v4();
+    let tag = &Uuid::new_v4().simple().to_string()[..10];
+    let vector: String = one(
+        &db,
+        "SELECT n.nspname::text FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'vector'",
+        &[],
+    )
+    .await;
+    let queue = format!("q{tag}");
+    db.batch_execute(&format!(
+        "CREATE TYPE public.pair_{tag} AS (a int, b text);
+         CREATE FUNCTION public.echo_{tag}(at timestamptz, wait interval, prio spine.job_priority,
+                ns int[], tags text[], pair public.pair_{tag}, emb {vector}.vector, n int, ok boolean)
+         RETURNS jsonb LANGUAGE sql AS $$
+           SELECT jsonb_build_object('at', to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI'),
+             'wait', extract(epoch FROM wait), 'prio', prio, 'ns', ns, 'tags', tags,
+             'pair', to_jsonb(pair), 'emb', emb::text, 'n', n, 'ok', ok) $$;
+         GRANT EXECUTE ON FUNCTION public.echo_{tag} TO authenticated;
+         SELECT spine.create_queue('{queue}', user_enqueue => true);"
+    ))
+    .await
+    .unwrap();
+    let name = deploy(
+        &db,
+        json!({}),
+        json!({"wall_ms": 5000}),
+        &format!(
+            r#"
+        const attempt = async (f) => {{ try {{ return {{ ok: await f() }}; }} catch (e) {{ return {{ err: e.name, message: e.message }}; }} }};
+        const args = {{
+          at: "2026-12-06T10:00:00+01:00", wait: "90 minutes", prio: "background",
+          ns: [1, 2, 3], tags: ["a b", "NULL"], pair: {{ a: 7, b: "x,y" }}, emb: [0.5, 1, 2],
+          n: "42", ok: "true" }};
+        Deno.serve(async (req, ctx) => Response.json({{
+          echo: await attempt(async () => (await ctx.db.rpc("public.echo_{tag}", args)).rows[0]),
+          bad_time: await attempt(() => ctx.db.rpc("public.echo_{tag}", {{ ...args, at: "not a time" }})),
+          enqueue: await attempt(async () => (await ctx.db.rpc("spine.enqueue", {{
+            queue: "{queue}", payload: {{ k: 1 }}, priority: "background", run_at: "2030-01-01T00:00:00Z" }})).rows.length),
+        }}));"#
+        ),
+    )
+    .await;
+    let server = Server::start().await;
+    let (status, out) = server.call(&name, Some(&token_for(alice)), json!({})).await;
+    assert_eq!(status, 200, "{out}");
+    assert_eq!(
+        out["echo"]["ok"],
+        json!({"at": "2026-12-06 09:00", "wait": 5400, "prio": "background", "ns": [1, 2, 3],
+               "tags": ["a b", "NULL"], "pair": {"a": 7, "b": "x,y"}, "emb": "[0.5,1,2]",
+               "n": 42, "ok": true}),
+        "{out}"
+    );
+    assert_eq!(out["bad_time"]["err"], "DatabaseError", "{out}");
+    assert!(
+        out["bad_time"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("22007"),
+        "{out}"
+    );
+    assert_eq!(out["enqueue"]["ok"], 1, "{out}");
+    let job: (Option<Uuid>, String, bool) = {
+        let r = db
+            .query_one(
+                "SELECT owner_id, priority::text, run_at > '2029-12-31' FROM spine.jobs WHERE queue = $1",
+                &[&queue],
+            )
+            .await
+            .unwrap();
+        (r.get(0), r.get(1), r.get(2))
+    };
+    assert_eq!(job, (Some(alice), "background".to_string(), true));
 }

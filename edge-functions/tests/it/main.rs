@@ -2,5 +2,6 @@
 //! the HTTP host against the dev stack's Postgres.
 
 mod engine;
+mod entities;
 mod host;
 mod http;

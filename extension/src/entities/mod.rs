@@ -6,12 +6,14 @@
 use crate::caller;
 use crate::error::{internal, SpineError};
 use crate::events::{emit_event, emit_events, NewEvent};
+use crate::policy;
 use crate::spi_ext::{one_prepared, optional_row, returning_one, run_prepared};
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::pg_sys::BuiltinOid::{INT4OID, JSONBOID, TEXTOID, UUIDOID};
 use pgrx::prelude::*;
 use pgrx::{JsonB, Uuid};
 use serde_json::{json, Map, Value};
+use spine_core::manifest::Action;
 use spine_core::{locks, names};
 
 /// Largest entity data (JSON text): it travels in events (512 KiB) with room to spare.
@@ -257,6 +259,7 @@ fn upsert_entity(
         .into());
     };
     let owner = caller::acting_owner(owner, "entities")?;
+    policy::require_plugin(Action::EntitiesWrite, kind)?;
     let Some(id) = id else {
         return Ok(create(owner, kind, &data)?);
     };
@@ -298,6 +301,8 @@ fn delete_entity(
     let Some(kind) = kind else {
         return Ok(false);
     };
+    // Checked after the delete (the kind comes with it); a denial undoes it.
+    policy::require_plugin(Action::EntitiesWrite, &kind)?;
     entity_event(
         "data.EntityDeleted",
         owner,
@@ -324,13 +329,17 @@ fn add_edge(
         reason: format!("\"{rel}\" must be lowercase letters, digits and _"),
     })?;
     let owner = caller::acting_owner(owner, "entities")?;
-    let both = Spi::get_one_with_args::<i64>(
-        "SELECT count(*) FROM spine.entities WHERE owner_id = $1 AND id IN ($2, $3)",
+    let kinds = Spi::get_one_with_args::<Vec<String>>(
+        "SELECT array_agg(kind) FROM spine.entities WHERE owner_id = $1 AND id IN ($2, $3)",
         &[owner.into(), from.into(), to.into()],
     )
     .map_err(internal("entities: edge"))?
-    .unwrap_or(0);
-    if both < if from == to { 1 } else { 2 } {
+    .unwrap_or_default();
+    // An edge changes what both ends are related to.
+    for kind in &kinds {
+        policy::require_plugin(Action::EntitiesWrite, kind)?;
+    }
+    if kinds.len() < if from == to { 1 } else { 2 } {
         return Err(SpineError::NotFound {
             kind: "entity",
             name: format!("{from} or {to}"),

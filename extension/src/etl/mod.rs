@@ -27,6 +27,7 @@ use pgrx::{JsonB, Uuid};
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
 use spine_core::etl::mapping::Mapping;
+use spine_core::manifest::Action;
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
@@ -198,6 +199,7 @@ fn ingest(
     }
     let owner = crate::caller::acting_owner(owner, "sources")?;
     let src = load_source(owner, name)?;
+    crate::policy::require_plugin(Action::EntitiesWrite, &src.mapping.kind)?;
     entities::lock_owner(owner)?;
     let mut counts = Counts {
         received: records.len() as i64,
@@ -403,6 +405,7 @@ fn reprocess(
     let name = source.ok_or(SpineError::NullArgument("source"))?;
     let owner = crate::caller::acting_owner(owner, "sources")?;
     let src = load_source(owner, name)?;
+    crate::policy::require_plugin(Action::EntitiesWrite, &src.mapping.kind)?;
     entities::lock_owner(owner)?;
     // A rejected version that a later version of the same record (same external id)
     // has replaced is superseded, not applied over it.
@@ -545,6 +548,7 @@ fn rekey(
     let name = source.ok_or(SpineError::NullArgument("source"))?;
     let owner = crate::caller::acting_owner(owner, "sources")?;
     let src = load_source(owner, name)?;
+    crate::policy::require_plugin(Action::EntitiesWrite, &src.mapping.kind)?;
     entities::lock_owner(owner)?;
     let records = Spi::connect(|client| {
         let mut out = Vec::new();

@@ -52,7 +52,9 @@ pub struct NewEvent<'a> {
 /// Validates and inserts an event; returns its id (UUIDv7, time-ordered).
 ///
 /// Without a correlation id the event inherits its cause's correlation id, or, when
-/// it has no cause, starts a new chain whose correlation id is its own id.
+/// it has no cause, starts a new chain whose correlation id is its own id. An
+/// event with neither takes the transaction's cause (`spine.causation_id`) when
+/// one is set.
 pub fn emit_event(event: NewEvent<'_>) -> Result<Uuid, SpineError> {
     Ok(emit_events(std::slice::from_ref(&event))?[0])
 }
@@ -62,9 +64,12 @@ struct Checked {
     id: Uuid,
     data_text: String,
     correlation_id: Uuid,
+    causation_id: Option<Uuid>,
 }
 
-fn check(event: &NewEvent<'_>) -> Result<Checked, SpineError> {
+/// `ambient`: the transaction's cause ([`gucs::causation_id`]), taken by an event
+/// that names neither a cause nor a correlation id of its own.
+fn check(event: &NewEvent<'_>, ambient: Option<Uuid>) -> Result<Checked, SpineError> {
     event_type::validate(event.event_type).map_err(|reason| SpineError::InvalidParameter {
         name: "type",
         reason: format!("\"{}\" {reason}", event.event_type),
@@ -90,7 +95,11 @@ fn check(event: &NewEvent<'_>) -> Result<Checked, SpineError> {
         });
     }
     let id = Uuid::from_bytes(*uuid::Uuid::now_v7().as_bytes());
-    let correlation_id = match (event.correlation_id, event.causation_id) {
+    let causation_id = match (event.correlation_id, event.causation_id) {
+        (None, None) => ambient,
+        (_, cause) => cause,
+    };
+    let correlation_id = match (event.correlation_id, causation_id) {
         (Some(c), _) => c,
         (None, Some(cause)) => correlation_of(cause, event.owner_id)?.unwrap_or(id),
         (None, None) => id,
@@ -99,6 +108,7 @@ fn check(event: &NewEvent<'_>) -> Result<Checked, SpineError> {
         id,
         data_text,
         correlation_id,
+        causation_id,
     })
 }
 
@@ -113,7 +123,11 @@ pub fn emit_events(events: &[NewEvent<'_>]) -> Result<Vec<Uuid>, SpineError> {
     }
     // A bad channel would make the deferred NOTIFY fail the caller's COMMIT; fail now.
     gucs::notify_channel()?;
-    let checked = events.iter().map(check).collect::<Result<Vec<_>, _>>()?;
+    let ambient = gucs::causation_id()?;
+    let checked = events
+        .iter()
+        .map(|e| check(e, ambient))
+        .collect::<Result<Vec<_>, _>>()?;
     // SAFETY: reads the backend's clock (what clock_timestamp() returns).
     let now = unsafe { pg_sys::GetCurrentTimestamp() };
     let occurred_at = TimestampWithTimeZone::try_from(now).map_err(|e| SpineError::Internal {
@@ -134,7 +148,7 @@ pub fn emit_events(events: &[NewEvent<'_>]) -> Result<Vec<Uuid>, SpineError> {
             owner_id: event.owner_id,
             data: &event.data.0,
             correlation_id: c.correlation_id,
-            causation_id: event.causation_id,
+            causation_id: c.causation_id,
             occurred_at,
         })
         .collect();
@@ -175,7 +189,7 @@ fn write(
                 event.owner_id.into(),
                 c.data_text.as_str().into(),
                 c.correlation_id.into(),
-                event.causation_id.into(),
+                c.causation_id.into(),
                 occurred_at.into(),
             ],
         )
@@ -213,9 +227,9 @@ fn write(
                 .map(|c| c.correlation_id)
                 .collect::<Vec<_>>()
                 .into(),
-            events
+            checked
                 .iter()
-                .map(|e| e.causation_id)
+                .map(|c| c.causation_id)
                 .collect::<Vec<_>>()
                 .into(),
             occurred_at.into(),

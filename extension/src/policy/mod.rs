@@ -17,6 +17,8 @@ use pgrx::prelude::*;
 use pgrx::JsonB;
 use serde_json::json;
 use spine_core::manifest::{self, Action, Manifest};
+use std::cell::RefCell;
+use std::collections::HashMap;
 
 /// A plugin as stored in `spine.plugins`.
 pub struct Plugin {
@@ -157,9 +159,13 @@ pub fn decide(principal: &str, action: &str, resource: &str) -> Result<Decision,
             "the manifest of {plugin_name} {} does not declare {action} on {resource}",
             p.manifest.version
         )),
-        Some(_) if owner.is_none() => {
-            Decision::Denied("no user to act for (request.jwt.claims has no sub)".into())
-        }
+        // A system job (service_role, no user): the operator deployed the plugin
+        // and runs it; its manifest is the bound, and there is nobody to consent.
+        Some(_) if owner.is_none() && crate::caller::acts_as_system()? => Decision::Allowed,
+        Some(_) if owner.is_none() => Decision::Denied(
+            "no user to act for (request.jwt.claims has no sub, and the role is not service_role)"
+                .into(),
+        ),
         Some(p) => {
             let owner = owner.expect("checked above");
             if consent::covers(owner, &p.manifest, parsed_action, resource)? {
@@ -172,6 +178,9 @@ pub fn decide(principal: &str, action: &str, resource: &str) -> Result<Decision,
         }
     };
     let mut details = json!({"action": action, "resource": resource});
+    if owner.is_none() && decision == Decision::Allowed {
+        details["as"] = json!("service_role");
+    }
     let audit_action = match &decision {
         Decision::Allowed => "policy.allowed",
         Decision::Denied(reason) => {
@@ -181,6 +190,78 @@ pub fn decide(principal: &str, action: &str, resource: &str) -> Result<Decision,
     };
     audit::record(audit_action, Some(principal), details)?;
     Ok(decision)
+}
+
+thread_local! {
+    /// This transaction's entity decisions for the acting plugin, so a query over
+    /// many rows asks (and audits) once per kind: (transaction start, decisions).
+    static KIND_DECISIONS: RefCell<(i64, HashMap<KindKey, bool>)> = RefCell::new((0, HashMap::new()));
+}
+
+/// (plugin, action, kind, user) of one memoised decision.
+type KindKey = (String, &'static str, String, Option<[u8; 16]>);
+
+/// Whether the plugin this transaction acts for (`spine.plugin`, set by the
+/// function host around a function's database calls) may `action` entities of
+/// `kind` for the current user: manifest AND consent, audited once per
+/// transaction and kind. True outside a plugin's transaction.
+pub fn allows_kind(action: Action, kind: &str) -> Result<bool, SpineError> {
+    let Some(plugin) = crate::gucs::acting_plugin() else {
+        return Ok(true);
+    };
+    // SAFETY: reads the backend's current transaction start time.
+    let started = unsafe { pg_sys::GetCurrentTransactionStartTimestamp() };
+    let user = crate::caller::request_user()?.map(|u| *u.as_bytes());
+    let key: KindKey = (plugin, action.name(), kind.to_string(), user);
+    let known = KIND_DECISIONS.with(|d| {
+        let d = d.borrow();
+        (d.0 == started).then(|| d.1.get(&key).copied()).flatten()
+    });
+    if let Some(allowed) = known {
+        return Ok(allowed);
+    }
+    let allowed = decide(&format!("plugin:{}", key.0), action.name(), kind)? == Decision::Allowed;
+    KIND_DECISIONS.with(|d| {
+        let mut d = d.borrow_mut();
+        if d.0 != started {
+            *d = (started, HashMap::new());
+        }
+        d.1.insert(key, allowed);
+    });
+    Ok(allowed)
+}
+
+/// [`allows_kind`], raising 42501 on a denial (for writes; reads are filtered).
+pub fn require_plugin(action: Action, kind: &str) -> Result<(), SpineError> {
+    if allows_kind(action, kind)? {
+        return Ok(());
+    }
+    let plugin = crate::gucs::acting_plugin().unwrap_or_default();
+    Err(SpineError::PermissionDenied(format!(
+        "plugin:{plugin} may not {action} on {kind} for this caller (not declared in its manifest, or not consented to)"
+    )))
+}
+
+/// Whether the acting plugin (`spine.plugin`) may `action` (`entities.read` or
+/// `entities.write`) entities of `kind`; true when no plugin acts. The RLS policy
+/// on `spine.entities` asks it per row (decided once per transaction and kind).
+#[pg_extern(security_definer, volatile, parallel_unsafe)]
+#[search_path(pg_catalog, pg_temp)]
+fn plugin_may(action: Option<&str>, kind: Option<&str>) -> Result<bool, ErrorReport> {
+    let action = action.ok_or(SpineError::NullArgument("action"))?;
+    let parsed = match Action::parse(action) {
+        Some(a @ (Action::EntitiesRead | Action::EntitiesWrite)) => a,
+        _ => {
+            return Err(SpineError::InvalidParameter {
+                name: "action",
+                reason: format!("\"{action}\" is not entities.read or entities.write"),
+            }
+            .into())
+        }
+    };
+    // No kind, nothing to read: NULL kinds do not exist (the column is NOT NULL).
+    let Some(kind) = kind else { return Ok(false) };
+    Ok(allows_kind(parsed, kind)?)
 }
 
 /// Whether `principal` (`plugin:<name>`) may do `action` (`entities.read`,

@@ -57,8 +57,9 @@ pub fn loop_guard(rule: &Rule, event: &EventInfo<'_>) -> Result<Guard, SpineErro
              SELECT e.id, e.causation_id, a.hops + 1 FROM spine.events e \
                JOIN ancestors a ON e.id = a.causation_id WHERE a.hops < $4) \
          SELECT (SELECT count(*) FROM ancestors a JOIN spine.rule_firings f ON f.event_id = a.id \
-                  WHERE f.rule_id = $2), \
-                (SELECT count(*) FROM spine.rule_firings f WHERE f.correlation_id = $3)",
+                  WHERE f.rule_id = $2 AND f.stopped IS NULL), \
+                (SELECT count(*) FROM spine.rule_firings f \
+                  WHERE f.correlation_id = $3 AND f.stopped IS NULL)",
         &[
             event.id.into(),
             rule.id.into(),
@@ -186,8 +187,12 @@ fn evaluate(
         } else {
             loop_guard(rule, event)?
         };
-        let Guard::Fire { depth } = guard else {
-            continue;
+        let depth = match guard {
+            Guard::Fire { depth } => depth,
+            Guard::Stop(reason) => {
+                record_stop(rule, event, &reason, &ctx)?;
+                continue;
+            }
         };
         if ctx.get("state").is_none() {
             complete_context(&mut ctx, event)?;
@@ -272,6 +277,36 @@ fn fire(
         causation_id: Some(event.id),
     })?;
     Ok(true)
+}
+
+/// Records that the loop guard stopped `rule` on `event` (once per rule and
+/// event), so the owner sees where and why a chain ended.
+fn record_stop(
+    rule: &Rule,
+    event: &EventInfo<'_>,
+    reason: &str,
+    ctx: &Value,
+) -> Result<(), SpineError> {
+    let depth = gucs::rules_max_depth() as i32;
+    run_prepared(
+        "INSERT INTO spine.rule_firings \
+             (rule_id, owner_id, event_id, event_type, correlation_id, depth, inputs, stopped) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (rule_id, event_id) DO NOTHING",
+        &[
+            UUIDOID, UUIDOID, UUIDOID, TEXTOID, UUIDOID, INT4OID, JSONBOID, TEXTOID,
+        ],
+        &[
+            rule.id.into(),
+            event.owner.into(),
+            event.id.into(),
+            event.event_type.into(),
+            event.correlation_id.into(),
+            depth.into(),
+            JsonB(inputs_of(rule, ctx)).into(),
+            reason.into(),
+        ],
+    )
+    .map_err(internal("rules: record stop"))
 }
 
 /// The idempotency key of the jobs an action enqueues: the event id, the rule and
@@ -366,6 +401,7 @@ fn run(
                 headers: headers.clone(),
                 body: Some(payload.render(ctx)),
                 timeout_ms: None,
+                correlation_id: Some(uuid::Uuid::from_bytes(*event.correlation_id.as_bytes())),
             }
             .to_value();
             let job = enqueue("http", event.owner, body, "interactive", &key)?;

@@ -171,16 +171,29 @@ fn explain(
                 continue;
             }
         };
-        let fired: Option<(Option<String>, Option<JsonB>)> = optional_row(
-            Spi::get_two_with_args::<String, JsonB>(
-                "SELECT fired_at::text, inputs FROM spine.rule_firings WHERE rule_id = $1 AND event_id = $2",
+        let recorded: Option<(Option<String>, Option<JsonB>, Option<String>)> = optional_row(
+            Spi::get_three_with_args::<String, JsonB, String>(
+                "SELECT fired_at::text, inputs, stopped FROM spine.rule_firings WHERE rule_id = $1 AND event_id = $2",
                 &[id.into(), event_id.into()],
             ),
         )
         .map_err(internal("explain: firings"))?;
+        // A match the loop guard stopped is recorded too, with why.
+        let (fired, stopped) = match recorded {
+            Some((at, inputs, None)) => (Some((at, inputs)), None),
+            Some((_, inputs, Some(why))) => (None, Some((why, inputs))),
+            None => (None, None),
+        };
         let considered = enabled && rule.pattern.matches(event.event_type);
         let matches = considered && truthy(&rule.condition.eval(&ctx));
         let (reason, inputs) = match (&fired, enabled, considered, matches) {
+            (None, ..) if stopped.is_some() => {
+                let (why, inputs) = stopped.expect("checked");
+                (
+                    format!("stopped by the loop guard: {why}"),
+                    inputs.map_or(json!({}), |j| j.0),
+                )
+            }
             (Some((at, inputs)), ..) => (
                 format!("fired at {}", at.clone().unwrap_or_default()),
                 inputs.as_ref().map_or(json!({}), |j| j.0.clone()),

@@ -13,6 +13,7 @@
 
 pub mod cipher;
 pub mod keys;
+pub mod own;
 
 use crate::audit;
 use crate::error::{internal, SpineError};
@@ -352,7 +353,7 @@ fn plugin_secrets(
     let owner = crate::caller::request_user()?;
     let principal = format!("plugin:{plugin}");
     let mut out = Vec::new();
-    for name in &manifest.permissions.secrets {
+    for name in &manifest.permissions.secrets.read {
         if policy::decide(&principal, "secrets.read", name)? != Decision::Allowed {
             continue;
         }

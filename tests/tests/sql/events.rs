@@ -527,3 +527,66 @@ async fn events_after_walks_the_indexes_whatever_the_statistics() {
         "{read}"
     );
 }
+
+/// `spine.causation_id`: events written without a cause of their own — an entity
+/// write, a plain emit — take the transaction's, and its correlation id; an
+/// explicit cause wins; a value that is not a uuid is refused (22023).
+#[tokio::test]
+async fn events_take_the_transactions_cause() {
+    let mut db = connect().await;
+    let alice = Uuid::new_v4();
+    let claims = json!({"sub": alice.to_string(), "role": "authenticated"});
+    let tx = db.transaction().await.unwrap();
+    act_as(&tx, "authenticated", claims.clone()).await;
+    let start: Uuid = one(&tx, "SELECT spine.emit('probe.Started', '{}')", &[]).await;
+    let other: Uuid = one(&tx, "SELECT spine.emit('probe.Diverted', '{}')", &[]).await;
+    tx.commit().await.unwrap();
+
+    let tx = db.transaction().await.unwrap();
+    act_as(&tx, "authenticated", claims.clone()).await;
+    tx.execute(
+        "SELECT set_config('spine.causation_id', $1, true)",
+        &[&start.to_string()],
+    )
+    .await
+    .unwrap();
+    let entity: Uuid = one(&tx, "SELECT spine.upsert_entity('note', '{}')", &[]).await;
+    let plain: Uuid = one(&tx, "SELECT spine.emit('probe.Continued', '{}')", &[]).await;
+    let explicit: Uuid = one(
+        &tx,
+        "SELECT spine.emit('probe.Continued', '{}', causation_id => $1)",
+        &[&other],
+    )
+    .await;
+    let created: Uuid = one(
+        &tx,
+        "SELECT id FROM spine.events WHERE subject = 'entity/' || $1::uuid::text",
+        &[&entity],
+    )
+    .await;
+    for (id, cause, chain) in [
+        (created, start, start),
+        (plain, start, start),
+        (explicit, other, other),
+    ] {
+        let r = tx
+            .query_one(
+                "SELECT causation_id, correlation_id FROM spine.events WHERE id = $1",
+                &[&id],
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            (r.get::<_, Option<Uuid>>(0), r.get::<_, Uuid>(1)),
+            (Some(cause), chain)
+        );
+    }
+    tx.execute("SELECT set_config('spine.causation_id', 'nope', true)", &[])
+        .await
+        .unwrap();
+    let err = tx
+        .execute("SELECT spine.emit('probe.Continued', '{}')", &[])
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&err), Some("22023"), "{err:?}");
+}

@@ -102,10 +102,26 @@ async fn plugin_acts_only_within_manifest_and_consent() {
         !authorize(&mut db, Some(bob), &p, "secrets.read", "TOKEN").await,
         "bob did not consent"
     );
+    // service_role without a user is a system job: the manifest is its bound.
     assert!(
-        !authorize(&mut db, None, &p, "secrets.read", "TOKEN").await,
-        "no user"
+        authorize(&mut db, None, &p, "secrets.read", "TOKEN").await,
+        "service_role, declared"
     );
+    assert!(
+        !authorize(&mut db, None, &p, "secrets.read", "OTHER").await,
+        "service_role, not declared"
+    );
+    // The function host asking for a caller that is neither a user nor service_role.
+    let tx = db.transaction().await.unwrap();
+    act_as(&tx, "spine_functions", json!({"role": "anon"})).await;
+    let anon: bool = one(
+        &tx,
+        "SELECT spine.authorize('plugin:' || $1, 'secrets.read', 'TOKEN')",
+        &[&p],
+    )
+    .await;
+    tx.commit().await.unwrap();
+    assert!(!anon, "no user to act for");
     assert!(
         !authorize(
             &mut db,
@@ -130,7 +146,7 @@ async fn plugin_acts_only_within_manifest_and_consent() {
         .iter()
         .map(|r| (r.get(0), r.get(1), r.get(2)))
         .collect();
-    assert_eq!(summary.len(), 7, "{summary:#?}");
+    assert_eq!(summary.len(), 9, "{summary:#?}");
     assert_eq!(summary[0], ("policy.allowed".into(), Some(alice), None));
     assert!(
         summary[2]
@@ -145,8 +161,17 @@ async fn plugin_acts_only_within_manifest_and_consent() {
         "{summary:#?}"
     );
     assert_eq!(summary[5].1, Some(bob));
+    assert_eq!(summary[6], ("policy.allowed".into(), None, None));
     assert!(
-        summary[6].2.as_deref().unwrap().contains("no user"),
+        summary[7]
+            .2
+            .as_deref()
+            .unwrap()
+            .contains("does not declare"),
+        "{summary:#?}"
+    );
+    assert!(
+        summary[8].2.as_deref().unwrap().contains("no user"),
         "{summary:#?}"
     );
 }

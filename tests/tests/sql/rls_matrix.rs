@@ -93,7 +93,8 @@ async fn attempt(db: &mut Client, who: &Principal, sql: &str) -> Result<i64, Str
 
 /// Gives both users rows in every table that has owners: events, live and
 /// archived jobs, consents and the audit rows those actions write, a rule, its
-/// firing and the state it sets, a source, a raw record, entities, a key, an edge.
+/// firing and the state it sets, a source, a raw record, entities, a key, an
+/// edge, a schedule (on February 31st: it never fires).
 async fn seed(db: &mut Client, users: [Uuid; 2]) {
     let queue = format!("m{}", Uuid::new_v4().simple());
     db.execute(
@@ -126,7 +127,8 @@ async fn seed(db: &mut Client, users: [Uuid; 2]) {
              SELECT spine.emit('matrix.RowWritten', '{{}}'); \
              SELECT spine.enqueue('{queue}', '{{}}'); \
              SELECT spine.enqueue('{queue}', '{{}}', idempotency_key => 'archived'); \
-             SELECT spine.grant_consent('{plugin}', ARRAY['*']);"
+             SELECT spine.grant_consent('{plugin}', ARRAY['*']); \
+             SELECT spine.schedule('matrix', '0 0 31 2 *', '{queue}', '{{}}');"
         ))
         .await
         .unwrap();

@@ -396,18 +396,39 @@ async fn loop_guard_stops_a_rule_retriggering_itself() {
         let (pings, firings) = chain_counts(&db, first, "loop.Pinged").await;
         assert_eq!(firings, depth, "max depth {depth}");
         assert_eq!(pings, depth + 1, "max depth {depth}");
+        // The match the guard stopped is on record, with why.
+        let stopped: Vec<String> = db
+            .query(
+                "SELECT stopped FROM spine.rule_firings WHERE correlation_id = $1 AND stopped IS NOT NULL",
+                &[&first],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        assert_eq!(stopped.len(), 1, "max depth {depth}: {stopped:?}");
+        assert!(
+            stopped[0].contains(
+                "spine.rules_max_depth = {depth}"
+                    .replace("{depth}", &depth.to_string())
+                    .as_str()
+            ),
+            "{stopped:?}"
+        );
     }
     db.batch_execute("RESET spine.rules_max_depth")
         .await
         .unwrap();
 }
 
-/// (events of `event_type`, rule firings) in the chain that started with `first`.
+/// (events of `event_type`, rule firings) in the chain that started with `first`;
+/// matches the loop guard stopped are not firings.
 async fn chain_counts(db: &Client, first: Uuid, event_type: &str) -> (i64, i64) {
     let r = db
         .query_one(
             "SELECT (SELECT count(*) FROM spine.events WHERE correlation_id = $1 AND type = $2), \
-                    (SELECT count(*) FROM spine.rule_firings WHERE correlation_id = $1)",
+                    (SELECT count(*) FROM spine.rule_firings WHERE correlation_id = $1 AND stopped IS NULL)",
             &[&first, &event_type],
         )
         .await

@@ -468,3 +468,111 @@ async fn an_existing_vault_schema_is_used() {
         .await
         .unwrap();
 }
+
+/// A user's own secrets (BYOK): stored as `<uid>/<NAME>`, listed by name only,
+/// replaced and deleted by their owner, invisible to other users; bad input is a
+/// clear error; every change is audited without the value.
+#[tokio::test]
+async fn users_keep_their_own_secrets() {
+    let mut db = connect().await;
+    let (alice, bob) = (Uuid::new_v4(), Uuid::new_v4());
+    let as_user = async |db: &mut Client,
+                         who: Option<Uuid>,
+                         sql: &str,
+                         params: &[&(dyn tokio_postgres::types::ToSql + Sync)]| {
+        let tx = db.transaction().await.unwrap();
+        let claims = who.map_or(
+            json!({"role": "anon"}),
+            |u| json!({"sub": u.to_string(), "role": "authenticated"}),
+        );
+        let role = if who.is_some() {
+            "authenticated"
+        } else {
+            "anon"
+        };
+        act_as(&tx, role, claims).await;
+        let out = tx.query(sql, params).await;
+        if out.is_ok() {
+            tx.commit().await.unwrap();
+        }
+        out
+    };
+    let set = "SELECT spine.set_my_secret($1, $2)";
+    let first: Uuid = as_user(&mut db, Some(alice), set, &[&"OPENAI_KEY", &"sk-one"])
+        .await
+        .unwrap()[0]
+        .get(0);
+    let again: Uuid = as_user(&mut db, Some(alice), set, &[&"OPENAI_KEY", &"sk-two"])
+        .await
+        .unwrap()[0]
+        .get(0);
+    assert_eq!(first, again, "replaced in place");
+    let stored: String = one(
+        &db,
+        "SELECT decrypted_secret FROM vault.decrypted_secrets WHERE name = $1",
+        &[&format!("{alice}/OPENAI_KEY")],
+    )
+    .await;
+    assert_eq!(stored, "sk-two");
+    let names =
+        |rows: Vec<tokio_postgres::Row>| -> Vec<String> { rows.iter().map(|r| r.get(0)).collect() };
+    let list = "SELECT name FROM spine.my_secrets()";
+    assert_eq!(
+        names(as_user(&mut db, Some(alice), list, &[]).await.unwrap()),
+        vec!["OPENAI_KEY"]
+    );
+    assert!(names(as_user(&mut db, Some(bob), list, &[]).await.unwrap()).is_empty());
+    // Bob's delete of the same name is his own: nothing of alice's goes.
+    let delete = "SELECT spine.delete_my_secret($1)";
+    let removed: bool = as_user(&mut db, Some(bob), delete, &[&"OPENAI_KEY"])
+        .await
+        .unwrap()[0]
+        .get(0);
+    assert!(!removed);
+    for (who, sql, name, value, state) in [
+        (None, set, "OPENAI_KEY", Some("x"), "42501"),
+        (Some(alice), set, "bad name", Some("x"), "22023"),
+        (Some(alice), set, "../OTHER", Some("x"), "22023"),
+        (Some(alice), set, "EMPTY", Some(""), "22023"),
+        (Some(alice), set, "NULL", None, "22004"),
+    ] {
+        let err = as_user(&mut db, who, sql, &[&name, &value])
+            .await
+            .unwrap_err();
+        assert_eq!(sqlstate(&err), Some(state), "{name}: {err:?}");
+    }
+    let err = as_user(&mut db, Some(alice), set, &[&"BIG", &"x".repeat(70_000)])
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&err), Some("54000"), "{err:?}");
+    let removed: bool = as_user(&mut db, Some(alice), delete, &[&"OPENAI_KEY"])
+        .await
+        .unwrap()[0]
+        .get(0);
+    assert!(removed);
+    assert!(names(as_user(&mut db, Some(alice), list, &[]).await.unwrap()).is_empty());
+    seal_audit(&db).await;
+    let audited: Vec<String> = column(
+        &db,
+        "SELECT action FROM spine.audit_log WHERE target = 'secret:' || $1::uuid::text ORDER BY seq",
+        &[&first],
+    )
+    .await;
+    assert_eq!(
+        audited,
+        vec![
+            "vault.secret_created",
+            "vault.secret_updated",
+            "vault.secret_decrypted",
+            "vault.secret_deleted"
+        ],
+        "the test read it back once, as service_role"
+    );
+    let leaked: i64 = one(
+        &db,
+        "SELECT count(*) FROM spine.audit_log WHERE details::text LIKE '%sk-two%' OR details::text LIKE '%sk-one%'",
+        &[],
+    )
+    .await;
+    assert_eq!(leaked, 0, "values never reach the audit log");
+}

@@ -44,6 +44,8 @@ pub struct Request {
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
     pub timeout: Duration,
+    /// The chain of events the request belongs to (its `traceparent`'s trace id).
+    pub correlation_id: Option<uuid::Uuid>,
 }
 
 /// Reads the payload as an [`HttpJob`] (one definition with the rules that write
@@ -81,6 +83,7 @@ pub fn parse(payload: &serde_json::Value) -> Result<Request, String> {
         headers,
         body,
         timeout,
+        correlation_id: job.correlation_id,
     })
 }
 
@@ -96,6 +99,17 @@ impl Handler for HttpHandler {
                 .header("Content-Type", "application/json");
             for (k, v) in &req.headers {
                 builder = builder.header(k.as_str(), v.as_str());
+            }
+            // The payload's own traceparent (a caller's trace) wins.
+            if !req
+                .headers
+                .iter()
+                .any(|(k, _)| k.eq_ignore_ascii_case("traceparent"))
+            {
+                builder = builder.header(
+                    "traceparent",
+                    spine_core::trace::traceparent(req.correlation_id, job.id),
+                );
             }
             let response = builder.body(req.body).send().await.map_err(|e| {
                 if e.is_timeout() {

@@ -118,6 +118,10 @@ impl WebhookHandler {
             signing::spine_signature(&target.key, &body),
         ));
         signed.push(("x-spine-webhook".to_string(), name.to_string()));
+        signed.push((
+            "traceparent".to_string(),
+            spine_core::trace::traceparent(spec.correlation_id, job.id),
+        ));
         let (url, headers, timeout_ms) = match &target.target {
             WebhookTarget::Url {
                 url,
@@ -130,7 +134,7 @@ impl WebhookHandler {
                     function,
                     body,
                     job,
-                    None,
+                    spec.causation_id,
                     spec.actor.as_ref(),
                     signed,
                 )

@@ -54,9 +54,11 @@ async fn fire(db: &tokio_postgres::Client, table: &str, hook: &str, item: &str, 
     webhook_job(db, hook).await
 }
 
-/// Starts a worker for the webhook queues and waits until job `id` completed.
-async fn deliver(db: &tokio_postgres::Client, id: i64) -> Worker {
-    let worker = job_runner("webhook.*", &[]);
+/// Starts a worker for `hook`'s queue and waits until job `id` completed. Each
+/// test's workers serve only its own webhook: a worker stopped at the end of one
+/// test must not hold a lease on another test's job.
+async fn deliver(db: &tokio_postgres::Client, hook: &str, id: i64) -> Worker {
+    let worker = job_runner(&format!("webhook.{hook}=webhook"), &[]);
     wait_until("delivered", Duration::from_secs(30), || async {
         completed(db, id).await
     })
@@ -88,7 +90,7 @@ async fn webhook_is_retried_signed_and_recorded() {
     )
     .await;
     let id = fire(&db, &table, &hook, "pen", 2).await;
-    let _worker = deliver(&db, id).await;
+    let _worker = deliver(&db, &hook, id).await;
 
     let received = receiver.received.lock().unwrap().clone();
     assert_eq!(received.len(), 3, "two failures, one success");
@@ -121,6 +123,13 @@ async fn webhook_is_retried_signed_and_recorded() {
     );
     assert_eq!(receiver.header(2, "x-tenant").as_deref(), Some("acme"));
     assert_eq!(receiver.header(2, "x-spine-webhook"), Some(hook.clone()));
+    // A write outside any chain: a trace of the job's own, the same on each retry.
+    for n in 0..3 {
+        assert_eq!(
+            receiver.header(n, "traceparent"),
+            Some(format!("00-7370696e656a6f62{id:016x}-{id:016x}-01"))
+        );
+    }
 
     let rows = db
         .query(
@@ -143,6 +152,37 @@ async fn webhook_is_retried_signed_and_recorded() {
     );
 }
 
+/// A write caused by an event (`spine.causation_id` set, as the function host
+/// does for a job's function) is delivered with that event's chain as the trace
+/// id of its W3C `traceparent`, so the receiver's traces join Spine's chain.
+#[tokio::test]
+async fn webhook_carries_the_writes_chain_as_traceparent() {
+    let mut db = db().await;
+    let receiver = Hook::start(|_| (200, Duration::ZERO)).await;
+    let (table, hook) = table_with_webhook(&db, json!({"url": receiver.url})).await;
+    let cause: Uuid = spine_tests::one(&db, "SELECT spine.emit('probe.Started', '{}')", &[]).await;
+    let tx = db.transaction().await.unwrap();
+    tx.execute(
+        "SELECT set_config('spine.causation_id', $1, true)",
+        &[&cause.to_string()],
+    )
+    .await
+    .unwrap();
+    tx.execute(
+        &format!("INSERT INTO {table} (item, qty) VALUES ('pen', 1)"),
+        &[],
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    let id = webhook_job(&db, &hook).await;
+    let _worker = deliver(&db, &hook, id).await;
+    assert_eq!(
+        receiver.header(0, "traceparent"),
+        Some(format!("00-{}-{id:016x}-01", cause.simple()))
+    );
+}
+
 /// kill -9 of the worker while a delivery hangs: the lease passes, a second worker
 /// delivers again with the same Idempotency-Key, and the job completes once.
 #[tokio::test]
@@ -155,7 +195,10 @@ async fn webhook_delivery_survives_worker_kill_9() {
     .await;
     let (table, hook) = table_with_webhook(&db, json!({"url": receiver.url})).await;
     let id = fire(&db, &table, &hook, "ink", 1).await;
-    let mut first = job_runner("webhook.*", &[("SPINE_JOB_LEASE_SECS", "1")]);
+    let mut first = job_runner(
+        &format!("webhook.{hook}=webhook"),
+        &[("SPINE_JOB_LEASE_SECS", "1")],
+    );
     wait_until(
         "first delivery under way",
         Duration::from_secs(20),
@@ -163,7 +206,10 @@ async fn webhook_delivery_survives_worker_kill_9() {
     )
     .await;
     first.kill9();
-    let _second = job_runner("webhook.*", &[("SPINE_JOB_LEASE_SECS", "1")]);
+    let _second = job_runner(
+        &format!("webhook.{hook}=webhook"),
+        &[("SPINE_JOB_LEASE_SECS", "1")],
+    );
     wait_until(
         "delivered by the second worker",
         Duration::from_secs(30),
@@ -204,7 +250,10 @@ async fn webhook_concurrency_cap_holds() {
         .unwrap();
     }
     let queue = format!("webhook.{hook}");
-    let _worker = job_runner("webhook.*", &[("SPINE_JOB_CONCURRENCY", "16")]);
+    let _worker = job_runner(
+        &format!("webhook.{hook}=webhook"),
+        &[("SPINE_JOB_CONCURRENCY", "16")],
+    );
     let mut most = 0i64;
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while receiver.count() < 4 || most == 0 {
@@ -249,7 +298,7 @@ async fn webhook_to_a_function() {
     deploy_example(&db, "hello").await;
     let (table, hook) = table_with_webhook(&db, json!({"function": "hello"})).await;
     let id = fire(&db, &table, &hook, "cup", 4).await;
-    let _worker = deliver(&db, id).await;
+    let _worker = deliver(&db, &hook, id).await;
     let (status, response): (Option<i32>, Option<String>) = {
         let row = db
             .query_one(
@@ -374,7 +423,7 @@ async fn standard_webhooks_signatures_survive_a_secret_rotation() {
     assert!(first.starts_with("whsec_"), "{first}");
 
     let id = fire(&db, &table, &hook, "pen", 1).await;
-    drop(deliver(&db, id).await);
+    drop(deliver(&db, &hook, id).await);
     assert_eq!(standard_verify(&receiver, 0, &first), Ok(()));
     assert_eq!(receiver.header(0, "webhook-id"), Some(id.to_string()));
     assert!(standard_verify(&receiver, 0, "whsec_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA").is_err());
@@ -393,7 +442,7 @@ async fn standard_webhooks_signatures_survive_a_secret_rotation() {
     db.execute(&format!("UPDATE {table} SET qty = 2"), &[])
         .await
         .unwrap();
-    let worker = job_runner("webhook.*", &[]);
+    let worker = job_runner(&format!("webhook.{hook}=webhook"), &[]);
     wait_until("second delivery", Duration::from_secs(30), || async {
         receiver.count() >= 2
     })
@@ -412,7 +461,7 @@ async fn standard_webhooks_signatures_survive_a_secret_rotation() {
     db.execute(&format!("UPDATE {table} SET qty = 3"), &[])
         .await
         .unwrap();
-    let worker = job_runner("webhook.*", &[]);
+    let worker = job_runner(&format!("webhook.{hook}=webhook"), &[]);
     wait_until("third delivery", Duration::from_secs(30), || async {
         receiver.count() >= 3
     })
