@@ -36,6 +36,8 @@ pub struct HostConfig {
     /// Schemas `ctx.db` reaches (the first is the default): PostgREST's exposed
     /// schemas.
     pub db_schemas: Vec<String>,
+    /// Failures in a row that disable a plugin (0: never); see [`crate::health`].
+    pub disable_after: u32,
 }
 
 impl HostConfig {
@@ -55,6 +57,7 @@ impl HostConfig {
             concurrency: 16,
             cache_ttl: Duration::from_secs(2),
             db_schemas: vec!["public".into(), "spine".into()],
+            disable_after: crate::health::disable_after_from_env(),
         }
     }
 }
@@ -142,6 +145,8 @@ pub struct Host {
     cache: Mutex<HashMap<String, Cached>>,
     /// Register into the process's registry to serve them.
     pub metrics: crate::metrics::FunctionMetrics,
+    /// Per-plugin health, reported to `spine.plugin_health`.
+    health: Arc<crate::health::Health>,
 }
 
 impl Host {
@@ -168,6 +173,7 @@ impl Host {
             slots: Arc::new(Semaphore::new(config.concurrency)),
             cache: Mutex::new(HashMap::new()),
             metrics: Default::default(),
+            health: crate::health::Health::new(config.disable_after),
             config,
         })
     }
@@ -184,6 +190,7 @@ impl Host {
         let started = std::time::Instant::now();
         let result = self.run_invocation(name, request, caller, causation).await;
         let outcome = match &result {
+            Ok(r) if r.status >= 500 => "status_5xx",
             Ok(_) => "ok",
             Err(HostError::NotFound(_)) => "not_found",
             Err(HostError::Disabled(_)) => "disabled",
@@ -195,9 +202,42 @@ impl Host {
             Err(HostError::Invoke(InvokeError::BadModule(_))) => "bad_module",
             Err(HostError::Invoke(InvokeError::NeverSettled)) => "never_settled",
         };
-        self.metrics
-            .record(name, outcome, started.elapsed().as_secs_f64());
+        let seconds = started.elapsed().as_secs_f64();
+        self.metrics.record(name, outcome, seconds);
+        self.track_health(name, outcome, &result, seconds);
         result
+    }
+
+    /// Counts the invocation for its plugin's health (and starts reporting it).
+    fn track_health(
+        self: &Arc<Self>,
+        name: &str,
+        outcome: &'static str,
+        result: &Result<Response, HostError>,
+        seconds: f64,
+    ) {
+        use crate::health::Verdict;
+        let verdict = match result {
+            Ok(r) if r.status >= 500 => Verdict::Failed(format!("answered {}", r.status)),
+            Ok(_) => Verdict::Ok,
+            Err(HostError::Invoke(InvokeError::LimitExceeded(_))) => {
+                Verdict::LimitHit(outcome.into())
+            }
+            Err(e @ HostError::Invoke(_)) => Verdict::Failed(e.to_string()),
+            Err(_) => Verdict::NotCounted,
+        };
+        self.health.record(name, verdict, seconds * 1000.0);
+        let host = Arc::downgrade(self);
+        self.health.start(self.db.clone(), move |plugin| {
+            if let Some(host) = host.upgrade() {
+                host.forget(plugin);
+            }
+        });
+    }
+
+    /// Drops a function from the cache: the next call reads it again.
+    fn forget(&self, name: &str) {
+        self.cache.lock().expect("cache lock").remove(name);
     }
 
     /// The pool's figures, copied into the metrics (call before rendering them).

@@ -6,6 +6,8 @@
 //!   [`invokers`]: the threads they run on; [`capabilities`]: what a function may
 //!   ask of the host (secrets, fetch, emit, [`sql`] `ctx.db`), each checked.
 //! - [`server`]: `POST /functions/v1/{name}` with [`jwt`] verification.
+//! - [`health`]: per-plugin outcomes reported to `spine.plugin_health`, and a
+//!   plugin that keeps failing disabled.
 //! - [`deploy`]: `spine-functions deploy` from a folder; [`config`]: settings.
 //!   Database sessions for host calls come from a [`spine_db::Pool`].
 //!
@@ -16,6 +18,7 @@ pub mod capabilities;
 pub mod config;
 pub mod deploy;
 pub mod engine;
+pub mod health;
 pub mod host;
 pub mod invokers;
 pub mod jwt;

@@ -17,8 +17,9 @@ pub struct FunctionLabel {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct InvocationLabels {
     pub function: String,
-    /// `ok` (a Response), `threw`, `limit_cpu`, `limit_memory`, `limit_wall`,
-    /// `bad_module`, `never_settled`, `not_found`, `disabled`, `database`.
+    /// `ok` (a Response below 500), `status_5xx` (a Response of 500 or more),
+    /// `threw`, `limit_cpu`, `limit_memory`, `limit_wall`, `bad_module`,
+    /// `never_settled`, `not_found`, `disabled`, `database`.
     pub outcome: &'static str,
 }
 

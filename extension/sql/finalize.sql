@@ -13,6 +13,7 @@ SELECT pg_catalog.pg_extension_config_dump('spine.queues', '');
 SELECT pg_catalog.pg_extension_config_dump('spine.jobs', '');
 SELECT pg_catalog.pg_extension_config_dump('spine.jobs_archive', '');
 SELECT pg_catalog.pg_extension_config_dump('spine.schedules', '');
+SELECT pg_catalog.pg_extension_config_dump('spine.plugin_health', '');
 SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('spine.schedules', 'id')::regclass, '');
 SELECT pg_catalog.pg_extension_config_dump('spine.entities', '');
 SELECT pg_catalog.pg_extension_config_dump('spine.entity_keys', '');
@@ -91,8 +92,12 @@ GRANT EXECUTE ON FUNCTION
     spine.release_jobs(bigint[], text),
     spine.redrive(text),
     spine.reclaim_expired_leases(text[]),
-    spine.jobs_maintenance()
+    spine.jobs_maintenance(),
+    spine.snooze_job(bigint, timestamptz, text)
     TO service_role;
+GRANT EXECUTE ON FUNCTION
+    spine.enqueue_debounced(text, jsonb, text, interval, interval, spine.job_priority, integer)
+    TO authenticated, service_role;
 -- Users schedule for themselves (checked inside); pg_cron alone fires them.
 GRANT EXECUTE ON FUNCTION
     spine.schedule(text, text, text, jsonb, spine.job_priority, uuid),
@@ -206,6 +211,10 @@ COMMENT ON FUNCTION spine.set_my_secret(text, text) IS
     'Stores or replaces one of the caller''s own secrets as <user id>/<name> in the vault (for plugins the user consents to read it); returns its vault id. Audited.';
 COMMENT ON FUNCTION spine.delete_my_secret(text) IS 'Deletes one of the caller''s own secrets; false when there was none. Audited.';
 COMMENT ON FUNCTION spine.my_secrets() IS 'Names of the caller''s own secrets (never values), with when each was stored and changed.';
+-- The function hosts report per-plugin health.
+GRANT EXECUTE ON FUNCTION
+    spine.record_plugin_health(text, integer, integer, integer, double precision, integer, text, integer)
+    TO service_role, spine_functions;
 -- The entities RLS policy asks it as the querying user.
 GRANT EXECUTE ON FUNCTION spine.plugin_may(text, text) TO authenticated, service_role, spine_functions;
 COMMENT ON FUNCTION spine.plugin_may(text, text) IS

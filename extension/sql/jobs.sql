@@ -81,7 +81,10 @@ CREATE TABLE spine.jobs (
     worker          text,
     errors          jsonb NOT NULL DEFAULT '[]'::jsonb,
     created_at      timestamptz NOT NULL DEFAULT now(),
-    updated_at      timestamptz NOT NULL DEFAULT now()
+    updated_at      timestamptz NOT NULL DEFAULT now(),
+    -- spine.enqueue_debounced's key: while a job with it waits, another enqueue
+    -- with the key moves that job (and takes its payload) instead of adding one.
+    debounce_key    text
 );
 -- What fetch_jobs walks: ready jobs (queued, retrying: the enum's first two) of a
 -- queue in serving order. One comparison, not an IN list: a FOR UPDATE scan
@@ -93,6 +96,9 @@ CREATE INDEX jobs_running_idx ON spine.jobs (queue, lease_until) WHERE state = '
 CREATE INDEX jobs_dead_idx ON spine.jobs (queue) WHERE state = 'dead';
 -- Users' own jobs (RLS); system jobs (no owner) stay out of it.
 CREATE INDEX jobs_owner_idx ON spine.jobs (owner_id) WHERE owner_id IS NOT NULL;
+-- The waiting job of a debounce key (only debounced jobs are in it).
+CREATE INDEX jobs_debounce_idx ON spine.jobs (queue, debounce_key)
+    WHERE debounce_key IS NOT NULL AND state < 'running';
 -- One live job per (queue, owner, key).
 CREATE UNIQUE INDEX jobs_idempotency_idx
     ON spine.jobs (queue, coalesce(owner_id, '00000000-0000-0000-0000-000000000000'), idempotency_key)
@@ -855,6 +861,101 @@ END
 $$;
 COMMENT ON FUNCTION spine.unschedule(text, uuid) IS
     'Removes one of the caller''s recurring jobs (service_role: owner''s, or the system schedule) and its pg_cron entry; false if there was none.';
+
+-- Flow control.
+--
+-- Snooze: a running job goes back to its queue until `until` without spending the
+-- attempt or recording an error (the worker does it when a handler is told to
+-- come back later: an answer 429/503 with Retry-After).
+CREATE FUNCTION spine.snooze_job(id bigint, until timestamptz, worker text DEFAULT NULL) RETURNS boolean
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    q text;
+BEGIN
+    IF id IS NULL OR until IS NULL THEN
+        RAISE EXCEPTION 'id and until must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    UPDATE spine.jobs j
+       SET state = 'queued', run_at = greatest(until, now()), attempts = greatest(j.attempts - 1, 0),
+           lease_until = NULL, worker = NULL, updated_at = now()
+     WHERE j.id = snooze_job.id AND j.state = 'running'
+       AND (snooze_job.worker IS NULL OR j.worker = snooze_job.worker)
+    RETURNING j.queue INTO q;
+    IF q IS NULL THEN
+        RETURN false;
+    END IF;
+    PERFORM spine.wake_runners(q, greatest(until, now()));
+    RETURN true;
+END
+$$;
+COMMENT ON FUNCTION spine.snooze_job(bigint, timestamptz, text) IS
+    'Puts a running job back until `until` without spending its attempt or recording an error; false when it is not running (for this worker).';
+
+-- Debounce: the first enqueue of a key waits `debounce`; each further one while it
+-- waits moves it to now() + debounce (never past its creation + max_delay) and
+-- replaces its payload, so a burst of triggers runs one job, with the last payload.
+CREATE FUNCTION spine.enqueue_debounced(
+    queue text,
+    payload jsonb,
+    debounce_key text,
+    debounce interval,
+    max_delay interval DEFAULT NULL,
+    priority spine.job_priority DEFAULT 'interactive',
+    max_attempts integer DEFAULT 5
+) RETURNS bigint
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+DECLARE
+    owner uuid := auth.uid();
+    job_id bigint;
+    first_at timestamptz;
+    due timestamptz;
+BEGIN
+    PERFORM spine.check_enqueue_allowed(enqueue_debounced.queue);
+    IF enqueue_debounced.payload IS NULL OR enqueue_debounced.priority IS NULL THEN
+        RAISE EXCEPTION 'payload and priority must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF enqueue_debounced.debounce_key IS NULL OR enqueue_debounced.debounce_key = ''
+       OR length(enqueue_debounced.debounce_key) > 200 THEN
+        RAISE EXCEPTION 'debounce_key must be 1 to 200 characters' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF enqueue_debounced.debounce IS NULL OR enqueue_debounced.debounce < interval '0'
+       OR enqueue_debounced.debounce > interval '1 day' THEN
+        RAISE EXCEPTION 'debounce must be between 0 and 1 day' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF enqueue_debounced.max_delay IS NOT NULL AND enqueue_debounced.max_delay < enqueue_debounced.debounce THEN
+        RAISE EXCEPTION 'max_delay must be at least debounce' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF enqueue_debounced.max_attempts IS NULL OR enqueue_debounced.max_attempts < 1 THEN
+        RAISE EXCEPTION 'max_attempts must be at least 1' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    -- One debounced enqueue of a key at a time (concurrent triggers of one burst).
+    PERFORM spine.lock_idempotency_key(enqueue_debounced.queue, owner, 'debounce:' || enqueue_debounced.debounce_key);
+    SELECT j.id, j.created_at INTO job_id, first_at FROM spine.jobs j
+     WHERE j.queue = enqueue_debounced.queue AND j.debounce_key = enqueue_debounced.debounce_key
+       AND spine.job_owner_key(j.owner_id) = spine.job_owner_key(owner)
+       AND j.state < 'running'
+     FOR UPDATE;
+    due := now() + enqueue_debounced.debounce;
+    IF job_id IS NOT NULL THEN
+        IF enqueue_debounced.max_delay IS NOT NULL THEN
+            due := least(due, first_at + enqueue_debounced.max_delay);
+        END IF;
+        UPDATE spine.jobs j SET payload = enqueue_debounced.payload, run_at = due,
+               priority = enqueue_debounced.priority, updated_at = now()
+         WHERE j.id = job_id;
+    ELSE
+        INSERT INTO spine.jobs (queue, owner_id, priority, payload, run_at, max_attempts, debounce_key)
+        VALUES (enqueue_debounced.queue, owner, enqueue_debounced.priority, enqueue_debounced.payload, due,
+                enqueue_debounced.max_attempts, enqueue_debounced.debounce_key)
+        RETURNING id INTO job_id;
+    END IF;
+    PERFORM spine.wake_runners(enqueue_debounced.queue, due);
+    RETURN job_id;
+END
+$$;
+COMMENT ON FUNCTION spine.enqueue_debounced(text, jsonb, text, interval, interval, spine.job_priority, integer) IS
+    'Enqueues a job due after debounce, or, while one with this debounce_key waits, moves it to now() + debounce (at most its creation + max_delay) with the new payload; returns its id.';
 
 -- Access: users read their own jobs; every write goes through the functions above.
 ALTER TABLE spine.jobs ENABLE ROW LEVEL SECURITY;

@@ -442,7 +442,14 @@ impl Hook {
                         };
                         let (status, delay) = respond(n);
                         tokio::time::sleep(delay).await;
-                        let reply = format!("HTTP/1.1 {status} X\r\ncontent-length: 2\r\n\r\nok");
+                        // "Come back later" says when: a second.
+                        let retry = if status == 429 {
+                            "retry-after: 1\r\n"
+                        } else {
+                            ""
+                        };
+                        let reply =
+                            format!("HTTP/1.1 {status} X\r\n{retry}content-length: 2\r\n\r\nok");
                         if stream.write_all(reply.as_bytes()).await.is_err() {
                             return;
                         }

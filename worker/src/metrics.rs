@@ -306,14 +306,15 @@ pub struct RunGuard {
 }
 
 impl RunGuard {
-    pub fn finished(self, succeeded: bool) {
+    /// `outcome`: `completed`, `failed` or `snoozed`.
+    pub fn finished(self, outcome: &'static str) {
         self.run_seconds
             .get_or_create(&self.label)
             .observe(self.started.elapsed().as_secs_f64());
         self.attempts
             .get_or_create(&AttemptLabels {
                 queue: self.label.queue.clone(),
-                outcome: if succeeded { "completed" } else { "failed" },
+                outcome,
             })
             .inc();
     }
@@ -467,7 +468,7 @@ mod tests {
             text.contains("# TYPE spine_relay_lag_seconds gauge"),
             "{text}"
         );
-        run.finished(false);
+        run.finished("failed");
         let text = m.render();
         assert!(
             text.contains("spine_jobs_running{queue=\"mail\"} 0\n"),

@@ -543,3 +543,115 @@ async fn ctx_db_binds_parameters_by_their_catalog_type() {
     };
     assert_eq!(job, (Some(alice), "background".to_string(), true));
 }
+
+/// Per-plugin health: every invocation is counted in spine.plugin_health and
+/// /metrics; a plugin that fails SPINE_FUNCTIONS_DISABLE_AFTER times in a row is
+/// disabled (audited) and answers 403 until service_role enables it again, which
+/// starts its run afresh.
+#[tokio::test]
+async fn a_plugin_that_keeps_failing_is_disabled() {
+    let db = connect().await;
+    let name = deploy(
+        &db,
+        json!({}),
+        json!({"wall_ms": 5000}),
+        r#"Deno.serve(async (req) => {
+             const { fail } = await req.json();
+             if (fail) throw new Error("upstream is down");
+             return new Response("ok");
+           });"#,
+    )
+    .await;
+    let server = Server::start_with(&[("SPINE_FUNCTIONS_DISABLE_AFTER", "3")]).await;
+    let token = token_for(Uuid::new_v4());
+    let (status, _) = server
+        .call(&name, Some(&token), json!({"fail": false}))
+        .await;
+    assert_eq!(status, 200);
+    for _ in 0..3 {
+        let (status, body) = server
+            .call(&name, Some(&token), json!({"fail": true}))
+            .await;
+        assert_eq!(status, 500, "{body}");
+    }
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (status, body) = server
+            .call(&name, Some(&token), json!({"fail": false}))
+            .await;
+        if status == 403 {
+            assert_eq!(body["code"], "FUNCTION_DISABLED");
+            break;
+        }
+        assert!(Instant::now() < deadline, "not disabled: {status} {body}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let row = db
+        .query_one(
+            "SELECT h.failures, h.limit_hits, h.failures_in_a_row, h.auto_disabled_at IS NOT NULL, \
+                    h.last_error, h.last_ok_at IS NOT NULL, p.enabled \
+               FROM spine.plugin_health h JOIN spine.plugins p ON p.name = h.plugin WHERE h.plugin = $1",
+            &[&name],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            row.get::<_, i64>(0),
+            row.get::<_, i64>(1),
+            row.get::<_, i32>(2),
+            row.get::<_, bool>(3),
+            row.get::<_, bool>(5),
+            row.get::<_, bool>(6),
+        ),
+        (3, 0, 3, true, true, false)
+    );
+    assert!(
+        row.get::<_, String>(4).contains("upstream is down"),
+        "{:?}",
+        row.get::<_, String>(4)
+    );
+    spine_tests::seal_audit(&db).await;
+    let audited: i64 = one(
+        &db,
+        "SELECT count(*) FROM spine.audit_log WHERE action = 'plugin.auto_disabled' AND target = $1",
+        &[&format!("plugin:{name}")],
+    )
+    .await;
+    assert_eq!(audited, 1);
+    let metrics = reqwest::get(format!("{}/metrics", server.url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(&format!(
+            "function_invocations_total{{function=\"{name}\",outcome=\"threw\"}} 3"
+        )),
+        "{metrics}"
+    );
+
+    // Enabled again by the operator: a fresh run, and it answers.
+    db.execute("SELECT spine.set_plugin_enabled($1, true)", &[&name])
+        .await
+        .unwrap();
+    let streak: i32 = one(
+        &db,
+        "SELECT failures_in_a_row FROM spine.plugin_health WHERE plugin = $1",
+        &[&name],
+    )
+    .await;
+    assert_eq!(streak, 0);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (status, _) = server
+            .call(&name, Some(&token), json!({"fail": false}))
+            .await;
+        if status == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "still {status}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

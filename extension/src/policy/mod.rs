@@ -107,6 +107,15 @@ fn set_plugin_enabled(name: Option<&str>, enabled: Option<bool>) -> Result<bool,
         }
         .into());
     }
+    if enabled {
+        // A fresh start: the failures that disabled it do not count against it.
+        Spi::run_with_args(
+            "UPDATE spine.plugin_health SET failures_in_a_row = 0, auto_disabled_at = NULL \
+              WHERE plugin = $1",
+            &[name.into()],
+        )
+        .map_err(internal("set plugin enabled"))?;
+    }
     let action = if enabled {
         "plugin.enabled"
     } else {

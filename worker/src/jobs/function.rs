@@ -6,9 +6,10 @@
 //! acts for the job's owner (RLS, consents), and what it emits is caused by
 //! `event_id`, so the rules' loop guard follows the chain through it. A job without
 //! owner acts for the `actor` it recorded (a webhook's writer), else service_role. A 2xx
-//! answer completes the job; anything else fails it (retried with backoff).
+//! answer completes the job; 429 or 503 with `Retry-After: <seconds>` snoozes it
+//! (no attempt spent); anything else fails it (retried with backoff).
 
-use super::handler::{Handler, HandlerFuture, Job};
+use super::handler::{Handler, HandlerFuture, Job, JobError};
 use spine_core::jobs::payloads::{self, Actor, FunctionJob};
 use spine_functions::engine::{Request, Response};
 use spine_functions::host::{Caller, Host};
@@ -52,18 +53,26 @@ pub async fn call(
         .map_err(|e| format!("function {name}: {e}"))
 }
 
-pub fn check_status(name: &str, response: &Response) -> Result<(), String> {
+pub fn check_status(name: &str, response: &Response) -> Result<(), JobError> {
     if (200..300).contains(&response.status) {
         return Ok(());
+    }
+    let retry_after = response
+        .headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("retry-after"))
+        .map(|(_, v)| v.as_str());
+    if let Some(wait) = super::handler::snooze_for(response.status, retry_after) {
+        return Err(JobError::Snooze(wait));
     }
     let snippet: String = String::from_utf8_lossy(&response.body)
         .chars()
         .take(300)
         .collect();
-    Err(format!(
+    Err(JobError::Failed(format!(
         "function {name} answered {}: {snippet}",
         response.status
-    ))
+    )))
 }
 
 impl Handler for FunctionHandler {

@@ -32,8 +32,45 @@ impl Job {
     }
 }
 
-/// Why a job failed; recorded in its error history (never with secrets).
-pub type JobError = String;
+/// Why a job did not complete.
+#[derive(Debug, Clone, PartialEq)]
+pub enum JobError {
+    /// It failed: recorded in its error history (never with secrets), retried
+    /// with backoff until its attempts run out.
+    Failed(String),
+    /// Not now (the other side said when: 429/503 with Retry-After): back to the
+    /// queue for this long, its attempt given back, no error recorded.
+    Snooze(std::time::Duration),
+}
+
+impl From<String> for JobError {
+    fn from(error: String) -> Self {
+        JobError::Failed(error)
+    }
+}
+
+impl std::fmt::Display for JobError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            JobError::Failed(e) => f.write_str(e),
+            JobError::Snooze(d) => write!(f, "snoozed for {d:?}"),
+        }
+    }
+}
+
+/// The longest snooze a Retry-After may ask for.
+pub const MAX_SNOOZE: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// A snooze when an answer says "come back later": 429 or 503 with
+/// `Retry-After: <seconds>` (at least 1 s, at most [`MAX_SNOOZE`]). A date form or
+/// any other answer is not a snooze.
+pub fn snooze_for(status: u16, retry_after: Option<&str>) -> Option<std::time::Duration> {
+    if status != 429 && status != 503 {
+        return None;
+    }
+    let seconds: u64 = retry_after?.trim().parse().ok()?;
+    Some(std::time::Duration::from_secs(seconds.max(1)).min(MAX_SNOOZE))
+}
 
 pub type HandlerFuture = Pin<Box<dyn Future<Output = Result<(), JobError>> + Send>>;
 
@@ -91,5 +128,21 @@ struct Noop;
 impl Handler for Noop {
     fn handle(&self, _job: Job) -> HandlerFuture {
         Box::pin(async { Ok(()) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn only_a_come_back_later_answer_snoozes() {
+        assert_eq!(snooze_for(429, Some("30")), Some(Duration::from_secs(30)));
+        assert_eq!(snooze_for(503, Some(" 0 ")), Some(Duration::from_secs(1)));
+        assert_eq!(snooze_for(429, Some("999999")), Some(MAX_SNOOZE));
+        assert_eq!(snooze_for(429, None), None);
+        assert_eq!(snooze_for(429, Some("Wed, 21 Oct 2026 07:28:00 GMT")), None);
+        assert_eq!(snooze_for(500, Some("30")), None);
     }
 }

@@ -3,9 +3,11 @@
 //! Payload: `{"url": "https://…", "method": "POST", "headers": {…}, "body": …,
 //! "timeout_ms": 10000}`. Without `body` the whole payload is sent. The job id is
 //! sent as `Idempotency-Key`, so a receiver can drop a redelivery. A 2xx answer
-//! completes the job; anything else fails it (and it is retried with backoff).
+//! completes the job; 429 or 503 with `Retry-After: <seconds>` snoozes it until
+//! then without spending an attempt; anything else fails it (retried with
+//! backoff).
 
-use super::handler::{Handler, HandlerFuture, Job};
+use super::handler::{snooze_for, Handler, HandlerFuture, Job, JobError};
 use spine_core::jobs::payloads::{self, HttpJob};
 use std::time::Duration;
 
@@ -122,9 +124,16 @@ impl Handler for HttpHandler {
             if status.is_success() {
                 return Ok(());
             }
+            let retry_after = response
+                .headers()
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok());
+            if let Some(wait) = snooze_for(status.as_u16(), retry_after) {
+                return Err(JobError::Snooze(wait));
+            }
             let head = read_head(response, ERROR_BODY_BYTES).await;
             let snippet: String = String::from_utf8_lossy(&head).chars().take(300).collect();
-            Err(format!("HTTP {status}: {snippet}"))
+            Err(JobError::Failed(format!("HTTP {status}: {snippet}")))
         })
     }
 }

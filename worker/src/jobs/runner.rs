@@ -13,7 +13,7 @@
 //! leasing, lets running jobs finish within the drain time, and releases the rest
 //! without counting the attempt.
 
-use super::handler::{Job, Registry};
+use super::handler::{Job, JobError, Registry};
 use crate::config::JobsConfig;
 use crate::metrics::JobMetrics;
 use std::collections::{HashMap, HashSet};
@@ -107,6 +107,7 @@ impl InFlight {
 struct Statements {
     complete: tokio_postgres::Statement,
     fail: tokio_postgres::Statement,
+    snooze: tokio_postgres::Statement,
     heartbeat: tokio_postgres::Statement,
 }
 
@@ -116,6 +117,13 @@ impl Statements {
             complete: db.prepare("SELECT spine.complete_jobs($1, $2)").await?,
             fail: db
                 .prepare("SELECT spine.fail_job($1, $2, NULL, $3)")
+                .await?,
+            // snooze_job answers false (rather than an error) for a job that is not
+            // this worker's any more: nothing to do then.
+            snooze: db
+                .prepare(
+                    "SELECT spine.snooze_job($1, now() + make_interval(secs => $2::float8), $3)",
+                )
                 .await?,
             heartbeat: db
                 .prepare("SELECT spine.heartbeat($1, make_interval(secs => $2::float8), $3)")
@@ -150,7 +158,7 @@ fn heartbeat_overdue(every: std::time::Duration) -> Instant {
         .unwrap_or_else(Instant::now)
 }
 
-type Outcome = (i64, Result<(), String>);
+type Outcome = (i64, Result<(), JobError>);
 
 async fn session(
     database: &spine_db::DbConfig,
@@ -255,9 +263,13 @@ async fn session(
                     let result = match task.await {
                         Ok(result) => result,
                         Err(e) if e.is_cancelled() => return,
-                        Err(e) => Err(format!("handler panicked: {e}")),
+                        Err(e) => Err(JobError::Failed(format!("handler panicked: {e}"))),
                     };
-                    run.finished(result.is_ok());
+                    run.finished(match &result {
+                        Ok(()) => "completed",
+                        Err(JobError::Snooze(_)) => "snoozed",
+                        Err(JobError::Failed(_)) => "failed",
+                    });
                     drop(permit);
                     let _ = done.send((id, result));
                 });
@@ -412,16 +424,29 @@ async fn record(
 ) -> anyhow::Result<()> {
     let mut i = 0;
     while i < state.unrecorded.len() {
-        let (id, Err(error)) = &state.unrecorded[i] else {
+        let (id, Err(outcome)) = &state.unrecorded[i] else {
             i += 1;
             continue;
         };
         let id = *id;
-        tracing::info!(job = id, %error, "job failed");
-        match db.query_one(&statements.fail, &[&id, error, &worker]).await {
-            Ok(_) => {
-                metrics.failed.inc();
+        let recorded = match outcome {
+            JobError::Snooze(wait) => {
+                tracing::info!(job = id, ?wait, "job snoozed");
+                db.query_one(&statements.snooze, &[&id, &wait.as_secs_f64(), &worker])
+                    .await
+                    .map(|_| ())
             }
+            JobError::Failed(error) => {
+                tracing::info!(job = id, %error, "job failed");
+                db.query_one(&statements.fail, &[&id, error, &worker])
+                    .await
+                    .map(|_| {
+                        metrics.failed.inc();
+                    })
+            }
+        };
+        match recorded {
+            Ok(()) => {}
             // Cancelled, or its lease passed and another worker has it: the job is
             // no longer ours to fail.
             Err(e) if no_longer_ours(&e) => {

@@ -11,7 +11,7 @@
 //! headers. Every attempt is recorded in `spine.webhook_deliveries`; a non-2xx
 //! answer fails the job, which the queue retries with backoff into dead letter.
 
-use super::handler::{Handler, HandlerFuture, Job};
+use super::handler::{Handler, HandlerFuture, Job, JobError};
 use super::signing;
 use serde_json::Value;
 use spine_core::jobs::payloads::{self, WebhookJob, WebhookTarget};
@@ -210,26 +210,32 @@ fn cut(body: &[u8]) -> String {
 impl Handler for Arc<WebhookHandler> {
     fn handle(&self, job: Job) -> HandlerFuture {
         let this = self.clone();
+        // Not snoozed on 429/503: every attempt is a row of webhook_deliveries, and
+        // the job retries with backoff like after any failure.
         Box::pin(async move {
-            let spec: WebhookJob = payloads::parse("webhook", &job.payload)?;
-            let name = spec.webhook.clone();
-            let started = Instant::now();
-            let attempt = this.deliver(&spec, &job).await;
-            this.record(&name, &job, &attempt, started.elapsed()).await;
-            match (attempt.status, attempt.error) {
-                (Some(s), _) if (200..300).contains(&s) => Ok(()),
-                (Some(s), _) => Err(format!(
-                    "webhook {name}: HTTP {s}: {}",
-                    attempt
-                        .response
-                        .unwrap_or_default()
-                        .chars()
-                        .take(300)
-                        .collect::<String>()
-                )),
-                (None, Some(e)) => Err(e),
-                (None, None) => Err(format!("webhook {name}: no answer")),
+            let delivered: Result<(), String> = async {
+                let spec: WebhookJob = payloads::parse("webhook", &job.payload)?;
+                let name = spec.webhook.clone();
+                let started = Instant::now();
+                let attempt = this.deliver(&spec, &job).await;
+                this.record(&name, &job, &attempt, started.elapsed()).await;
+                match (attempt.status, attempt.error) {
+                    (Some(s), _) if (200..300).contains(&s) => Ok(()),
+                    (Some(s), _) => Err(format!(
+                        "webhook {name}: HTTP {s}: {}",
+                        attempt
+                            .response
+                            .unwrap_or_default()
+                            .chars()
+                            .take(300)
+                            .collect::<String>()
+                    )),
+                    (None, Some(e)) => Err(e),
+                    (None, None) => Err(format!("webhook {name}: no answer")),
+                }
             }
+            .await;
+            delivered.map_err(JobError::Failed)
         })
     }
 }

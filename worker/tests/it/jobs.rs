@@ -314,3 +314,42 @@ async fn a_delayed_job_starts_when_it_is_due() {
         "started after {took:?}"
     );
 }
+
+/// The endpoint answers 429 with `Retry-After: 1` twice, then 200: the job is
+/// snoozed each time — back in a second, its attempt given back, no error
+/// recorded — and completes on its first counted attempt. (Before, each 429
+/// spent an attempt and wrote an error.)
+#[tokio::test]
+async fn a_job_told_to_come_back_later_is_snoozed_not_failed() {
+    let db = db().await;
+    let q = new_queue(&db).await;
+    let hook = Hook::start(|n| (if n < 2 { 429 } else { 200 }, Duration::ZERO)).await;
+    let id = enqueue_http(&db, &q, &hook.url, None).await;
+    let _worker = runner(&q, &[]);
+    wait_until("job completed", Duration::from_secs(20), || async {
+        archived_state(&db, id).await.is_some()
+    })
+    .await;
+    let row = db
+        .query_one(
+            "SELECT state::text, attempts, errors FROM spine.jobs_archive WHERE id = $1",
+            &[&id],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            row.get::<_, String>(0),
+            row.get::<_, i32>(1),
+            row.get::<_, serde_json::Value>(2)
+        ),
+        ("completed".to_string(), 1, serde_json::json!([]))
+    );
+    let arrivals = hook.arrivals.lock().unwrap().clone();
+    assert_eq!(arrivals.len(), 3);
+    assert!(
+        arrivals[1] - arrivals[0] >= Duration::from_millis(900),
+        "waited the Retry-After: {:?}",
+        arrivals[1] - arrivals[0]
+    );
+}

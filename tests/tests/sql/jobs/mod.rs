@@ -9,6 +9,7 @@ use tokio_postgres::Client;
 use uuid::Uuid;
 
 mod access;
+mod flow;
 mod idempotency;
 mod input;
 mod lifecycle;

@@ -1,0 +1,133 @@
+//! Flow control: snoozing a running job without spending its attempt, and
+//! debounced enqueues under concurrency.
+
+use super::*;
+
+/// A snoozed job goes back to its queue until the given time with its attempt
+/// given back and no error recorded; only the worker holding it may snooze it.
+#[tokio::test]
+async fn a_snoozed_job_keeps_its_attempts_and_records_no_error() {
+    let db = connect().await;
+    let q = new_queue(&db, None).await;
+    let id = enqueue(&db, &q, json!({"k": 1}), "interactive").await;
+    let leased = fetch(&db, &q, "w1", 1, "30 s").await;
+    assert_eq!(leased, vec![(id, 1)]);
+    let other: bool = one(
+        &db,
+        "SELECT spine.snooze_job($1, now() + interval '1 hour', 'w2')",
+        &[&id],
+    )
+    .await;
+    assert!(!other, "another worker's job");
+    let snoozed: bool = one(
+        &db,
+        "SELECT spine.snooze_job($1, now() + interval '1 hour', 'w1')",
+        &[&id],
+    )
+    .await;
+    assert!(snoozed);
+    let row = db
+        .query_one(
+            "SELECT state::text, attempts, errors, run_at > now() + interval '59 minutes', worker FROM spine.jobs WHERE id = $1",
+            &[&id],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            row.get::<_, String>(0),
+            row.get::<_, i32>(1),
+            row.get::<_, serde_json::Value>(2),
+            row.get::<_, bool>(3),
+            row.get::<_, Option<String>>(4)
+        ),
+        ("queued".into(), 0, json!([]), true, None)
+    );
+    assert!(fetch(&db, &q, "w1", 1, "30 s").await.is_empty(), "not due");
+    let again: bool = one(&db, "SELECT spine.snooze_job($1, now(), 'w1')", &[&id]).await;
+    assert!(!again, "not running");
+    let err = db
+        .execute("SELECT spine.snooze_job(NULL, now())", &[])
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&err), Some("22004"));
+}
+
+/// Twenty concurrent debounced enqueues of one key (a burst of triggers) leave one
+/// waiting job with the last payload written, due debounce after the last one but
+/// never later than max_delay after the first; once it runs, the key starts a new
+/// job. Another key, or another user, has its own job.
+#[tokio::test]
+async fn debounced_enqueues_coalesce_under_concurrency() {
+    let db = connect().await;
+    let q = new_queue(&db, None).await;
+    let debounced =
+        "SELECT spine.enqueue_debounced($1, $2, $3, interval '10 minutes', interval '15 minutes')";
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let q = q.clone();
+        tasks.push(tokio::spawn(async move {
+            let db = connect().await;
+            one::<i64>(&db, debounced, &[&q, &json!({"n": i}), &"inbox"]).await
+        }));
+    }
+    let mut ids = Vec::new();
+    for t in tasks {
+        ids.push(t.await.unwrap());
+    }
+    ids.dedup();
+    assert_eq!(ids.len(), 1, "one job for the burst: {ids:?}");
+    let row = db
+        .query_one(
+            "SELECT count(*), min(run_at - created_at) FROM spine.jobs WHERE queue = $1",
+            &[&q],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, i64>(0), 1);
+    // Each enqueue moved it; a later one at most to created_at + max_delay.
+    db.execute(
+        "UPDATE spine.jobs SET created_at = now() - interval '10 minutes' WHERE queue = $1",
+        &[&q],
+    )
+    .await
+    .unwrap();
+    let last: i64 = one(&db, debounced, &[&q, &json!({"n": "last"}), &"inbox"]).await;
+    assert_eq!(last, ids[0]);
+    let capped: bool = one(
+        &db,
+        "SELECT run_at <= created_at + interval '15 minutes' + interval '1 second' \
+            AND run_at < now() + interval '6 minutes' AND payload = '{\"n\": \"last\"}' \
+           FROM spine.jobs WHERE id = $1",
+        &[&last],
+    )
+    .await;
+    assert!(capped, "capped by max_delay, with the last payload");
+    let other: i64 = one(&db, debounced, &[&q, &json!({}), &"outbox"]).await;
+    assert_ne!(other, last);
+    // Once it runs, the key is free for the next burst.
+    db.execute(
+        "UPDATE spine.jobs SET run_at = now() WHERE id = $1",
+        &[&last],
+    )
+    .await
+    .unwrap();
+    let leased = fetch(&db, &q, "w", 1, "30 s").await;
+    assert_eq!(leased[0].0, last);
+    let next: i64 = one(&db, debounced, &[&q, &json!({}), &"inbox"]).await;
+    assert_ne!(next, last);
+    for (args, state) in [
+        (("", "1 minute", None::<&str>), "22023"),
+        (("k", "-1 minute", None), "22023"),
+        (("k", "10 minutes", Some("1 minute")), "22023"),
+    ] {
+        let err = db
+            .execute(
+                "SELECT spine.enqueue_debounced($1, '{}', $2, $3::text::interval, $4::text::interval)",
+                &[&q, &args.0, &args.1, &args.2],
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(sqlstate(&err), Some(state), "{args:?}: {err:?}");
+    }
+}
