@@ -26,16 +26,21 @@ pub enum Action {
     SecretsRead,
     SecretsWrite,
     NetworkFetch,
+    /// Act for a user once verified (a public webhook resolving the resource's
+    /// owner): declared as `"users": {"act_as": true}`, resource `*`, consented
+    /// by each user it acts for.
+    UsersActAs,
 }
 
 impl Action {
-    pub const ALL: [Action; 6] = [
+    pub const ALL: [Action; 7] = [
         Action::EntitiesRead,
         Action::EntitiesWrite,
         Action::EventsEmit,
         Action::SecretsRead,
         Action::SecretsWrite,
         Action::NetworkFetch,
+        Action::UsersActAs,
     ];
 
     pub fn name(self) -> &'static str {
@@ -46,6 +51,7 @@ impl Action {
             Action::SecretsRead => "secrets.read",
             Action::SecretsWrite => "secrets.write",
             Action::NetworkFetch => "network.fetch",
+            Action::UsersActAs => "users.act_as",
         }
     }
 
@@ -77,7 +83,8 @@ impl Action {
             Action::EntitiesRead
             | Action::EntitiesWrite
             | Action::SecretsRead
-            | Action::SecretsWrite => pattern == resource,
+            | Action::SecretsWrite
+            | Action::UsersActAs => pattern == resource,
         }
     }
 }
@@ -115,7 +122,22 @@ pub struct Permissions {
     pub secrets: SecretPermissions,
     #[serde(default)]
     pub network: Vec<String>,
+    #[serde(default)]
+    pub users: UserPermissions,
 }
+
+/// `users`: `{"act_as": true}` lets a function act for a user who consented
+/// (`users.act_as:*`), e.g. once a public webhook has verified whose call it is.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct UserPermissions {
+    #[serde(default)]
+    pub act_as: bool,
+}
+
+/// The one resource of `users.act_as`.
+static ACT_AS_ANY: std::sync::LazyLock<Vec<String>> =
+    std::sync::LazyLock::new(|| vec!["*".to_string()]);
 
 /// `secrets`: the names a plugin reads (`["A", "B"]`), or which it reads and which
 /// it writes as the user's own secrets (`{"read": ["A"], "write": ["A"]}`).
@@ -180,6 +202,15 @@ pub struct Manifest {
     pub permissions: Permissions,
     #[serde(default)]
     pub limits: Limits,
+    /// Supabase's `verify_jwt`: false makes `/functions/v1/{name}` callable
+    /// without a token (inbound webhooks: Twilio, Stripe, MS Graph); such a call
+    /// acts as `anon`, and what the function may do is bounded by this manifest.
+    #[serde(default = "yes")]
+    pub verify_jwt: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// Most entries in one permission list.
@@ -203,6 +234,8 @@ impl Manifest {
             Action::SecretsRead => &p.secrets.read,
             Action::SecretsWrite => &p.secrets.write,
             Action::NetworkFetch => &p.network,
+            Action::UsersActAs if p.users.act_as => &ACT_AS_ANY,
+            Action::UsersActAs => &[],
         }
     }
 
@@ -304,6 +337,13 @@ pub fn check_resource(action: Action, value: &str, pattern: bool) -> Result<(), 
                 Ok(())
             } else {
                 bad("a secret name (letters, digits, _ - .)")
+            }
+        }
+        Action::UsersActAs => {
+            if value == "*" {
+                Ok(())
+            } else {
+                bad("* (users.act_as has no other resource)")
             }
         }
         Action::NetworkFetch => match value.strip_prefix("*.").filter(|_| pattern) {

@@ -66,6 +66,18 @@ impl HostCapabilities {
         format!("plugin:{}", self.function.name)
     }
 
+    /// The claims a decision is asked with: the caller's, except for an anonymous
+    /// call of a public function (`verify_jwt: false`), which is bounded by its
+    /// manifest like a system job (there is nobody to consent; the operator
+    /// deployed it) — until it acts for a user ([`Self::act_as`]).
+    fn decision_claims(&self) -> Value {
+        if self.function.public && self.caller.user_id().is_none() && self.caller.role == "anon" {
+            json!({"role": "service_role"})
+        } else {
+            self.caller.claims.clone()
+        }
+    }
+
     /// Asks `spine.authorize` as the function host's role for the caller.
     async fn authorize(
         &self,
@@ -73,8 +85,21 @@ impl HostCapabilities {
         resource: &str,
         deadline: Instant,
     ) -> Result<(), OpError> {
+        self.authorize_as(&self.decision_claims(), action, resource, deadline)
+            .await
+    }
+
+    /// Asks `spine.authorize` as the function host's role for the user `claims`
+    /// name (whose consent decides, and whom the audit row names).
+    async fn authorize_as(
+        &self,
+        claims: &Value,
+        action: &str,
+        resource: &str,
+        deadline: Instant,
+    ) -> Result<(), OpError> {
         let allowed: bool = self
-            .in_role("spine_functions", deadline, |tx| {
+            .in_role("spine_functions", claims, deadline, |tx| {
                 let (principal, action, resource) =
                     (self.principal(), action.to_string(), resource.to_string());
                 Box::pin(async move {
@@ -102,11 +127,12 @@ impl HostCapabilities {
         }
     }
 
-    /// Runs `f` in one transaction as `role` with the caller's claims, committed;
-    /// no statement runs past `deadline` (the invocation's wall clock).
+    /// Runs `f` in one transaction as `role` with `claims`, committed; no
+    /// statement runs past `deadline` (the invocation's wall clock).
     async fn in_role<T>(
         &self,
         role: &str,
+        claims: &Value,
         deadline: Instant,
         f: impl for<'a> FnOnce(
             &'a tokio_postgres::Transaction<'a>,
@@ -139,7 +165,7 @@ impl HostCapabilities {
                         set_config('spine.plugin', $4, true), set_config('spine.causation_id', $5, true)",
                 &[
                     &role,
-                    &self.caller.claims.to_string(),
+                    &claims.to_string(),
                     &timeout_ms,
                     &self.function.name,
                     &cause,
@@ -176,7 +202,7 @@ impl HostCapabilities {
         if self.secrets.is_none() {
             let plugin = self.function.name.clone();
             let rows = self
-                .in_role("spine_functions", deadline, |tx| {
+                .in_role("spine_functions", &self.decision_claims(), deadline, |tx| {
                     Box::pin(async move {
                         let rows = tx
                             .query(
@@ -224,7 +250,7 @@ impl HostCapabilities {
         self.authorize("secrets.write", name, deadline).await?;
         let role = self.caller.role.clone();
         let (name, value) = (name.to_string(), value.to_string());
-        self.in_role(&role, deadline, |tx| {
+        self.in_role(&role, &self.caller.claims, deadline, |tx| {
             Box::pin(async move {
                 tx.execute("SELECT spine.set_my_secret($1, $2)", &[&name, &value])
                     .await
@@ -236,6 +262,36 @@ impl HostCapabilities {
         // Read again on the next get: it may now be this user's own value.
         self.secrets = None;
         Ok(Value::Null)
+    }
+
+    /// `ctx.actAs(userId)`: from now on the invocation acts for that user (its
+    /// database calls, emits, secrets and decisions), when the manifest declares
+    /// `users.act_as` and the user consented (`users.act_as:*`). For a public
+    /// webhook that has verified whose resource a call is about. Audited with the
+    /// user it acts for.
+    async fn act_as(&mut self, arg: &Value, deadline: Instant) -> Result<Value, OpError> {
+        let user = arg
+            .as_str()
+            .and_then(|s| uuid::Uuid::parse_str(s).ok())
+            .ok_or_else(|| OpError::new("TypeError", "ctx.actAs: a user id (uuid) is required"))?;
+        if !self.function.act_as {
+            return Err(OpError::new(
+                "PermissionDenied",
+                format!(
+                    "{} does not declare users.act_as in its manifest",
+                    self.principal()
+                ),
+            ));
+        }
+        let claims = json!({"sub": user.to_string(), "role": "authenticated"});
+        self.authorize_as(&claims, "users.act_as", "*", deadline)
+            .await?;
+        self.caller = Caller {
+            role: "authenticated".into(),
+            claims,
+        };
+        self.secrets = None;
+        Ok(json!({"id": user.to_string(), "role": "authenticated"}))
     }
 
     async fn fetch(&self, arg: &Value, deadline: Instant) -> Result<Value, OpError> {
@@ -327,7 +383,7 @@ impl HostCapabilities {
             .map_err(|e| OpError::new("TypeError", format!("ctx.db.{op}: {e}")))?;
         let role = self.caller.role.clone();
         let result = self
-            .in_role(&role, deadline, |tx| {
+            .in_role(&role, &self.caller.claims, deadline, |tx| {
                 Box::pin(async move { sql::run(tx, &statement).await })
             })
             .await;
@@ -349,7 +405,7 @@ impl HostCapabilities {
         let causation = self.causation;
         let role = self.caller.role.clone();
         let id = self
-            .in_role(&role, deadline, |tx| {
+            .in_role(&role, &self.caller.claims, deadline, |tx| {
                 Box::pin(async move {
                     let row = tx
                         .query_one(
@@ -397,6 +453,7 @@ impl Capabilities for HostCapabilities {
                             .await
                     }
                     "secret_set" => self.set_secret(&arg, deadline).await,
+                    "act_as" => self.act_as(&arg, deadline).await,
                     "fetch" => self.fetch(&arg, deadline).await,
                     "db" => self.db(arg, deadline).await,
                     "emit" => self.emit(arg, deadline).await,

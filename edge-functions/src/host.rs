@@ -70,6 +70,14 @@ pub struct Caller {
 }
 
 impl Caller {
+    /// Who calls a public function without a (valid) token.
+    pub fn anon() -> Self {
+        Self {
+            role: "anon".into(),
+            claims: json!({"role": "anon"}),
+        }
+    }
+
     pub fn from_jwt(claims: crate::jwt::Claims) -> Self {
         Self {
             role: claims.role,
@@ -120,6 +128,10 @@ pub struct Deployed {
     pub secrets: Vec<String>,
     /// Secret names the function may store as the user's own (`secrets.write`).
     pub secrets_write: Vec<String>,
+    /// `verify_jwt: false`: callable without a token.
+    pub public: bool,
+    /// The manifest declares `users.act_as`.
+    pub act_as: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -349,6 +361,8 @@ impl Host {
             enabled: row.get(3),
             secrets: manifest.permissions.secrets.read,
             secrets_write: manifest.permissions.secrets.write,
+            public: !manifest.verify_jwt,
+            act_as: manifest.permissions.users.act_as,
         });
         let mut cache = self.cache.lock().expect("cache lock");
         if cache.len() >= MAX_CACHED {

@@ -191,9 +191,14 @@ async fn invoke(
         .headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    let claims = match state.keys.verify_header(auth).await {
-        Ok(c) => c,
-        Err(e) => return error(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", &e.to_string()),
+    let caller = match state.keys.verify_header(auth).await {
+        Ok(claims) => Caller::from_jwt(claims),
+        // A public function (verify_jwt: false; Twilio, Stripe and MS Graph send
+        // no token) runs for anon; the token, if any, is not ours to judge.
+        Err(e) => match state.host.load(&name).await {
+            Ok(f) if f.public => Caller::anon(),
+            _ => return error(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", &e.to_string()),
+        },
     };
     let body = match read_body(body).await {
         Ok(bytes) => bytes.to_vec(),
@@ -209,11 +214,7 @@ async fn invoke(
             .collect(),
         body,
     };
-    match state
-        .host
-        .invoke(&name, request, Caller::from_jwt(claims), None)
-        .await
-    {
+    match state.host.invoke(&name, request, caller, None).await {
         Ok(response) => {
             let mut builder = Response::builder().status(response.status);
             for (k, v) in &response.headers {
@@ -263,8 +264,17 @@ fn public_url(uri: &Uri, headers: &HeaderMap) -> String {
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
         .unwrap_or("localhost");
+    // Behind a TLS-terminating proxy the caller used https, and a webhook signs
+    // the URL it called (Twilio): the proxy's X-Forwarded-Proto says which.
+    let scheme = match headers
+        .get("x-forwarded-proto")
+        .and_then(|h| h.to_str().ok())
+    {
+        Some("https") => "https",
+        _ => "http",
+    };
     let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-    format!("http://{host}{path}")
+    format!("{scheme}://{host}{path}")
 }
 
 fn host_error(name: &str, e: HostError) -> Response {

@@ -6,6 +6,7 @@
 //! consent, the caller's role). The engine itself knows nothing of Postgres.
 
 mod quickjs;
+pub mod subtle;
 
 pub use quickjs::{check_module, QuickJs};
 

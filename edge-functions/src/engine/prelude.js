@@ -316,7 +316,65 @@
   const log = (level) => (...args) => call("log", { level, message: args.map(show).join(" ") });
   const console = { log: log("info"), info: log("info"), debug: log("debug"), warn: log("warn"), error: log("error") };
 
+  // crypto.subtle: SHA digests and HMAC with raw keys, computed by the host in
+  // Rust (a script HMAC is slow, and its compare not constant-time).
+  const toBytes = (data, what) => {
+    if (data instanceof ArrayBuffer) return new Uint8Array(data);
+    if (ArrayBuffer.isView(data)) return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+    throw new TypeError(`crypto.subtle: ${what} must be an ArrayBuffer or a typed array`);
+  };
+  const b64of = (data, what) => btoa(bytesToBinary(toBytes(data, what)));
+  const bufferOf = (b64) => binaryToBytes(atob(b64)).buffer;
+  const nameOf = (algorithm) => String(typeof algorithm === "string" ? algorithm : algorithm && algorithm.name);
+  const notSupported = (what) =>
+    new HostError(`crypto.subtle: ${what} is not supported (HMAC with raw keys, SHA digests)`, "NotSupportedError");
+  // A key's bytes stay here, out of the function's reach unless it kept them.
+  const rawKeys = new WeakMap();
+  class CryptoKey {
+    constructor(algorithm, extractable, usages) {
+      this.type = "secret";
+      this.algorithm = algorithm;
+      this.extractable = extractable;
+      this.usages = usages;
+      Object.freeze(this);
+    }
+  }
+  const hmacKey = (algorithm, key, usage) => {
+    if (nameOf(algorithm).toUpperCase() !== "HMAC") throw notSupported(`algorithm ${nameOf(algorithm)}`);
+    const raw = rawKeys.get(key);
+    if (raw === undefined) throw new TypeError("crypto.subtle: not a key from importKey");
+    if (!key.usages.includes(usage)) throw new HostError(`crypto.subtle: the key may not ${usage}`, "InvalidAccessError");
+    return raw;
+  };
+  const subtle = Object.freeze({
+    async digest(algorithm, data) {
+      return bufferOf(call("subtle", { op: "digest", hash: nameOf(algorithm), data: b64of(data, "data") }));
+    },
+    async importKey(format, keyData, algorithm, extractable, usages) {
+      if (format !== "raw") throw notSupported(`key format ${format}`);
+      if (nameOf(algorithm).toUpperCase() !== "HMAC") throw notSupported(`algorithm ${nameOf(algorithm)}`);
+      const hash = algorithm.hash;
+      if (!hash) throw new TypeError("crypto.subtle.importKey: HMAC needs a hash");
+      const key = new CryptoKey({ name: "HMAC", hash: { name: nameOf(hash).toUpperCase() } },
+        Boolean(extractable), Object.freeze([...(usages || [])]));
+      rawKeys.set(key, b64of(keyData, "keyData"));
+      return key;
+    },
+    async sign(algorithm, key, data) {
+      const raw = hmacKey(algorithm, key, "sign");
+      return bufferOf(call("subtle", { op: "sign", hash: key.algorithm.hash.name, key: raw, data: b64of(data, "data") }));
+    },
+    async verify(algorithm, key, signature, data) {
+      const raw = hmacKey(algorithm, key, "verify");
+      return call("subtle", { op: "verify", hash: key.algorithm.hash.name, key: raw,
+        signature: b64of(signature, "signature"), data: b64of(data, "data") });
+    },
+    // Deno's: equal length and bytes, in constant time.
+    timingSafeEqual: (a, b) => call("subtle", { op: "equal", a: b64of(a, "a"), b: b64of(b, "b") }),
+  });
+
   const crypto = {
+    subtle,
     randomUUID: () => call("uuid"),
     getRandomValues(array) {
       const bytes = binaryToBytes(atob(call("random", array.byteLength)));
@@ -347,6 +405,9 @@
       },
     }),
     emit: async (type, data = {}, subject = null) => call("emit", { type: String(type), data, subject }),
+    // Act for a user from now on (manifest users.act_as and that user's consent):
+    // a public webhook, once it has verified whose call this is.
+    actAs: async (id) => (user = call("act_as", String(id))),
   });
 
   let served = null;

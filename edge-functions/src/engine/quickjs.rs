@@ -331,6 +331,7 @@ fn install_host(ctx: &Ctx<'_>, slot: Rc<HostSlot>) -> rquickjs::Result<()> {
             "now" => Ok(json!(now_ms())),
             "uuid" => Ok(json!(uuid::Uuid::new_v4().to_string())),
             "random" => random_bytes(&arg),
+            "subtle" => crypto_subtle(&arg),
             "log" => {
                 let n = slot.logged.get();
                 slot.logged.set(n + 1);
@@ -467,6 +468,39 @@ fn random_bytes(arg: &Json) -> Result<Json, OpError> {
     Ok(json!(
         base64::engine::general_purpose::STANDARD.encode(bytes)
     ))
+}
+
+/// `crypto.subtle`'s operations ([`super::subtle`]); bytes travel as base64.
+fn crypto_subtle(arg: &Json) -> Result<Json, OpError> {
+    use super::subtle::{self, Hash};
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let bytes = |field: &str| -> Result<Vec<u8>, OpError> {
+        b64.decode(arg[field].as_str().unwrap_or_default())
+            .map_err(|_| OpError::new("TypeError", format!("crypto.subtle: bad {field}")))
+    };
+    let hash = || {
+        Hash::parse(arg["hash"].as_str().unwrap_or_default())
+            .map_err(|e| OpError::new("NotSupportedError", e))
+    };
+    match arg["op"].as_str().unwrap_or_default() {
+        "digest" => Ok(json!(b64.encode(subtle::digest(hash()?, &bytes("data")?)))),
+        "sign" => Ok(json!(b64.encode(subtle::hmac_sign(
+            hash()?,
+            &bytes("key")?,
+            &bytes("data")?
+        )))),
+        "verify" => Ok(json!(subtle::hmac_verify(
+            hash()?,
+            &bytes("key")?,
+            &bytes("signature")?,
+            &bytes("data")?
+        ))),
+        "equal" => Ok(json!(subtle::timing_safe_equal(&bytes("a")?, &bytes("b")?))),
+        other => Err(OpError::new(
+            "NotSupportedError",
+            format!("crypto.subtle has no operation {other}"),
+        )),
+    }
 }
 
 fn now_ms() -> f64 {

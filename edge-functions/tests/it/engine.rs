@@ -348,3 +348,54 @@ fn typed_arrays_cannot_outgrow_a_buffer_shrunk_during_construction() {
         assert!(safe, "{case}: a typed array outgrew its buffer: {outcome}");
     }
 }
+
+/// crypto.subtle: digests and HMAC match the standard vectors (FIPS 180 "abc",
+/// RFC 4231 case 2), verify is exact, timingSafeEqual compares bytes, and what is
+/// not supported says so.
+#[test]
+fn crypto_subtle_signs_verifies_and_digests() {
+    let source = r#"
+      const hex = (buf) => [...new Uint8Array(buf)].map((b) => b.toString(16).padStart(2, "0")).join("");
+      const enc = new TextEncoder();
+      const attempt = async (f) => { try { return await f(); } catch (e) { return e.name; } };
+      Deno.serve(async () => {
+        const key = await crypto.subtle.importKey("raw", enc.encode("Jefe"),
+          { name: "HMAC", hash: "SHA-256" }, false, ["sign", "verify"]);
+        const data = enc.encode("what do ya want for nothing?");
+        const sig = await crypto.subtle.sign("HMAC", key, data);
+        const signOnly = await crypto.subtle.importKey("raw", enc.encode("k"),
+          { name: "HMAC", hash: { name: "SHA-1" } }, false, ["sign"]);
+        return Response.json({
+          sha256: hex(await crypto.subtle.digest("SHA-256", enc.encode("abc"))),
+          sha1: hex(await crypto.subtle.digest({ name: "SHA-1" }, enc.encode("abc"))),
+          hmac: hex(sig),
+          verified: await crypto.subtle.verify("HMAC", key, sig, data),
+          tampered: await crypto.subtle.verify("HMAC", key, sig, enc.encode("what do ya want for nothing!")),
+          key: [key.type, key.algorithm.hash.name, key.extractable],
+          equal: crypto.subtle.timingSafeEqual(enc.encode("abc"), enc.encode("abc")),
+          unequal: crypto.subtle.timingSafeEqual(enc.encode("abc"), enc.encode("abd")),
+          md5: await attempt(() => crypto.subtle.digest("MD5", data)),
+          aes: await attempt(() => crypto.subtle.importKey("raw", data, { name: "AES-GCM" }, false, ["encrypt"])),
+          usage: await attempt(() => crypto.subtle.verify("HMAC", signOnly, sig, data)),
+          string_data: await attempt(() => crypto.subtle.digest("SHA-256", "abc")),
+        });
+      });"#;
+    let r = run(source, post("{}"), limits(2000, 5000, 64)).unwrap();
+    assert_eq!(
+        json_body(&r),
+        json!({
+            "sha256": "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad",
+            "sha1": "a9993e364706816aba3e25717850c26c9cd0d89d",
+            "hmac": "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843",
+            "verified": true,
+            "tampered": false,
+            "key": ["secret", "SHA-256", false],
+            "equal": true,
+            "unequal": false,
+            "md5": "NotSupportedError",
+            "aes": "NotSupportedError",
+            "usage": "InvalidAccessError",
+            "string_data": "TypeError",
+        })
+    );
+}

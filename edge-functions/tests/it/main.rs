@@ -5,3 +5,4 @@ mod engine;
 mod entities;
 mod host;
 mod http;
+mod public;
