@@ -14,6 +14,7 @@ SELECT pg_catalog.pg_extension_config_dump('spine.jobs', '');
 SELECT pg_catalog.pg_extension_config_dump('spine.jobs_archive', '');
 SELECT pg_catalog.pg_extension_config_dump('spine.schedules', '');
 SELECT pg_catalog.pg_extension_config_dump('spine.plugin_health', '');
+SELECT pg_catalog.pg_extension_config_dump('spine.queue_rate_windows', '');
 SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('spine.schedules', 'id')::regclass, '');
 SELECT pg_catalog.pg_extension_config_dump('spine.entities', '');
 SELECT pg_catalog.pg_extension_config_dump('spine.entity_keys', '');
@@ -84,7 +85,7 @@ GRANT EXECUTE ON FUNCTION
     spine.caller_is_privileged()
     TO authenticated, service_role;
 GRANT EXECUTE ON FUNCTION
-    spine.create_queue(text, integer, interval, boolean),
+    spine.create_queue(text, integer, interval, boolean, integer, interval),
     spine.fetch_jobs(text[], text, integer, interval),
     spine.complete_jobs(bigint[], text),
     spine.fail_job(bigint, text, interval, text),
@@ -215,6 +216,10 @@ COMMENT ON FUNCTION spine.my_secrets() IS 'Names of the caller''s own secrets (n
 GRANT EXECUTE ON FUNCTION
     spine.record_plugin_health(text, integer, integer, integer, double precision, integer, text, integer)
     TO service_role, spine_functions;
+-- The worker records net requests' responses.
+GRANT EXECUTE ON FUNCTION
+    spine.net_record_response(bigint, integer, text, jsonb, text, boolean, text)
+    TO service_role;
 -- The entities RLS policy asks it as the querying user.
 GRANT EXECUTE ON FUNCTION spine.plugin_may(text, text) TO authenticated, service_role, spine_functions;
 COMMENT ON FUNCTION spine.plugin_may(text, text) IS

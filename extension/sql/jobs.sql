@@ -23,7 +23,11 @@ CREATE TABLE spine.queues (
     -- Users (authenticated) may enqueue only into queues that say so: a queue's
     -- handler acts with the worker's reach (the http queue can call any URL).
     user_enqueue    boolean NOT NULL DEFAULT false,
-    created_at      timestamptz NOT NULL DEFAULT now()
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    -- At most rate_limit jobs start per rate_interval (fixed windows, across all
+    -- workers: fetch_jobs counts them under the queue's lock).
+    rate_limit      integer CHECK (rate_limit IS NULL OR rate_limit > 0),
+    rate_interval   interval NOT NULL DEFAULT '1 second' CHECK (rate_interval > interval '0')
 );
 COMMENT ON TABLE spine.queues IS
     'Job queues: an optional cap on running jobs, how long finished jobs stay in the archive, and whether users may enqueue.';
@@ -154,6 +158,17 @@ CREATE TRIGGER queue_dropped AFTER DELETE ON spine.queues
 COMMENT ON TABLE spine.jobs_archive IS
     'Finished jobs (completed, cancelled), kept for their queue''s retention; their idempotency keys stay taken meanwhile.';
 
+-- Starts per rate-limited queue and window (fetch_jobs writes them under the
+-- queue's lock; jobs_maintenance deletes windows older than a day).
+CREATE TABLE spine.queue_rate_windows (
+    queue        text        NOT NULL,
+    window_start timestamptz NOT NULL,
+    started      integer     NOT NULL,
+    PRIMARY KEY (queue, window_start)
+);
+COMMENT ON TABLE spine.queue_rate_windows IS
+    'How many jobs of a rate-limited queue started in each window (fixed windows of the queue''s rate_interval).';
+
 -- Schedules: pg_cron entries that enqueue jobs (so scheduled work gets retries,
 -- dead letter and stats). A schedule belongs to a user (its jobs carry the owner,
 -- so a function it calls acts for them, with their consents) or to nobody: a
@@ -177,7 +192,9 @@ CREATE FUNCTION spine.create_queue(
     queue_name text,
     max_concurrency integer DEFAULT NULL,
     retention interval DEFAULT '1 day',
-    user_enqueue boolean DEFAULT false
+    user_enqueue boolean DEFAULT false,
+    rate_limit integer DEFAULT NULL,
+    rate_interval interval DEFAULT '1 second'
 ) RETURNS spine.queues
     LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -192,18 +209,27 @@ BEGIN
         RAISE EXCEPTION 'retention must be a non-negative interval'
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    INSERT INTO spine.queues AS t (name, max_concurrency, retention, user_enqueue)
+    IF rate_limit IS NOT NULL AND rate_limit < 1 THEN
+        RAISE EXCEPTION 'rate_limit must be at least 1, or NULL for no limit'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF rate_interval IS NULL OR rate_interval <= interval '0' OR rate_interval > interval '1 day' THEN
+        RAISE EXCEPTION 'rate_interval must be positive and at most a day'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    INSERT INTO spine.queues AS t (name, max_concurrency, retention, user_enqueue, rate_limit, rate_interval)
     VALUES (queue_name, create_queue.max_concurrency, create_queue.retention,
-            coalesce(create_queue.user_enqueue, false))
+            coalesce(create_queue.user_enqueue, false), create_queue.rate_limit, create_queue.rate_interval)
     ON CONFLICT (name) DO UPDATE
         SET max_concurrency = excluded.max_concurrency, retention = excluded.retention,
-            user_enqueue = excluded.user_enqueue
+            user_enqueue = excluded.user_enqueue, rate_limit = excluded.rate_limit,
+            rate_interval = excluded.rate_interval
     RETURNING * INTO q;
     RETURN q;
 END
 $$;
-COMMENT ON FUNCTION spine.create_queue(text, integer, interval, boolean) IS
-    'Creates a queue or changes its cap, retention and whether users (authenticated) may enqueue into it.';
+COMMENT ON FUNCTION spine.create_queue(text, integer, interval, boolean, integer, interval) IS
+    'Creates a queue or changes its cap, retention, whether users (authenticated) may enqueue into it, and its rate limit (rate_limit starts per rate_interval).';
 
 -- The owner-scoped key used by the idempotency indexes.
 CREATE FUNCTION spine.job_owner_key(owner uuid) RETURNS uuid
@@ -400,6 +426,7 @@ CREATE FUNCTION spine.fetch_jobs(
 DECLARE
     expired boolean;
     capped text[];
+    rated boolean;
 BEGIN
     IF queues IS NULL OR cardinality(queues) = 0 THEN
         RAISE EXCEPTION 'queues must name at least one queue' USING ERRCODE = 'invalid_parameter_value';
@@ -419,9 +446,13 @@ BEGIN
     SELECT EXISTS (SELECT 1 FROM spine.jobs r
                     WHERE r.queue = ANY (queues) AND r.state = 'running' AND r.lease_until < now()),
            ARRAY(SELECT q.name FROM spine.queues q
-                  WHERE q.name = ANY (queues) AND q.max_concurrency IS NOT NULL
+                  WHERE q.name = ANY (queues)
+                    AND (q.max_concurrency IS NOT NULL OR q.rate_limit IS NOT NULL)
                   ORDER BY q.name)
       INTO expired, capped;
+    -- Rate limits count starts per window, under the same per-queue lock.
+    rated := cardinality(capped) > 0 AND EXISTS (
+        SELECT 1 FROM spine.queues q WHERE q.name = ANY (capped) AND q.rate_limit IS NOT NULL);
     -- Expired leases back to their queues first (a queue's running jobs are
     -- counted below), and before the locks below, which it does not need.
     IF expired THEN
@@ -437,11 +468,18 @@ BEGIN
     RETURN QUERY
     WITH room AS (
         SELECT q.name,
-               CASE WHEN q.max_concurrency IS NULL THEN n
-                    ELSE greatest(0, least(n, q.max_concurrency - (
-                        SELECT count(*) FROM spine.jobs r
-                         WHERE r.queue = q.name AND r.state = 'running')::integer))
-               END AS room
+               least(
+                   CASE WHEN q.max_concurrency IS NULL THEN n
+                        ELSE greatest(0, least(n, q.max_concurrency - (
+                            SELECT count(*) FROM spine.jobs r
+                             WHERE r.queue = q.name AND r.state = 'running')::integer))
+                   END,
+                   CASE WHEN q.rate_limit IS NULL THEN n
+                        ELSE greatest(0, q.rate_limit - coalesce((
+                            SELECT w.started FROM spine.queue_rate_windows w
+                             WHERE w.queue = q.name
+                               AND w.window_start = date_bin(q.rate_interval, now(), timestamptz '2001-01-01')), 0))
+                   END) AS room
           FROM spine.queues q
          WHERE q.name = ANY (queues)
     ), picked AS (
@@ -470,6 +508,14 @@ BEGIN
          -- LIMIT n leaves, and for a join it guessed thousands and hashed the table.
          WHERE j.id = ANY (ARRAY(SELECT picked.id FROM picked))
         RETURNING j.*
+    ), counted AS (
+        -- Skipped at run time when no queue here is rate-limited (rated false).
+        INSERT INTO spine.queue_rate_windows AS w (queue, window_start, started)
+        SELECT l.queue, date_bin(q.rate_interval, now(), timestamptz '2001-01-01'), count(*)
+          FROM leased l JOIN spine.queues q ON q.name = l.queue
+         WHERE rated AND q.rate_limit IS NOT NULL
+         GROUP BY l.queue, q.rate_interval
+        ON CONFLICT (queue, window_start) DO UPDATE SET started = w.started + excluded.started
     )
     -- UPDATE … RETURNING has no order of its own: hand jobs out in serving order.
     SELECT * FROM leased l ORDER BY l.priority, l.run_at, l.id;
@@ -694,6 +740,7 @@ BEGIN
     DELETE FROM spine.jobs_archive a USING spine.queues q
      WHERE q.name = a.queue AND a.finished_at < now() - q.retention;
     GET DIAGNOSTICS purged = ROW_COUNT;
+    DELETE FROM spine.queue_rate_windows w WHERE w.window_start < now() - interval '1 day';
     RETURN jsonb_build_object('leases_reclaimed', reclaimed, 'archive_purged', purged);
 END
 $$;
@@ -962,6 +1009,7 @@ ALTER TABLE spine.jobs ENABLE ROW LEVEL SECURITY;
 ALTER TABLE spine.jobs_archive ENABLE ROW LEVEL SECURITY;
 ALTER TABLE spine.queues ENABLE ROW LEVEL SECURITY;
 ALTER TABLE spine.schedules ENABLE ROW LEVEL SECURITY;
+ALTER TABLE spine.queue_rate_windows ENABLE ROW LEVEL SECURITY;
 CREATE POLICY jobs_owner_reads ON spine.jobs
     FOR SELECT TO authenticated USING (owner_id = auth.uid());
 CREATE POLICY jobs_archive_owner_reads ON spine.jobs_archive
@@ -971,3 +1019,4 @@ GRANT SELECT ON spine.jobs, spine.jobs_archive, spine.queues TO authenticated, s
 CREATE POLICY schedules_owner_reads ON spine.schedules
     FOR SELECT TO authenticated USING (owner_id = auth.uid());
 GRANT SELECT ON spine.schedules TO authenticated, service_role;
+GRANT SELECT ON spine.queue_rate_windows TO service_role;

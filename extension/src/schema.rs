@@ -99,4 +99,8 @@ extension_sql_file!(
     requires = ["events", caller_is_privileged, realtime_emit]
 );
 
+// pg_net's SQL API (net.http_get/post/delete, net._http_response) on the durable
+// `net` job queue, where the real pg_net is not installed.
+extension_sql_file!("../sql/net.sql", name = "net", requires = ["jobs"]);
+
 extension_sql_file!("../sql/finalize.sql", name = "finalize", finalize);

@@ -280,6 +280,9 @@ impl Worker {
             .env("SPINE_RELAY_SINK", sink)
             .env("SPINE_HTTP_ADDR", format!("127.0.0.1:{http_port}"))
             .env("SPINE_RELAY_POLL_MS", "200")
+            // No job runner unless a test asks (job_runner): a relay worker a test
+            // kills would otherwise hold leases on other tests' jobs.
+            .env("SPINE_JOB_QUEUES", "")
             .env("RUST_LOG", "warn")
             // Search sync only where a test asks for it (the stack may have one).
             .env_remove("MEILI_URL")

@@ -154,7 +154,7 @@ pub struct Settings {
     /// Queues to run, a comma list of queue[=handler] (the handler defaults to the
     /// queue's name); prefix.* serves every queue named prefix.…; empty turns the
     /// job runner off.
-    #[arg(long, env = "SPINE_JOB_QUEUES", default_value = "http,function,webhook.*",
+    #[arg(long, env = "SPINE_JOB_QUEUES", default_value = "http,function,net,webhook.*",
           value_name = "LIST", value_parser = queue_list)]
     pub job_queues: Queues,
 
@@ -270,7 +270,7 @@ pub struct JobsConfig {
     /// `SPINE_JOB_QUEUES`: `queue[=handler]` comma list (handler defaults to the
     /// queue's name); `prefix.*` serves every queue whose name starts with
     /// `prefix.` (handler defaults to `prefix`); empty turns the runner off.
-    /// Default `http,function,webhook.*`.
+    /// Default `http,function,net,webhook.*`.
     pub queues: Vec<(String, String)>,
     /// `SPINE_JOB_CONCURRENCY`: jobs run at once by this worker.
     pub concurrency: usize,

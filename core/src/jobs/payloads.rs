@@ -55,6 +55,23 @@ pub struct HttpJob {
     pub correlation_id: Option<Uuid>,
 }
 
+/// A job of the `net` queue: one request of `net.http_get` / `http_post` /
+/// `http_delete` (pg_net's API), written by `spine.net_request`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NetJob {
+    pub method: String,
+    pub url: String,
+    /// Query parameters appended to the URL, URL-encoded.
+    #[serde(default)]
+    pub params: Map<String, Value>,
+    #[serde(default)]
+    pub headers: Map<String, Value>,
+    /// The body as text (pg_net sends the JSON body's text).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<String>,
+    pub timeout_ms: u64,
+}
+
 /// A job of the `webhook` queue: deliver one row change to a database webhook.
 /// Written by the webhook trigger (`sql/webhooks.sql`, `jsonb_build_object` with
 /// these keys); the worker's webhook tests deliver what it writes.

@@ -88,7 +88,8 @@ pub struct Registry {
 
 impl Registry {
     /// The built-in handlers: `http`, `noop`, `function` (edge functions, run
-    /// in-process by an embedded function host) and `webhook` (database webhooks).
+    /// in-process by an embedded function host), `net` (pg_net's requests) and
+    /// `webhook` (database webhooks).
     /// The built-in handlers; `host` runs `function` jobs and function targets.
     pub fn builtin(database: &spine_db::DbConfig, host: Arc<spine_functions::host::Host>) -> Self {
         let mut r = Self::default();
@@ -97,6 +98,10 @@ impl Registry {
         r.register(
             "function",
             Arc::new(super::function::FunctionHandler::new(host.clone())),
+        );
+        r.register(
+            "net",
+            Arc::new(Arc::new(super::net::NetHandler::new(database))),
         );
         r.register(
             "webhook",

@@ -7,6 +7,7 @@
 mod check;
 mod cli;
 mod jobs;
+mod net;
 mod plugins;
 mod relay;
 mod search;

@@ -131,3 +131,77 @@ async fn debounced_enqueues_coalesce_under_concurrency() {
         assert_eq!(sqlstate(&err), Some(state), "{args:?}: {err:?}");
     }
 }
+
+/// A queue limited to 5 starts per second, drained by three concurrent fetchers
+/// for about three seconds: no one-second window (as the database's clock bins
+/// it) sees more than 5 starts, and the work still gets done at about that rate.
+#[tokio::test]
+async fn a_rate_limit_holds_across_concurrent_fetchers() {
+    let db = connect().await;
+    let q = format!("q{}", Uuid::new_v4().simple());
+    db.execute(
+        "SELECT spine.create_queue($1, rate_limit => 5, rate_interval => '1 second')",
+        &[&q],
+    )
+    .await
+    .unwrap();
+    enqueue_numbered(&db, &q, 40).await;
+    let deadline = std::time::Instant::now() + Duration::from_millis(3_000);
+    let mut fetchers = Vec::new();
+    for w in 0..3 {
+        let q = q.clone();
+        fetchers.push(tokio::spawn(async move {
+            let db = connect().await;
+            let mut starts: Vec<(i64, String)> = Vec::new();
+            while std::time::Instant::now() < deadline {
+                let rows = db
+                    .query(
+                        "SELECT f.id, date_bin('1 second', now(), timestamptz '2001-01-01')::text \
+                           FROM spine.fetch_jobs(ARRAY[$1], $2, 10) f",
+                        &[&q, &format!("w{w}")],
+                    )
+                    .await
+                    .unwrap();
+                let ids: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
+                starts.extend(rows.iter().map(|r| (r.get(0), r.get(1))));
+                if !ids.is_empty() {
+                    db.execute("SELECT spine.complete_jobs($1)", &[&ids])
+                        .await
+                        .unwrap();
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            starts
+        }));
+    }
+    let mut per_window: std::collections::BTreeMap<String, usize> = Default::default();
+    let mut total = 0;
+    for f in fetchers {
+        for (_, window) in f.await.unwrap() {
+            *per_window.entry(window).or_default() += 1;
+            total += 1;
+        }
+    }
+    assert!(
+        per_window.values().all(|&n| n <= 5),
+        "more than 5 starts in a second: {per_window:?}"
+    );
+    assert!(
+        total >= 10,
+        "only {total} jobs started in 3 s: {per_window:?}"
+    );
+    // A limit can be lifted again; bad limits are refused.
+    let err = db
+        .execute("SELECT spine.create_queue($1, rate_limit => 0)", &[&q])
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&err), Some("22023"));
+    let err = db
+        .execute(
+            "SELECT spine.create_queue($1, rate_limit => 5, rate_interval => '1 month')",
+            &[&q],
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&err), Some("22023"));
+}
