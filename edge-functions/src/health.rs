@@ -66,8 +66,11 @@ impl Health {
         })
     }
 
-    /// Counts one invocation of `plugin` that took `ms`.
-    pub fn record(&self, plugin: &str, verdict: Verdict, ms: f64) {
+    /// Counts one invocation of `plugin` that took `ms`. `from_anyone`: an
+    /// anonymous call of a public function, whose failures are counted but do not
+    /// extend the plugin's run (anyone on the internet could otherwise disable a
+    /// public webhook by sending it input that makes it throw).
+    pub fn record(&self, plugin: &str, verdict: Verdict, ms: f64, from_anyone: bool) {
         if verdict == Verdict::NotCounted {
             return;
         }
@@ -89,7 +92,11 @@ impl Health {
             p.last_error = Some(e.chars().take(MAX_ERROR_CHARS).collect());
         }
         let streak = state.streaks.entry(plugin.to_string()).or_default();
-        *streak = if failed.is_some() { *streak + 1 } else { 0 };
+        *streak = match (&failed, from_anyone) {
+            (None, _) => 0,
+            (Some(_), true) => *streak,
+            (Some(_), false) => *streak + 1,
+        };
         if self.disable_after > 0 && *streak == self.disable_after as i32 {
             self.urgent.notify_one();
         }
@@ -209,27 +216,28 @@ mod tests {
     #[test]
     fn counts_failures_in_a_row_and_limit_hits() {
         let h = Health::new(3);
-        h.record("p", Verdict::Failed("boom".into()), 2.0);
-        h.record("p", Verdict::LimitHit("cpu".into()), 3.0);
-        h.record("p", Verdict::NotCounted, 1.0);
+        h.record("p", Verdict::Failed("boom".into()), 2.0, false);
+        h.record("p", Verdict::LimitHit("cpu".into()), 3.0, false);
+        h.record("p", Verdict::NotCounted, 1.0, false);
+        h.record("p", Verdict::Failed("anyone".into()), 1.0, true);
         {
             let s = h.state.lock().unwrap();
             assert_eq!(
                 s.streaks["p"], 2,
-                "not-found does not break or extend a run"
+                "neither not-found nor an anonymous caller's failure extends a run"
             );
             assert_eq!(
                 s.pending["p"],
                 Pending {
-                    invocations: 2,
-                    failures: 2,
+                    invocations: 3,
+                    failures: 3,
                     limit_hits: 1,
-                    total_ms: 5.0,
-                    last_error: Some("cpu".into())
+                    total_ms: 6.0,
+                    last_error: Some("anyone".into())
                 }
             );
         }
-        h.record("p", Verdict::Ok, 1.0);
+        h.record("p", Verdict::Ok, 1.0, true);
         assert_eq!(h.state.lock().unwrap().streaks["p"], 0);
     }
 }

@@ -200,6 +200,7 @@ impl Host {
         causation: Option<uuid::Uuid>,
     ) -> Result<Response, HostError> {
         let started = std::time::Instant::now();
+        let from_anyone = caller.role == "anon" && caller.user_id().is_none();
         let result = self.run_invocation(name, request, caller, causation).await;
         let outcome = match &result {
             Ok(r) if r.status >= 500 => "status_5xx",
@@ -216,7 +217,7 @@ impl Host {
         };
         let seconds = started.elapsed().as_secs_f64();
         self.metrics.record(name, outcome, seconds);
-        self.track_health(name, outcome, &result, seconds);
+        self.track_health(name, outcome, &result, seconds, from_anyone);
         result
     }
 
@@ -227,6 +228,7 @@ impl Host {
         outcome: &'static str,
         result: &Result<Response, HostError>,
         seconds: f64,
+        from_anyone: bool,
     ) {
         use crate::health::Verdict;
         let verdict = match result {
@@ -238,7 +240,8 @@ impl Host {
             Err(e @ HostError::Invoke(_)) => Verdict::Failed(e.to_string()),
             Err(_) => Verdict::NotCounted,
         };
-        self.health.record(name, verdict, seconds * 1000.0);
+        self.health
+            .record(name, verdict, seconds * 1000.0, from_anyone);
         let host = Arc::downgrade(self);
         self.health.start(self.db.clone(), move |plugin| {
             if let Some(host) = host.upgrade() {

@@ -75,6 +75,11 @@ impl SpineError {
     fn hint(&self) -> Option<&'static str> {
         match self {
             SpineError::InRule { source, .. } => source.hint(),
+            // A plugin's denial is about its manifest and the user's consent, not
+            // about who the request acts as.
+            SpineError::PermissionDenied(m) if m.starts_with("plugin:") => Some(
+                "Declare it in the plugin's manifest, and have the user consent (spine.grant_consent).",
+            ),
             SpineError::PermissionDenied(_) => {
                 Some("Set request.jwt.claims for the acting user, or use service_role.")
             }
