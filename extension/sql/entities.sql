@@ -71,16 +71,20 @@ BEGIN
     END IF;
     EXECUTE format('ALTER TABLE spine.entities ADD COLUMN embedding %I.vector', vector_schema);
     EXECUTE format($f$
-        CREATE FUNCTION spine.similar(kind text, query %1$I.vector, k integer DEFAULT 10, owner uuid DEFAULT NULL)
+        CREATE FUNCTION spine.similar(kind text, query %1$I.vector, k integer DEFAULT 10, owner uuid DEFAULT NULL,
+                                      filter jsonb DEFAULT NULL)
         RETURNS TABLE (id uuid, kind text, data jsonb, distance double precision)
         LANGUAGE sql STABLE SECURITY INVOKER SET search_path = pg_catalog, %1$I, pg_temp AS $body$
             -- Positional: "similar" is a keyword, so similar.query would not parse.
             -- Scoped to one owner even for service_role (BYPASSRLS): the caller's
             -- user, or the owner it names; RLS still limits users to their own.
+            -- A NULL kind searches every kind; filter keeps entities whose data
+            -- contains it (jsonb @>: {"label": "Partner"}).
             SELECT e.id, e.kind, e.data, e.embedding <=> $2
               FROM spine.entities e
-             WHERE e.kind = $1 AND e.embedding IS NOT NULL
+             WHERE ($1 IS NULL OR e.kind = $1) AND e.embedding IS NOT NULL
                AND e.owner_id = coalesce($4, auth.uid())
+               AND ($5 IS NULL OR e.data @> $5)
              ORDER BY e.embedding <=> $2
              LIMIT greatest(1, least($3, 1000))
         $body$$f$, vector_schema);
@@ -102,7 +106,7 @@ BEGIN
         END
         $body$$f$, vector_schema);
     COMMENT ON FUNCTION spine.similar IS
-        'The k entities of a kind nearest to the query embedding (cosine distance), of the caller''s user (or, for service_role, of owner).';
+        'The k entities nearest to the query embedding (cosine distance) of a kind (NULL: any) whose data contains filter, of the caller''s user (or, for service_role, of owner).';
     COMMENT ON FUNCTION spine.set_embedding IS
         'Sets the embedding of one of the caller''s entities; false when there is none the caller owns.';
     REVOKE EXECUTE ON FUNCTION spine.similar, spine.set_embedding FROM PUBLIC;

@@ -544,6 +544,24 @@ async fn entities_are_private_and_similarity_respects_rls() {
         found,
         [(mine.0, "near".to_string()), (mine.1, "far".to_string())]
     );
+    // Metadata filters: a data predicate, and any kind (NULL).
+    let filtered = as_user(&mut db, alice, async |tx| {
+        let far: Vec<Uuid> = column(
+            tx,
+            "SELECT id FROM spine.similar($1, '[0.9, 0.1, 0]', 5, filter => '{\"title\": \"far\"}')",
+            &[&kind],
+        )
+        .await;
+        let any_kind: Vec<Uuid> = column(
+            tx,
+            "SELECT id FROM spine.similar(NULL, '[0.9, 0.1, 0]', 5) WHERE kind = $1",
+            &[&kind],
+        )
+        .await;
+        (far, any_kind)
+    })
+    .await;
+    assert_eq!(filtered, (vec![mine.1], vec![mine.0, mine.1]));
     // service_role (BYPASSRLS) acting for Alice gets Alice's neighbours only.
     let tx = db.transaction().await.unwrap();
     act_as(&tx, "service_role", json!({"role": "service_role"})).await;
