@@ -498,6 +498,17 @@ pub fn job_runner(queues: &str, extra: &[(&str, &str)]) -> Worker {
     )
 }
 
+/// Whether job `id` is in the archive as completed.
+pub async fn job_completed(db: &tokio_postgres::Client, id: i64) -> bool {
+    db.query_opt(
+        "SELECT 1 FROM spine.jobs_archive WHERE id = $1 AND state = 'completed'",
+        &[&id],
+    )
+    .await
+    .unwrap()
+    .is_some()
+}
+
 /// Waits (up to `within`) until job `id` is in the archive; its attempts.
 pub async fn archived_attempts(db: &tokio_postgres::Client, id: i64, within: Duration) -> i32 {
     wait_until("job archived", within, || async {

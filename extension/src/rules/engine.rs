@@ -70,13 +70,19 @@ pub fn loop_guard(rule: &Rule, event: &EventInfo<'_>) -> Result<Guard, SpineErro
     .map_err(internal("rules: loop guard"))?;
     let (depth, chain) = (counts.0.unwrap_or(0), counts.1.unwrap_or(0));
     Ok(if depth >= max_depth {
-        Guard::Stop(format!(
-            "fired {depth} time(s) up this causal chain (spine.rules_max_depth = {max_depth})"
-        ))
+        Guard::Stop {
+            depth: depth as i32,
+            reason: format!(
+                "fired {depth} time(s) up this causal chain (spine.rules_max_depth = {max_depth})"
+            ),
+        }
     } else if chain >= gucs::rules_max_chain_firings() as i64 {
-        Guard::Stop(format!(
-            "the chain already had {chain} firings (spine.rules_max_chain_firings)"
-        ))
+        Guard::Stop {
+            depth: depth as i32,
+            reason: format!(
+                "the chain already had {chain} firings (spine.rules_max_chain_firings)"
+            ),
+        }
     } else {
         Guard::Fire {
             depth: depth as i32,
@@ -84,10 +90,10 @@ pub fn loop_guard(rule: &Rule, event: &EventInfo<'_>) -> Result<Guard, SpineErro
     })
 }
 
-/// The loop guard's answer.
+/// The loop guard's answer, with how often the rule fired up the chain.
 pub enum Guard {
     Fire { depth: i32 },
-    Stop(String),
+    Stop { depth: i32, reason: String },
 }
 
 /// The owner's state as one JSON object.
@@ -189,8 +195,9 @@ fn evaluate(
         };
         let depth = match guard {
             Guard::Fire { depth } => depth,
-            Guard::Stop(reason) => {
-                record_stop(rule, event, &reason, &ctx)?;
+            Guard::Stop { depth, reason } => {
+                // Recorded, so the owner sees where and why a chain ended.
+                record(rule, event, depth, &ctx, Some(&reason))?;
                 continue;
             }
         };
@@ -224,23 +231,7 @@ fn fire(
     depth: i32,
     ctx: &mut Value,
 ) -> Result<bool, SpineError> {
-    let firing: Option<i64> = one_prepared::<i64>(
-        "INSERT INTO spine.rule_firings \
-             (rule_id, owner_id, event_id, event_type, correlation_id, depth, inputs) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (rule_id, event_id) DO NOTHING RETURNING id",
-        &[UUIDOID, UUIDOID, UUIDOID, TEXTOID, UUIDOID, INT4OID, JSONBOID],
-        &[
-            rule.id.into(),
-            event.owner.into(),
-            event.id.into(),
-            event.event_type.into(),
-            event.correlation_id.into(),
-            depth.into(),
-            JsonB(inputs_of(rule, ctx)).into(),
-        ],
-    )
-    .map_err(internal("rules: record firing"))?;
-    let Some(firing) = firing else {
+    let Some(firing) = record(rule, event, depth, ctx, None)? else {
         return Ok(false);
     };
     let mut results = Vec::with_capacity(rule.actions.len());
@@ -279,19 +270,20 @@ fn fire(
     Ok(true)
 }
 
-/// Records that the loop guard stopped `rule` on `event` (once per rule and
-/// event), so the owner sees where and why a chain ended.
-fn record_stop(
+/// Records a firing of `rule` on `event` — or, with `stopped`, the match the
+/// loop guard stopped and why — once per rule and event; the row's id, or None
+/// when the rule had already been recorded for this event (a replay).
+fn record(
     rule: &Rule,
     event: &EventInfo<'_>,
-    reason: &str,
+    depth: i32,
     ctx: &Value,
-) -> Result<(), SpineError> {
-    let depth = gucs::rules_max_depth() as i32;
-    run_prepared(
+    stopped: Option<&str>,
+) -> Result<Option<i64>, SpineError> {
+    one_prepared::<i64>(
         "INSERT INTO spine.rule_firings \
              (rule_id, owner_id, event_id, event_type, correlation_id, depth, inputs, stopped) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (rule_id, event_id) DO NOTHING",
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (rule_id, event_id) DO NOTHING RETURNING id",
         &[
             UUIDOID, UUIDOID, UUIDOID, TEXTOID, UUIDOID, INT4OID, JSONBOID, TEXTOID,
         ],
@@ -303,10 +295,10 @@ fn record_stop(
             event.correlation_id.into(),
             depth.into(),
             JsonB(inputs_of(rule, ctx)).into(),
-            reason.into(),
+            stopped.into(),
         ],
     )
-    .map_err(internal("rules: record stop"))
+    .map_err(internal("rules: record firing"))
 }
 
 /// The idempotency key of the jobs an action enqueues: the event id, the rule and

@@ -72,6 +72,18 @@ pub fn snooze_for(status: u16, retry_after: Option<&str>) -> Option<std::time::D
     Some(std::time::Duration::from_secs(seconds.max(1)).min(MAX_SNOOZE))
 }
 
+/// The small pool a handler that writes to the database keeps (`webhook`,
+/// `net`): one session per job at a time is plenty beside the runner's own.
+pub fn handler_pool(database: &spine_db::DbConfig) -> spine_db::Pool {
+    spine_db::Pool::new(
+        database,
+        spine_db::PoolOptions {
+            max_size: 4,
+            ..spine_db::PoolOptions::default()
+        },
+    )
+}
+
 pub type HandlerFuture = Pin<Box<dyn Future<Output = Result<(), JobError>> + Send>>;
 
 /// Runs one job. Implementations must be idempotent per job id: a job can run

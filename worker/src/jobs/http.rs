@@ -20,14 +20,21 @@ pub struct HttpHandler {
     client: reqwest::Client,
 }
 
+/// The HTTP client of the worker's handlers (`http`, `webhook`, `net`): the
+/// worker's user agent, rustls on ring, and the redirects the handler allows.
+pub fn client(redirects: reqwest::redirect::Policy) -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .user_agent(concat!("spine-worker/", env!("CARGO_PKG_VERSION")))
+        .redirect(redirects)
+        .build()
+        .expect("a client with these settings always builds")
+}
+
 impl HttpHandler {
     pub fn new() -> Self {
         Self {
-            client: reqwest::Client::builder()
-                .user_agent(concat!("spine-worker/", env!("CARGO_PKG_VERSION")))
-                .redirect(reqwest::redirect::Policy::limited(3))
-                .build()
-                .expect("a client with these settings always builds"),
+            client: client(reqwest::redirect::Policy::limited(3)),
         }
     }
 }

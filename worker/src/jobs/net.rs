@@ -9,7 +9,7 @@
 
 use super::handler::{snooze_for, Handler, HandlerFuture, Job, JobError};
 use spine_core::jobs::payloads::{self, NetJob};
-use spine_db::{Pool, PoolOptions};
+use spine_db::Pool;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -35,21 +35,10 @@ struct Outcome {
 
 impl NetHandler {
     pub fn new(database: &spine_db::DbConfig) -> Self {
-        let _ = rustls::crypto::ring::default_provider().install_default();
         Self {
-            db: Pool::new(
-                database,
-                PoolOptions {
-                    max_size: 4,
-                    ..PoolOptions::default()
-                },
-            ),
+            db: super::handler::handler_pool(database),
             // pg_net follows no redirects either: the 3xx is the response.
-            http: reqwest::Client::builder()
-                .user_agent(concat!("spine-worker/", env!("CARGO_PKG_VERSION")))
-                .redirect(reqwest::redirect::Policy::none())
-                .build()
-                .expect("a client with these settings always builds"),
+            http: super::http::client(reqwest::redirect::Policy::none()),
         }
     }
 

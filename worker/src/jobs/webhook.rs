@@ -15,7 +15,7 @@ use super::handler::{Handler, HandlerFuture, Job, JobError};
 use super::signing;
 use serde_json::Value;
 use spine_core::jobs::payloads::{self, WebhookJob, WebhookTarget};
-use spine_db::{Pool, PoolOptions};
+use spine_db::Pool;
 use spine_functions::host::Host;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -50,20 +50,9 @@ struct Attempt {
 
 impl WebhookHandler {
     pub fn new(database: &spine_db::DbConfig, functions: Arc<Host>) -> Self {
-        let _ = rustls::crypto::ring::default_provider().install_default();
         Self {
-            db: Pool::new(
-                database,
-                PoolOptions {
-                    max_size: 4,
-                    ..PoolOptions::default()
-                },
-            ),
-            http: reqwest::Client::builder()
-                .user_agent(concat!("spine-worker/", env!("CARGO_PKG_VERSION")))
-                .redirect(reqwest::redirect::Policy::none())
-                .build()
-                .expect("a client with these settings always builds"),
+            db: super::handler::handler_pool(database),
+            http: super::http::client(reqwest::redirect::Policy::none()),
             functions,
             targets: Mutex::new(HashMap::new()),
         }

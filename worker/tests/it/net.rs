@@ -4,7 +4,7 @@
 //! retried until it succeeds.
 
 use spine_tests::connect as db;
-use spine_tests::daemons::{job_runner, Hook};
+use spine_tests::daemons::{job_completed as completed, job_runner, Hook};
 use spine_tests::proc::wait_until;
 use spine_tests::sqlstate;
 use std::time::Duration;
@@ -16,16 +16,6 @@ async fn response(db: &tokio_postgres::Client, id: i64) -> Option<tokio_postgres
     )
     .await
     .unwrap()
-}
-
-async fn completed(db: &tokio_postgres::Client, id: i64) -> bool {
-    db.query_opt(
-        "SELECT 1 FROM spine.jobs_archive WHERE id = $1 AND state = 'completed'",
-        &[&id],
-    )
-    .await
-    .unwrap()
-    .is_some()
 }
 
 /// The two below, one after the other: each runs a worker on the one `net`

@@ -7,7 +7,7 @@ use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
 use sha2::Sha256;
 use spine_tests::connect as db;
-use spine_tests::daemons::{job_runner, Hook, Worker};
+use spine_tests::daemons::{job_completed as completed, job_runner, Hook, Worker};
 use spine_tests::proc::wait_until;
 use std::time::Duration;
 use uuid::Uuid;
@@ -64,16 +64,6 @@ async fn deliver(db: &tokio_postgres::Client, hook: &str, id: i64) -> Worker {
     })
     .await;
     worker
-}
-
-async fn completed(db: &tokio_postgres::Client, id: i64) -> bool {
-    db.query_opt(
-        "SELECT 1 FROM spine.jobs_archive WHERE id = $1 AND state = 'completed'",
-        &[&id],
-    )
-    .await
-    .unwrap()
-    .is_some()
 }
 
 /// The receiver fails twice, then answers 200: the webhook is delivered three
