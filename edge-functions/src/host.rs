@@ -6,6 +6,7 @@
 use crate::capabilities::HostCapabilities;
 use crate::engine::{Engine, InvokeError, Limits, QuickJs, Request, Response};
 use crate::invokers::Invokers;
+use crate::stream::{ChannelSink, Head};
 use serde_json::{json, Value};
 use spine_core::jobs::payloads::Actor;
 use spine_core::manifest::{self, Manifest};
@@ -14,6 +15,13 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
+
+/// What an HTTP caller gets back: the whole response, or a streamed body's
+/// head with the chunks to follow.
+pub enum Answer {
+    Whole(Response),
+    Streamed(Head),
+}
 
 /// A name's lookup: when, and the function (None: not deployed).
 type Cached = (Instant, Option<Arc<Deployed>>);
@@ -190,8 +198,9 @@ impl Host {
         })
     }
 
-    /// Runs function `name` on `request` for `caller`. `causation` is the event a
-    /// job-run invocation descends from, passed on to what the function emits.
+    /// Runs function `name` on `request` for `caller`, with the whole body in the
+    /// response (a streamed one collected). `causation` is the event a job-run
+    /// invocation descends from, passed on to what the function emits.
     pub async fn invoke(
         self: &Arc<Self>,
         name: &str,
@@ -199,11 +208,33 @@ impl Host {
         caller: Caller,
         causation: Option<uuid::Uuid>,
     ) -> Result<Response, HostError> {
-        let started = std::time::Instant::now();
-        let from_anyone = caller.role == "anon" && caller.user_id().is_none();
-        let result = self.run_invocation(name, request, caller, causation).await;
-        let outcome = match &result {
-            Ok(r) if r.status >= 500 => "status_5xx",
+        match self.run(name, request, caller, causation, false).await? {
+            Answer::Whole(response) => Ok(response),
+            Answer::Streamed(_) => unreachable!("a collecting invocation has no stream"),
+        }
+    }
+
+    /// [`Host::invoke`] for an HTTP caller: a body the function streams comes
+    /// back as it is produced ([`Answer::Streamed`]), others whole.
+    pub async fn invoke_streaming(
+        self: &Arc<Self>,
+        name: &str,
+        request: Request,
+        caller: Caller,
+    ) -> Result<Answer, HostError> {
+        self.run(name, request, caller, None, true).await
+    }
+
+    /// Records an invocation's end in the metrics and its plugin's health.
+    fn finish(
+        self: &Arc<Self>,
+        name: &str,
+        result: Result<u16, &HostError>,
+        started: Instant,
+        from_anyone: bool,
+    ) {
+        let outcome = match result {
+            Ok(status) if status >= 500 => "status_5xx",
             Ok(_) => "ok",
             Err(HostError::NotFound(_)) => "not_found",
             Err(HostError::Disabled(_)) => "disabled",
@@ -217,8 +248,7 @@ impl Host {
         };
         let seconds = started.elapsed().as_secs_f64();
         self.metrics.record(name, outcome, seconds);
-        self.track_health(name, outcome, &result, seconds, from_anyone);
-        result
+        self.track_health(name, outcome, result, seconds, from_anyone);
     }
 
     /// Counts the invocation for its plugin's health (and starts reporting it).
@@ -226,13 +256,13 @@ impl Host {
         self: &Arc<Self>,
         name: &str,
         outcome: &'static str,
-        result: &Result<Response, HostError>,
+        result: Result<u16, &HostError>,
         seconds: f64,
         from_anyone: bool,
     ) {
         use crate::health::Verdict;
         let verdict = match result {
-            Ok(r) if r.status >= 500 => Verdict::Failed(format!("answered {}", r.status)),
+            Ok(status) if status >= 500 => Verdict::Failed(format!("answered {status}")),
             Ok(_) => Verdict::Ok,
             Err(HostError::Invoke(InvokeError::LimitExceeded(_))) => {
                 Verdict::LimitHit(outcome.into())
@@ -263,14 +293,18 @@ impl Host {
         self.metrics.pool_waiting.set(status.waiting as i64);
     }
 
-    /// [`Host::invoke`] without its metrics.
-    async fn run_invocation(
+    /// Runs an invocation on an invoker thread; with `stream`, a streamed body
+    /// is answered as soon as its head is known and the rest follows.
+    async fn run(
         self: &Arc<Self>,
         name: &str,
         request: Request,
         caller: Caller,
         causation: Option<uuid::Uuid>,
-    ) -> Result<Response, HostError> {
+        stream: bool,
+    ) -> Result<Answer, HostError> {
+        let started = Instant::now();
+        let from_anyone = caller.role == "anon" && caller.user_id().is_none();
         // The slot first: lookups of unknown names count against the cap too.
         let slot = self
             .slots
@@ -278,33 +312,75 @@ impl Host {
             .acquire_owned()
             .await
             .expect("never closed");
-        let function = self.load(name).await?;
-        if !function.enabled {
-            return Err(HostError::Disabled(name.into()));
-        }
+        let function = match self.load(name).await {
+            Ok(f) if !f.enabled => Err(HostError::Disabled(name.into())),
+            other => other,
+        };
+        let function = match function {
+            Ok(f) => f,
+            Err(e) => {
+                self.finish(name, Err(&e), started, from_anyone);
+                return Err(e);
+            }
+        };
+        let runtime = tokio::runtime::Handle::current();
         let capabilities = HostCapabilities::new(
             self.clone(),
             function.clone(),
             caller,
             causation,
-            tokio::runtime::Handle::current(),
+            runtime.clone(),
         );
-        let (answer, outcome) = tokio::sync::oneshot::channel();
+        let (whole_tx, whole) = tokio::sync::oneshot::channel();
+        let (sink, head) = match stream {
+            true => {
+                let (sink, head) = ChannelSink::new(runtime.clone());
+                (Some(sink), Some(head))
+            }
+            false => (None, None),
+        };
         let limits = function.limits;
+        let host = self.clone();
         self.invokers.submit(Box::new(move |engine| {
             // The slot is held until the invocation ends, also when its caller has
             // gone away: the concurrency cap counts what runs, not who waits.
             let _slot = slot;
-            if answer.is_closed() {
+            if whole_tx.is_closed() {
                 return; // nobody waits for it any more
             }
-            let result = engine.invoke(&function.source, request, limits, Box::new(capabilities));
-            let _ = answer.send(result);
+            let mut sink = sink;
+            let result = engine.invoke_into(
+                &function.source,
+                request,
+                limits,
+                Box::new(capabilities),
+                sink.as_mut().map(|s| s as &mut dyn crate::engine::BodySink),
+            );
+            // Counted before the answer goes out, so whoever got it sees it counted.
+            {
+                let _runtime = runtime.enter(); // health reporting spawns a task
+                let failed = result.as_ref().err().cloned().map(HostError::Invoke);
+                let status = result.as_ref().map_or(0, |r| r.status);
+                let recorded = failed.as_ref().map_or(Ok(status), Err);
+                host.finish(&function.name, recorded, started, from_anyone);
+            }
+            match sink {
+                Some(sink) if sink.started() => sink.finish(result.map(|_| ())),
+                _ => {
+                    let _ = whole_tx.send(result);
+                }
+            }
         }));
-        let outcome = outcome
-            .await
-            .unwrap_or_else(|_| Err(InvokeError::Threw("the invocation's thread died".into())));
-        Ok(outcome?)
+        let died = || InvokeError::Threw("the invocation's thread died".into());
+        let Some(head) = head else {
+            let response = whole.await.unwrap_or_else(|_| Err(died()))?;
+            return Ok(Answer::Whole(response));
+        };
+        // Whichever comes first: the head of a stream, or the whole answer.
+        tokio::select! {
+            Ok(head) = head => Ok(Answer::Streamed(head)),
+            whole = whole => Ok(Answer::Whole(whole.unwrap_or_else(|_| Err(died()))?)),
+        }
     }
 
     /// The database pool's size, idle sessions and waiting callers (for metrics).

@@ -25,3 +25,4 @@ pub mod jwt;
 pub mod metrics;
 pub mod server;
 pub mod sql;
+pub mod stream;

@@ -1,12 +1,13 @@
 //! `/functions/v1/{name}` over HTTP (axum), Supabase-shaped: a bearer JWT says who
-//! calls; the function's Response is passed back as is; every error of the host is
-//! JSON with a `code`. Browsers can call it: CORS preflights are answered here,
+//! calls; the function's Response is passed back as is (a `ReadableStream` body
+//! chunk by chunk, as it is produced); every error of the host is JSON with a
+//! `code`. Browsers can call it: CORS preflights are answered here,
 //! before authentication, as Supabase's gateway does, and every response carries
 //! the CORS headers. A stop signal drains: new connections are refused and calls
 //! in progress finish.
 
 use crate::engine::{InvokeError, Request};
-use crate::host::{Caller, Host, HostError};
+use crate::host::{Answer, Caller, Host, HostError};
 use crate::jwt::Keys;
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
@@ -214,22 +215,31 @@ async fn invoke(
             .collect(),
         body,
     };
-    match state.host.invoke(&name, request, caller, None).await {
-        Ok(response) => {
-            let mut builder = Response::builder().status(response.status);
-            for (k, v) in &response.headers {
-                builder = builder.header(k, v);
-            }
-            builder.body(Body::from(response.body)).unwrap_or_else(|e| {
-                error(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "FUNCTION_ERROR",
-                    &format!("the function's response is not valid HTTP: {e}"),
-                )
-            })
-        }
-        Err(e) => host_error(&name, e),
+    let answer = match state.host.invoke_streaming(&name, request, caller).await {
+        Ok(answer) => answer,
+        Err(e) => return host_error(&name, e),
+    };
+    let (status, headers, body) = match answer {
+        Answer::Whole(r) => (r.status, r.headers, Body::from(r.body)),
+        // Chunks go out as the function produces them (chunked transfer); a
+        // failure after the head cuts the body off rather than ending it cleanly.
+        Answer::Streamed(head) => (
+            head.status,
+            head.headers,
+            Body::from_stream(head.body.into_stream()),
+        ),
+    };
+    let mut builder = Response::builder().status(status);
+    for (k, v) in &headers {
+        builder = builder.header(k, v);
     }
+    builder.body(body).unwrap_or_else(|e| {
+        error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "FUNCTION_ERROR",
+            &format!("the function's response is not valid HTTP: {e}"),
+        )
+    })
 }
 
 /// The whole body, or the error response for one that is too large or stalled.

@@ -50,13 +50,35 @@ pub struct Request {
 pub struct Response {
     pub status: u16,
     pub headers: Vec<(String, String)>,
+    /// The whole body; empty when it went to a [`BodySink`] chunk by chunk.
     pub body: Vec<u8>,
+    /// The body was a `ReadableStream` and went to the sink as it was produced.
+    pub streamed: bool,
+}
+
+/// Why a [`BodySink`] took no more chunks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SinkClosed {
+    /// Nobody reads the body any more (the client went away): the function stops.
+    Gone,
+    /// The reader did not take the chunk before the invocation's wall deadline.
+    Deadline,
+}
+
+/// Takes a streamed body (a handler's `Response` over a `ReadableStream`, such
+/// as LLM tokens as `text/event-stream`) while the function still runs.
+pub trait BodySink {
+    /// The status and headers, once, before the first chunk.
+    fn head(&mut self, status: u16, headers: &[(String, String)]);
+    /// One chunk; waits for the reader (back-pressure), but never past `deadline`.
+    fn chunk(&mut self, bytes: Vec<u8>, deadline: Instant) -> Result<(), SinkClosed>;
 }
 
 /// Why an invocation produced no response of the function's own.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum InvokeError {
-    /// `memory`, `cpu` or `wall`.
+    /// `memory`, `cpu` or `wall`. A stream collected whole (no sink) counts
+    /// against `memory`.
     #[error("function exceeded its {0} limit")]
     LimitExceeded(&'static str),
     #[error("function threw: {0}")]
@@ -104,13 +126,27 @@ pub trait Capabilities {
 /// call, nothing shared between calls, and an error (never a crash of the host)
 /// for whatever the function does.
 pub trait Engine: Send + Sync {
+    /// Runs the handler; a streamed body goes to `sink` chunk by chunk, or without
+    /// a sink is collected into [`Response::body`] (what a job needs).
+    fn invoke_into(
+        &self,
+        module_source: &str,
+        request: Request,
+        limits: Limits,
+        capabilities: Box<dyn Capabilities>,
+        sink: Option<&mut dyn BodySink>,
+    ) -> Result<Response, InvokeError>;
+
+    /// [`Engine::invoke_into`] with the whole body in the response.
     fn invoke(
         &self,
         module_source: &str,
         request: Request,
         limits: Limits,
         capabilities: Box<dyn Capabilities>,
-    ) -> Result<Response, InvokeError>;
+    ) -> Result<Response, InvokeError> {
+        self.invoke_into(module_source, request, limits, capabilities, None)
+    }
 
     /// Does, ahead of time and on the calling thread, the part of the next
     /// invocation's setup that does not depend on it (a fresh context with the

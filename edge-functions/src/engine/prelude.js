@@ -3,8 +3,8 @@
 // Evaluated as a script in every fresh context before the function's module.
 // Only what DESIGN.md lists is provided: Request, Response, Headers, URL,
 // URLSearchParams, fetch (hosts the manifest declares), TextEncoder/TextDecoder,
-// atob/btoa, crypto.randomUUID, console, timers, Deno.serve/Deno.env, and the
-// Spine context (secrets, db, emit).
+// atob/btoa, crypto (randomUUID, subtle), console, timers, Web streams,
+// Deno.serve/Deno.env, and the Spine context (secrets, db, emit).
 (function (global) {
   "use strict";
   const host = global.__host;
@@ -77,12 +77,38 @@
       if (!/^utf-?8$/i.test(label)) throw new RangeError(`TextDecoder: only utf-8 is supported, not ${label}`);
     }
     get encoding() { return "utf-8"; }
-    decode(input) {
-      if (input === undefined) return "";
-      if (input instanceof ArrayBuffer) return utf8Decode(new Uint8Array(input));
-      if (ArrayBuffer.isView(input)) return utf8Decode(new Uint8Array(input.buffer, input.byteOffset, input.byteLength));
-      throw new TypeError("TextDecoder.decode expects an ArrayBuffer or a typed array");
+    // `{stream: true}` keeps a character split between chunks for the next call
+    // (how SSE readers decode a streamed body).
+    decode(input, options = {}) {
+      let bytes;
+      if (input === undefined) bytes = new Uint8Array(0);
+      else if (input instanceof ArrayBuffer) bytes = new Uint8Array(input);
+      else if (ArrayBuffer.isView(input)) bytes = new Uint8Array(input.buffer, input.byteOffset, input.byteLength);
+      else throw new TypeError("TextDecoder.decode expects an ArrayBuffer or a typed array");
+      if (this._pending && this._pending.length) {
+        const joined = new Uint8Array(this._pending.length + bytes.length);
+        joined.set(this._pending);
+        joined.set(bytes, this._pending.length);
+        bytes = joined;
+      }
+      this._pending = null;
+      if (options && options.stream) {
+        const end = completeUpTo(bytes);
+        this._pending = bytes.slice(end);
+        bytes = bytes.subarray(0, end);
+      }
+      return utf8Decode(bytes);
     }
+  }
+  // Where an incomplete UTF-8 sequence at the end of `bytes` starts (or its length).
+  function completeUpTo(bytes) {
+    for (let j = bytes.length - 1; j >= 0 && j >= bytes.length - 3; j--) {
+      const b = bytes[j];
+      if ((b & 0xc0) === 0x80) continue;
+      const n = b >= 0xf0 ? 4 : b >= 0xe0 ? 3 : b >= 0xc0 ? 2 : 1;
+      return j + n > bytes.length ? j : bytes.length;
+    }
+    return bytes.length;
   }
 
   const B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
@@ -189,6 +215,248 @@
     return "/" + out.join("/");
   }
 
+  // ---- streams -----------------------------------------------------------------
+  // ReadableStream as WHATWG defines it for what functions do with it: a source
+  // with start/pull/cancel and a high-water mark, a default reader, async
+  // iteration, ReadableStream.from, and piping through a TransformStream. A
+  // handler that returns `new Response(stream)` has its chunks sent as they come.
+  class ReadableStream {
+    constructor(source = {}, strategy = {}) {
+      source = source || {};
+      this._source = source;
+      this._queue = [];     // chunks enqueued and not yet read
+      this._waiting = [];   // reads waiting for a chunk: {resolve, reject}
+      this._state = "readable"; // then "closed" or "errored"
+      this._closing = false;
+      this._error = undefined;
+      this._reader = null;
+      this._started = false;
+      this._pulling = false;
+      this._pullAgain = false;
+      const hwm = strategy && strategy.highWaterMark !== undefined ? Number(strategy.highWaterMark) : 1;
+      if (!(hwm >= 0)) throw new RangeError("highWaterMark must be a number >= 0");
+      this._hwm = hwm;
+      const stream = this;
+      this._controller = Object.freeze({
+        get desiredSize() {
+          return stream._state === "errored" ? null : stream._state === "closed" ? 0 : stream._hwm - stream._queue.length;
+        },
+        enqueue: (chunk) => stream._enqueue(chunk),
+        close: () => stream._close(),
+        error: (e) => stream._fail(e),
+      });
+      let started;
+      try {
+        started = source.start ? source.start(this._controller) : undefined;
+      } catch (e) {
+        this._fail(e);
+        throw e;
+      }
+      Promise.resolve(started).then(() => { this._started = true; this._pullIfNeeded(); }, (e) => this._fail(e));
+    }
+    get locked() { return this._reader !== null; }
+    _enqueue(chunk) {
+      if (this._state !== "readable" || this._closing) throw new TypeError("enqueue: the stream is closed");
+      const waiting = this._waiting.shift();
+      if (waiting) waiting.resolve({ value: chunk, done: false });
+      else this._queue.push(chunk);
+      this._pullIfNeeded();
+    }
+    _close() {
+      if (this._state !== "readable" || this._closing) throw new TypeError("close: the stream is closed");
+      this._closing = true;
+      if (this._queue.length === 0) this._finish();
+    }
+    _finish() {
+      this._state = "closed";
+      for (const w of this._waiting.splice(0)) w.resolve({ value: undefined, done: true });
+    }
+    _fail(e) {
+      if (this._state !== "readable") return;
+      this._state = "errored";
+      this._error = e;
+      this._queue = [];
+      for (const w of this._waiting.splice(0)) w.reject(e);
+    }
+    _pullIfNeeded() {
+      if (!this._started || this._state !== "readable" || this._closing || !this._source.pull) return;
+      if (this._hwm - this._queue.length <= 0 && this._waiting.length === 0) return;
+      if (this._pulling) { this._pullAgain = true; return; }
+      this._pulling = true;
+      Promise.resolve()
+        .then(() => this._source.pull(this._controller))
+        .then(() => {
+          this._pulling = false;
+          if (this._pullAgain) { this._pullAgain = false; this._pullIfNeeded(); }
+        }, (e) => this._fail(e));
+    }
+    _read() {
+      if (this._queue.length) {
+        const value = this._queue.shift();
+        if (this._closing && this._queue.length === 0) this._finish();
+        else this._pullIfNeeded();
+        return Promise.resolve({ value, done: false });
+      }
+      if (this._state === "closed") return Promise.resolve({ value: undefined, done: true });
+      if (this._state === "errored") return Promise.reject(this._error);
+      return new Promise((resolve, reject) => {
+        this._waiting.push({ resolve, reject });
+        this._pullIfNeeded();
+      });
+    }
+    async _cancel(reason) {
+      if (this._state === "closed") return;
+      if (this._state === "errored") throw this._error;
+      this._queue = [];
+      this._finish();
+      if (this._source.cancel) await this._source.cancel(reason);
+    }
+    getReader(options) {
+      if (options && options.mode === "byob") throw new TypeError("getReader: BYOB readers are not supported");
+      return new ReadableStreamDefaultReader(this);
+    }
+    cancel(reason) {
+      if (this._reader) return Promise.reject(new TypeError("cancel: the stream is locked to a reader"));
+      return this._cancel(reason);
+    }
+    async *[Symbol.asyncIterator]() {
+      const reader = this.getReader();
+      try {
+        for (;;) {
+          const { value, done } = await reader.read();
+          if (done) return;
+          yield value;
+        }
+      } finally {
+        reader.releaseLock();
+      }
+    }
+    values() { return this[Symbol.asyncIterator](); }
+    pipeThrough(transform) {
+      this.pipeTo(transform.writable).catch(() => {});
+      return transform.readable;
+    }
+    async pipeTo(writable) {
+      const writer = writable.getWriter();
+      try {
+        for await (const chunk of this) await writer.write(chunk);
+        await writer.close();
+      } catch (e) {
+        await writer.abort(e);
+        throw e;
+      }
+    }
+    // A stream over an (async) iterable, read on demand: an async generator of
+    // tokens becomes a response body.
+    static from(iterable) {
+      const it = iterable[Symbol.asyncIterator] ? iterable[Symbol.asyncIterator]() : iterable[Symbol.iterator]();
+      return new ReadableStream({
+        async pull(c) {
+          const { value, done } = await it.next();
+          if (done) c.close(); else c.enqueue(value);
+        },
+        async cancel(reason) { if (it.return) await it.return(reason); },
+      }, { highWaterMark: 0 });
+    }
+  }
+  class ReadableStreamDefaultReader {
+    constructor(stream) {
+      if (!(stream instanceof ReadableStream)) throw new TypeError("a reader needs a ReadableStream");
+      if (stream._reader) throw new TypeError("the stream is locked to a reader");
+      stream._reader = this;
+      this._stream = stream;
+    }
+    read() {
+      if (!this._stream) return Promise.reject(new TypeError("read: the reader was released"));
+      return this._stream._read();
+    }
+    cancel(reason) {
+      if (!this._stream) return Promise.reject(new TypeError("cancel: the reader was released"));
+      return this._stream._cancel(reason);
+    }
+    releaseLock() {
+      if (this._stream) { this._stream._reader = null; this._stream = null; }
+    }
+  }
+  class WritableStream {
+    constructor(sink = {}) {
+      this._sink = sink || {};
+      this._writer = null;
+      this._chain = Promise.resolve(this._sink.start ? this._sink.start({ error: () => {} }) : undefined);
+    }
+    get locked() { return this._writer !== null; }
+    getWriter() {
+      if (this._writer) throw new TypeError("the stream is locked to a writer");
+      const stream = this;
+      const sink = this._sink;
+      // Writes run one after another, in order.
+      const then = (f) => (stream._chain = stream._chain.then(f));
+      return (this._writer = {
+        ready: Promise.resolve(),
+        write: (chunk) => then(() => sink.write && sink.write(chunk)),
+        close: () => then(() => sink.close && sink.close()),
+        abort: (reason) => Promise.resolve(sink.abort && sink.abort(reason)),
+        releaseLock: () => { stream._writer = null; },
+      });
+    }
+  }
+  class TransformStream {
+    constructor(transformer = {}) {
+      let out;
+      this.readable = new ReadableStream({ start: (c) => { out = c; } });
+      const controller = Object.freeze({
+        enqueue: (chunk) => out.enqueue(chunk),
+        error: (e) => out.error(e),
+        terminate: () => out.close(),
+        get desiredSize() { return out.desiredSize; },
+      });
+      const started = transformer.start ? transformer.start(controller) : undefined;
+      this.writable = new WritableStream({
+        start: () => started,
+        write: (chunk) => transformer.transform ? transformer.transform(chunk, controller) : controller.enqueue(chunk),
+        close: async () => {
+          if (transformer.flush) await transformer.flush(controller);
+          out.close();
+        },
+        abort: (e) => out.error(e),
+      });
+    }
+  }
+  class TextEncoderStream extends TransformStream {
+    constructor() { super({ transform: (chunk, c) => c.enqueue(utf8Encode(chunk)) }); }
+    get encoding() { return "utf-8"; }
+  }
+  class TextDecoderStream extends TransformStream {
+    constructor(label = "utf-8") {
+      const decoder = new TextDecoder(label);
+      super({
+        transform: (chunk, c) => { const text = decoder.decode(chunk, { stream: true }); if (text) c.enqueue(text); },
+        flush: (c) => { const text = decoder.decode(); if (text) c.enqueue(text); },
+      });
+    }
+    get encoding() { return "utf-8"; }
+  }
+  // A chunk as bytes: what a byte stream carries.
+  function chunkToBytes(chunk) {
+    if (typeof chunk === "string") return utf8Encode(chunk);
+    if (chunk instanceof ArrayBuffer) return new Uint8Array(chunk);
+    if (ArrayBuffer.isView(chunk)) return new Uint8Array(chunk.buffer, chunk.byteOffset, chunk.byteLength);
+    throw new TypeError("a body stream's chunks must be Uint8Array (or strings)");
+  }
+  async function readAll(stream) {
+    const parts = [];
+    let length = 0;
+    for await (const chunk of stream) {
+      const bytes = chunkToBytes(chunk);
+      parts.push(bytes);
+      length += bytes.length;
+    }
+    const all = new Uint8Array(length);
+    let at = 0;
+    for (const p of parts) { all.set(p, at); at += p.length; }
+    return all;
+  }
+
   // ---- Headers, bodies, Request, Response ------------------------------------
   class Headers {
     constructor(init) {
@@ -213,9 +481,10 @@
     [Symbol.iterator]() { return this._map.entries(); }
   }
 
-  // A body is kept as text or bytes, whichever it arrived as.
+  // A body is kept as text, bytes or a stream, whichever it arrived as.
   function toBody(body) {
     if (body === undefined || body === null) return null;
+    if (body instanceof ReadableStream) return { stream: body };
     if (typeof body === "string") return { text: body };
     if (body instanceof ArrayBuffer) return { bytes: new Uint8Array(body) };
     if (ArrayBuffer.isView(body)) return { bytes: new Uint8Array(body.buffer, body.byteOffset, body.byteLength) };
@@ -231,17 +500,29 @@
     }
     async text() {
       const b = this._take();
-      return !b ? "" : "text" in b ? b.text : utf8Decode(b.bytes);
+      return !b ? "" : "text" in b ? b.text : "bytes" in b ? utf8Decode(b.bytes) : utf8Decode(await readAll(b.stream));
     }
     async json() { return JSON.parse(await this.text()); }
     async arrayBuffer() {
       const b = this._take();
-      const bytes = !b ? new Uint8Array(0) : "bytes" in b ? b.bytes : utf8Encode(b.text);
+      const bytes = !b ? new Uint8Array(0) : "bytes" in b ? b.bytes : "text" in b ? utf8Encode(b.text) : await readAll(b.stream);
       return bytes.slice().buffer;
     }
     async bytes() { return new Uint8Array(await this.arrayBuffer()); }
-    get body() { return this._body; }
+    // The body as a stream (one chunk for a body that is not one).
+    get body() {
+      const b = this._body;
+      if (!b) return null;
+      if ("stream" in b) return b.stream;
+      if (!this._bodyStream) {
+        const bytes = "bytes" in b ? b.bytes : utf8Encode(b.text);
+        this._bodyStream = new ReadableStream({ start(c) { c.enqueue(bytes); c.close(); } });
+      }
+      return this._bodyStream;
+    }
   }
+  // What a body was built from, to build another body from it.
+  const bodySource = (b) => !b ? null : "text" in b ? b.text : "bytes" in b ? b.bytes : b.stream;
 
   class Request extends Body {
     constructor(input, init = {}) {
@@ -250,7 +531,7 @@
       this.url = from ? from.url : new URL(String(input)).href;
       this.method = String(init.method || (from ? from.method : "GET")).toUpperCase();
       this.headers = new Headers(init.headers || (from ? from.headers : undefined));
-      this._initBody(init.body !== undefined ? init.body : from ? from._body && ("text" in from._body ? from._body.text : from._body.bytes) : null);
+      this._initBody(init.body !== undefined ? init.body : from ? bodySource(from._body) : null);
       if (this._body && (this.method === "GET" || this.method === "HEAD")) throw new TypeError("a GET or HEAD request has no body");
     }
     clone() { return new Request(this); }
@@ -280,6 +561,8 @@
     if (!b) return null;
     return "text" in b ? { text: b.text } : { b64: btoa(bytesToBinary(b.bytes)) };
   }
+  // A request body to send whole (fetch sends no streams: it is read first).
+  const wholeBody = async (b) => b && "stream" in b ? { bytes: await readAll(b.stream) } : b;
   function unwireBody(w) {
     if (!w) return null;
     return "text" in w ? w.text : binaryToBytes(atob(w.b64));
@@ -288,9 +571,8 @@
 
   async function fetch(input, init = {}) {
     const req = input instanceof Request && Object.keys(init).length === 0 ? input : new Request(input, init);
-    const answer = call("fetch", {
-      url: req.url, method: req.method, headers: wireHeaders(req.headers), body: wireBody(req._body),
-    });
+    const body = wireBody(await wholeBody(req._body));
+    const answer = call("fetch", { url: req.url, method: req.method, headers: wireHeaders(req.headers), body });
     const res = new Response(unwireBody(answer.body), { status: answer.status, headers: answer.headers });
     res.url = req.url;
     return res;
@@ -422,6 +704,7 @@
   });
 
   // ---- what the host calls ----------------------------------------------------
+  let responseReader = null;
   const internals = {
     // Picks the handler: Deno.serve(handler) or `export default { fetch }`.
     handler(defaultExport) {
@@ -437,8 +720,26 @@
       if (!(res instanceof Response)) {
         throw new TypeError(`the handler returned ${res === undefined ? "undefined" : typeof res}, not a Response`);
       }
+      if (res._body && "stream" in res._body) {
+        // The host pumps it with `read` below, sending each chunk as it comes.
+        if (res.bodyUsed || res._body.stream.locked) throw new TypeError("the response's body stream was already read");
+        responseReader = res._body.stream.getReader();
+        return JSON.stringify({ status: res.status, headers: wireHeaders(res.headers), stream: true });
+      }
       return JSON.stringify({ status: res.status, headers: wireHeaders(res.headers), body: wireBody(res._body) });
     },
+    // The response stream's next chunk as a fresh Uint8Array (a copy, so the
+    // function cannot change or detach it while the host reads it) or a string;
+    // undefined at the end.
+    async read() {
+      const { value, done } = await responseReader.read();
+      if (done) return undefined;
+      if (typeof value === "string") return value;
+      if (value instanceof ArrayBuffer || ArrayBuffer.isView(value)) return chunkToBytes(value).slice();
+      throw new TypeError("a response stream's chunks must be Uint8Array (or strings)");
+    },
+    // The reader went away: the stream's cancel callback runs.
+    async cancel() { await responseReader.cancel("the client went away"); },
     // Milliseconds until the earliest timer, or -1 when none is set.
     nextTimer() {
       let at = Infinity;
@@ -455,6 +756,8 @@
 
   Object.assign(global, {
     TextEncoder, TextDecoder, atob, btoa, URL, URLSearchParams, Headers, Request, Response,
+    ReadableStream, ReadableStreamDefaultReader, WritableStream, TransformStream,
+    TextEncoderStream, TextDecoderStream,
     fetch, setTimeout, clearTimeout, console, crypto, Deno, Spine: context,
     queueMicrotask: (fn) => { Promise.resolve().then(fn); },
     structuredClone: (v) => JSON.parse(JSON.stringify(v)),

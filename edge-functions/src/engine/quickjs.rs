@@ -6,9 +6,11 @@
 //! handler stops the script when the thread's CPU time or the wall clock passes
 //! its limit. Host calls block this thread; the JS side sees promises.
 
-use super::{Capabilities, Engine, InvokeError, Limits, OpError, Request, Response};
+use super::{
+    BodySink, Capabilities, Engine, InvokeError, Limits, OpError, Request, Response, SinkClosed,
+};
 use base64::Engine as _;
-use rquickjs::{Context, Ctx, Function, Module, Object, Promise, Runtime, Value};
+use rquickjs::{Context, Ctx, Function, Module, Object, Promise, Runtime, TypedArray, Value};
 use serde_json::{json, Value as Json};
 use sha2::{Digest, Sha256};
 use std::cell::{Cell, RefCell};
@@ -33,16 +35,17 @@ const MAX_LOG_LINE: usize = 4096;
 pub struct QuickJs;
 
 impl Engine for QuickJs {
-    fn invoke(
+    fn invoke_into(
         &self,
         module_source: &str,
         request: Request,
         limits: Limits,
         capabilities: Box<dyn Capabilities>,
+        sink: Option<&mut dyn BodySink>,
     ) -> Result<Response, InvokeError> {
         // Whatever goes wrong inside stays an error of this invocation.
         std::panic::catch_unwind(AssertUnwindSafe(|| {
-            invoke(module_source, request, limits, capabilities)
+            invoke(module_source, request, limits, capabilities, sink)
         }))
         .unwrap_or_else(|panic| {
             let what = panic
@@ -194,6 +197,7 @@ fn invoke(
     request: Request,
     limits: Limits,
     capabilities: Box<dyn Capabilities>,
+    sink: Option<&mut dyn BodySink>,
 ) -> Result<Response, InvokeError> {
     // Declared before the runtime so it is dropped after it: loaded bytecode may
     // point into this buffer while the runtime lives.
@@ -220,10 +224,12 @@ fn invoke(
     *warm.slot.capabilities.borrow_mut() = Some(capabilities);
     warm.slot.deadline.set(Some(wall_deadline));
 
-    let run = Run {
+    let mut run = Run {
         module: &module,
         wall_deadline,
         tripped: tripped.clone(),
+        sink,
+        max_collected: limits.memory_bytes,
     };
     let outcome = warm.context.with(|ctx| run.call(&ctx, &request));
     drop(warm);
@@ -238,15 +244,20 @@ fn invoke(
     }
 }
 
-struct Run<'a> {
+struct Run<'a, 's> {
     /// The function's module bytecode (compiled once per process and source).
     module: &'a [u8],
     wall_deadline: Instant,
     tripped: Tripped,
+    /// Where a streamed body goes; without one it is collected.
+    sink: Option<&'s mut dyn BodySink>,
+    /// Most bytes of a streamed body collected without a sink (the memory limit:
+    /// the bytes live in the host instead of the heap, but the function made them).
+    max_collected: usize,
 }
 
-impl Run<'_> {
-    fn call<'js>(&self, ctx: &Ctx<'js>, request: &Request) -> Result<Response, InvokeError> {
+impl Run<'_, '_> {
+    fn call<'js>(&mut self, ctx: &Ctx<'js>, request: &Request) -> Result<Response, InvokeError> {
         let internals: Object = ctx
             .globals()
             .get("__spine")
@@ -277,7 +288,58 @@ impl Run<'_> {
         let answer: String = answer
             .get()
             .map_err(|e| InvokeError::Threw(format!("response: {e}")))?;
-        response_from_json(&answer).map_err(InvokeError::Threw)
+        let mut response = response_from_json(&answer).map_err(InvokeError::Threw)?;
+        if response.streamed {
+            self.pump(ctx, &internals, &mut response)?;
+        }
+        Ok(response)
+    }
+
+    /// Reads the response's stream chunk by chunk (running the function between
+    /// chunks, under its limits) into the sink, or into the body without one.
+    fn pump<'js>(
+        &mut self,
+        ctx: &Ctx<'js>,
+        internals: &Object<'js>,
+        response: &mut Response,
+    ) -> Result<(), InvokeError> {
+        match self.sink.as_deref_mut() {
+            Some(sink) => sink.head(response.status, &response.headers),
+            None => response.streamed = false,
+        }
+        loop {
+            let next: Promise =
+                call_internal(ctx, internals, "read", ()).map_err(InvokeError::Threw)?;
+            let chunk = self.settle(ctx, internals, &next)?;
+            if chunk.is_undefined() || chunk.is_null() {
+                return Ok(());
+            }
+            let bytes = chunk_bytes(chunk).map_err(InvokeError::Threw)?;
+            if bytes.is_empty() {
+                continue;
+            }
+            let Some(sink) = self.sink.as_deref_mut() else {
+                if response.body.len() + bytes.len() > self.max_collected {
+                    return Err(InvokeError::LimitExceeded("memory"));
+                }
+                response.body.extend_from_slice(&bytes);
+                continue;
+            };
+            match sink.chunk(bytes, self.wall_deadline) {
+                Ok(()) => {}
+                Err(SinkClosed::Deadline) => return Err(InvokeError::LimitExceeded("wall")),
+                Err(SinkClosed::Gone) => {
+                    // The reader left: tell the stream (its cancel callback runs),
+                    // and stop; what it would still produce has nobody to go to.
+                    let cancelled: Result<Promise, String> =
+                        call_internal(ctx, internals, "cancel", ());
+                    if let Ok(cancelled) = cancelled {
+                        let _ = self.settle(ctx, internals, &cancelled);
+                    }
+                    return Ok(());
+                }
+            }
+        }
     }
 
     /// Runs jobs and timers until `promise` settles, the wall clock runs out, or
@@ -320,6 +382,22 @@ impl Run<'_> {
             call_internal::<()>(ctx, internals, "fireTimers", ()).map_err(InvokeError::Threw)?;
         }
     }
+}
+
+/// A chunk the prelude's `read` produced: a fresh `Uint8Array` (the prelude
+/// copies whatever the stream enqueued), or a string sent as UTF-8.
+fn chunk_bytes(chunk: Value<'_>) -> Result<Vec<u8>, String> {
+    if let Some(text) = chunk.as_string() {
+        return text
+            .to_string()
+            .map(String::into_bytes)
+            .map_err(|e| e.to_string());
+    }
+    let array = TypedArray::<u8>::from_value(chunk)
+        .map_err(|_| "a stream chunk must be a Uint8Array or a string".to_string())?;
+    // SAFETY: the slice is copied out before any JavaScript runs again.
+    let bytes = unsafe { array.as_bytes() }.ok_or("the chunk's buffer was detached")?;
+    Ok(bytes.to_vec())
 }
 
 /// `__host(op, json)`: the one native function the prelude builds on. Before an
@@ -433,6 +511,8 @@ fn response_from_json(answer: &str) -> Result<Response, String> {
         status: u16,
         headers: Vec<(String, String)>,
         body: Option<WireBody>,
+        #[serde(default)]
+        stream: bool,
     }
     #[derive(serde::Deserialize)]
     #[serde(rename_all = "lowercase")]
@@ -452,6 +532,7 @@ fn response_from_json(answer: &str) -> Result<Response, String> {
         status: wire.status,
         headers: wire.headers,
         body,
+        streamed: wire.stream,
     })
 }
 

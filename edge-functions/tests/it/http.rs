@@ -315,3 +315,109 @@ async fn metrics_count_invocations() {
     }
     assert!(text.contains("spine_function_db_pool_size "), "{text}");
 }
+
+/// A `ReadableStream` body reaches the client chunk by chunk while the function
+/// still produces it (server-sent events, an LLM's tokens); a failure after the
+/// head cuts the body off instead of ending it as if complete, and the limits
+/// still stop an endless stream. `/metrics` counts each by its real outcome.
+#[tokio::test]
+async fn streamed_bodies_arrive_as_they_are_produced() {
+    let db = connect().await;
+    let sse = hello(
+        &db,
+        r#"Deno.serve(() => new Response(new ReadableStream({
+             start(c) {
+               const enc = new TextEncoder();
+               let i = 0;
+               const tick = () => {
+                 if (i === 3) return c.close();
+                 c.enqueue(enc.encode(`data: ${i++}\n\n`));
+                 setTimeout(tick, 300);
+               };
+               tick();
+             },
+           }), { headers: { "content-type": "text/event-stream" } }));"#,
+    )
+    .await;
+    let broken = hello(
+        &db,
+        r#"Deno.serve(() => new Response(new ReadableStream({
+             start(c) { c.enqueue("partial"); setTimeout(() => c.error(new Error("upstream broke")), 50); },
+           })));"#,
+    )
+    .await;
+    let endless = deploy(
+        &db,
+        json!({}),
+        json!({"wall_ms": 500}),
+        r#"Deno.serve(() => new Response(new ReadableStream({
+             pull(c) { return new Promise((ok) => setTimeout(() => { c.enqueue("tick\n"); ok(); }, 20)); },
+           })));"#,
+    )
+    .await;
+    let server = Server::start().await;
+    let anon = jwt::sign(&json!({"role": "anon"}), secret().as_bytes());
+    let client = reqwest::Client::new();
+    let call = |name: &str| {
+        client
+            .post(format!("{}/functions/v1/{name}", server.url))
+            .bearer_auth(&anon)
+            .send()
+    };
+
+    let mut response = call(&sse).await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    assert!(response.headers().get("content-length").is_none());
+    let mut body = Vec::new();
+    let mut first_at = None;
+    while let Some(chunk) = response.chunk().await.unwrap() {
+        first_at.get_or_insert_with(Instant::now);
+        body.extend_from_slice(&chunk);
+    }
+    let ended_at = Instant::now();
+    assert_eq!(
+        String::from_utf8(body).unwrap(),
+        "data: 0\n\ndata: 1\n\ndata: 2\n\n"
+    );
+    // The function spends ~900 ms producing: a buffered body would arrive at once.
+    let spread = ended_at - first_at.unwrap();
+    assert!(
+        spread >= Duration::from_millis(500),
+        "the first chunk came only {spread:?} before the end: the body was buffered"
+    );
+
+    for (name, expect) in [(&broken, "partial"), (&endless, "tick\n")] {
+        let mut response = call(name).await.unwrap();
+        assert_eq!(response.status(), 200, "{name}");
+        let mut body = Vec::new();
+        let end = loop {
+            match response.chunk().await {
+                Ok(Some(chunk)) => body.extend_from_slice(&chunk),
+                Ok(None) => break Ok(()),
+                Err(e) => break Err(e),
+            }
+        };
+        assert!(end.is_err(), "{name}: a failed stream must not end cleanly");
+        assert!(
+            String::from_utf8_lossy(&body).starts_with(expect),
+            "{name}: {body:?}"
+        );
+    }
+
+    let text = reqwest::get(format!("{}/metrics", server.url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        format!("spine_function_invocations_total{{function=\"{sse}\",outcome=\"ok\"}} 1\n"),
+        format!("spine_function_invocations_total{{function=\"{broken}\",outcome=\"threw\"}} 1\n"),
+        format!(
+            "spine_function_invocations_total{{function=\"{endless}\",outcome=\"limit_wall\"}} 1\n"
+        ),
+    ] {
+        assert!(text.contains(&line), "{line} missing from:\n{text}");
+    }
+}

@@ -6,3 +6,4 @@ mod entities;
 mod host;
 mod http;
 mod public;
+mod streams;

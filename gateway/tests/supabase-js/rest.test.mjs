@@ -337,6 +337,32 @@ test("Spine's own API through schema('spine')", async () => {
   assert.equal(r.error.code, "42501");
 });
 
+test("functions.invoke reads a streamed body as the function produces it", async () => {
+  const alice = userClient();
+  const r = await alice.functions.invoke("tokens", { body: { prompt: "one two three", delay_ms: 150 } });
+  assert.equal(r.error, null, String(r.error));
+  // functions-js hands a text/event-stream back unread: the Response itself.
+  assert.equal(r.data.headers.get("content-type"), "text/event-stream");
+  const reader = r.data.body.getReader();
+  const decoder = new TextDecoder();
+  let text = "";
+  const arrivals = [];
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    arrivals.push(Date.now());
+    text += decoder.decode(value, { stream: true });
+  }
+  const events = text.split("\n\n").filter(Boolean);
+  assert.deepEqual(events, [
+    'data: {"token":"one"}', 'data: {"token":"two"}', 'data: {"token":"three"}', "data: [DONE]",
+  ]);
+  // Three pauses of 150 ms between the first token and the end: a buffered body
+  // would arrive in one piece.
+  const spread = arrivals.at(-1) - arrivals[0];
+  assert.ok(spread >= 300, `chunks arrived within ${spread} ms: the body was buffered`);
+});
+
 test("functions.invoke as a user and without a token", async () => {
   const alice = userClient();
   let r = await alice.functions.invoke("hello", { body: { hi: 1 } });
