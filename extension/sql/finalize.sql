@@ -6,6 +6,7 @@ SELECT pg_catalog.pg_extension_config_dump('spine.events', '');
 SELECT pg_catalog.pg_extension_config_dump('spine.event_commits', '');
 SELECT pg_catalog.pg_extension_config_dump('spine.event_commit_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('spine.sinks', '');
+SELECT pg_catalog.pg_extension_config_dump('spine.embedding_kinds', '');
 SELECT pg_catalog.pg_extension_config_dump('spine.realtime_tables', '');
 SELECT pg_catalog.pg_extension_config_dump('spine.realtime_messages', '');
 SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('spine.realtime_messages', 'id')::regclass, '');
@@ -58,6 +59,12 @@ GRANT EXECUTE ON FUNCTION spine.settings() TO authenticated, service_role;
 
 GRANT EXECUTE ON FUNCTION spine.emit(text, jsonb, text, uuid, uuid) TO authenticated, service_role;
 GRANT EXECUTE ON FUNCTION spine.events_after(bigint, bigint, integer) TO service_role;
+GRANT EXECUTE ON FUNCTION
+    spine.embed_kind(text, text[], boolean),
+    spine.unembed_kind(text),
+    spine.record_embedding(uuid, bigint, real[], text)
+    TO service_role;
+GRANT EXECUTE ON FUNCTION spine.embedding_text(text, jsonb) TO authenticated, service_role;
 GRANT EXECUTE ON FUNCTION
     spine.realtime_publish(regclass),
     spine.realtime_unpublish(regclass),

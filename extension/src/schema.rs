@@ -99,6 +99,13 @@ extension_sql_file!(
     requires = ["events", caller_is_privileged, realtime_emit]
 );
 
+// Embeddings: which kinds, their text, and the `embed` jobs writes queue.
+extension_sql_file!(
+    "../sql/embeddings.sql",
+    name = "embeddings",
+    requires = ["entities", "jobs"]
+);
+
 // pg_net's SQL API (net.http_get/post/delete, net._http_response) on the durable
 // `net` job queue, where the real pg_net is not installed.
 extension_sql_file!("../sql/net.sql", name = "net", requires = ["jobs"]);

@@ -86,6 +86,30 @@ pub struct Settings {
     )]
     pub meili_master_key: Option<String>,
 
+    /// An OpenAI-compatible embeddings API (its base URL, e.g.
+    /// `http://127.0.0.1:54397/v1`: requests go to `…/embeddings`); unset or
+    /// empty: `embed` jobs wait (snoozed) until it is set.
+    #[arg(long, env = "SPINE_EMBEDDINGS_URL", value_name = "URL")]
+    pub embeddings_url: Option<String>,
+
+    /// The model asked of the embeddings API.
+    #[arg(
+        long,
+        env = "SPINE_EMBEDDINGS_MODEL",
+        default_value = "sentence-transformers/all-MiniLM-L6-v2",
+        value_name = "NAME"
+    )]
+    pub embeddings_model: String,
+
+    /// Sent as `Authorization: Bearer <key>` to the embeddings API (a cloud API's key).
+    #[arg(
+        long,
+        env = "SPINE_EMBEDDINGS_API_KEY",
+        hide_env_values = true,
+        value_name = "KEY"
+    )]
+    pub embeddings_api_key: Option<String>,
+
     /// Where /healthz and /metrics are served.
     #[arg(
         long,
@@ -154,7 +178,7 @@ pub struct Settings {
     /// Queues to run, a comma list of queue[=handler] (the handler defaults to the
     /// queue's name); prefix.* serves every queue named prefix.…; empty turns the
     /// job runner off.
-    #[arg(long, env = "SPINE_JOB_QUEUES", default_value = "http,function,net,webhook.*",
+    #[arg(long, env = "SPINE_JOB_QUEUES", default_value = "http,function,net,embed,webhook.*",
           value_name = "LIST", value_parser = queue_list)]
     pub job_queues: Queues,
 
@@ -263,6 +287,27 @@ pub struct Config {
     pub jobs: JobsConfig,
     /// `SPINE_DRAIN_SECS`: how long in-flight work may take after SIGTERM.
     pub drain: Duration,
+    /// `SPINE_EMBEDDINGS_*`: where `embed` jobs get vectors; None: not configured.
+    pub embeddings: Option<EmbeddingsConfig>,
+}
+
+/// The embeddings API the `embed` handler calls (OpenAI's `/embeddings` shape).
+#[derive(Clone)]
+pub struct EmbeddingsConfig {
+    /// Base URL; requests go to `{url}/embeddings`.
+    pub url: String,
+    pub model: String,
+    pub api_key: Option<String>,
+}
+
+impl std::fmt::Debug for EmbeddingsConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmbeddingsConfig")
+            .field("url", &self.url)
+            .field("model", &self.model)
+            .field("api_key", &self.api_key.as_ref().map(|_| "…"))
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -270,7 +315,7 @@ pub struct JobsConfig {
     /// `SPINE_JOB_QUEUES`: `queue[=handler]` comma list (handler defaults to the
     /// queue's name); `prefix.*` serves every queue whose name starts with
     /// `prefix.` (handler defaults to `prefix`); empty turns the runner off.
-    /// Default `http,function,net,webhook.*`.
+    /// Default `http,function,net,embed,webhook.*`.
     pub queues: Vec<(String, String)>,
     /// `SPINE_JOB_CONCURRENCY`: jobs run at once by this worker.
     pub concurrency: usize,
@@ -426,10 +471,20 @@ impl Config {
             batch: s.search_batch as i32,
             poll: Duration::from_millis(s.search_poll_ms),
         });
+        let embeddings = s
+            .embeddings_url
+            .clone()
+            .filter(|u| !u.is_empty())
+            .map(|url| EmbeddingsConfig {
+                url: url.trim_end_matches('/').to_string(),
+                model: s.embeddings_model.clone(),
+                api_key: s.embeddings_api_key.clone().filter(|k| !k.is_empty()),
+            });
         Ok(Self {
             jobs,
             drain,
             search,
+            embeddings,
             database: spine_db::DbConfig::parse(&s.database_url).context("DATABASE_URL")?,
             nats: NatsUrl::parse(&s.nats_url).context("NATS_URL")?,
             meili_url,

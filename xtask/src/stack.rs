@@ -23,6 +23,7 @@ pub fn start(config: &Config) -> Result<()> {
     nats::up(config)?;
     meili::up(config)?;
     crate::gateway::up(config)?;
+    crate::embedder::up(config)?;
     println!();
     status(config)
 }
@@ -70,6 +71,7 @@ pub fn down(config: &Config, clean: bool) -> Result<()> {
         )
     };
     report("gateway", crate::gateway::down(config)?);
+    report("embedder", crate::embedder::down(config)?);
     report("meilisearch", meili::down(config)?);
     report("nats", nats::down(config)?);
     report("postgres", postgres::down(config)?);
@@ -162,6 +164,16 @@ pub fn status(config: &Config) -> Result<()> {
             String::new()
         }
     );
+    let embedder = crate::embedder::running_pid(config).is_some();
+    println!(
+        "embedder     {}  {}",
+        updown(embedder),
+        if embedder {
+            crate::embedder::url(config)
+        } else {
+            crate::embedder::OFF_MESSAGE.to_string()
+        }
+    );
     println!("dev dir      {}", config.dev_dir.display());
     Ok(())
 }
@@ -202,6 +214,7 @@ pub fn env_vars(config: &Config) -> Result<Vec<(&'static str, String)>> {
         ),
     ];
     vars.extend(crate::gateway::env_vars(config)?);
+    vars.extend(crate::embedder::env_vars(config));
     match meili::search(config) {
         Search::External(url) => vars.push(("MEILI_URL", url)),
         Search::Managed { url, .. } if meili::running_pid(config).is_some() => {

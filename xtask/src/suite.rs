@@ -38,7 +38,12 @@ fn deny(config: &Config) -> Result<()> {
     }
     let db = std::path::PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
         .join(".cargo/advisory-db");
-    if db.is_dir() {
+    // A database is a git checkout beside cargo-deny's lock file; an interrupted
+    // fetch can leave the directory with the lock only.
+    let has_db = std::fs::read_dir(&db)
+        .map(|entries| entries.flatten().any(|e| e.path().join(".git").exists()))
+        .unwrap_or(false);
+    if has_db {
         let _s = step("cargo deny check advisories (local RustSec copy)");
         exec(
             Command::new("cargo")

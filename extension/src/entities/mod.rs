@@ -3,6 +3,8 @@
 //! `data.EntityUpdated` (with the changed fields) or `data.EntityDeleted` in the
 //! same transaction — which is what rules, search sync and plugins consume.
 
+mod embeddings;
+
 use crate::caller;
 use crate::error::{internal, SpineError};
 use crate::events::{emit_event, emit_events, NewEvent};

@@ -100,16 +100,26 @@ pub struct Registry {
 
 impl Registry {
     /// The built-in handlers: `http`, `noop`, `function` (edge functions, run
-    /// in-process by an embedded function host), `net` (pg_net's requests) and
+    /// in-process by an embedded function host, which also runs function
+    /// targets), `embed` (entities' embeddings), `net` (pg_net's requests) and
     /// `webhook` (database webhooks).
-    /// The built-in handlers; `host` runs `function` jobs and function targets.
-    pub fn builtin(database: &spine_db::DbConfig, host: Arc<spine_functions::host::Host>) -> Self {
+    pub fn builtin(
+        database: &spine_db::DbConfig,
+        host: Arc<spine_functions::host::Host>,
+        embeddings: Option<crate::config::EmbeddingsConfig>,
+    ) -> Self {
         let mut r = Self::default();
         r.register("http", Arc::new(super::http::HttpHandler::new()));
         r.register("noop", Arc::new(Noop));
         r.register(
             "function",
             Arc::new(super::function::FunctionHandler::new(host.clone())),
+        );
+        r.register(
+            "embed",
+            Arc::new(Arc::new(super::embed::EmbedHandler::new(
+                database, embeddings,
+            ))),
         );
         r.register(
             "net",

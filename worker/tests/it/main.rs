@@ -6,6 +6,7 @@
 
 mod check;
 mod cli;
+mod embeddings;
 mod jobs;
 mod net;
 mod plugins;
