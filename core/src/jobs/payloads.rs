@@ -29,6 +29,9 @@ pub struct FunctionJob {
     /// so the rules' loop guard follows the chain through the function.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub event_id: Option<Uuid>,
+    /// The chain `event_id` belongs to: the trace id of the call's `traceparent`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub correlation_id: Option<Uuid>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub actor: Option<Actor>,
 }
@@ -162,6 +165,7 @@ mod tests {
             function: "sms-sender".into(),
             payload: json!({"to": "+49"}),
             event_id: None,
+            correlation_id: None,
             actor: None,
         };
         let v = job.to_value();

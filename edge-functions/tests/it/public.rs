@@ -1,5 +1,6 @@
 //! Public functions (`verify_jwt: false`): inbound webhooks that carry no token
-//! — Twilio's call webhook, Stripe's events — verified in the function with
+//! — Twilio's call webhook, Stripe's events, Microsoft Graph's change
+//! notifications — verified in the function with
 //! crypto.subtle and a secret from the vault, then acting for the resource's
 //! owner with `ctx.actAs`, which the owner consents to.
 
@@ -284,5 +285,97 @@ Deno.serve(async (req, ctx) => {
     assert_eq!(
         send(body, stripe_signature(&secret, t - 600, body)).await,
         (400, json!({"error": "stale"}))
+    );
+}
+
+/// Microsoft Graph change notifications: subscribing, Graph POSTs
+/// `?validationToken=…` and wants it back as `text/plain` with 200 within 10 s;
+/// each later notification carries the `clientState` the subscriber set, which
+/// the function compares (constant time) with the secret before accepting it,
+/// answering 202 as Graph expects.
+#[tokio::test]
+async fn a_microsoft_graph_subscription_is_validated_and_its_client_state_checked() {
+    let db = connect().await;
+    let tag = &Uuid::new_v4().simple().to_string()[..10];
+    let secret_name = format!("GRAPH_{tag}");
+    let client_state = format!("cs-{tag}");
+    db.execute(
+        "SELECT vault.create_secret($1, $2)",
+        &[&client_state, &secret_name],
+    )
+    .await
+    .unwrap();
+    let name = format!("graph-{tag}");
+    let manifest = json!({"name": name, "version": "1.0.0", "verify_jwt": false,
+        "permissions": {"secrets": [secret_name]}});
+    let source = r#"
+const enc = new TextEncoder();
+Deno.serve(async (req, ctx) => {
+  const token = new URL(req.url).searchParams.get("validationToken");
+  if (token !== null) return new Response(token, { headers: { "content-type": "text/plain" } });
+  const expected = enc.encode(ctx.secrets.get("SECRET_NAME"));
+  const { value = [] } = await req.json();
+  const accepted = value.filter((n) => crypto.subtle.timingSafeEqual(enc.encode(n.clientState ?? ""), expected));
+  return Response.json({ accepted: accepted.map((n) => n.resource), ignored: value.length - accepted.length },
+    { status: 202 });
+});"#
+        .replace("SECRET_NAME", &secret_name);
+    db.execute(
+        "SELECT spine.deploy_function($1, $2)",
+        &[&manifest, &source],
+    )
+    .await
+    .unwrap();
+    let server = Server::start().await;
+    let url = format!("{}/functions/v1/{name}", server.url);
+    let client = reqwest::Client::new();
+
+    // The handshake, as Graph sends it: a POST with an empty text/plain body and
+    // the token URL-encoded in the query; the answer is the token decoded.
+    let token = "Validation: Token=ab+c/d==";
+    let encoded: String = token
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect();
+    let res = client
+        .post(format!("{url}?validationToken={encoded}"))
+        .header("content-type", "text/plain; charset=utf-8")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert!(res.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/plain"));
+    assert_eq!(res.text().await.unwrap(), token);
+
+    let notification = |state: &str, resource: &str| {
+        json!({"subscriptionId": "sub-1", "clientState": state, "changeType": "created",
+               "resource": resource, "tenantId": "t-1"})
+    };
+    let res = client
+        .post(&url)
+        .header("content-type", "application/json")
+        .body(
+            json!({"value": [
+                notification(&client_state, "Users/1/Messages/a"),
+                notification("forged", "Users/1/Messages/b"),
+            ]})
+            .to_string(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 202);
+    let body: Value = serde_json::from_str(&res.text().await.unwrap()).unwrap();
+    assert_eq!(
+        body,
+        json!({"accepted": ["Users/1/Messages/a"], "ignored": 1})
     );
 }

@@ -376,6 +376,7 @@ fn run(
                 function: name.clone(),
                 payload: payload.render(ctx),
                 event_id: Some(uuid::Uuid::from_bytes(*event.id.as_bytes())),
+                correlation_id: Some(uuid::Uuid::from_bytes(*event.correlation_id.as_bytes())),
                 actor: None,
             }
             .to_value();

@@ -2,7 +2,8 @@
 //! actions, or anyone with service_role) runs an edge function in-process.
 //!
 //! Payload: [`FunctionJob`], `{"function": "name", "payload": {…}, "event_id": "…"}`. The function
-//! gets a POST with the payload as JSON body and `Idempotency-Key: job-<id>`; it
+//! gets a POST with the payload as JSON body, `Idempotency-Key: job-<id>` and a
+//! W3C `traceparent` whose trace id is the event's correlation id; it
 //! acts for the job's owner (RLS, consents), and what it emits is caused by
 //! `event_id`, so the rules' loop guard follows the chain through it. A job without
 //! owner acts for the `actor` it recorded (a webhook's writer), else service_role. A 2xx
@@ -81,6 +82,12 @@ impl Handler for FunctionHandler {
         Box::pin(async move {
             let spec: FunctionJob = payloads::parse("function", &job.payload)?;
             let body = serde_json::to_vec(&spec.payload).map_err(|e| e.to_string())?;
+            // W3C Trace Context: the function (and whatever it passes the header
+            // on to) joins the chain of the event that caused the call.
+            let trace = vec![(
+                "traceparent".to_string(),
+                spine_core::trace::traceparent(spec.correlation_id, job.id),
+            )];
             let response = call(
                 &host,
                 &spec.function,
@@ -88,7 +95,7 @@ impl Handler for FunctionHandler {
                 &job,
                 spec.event_id,
                 spec.actor.as_ref(),
-                Vec::new(),
+                trace,
             )
             .await?;
             check_status(&spec.function, &response)

@@ -41,7 +41,8 @@ async fn a_rule_whose_function_updates_its_entity_stops_at_the_loop_guard() {
              const { id } = await req.json();
              const { rows } = await ctx.db.select("spine.entities", { eq: { id }, columns: ["data"] });
              const n = (rows[0]?.data?.n ?? 0) + 1;
-             await ctx.db.rpc("spine.upsert_entity", { kind: "counter", id, data: { n } });
+             const tp = req.headers.get("traceparent");
+             await ctx.db.rpc("spine.upsert_entity", { kind: "counter", id, data: { n, tp } });
              return new Response("ok");
            });"#,
     )
@@ -134,6 +135,15 @@ async fn a_rule_whose_function_updates_its_entity_stops_at_the_loop_guard() {
         Some(first.get::<_, Uuid>(0))
     );
     assert_eq!(second.get::<_, Uuid>(2), first.get::<_, Uuid>(2));
+    // The call carried the chain as its W3C trace id.
+    let tp: String = one(
+        &db,
+        "SELECT data->>'tp' FROM spine.entities WHERE id = $1",
+        &[&entity],
+    )
+    .await;
+    let trace = first.get::<_, Uuid>(2).simple().to_string();
+    assert!(tp.starts_with(&format!("00-{trace}-")), "{tp}");
     // explain says why the second update did not fire the rule.
     let reason: String = one(
         &db,

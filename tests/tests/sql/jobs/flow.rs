@@ -132,6 +132,78 @@ async fn debounced_enqueues_coalesce_under_concurrency() {
     }
 }
 
+/// Limits per key are limits per queue under a prefix (`sms.<tenant>`, served
+/// by a runner as `sms.*`): each key gets its own N per window, and one busy
+/// key neither uses up nor waits for another's. Two keys limited to 3 starts per
+/// second, drained together by three concurrent fetchers for about 3 s: no key
+/// exceeds 3 in any window, and in some window both keys started jobs.
+#[tokio::test]
+async fn rate_limits_per_key_are_per_queue_under_a_prefix() {
+    let db = connect().await;
+    let prefix = format!("k{}", &Uuid::new_v4().simple().to_string()[..12]);
+    let keys = [format!("{prefix}.tenant_a"), format!("{prefix}.tenant_b")];
+    for key in &keys {
+        db.execute(
+            "SELECT spine.create_queue($1, rate_limit => 3, rate_interval => '1 second')",
+            &[key],
+        )
+        .await
+        .unwrap();
+        enqueue_numbered(&db, key, 20).await;
+    }
+    let deadline = std::time::Instant::now() + Duration::from_millis(3_000);
+    let mut fetchers = Vec::new();
+    for w in 0..3 {
+        let keys = keys.to_vec();
+        fetchers.push(tokio::spawn(async move {
+            let db = connect().await;
+            let mut starts: Vec<(String, String)> = Vec::new();
+            while std::time::Instant::now() < deadline {
+                let rows = db
+                    .query(
+                        "SELECT f.id, f.queue, date_bin('1 second', now(), timestamptz '2001-01-01')::text \
+                           FROM spine.fetch_jobs($1, $2, 10) f",
+                        &[&keys, &format!("w{w}")],
+                    )
+                    .await
+                    .unwrap();
+                let ids: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
+                starts.extend(rows.iter().map(|r| (r.get(1), r.get(2))));
+                if !ids.is_empty() {
+                    db.execute("SELECT spine.complete_jobs($1)", &[&ids])
+                        .await
+                        .unwrap();
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            starts
+        }));
+    }
+    let mut per_key_window: std::collections::BTreeMap<(String, String), usize> =
+        Default::default();
+    for f in fetchers {
+        for start in f.await.unwrap() {
+            *per_key_window.entry(start).or_default() += 1;
+        }
+    }
+    assert!(
+        per_key_window.values().all(|&n| n <= 3),
+        "a key started more than 3 in a second: {per_key_window:?}"
+    );
+    let windows_of = |key: &str| -> std::collections::BTreeSet<String> {
+        per_key_window
+            .keys()
+            .filter(|(k, _)| k == key)
+            .map(|(_, w)| w.clone())
+            .collect()
+    };
+    let (a, b) = (windows_of(&keys[0]), windows_of(&keys[1]));
+    assert!(
+        a.intersection(&b).next().is_some(),
+        "the keys never ran in the same second: {per_key_window:?}"
+    );
+}
+
 /// A queue limited to 5 starts per second, drained by three concurrent fetchers
 /// for about three seconds: no one-second window (as the database's clock bins
 /// it) sees more than 5 starts, and the work still gets done at about that rate.
