@@ -14,6 +14,7 @@
 //! - [`locks`]: the advisory-lock classes, one purpose each.
 //! - [`rules`]: the JsonLogic evaluator and action templates.
 //! - [`etl`]: source mappings and value normalizers.
+//! - [`service`]: NATS request/reply envelopes, error codes, service subjects.
 
 #[cfg(feature = "jwt")]
 pub mod auth;
@@ -26,5 +27,6 @@ pub mod locks;
 pub mod manifest;
 pub mod names;
 pub mod rules;
+pub mod service;
 pub mod time;
 pub mod trace;

@@ -7,6 +7,7 @@ SELECT pg_catalog.pg_extension_config_dump('spine.event_commits', '');
 SELECT pg_catalog.pg_extension_config_dump('spine.event_commit_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('spine.sinks', '');
 SELECT pg_catalog.pg_extension_config_dump('spine.embedding_kinds', '');
+SELECT pg_catalog.pg_extension_config_dump('spine.services', '');
 SELECT pg_catalog.pg_extension_config_dump('spine.realtime_tables', '');
 SELECT pg_catalog.pg_extension_config_dump('spine.realtime_messages', '');
 SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('spine.realtime_messages', 'id')::regclass, '');
@@ -65,6 +66,8 @@ GRANT EXECUTE ON FUNCTION
     spine.record_embedding(uuid, bigint, real[], text)
     TO service_role;
 GRANT EXECUTE ON FUNCTION spine.embedding_text(text, jsonb) TO authenticated, service_role;
+GRANT EXECUTE ON FUNCTION spine.expose_service(text, text, regprocedure), spine.unexpose_service(text, text)
+    TO service_role;
 GRANT EXECUTE ON FUNCTION
     spine.realtime_publish(regclass),
     spine.realtime_unpublish(regclass),

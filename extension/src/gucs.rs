@@ -53,6 +53,13 @@ pub static RULES_MAX_CHAIN_FIRINGS: GucSetting<i32> = GucSetting::<i32>::new(100
 /// their own (see `events::correlation_of`).
 pub static CAUSATION_ID: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 
+/// `spine.correlation_id`: the chain this transaction's work belongs to when its
+/// cause is not an event in the outbox (a NATS request a worker serves: the
+/// request is the cause, and its chain the correlation). Events written without
+/// a correlation id of their own take it. Anyone may set it: `spine.emit` takes
+/// any correlation id as an argument anyway.
+pub static CORRELATION_ID: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+
 /// `spine.plugin`: the plugin this transaction acts for (set by the function host
 /// around a function's `ctx.db` calls). While it is set, reading and writing
 /// entities needs the plugin's `entities.read` / `entities.write` permission on
@@ -80,6 +87,14 @@ pub fn init() {
         c"The event this transaction's work descends from (cause of events written without one).",
         c"Set by the function host for a job's function; SET LOCAL it to chain your own work.",
         &CAUSATION_ID,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_string_guc(
+        c"spine.correlation_id",
+        c"The chain this transaction's work belongs to (correlation id of events written without one).",
+        c"Set by the worker while it serves a NATS request; the request is then spine.causation_id.",
+        &CORRELATION_ID,
         GucContext::Userset,
         GucFlags::default(),
     );
@@ -216,13 +231,25 @@ pub fn rules_max_chain_firings() -> usize {
 
 /// The ambient cause ([`CAUSATION_ID`]), when set; 22023 when it is not a uuid.
 pub fn causation_id() -> Result<Option<pgrx::Uuid>, SpineError> {
-    let Some(text) = non_empty(&CAUSATION_ID) else {
+    uuid_guc(&CAUSATION_ID, "spine.causation_id")
+}
+
+/// The ambient chain ([`CORRELATION_ID`]), when set; 22023 when it is not a uuid.
+pub fn correlation_id() -> Result<Option<pgrx::Uuid>, SpineError> {
+    uuid_guc(&CORRELATION_ID, "spine.correlation_id")
+}
+
+fn uuid_guc(
+    setting: &GucSetting<Option<CString>>,
+    name: &'static str,
+) -> Result<Option<pgrx::Uuid>, SpineError> {
+    let Some(text) = non_empty(setting) else {
         return Ok(None);
     };
     crate::caller::pg_uuid(&text)
         .map(|b| Some(pgrx::Uuid::from_bytes(b)))
         .ok_or_else(|| SpineError::InvalidParameter {
-            name: "spine.causation_id",
+            name,
             reason: format!("\"{text}\" is not a uuid"),
         })
 }

@@ -106,6 +106,13 @@ extension_sql_file!(
     requires = ["entities", "jobs"]
 );
 
+// NATS service verbs served by SQL functions.
+extension_sql_file!(
+    "../sql/services.sql",
+    name = "services",
+    requires = ["supabase_compat"]
+);
+
 // pg_net's SQL API (net.http_get/post/delete, net._http_response) on the durable
 // `net` job queue, where the real pg_net is not installed.
 extension_sql_file!("../sql/net.sql", name = "net", requires = ["jobs"]);

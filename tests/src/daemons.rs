@@ -283,6 +283,9 @@ impl Worker {
             // No job runner unless a test asks (job_runner): a relay worker a test
             // kills would otherwise hold leases on other tests' jobs.
             .env("SPINE_JOB_QUEUES", "")
+            // No NATS services unless a test asks: its requests go to the
+            // workers it started, not to every worker another test runs.
+            .env("SPINE_SERVICES_SUBJECT", "")
             .env("RUST_LOG", "warn")
             // Search sync only where a test asks for it (the stack may have one).
             .env_remove("MEILI_URL")

@@ -110,6 +110,54 @@ pub struct Settings {
     )]
     pub embeddings_api_key: Option<String>,
 
+    /// NATS subjects the worker answers requests on: fixed tokens, then
+    /// `{service}.{verb}` (e.g. `cbs.{service}.{verb}`); empty turns services off.
+    /// Not under `spine.`: the relay's stream captures `spine.>`.
+    #[arg(
+        long,
+        env = "SPINE_SERVICES_SUBJECT",
+        default_value = "svc.{service}.{verb}",
+        value_name = "TEMPLATE"
+    )]
+    pub services_subject: String,
+
+    /// The queue group the workers answering requests share.
+    #[arg(
+        long,
+        env = "SPINE_SERVICES_QUEUE_GROUP",
+        default_value = "spine-services",
+        value_name = "NAME"
+    )]
+    pub services_queue_group: String,
+
+    /// Requests served at once by this worker; more are answered UNAVAILABLE.
+    #[arg(long, env = "SPINE_SERVICES_MAX_IN_FLIGHT", default_value_t = 64,
+          value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub services_max_in_flight: u32,
+
+    /// Time a request may take before it is answered TIMEOUT, in milliseconds.
+    #[arg(long, env = "SPINE_SERVICES_TIMEOUT_MS", default_value_t = 5_000,
+          value_name = "MS", value_parser = clap::value_parser!(u64).range(1..=600_000))]
+    pub services_timeout_ms: u64,
+
+    /// Largest request payload, in bytes; larger ones are answered LIMIT.
+    #[arg(long, env = "SPINE_SERVICES_MAX_PAYLOAD", default_value_t = 1 << 20,
+          value_name = "BYTES")]
+    pub services_max_payload: usize,
+
+    /// The project's JWT secret (HS256), to verify requests' tokens.
+    #[arg(
+        long,
+        env = "SPINE_JWT_SECRET",
+        hide_env_values = true,
+        value_name = "SECRET"
+    )]
+    pub jwt_secret: Option<String>,
+
+    /// A JWKS URL (Supabase's signing keys), to verify requests' tokens.
+    #[arg(long, env = "SPINE_JWKS_URL", value_name = "URL")]
+    pub jwks_url: Option<String>,
+
     /// Where /healthz and /metrics are served.
     #[arg(
         long,
@@ -289,6 +337,39 @@ pub struct Config {
     pub drain: Duration,
     /// `SPINE_EMBEDDINGS_*`: where `embed` jobs get vectors; None: not configured.
     pub embeddings: Option<EmbeddingsConfig>,
+    /// `SPINE_SERVICES_*`: NATS request/reply; None: off.
+    pub services: Option<ServicesConfig>,
+    /// `SPINE_JWT_SECRET`, `SPINE_JWKS_URL`: keys for requests' tokens.
+    pub jwt: JwtKeys,
+}
+
+/// The keys requests' tokens are verified with; `Debug` shows no secret.
+#[derive(Clone)]
+pub struct JwtKeys(pub spine_functions::jwt::KeySettings);
+
+impl JwtKeys {
+    pub fn configured(&self) -> bool {
+        self.0.secret.is_some() || self.0.jwks.is_some()
+    }
+}
+
+impl std::fmt::Debug for JwtKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JwtKeys")
+            .field("secret", &self.0.secret.as_ref().map(|_| "…"))
+            .field("jwks", &self.0.jwks)
+            .finish()
+    }
+}
+
+/// NATS request/reply into Spine ([`crate::services`]).
+#[derive(Debug, Clone)]
+pub struct ServicesConfig {
+    pub subject: spine_core::service::SubjectTemplate,
+    pub queue_group: String,
+    pub max_in_flight: usize,
+    pub timeout: Duration,
+    pub max_payload: usize,
 }
 
 /// The embeddings API the `embed` handler calls (OpenAI's `/embeddings` shape).
@@ -480,11 +561,34 @@ impl Config {
                 model: s.embeddings_model.clone(),
                 api_key: s.embeddings_api_key.clone().filter(|k| !k.is_empty()),
             });
+        let services = match s.services_subject.trim() {
+            "" => None,
+            template => Some(ServicesConfig {
+                subject: spine_core::service::SubjectTemplate::parse(template)
+                    .map_err(|e| anyhow::anyhow!("SPINE_SERVICES_SUBJECT: {e}"))?,
+                queue_group: s.services_queue_group.clone(),
+                max_in_flight: s.services_max_in_flight as usize,
+                timeout: Duration::from_millis(s.services_timeout_ms),
+                max_payload: s.services_max_payload,
+            }),
+        };
+        let jwt = JwtKeys(spine_functions::jwt::KeySettings {
+            secret: s.jwt_secret.clone().filter(|k| !k.is_empty()),
+            jwks: s
+                .jwks_url
+                .clone()
+                .filter(|u| !u.is_empty())
+                .map(spine_functions::jwt::JwksSource::Url),
+            leeway_secs: None,
+            refetch_every: None,
+        });
         Ok(Self {
             jobs,
             drain,
             search,
             embeddings,
+            services,
+            jwt,
             database: spine_db::DbConfig::parse(&s.database_url).context("DATABASE_URL")?,
             nats: NatsUrl::parse(&s.nats_url).context("NATS_URL")?,
             meili_url,

@@ -15,6 +15,7 @@
 //!   JetStream (account usage, the relay's stream).
 //!
 //! - [`search`]: entities → Meilisearch (one index per kind), reindex and check.
+//! - [`services`]: NATS request/reply into Spine (SQL and function verbs).
 
 pub mod check;
 pub mod config;
@@ -27,6 +28,7 @@ pub mod metrics;
 pub mod nats;
 pub mod relay;
 pub mod search;
+pub mod services;
 pub mod sink;
 pub mod supervise;
 
@@ -43,7 +45,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     let (stop_tx, stop_rx) = watch::channel(false);
     // The function host runs function and webhook jobs in-process; only a worker
     // that runs jobs starts one (it holds threads and a database pool).
-    let functions = (!config.jobs.queues.is_empty()).then(|| {
+    let functions = (!config.jobs.queues.is_empty() || config.services.is_some()).then(|| {
         spine_functions::host::Host::new(spine_functions::host::HostConfig::new(
             config.database.clone(),
         ))
@@ -94,26 +96,45 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         wake,
         stop_rx.clone(),
     ));
-    // A worker runs jobs exactly when it started a function host for them.
-    let runner = functions.clone().map(|host| {
-        // Its own LISTEN session on the jobs channel, for the queues it serves.
-        let jobs_wake = Arc::new(jobs::runner::Wakeups::default());
-        let listen = tokio::spawn(listener::run_with(
-            config.database.clone(),
-            config.jobs.channel.clone(),
-            jobs::runner::Wakeups::handlers(jobs_wake.clone(), config.jobs.clone()),
-            stop_rx.clone(),
-        ));
-        let run = tokio::spawn(jobs::runner::run(
-            config.database.clone(),
-            config.jobs.clone(),
-            jobs::handler::Registry::builtin(&config.database, host, config.embeddings.clone()),
-            metrics.jobs.clone(),
-            jobs_wake,
-            stop_rx.clone(),
-        ));
-        (listen, run)
-    });
+    let services = match (&config.services, &functions) {
+        (Some(_), Some(host)) => {
+            let keys = match config.jwt.configured() {
+                false => None,
+                true => Some(Arc::new(
+                    spine_functions::jwt::Keys::load(config.jwt.0.clone()).await?,
+                )),
+            };
+            Some(tokio::spawn(services::run(
+                config.clone(),
+                host.clone(),
+                keys,
+                stop_rx.clone(),
+            )))
+        }
+        _ => None,
+    };
+    let runner = (!config.jobs.queues.is_empty())
+        .then(|| functions.clone())
+        .flatten()
+        .map(|host| {
+            // Its own LISTEN session on the jobs channel, for the queues it serves.
+            let jobs_wake = Arc::new(jobs::runner::Wakeups::default());
+            let listen = tokio::spawn(listener::run_with(
+                config.database.clone(),
+                config.jobs.channel.clone(),
+                jobs::runner::Wakeups::handlers(jobs_wake.clone(), config.jobs.clone()),
+                stop_rx.clone(),
+            ));
+            let run = tokio::spawn(jobs::runner::run(
+                config.database.clone(),
+                config.jobs.clone(),
+                jobs::handler::Registry::builtin(&config.database, host, config.embeddings.clone()),
+                metrics.jobs.clone(),
+                jobs_wake,
+                stop_rx.clone(),
+            ));
+            (listen, run)
+        });
     let search = match &config.search {
         None => {
             tracing::info!("search sync is off: MEILI_URL is not set");
@@ -150,6 +171,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         }
         let _ = relay.await;
         let _ = listen.await;
+        if let Some(services) = services {
+            let _ = services.await;
+        }
         if let Some((listen, sink)) = search {
             let _ = sink.await;
             let _ = listen.await;

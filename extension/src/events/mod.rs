@@ -67,9 +67,15 @@ struct Checked {
     causation_id: Option<Uuid>,
 }
 
-/// `ambient`: the transaction's cause ([`gucs::causation_id`]), taken by an event
-/// that names neither a cause nor a correlation id of its own.
-fn check(event: &NewEvent<'_>, ambient: Option<Uuid>) -> Result<Checked, SpineError> {
+/// The transaction's cause and chain ([`gucs::causation_id`],
+/// [`gucs::correlation_id`]), taken by events that name neither of their own.
+#[derive(Clone, Copy)]
+struct Ambient {
+    cause: Option<Uuid>,
+    chain: Option<Uuid>,
+}
+
+fn check(event: &NewEvent<'_>, ambient: Ambient) -> Result<Checked, SpineError> {
     event_type::validate(event.event_type).map_err(|reason| SpineError::InvalidParameter {
         name: "type",
         reason: format!("\"{}\" {reason}", event.event_type),
@@ -95,11 +101,15 @@ fn check(event: &NewEvent<'_>, ambient: Option<Uuid>) -> Result<Checked, SpineEr
         });
     }
     let id = Uuid::from_bytes(*uuid::Uuid::now_v7().as_bytes());
-    let causation_id = match (event.correlation_id, event.causation_id) {
-        (None, None) => ambient,
-        (_, cause) => cause,
+    let own = event.correlation_id.is_some() || event.causation_id.is_some();
+    let causation_id = match own {
+        false => ambient.cause,
+        true => event.causation_id,
     };
-    let correlation_id = match (event.correlation_id, causation_id) {
+    // A set chain wins over the cause's: the cause may be no event of the outbox
+    // (a NATS request), whose chain only the setter knows.
+    let chain = (!own).then_some(ambient.chain).flatten();
+    let correlation_id = match (event.correlation_id.or(chain), causation_id) {
         (Some(c), _) => c,
         (None, Some(cause)) => correlation_of(cause, event.owner_id)?.unwrap_or(id),
         (None, None) => id,
@@ -123,7 +133,10 @@ pub fn emit_events(events: &[NewEvent<'_>]) -> Result<Vec<Uuid>, SpineError> {
     }
     // A bad channel would make the deferred NOTIFY fail the caller's COMMIT; fail now.
     gucs::notify_channel()?;
-    let ambient = gucs::causation_id()?;
+    let ambient = Ambient {
+        cause: gucs::causation_id()?,
+        chain: gucs::correlation_id()?,
+    };
     let checked = events
         .iter()
         .map(|e| check(e, ambient))

@@ -12,4 +12,5 @@ mod net;
 mod plugins;
 mod relay;
 mod search;
+mod services;
 mod webhooks;

@@ -1,0 +1,100 @@
+//! Verbs served by SQL functions (`spine.expose_service`): one transaction as
+//! PostgREST runs an RPC — the caller's role and JWT claims, the request as the
+//! cause of what it writes and its chain as their correlation, and a
+//! `statement_timeout` of the request's timeout.
+
+use super::Failure;
+use serde_json::{json, Value};
+use spine_core::service::{code_for_sqlstate, ErrorCode, Request};
+use spine_functions::host::Caller;
+use std::time::Duration;
+
+/// The exposed function of `service.verb`, schema-qualified and quoted (from the
+/// catalog, so safe to put in SQL text), or None.
+pub(super) async fn target(
+    db: &spine_db::Pool,
+    service: &str,
+    verb: &str,
+) -> Result<Option<String>, Failure> {
+    let session = db.get().await.map_err(unavailable)?;
+    let row = session
+        .query_opt(
+            "SELECT quote_ident(n.nspname) || '.' || quote_ident(p.proname) \
+               FROM spine.services s \
+               JOIN pg_catalog.pg_proc p ON p.oid = s.target \
+               JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace \
+              WHERE s.service = $1 AND s.verb = $2",
+            &[&service, &verb],
+        )
+        .await
+        .map_err(|e| failure(e, "looking the verb up"))?;
+    Ok(row.map(|r| r.get(0)))
+}
+
+pub(super) async fn call(
+    db: &spine_db::Pool,
+    function: &str,
+    request: &Request,
+    caller: &Caller,
+    timeout: Duration,
+) -> Result<Value, Failure> {
+    let mut session = db.get().await.map_err(unavailable)?;
+    let tx = session
+        .transaction()
+        .await
+        .map_err(|e| failure(e, "begin"))?;
+    tx.execute(
+        "SELECT set_config('role', $1, true), set_config('request.jwt.claims', $2, true), \
+                set_config('spine.causation_id', $3, true), set_config('spine.correlation_id', $4, true), \
+                set_config('statement_timeout', $5, true)",
+        &[
+            &caller.role,
+            &caller.claims.to_string(),
+            &request.id.to_string(),
+            &request.chain().to_string(),
+            &format!("{}ms", timeout.as_millis().max(1)),
+        ],
+    )
+    .await
+    .map_err(|e| failure(e, "acting as the caller"))?;
+    let answer: Option<Value> = tx
+        .query_one(
+            &format!("SELECT to_jsonb({function}($1::jsonb))"),
+            &[&request.data],
+        )
+        .await
+        .map_err(|e| failure(e, function))?
+        .get(0);
+    tx.commit().await.map_err(|e| failure(e, "commit"))?;
+    // A NULL answer: nothing there for this caller (RLS hides other users' rows).
+    answer.ok_or_else(|| Failure::new(ErrorCode::NotFound, "not found"))
+}
+
+fn unavailable(e: impl std::fmt::Display) -> Failure {
+    Failure::new(ErrorCode::Unavailable, format!("database unavailable: {e}"))
+}
+
+/// A database error as the caller may see it: the message of a mapped SQLSTATE
+/// (the function's own words: a check failed, a row is missing), or nothing of
+/// the database's text for anything else.
+fn failure(e: tokio_postgres::Error, doing: &str) -> Failure {
+    let Some(db) = e.as_db_error() else {
+        return unavailable(e);
+    };
+    match code_for_sqlstate(db.code().code()) {
+        Some(code) => Failure {
+            code,
+            message: db.message().to_string(),
+            details: json!({"sqlstate": db.code().code(), "hint": db.hint(), "detail": db.detail()}),
+        },
+        None => {
+            tracing::warn!(
+                doing,
+                sqlstate = db.code().code(),
+                error = db.message(),
+                "a service verb failed"
+            );
+            Failure::new(ErrorCode::Internal, "internal error")
+        }
+    }
+}
