@@ -10,6 +10,8 @@
 //! - [`rules`]: the cost of 0–1,000 rules per event on event insert.
 //! - [`realtime`]: /realtime/v1 delivery with RLS to 1,000 subscribers, next to
 //!   the write limit measured in the same run.
+//! - [`services`]: NATS request/reply verbs (SQL and edge function) next to a
+//!   bare NATS echo.
 //! - [`relay`]: outbox → JetStream drain rate and commit→delivery latency, next to
 //!   the raw JetStream publish rate on the same server.
 
@@ -23,6 +25,7 @@ mod realtime;
 mod relay;
 mod rules;
 mod search;
+mod services;
 mod stats;
 
 use clap::{Parser, Subcommand};
@@ -61,6 +64,8 @@ enum Bench {
     Gateway(gateway::Settings),
     /// /realtime/v1: delivered msgs/s and latency with RLS, 1,000 subscribers.
     Realtime(realtime::Settings),
+    /// NATS request/reply verbs (SQL and edge function) next to a bare echo.
+    Services(services::Settings),
 }
 
 #[tokio::main]
@@ -75,6 +80,7 @@ async fn main() -> anyhow::Result<()> {
         Bench::Search(s) => search::run(s).await,
         Bench::Gateway(s) => gateway::run(s).await,
         Bench::Realtime(s) => realtime::run(s).await,
+        Bench::Services(s) => services::run(s).await,
     }
 }
 

@@ -8,7 +8,7 @@ use anyhow::{bail, Result};
 use std::process::Command;
 
 /// The benchmarks `spine-bench` has.
-pub const BENCHES: [&str; 9] = [
+pub const BENCHES: [&str; 10] = [
     "relay",
     "jobs",
     "audit",
@@ -18,6 +18,7 @@ pub const BENCHES: [&str; 9] = [
     "search",
     "gateway",
     "realtime",
+    "services",
 ];
 
 pub fn run(config: &Config, name: &str) -> Result<()> {

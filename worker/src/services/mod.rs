@@ -21,8 +21,15 @@ use serde_json::{json, Value};
 use spine_core::service::{ErrorCode, Reply, Request};
 use spine_functions::host::{Caller, Host};
 use spine_functions::jwt::Keys;
+use std::collections::HashMap;
 use std::sync::Arc;
 use tokio::sync::{watch, Semaphore};
+
+/// How long a verb's SQL function, or its absence, is remembered: exposing or
+/// unexposing a verb takes effect within this, and a request saves a round trip.
+const TARGET_TTL: std::time::Duration = std::time::Duration::from_secs(1);
+
+type Targets = std::sync::Mutex<HashMap<(String, String), (std::time::Instant, Option<String>)>>;
 
 /// What serving a request needs, shared by the requests in flight.
 struct Served {
@@ -31,6 +38,7 @@ struct Served {
     host: Arc<Host>,
     keys: Option<Arc<Keys>>,
     nats: async_nats::Client,
+    targets: Targets,
 }
 
 pub async fn run(
@@ -58,6 +66,7 @@ pub async fn run(
             host: host.clone(),
             keys: keys.clone(),
             nats: nats.clone(),
+            targets: Default::default(),
         });
         session(served, &mut stop).await
     })
@@ -211,12 +220,32 @@ impl Served {
         caller: Caller,
         has_token: bool,
     ) -> Result<Value, Failure> {
-        match sql::target(&self.db, service, verb).await? {
+        match self.target(service, verb).await? {
             Some(target) => {
                 sql::call(&self.db, &target, request, &caller, self.config.timeout).await
             }
             None => function::call(&self.host, service, verb, request, caller, has_token).await,
         }
+    }
+}
+
+impl Served {
+    /// The SQL function serving `service.verb`, from a cache younger than
+    /// [`TARGET_TTL`].
+    async fn target(&self, service: &str, verb: &str) -> Result<Option<String>, Failure> {
+        let key = (service.to_string(), verb.to_string());
+        if let Some((at, target)) = self.targets.lock().expect("targets lock").get(&key) {
+            if at.elapsed() < TARGET_TTL {
+                return Ok(target.clone());
+            }
+        }
+        let target = sql::target(&self.db, service, verb).await?;
+        let mut targets = self.targets.lock().expect("targets lock");
+        if targets.len() >= 4096 {
+            targets.clear(); // requests for made-up verbs must not grow it without bound
+        }
+        targets.insert(key, (std::time::Instant::now(), target.clone()));
+        Ok(target)
     }
 }
 

