@@ -29,7 +29,18 @@ use tokio::sync::{watch, Semaphore};
 /// unexposing a verb takes effect within this, and a request saves a round trip.
 const TARGET_TTL: std::time::Duration = std::time::Duration::from_secs(1);
 
-type Targets = std::sync::Mutex<HashMap<(String, String), (std::time::Instant, Option<String>)>>;
+type Targets = std::sync::Mutex<HashMap<(String, String), (std::time::Instant, Target)>>;
+
+/// Who serves a verb here.
+#[derive(Debug, Clone, PartialEq)]
+enum Target {
+    /// The SQL function exposed for it (schema-qualified, quoted).
+    Sql(String),
+    /// The edge function named like the service.
+    Function,
+    /// Nothing here: another service on the same subjects may answer it.
+    NotHere,
+}
 
 /// What serving a request needs, shared by the requests in flight.
 struct Served {
@@ -98,12 +109,15 @@ async fn session(served: Arc<Served>, stop: &mut watch::Receiver<bool>) -> anyho
         match in_flight.clone().try_acquire_owned() {
             Ok(permit) => {
                 tokio::spawn(async move {
-                    let reply = served.answer(&message).await;
-                    served.send(reply_to, &reply).await;
+                    if let Some(reply) = served.answer(&message).await {
+                        served.send(reply_to, &reply).await;
+                    }
                     drop(permit);
                 });
             }
-            Err(_) => {
+            // Refused at once, but only for a verb known to be served here:
+            // another service's requests are not this worker's to answer.
+            Err(_) if served.known_here(&message.subject) => {
                 let request =
                     envelope_of(&message.payload).unwrap_or_else(|_| Request::new(Value::Null));
                 let reply = Reply::error(
@@ -114,6 +128,7 @@ async fn session(served: Arc<Served>, stop: &mut watch::Receiver<bool>) -> anyho
                 );
                 served.send(reply_to, &reply).await;
             }
+            Err(_) => {}
         }
     }
     let _ = requests.unsubscribe().await;
@@ -135,8 +150,25 @@ impl Served {
         }
     }
 
-    /// The reply to one request: never an error of the loop, whatever it holds.
-    async fn answer(&self, message: &async_nats::Message) -> Reply {
+    /// The reply to one request (never an error of the loop, whatever it
+    /// holds), or None for a verb nothing here serves: cells serving other
+    /// services on the same subjects answer those.
+    async fn answer(&self, message: &async_nats::Message) -> Option<Reply> {
+        let (service, verb) = self.config.subject.split(&message.subject)?;
+        let target = match self.target(service, verb).await {
+            Ok(Target::NotHere) => return None,
+            other => other,
+        };
+        Some(self.answer_served(message, service, verb, target).await)
+    }
+
+    async fn answer_served(
+        &self,
+        message: &async_nats::Message,
+        service: &str,
+        verb: &str,
+        target: Result<Target, Failure>,
+    ) -> Reply {
         if message.payload.len() > self.config.max_payload {
             return Reply::error(
                 &Request::new(Value::Null),
@@ -156,13 +188,11 @@ impl Served {
                 )
             }
         };
-        let Some((service, verb)) = self.config.subject.split(&message.subject) else {
-            return Reply::error(
-                &request,
-                ErrorCode::NotFound,
-                "no such subject",
-                Value::Null,
-            );
+        let target = match target {
+            Ok(t) => t,
+            Err(failure) => {
+                return Reply::error(&request, failure.code, failure.message, failure.details)
+            }
         };
         let authorization = message
             .headers
@@ -178,7 +208,14 @@ impl Served {
         };
         let served = tokio::time::timeout(
             self.config.timeout,
-            self.dispatch(service, verb, &request, caller, authorization.is_some()),
+            self.dispatch(
+                target,
+                service,
+                verb,
+                &request,
+                caller,
+                authorization.is_some(),
+            ),
         )
         .await;
         match served {
@@ -214,38 +251,57 @@ impl Served {
 
     async fn dispatch(
         &self,
+        target: Target,
         service: &str,
         verb: &str,
         request: &Request,
         caller: Caller,
         has_token: bool,
     ) -> Result<Value, Failure> {
-        match self.target(service, verb).await? {
-            Some(target) => {
-                sql::call(&self.db, &target, request, &caller, self.config.timeout).await
+        match target {
+            Target::Sql(function) => {
+                sql::call(&self.db, &function, request, &caller, self.config.timeout).await
             }
-            None => function::call(&self.host, service, verb, request, caller, has_token).await,
+            _ => function::call(&self.host, service, verb, request, caller, has_token).await,
         }
     }
-}
 
-impl Served {
-    /// The SQL function serving `service.verb`, from a cache younger than
-    /// [`TARGET_TTL`].
-    async fn target(&self, service: &str, verb: &str) -> Result<Option<String>, Failure> {
+    /// Who serves `service.verb` here, from a cache younger than [`TARGET_TTL`]:
+    /// an exposed SQL function, else a deployed edge function named like the
+    /// service, else nothing.
+    async fn target(&self, service: &str, verb: &str) -> Result<Target, Failure> {
         let key = (service.to_string(), verb.to_string());
         if let Some((at, target)) = self.targets.lock().expect("targets lock").get(&key) {
             if at.elapsed() < TARGET_TTL {
                 return Ok(target.clone());
             }
         }
-        let target = sql::target(&self.db, service, verb).await?;
+        let target = match sql::target(&self.db, service, verb).await? {
+            Some(function) => Target::Sql(function),
+            None => match self.host.load(service).await {
+                Ok(_) => Target::Function,
+                Err(spine_functions::host::HostError::NotFound(_)) => Target::NotHere,
+                Err(e) => return Err(Failure::new(ErrorCode::Unavailable, e.to_string())),
+            },
+        };
         let mut targets = self.targets.lock().expect("targets lock");
         if targets.len() >= 4096 {
             targets.clear(); // requests for made-up verbs must not grow it without bound
         }
         targets.insert(key, (std::time::Instant::now(), target.clone()));
         Ok(target)
+    }
+
+    /// Whether the cache says `subject`'s verb is served here.
+    fn known_here(&self, subject: &str) -> bool {
+        let Some((service, verb)) = self.config.subject.split(subject) else {
+            return false;
+        };
+        let key = (service.to_string(), verb.to_string());
+        matches!(
+            self.targets.lock().expect("targets lock").get(&key),
+            Some((_, Target::Sql(_) | Target::Function))
+        )
     }
 }
 

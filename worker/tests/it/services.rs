@@ -3,7 +3,8 @@
 //! a request writes join its chain, two workers in a queue group answer 1,000
 //! requests exactly once between them — and after one is killed with SIGKILL,
 //! the other answers everything. An edge function serves a verb too; the
-//! in-flight bound and the timeout answer UNAVAILABLE and TIMEOUT.
+//! in-flight bound and the timeout answer UNAVAILABLE and TIMEOUT; a verb
+//! nothing here serves is left to whoever else serves it.
 
 use bytes::Bytes;
 use serde_json::{json, Value};
@@ -114,14 +115,19 @@ fn worker(nats: &Nats, prefix: &str, extra: &[(&str, &str)]) -> Worker {
     Worker::start(&format!("t_{}", Uuid::new_v4().simple()), &nats.url(), &env)
 }
 
-async fn client(nats: &Nats, prefix: &str) -> Client {
+async fn client(nats: &Nats, prefix: &str, tag: &str) -> Client {
     let client = Client {
         nats: async_nats::connect(nats.url()).await.unwrap(),
         prefix: prefix.to_string(),
     };
-    // Ready when a worker answers (its subscription is up).
+    // Ready when a worker answers a verb it serves (its subscription is up).
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while client.raw("none", "ping", "{}".into(), None).await.is_err() {
+    let probe = format!("get{tag}");
+    while client
+        .raw("notes", &probe, "{}".into(), None)
+        .await
+        .is_err()
+    {
         assert!(std::time::Instant::now() < deadline, "no worker answers");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -136,7 +142,7 @@ async fn sql_verbs_answer_as_the_tokens_user_with_typed_errors() {
     let nats = Nats::start();
     let prefix = format!("t{tag}");
     let _worker = worker(&nats, &prefix, &[]);
-    let c = client(&nats, &prefix).await;
+    let c = client(&nats, &prefix, tag).await;
     let (alice, bob) = (Uuid::new_v4(), Uuid::new_v4());
     let (ta, tb) = (token(alice), token(bob));
     let (create, get) = (format!("create{tag}"), format!("get{tag}"));
@@ -193,18 +199,25 @@ async fn sql_verbs_answer_as_the_tokens_user_with_typed_errors() {
             Some("not.a.token"),
             "FORBIDDEN",
         ),
-        (
-            &"nothing".to_string(),
-            json!({}),
-            Some(ta.as_str()),
-            "NOT_FOUND",
-        ),
     ] {
         let reply = c.call("notes", verb, data.clone(), token).await;
         assert_eq!(reply["ok"], false, "{verb} {data}: {reply}");
         assert_eq!(code(&reply), expected, "{verb} {data}: {reply}");
         assert!(reply["error"]["message"].is_string());
     }
+    // A verb nothing here serves gets no answer from Spine: cells serving other
+    // services on the same subjects answer those (spine-cell's test).
+    let unanswered = tokio::time::timeout(
+        Duration::from_secs(1),
+        c.raw(
+            "notes",
+            "nothing",
+            json!({"data": {}}).to_string().into(),
+            Some(&ta),
+        ),
+    )
+    .await;
+    assert!(unanswered.is_err() || unanswered.unwrap().is_err());
     // Not an envelope at all.
     let reply = c
         .raw("notes", &get, "nope".into(), Some(&ta))
@@ -224,7 +237,7 @@ async fn two_workers_answer_each_request_once_and_survive_a_kill() {
     let prefix = format!("t{tag}");
     let mut first = worker(&nats, &prefix, &[]);
     let _second = worker(&nats, &prefix, &[]);
-    let c = std::sync::Arc::new(client(&nats, &prefix).await);
+    let c = std::sync::Arc::new(client(&nats, &prefix, tag).await);
     let hit = format!("hit{tag}");
     let fire = |n: usize| {
         let (c, hit) = (c.clone(), hit.clone());
@@ -283,7 +296,7 @@ async fn function_verbs_bounds_and_timeouts() {
             ("SPINE_SERVICES_TIMEOUT_MS", "700"),
         ],
     );
-    let c = std::sync::Arc::new(client(&nats, &prefix).await);
+    let c = std::sync::Arc::new(client(&nats, &prefix, tag).await);
 
     let reply = c.call(&function, "shout", json!({"x": 1}), None).await;
     assert_eq!(reply["ok"], true, "{reply}");
