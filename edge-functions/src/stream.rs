@@ -52,22 +52,6 @@ impl StreamedBody {
             }
         })
     }
-
-    /// Reads the whole body (tests, and callers that want it collected).
-    pub async fn collect(self) -> Result<Vec<u8>, InvokeError> {
-        let StreamedBody {
-            mut chunks,
-            outcome,
-        } = self;
-        let mut all = Vec::new();
-        while let Some(chunk) = chunks.recv().await {
-            all.extend_from_slice(&chunk);
-        }
-        outcome
-            .await
-            .unwrap_or_else(|_| Err(InvokeError::Threw("the invocation ended early".into())))?;
-        Ok(all)
-    }
 }
 
 /// The engine's [`BodySink`] on an invoker thread: sends the head through

@@ -132,6 +132,45 @@ async fn debounced_enqueues_coalesce_under_concurrency() {
     }
 }
 
+/// Three concurrent fetchers drain `queues` for about 3 s, completing what they
+/// lease; each start as (queue, the one-second window the database's clock
+/// bins it in).
+async fn drain_for_3s(queues: &[String]) -> Vec<(String, String)> {
+    let deadline = std::time::Instant::now() + Duration::from_millis(3_000);
+    let mut fetchers = Vec::new();
+    for w in 0..3 {
+        let queues = queues.to_vec();
+        fetchers.push(tokio::spawn(async move {
+            let db = connect().await;
+            let mut starts: Vec<(String, String)> = Vec::new();
+            while std::time::Instant::now() < deadline {
+                let rows = db
+                    .query(
+                        "SELECT f.id, f.queue, date_bin('1 second', now(), timestamptz '2001-01-01')::text \
+                           FROM spine.fetch_jobs($1, $2, 10) f",
+                        &[&queues, &format!("w{w}")],
+                    )
+                    .await
+                    .unwrap();
+                let ids: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
+                starts.extend(rows.iter().map(|r| (r.get(1), r.get(2))));
+                if !ids.is_empty() {
+                    db.execute("SELECT spine.complete_jobs($1)", &[&ids])
+                        .await
+                        .unwrap();
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            starts
+        }));
+    }
+    let mut all = Vec::new();
+    for f in fetchers {
+        all.extend(f.await.unwrap());
+    }
+    all
+}
+
 /// Limits per key are limits per queue under a prefix (`sms.<tenant>`, served
 /// by a runner as `sms.*`): each key gets its own N per window, and one busy
 /// key neither uses up nor waits for another's. Two keys limited to 3 starts per
@@ -151,40 +190,10 @@ async fn rate_limits_per_key_are_per_queue_under_a_prefix() {
         .unwrap();
         enqueue_numbered(&db, key, 20).await;
     }
-    let deadline = std::time::Instant::now() + Duration::from_millis(3_000);
-    let mut fetchers = Vec::new();
-    for w in 0..3 {
-        let keys = keys.to_vec();
-        fetchers.push(tokio::spawn(async move {
-            let db = connect().await;
-            let mut starts: Vec<(String, String)> = Vec::new();
-            while std::time::Instant::now() < deadline {
-                let rows = db
-                    .query(
-                        "SELECT f.id, f.queue, date_bin('1 second', now(), timestamptz '2001-01-01')::text \
-                           FROM spine.fetch_jobs($1, $2, 10) f",
-                        &[&keys, &format!("w{w}")],
-                    )
-                    .await
-                    .unwrap();
-                let ids: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
-                starts.extend(rows.iter().map(|r| (r.get(1), r.get(2))));
-                if !ids.is_empty() {
-                    db.execute("SELECT spine.complete_jobs($1)", &[&ids])
-                        .await
-                        .unwrap();
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            starts
-        }));
-    }
     let mut per_key_window: std::collections::BTreeMap<(String, String), usize> =
         Default::default();
-    for f in fetchers {
-        for start in f.await.unwrap() {
-            *per_key_window.entry(start).or_default() += 1;
-        }
+    for start in drain_for_3s(&keys).await {
+        *per_key_window.entry(start).or_default() += 1;
     }
     assert!(
         per_key_window.values().all(|&n| n <= 3),
@@ -218,41 +227,11 @@ async fn a_rate_limit_holds_across_concurrent_fetchers() {
     .await
     .unwrap();
     enqueue_numbered(&db, &q, 40).await;
-    let deadline = std::time::Instant::now() + Duration::from_millis(3_000);
-    let mut fetchers = Vec::new();
-    for w in 0..3 {
-        let q = q.clone();
-        fetchers.push(tokio::spawn(async move {
-            let db = connect().await;
-            let mut starts: Vec<(i64, String)> = Vec::new();
-            while std::time::Instant::now() < deadline {
-                let rows = db
-                    .query(
-                        "SELECT f.id, date_bin('1 second', now(), timestamptz '2001-01-01')::text \
-                           FROM spine.fetch_jobs(ARRAY[$1], $2, 10) f",
-                        &[&q, &format!("w{w}")],
-                    )
-                    .await
-                    .unwrap();
-                let ids: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
-                starts.extend(rows.iter().map(|r| (r.get(0), r.get(1))));
-                if !ids.is_empty() {
-                    db.execute("SELECT spine.complete_jobs($1)", &[&ids])
-                        .await
-                        .unwrap();
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            starts
-        }));
-    }
     let mut per_window: std::collections::BTreeMap<String, usize> = Default::default();
     let mut total = 0;
-    for f in fetchers {
-        for (_, window) in f.await.unwrap() {
-            *per_window.entry(window).or_default() += 1;
-            total += 1;
-        }
+    for (_, window) in drain_for_3s(std::slice::from_ref(&q)).await {
+        *per_window.entry(window).or_default() += 1;
+        total += 1;
     }
     assert!(
         per_window.values().all(|&n| n <= 5),
