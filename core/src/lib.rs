@@ -3,6 +3,7 @@
 //! instead of keeping their own copies. Nothing here touches Postgres, NATS or an
 //! async runtime, so `cargo test -p spine-core` runs in seconds.
 //!
+//! - [`audit_chain`]: the audit log's hash chain (what a row's hash covers).
 //! - [`auth`] (feature `jwt`): bearer tokens, HS256 and JWKS keys.
 //! - [`names`]: the identifier rules (entity kinds, plugins, queues, webhooks, domains).
 //! - [`json`]: paths into JSON values and JSON text sizes.
@@ -14,10 +15,14 @@
 //! - [`locks`]: the advisory-lock classes, one purpose each.
 //! - [`rules`]: the JsonLogic evaluator and action templates.
 //! - [`etl`]: source mappings and value normalizers.
+//! - [`contract`] (feature `contracts`): JSON Schema contracts and their violations.
 //! - [`service`]: NATS request/reply envelopes, error codes, service subjects.
 
+pub mod audit_chain;
 #[cfg(feature = "jwt")]
 pub mod auth;
+#[cfg(feature = "contracts")]
+pub mod contract;
 pub mod envelope;
 pub mod etl;
 pub mod event_type;

@@ -19,7 +19,7 @@
 //! denial's audit row stays even though the function fails.
 
 use crate::engine::{Capabilities, OpError};
-use crate::host::{Caller, Deployed, Host};
+use crate::host::{Caller, Deployed, Host, Lineage};
 use crate::sql;
 use base64::Engine as _;
 use serde_json::{json, Value};
@@ -38,7 +38,7 @@ pub struct HostCapabilities {
     host: Arc<Host>,
     function: Arc<Deployed>,
     caller: Caller,
-    causation: Option<uuid::Uuid>,
+    lineage: Lineage,
     runtime: tokio::runtime::Handle,
     /// `plugin_secrets` answers, read once per invocation.
     secrets: Option<HashMap<String, String>>,
@@ -49,14 +49,14 @@ impl HostCapabilities {
         host: Arc<Host>,
         function: Arc<Deployed>,
         caller: Caller,
-        causation: Option<uuid::Uuid>,
+        lineage: Lineage,
         runtime: tokio::runtime::Handle,
     ) -> Self {
         Self {
             host,
             function,
             caller,
-            causation,
+            lineage,
             runtime,
             secrets: None,
         }
@@ -156,19 +156,23 @@ impl HostCapabilities {
                 .await
                 .map_err(|e| db(sql::describe(e)))?;
             // spine.plugin: entity reads and writes need this plugin's entities
-            // permissions; spine.causation_id: what the calls write descends from
-            // the job's event (one chain, which the rules' loop guard follows).
-            let cause = self.causation.map(|c| c.to_string()).unwrap_or_default();
+            // permissions; spine.causation_id and spine.correlation_id: what the
+            // calls write descends from — the job's event (one chain, which the
+            // rules' loop guard follows) or the NATS request and its chain.
+            let text = |id: Option<uuid::Uuid>| id.map(|c| c.to_string()).unwrap_or_default();
+            let (cause, chain) = (text(self.lineage.cause), text(self.lineage.chain));
             tx.execute(
                 "SELECT set_config('role', $1, true), set_config('request.jwt.claims', $2, true), \
                         set_config('statement_timeout', $3, true), \
-                        set_config('spine.plugin', $4, true), set_config('spine.causation_id', $5, true)",
+                        set_config('spine.plugin', $4, true), set_config('spine.causation_id', $5, true), \
+                        set_config('spine.correlation_id', $6, true)",
                 &[
                     &role,
                     &claims.to_string(),
                     &timeout_ms,
                     &self.function.name,
                     &cause,
+                    &chain,
                 ],
             )
             .await
@@ -402,15 +406,15 @@ impl HostCapabilities {
         self.authorize("events.emit", &event_type, deadline).await?;
         let data = arg.get("data").cloned().unwrap_or(json!({}));
         let subject = arg["subject"].as_str().map(String::from);
-        let causation = self.causation;
+        let Lineage { cause, chain } = self.lineage;
         let role = self.caller.role.clone();
         let id = self
             .in_role(&role, &self.caller.claims, deadline, |tx| {
                 Box::pin(async move {
                     let row = tx
                         .query_one(
-                            "SELECT spine.emit($1, $2, $3, NULL, $4)::text",
-                            &[&event_type, &data, &subject, &causation],
+                            "SELECT spine.emit($1, $2, $3, $5, $4)::text",
+                            &[&event_type, &data, &subject, &cause, &chain],
                         )
                         .await
                         .map_err(sql::describe)?;

@@ -8,6 +8,7 @@ use crate::engine::{Engine, InvokeError, Limits, QuickJs, Request, Response};
 use crate::invokers::Invokers;
 use crate::stream::{ChannelSink, Head};
 use serde_json::{json, Value};
+use spine_core::contract::{summary, NamedContract, Violation};
 use spine_core::jobs::payloads::Actor;
 use spine_core::manifest::{self, Manifest};
 use spine_db::{DbConfig, Pool, PoolOptions, PoolStatus};
@@ -67,6 +68,21 @@ impl HostConfig {
             db_schemas: vec!["public".into(), "spine".into()],
             disable_after: crate::health::disable_after_from_env(),
         }
+    }
+}
+
+/// What an invocation's writes descend from: the event (or NATS request) that
+/// caused it, and the chain (correlation id) they join. A job passes its event
+/// (the chain follows from it); a service verb passes its request and chain.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Lineage {
+    pub cause: Option<uuid::Uuid>,
+    pub chain: Option<uuid::Uuid>,
+}
+
+impl From<Option<uuid::Uuid>> for Lineage {
+    fn from(cause: Option<uuid::Uuid>) -> Self {
+        Lineage { cause, chain: None }
     }
 }
 
@@ -140,6 +156,10 @@ pub struct Deployed {
     pub public: bool,
     /// The manifest declares `users.act_as`.
     pub act_as: bool,
+    /// The JSON Schemas bound to its request and response bodies
+    /// (`spine.bind_schema('function', name, …)`).
+    pub input: Option<Arc<NamedContract>>,
+    pub output: Option<Arc<NamedContract>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -152,6 +172,14 @@ pub enum HostError {
     Invoke(#[from] InvokeError),
     #[error("database unavailable: {0}")]
     Database(String),
+    /// A request body breaks the function's input schema (the caller's fault),
+    /// or its response body its output schema (the function's).
+    #[error("the {} body does not match schema \"{schema}\": {}", if *.output { "response" } else { "request" }, summary(.violations))]
+    Violates {
+        output: bool,
+        schema: String,
+        violations: Vec<Violation>,
+    },
 }
 
 pub struct Host {
@@ -206,9 +234,12 @@ impl Host {
         name: &str,
         request: Request,
         caller: Caller,
-        causation: Option<uuid::Uuid>,
+        lineage: impl Into<Lineage>,
     ) -> Result<Response, HostError> {
-        match self.run(name, request, caller, causation, false).await? {
+        match self
+            .run(name, request, caller, lineage.into(), false)
+            .await?
+        {
             Answer::Whole(response) => Ok(response),
             Answer::Streamed(_) => unreachable!("a collecting invocation has no stream"),
         }
@@ -222,7 +253,8 @@ impl Host {
         request: Request,
         caller: Caller,
     ) -> Result<Answer, HostError> {
-        self.run(name, request, caller, None, true).await
+        self.run(name, request, caller, Lineage::default(), true)
+            .await
     }
 
     /// Records an invocation's end in the metrics and its plugin's health.
@@ -239,6 +271,8 @@ impl Host {
             Err(HostError::NotFound(_)) => "not_found",
             Err(HostError::Disabled(_)) => "disabled",
             Err(HostError::Database(_)) => "database",
+            Err(HostError::Violates { output: false, .. }) => "invalid_input",
+            Err(HostError::Violates { output: true, .. }) => "invalid_output",
             Err(HostError::Invoke(InvokeError::LimitExceeded("cpu"))) => "limit_cpu",
             Err(HostError::Invoke(InvokeError::LimitExceeded("memory"))) => "limit_memory",
             Err(HostError::Invoke(InvokeError::LimitExceeded(_))) => "limit_wall",
@@ -267,7 +301,9 @@ impl Host {
             Err(HostError::Invoke(InvokeError::LimitExceeded(_))) => {
                 Verdict::LimitHit(outcome.into())
             }
-            Err(e @ HostError::Invoke(_)) => Verdict::Failed(e.to_string()),
+            Err(e @ (HostError::Invoke(_) | HostError::Violates { output: true, .. })) => {
+                Verdict::Failed(e.to_string())
+            }
             Err(_) => Verdict::NotCounted,
         };
         self.health
@@ -300,7 +336,7 @@ impl Host {
         name: &str,
         request: Request,
         caller: Caller,
-        causation: Option<uuid::Uuid>,
+        lineage: Lineage,
         stream: bool,
     ) -> Result<Answer, HostError> {
         let started = Instant::now();
@@ -316,7 +352,7 @@ impl Host {
             Ok(f) if !f.enabled => Err(HostError::Disabled(name.into())),
             other => other,
         };
-        let function = match function {
+        let function = match function.and_then(|f| check_body(&f, &request).map(|()| f)) {
             Ok(f) => f,
             Err(e) => {
                 self.finish(name, Err(&e), started, from_anyone);
@@ -328,7 +364,7 @@ impl Host {
             self.clone(),
             function.clone(),
             caller,
-            causation,
+            lineage,
             runtime.clone(),
         );
         let (whole_tx, whole) = tokio::sync::oneshot::channel();
@@ -340,6 +376,7 @@ impl Host {
             false => (None, None),
         };
         let limits = function.limits;
+        let output = function.output.clone();
         let host = self.clone();
         self.invokers.submit(Box::new(move |engine| {
             // The slot is held until the invocation ends, also when its caller has
@@ -374,12 +411,18 @@ impl Host {
         let died = || InvokeError::Threw("the invocation's thread died".into());
         let Some(head) = head else {
             let response = whole.await.unwrap_or_else(|_| Err(died()))?;
+            check_response(&output, &response)?;
             return Ok(Answer::Whole(response));
         };
-        // Whichever comes first: the head of a stream, or the whole answer.
+        // Whichever comes first: the head of a stream (not checked against an
+        // output schema: it is sent as it is made), or the whole answer.
         tokio::select! {
             Ok(head) = head => Ok(Answer::Streamed(head)),
-            whole = whole => Ok(Answer::Whole(whole.unwrap_or_else(|_| Err(died()))?)),
+            whole = whole => {
+                let response = whole.unwrap_or_else(|_| Err(died()))?;
+                check_response(&output, &response)?;
+                Ok(Answer::Whole(response))
+            }
         }
     }
 
@@ -426,8 +469,15 @@ impl Host {
             }
             Err(e) => return Err(HostError::Database(crate::sql::describe(e))),
         };
+        let row = match row {
+            Some(row) => row,
+            None => {
+                let _ = tx.commit().await;
+                return Err(HostError::NotFound(name.into()));
+            }
+        };
+        let (input, output) = contracts_of(&tx, name).await?;
         let _ = tx.commit().await;
-        let row = row.ok_or_else(|| HostError::NotFound(name.into()))?;
         // Validated by spine.deploy_function; parsed again with the same code.
         let manifest = Manifest::parse(row.get(2)).map_err(|e| {
             HostError::Database(format!("the stored manifest of {name} is invalid: {e}"))
@@ -442,6 +492,8 @@ impl Host {
             secrets_write: manifest.permissions.secrets.write,
             public: !manifest.verify_jwt,
             act_as: manifest.permissions.users.act_as,
+            input,
+            output,
         });
         let mut cache = self.cache.lock().expect("cache lock");
         if cache.len() >= MAX_CACHED {
@@ -467,4 +519,75 @@ impl Host {
             wall_ms: pick(asked.wall_ms, d.wall_ms, max.wall_ms),
         }
     }
+}
+
+/// The schemas bound to function `name`'s input and output, compiled.
+async fn contracts_of(
+    tx: &tokio_postgres::Transaction<'_>,
+    name: &str,
+) -> Result<(Option<Arc<NamedContract>>, Option<Arc<NamedContract>>), HostError> {
+    let rows = tx
+        .query(
+            "SELECT b.direction, s.name, s.schema FROM spine.schema_bindings b \
+               JOIN spine.schemas s ON s.name = b.schema_name \
+              WHERE b.target_kind = 'function' AND b.target = $1",
+            &[&name],
+        )
+        .await
+        .map_err(|e| HostError::Database(crate::sql::describe(e)))?;
+    let (mut input, mut output) = (None, None);
+    for row in rows {
+        let (direction, schema): (String, String) = (row.get(0), row.get(1));
+        // Only a row written with plain SQL can fail here (spine.define_schema
+        // compiles first): refuse the function rather than run it unchecked.
+        let contract = NamedContract::compile(schema.clone(), &row.get(2)).map_err(|reason| {
+            HostError::Database(format!("schema \"{schema}\" does not compile: {reason}"))
+        })?;
+        match direction.as_str() {
+            "output" => output = Some(Arc::new(contract)),
+            _ => input = Some(Arc::new(contract)),
+        }
+    }
+    Ok((input, output))
+}
+
+/// A request body against the function's input schema. A body that is not JSON
+/// breaks any schema; a bodiless request (GET) is not checked.
+fn check_body(function: &Deployed, request: &Request) -> Result<(), HostError> {
+    match &function.input {
+        Some(contract) if !request.body.is_empty() => check_json(contract, &request.body, false),
+        _ => Ok(()),
+    }
+}
+
+/// A whole response body against the function's output schema (2xx only: an
+/// error the function answers is not its contract's value).
+fn check_response(
+    output: &Option<Arc<NamedContract>>,
+    response: &Response,
+) -> Result<(), HostError> {
+    match output {
+        Some(contract) if (200..300).contains(&response.status) => {
+            check_json(contract, &response.body, true)
+        }
+        _ => Ok(()),
+    }
+}
+
+fn check_json(contract: &NamedContract, body: &[u8], output: bool) -> Result<(), HostError> {
+    let violations = match serde_json::from_slice::<serde_json::Value>(body) {
+        Ok(value) => match contract.check(&value) {
+            Ok(()) => return Ok(()),
+            Err(violations) => violations,
+        },
+        Err(_) => vec![Violation {
+            pointer: String::new(),
+            message: "the body is not JSON".into(),
+        }],
+    };
+    Err(HostError::Violates {
+        output,
+        schema: contract.name.clone(),
+        violations,
+    })
 }

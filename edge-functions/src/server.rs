@@ -299,6 +299,27 @@ fn host_error(name: &str, e: HostError) -> Response {
                 &e.to_string(),
             )
         }
+        HostError::Violates {
+            output: false,
+            schema,
+            violations,
+        } => json_response(
+            StatusCode::BAD_REQUEST,
+            json!({"code": "VALIDATION", "message": e.to_string(),
+                   "details": spine_core::contract::details(schema, violations)}),
+        ),
+        HostError::Violates {
+            output: true,
+            schema,
+            violations,
+        } => {
+            tracing::error!(function = name, error = %e, "a response breaks its output schema");
+            json_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                json!({"code": "INVALID_RESPONSE", "message": e.to_string(),
+                       "details": spine_core::contract::details(schema, violations)}),
+            )
+        }
         HostError::Invoke(invoke) => {
             tracing::info!(function = name, error = %invoke, "invocation failed");
             match invoke {

@@ -8,6 +8,9 @@ SELECT pg_catalog.pg_extension_config_dump('spine.event_commit_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('spine.sinks', '');
 SELECT pg_catalog.pg_extension_config_dump('spine.embedding_kinds', '');
 SELECT pg_catalog.pg_extension_config_dump('spine.services', '');
+SELECT pg_catalog.pg_extension_config_dump('spine.schemas', '');
+SELECT pg_catalog.pg_extension_config_dump('spine.schema_bindings', '');
+SELECT pg_catalog.pg_extension_config_dump('spine.ingress_log', '');
 SELECT pg_catalog.pg_extension_config_dump('spine.realtime_tables', '');
 SELECT pg_catalog.pg_extension_config_dump('spine.realtime_messages', '');
 SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('spine.realtime_messages', 'id')::regclass, '');
@@ -67,6 +70,19 @@ GRANT EXECUTE ON FUNCTION
     TO service_role;
 GRANT EXECUTE ON FUNCTION spine.embedding_text(text, jsonb) TO authenticated, service_role;
 GRANT EXECUTE ON FUNCTION spine.expose_service(text, text, regprocedure), spine.unexpose_service(text, text)
+    TO service_role;
+GRANT EXECUTE ON FUNCTION
+    spine.define_schema(text, jsonb, text),
+    spine.drop_schema(text),
+    spine.bind_schema(text, text, text, text),
+    spine.unbind_schema(text, text, text)
+    TO service_role;
+GRANT EXECUTE ON FUNCTION spine.validate(text, jsonb), spine.schema_violations(text, jsonb)
+    TO authenticated, service_role;
+GRANT EXECUTE ON FUNCTION
+    spine.ingress_accept(text, text, bigint),
+    spine.ingress_reject(text, text, bigint, text, text),
+    spine.ingress_prune(interval)
     TO service_role;
 GRANT EXECUTE ON FUNCTION
     spine.realtime_publish(regclass),

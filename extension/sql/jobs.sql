@@ -304,6 +304,7 @@ BEGIN
             enqueue_keyed.idempotency_key
             USING ERRCODE = 'serialization_failure', HINT = 'Retry the transaction.';
     END IF;
+    PERFORM spine.check_job_payload(enqueue_keyed.queue, enqueue_keyed.payload);
     INSERT INTO spine.jobs (queue, owner_id, priority, payload, run_at, idempotency_key, max_attempts)
     VALUES (enqueue_keyed.queue, enqueue_keyed.owner, enqueue_keyed.priority, enqueue_keyed.payload,
             coalesce(enqueue_keyed.run_at, now()), enqueue_keyed.idempotency_key, enqueue_keyed.max_attempts)
@@ -354,6 +355,7 @@ BEGIN
         RAISE EXCEPTION 'permission denied: jobs belong to a user: request.jwt.claims has no sub'
             USING ERRCODE = 'insufficient_privilege';
     END IF;
+    PERFORM spine.check_job_payload(enqueue_batch.queue, p) FROM unnest(payloads) AS u(p);
     WITH inserted AS (
         INSERT INTO spine.jobs (queue, owner_id, priority, payload, run_at, max_attempts)
         SELECT queue, auth.uid(), priority, p, coalesce(run_at, now()), max_attempts
@@ -976,6 +978,7 @@ BEGIN
     IF enqueue_debounced.max_attempts IS NULL OR enqueue_debounced.max_attempts < 1 THEN
         RAISE EXCEPTION 'max_attempts must be at least 1' USING ERRCODE = 'invalid_parameter_value';
     END IF;
+    PERFORM spine.check_job_payload(enqueue_debounced.queue, enqueue_debounced.payload);
     -- One debounced enqueue of a key at a time (concurrent triggers of one burst).
     PERFORM spine.lock_idempotency_key(enqueue_debounced.queue, owner, 'debounce:' || enqueue_debounced.debounce_key);
     SELECT j.id, j.created_at INTO job_id, first_at FROM spine.jobs j

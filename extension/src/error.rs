@@ -28,6 +28,14 @@ pub enum SpineError {
         actual: usize,
         limit: usize,
     },
+    /// A value breaks the JSON Schema bound to what carries it (`what`: "data of
+    /// event shop.OrderPlaced"); each violation names the offending value's pointer.
+    #[error("{what} does not match schema \"{schema}\": {}", spine_core::contract::summary(.violations))]
+    Violates {
+        what: String,
+        schema: String,
+        violations: Vec<spine_core::contract::Violation>,
+    },
     /// A required argument is NULL.
     #[error("{0} must not be NULL")]
     NullArgument(&'static str),
@@ -63,6 +71,7 @@ impl SpineError {
             SpineError::AlreadyExists { .. } => PgSqlErrorCode::ERRCODE_DUPLICATE_OBJECT,
             SpineError::PermissionDenied(_) => PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
             SpineError::TooLarge { .. } => PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
+            SpineError::Violates { .. } => PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
             SpineError::NullArgument(_) => PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
             SpineError::Conflict(_) => PgSqlErrorCode::ERRCODE_T_R_SERIALIZATION_FAILURE,
             SpineError::Unavailable(_) => PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
@@ -97,9 +106,32 @@ pub fn internal(context: &'static str) -> impl Fn(pgrx::spi::SpiError) -> SpineE
     }
 }
 
+impl SpineError {
+    /// DETAIL for a client to act on: a contract's violations as JSON
+    /// (`{"schema", "violations": [{pointer, message}]}`).
+    fn detail(&self) -> Option<String> {
+        match self {
+            SpineError::InRule { source, .. } => source.detail(),
+            SpineError::Violates {
+                schema, violations, ..
+            } => Some(
+                serde_json::json!({
+                    "schema": schema,
+                    "violations": violations,
+                })
+                .to_string(),
+            ),
+            _ => None,
+        }
+    }
+}
+
 impl From<SpineError> for ErrorReport {
     fn from(e: SpineError) -> Self {
-        let report = ErrorReport::new(e.sqlstate(), e.to_string(), "spine");
+        let mut report = ErrorReport::new(e.sqlstate(), e.to_string(), "spine");
+        if let Some(detail) = e.detail() {
+            report = report.set_detail(detail);
+        }
         match e.hint() {
             Some(h) => report.set_hint(h),
             None => report,

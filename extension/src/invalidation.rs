@@ -20,14 +20,20 @@ use std::cell::Cell;
 pub enum Watched {
     Rules = 0,
     Queues = 1,
+    Schemas = 2,
+    SchemaBindings = 3,
 }
 
-const TABLES: [&str; 2] = ["spine.rules", "spine.queues"];
+const TABLES: [&str; 4] = [
+    "spine.rules",
+    "spine.queues",
+    "spine.schemas",
+    "spine.schema_bindings",
+];
 
 thread_local! {
-    static OIDS: [Cell<pg_sys::Oid>; 2] =
-        const { [Cell::new(pg_sys::InvalidOid), Cell::new(pg_sys::InvalidOid)] };
-    static STALE: [Cell<bool>; 2] = const { [Cell::new(false), Cell::new(false)] };
+    static OIDS: [Cell<pg_sys::Oid>; 4] = const { [const { Cell::new(pg_sys::InvalidOid) }; 4] };
+    static STALE: [Cell<bool>; 4] = const { [const { Cell::new(false) }; 4] };
 }
 
 /// Relcache invalidation callback: an invalidation of a watched table (or a full

@@ -37,6 +37,7 @@ use pgrx::prelude::*;
 
 pub mod audit;
 pub mod caller;
+pub mod contracts;
 pub mod entities;
 pub mod error;
 pub mod etl;

@@ -113,6 +113,20 @@ extension_sql_file!(
     requires = ["supabase_compat"]
 );
 
+// JSON Schema contracts: named schemas and what they are bound to.
+extension_sql_file!(
+    "../sql/contracts.sql",
+    name = "contracts",
+    requires = ["supabase_compat", cached_table_changed]
+);
+
+// NATS ingress: keys of consumed messages (exactly once) and rejections.
+extension_sql_file!(
+    "../sql/ingress.sql",
+    name = "ingress",
+    requires = ["supabase_compat"]
+);
+
 // pg_net's SQL API (net.http_get/post/delete, net._http_response) on the durable
 // `net` job queue, where the real pg_net is not installed.
 extension_sql_file!("../sql/net.sql", name = "net", requires = ["jobs"]);

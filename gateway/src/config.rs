@@ -75,6 +75,9 @@ pub struct Config {
     #[arg(long, env = "NATS_URL", hide_env_values = true)]
     pub nats_url: Option<String>,
 
+    #[command(flatten)]
+    pub nats: spine_nats::NatsArgs,
+
     /// Most database connections the gateway holds.
     #[arg(long, env = "SPINE_GATEWAY_POOL", default_value_t = 16)]
     pub pool_size: usize,

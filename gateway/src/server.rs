@@ -63,7 +63,10 @@ impl Gateway {
             pool.clone(),
             db.clone(),
             keys.clone(),
-            config.nats_url.clone(),
+            match config.nats_url.as_deref().filter(|u| !u.is_empty()) {
+                Some(url) => Some(spine_nats::NatsConfig::new(url, config.nats.clone())?),
+                None => None,
+            },
         );
         Ok(Gateway {
             realtime,

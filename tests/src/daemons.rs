@@ -28,6 +28,9 @@ pub struct Nats {
     server: Daemon,
     tls: bool,
     user: Option<(String, String)>,
+    /// The seed of the nkey the server accepts, when it takes only that.
+    nkey_seed: Option<String>,
+    verify_clients: bool,
     store: tempdir::TempDir,
 }
 
@@ -41,6 +44,12 @@ pub struct NatsOptions {
     pub tls: bool,
     /// `--user`/`--pass`: clients must send these.
     pub user: Option<(String, String)>,
+    /// Only clients holding a user nkey made for this server get in
+    /// ([`Nats::nkey_seed_file`]).
+    pub nkey: bool,
+    /// With `tls`: clients must show a certificate signed by the server's CA
+    /// ([`Nats::client_cert_files`]).
+    pub verify_clients: bool,
 }
 
 impl Default for NatsOptions {
@@ -49,6 +58,8 @@ impl Default for NatsOptions {
             jetstream: true,
             tls: false,
             user: None,
+            nkey: false,
+            verify_clients: false,
         }
     }
 }
@@ -90,6 +101,26 @@ impl Nats {
         if let Some((user, pass)) = &options.user {
             args.extend(["--user".into(), user.into(), "--pass".into(), pass.into()]);
         }
+        if options.verify_clients {
+            assert!(options.tls, "verify_clients needs tls");
+            args.extend([
+                "--tlsverify".into(),
+                "--tlscacert".into(),
+                dir.join("ca.crt").into(),
+            ]);
+        }
+        let nkey_seed = options.nkey.then(|| {
+            let user = nkeys::KeyPair::new_user();
+            let conf = dir.join("nkey.conf");
+            let line = format!(
+                "authorization {{ users = [ {{ nkey: {} }} ] }}\n",
+                user.public_key()
+            );
+            std::fs::write(&conf, line).unwrap();
+            std::fs::write(dir.join("user.nk"), user.seed().unwrap()).unwrap();
+            args.extend(["-c".into(), conf.into()]);
+            user.seed().unwrap()
+        });
         let server = Daemon::start("nats-server", Duration::from_secs(10), move |port| {
             let mut cmd = Command::new(nats_binary());
             cmd.args(["-a", "127.0.0.1", "-p", &port.to_string()])
@@ -100,6 +131,8 @@ impl Nats {
             server,
             tls: options.tls,
             user: options.user,
+            nkey_seed,
+            verify_clients: options.verify_clients,
             store,
         }
     }
@@ -116,15 +149,36 @@ impl Nats {
         self.store.path().join("ca.crt")
     }
 
-    /// A JetStream context on this server, with its user and CA when it has them.
+    /// The file holding the seed of the nkey a server started with `nkey` takes.
+    pub fn nkey_seed_file(&self) -> PathBuf {
+        assert!(self.nkey_seed.is_some(), "this nats-server takes no nkey");
+        self.store.path().join("user.nk")
+    }
+
+    /// A client certificate and key (PEM files) signed by the server's CA.
+    pub fn client_cert_files(&self) -> (PathBuf, PathBuf) {
+        assert!(self.tls, "this nats-server was started without TLS");
+        let dir = self.store.path();
+        (dir.join("client.crt"), dir.join("client.key"))
+    }
+
+    /// A JetStream context on this server, with its user, nkey, CA and client
+    /// certificate when it has them.
     pub async fn jetstream(&self) -> async_nats::jetstream::Context {
         let mut options = async_nats::ConnectOptions::new();
         if let Some((user, pass)) = &self.user {
             options = options.user_and_password(user.clone(), pass.clone());
         }
+        if let Some(seed) = &self.nkey_seed {
+            options = options.nkey(seed.clone());
+        }
         if self.tls {
             let _ = rustls::crypto::ring::default_provider().install_default();
             options = options.add_root_certificates(self.ca_file());
+        }
+        if self.verify_clients {
+            let (cert, key) = self.client_cert_files();
+            options = options.add_client_certificate(cert, key);
         }
         let client = options.connect(self.url()).await.expect("connect to nats");
         async_nats::jetstream::new(client)
@@ -168,8 +222,9 @@ impl Nats {
     }
 }
 
-/// A CA (`ca.crt`) and a certificate it signed for 127.0.0.1 and localhost
-/// (`server.crt`, `server.key`) in `dir`; the CA's key is dropped.
+/// A CA (`ca.crt`), a certificate it signed for 127.0.0.1 and localhost
+/// (`server.crt`, `server.key`) and one for a client (`client.crt`,
+/// `client.key`) in `dir`; the CA's key is dropped.
 fn write_tls_files(dir: &std::path::Path) {
     use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
     let ca_key = KeyPair::generate().unwrap();
@@ -186,6 +241,13 @@ fn write_tls_files(dir: &std::path::Path) {
     std::fs::write(dir.join("ca.crt"), ca_cert.pem()).unwrap();
     std::fs::write(dir.join("server.crt"), cert.pem()).unwrap();
     std::fs::write(dir.join("server.key"), key.serialize_pem()).unwrap();
+    let client_key = KeyPair::generate().unwrap();
+    let client = CertificateParams::new(vec!["spine-worker".to_string()])
+        .unwrap()
+        .signed_by(&client_key, &issuer)
+        .unwrap();
+    std::fs::write(dir.join("client.crt"), client.pem()).unwrap();
+    std::fs::write(dir.join("client.key"), client_key.serialize_pem()).unwrap();
 }
 
 /// The `meilisearch` binary: `MEILI_BIN`, or on PATH. None means search tests
@@ -303,6 +365,19 @@ impl Worker {
     pub fn kill9(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// Waits (up to `timeout`) for the process to exit by itself; its status, or
+    /// a panic when it is still running.
+    pub fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "spine-worker did not exit");
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// SIGTERM, then wait (up to `timeout`, then SIGKILL) for the exit status.

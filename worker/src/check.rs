@@ -3,7 +3,7 @@
 //! stderr; it goes on after a failure, so that one run shows every problem, and
 //! fails (exit 1) when a required component did.
 //!
-//! NATS is reached the way the relay reaches it ([`crate::nats`]: TLS,
+//! NATS is reached the way the relay reaches it ([`spine_nats`]: TLS,
 //! credentials), and asked for its JetStream account: usage and limits, and
 //! whether the relay's stream exists. A server without JetStream fails.
 
@@ -83,8 +83,15 @@ async fn nats(config: &Config) -> anyhow::Result<Vec<String>> {
             account.consumers,
         ),
     ];
-    let name = &config.relay.stream;
-    lines.push(match js.get_stream(name).await {
+    for stream in config.relay.streams.streams() {
+        lines.push(stream_line(&js, &stream.name).await?);
+    }
+    Ok(lines)
+}
+
+/// One of the relay's streams: its messages, size and subjects, or its absence.
+async fn stream_line(js: &jetstream::Context, name: &str) -> anyhow::Result<String> {
+    Ok(match js.get_stream(name).await {
         Ok(stream) => {
             let info = stream.cached_info();
             format!(
@@ -102,8 +109,7 @@ async fn nats(config: &Config) -> anyhow::Result<Vec<String>> {
             }
             _ => return Err(anyhow::Error::new(e).context(format!("asking for stream {name}"))),
         },
-    });
-    Ok(lines)
+    })
 }
 
 /// What check reports of `$JS.API.INFO`. async-nats 0.51 has

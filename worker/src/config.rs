@@ -4,9 +4,9 @@
 //! does too. [`Cli`] is what clap parses; [`Config`] is what the worker runs with,
 //! built once from it by [`Config::from_settings`], which checks what clap cannot.
 
-use crate::nats::NatsUrl;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
+use spine_nats::{NatsArgs, NatsConfig};
 use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -72,6 +72,9 @@ pub struct Settings {
         value_name = "URL"
     )]
     pub nats_url: String,
+
+    #[command(flatten)]
+    pub nats: NatsArgs,
 
     /// Meilisearch; unset or empty turns the search sync off.
     #[arg(long, env = "MEILI_URL", value_name = "URL")]
@@ -180,6 +183,52 @@ pub struct Settings {
         value_name = "NAME"
     )]
     pub relay_stream: String,
+
+    /// NATS subjects consumed durably and written into Spine exactly once
+    /// (comma-separated, wildcards allowed: `ingest.>,devices.>`); empty: no ingress.
+    #[arg(
+        long,
+        env = "SPINE_INGRESS_SUBJECTS",
+        default_value = "",
+        value_name = "SUBJECTS"
+    )]
+    pub ingress_subjects: String,
+
+    /// Testing only: abort the process after an ingress batch commits, before
+    /// its acks (the crash window the exactly-once design covers).
+    #[arg(
+        long,
+        env = "SPINE_INGRESS_CRASH_AFTER_COMMIT",
+        default_value_t = false
+    )]
+    pub ingress_crash_after_commit: bool,
+
+    /// How long a fetched ingress message may stay unacknowledged before another
+    /// worker gets it (what a crashed worker held waits this long).
+    #[arg(long, env = "SPINE_INGRESS_ACK_WAIT_SECS", default_value_t = 30, value_name = "SECS",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub ingress_ack_wait_secs: u64,
+
+    /// The JetStream stream that keeps ingress messages until they are written.
+    #[arg(
+        long,
+        env = "SPINE_INGRESS_STREAM",
+        default_value = "SPINE_INGRESS",
+        value_name = "NAME"
+    )]
+    pub ingress_stream: String,
+
+    /// Streams by event type, first match wins: `connector.*=connector-data,
+    /// audit.*=audit-log, *=platform-events` (`stream:prefix` sets the subject
+    /// prefix, the stream's name in lower case by default). Unmatched events go
+    /// to SPINE_RELAY_STREAM as spine.<type>.
+    #[arg(
+        long,
+        env = "SPINE_RELAY_STREAMS",
+        default_value = "",
+        value_name = "MAP"
+    )]
+    pub relay_streams: String,
 
     /// Events read and published per round, the publishes in flight (1-10000).
     #[arg(long, env = "SPINE_RELAY_BATCH", default_value_t = 1000,
@@ -324,7 +373,7 @@ pub struct Config {
     /// `Display` and `Debug` never show the password.
     pub database: spine_db::DbConfig,
     /// `NATS_URL`: NATS server with JetStream enabled (credentials kept apart).
-    pub nats: NatsUrl,
+    pub nats: NatsConfig,
     /// `MEILI_URL`: Meilisearch; `None` turns search sync off.
     pub meili_url: Option<String>,
     /// Search sync settings; present when `MEILI_URL` is.
@@ -339,6 +388,8 @@ pub struct Config {
     pub embeddings: Option<EmbeddingsConfig>,
     /// `SPINE_SERVICES_*`: NATS request/reply; None: off.
     pub services: Option<ServicesConfig>,
+    /// `SPINE_INGRESS_*`: NATS ingress; None: off.
+    pub ingress: Option<IngressConfig>,
     /// `SPINE_JWT_SECRET`, `SPINE_JWKS_URL`: keys for requests' tokens.
     pub jwt: JwtKeys,
 }
@@ -360,6 +411,17 @@ impl std::fmt::Debug for JwtKeys {
             .field("jwks", &self.0.jwks)
             .finish()
     }
+}
+
+/// NATS ingress ([`crate::ingress`]).
+#[derive(Debug, Clone)]
+pub struct IngressConfig {
+    pub subjects: Vec<String>,
+    pub stream: String,
+    /// `SPINE_INGRESS_CRASH_AFTER_COMMIT` (tests): abort between commit and acks.
+    pub crash_after_commit: bool,
+    /// `SPINE_INGRESS_ACK_WAIT_SECS`: redelivery after this without an ack.
+    pub ack_wait: Duration,
 }
 
 /// NATS request/reply into Spine ([`crate::services`]).
@@ -448,8 +510,8 @@ pub struct SearchConfig {
 pub struct RelayConfig {
     /// `SPINE_RELAY_SINK`: the sink (cursor) this relay advances; one relay holds it.
     pub sink: String,
-    /// `SPINE_RELAY_STREAM`: JetStream stream receiving `spine.>`.
-    pub stream: String,
+    /// `SPINE_RELAY_STREAMS` over `SPINE_RELAY_STREAM`: where each event goes.
+    pub streams: crate::streams::StreamMap,
     /// `SPINE_RELAY_BATCH`: events read and published per round (the ack window).
     pub batch: i32,
     /// `SPINE_RELAY_POLL_MS`: poll interval when no notification arrives.
@@ -572,6 +634,19 @@ impl Config {
                 max_payload: s.services_max_payload,
             }),
         };
+        let subjects: Vec<String> = s
+            .ingress_subjects
+            .split(',')
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .map(str::to_string)
+            .collect();
+        let ingress = (!subjects.is_empty()).then(|| IngressConfig {
+            subjects,
+            stream: s.ingress_stream.clone(),
+            crash_after_commit: s.ingress_crash_after_commit,
+            ack_wait: Duration::from_secs(s.ingress_ack_wait_secs),
+        });
         let jwt = JwtKeys(spine_functions::jwt::KeySettings {
             secret: s.jwt_secret.clone().filter(|k| !k.is_empty()),
             jwks: s
@@ -588,14 +663,17 @@ impl Config {
             search,
             embeddings,
             services,
+            ingress,
             jwt,
             database: spine_db::DbConfig::parse(&s.database_url).context("DATABASE_URL")?,
-            nats: NatsUrl::parse(&s.nats_url).context("NATS_URL")?,
+            nats: NatsConfig::new(&s.nats_url, s.nats.clone())?,
             meili_url,
             http_addr: s.http_addr,
             relay: RelayConfig {
                 sink: s.relay_sink.clone(),
-                stream: s.relay_stream.clone(),
+                streams: crate::streams::StreamMap::parse(&s.relay_streams, &s.relay_stream)
+                    .map_err(anyhow::Error::msg)
+                    .context("SPINE_RELAY_STREAMS")?,
                 batch: s.relay_batch as i32,
                 poll: Duration::from_millis(s.relay_poll_ms),
                 duplicate_window: Duration::from_secs(s.relay_dedup_window_secs),

@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Utc};
 use serde_json::value::RawValue;
-use spine_core::envelope::{self, CloudEvent, EventFields};
+use spine_core::envelope::{CloudEvent, EventFields};
 use tokio_postgres::types::Json;
 use uuid::Uuid;
 
@@ -41,11 +41,6 @@ impl Event {
             occurred_at: row.try_get("occurred_at")?,
             committed_at: row.try_get("committed_at")?,
         })
-    }
-
-    /// NATS subject: `spine.<type>`, e.g. `spine.data.EntityCreated`.
-    pub fn nats_subject(&self) -> String {
-        envelope::nats_subject(&self.event_type)
     }
 
     /// The CloudEvents JSON envelope; absent optional attributes are omitted.
@@ -106,10 +101,5 @@ mod tests {
         let ce: serde_json::Value =
             serde_json::from_slice(&whole_second.cloudevent_json().unwrap()).unwrap();
         assert_eq!(ce["time"], "2026-11-25T11:54:27.000000Z");
-    }
-
-    #[test]
-    fn subject_is_prefixed_type() {
-        assert_eq!(sample().nats_subject(), "spine.data.EntityCreated");
     }
 }

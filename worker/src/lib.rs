@@ -1,12 +1,13 @@
 //! Spine's worker: one binary, several restartable loops around the database.
 //!
 //! - [`config`]: the command line and settings (flags and environment variables), parsed once.
-//! - [`nats`]: connecting to NATS from `NATS_URL` (TLS, credentials, redacted URLs).
+//! - NATS connections: [`spine_nats`] (`NATS_URL`, nkeys, creds, TLS; redacted URLs).
 //! - [`db`]: connecting to Postgres (through spine-db: TLS, redacted URLs).
 //! - [`sink`]: what every sink shares: holding it, reading after its cursor, moving it.
 //! - [`relay`]: outbox → NATS JetStream, effectively once, in commit order.
 //! - [`listener`]: LISTEN wake-ups for the relay (it also polls).
 //! - [`envelope`]: the CloudEvents JSON an event travels as.
+//! - [`streams`]: the stream map (which JetStream stream and subject each event goes to).
 //! - [`jobs`]: the job runner and its handlers (`http`, `function`, `webhook`,
 //!   `noop`, registry).
 //! - [`metrics`], [`http`]: `/metrics` (Prometheus) and `/healthz` (fails on lag).
@@ -16,20 +17,22 @@
 //!
 //! - [`search`]: entities → Meilisearch (one index per kind), reindex and check.
 //! - [`services`]: NATS request/reply into Spine (SQL and function verbs).
+//! - [`ingress`]: NATS messages consumed durably and written exactly once.
 
 pub mod check;
 pub mod config;
 pub mod db;
 pub mod envelope;
 pub mod http;
+pub mod ingress;
 pub mod jobs;
 pub mod listener;
 pub mod metrics;
-pub mod nats;
 pub mod relay;
 pub mod search;
 pub mod services;
 pub mod sink;
+pub mod streams;
 pub mod supervise;
 
 use config::Config;
@@ -96,23 +99,27 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         wake,
         stop_rx.clone(),
     ));
+    // Requests' and ingress messages' tokens are verified with the same keys.
+    let keys =
+        match config.jwt.configured() && (config.services.is_some() || config.ingress.is_some()) {
+            false => None,
+            true => Some(Arc::new(
+                spine_functions::jwt::Keys::load(config.jwt.0.clone()).await?,
+            )),
+        };
     let services = match (&config.services, &functions) {
-        (Some(_), Some(host)) => {
-            let keys = match config.jwt.configured() {
-                false => None,
-                true => Some(Arc::new(
-                    spine_functions::jwt::Keys::load(config.jwt.0.clone()).await?,
-                )),
-            };
-            Some(tokio::spawn(services::run(
-                config.clone(),
-                host.clone(),
-                keys,
-                stop_rx.clone(),
-            )))
-        }
+        (Some(_), Some(host)) => Some(tokio::spawn(services::run(
+            config.clone(),
+            host.clone(),
+            keys.clone(),
+            stop_rx.clone(),
+        ))),
         _ => None,
     };
+    let ingress = config
+        .ingress
+        .is_some()
+        .then(|| tokio::spawn(ingress::run(config.clone(), keys, stop_rx.clone())));
     let runner = (!config.jobs.queues.is_empty())
         .then(|| functions.clone())
         .flatten()
@@ -173,6 +180,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         let _ = listen.await;
         if let Some(services) = services {
             let _ = services.await;
+        }
+        if let Some(ingress) = ingress {
+            let _ = ingress.await;
         }
         if let Some((listen, sink)) = search {
             let _ = sink.await;

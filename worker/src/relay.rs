@@ -7,16 +7,17 @@
 //!   JetStream's duplicate window.
 //! - Up to two batches are in flight: the next is read and sent while JetStream
 //!   stores the previous one.
-//! - Every publish but the first of a session carries `Nats-Expected-Last-Msg-Id` =
-//!   the previous event's id: if one message in flight is lost (NATS restarted
-//!   mid-batch), the later ones are refused instead of being stored out of order.
-//!   The first needs no expectation: its predecessor was acknowledged before the
-//!   cursor moved past it.
+//! - Every publish but the first of a session to a stream carries
+//!   `Nats-Expected-Last-Msg-Id` = the previous event's id in that stream: if one
+//!   message in flight is lost (NATS restarted mid-batch), the later ones are
+//!   refused instead of being stored out of order. The first needs no
+//!   expectation: its predecessor was acknowledged before the cursor moved past it.
+//! - Which stream and subject an event goes to is the stream map's
+//!   ([`crate::streams`]); every stream of the map is created or updated at start.
 
 use crate::config::{Config, RelayConfig};
 use crate::envelope::Event;
 use crate::metrics::RelayMetrics;
-use crate::nats::NatsUrl;
 use crate::sink::{SinkSession, SinkSpec};
 use anyhow::Context as _;
 use async_nats::jetstream::{
@@ -85,15 +86,17 @@ async fn session(
     let head = sink.read(cursor, 1).await?;
     metrics.set_oldest_pending(head.first().map(|r| r.get("committed_at")));
     let js = connect_jetstream(&config.nats, rc).await?;
-    ensure_stream(&js, rc).await?;
+    for stream in rc.streams.streams() {
+        ensure_stream(&js, stream, rc.duplicate_window).await?;
+    }
 
     // Up to PIPELINE batches are in flight: while JetStream stores one, the next is
     // read from Postgres and sent, so neither side waits for the other.
     let mut inflight: VecDeque<Batch> = VecDeque::new();
-    // The last event sent (not necessarily acknowledged): where the next read starts,
-    // and what the next publish expects to be the stream's last message.
+    // The last event sent (not necessarily acknowledged): where the next read
+    // starts; and per stream, what its next publish expects to be its last message.
     let mut sent_upto = cursor;
-    let mut last_sent_id: Option<String> = None;
+    let mut last_sent: Vec<Option<String>> = vec![None; rc.streams.streams().len()];
     loop {
         let stopping = *shutdown.borrow();
         if stopping && inflight.is_empty() {
@@ -112,10 +115,9 @@ async fn session(
                 if inflight.is_empty() {
                     metrics.set_oldest_pending(Some(events[0].committed_at));
                 }
-                let acks = send(&js, &events, last_sent_id.take()).await?;
+                let acks = send(&js, &rc.streams, &events, &mut last_sent).await?;
                 let last = &events[events.len() - 1];
                 sent_upto = (last.commit_seq, last.seq);
-                last_sent_id = Some(last.id.to_string());
                 inflight.push_back(Batch { events, acks });
             }
         }
@@ -169,7 +171,10 @@ struct Batch {
     acks: Vec<PublishAckFuture>,
 }
 
-async fn connect_jetstream(url: &NatsUrl, rc: &RelayConfig) -> anyhow::Result<Context> {
+async fn connect_jetstream(
+    url: &spine_nats::NatsConfig,
+    rc: &RelayConfig,
+) -> anyhow::Result<Context> {
     let client = url.connect().await?;
     Ok(jetstream::ContextBuilder::new()
         .timeout(Duration::from_secs(5))
@@ -178,18 +183,22 @@ async fn connect_jetstream(url: &NatsUrl, rc: &RelayConfig) -> anyhow::Result<Co
 }
 
 /// Creates the stream, or updates the settings the relay relies on.
-async fn ensure_stream(js: &Context, rc: &RelayConfig) -> anyhow::Result<()> {
+async fn ensure_stream(
+    js: &Context,
+    stream: &crate::streams::Stream,
+    duplicate_window: Duration,
+) -> anyhow::Result<()> {
     let wanted = stream::Config {
-        name: rc.stream.clone(),
-        subjects: vec!["spine.>".into()],
-        duplicate_window: rc.duplicate_window,
+        name: stream.name.clone(),
+        subjects: vec![format!("{}.>", stream.prefix)],
+        duplicate_window,
         storage: stream::StorageType::File,
         ..Default::default()
     };
     let mut existing = js
         .get_or_create_stream(wanted.clone())
         .await
-        .with_context(|| format!("creating JetStream stream {}", rc.stream))?;
+        .with_context(|| format!("creating JetStream stream {}", stream.name))?;
     let info = existing.info().await?;
     if info.config.subjects != wanted.subjects
         || info.config.duplicate_window != wanted.duplicate_window
@@ -199,7 +208,7 @@ async fn ensure_stream(js: &Context, rc: &RelayConfig) -> anyhow::Result<()> {
         updated.duplicate_window = wanted.duplicate_window;
         js.update_stream(updated)
             .await
-            .with_context(|| format!("updating JetStream stream {}", rc.stream))?;
+            .with_context(|| format!("updating JetStream stream {}", stream.name))?;
     }
     Ok(())
 }
@@ -214,29 +223,30 @@ struct Outcome {
 }
 
 /// Sends every event of a batch without waiting for acknowledgements. Each publish
-/// expects the previous event to be the stream's last message; the first expects
-/// `previous` (the last event of the batch before, when one is still in flight).
+/// expects the previous event sent to its stream to be the stream's last message
+/// (`last_sent`, per stream, carried from batch to batch while one is in flight).
 async fn send(
     js: &Context,
+    map: &crate::streams::StreamMap,
     events: &[Event],
-    previous: Option<String>,
+    last_sent: &mut [Option<String>],
 ) -> anyhow::Result<Vec<PublishAckFuture>> {
     let mut acks = Vec::with_capacity(events.len());
-    let mut expected = previous;
     for event in events {
+        let (stream, subject) = map.route(&event.event_type);
         let mut message = PublishMessage::build()
             .payload(event.cloudevent_json()?.into())
             .message_id(event.id.to_string())
             .header("Content-Type", "application/cloudevents+json");
-        if let Some(prev) = expected.take() {
+        if let Some(prev) = last_sent[stream].take() {
             message = message.expected_last_message_id(prev);
         }
         let ack = js
-            .send_publish(event.nats_subject(), message)
+            .send_publish(subject, message)
             .await
             .context("publishing to JetStream")?;
         acks.push(ack);
-        expected = Some(event.id.to_string());
+        last_sent[stream] = Some(event.id.to_string());
     }
     Ok(acks)
 }

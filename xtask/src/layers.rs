@@ -20,7 +20,7 @@ use std::path::Path;
 pub const LAYERS: &[&[&str]] = &[
     &["error", "schema"],
     &["gucs", "spi_ext", "caller", "invalidation", "meta"],
-    &["events", "jobs"],
+    &["contracts", "events", "jobs"],
     &["audit", "policy", "entities", "rules"],
     &["etl", "search", "webhooks", "realtime"],
     &["vault", "functions"],

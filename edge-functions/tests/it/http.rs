@@ -421,3 +421,82 @@ async fn streamed_bodies_arrive_as_they_are_produced() {
         assert!(text.contains(&line), "{line} missing from:\n{text}");
     }
 }
+
+/// A function's input schema refuses a bad body with 400 VALIDATION and the
+/// pointers, before the function runs; its output schema turns a reply that
+/// breaks it into 500 INVALID_RESPONSE; an error the function answers (4xx) is
+/// not checked against the output schema.
+#[tokio::test]
+async fn function_contracts_check_bodies_in_and_out() {
+    let db = connect().await;
+    let name = hello(
+        &db,
+        "Deno.serve(async (req) => { const b = await req.json(); \
+           return b.status ? new Response('{}', {status: b.status}) : Response.json({echo: b.n}); })",
+    )
+    .await;
+    let (input, output) = (format!("{name}-in"), format!("{name}-out"));
+    db.execute(
+        "SELECT spine.define_schema($1, $2)",
+        &[
+            &input,
+            &json!({"type": "object", "properties": {"n": {"type": "integer"}}}),
+        ],
+    )
+    .await
+    .unwrap();
+    db.execute(
+        "SELECT spine.define_schema($1, $2)",
+        &[
+            &output,
+            &json!({"type": "object", "properties": {"echo": {"maximum": 10}}}),
+        ],
+    )
+    .await
+    .unwrap();
+    db.execute(
+        "SELECT spine.bind_schema('function', $1, $2)",
+        &[&name, &input],
+    )
+    .await
+    .unwrap();
+    db.execute(
+        "SELECT spine.bind_schema('function', $1, $2, 'output')",
+        &[&name, &output],
+    )
+    .await
+    .unwrap();
+    let server = Server::start().await;
+    let anon = jwt::sign(&json!({"role": "anon"}), secret().as_bytes());
+    let post = |body: &'static str| {
+        reqwest::Client::new()
+            .post(format!("{}/functions/v1/{name}", server.url))
+            .bearer_auth(&anon)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    let ok = post(r#"{"n": 3}"#).await.unwrap();
+    assert_eq!(ok.status(), 200);
+    assert_eq!(
+        serde_json::from_slice::<Value>(&ok.bytes().await.unwrap()).unwrap(),
+        json!({"echo": 3})
+    );
+
+    let refused = post(r#"{"n": "three"}"#).await.unwrap();
+    assert_eq!(refused.status(), 400);
+    let body: Value = serde_json::from_slice(&refused.bytes().await.unwrap()).unwrap();
+    assert_eq!(body["code"], "VALIDATION", "{body}");
+    assert_eq!(body["details"]["pointer"], "/n", "{body}");
+    let not_json = post("n=3").await.unwrap();
+    assert_eq!(not_json.status(), 400);
+
+    let broken = post(r#"{"n": 11}"#).await.unwrap();
+    assert_eq!(broken.status(), 500);
+    let body: Value = serde_json::from_slice(&broken.bytes().await.unwrap()).unwrap();
+    assert_eq!(body["code"], "INVALID_RESPONSE", "{body}");
+    assert_eq!(body["details"]["pointer"], "/echo", "{body}");
+
+    let answered_error = post(r#"{"status": 422}"#).await.unwrap();
+    assert_eq!(answered_error.status(), 422);
+}

@@ -13,7 +13,8 @@
 //! flushes, and the chain stays one line: only the head's holder appends.
 
 pub mod anchor;
-pub mod chain;
+
+use spine_core::audit_chain as chain;
 
 use crate::caller;
 use crate::error::{internal, SpineError};
@@ -154,7 +155,68 @@ enum Wait {
     Skip,
 }
 
+/// Most entries in one `audit.EntriesSealed` event: a sweep that seals thousands
+/// of rows publishes them in parts, each under the event size limit (25 entries
+/// of the largest details, 16 KiB, make ~400 KiB of the 512 KiB).
+const ENTRIES_PER_EVENT: usize = 25;
+
+/// Appends the committed pending rows to the chain, then publishes them whole
+/// ([`publish_sealed`]); returns how many.
 fn seal(wait: Wait) -> Result<i64, SpineError> {
+    let sealed = append(wait)?;
+    publish_sealed(&sealed)?;
+    Ok(sealed.len() as i64)
+}
+
+/// One row as it joined the chain: everything its hash covers, and the hashes.
+struct Sealed {
+    row: (i64, Option<String>, String, String, Option<String>, String),
+    seq: i64,
+    prev_hash: Vec<u8>,
+    hash: Vec<u8>,
+}
+
+/// `audit.EntriesSealed` events, in chain order, with every field the hash
+/// covers in the form it was hashed (`details` as its jsonb text, `at_micros`
+/// since 2000-01-01): a consumer outside the database can verify each link
+/// (`spine_core::audit_chain::link`) from the first entry's `prev_hash`.
+fn publish_sealed(sealed: &[Sealed]) -> Result<(), SpineError> {
+    for part in sealed.chunks(ENTRIES_PER_EVENT) {
+        let entries: Vec<serde_json::Value> = part
+            .iter()
+            .map(|e| {
+                let (at_micros, actor, role, action, target, details) = &e.row;
+                serde_json::json!({
+                    "seq": e.seq,
+                    "at": spine_core::time::rfc3339_micros(at_micros + spine_core::time::PG_EPOCH_UNIX_MICROS),
+                    "at_micros": at_micros,
+                    "actor": actor,
+                    "role": role,
+                    "action": action,
+                    "target": target,
+                    "details": details,
+                    "hash": hex::encode(&e.hash),
+                })
+            })
+            .collect();
+        crate::events::emit_event(crate::events::NewEvent {
+            event_type: "audit.EntriesSealed",
+            data: JsonB(serde_json::json!({
+                "first_seq": part[0].seq,
+                "last_seq": part[part.len() - 1].seq,
+                "prev_hash": hex::encode(&part[0].prev_hash),
+                "entries": entries,
+            })),
+            subject: Some("audit/chain"),
+            owner_id: None,
+            correlation_id: None,
+            causation_id: None,
+        })?;
+    }
+    Ok(())
+}
+
+fn append(wait: Wait) -> Result<Vec<Sealed>, SpineError> {
     Spi::connect_mut(|client| {
         // The chain's tip, locked until this transaction ends. A waiting sealer
         // reads the tip its predecessor committed (READ COMMITTED), or fails with
@@ -173,7 +235,7 @@ fn seal(wait: Wait) -> Result<i64, SpineError> {
             if !exists.is_empty() {
                 // Skip: another sealer holds the head and will take our rows, or
                 // the next one will.
-                return Ok(0);
+                return Ok(Vec::new());
             }
             // The first seal of this database (CREATE EXTENSION makes no head row,
             // so a pg_dump restore brings its own without a collision).
@@ -231,7 +293,7 @@ fn seal(wait: Wait) -> Result<i64, SpineError> {
             ));
         }
         if rows.is_empty() {
-            return Ok(0);
+            return Ok(Vec::new());
         }
         let mut seq = seq.unwrap_or_default();
         let mut prev = hash.unwrap_or_default();
@@ -258,6 +320,18 @@ fn seal(wait: Wait) -> Result<i64, SpineError> {
         }
         let last_prev = prevs.last().cloned().unwrap_or_default();
         let ids_sealed = ids.clone();
+        let sealed: Vec<Sealed> = rows
+            .into_iter()
+            .zip(seqs.iter().zip(prevs.iter().zip(&hashes)))
+            .map(
+                |((_, at, actor, role, action, target, details), (seq, (prev, hash)))| Sealed {
+                    row: (at, actor, role, action, target, details),
+                    seq: *seq,
+                    prev_hash: prev.clone(),
+                    hash: hash.clone(),
+                },
+            )
+            .collect();
         client
             .update(
                 "INSERT INTO spine.audit_log (seq, at, actor, role, action, target, details, prev_hash, hash) \
@@ -283,7 +357,7 @@ fn seal(wait: Wait) -> Result<i64, SpineError> {
                 &[seq.into(), last_prev.into(), prev.into()],
             )
             .map_err(internal("audit: seal"))?;
-        Ok(rows.len() as i64)
+        Ok(sealed)
     })
 }
 
@@ -451,6 +525,48 @@ mod tests {
             Spi::get_one::<i64>("SELECT spine.audit_verify()").unwrap(),
             None
         );
+    }
+
+    /// Sealed rows are published whole: an `audit.EntriesSealed` event carries
+    /// what each hash covers, and relinking the entries from `prev_hash`
+    /// reproduces every hash (as a consumer outside the database does).
+    #[pg_test]
+    fn sealed_entries_are_published_whole_and_verify() {
+        Spi::run("SELECT spine.audit('test.published', 'x', '{\"b\": [1, 2], \"a\": \"é\"}')")
+            .unwrap();
+        Spi::run("SELECT spine.audit('test.published', NULL)").unwrap();
+        assert_eq!(
+            Spi::get_one::<i64>("SELECT spine.audit_seal()").unwrap(),
+            Some(2)
+        );
+        let data = Spi::get_one::<pgrx::JsonB>(
+            "SELECT data FROM spine.events WHERE type = 'audit.EntriesSealed' ORDER BY seq DESC LIMIT 1",
+        )
+        .unwrap()
+        .unwrap()
+        .0;
+        let entries = data["entries"].as_array().unwrap();
+        assert_eq!(entries.len(), 2, "{data}");
+        let mut prev = hex::decode(data["prev_hash"].as_str().unwrap()).unwrap();
+        for e in entries {
+            let text = |k: &str| e[k].as_str();
+            let hash = spine_core::audit_chain::link(
+                &prev,
+                &spine_core::audit_chain::Row {
+                    seq: e["seq"].as_i64().unwrap(),
+                    at_micros: e["at_micros"].as_i64().unwrap(),
+                    actor: text("actor"),
+                    role: text("role").unwrap(),
+                    action: text("action").unwrap(),
+                    target: text("target"),
+                    details: text("details").unwrap(),
+                },
+            );
+            assert_eq!(hex::encode(hash), text("hash").unwrap(), "{e}");
+            prev = hash.to_vec();
+        }
+        let head = Spi::get_one::<Vec<u8>>("SELECT hash FROM spine.audit_head").unwrap();
+        assert_eq!(head, Some(prev));
     }
 
     /// A bad action name is refused with 22023.

@@ -88,6 +88,7 @@ fn check(event: &NewEvent<'_>, ambient: Ambient) -> Result<Checked, SpineError> 
             });
         }
     }
+    crate::contracts::check_event(event.event_type, &event.data.0)?;
     // Serialised once: measured here, and parsed by the INSERT.
     let data_text = serde_json::to_string(&event.data.0).map_err(|e| SpineError::Internal {
         context: "emit: data",

@@ -25,6 +25,8 @@ use pgrx::pgrx_sql_entity_graph::metadata::{
     ArgumentError, ReturnsError, ReturnsRef, SqlMappingRef, SqlTranslatable, TypeOrigin,
 };
 use pgrx::prelude::*;
+use pgrx::JsonB;
+use serde_json::Value;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::ffi::CStr;
@@ -156,6 +158,13 @@ fn enqueue(
             "jobs belong to a user: request.jwt.claims has no sub".into(),
         )
         .into());
+    }
+    if let Some(queue) = queue {
+        if crate::contracts::queue_has_contract(queue)? {
+            // SAFETY: the datum is this call's jsonb argument, not NULL.
+            let value = unsafe { JsonB::from_datum(payload.0, false) };
+            crate::contracts::check_payload(queue, &value.map_or(Value::Null, |j| j.0))?;
+        }
     }
     let id = match idempotency_key {
         Some(key) => {

@@ -34,12 +34,14 @@ struct Envelope {
     note: Note,
 }
 
-/// Joins the cluster on `nats_url`; runs until the process ends, reconnecting
+/// Joins the cluster on `nats`; runs until the process ends, reconnecting
 /// as the NATS client does.
-pub async fn join(hub: Arc<Hub>, nats_url: String) -> anyhow::Result<()> {
-    let client = async_nats::ConnectOptions::new()
+pub async fn join(hub: Arc<Hub>, nats: spine_nats::NatsConfig) -> anyhow::Result<()> {
+    let client = nats
+        .options()
+        .await?
         .retry_on_initial_connect()
-        .connect(nats_url.as_str())
+        .connect(nats.server_addr())
         .await?;
     let origin = uuid::Uuid::new_v4().to_string();
     let mut notes = client.subscribe(NOTES).await?;

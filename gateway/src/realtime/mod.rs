@@ -50,7 +50,7 @@ impl Realtime {
         pool: spine_db::Pool,
         db: spine_db::DbConfig,
         keys: Arc<ApiKeys>,
-        nats_url: Option<String>,
+        nats: Option<spine_nats::NatsConfig>,
     ) -> Arc<Realtime> {
         let hub = Arc::new(Hub::default());
         let reader = Arc::new(outbox::Reader::default());
@@ -60,7 +60,7 @@ impl Realtime {
             pool,
             keys,
         });
-        if let Some(url) = nats_url.filter(|u| !u.is_empty()) {
+        if let Some(url) = nats {
             let hub = hub.clone();
             tokio::spawn(async move {
                 if let Err(e) = cluster::join(hub, url).await {

@@ -7,6 +7,7 @@
 //! binaries one after another, so nothing else runs while they do.
 
 mod audit;
+mod contracts;
 mod data;
 mod docs;
 mod events;

@@ -15,7 +15,13 @@ use tokio_postgres::Client;
 use uuid::Uuid;
 
 /// Tables every signed-in user may read whole: catalogs without user data.
-const USER_CATALOGS: &[&str] = &["spine.queues", "spine.plugins", "spine.embedding_kinds"];
+const USER_CATALOGS: &[&str] = &[
+    "spine.queues",
+    "spine.plugins",
+    "spine.embedding_kinds",
+    "spine.schemas",
+    "spine.schema_bindings",
+];
 
 /// Tables whose rows are gone once the seed's transactions end, so there is
 /// nothing of the seed's to find in them: transaction markers, and audit rows

@@ -6,7 +6,7 @@ use super::Failure;
 use serde_json::Value;
 use spine_core::service::{code_for_status, ErrorCode, Request};
 use spine_functions::engine::{InvokeError, Request as HttpRequest};
-use spine_functions::host::{Caller, Host, HostError};
+use spine_functions::host::{Caller, Host, HostError, Lineage};
 use std::sync::Arc;
 
 pub(super) async fn call(
@@ -40,7 +40,15 @@ pub(super) async fn call(
         body: serde_json::to_vec(&request.data).expect("JSON serializes"),
     };
     let response = host
-        .invoke(service, http, caller, None)
+        .invoke(
+            service,
+            http,
+            caller,
+            Lineage {
+                cause: Some(request.id),
+                chain: Some(request.chain()),
+            },
+        )
         .await
         .map_err(|e| match e {
             HostError::NotFound(_) => not_found(),
@@ -52,6 +60,19 @@ pub(super) async fn call(
             HostError::Invoke(InvokeError::LimitExceeded(_)) => {
                 Failure::new(ErrorCode::Limit, e.to_string())
             }
+            HostError::Violates {
+                output,
+                ref schema,
+                ref violations,
+            } => Failure {
+                code: if output {
+                    ErrorCode::Internal
+                } else {
+                    ErrorCode::Validation
+                },
+                message: e.to_string(),
+                details: spine_core::contract::details(schema, violations),
+            },
             HostError::Invoke(_) => {
                 tracing::warn!(service, verb, error = %e, "a function verb failed");
                 Failure::new(ErrorCode::Internal, "internal error")

@@ -12,10 +12,12 @@
 //! answered `UNAVAILABLE` at once, not queued), each within `timeout`, payloads
 //! up to `max_payload` bytes (`LIMIT` beyond).
 
+mod contracts;
 mod function;
 mod sql;
 
 use crate::config::{Config, ServicesConfig};
+use contracts::VerbContracts;
 use futures_util::StreamExt;
 use serde_json::{json, Value};
 use spine_core::service::{ErrorCode, Reply, Request};
@@ -29,7 +31,15 @@ use tokio::sync::{watch, Semaphore};
 /// unexposing a verb takes effect within this, and a request saves a round trip.
 const TARGET_TTL: std::time::Duration = std::time::Duration::from_secs(1);
 
-type Targets = std::sync::Mutex<HashMap<(String, String), (std::time::Instant, Target)>>;
+type Targets = std::sync::Mutex<HashMap<(String, String), Resolved>>;
+
+/// A verb as the cache knows it: who serves it, and its contracts.
+#[derive(Clone)]
+struct Resolved {
+    at: std::time::Instant,
+    target: Target,
+    contracts: Arc<VerbContracts>,
+}
 
 /// Who serves a verb here.
 #[derive(Debug, Clone, PartialEq)]
@@ -156,7 +166,10 @@ impl Served {
     async fn answer(&self, message: &async_nats::Message) -> Option<Reply> {
         let (service, verb) = self.config.subject.split(&message.subject)?;
         let target = match self.target(service, verb).await {
-            Ok(Target::NotHere) => return None,
+            Ok(Resolved {
+                target: Target::NotHere,
+                ..
+            }) => return None,
             other => other,
         };
         Some(self.answer_served(message, service, verb, target).await)
@@ -167,7 +180,7 @@ impl Served {
         message: &async_nats::Message,
         service: &str,
         verb: &str,
-        target: Result<Target, Failure>,
+        target: Result<Resolved, Failure>,
     ) -> Reply {
         if message.payload.len() > self.config.max_payload {
             return Reply::error(
@@ -188,7 +201,7 @@ impl Served {
                 )
             }
         };
-        let target = match target {
+        let resolved = match target {
             Ok(t) => t,
             Err(failure) => {
                 return Reply::error(&request, failure.code, failure.message, failure.details)
@@ -206,10 +219,13 @@ impl Served {
                 return Reply::error(&request, ErrorCode::Forbidden, message, Value::Null)
             }
         };
+        if let Err(failure) = resolved.contracts.check_input(&request.data) {
+            return Reply::error(&request, failure.code, failure.message, failure.details);
+        }
         let served = tokio::time::timeout(
             self.config.timeout,
             self.dispatch(
-                target,
+                &resolved,
                 service,
                 verb,
                 &request,
@@ -251,29 +267,47 @@ impl Served {
 
     async fn dispatch(
         &self,
-        target: Target,
+        resolved: &Resolved,
         service: &str,
         verb: &str,
         request: &Request,
         caller: Caller,
         has_token: bool,
     ) -> Result<Value, Failure> {
-        match target {
+        let named = format!("{service}.{verb}");
+        let contracts = &resolved.contracts;
+        match &resolved.target {
+            // Checked inside the transaction: a reply that breaks its contract
+            // rolls the verb's writes back.
             Target::Sql(function) => {
-                sql::call(&self.db, &function, request, &caller, self.config.timeout).await
+                let output: &sql::CheckOutput<'_> = &|data| contracts.check_output(&named, data);
+                sql::call(
+                    &self.db,
+                    function,
+                    request,
+                    &caller,
+                    self.config.timeout,
+                    contracts.output.is_some().then_some(output),
+                )
+                .await
             }
-            _ => function::call(&self.host, service, verb, request, caller, has_token).await,
+            _ => {
+                let data =
+                    function::call(&self.host, service, verb, request, caller, has_token).await?;
+                contracts.check_output(&named, &data)?;
+                Ok(data)
+            }
         }
     }
 
     /// Who serves `service.verb` here, from a cache younger than [`TARGET_TTL`]:
     /// an exposed SQL function, else a deployed edge function named like the
     /// service, else nothing.
-    async fn target(&self, service: &str, verb: &str) -> Result<Target, Failure> {
+    async fn target(&self, service: &str, verb: &str) -> Result<Resolved, Failure> {
         let key = (service.to_string(), verb.to_string());
-        if let Some((at, target)) = self.targets.lock().expect("targets lock").get(&key) {
-            if at.elapsed() < TARGET_TTL {
-                return Ok(target.clone());
+        if let Some(resolved) = self.targets.lock().expect("targets lock").get(&key) {
+            if resolved.at.elapsed() < TARGET_TTL {
+                return Ok(resolved.clone());
             }
         }
         let target = match sql::target(&self.db, service, verb).await? {
@@ -284,12 +318,21 @@ impl Served {
                 Err(e) => return Err(Failure::new(ErrorCode::Unavailable, e.to_string())),
             },
         };
+        let contracts = match target {
+            Target::NotHere => VerbContracts::default(),
+            _ => contracts::load(&self.db, service, verb).await?,
+        };
+        let resolved = Resolved {
+            at: std::time::Instant::now(),
+            target,
+            contracts: Arc::new(contracts),
+        };
         let mut targets = self.targets.lock().expect("targets lock");
         if targets.len() >= 4096 {
             targets.clear(); // requests for made-up verbs must not grow it without bound
         }
-        targets.insert(key, (std::time::Instant::now(), target.clone()));
-        Ok(target)
+        targets.insert(key, resolved.clone());
+        Ok(resolved)
     }
 
     /// Whether the cache says `subject`'s verb is served here.
@@ -300,7 +343,10 @@ impl Served {
         let key = (service.to_string(), verb.to_string());
         matches!(
             self.targets.lock().expect("targets lock").get(&key),
-            Some((_, Target::Sql(_) | Target::Function))
+            Some(Resolved {
+                target: Target::Sql(_) | Target::Function,
+                ..
+            })
         )
     }
 }

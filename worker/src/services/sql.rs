@@ -34,6 +34,9 @@ pub(super) async fn target(
     Ok(row.map(|r| r.get(0)))
 }
 
+/// Checks a reply's data before its transaction commits.
+pub(super) type CheckOutput<'a> = dyn Fn(&Value) -> Result<(), Failure> + Sync + 'a;
+
 /// What acting as the caller sets, for the transaction.
 const ACT_AS: &str =
     "SELECT set_config('role', $1, true), set_config('request.jwt.claims', $2, true), \
@@ -46,6 +49,7 @@ pub(super) async fn call(
     request: &Request,
     caller: &Caller,
     timeout: Duration,
+    check_output: Option<&CheckOutput<'_>>,
 ) -> Result<Value, Failure> {
     let mut session = db.get().await.map_err(unavailable)?;
     let act_as = session
@@ -69,21 +73,50 @@ pub(super) async fn call(
     let settings: [&(dyn tokio_postgres::types::ToSql + Sync); 5] =
         [&caller.role, &claims, &cause, &chain, &statement_timeout];
     let data: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&request.data];
-    // Pipelined: the four statements go out together and run in order, one
-    // round trip instead of four (a failed statement aborts the transaction,
-    // and the COMMIT then rolls it back).
-    let (begin, acted, answer, commit) = tokio::join!(
+    let Some(check_output) = check_output else {
+        // Pipelined: the four statements go out together and run in order, one
+        // round trip instead of four (a failed statement aborts the transaction,
+        // and the COMMIT then rolls it back).
+        let (begin, acted, answer, commit) = tokio::join!(
+            client.batch_execute("BEGIN"),
+            client.execute(&act_as, &settings),
+            client.query_one(&verb, &data),
+            client.batch_execute("COMMIT"),
+        );
+        session.mark_idle();
+        begin.map_err(|e| failure(e, "begin"))?;
+        acted.map_err(|e| failure(e, "acting as the caller"))?;
+        let answer: Option<Value> = answer.map_err(|e| failure(e, function))?.get(0);
+        commit.map_err(|e| failure(e, "commit"))?;
+        return found(answer);
+    };
+    // With an output schema the reply is checked before COMMIT: one round trip
+    // more, and a reply that breaks its contract writes nothing.
+    let (begin, acted, answer) = tokio::join!(
         client.batch_execute("BEGIN"),
         client.execute(&act_as, &settings),
         client.query_one(&verb, &data),
-        client.batch_execute("COMMIT"),
     );
+    let checked = begin
+        .map_err(|e| failure(e, "begin"))
+        .and_then(|_| acted.map_err(|e| failure(e, "acting as the caller")))
+        .and_then(|_| answer.map_err(|e| failure(e, function)))
+        .and_then(|row| found(row.get(0)))
+        .and_then(|data| check_output(&data).map(|()| data));
+    let end = if checked.is_ok() {
+        "COMMIT"
+    } else {
+        "ROLLBACK"
+    };
+    let ended = client.batch_execute(end).await;
     session.mark_idle();
-    begin.map_err(|e| failure(e, "begin"))?;
-    acted.map_err(|e| failure(e, "acting as the caller"))?;
-    let answer: Option<Value> = answer.map_err(|e| failure(e, function))?.get(0);
-    commit.map_err(|e| failure(e, "commit"))?;
-    // A NULL answer: nothing there for this caller (RLS hides other users' rows).
+    let data = checked?;
+    ended.map_err(|e| failure(e, "commit"))?;
+    Ok(data)
+}
+
+/// A NULL answer: nothing there for this caller (RLS hides other users' rows).
+fn found(answer: Option<Value>) -> Result<Value, Failure> {
     answer.ok_or_else(|| Failure::new(ErrorCode::NotFound, "not found"))
 }
 

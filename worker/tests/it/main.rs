@@ -7,6 +7,7 @@
 mod check;
 mod cli;
 mod embeddings;
+mod ingress;
 mod jobs;
 mod net;
 mod plugins;

@@ -287,3 +287,180 @@ async fn replay_after_lost_cursor_is_deduplicated() {
     drop(worker);
     drop_sink(&db, &sink).await;
 }
+
+/// The stream map sends each event to its stream under its prefix
+/// (`connector.*` → connector-data, `audit.*` → audit-log, the rest →
+/// platform-events), in commit order within each; and the audit rows arrive
+/// whole: relinking them outside the database reproduces every hash.
+#[tokio::test]
+async fn the_stream_map_routes_events_and_audit_rows_verify_outside() {
+    let db = db().await;
+    let sink = fresh_sink(&db).await;
+    let nats = Nats::start();
+    let tag = format!("map-{}/", Uuid::new_v4().simple());
+    let plain = emit_tagged(&db, &tag, 3).await;
+    let imported: Uuid = db
+        .query_one(
+            "SELECT spine.emit('connector.ContactImported', '{\"name\": \"Ada\"}', $1)",
+            &[&format!("{tag}contact")],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    db.batch_execute(&format!(
+        "SELECT spine.audit('test.streamed', '{tag}', '{{\"z\": 1, \"a\": [true, null]}}')"
+    ))
+    .await
+    .unwrap();
+    let _worker = Worker::start(
+        &sink,
+        &nats.url(),
+        &[(
+            "SPINE_RELAY_STREAMS",
+            "connector.*=connector-data, audit.*=audit-log, *=platform-events",
+        )],
+    );
+    let ours = |messages: Vec<(String, String, serde_json::Value)>| {
+        let tag = tag.clone();
+        messages
+            .into_iter()
+            .filter(move |(_, _, ce)| ce["subject"].as_str().is_some_and(|s| s.starts_with(&tag)))
+            .collect::<Vec<_>>()
+    };
+    wait_until(
+        "events in both streams",
+        Duration::from_secs(20),
+        || async {
+            ours(nats.read_all("platform-events").await).len() >= 3
+                && !ours(nats.read_all("connector-data").await).is_empty()
+        },
+    )
+    .await;
+    let events = ours(nats.read_all("platform-events").await);
+    let ids: Vec<String> = events.iter().map(|(_, id, _)| id.clone()).collect();
+    assert_eq!(ids, plain.iter().map(Uuid::to_string).collect::<Vec<_>>());
+    assert!(events
+        .iter()
+        .all(|(subject, _, _)| subject == "platform-events.test.ThingHappened"));
+    let connector = ours(nats.read_all("connector-data").await);
+    assert_eq!(connector.len(), 1);
+    assert_eq!(connector[0].0, "connector-data.connector.ContactImported");
+    assert_eq!(connector[0].1, imported.to_string());
+    assert!(nats.read_all("SPINE").await.is_empty(), "nothing unmatched");
+
+    // The audit row, sealed at its commit, arrives whole on audit-log.
+    let sealed = || async {
+        nats.read_all("audit-log")
+            .await
+            .into_iter()
+            .filter(|(subject, _, _)| subject == "audit-log.audit.EntriesSealed")
+            .map(|(_, _, ce)| ce["data"].clone())
+            .collect::<Vec<_>>()
+    };
+    let has_ours = |parts: &[serde_json::Value]| {
+        parts.iter().any(|d| {
+            d["entries"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|e| e["target"] == tag.as_str())
+        })
+    };
+    wait_until("our audit row", Duration::from_secs(20), || async {
+        has_ours(&sealed().await)
+    })
+    .await;
+    let parts = sealed().await;
+    let mut verified = 0;
+    let mut last: Option<(i64, Vec<u8>)> = None;
+    for part in &parts {
+        let mut prev = hex::decode(part["prev_hash"].as_str().unwrap()).unwrap();
+        let first = part["first_seq"].as_i64().unwrap();
+        if let Some((last_seq, last_hash)) = &last {
+            if first == last_seq + 1 {
+                assert_eq!(&prev, last_hash, "consecutive parts link up");
+            }
+        }
+        for e in part["entries"].as_array().unwrap() {
+            let text = |k: &str| e[k].as_str();
+            let hash = spine_core::audit_chain::link(
+                &prev,
+                &spine_core::audit_chain::Row {
+                    seq: e["seq"].as_i64().unwrap(),
+                    at_micros: e["at_micros"].as_i64().unwrap(),
+                    actor: text("actor"),
+                    role: text("role").unwrap(),
+                    action: text("action").unwrap(),
+                    target: text("target"),
+                    details: text("details").unwrap(),
+                },
+            );
+            assert_eq!(hex::encode(hash), text("hash").unwrap(), "entry {e}");
+            prev = hash.to_vec();
+            verified += 1;
+        }
+        last = Some((part["last_seq"].as_i64().unwrap(), prev));
+    }
+    assert!(verified >= 1);
+    drop_sink(&db, &sink).await;
+}
+
+/// A server that takes only an nkey and verifies client certificates: the
+/// relay gets in with `NATS_NKEY`, `NATS_CERT`/`NATS_KEY` and `NATS_CA` (the
+/// test makes the keys and certificates), and events arrive; without the nkey
+/// `spine-worker check` is refused, and no seed appears in what it prints.
+#[tokio::test]
+async fn relays_with_an_nkey_and_a_client_certificate() {
+    let db = db().await;
+    let sink = fresh_sink(&db).await;
+    let nats = Nats::start_with(NatsOptions {
+        tls: true,
+        verify_clients: true,
+        nkey: true,
+        ..Default::default()
+    });
+    let tag = format!("nkey-{}/", Uuid::new_v4().simple());
+    let ids = emit_tagged(&db, &tag, 3).await;
+    let (cert, key) = nats.client_cert_files();
+    let (seed, ca) = (nats.nkey_seed_file(), nats.ca_file());
+    let files = [
+        ("NATS_NKEY", seed.to_str().unwrap()),
+        ("NATS_CERT", cert.to_str().unwrap()),
+        ("NATS_KEY", key.to_str().unwrap()),
+        ("NATS_CA", ca.to_str().unwrap()),
+    ];
+    let _worker = Worker::start(&sink, &nats.url(), &files);
+    wait_until("3 messages", Duration::from_secs(20), || async {
+        mine(&nats, &tag).await.len() >= 3
+    })
+    .await;
+    let got: Vec<String> = mine(&nats, &tag)
+        .await
+        .into_iter()
+        .map(|(_, id, _)| id)
+        .collect();
+    assert_eq!(got, ids.iter().map(Uuid::to_string).collect::<Vec<_>>());
+
+    let check = |env: &[(&str, &str)]| {
+        let mut cmd = std::process::Command::new(spine_tests::proc::cargo_bin("spine-worker"));
+        cmd.arg("check")
+            .env("DATABASE_URL", spine_tests::database_url())
+            .env("NATS_URL", nats.url());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.output().unwrap()
+    };
+    let refused = check(&files[1..]);
+    assert!(!refused.status.success(), "no nkey, no entry");
+    let seed_text = std::fs::read_to_string(&seed).unwrap();
+    let all = String::from_utf8_lossy(&[refused.stdout, refused.stderr].concat()).into_owned();
+    assert!(!all.contains(seed_text.trim()), "{all}");
+    let admitted = check(&files);
+    assert!(
+        admitted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&admitted.stderr)
+    );
+    drop_sink(&db, &sink).await;
+}

@@ -340,3 +340,146 @@ async fn function_verbs_bounds_and_timeouts() {
         "{codes:?}"
     );
 }
+
+#[tokio::test]
+async fn verb_contracts_refuse_bad_requests_and_replies() {
+    let db = connect().await;
+    let tag = &Uuid::new_v4().simple().to_string()[..10];
+    fixture(&db, tag).await;
+    let create = format!("create{tag}");
+    let verb = format!("notes.{create}");
+    db.execute(
+        "SELECT spine.define_schema($1, $2)",
+        &[
+            &format!("note-in-{tag}"),
+            &json!({"type": "object", "required": ["body"],
+                    "properties": {"body": {"type": "string", "maxLength": 20}}}),
+        ],
+    )
+    .await
+    .unwrap();
+    db.execute(
+        "SELECT spine.define_schema($1, $2)",
+        &[
+            &format!("note-out-{tag}"),
+            &json!({"type": "object", "required": ["title"]}),
+        ],
+    )
+    .await
+    .unwrap();
+    db.execute(
+        "SELECT spine.bind_schema('verb', $1, $2)",
+        &[&verb, &format!("note-in-{tag}")],
+    )
+    .await
+    .unwrap();
+    let nats = Nats::start();
+    let prefix = format!("t{tag}");
+    let _worker = worker(&nats, &prefix, &[]);
+    let c = client(&nats, &prefix, tag).await;
+    let alice = token(Uuid::new_v4());
+    let reply = c
+        .call("notes", &create, json!({"body": 42}), Some(&alice))
+        .await;
+    assert_eq!(code(&reply), "VALIDATION", "{reply}");
+    assert_eq!(reply["error"]["details"]["pointer"], "/body", "{reply}");
+    assert_eq!(
+        reply["error"]["details"]["schema"],
+        format!("note-in-{tag}")
+    );
+    let reply = c
+        .call("notes", &create, json!({"body": "buy milk"}), Some(&alice))
+        .await;
+    assert_eq!(reply["ok"], true, "{reply}");
+    let count_sql = format!("SELECT count(*) FROM public.notes_{tag}");
+    let count = || async {
+        db.query_one(&count_sql, &[])
+            .await
+            .unwrap()
+            .get::<_, i64>(0)
+    };
+    assert_eq!(count().await, 1, "the refused request wrote nothing");
+
+    // A reply that breaks its output contract: INTERNAL, and the verb's
+    // transaction is rolled back (no note, no event).
+    db.execute(
+        "SELECT spine.bind_schema('verb', $1, $2, 'output')",
+        &[&verb, &format!("note-out-{tag}")],
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(1200)).await; // the worker's 1 s cache
+    let reply = c
+        .call("notes", &create, json!({"body": "call mum"}), Some(&alice))
+        .await;
+    assert_eq!(code(&reply), "INTERNAL", "{reply}");
+    assert_eq!(reply["error"]["details"]["pointer"], "", "{reply}");
+    assert_eq!(
+        count().await,
+        1,
+        "the refused reply's writes were rolled back"
+    );
+}
+
+/// What an edge function verb emits through `ctx` joins the request's chain,
+/// with the request as its cause, as a SQL verb's events do.
+#[tokio::test]
+async fn function_verbs_emit_into_the_requests_chain() {
+    let mut db = connect().await;
+    let tag = &Uuid::new_v4().simple().to_string()[..10];
+    fixture(&db, tag).await;
+    let function = format!("filer-{tag}");
+    db.execute(
+        "SELECT spine.deploy_function($1, $2)",
+        &[
+            &json!({"name": function, "version": "1.0.0",
+                    "permissions": {"events": {"emit": ["notes.NoteFiled"]}}}),
+            &r#"Deno.serve(async (req, ctx) => {
+                  const data = await req.json();
+                  const event = await ctx.emit("notes.NoteFiled", { n: data.n }, data.subject);
+                  return Response.json({ event: event.id });
+                });"#,
+        ],
+    )
+    .await
+    .unwrap();
+    let alice = Uuid::new_v4();
+    spine_tests::as_user(&mut db, alice, async |tx| {
+        tx.execute(
+            "SELECT spine.grant_consent($1, ARRAY['events.emit:notes.NoteFiled'])",
+            &[&function],
+        )
+        .await
+        .unwrap();
+    })
+    .await;
+    let nats = Nats::start();
+    let prefix = format!("t{tag}");
+    let _worker = worker(&nats, &prefix, &[]);
+    let c = client(&nats, &prefix, tag).await;
+    let (request, chain) = (Uuid::new_v4(), Uuid::new_v4());
+    let subject = format!("filed/{tag}");
+    let envelope = json!({"id": request, "correlation_id": chain,
+                          "data": {"n": 1, "subject": subject}});
+    let reply = c
+        .raw(
+            &function,
+            "file",
+            envelope.to_string().into(),
+            Some(&token(alice)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(reply["ok"], true, "{reply}");
+    let row = db
+        .query_one(
+            "SELECT owner_id, causation_id, correlation_id FROM spine.events \
+              WHERE type = 'notes.NoteFiled' AND subject = $1",
+            &[&subject],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, Option<Uuid>>(0), Some(alice));
+    assert_eq!(row.get::<_, Option<Uuid>>(1), Some(request));
+    assert_eq!(row.get::<_, Uuid>(2), chain);
+}

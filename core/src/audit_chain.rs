@@ -1,6 +1,8 @@
 //! The audit log's hash chain, as pure functions: what a row's hash covers and
-//! how it is computed. `audit_verify()` and the insert path share this, so a row
-//! written by one and checked by the other can only disagree if the row changed.
+//! how it is computed. The extension's sealer and `audit_verify()` share this, so
+//! a row written by one and checked by the other can only disagree if the row
+//! changed; a consumer of the `audit.EntriesSealed` events verifies the chain
+//! outside the database with the same [`link`].
 
 use sha2::{Digest, Sha256};
 
