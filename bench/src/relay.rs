@@ -69,12 +69,16 @@ pub async fn run(s: Settings) -> anyhow::Result<()> {
         "spine relay drain (commit→ack)  {drain:>10.0} events/s  ({:.0}% of raw; target ≥ 80%)",
         100.0 * drain / raw
     );
-    let (p50, p99, count) = steady_latency(&s, 1000, Duration::from_secs(10)).await?;
+    let (p50, p99, count, stages) = steady_latency(&s, 1000, Duration::from_secs(10)).await?;
     println!(
         "commit→delivery at 1000 ev/s     p50 {:.2} ms  p99 {:.2} ms  ({count} events; target p99 < 20 ms)",
         p50.as_secs_f64() * 1e3,
         p99.as_secs_f64() * 1e3
     );
+    println!("  where the time goes (means over the same events, from the relay's /metrics):");
+    for line in stages {
+        println!("    {line}");
+    }
     let (plain, checked) = contract_cost(&s, n.min(20_000)).await?;
     println!(
         "spine.emit with a JSON Schema    {checked:>10.0} events/s  ({:.0}% of the same emit unbound, {plain:.0}/s: {:.1} µs/event)",
@@ -270,7 +274,7 @@ async fn steady_latency(
     s: &Settings,
     rate: u32,
     duration: Duration,
-) -> anyhow::Result<(Duration, Duration, usize)> {
+) -> anyhow::Result<(Duration, Duration, usize, Vec<String>)> {
     let sink = format!("bench_{}", Uuid::new_v4().simple());
     let admin = db(&s.database_url).await?;
     admin
@@ -288,6 +292,7 @@ async fn steady_latency(
             }
         }
     });
+    let http = format!("127.0.0.1:{}", free_port());
     let mut worker = std::process::Command::new(&s.worker_bin)
         .env("DATABASE_URL", &s.database_url)
         .env("NATS_URL", &s.nats_url)
@@ -296,10 +301,12 @@ async fn steady_latency(
         // job runner competing for the machine's cores.
         .env_remove("MEILI_URL")
         .env("SPINE_JOB_QUEUES", "")
-        .env("SPINE_HTTP_ADDR", format!("127.0.0.1:{}", free_port()))
+        .env("SPINE_HTTP_ADDR", &http)
         .env("RUST_LOG", "warn")
         .spawn()?;
     tokio::time::sleep(Duration::from_millis(500)).await;
+    let metrics_url = format!("http://{http}/metrics");
+    let before = Stages::scrape(&metrics_url).await?;
 
     const CONNECTIONS: usize = 8;
     let committed: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
@@ -329,6 +336,7 @@ async fn steady_latency(
         t.await??;
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
+    let stages = Stages::scrape(&metrics_url).await?.since(&before);
     worker.kill()?;
     worker.wait()?;
     collector.abort();
@@ -349,9 +357,107 @@ async fn steady_latency(
         committed.len()
     );
     let count = latencies.len();
+    let mean = latencies.iter().sum::<Duration>().as_secs_f64() / count.max(1) as f64;
     Ok((
         quantile(&mut latencies, 0.5),
         quantile(&mut latencies, 0.99),
         count,
+        stages.lines(mean),
     ))
+}
+
+/// The relay's stage histograms (`spine_relay_*_seconds`), as sums and counts.
+#[derive(Debug, Default, Clone, PartialEq)]
+struct Stages {
+    /// (sum of seconds, count) per stage, in [`STAGES`] order.
+    totals: Vec<(f64, f64)>,
+}
+
+/// The relay's stages, in order, as its /metrics names them.
+const STAGES: [(&str, &str); 4] = [
+    (
+        "commit_to_read",
+        "commit → read (NOTIFY wake-up + read), per event",
+    ),
+    ("read_to_sent", "read → last publish sent, per batch"),
+    ("sent_to_ack", "sent → JetStream acks, per batch"),
+    (
+        "commit_to_ack",
+        "commit → ack, per event (the relay's whole part)",
+    ),
+];
+
+impl Stages {
+    async fn scrape(url: &str) -> anyhow::Result<Stages> {
+        let text = reqwest::get(url).await?.error_for_status()?.text().await?;
+        Ok(Stages::parse(&text))
+    }
+
+    fn parse(text: &str) -> Stages {
+        let value = |name: String| {
+            text.lines()
+                .filter(|l| l.starts_with(&name))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum::<f64>()
+        };
+        Stages {
+            totals: STAGES
+                .iter()
+                .map(|(stage, _)| {
+                    let name = format!("spine_relay_{stage}_seconds");
+                    (value(format!("{name}_sum")), value(format!("{name}_count")))
+                })
+                .collect(),
+        }
+    }
+
+    fn since(&self, before: &Stages) -> Stages {
+        Stages {
+            totals: self
+                .totals
+                .iter()
+                .zip(&before.totals)
+                .map(|(a, b)| (a.0 - b.0, a.1 - b.1))
+                .collect(),
+        }
+    }
+
+    /// Mean milliseconds per stage, and what is left of `mean_total` (the
+    /// measured commit→subscriber mean) after the relay's part: ack → subscriber.
+    fn lines(&self, mean_total: f64) -> Vec<String> {
+        let mean = |(sum, count): (f64, f64)| if count > 0.0 { sum / count } else { 0.0 };
+        let mut lines: Vec<String> = STAGES
+            .iter()
+            .zip(&self.totals)
+            .map(|((_, what), t)| format!("{:>8.3} ms  {what}", mean(*t) * 1e3))
+            .collect();
+        let relay = mean(self.totals.get(3).copied().unwrap_or_default());
+        lines.push(format!(
+            "{:>8.3} ms  ack → subscriber (the measured mean {:.3} ms less the relay's part)",
+            (mean_total - relay) * 1e3,
+            mean_total * 1e3
+        ));
+        lines
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stage_means_come_from_histogram_sums_and_counts() {
+        let text = "# TYPE spine_relay_commit_to_read_seconds histogram\n\
+            spine_relay_commit_to_read_seconds_sum{sink=\"b\"} 0.5\n\
+            spine_relay_commit_to_read_seconds_count{sink=\"b\"} 1000\n\
+            spine_relay_commit_to_read_seconds_bucket{sink=\"b\",le=\"0.001\"} 900\n\
+            spine_relay_commit_to_ack_seconds_sum{sink=\"b\"} 1.0\n\
+            spine_relay_commit_to_ack_seconds_count{sink=\"b\"} 1000\n";
+        let stages = Stages::parse(text).since(&Stages::parse(""));
+        assert_eq!(stages.totals[0], (0.5, 1000.0));
+        assert_eq!(stages.totals[1], (0.0, 0.0));
+        let lines = stages.lines(0.0015);
+        assert!(lines[0].trim_start().starts_with("0.500 ms"), "{lines:?}");
+        assert!(lines[4].trim_start().starts_with("0.500 ms"), "{lines:?}");
+    }
 }

@@ -103,6 +103,14 @@ pub struct RelayMetrics {
     pub batches: Counter,
     /// Commit of an event to JetStream's acknowledgement of it.
     pub commit_to_ack: Histogram,
+    /// Where that time goes, so a regression points at its stage: an event's
+    /// commit to the relay having read it (the NOTIFY wake-up and the read),
+    pub commit_to_read: Histogram,
+    /// a batch's read to its last publish handed to the client,
+    pub read_to_sent: Histogram,
+    /// and its last publish to its acknowledgements (including any wait in the
+    /// pipeline behind the batch before it).
+    pub sent_to_ack: Histogram,
     /// Commit time (µs since the epoch) of the oldest event read but not yet relayed;
     /// 0 when caught up. Lag is measured from it at read time, so it keeps growing
     /// while the relay is stuck (NATS down), which is what /healthz must see.
@@ -125,6 +133,9 @@ impl Default for RelayMetrics {
             errors: Counter::default(),
             batches: Counter::default(),
             commit_to_ack: latency_histogram(),
+            commit_to_read: latency_histogram(),
+            read_to_sent: latency_histogram(),
+            sent_to_ack: latency_histogram(),
             oldest_pending_micros: AtomicI64::new(0),
             active: Gauge::default(),
             last_ok_micros: AtomicI64::new(Utc::now().timestamp_micros()),
@@ -160,6 +171,21 @@ impl RelayMetrics {
             "relay_commit_to_ack_seconds",
             "From an event's commit to JetStream's acknowledgement of its publish",
             self.commit_to_ack.clone(),
+        );
+        r.register(
+            "relay_commit_to_read_seconds",
+            "From an event's commit to the relay's read of it (wake-up and read)",
+            self.commit_to_read.clone(),
+        );
+        r.register(
+            "relay_read_to_sent_seconds",
+            "From a batch's read to its last publish handed to the NATS client",
+            self.read_to_sent.clone(),
+        );
+        r.register(
+            "relay_sent_to_ack_seconds",
+            "From a batch's last publish to JetStream's acknowledgements of it",
+            self.sent_to_ack.clone(),
         );
         r.register(
             "relay_lag_seconds",
@@ -211,6 +237,15 @@ impl RelayMetrics {
         match self.oldest_pending_micros.load(Ordering::Relaxed) {
             0 => 0.0,
             micros => ((Utc::now().timestamp_micros() - micros).max(0) as f64) / 1e6,
+        }
+    }
+
+    /// Records the commit→read time of events read now.
+    pub fn read<'a>(&self, committed: impl IntoIterator<Item = &'a DateTime<Utc>>) {
+        let now = Utc::now();
+        for at in committed {
+            let seconds = (now - *at).num_microseconds().unwrap_or(0).max(0) as f64 / 1e6;
+            self.commit_to_read.observe(seconds);
         }
     }
 

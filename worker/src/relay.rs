@@ -108,23 +108,35 @@ async fn session(
             metrics.mark_ok();
             if !rows.is_empty() {
                 read_nothing = false;
+                let read_at = std::time::Instant::now();
                 let events = rows
                     .iter()
                     .map(Event::from_row)
                     .collect::<Result<Vec<_>, _>>()?;
+                metrics.read(events.iter().map(|e| &e.committed_at));
                 if inflight.is_empty() {
                     metrics.set_oldest_pending(Some(events[0].committed_at));
                 }
                 let acks = send(&js, &rc.streams, &events, &mut last_sent).await?;
+                metrics
+                    .read_to_sent
+                    .observe(read_at.elapsed().as_secs_f64());
                 let last = &events[events.len() - 1];
                 sent_upto = (last.commit_seq, last.seq);
-                inflight.push_back(Batch { events, acks });
+                inflight.push_back(Batch {
+                    events,
+                    acks,
+                    sent_at: std::time::Instant::now(),
+                });
             }
         }
         // Wait for the oldest batch when the pipeline is full or nothing new came.
         if inflight.len() >= PIPELINE || (read_nothing && !inflight.is_empty()) {
             let mut batch = inflight.pop_front().expect("checked non-empty");
             let outcome = batch.acknowledged().await;
+            metrics
+                .sent_to_ack
+                .observe(batch.sent_at.elapsed().as_secs_f64());
             metrics.acknowledged(
                 batch.events[..outcome.acked]
                     .iter()
@@ -169,6 +181,8 @@ const PIPELINE: usize = 2;
 struct Batch {
     events: Vec<Event>,
     acks: Vec<PublishAckFuture>,
+    /// When its last publish was handed to the client.
+    sent_at: std::time::Instant,
 }
 
 async fn connect_jetstream(
