@@ -389,6 +389,8 @@ const STAGES: [(&str, &str); 4] = [
 
 impl Stages {
     async fn scrape(url: &str) -> anyhow::Result<Stages> {
+        // reqwest is built without a default TLS provider (plain HTTP here).
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let text = reqwest::get(url).await?.error_for_status()?.text().await?;
         Ok(Stages::parse(&text))
     }
@@ -422,8 +424,11 @@ impl Stages {
         }
     }
 
-    /// Mean milliseconds per stage, and what is left of `mean_total` (the
-    /// measured commit→subscriber mean) after the relay's part: ack → subscriber.
+    /// Mean milliseconds per stage, and the measured commit→subscriber mean
+    /// beside the relay's commit→ack: JetStream forwards a message to
+    /// subscribers as it stores it, in parallel with the ack, so the two are
+    /// not consecutive stages (and the relay's commit time is the database's
+    /// commit stamp, taken before COMMIT returns to the client).
     fn lines(&self, mean_total: f64) -> Vec<String> {
         let mean = |(sum, count): (f64, f64)| if count > 0.0 { sum / count } else { 0.0 };
         let mut lines: Vec<String> = STAGES
@@ -431,10 +436,8 @@ impl Stages {
             .zip(&self.totals)
             .map(|((_, what), t)| format!("{:>8.3} ms  {what}", mean(*t) * 1e3))
             .collect();
-        let relay = mean(self.totals.get(3).copied().unwrap_or_default());
         lines.push(format!(
-            "{:>8.3} ms  ack → subscriber (the measured mean {:.3} ms less the relay's part)",
-            (mean_total - relay) * 1e3,
+            "{:>8.3} ms  commit → subscriber, measured by this benchmark (COMMIT returned → message received)",
             mean_total * 1e3
         ));
         lines
@@ -458,6 +461,6 @@ mod tests {
         assert_eq!(stages.totals[1], (0.0, 0.0));
         let lines = stages.lines(0.0015);
         assert!(lines[0].trim_start().starts_with("0.500 ms"), "{lines:?}");
-        assert!(lines[4].trim_start().starts_with("0.500 ms"), "{lines:?}");
+        assert!(lines[4].trim_start().starts_with("1.500 ms"), "{lines:?}");
     }
 }
