@@ -40,6 +40,37 @@ pub fn link(prev_hash: &[u8], row: &Row<'_>) -> [u8; 32] {
     h.finalize().into()
 }
 
+/// Relinks the entries of one published `audit.EntriesSealed` part from
+/// `prev_hash`: each entry's hash must be the link of the one before; returns
+/// the last hash (the next part's `prev_hash`), or which entry breaks the chain.
+pub fn relink(prev_hash: &[u8], entries: &serde_json::Value) -> Result<[u8; 32], String> {
+    let entries = entries.as_array().ok_or("entries is not an array")?;
+    let mut prev: [u8; 32] = prev_hash
+        .try_into()
+        .map_err(|_| "prev_hash is not 32 bytes")?;
+    for e in entries {
+        let text = |k: &str| e[k].as_str();
+        let row = Row {
+            seq: e["seq"].as_i64().ok_or("an entry without seq")?,
+            at_micros: e["at_micros"]
+                .as_i64()
+                .ok_or("an entry without at_micros")?,
+            actor: text("actor"),
+            role: text("role").ok_or("an entry without role")?,
+            action: text("action").ok_or("an entry without action")?,
+            target: text("target"),
+            details: text("details").ok_or("an entry without details")?,
+        };
+        let hash = link(&prev, &row);
+        let hex: String = hash.iter().map(|b| format!("{b:02x}")).collect();
+        if text("hash") != Some(hex.as_str()) {
+            return Err(format!("entry {} does not link to the one before", row.seq));
+        }
+        prev = hash;
+    }
+    Ok(prev)
+}
+
 /// A NULL field and an empty one hash differently.
 fn field(h: &mut Sha256, value: Option<&str>) {
     match value {
@@ -66,6 +97,21 @@ mod tests {
             target: Some("plugin:sms"),
             details,
         }
+    }
+
+    #[test]
+    fn published_entries_relink_and_a_changed_one_does_not() {
+        let first = row(1, "consent.granted", "{}");
+        let h1 = link(&GENESIS, &first);
+        let hex = |h: &[u8]| h.iter().map(|b| format!("{b:02x}")).collect::<String>();
+        let mut entries = serde_json::json!([{
+            "seq": 1, "at_micros": 1_000, "actor": first.actor, "role": "authenticated",
+            "action": "consent.granted", "target": "plugin:sms", "details": "{}",
+            "hash": hex(&h1)
+        }]);
+        assert_eq!(relink(&GENESIS, &entries), Ok(h1));
+        entries[0]["details"] = "{\"n\": 1}".into();
+        assert!(relink(&GENESIS, &entries).unwrap_err().contains("entry 1"));
     }
 
     #[test]

@@ -526,29 +526,15 @@ async fn contracts_of(
     tx: &tokio_postgres::Transaction<'_>,
     name: &str,
 ) -> Result<(Option<Arc<NamedContract>>, Option<Arc<NamedContract>>), HostError> {
-    let rows = tx
-        .query(
-            "SELECT b.direction, s.name, s.schema FROM spine.schema_bindings b \
-               JOIN spine.schemas s ON s.name = b.schema_name \
-              WHERE b.target_kind = 'function' AND b.target = $1",
-            &[&name],
-        )
+    let bound = crate::contracts::load(tx, "function", name)
         .await
-        .map_err(|e| HostError::Database(crate::sql::describe(e)))?;
-    let (mut input, mut output) = (None, None);
-    for row in rows {
-        let (direction, schema): (String, String) = (row.get(0), row.get(1));
-        // Only a row written with plain SQL can fail here (spine.define_schema
-        // compiles first): refuse the function rather than run it unchecked.
-        let contract = NamedContract::compile(schema.clone(), &row.get(2)).map_err(|reason| {
-            HostError::Database(format!("schema \"{schema}\" does not compile: {reason}"))
+        .map_err(|e| match e {
+            crate::contracts::LoadError::Database(e) => {
+                HostError::Database(crate::sql::describe(e))
+            }
+            compile => HostError::Database(compile.to_string()),
         })?;
-        match direction.as_str() {
-            "output" => output = Some(Arc::new(contract)),
-            _ => input = Some(Arc::new(contract)),
-        }
-    }
-    Ok((input, output))
+    Ok((bound.input.map(Arc::new), bound.output.map(Arc::new)))
 }
 
 /// A request body against the function's input schema. A body that is not JSON

@@ -16,6 +16,7 @@
 
 pub mod capabilities;
 pub mod config;
+pub mod contracts;
 pub mod deploy;
 pub mod engine;
 pub mod health;

@@ -9,6 +9,7 @@ use super::Failure;
 use serde_json::Value;
 use spine_core::contract::{details, summary, NamedContract};
 use spine_core::service::ErrorCode;
+use spine_functions::contracts;
 
 /// The schemas bound to one verb.
 #[derive(Default)]
@@ -65,38 +66,27 @@ pub(super) async fn load(
         .get()
         .await
         .map_err(|e| Failure::new(ErrorCode::Unavailable, format!("database unavailable: {e}")))?;
-    let rows = session
-        .query(
-            "SELECT b.direction, s.name, s.schema FROM spine.schema_bindings b \
-               JOIN spine.schemas s ON s.name = b.schema_name \
-              WHERE b.target_kind = 'verb' AND b.target = $1",
-            &[&format!("{service}.{verb}")],
-        )
+    let client: &tokio_postgres::Client = &session;
+    let bound = contracts::load(client, "verb", &format!("{service}.{verb}"))
         .await
-        .map_err(|e| {
-            tracing::warn!(error = %e, "could not read a verb's contracts");
-            Failure::new(
-                ErrorCode::Unavailable,
-                "could not read the verb's contracts",
-            )
+        .map_err(|e| match e {
+            contracts::LoadError::Database(e) => {
+                tracing::warn!(error = %e, "could not read a verb's contracts");
+                Failure::new(
+                    ErrorCode::Unavailable,
+                    "could not read the verb's contracts",
+                )
+            }
+            contracts::LoadError::Compile { schema, reason } => {
+                tracing::error!(%schema, %reason, "a bound schema does not compile");
+                Failure::new(
+                    ErrorCode::Internal,
+                    format!("schema \"{schema}\" does not compile"),
+                )
+            }
         })?;
-    let mut contracts = VerbContracts::default();
-    for row in rows {
-        let (direction, name, schema): (String, String, Value) =
-            (row.get(0), row.get(1), row.get(2));
-        // Only a row written with plain SQL (spine.define_schema compiles first)
-        // can fail here: refuse the verb rather than serve it unchecked.
-        let contract = NamedContract::compile(name.clone(), &schema).map_err(|reason| {
-            tracing::error!(schema = %name, %reason, "a bound schema does not compile");
-            Failure::new(
-                ErrorCode::Internal,
-                format!("schema \"{name}\" does not compile"),
-            )
-        })?;
-        match direction.as_str() {
-            "output" => contracts.output = Some(contract),
-            _ => contracts.input = Some(contract),
-        }
-    }
-    Ok(contracts)
+    Ok(VerbContracts {
+        input: bound.input,
+        output: bound.output,
+    })
 }
