@@ -3,6 +3,7 @@
 //! - [`config`]: `DATABASE_URL` read once (URL or `key=value`), `sslmode` as libpq
 //!   reads it, and the redacted form every message uses ([`DbConfig`], [`redact`]).
 //! - [`tls`]: the rustls (ring) connector for each `sslmode`.
+//! - [`version`]: which extension versions a process works with, checked at start.
 //! - [`pool`]: sessions for short transactions (deadpool), with timeouts and a
 //!   status for metrics ([`Pool`], [`Session`], [`PoolStatus`]).
 //!
@@ -14,6 +15,7 @@
 pub mod config;
 pub mod pool;
 pub mod tls;
+pub mod version;
 
 pub use config::{RootCerts, SslMode};
 pub use pool::{Pool, PoolOptions, PoolStatus, Session};

@@ -52,6 +52,12 @@ async fn main() -> anyhow::Result<()> {
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
+    spine_db::version::check_at_start(
+        &config.host()?.database,
+        "spine-functions",
+        env!("CARGO_PKG_VERSION"),
+    )
+    .await?;
     let keys = Keys::load(config.keys())
         .await
         .context("the host cannot verify callers")?;

@@ -59,6 +59,7 @@ GRANT USAGE ON SCHEMA spine TO anon, authenticated, service_role, spine_function
 -- read-only helpers back.
 REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA spine FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION spine.version() TO anon, authenticated, service_role;
+GRANT EXECUTE ON FUNCTION spine.library_version() TO anon, authenticated, service_role;
 GRANT EXECUTE ON FUNCTION spine.settings() TO authenticated, service_role;
 
 GRANT EXECUTE ON FUNCTION spine.emit(text, jsonb, text, uuid, uuid) TO authenticated, service_role;
@@ -294,5 +295,8 @@ COMMENT ON FUNCTION spine.check_cron(text) IS 'Raises 22023, naming the bad fiel
 COMMENT ON FUNCTION spine.retry_backoff(bigint, integer) IS 'Delay before retrying a job after a failed attempt: 1 s doubling per attempt, capped at 1 h, jittered by job id.';
 COMMENT ON FUNCTION spine.emit(text, jsonb, text, uuid, uuid) IS
     'Writes an event (type domain.PastTenseName) into the outbox in the current transaction; returns its id.';
-COMMENT ON FUNCTION spine.version() IS 'Version of the installed spine extension.';
+COMMENT ON FUNCTION spine.version() IS
+    'Version of the spine extension''s objects in this database (ALTER EXTENSION spine UPDATE moves it).';
+COMMENT ON FUNCTION spine.library_version() IS
+    'Version of the loaded spine library; differs from spine.version() until ALTER EXTENSION spine UPDATE.';
 COMMENT ON FUNCTION spine.settings() IS 'Effective spine.* settings of this session, validated.';

@@ -33,6 +33,7 @@ impl Gateway {
     pub async fn start(config: &Config) -> anyhow::Result<Gateway> {
         let db = spine_db::DbConfig::parse(&config.database_url)
             .map_err(|e| anyhow::anyhow!("DATABASE_URL: {e}"))?;
+        spine_db::version::check_at_start(&db, "spine-gateway", env!("CARGO_PKG_VERSION")).await?;
         let pool = spine_db::Pool::new(
             &db,
             spine_db::PoolOptions {

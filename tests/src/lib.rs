@@ -7,8 +7,10 @@
 //! - [`daemons`]: nats-server, Meilisearch, spine-worker and a recording HTTP hook,
 //!   started for one test;
 //! - [`proc`]: free ports, waiting, child processes (kill -9, restart);
-//! - [`stack`]: stopping and starting the stack's Postgres.
+//! - [`stack`]: stopping and starting the stack's Postgres;
+//! - [`cluster`]: a Postgres installation and cluster of a test's own.
 
+pub mod cluster;
 pub mod daemons;
 pub mod proc;
 pub mod stack;

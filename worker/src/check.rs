@@ -47,7 +47,20 @@ async fn postgres(config: &Config) -> anyhow::Result<String> {
         .get(0);
     drop(client);
     task.abort();
-    Ok(version)
+    use spine_db::version::{compatibility, Compatibility};
+    match compatibility(&version, env!("CARGO_PKG_VERSION")) {
+        Compatibility::Same => Ok(version),
+        Compatibility::Previous => Ok(format!(
+            "{version}, one minor version behind this worker: run ALTER EXTENSION spine UPDATE"
+        )),
+        verdict => Err(spine_db::version::VersionError::Incompatible {
+            process: "spine-worker",
+            ours: env!("CARGO_PKG_VERSION").into(),
+            database: version,
+            verdict,
+        }
+        .into()),
+    }
 }
 
 /// What the NATS server says, as lines to print; an error when it cannot be

@@ -26,7 +26,15 @@ async fn main() -> anyhow::Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let config = Config::from_settings(&cli.settings)?;
     match command {
-        Command::Run => run(config, shutdown_signal()).await,
+        Command::Run => {
+            spine_db::version::check_at_start(
+                &config.database,
+                "spine-worker",
+                env!("CARGO_PKG_VERSION"),
+            )
+            .await?;
+            run(config, shutdown_signal()).await
+        }
         Command::Check => check::run(&config).await,
         Command::Reindex { kind } => spine_worker::search::reindex::reindex(&config, &kind).await,
         Command::CheckIndex { kind } => {

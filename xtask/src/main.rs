@@ -31,6 +31,7 @@ mod stack;
 mod suite;
 mod supabase_js;
 mod tls;
+mod upgrade;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};

@@ -2,9 +2,11 @@
 //! of `migrations/` runs once, in name order, in its own transaction, and is recorded
 //! in `supabase_migrations.schema_migrations`; `seed.sql` runs when the database is new.
 //!
-//! The dev database is throwaway: when the installed extension's SQL differs from
-//! the one the database was created with, it is dropped and created again, so a
-//! schema change during development never needs a hand-written reset.
+//! The dev database keeps its data across upgrades, as a user's does: when the
+//! installed extension is a newer version than the database's, `ALTER EXTENSION
+//! spine UPDATE` runs the release's upgrade scripts. Only a development build
+//! whose SQL changed under the same version (no upgrade script can exist for it
+//! yet) gets its database dropped and created again, and says so.
 
 use crate::config::{Config, DATABASE};
 use crate::postgres::{psql, query};
@@ -25,10 +27,32 @@ pub fn run(config: &Config) -> Result<()> {
         &config.admin_url(),
         &format!("SELECT count(*) FROM pg_database WHERE datname = '{DATABASE}'"),
     )? == "1";
-    let same_schema = fs::read_to_string(&stamp).ok().as_deref() == Some(fingerprint.as_str());
+    let installed = match exists {
+        true => query(
+            &config.database_url(),
+            "SELECT extversion FROM pg_extension WHERE extname = 'spine'",
+        )?,
+        false => String::new(),
+    };
+    let version = env!("CARGO_PKG_VERSION");
+    let mut same_schema = fs::read_to_string(&stamp).ok().as_deref() == Some(fingerprint.as_str());
+    if !installed.is_empty() && installed != version {
+        let _s = step(format!(
+            "upgrade extension spine {installed} → {version} (ALTER EXTENSION spine UPDATE; data kept)"
+        ));
+        query(&config.database_url(), "ALTER EXTENSION spine UPDATE").with_context(|| {
+            format!(
+                "upgrading the dev database from spine {installed}; `cargo xtask down --clean` \
+                 starts over without its data"
+            )
+        })?;
+        fs::write(&stamp, &fingerprint)?;
+        same_schema = true;
+    }
     if exists && !same_schema {
         let _s = step(format!(
-            "extension SQL changed: recreating database {DATABASE}"
+            "extension spine {version}'s SQL changed in this tree (a development build: no \
+             upgrade script applies within a version): recreating database {DATABASE}"
         ));
         query(
             &config.admin_url(),

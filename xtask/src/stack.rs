@@ -215,6 +215,7 @@ pub fn env_vars(config: &Config) -> Result<Vec<(&'static str, String)>> {
     ];
     vars.extend(crate::gateway::env_vars(config)?);
     vars.extend(crate::embedder::env_vars(config));
+    vars.extend(crate::upgrade::env_vars(config)?);
     match meili::search(config) {
         Search::External(url) => vars.push(("MEILI_URL", url)),
         Search::Managed { url, .. } if meili::running_pid(config).is_some() => {

@@ -130,6 +130,7 @@ pub fn run(config: &Config) -> Result<()> {
             .current_dir(&config.root),
         )?;
     }
+    crate::upgrade::prepare(config)?;
     stack::up(config)?;
     {
         let _s = step("cargo test (workspace, against the dev stack)");

@@ -1,0 +1,274 @@
+//! A Postgres cluster of a test's own, on an installation of its own: the system's
+//! PostgreSQL 15 with the `spine` extension's files chosen by the test. The upgrade
+//! test installs one release's files, then replaces them with the next one's, the
+//! way a package upgrade does, without touching the installation the dev stack
+//! (and every other test) uses meanwhile.
+//!
+//! The installation mirrors the system's layout under a new root (`<root>/usr/…`).
+//! Postgres finds its share and library directories relative to its executable
+//! (after resolving symlinks), so the programs are copied; every other file is a
+//! symlink to the system's, except the extension's own.
+
+use crate::proc::free_port;
+use std::fs;
+use std::os::unix::fs::symlink;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// The programs a cluster needs; each finds the others in its own directory.
+const PROGRAMS: &[&str] = &["postgres", "initdb", "pg_ctl", "pg_config"];
+
+/// Files of these names belong to the extension and are the test's to install.
+fn is_spine_file(name: &str) -> bool {
+    name == "spine.so" || name == "spine.control" || name.starts_with("spine--")
+}
+
+pub struct Installation {
+    root: PathBuf,
+    pub bindir: PathBuf,
+    sharedir: PathBuf,
+    pkglibdir: PathBuf,
+}
+
+impl Installation {
+    /// A copy of the system's installation (`SPINE_PG_BINDIR`) under `root`,
+    /// without any of the extension's files.
+    pub fn new(root: &Path) -> Self {
+        let system_bindir = PathBuf::from(
+            std::env::var("SPINE_PG_BINDIR").expect("SPINE_PG_BINDIR: run via `cargo xtask test`"),
+        );
+        let ask = |flag: &str| -> PathBuf {
+            let out = Command::new(system_bindir.join("pg_config"))
+                .arg(flag)
+                .output()
+                .expect("run pg_config");
+            assert!(out.status.success(), "pg_config {flag}");
+            PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+        };
+        let (system_share, system_lib) = (ask("--sharedir"), ask("--pkglibdir"));
+        let under = |p: &Path| root.join(p.strip_prefix("/").unwrap());
+        let inst = Installation {
+            root: root.to_path_buf(),
+            bindir: under(&system_bindir),
+            sharedir: under(&system_share),
+            pkglibdir: under(&system_lib),
+        };
+        fs::create_dir_all(&inst.bindir).unwrap();
+        for program in PROGRAMS {
+            fs::copy(system_bindir.join(program), inst.bindir.join(program)).unwrap();
+        }
+        mirror(&system_lib, &inst.pkglibdir);
+        mirror(&system_share, &inst.sharedir);
+        let system_ext = system_share.join("extension");
+        let ext = inst.sharedir.join("extension");
+        fs::remove_file(&ext).unwrap();
+        mirror(&system_ext, &ext);
+        // The copy must place its share directory where we think it does.
+        let out = Command::new(inst.bindir.join("pg_config"))
+            .arg("--sharedir")
+            .output()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            inst.sharedir.to_str().unwrap(),
+            "the copied installation is not relocatable as expected"
+        );
+        inst
+    }
+
+    /// Replaces the extension's files with those under `package` (a `cargo pgrx
+    /// package` or install tree: `spine.so`, `spine.control`, `spine--*.sql`, found
+    /// wherever they are), each by an atomic rename as a package manager does: a
+    /// backend that has the old library mapped keeps it.
+    pub fn install_extension(&self, files: &[PathBuf]) {
+        for old in fs::read_dir(self.sharedir.join("extension")).unwrap() {
+            let old = old.unwrap();
+            if is_spine_file(&old.file_name().to_string_lossy()) {
+                fs::remove_file(old.path()).unwrap();
+            }
+        }
+        let mut library = false;
+        for file in files {
+            let name = file.file_name().unwrap().to_string_lossy().into_owned();
+            assert!(
+                is_spine_file(&name),
+                "{} is not the extension's",
+                file.display()
+            );
+            let dir = if name.ends_with(".so") {
+                library = true;
+                &self.pkglibdir
+            } else {
+                &self.sharedir.join("extension")
+            };
+            let tmp = dir.join(format!(".{name}.new"));
+            fs::copy(file, &tmp).unwrap();
+            fs::rename(&tmp, dir.join(&name)).unwrap();
+        }
+        assert!(library, "no spine.so among {files:?}");
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+}
+
+/// Symlinks every entry of `from` into `to`, except the extension's files.
+fn mirror(from: &Path, to: &Path) {
+    fs::create_dir_all(to).unwrap();
+    for entry in fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        if !is_spine_file(&entry.file_name().to_string_lossy()) {
+            symlink(entry.path(), to.join(entry.file_name())).unwrap();
+        }
+    }
+}
+
+/// The extension's files under `dir`, at any depth: what a package holds.
+pub fn extension_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in fs::read_dir(&d).unwrap() {
+            let entry = entry.unwrap();
+            let path = entry.path();
+            if entry.file_type().unwrap().is_dir() {
+                stack.push(path);
+            } else if is_spine_file(&entry.file_name().to_string_lossy()) {
+                out.push(path);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// The extension's files of the system's installation: what `cargo xtask up`
+/// installed from this tree.
+pub fn system_extension_files() -> Vec<PathBuf> {
+    let bindir = PathBuf::from(std::env::var("SPINE_PG_BINDIR").expect("SPINE_PG_BINDIR"));
+    let ask = |flag: &str| -> PathBuf {
+        let out = Command::new(bindir.join("pg_config"))
+            .arg(flag)
+            .output()
+            .unwrap();
+        PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+    };
+    let mut files = vec![ask("--pkglibdir").join("spine.so")];
+    for entry in fs::read_dir(ask("--sharedir").join("extension")).unwrap() {
+        let entry = entry.unwrap();
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if is_spine_file(&name) {
+            files.push(entry.path());
+        }
+    }
+    files.sort();
+    files
+}
+
+/// A cluster of an [`Installation`], run as the `postgres` OS user on a free
+/// loopback port, with trust authentication and pg_cron preloaded for database
+/// `spine`. Stopped (immediately) on drop.
+pub struct Cluster {
+    bindir: PathBuf,
+    data: PathBuf,
+    log: PathBuf,
+    pub port: u16,
+}
+
+impl Cluster {
+    pub fn init(inst: &Installation, name: &str) -> Self {
+        let dir = inst.root().join(name);
+        let data = dir.join("data");
+        fs::create_dir_all(&dir).unwrap();
+        let key = dir.join("vault.key");
+        fs::write(
+            &key,
+            format!("1:{}\n", "ab".repeat(32)), // a test key: this cluster is thrown away
+        )
+        .unwrap();
+        run(Command::new("chown")
+            .args(["-R", "postgres:postgres"])
+            .arg(&dir));
+        run(Command::new("chmod").arg("600").arg(&key));
+        // Every directory above must be traversable by postgres.
+        run(as_postgres(inst.bindir.join("initdb"))
+            .arg("-D")
+            .arg(&data)
+            .args(["-U", "postgres", "--auth=trust", "-E", "UTF8"])
+            .args(["--locale=C.UTF-8", "--no-sync", "--no-instructions"]));
+        let port = free_port();
+        let settings = format!(
+            "\nlisten_addresses = '127.0.0.1'\nport = {port}\n\
+             unix_socket_directories = '{dir}'\n\
+             shared_preload_libraries = 'pg_cron'\ncron.database_name = 'spine'\n\
+             spine.vault_key_file = '{key}'\ncron.max_running_jobs = 0\nfsync = off\nlog_min_messages = warning\n",
+            dir = dir.display(),
+            key = key.display(),
+        );
+        let conf = data.join("postgresql.conf");
+        let mut text = fs::read_to_string(&conf).unwrap();
+        text.push_str(&settings);
+        fs::write(&conf, text).unwrap();
+        let cluster = Cluster {
+            bindir: inst.bindir.clone(),
+            log: dir.join("postgres.log"),
+            data,
+            port,
+        };
+        cluster.pg_ctl(&["start"]);
+        cluster
+    }
+
+    pub fn url(&self, database: &str) -> String {
+        format!(
+            "postgres://postgres@127.0.0.1:{}/{database}?sslmode=disable",
+            self.port
+        )
+    }
+
+    pub fn stop(&self) {
+        self.pg_ctl(&["stop", "-m", "fast"]);
+    }
+
+    /// The server's log so far, for a failure message.
+    pub fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn pg_ctl(&self, action: &[&str]) {
+        run(as_postgres(self.bindir.join("pg_ctl"))
+            .args(action)
+            .args(["-w", "-D"])
+            .arg(&self.data)
+            .arg("-l")
+            .arg(&self.log));
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = as_postgres(self.bindir.join("pg_ctl"))
+            .args(["stop", "-m", "immediate", "-D"])
+            .arg(&self.data)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+fn as_postgres(program: PathBuf) -> Command {
+    let mut c = Command::new("sudo");
+    c.args(["-u", "postgres", "--"]).arg(program);
+    c
+}
+
+fn run(cmd: &mut Command) {
+    let out = cmd.stdin(Stdio::null()).output().expect("start a command");
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
