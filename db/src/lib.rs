@@ -90,7 +90,22 @@ impl DbConfig {
     /// Parses `url` (`postgres://…`, `postgresql://…` or `key=value …`) and sets
     /// up TLS for its `sslmode` (reading `sslrootcert` when the mode verifies).
     pub fn parse(url: &str) -> Result<Self, Error> {
-        let parsed = config::parse(url)?;
+        Self::parse_as(url, None)
+    }
+
+    /// [`DbConfig::parse`] for a Spine process: its sessions carry
+    /// `application_name` = `process` (e.g. `spine-worker/0.2.0`) unless the URL
+    /// sets one, so `pg_stat_activity` (and `spine status`, `spine doctor`) can
+    /// tell which processes, of which versions, use the database.
+    pub fn parse_for_process(url: &str, process: &str) -> Result<Self, Error> {
+        Self::parse_as(url, Some(process))
+    }
+
+    fn parse_as(url: &str, application_name: Option<&str>) -> Result<Self, Error> {
+        let mut parsed = config::parse(url)?;
+        if let (Some(name), None) = (application_name, parsed.pg.get_application_name()) {
+            parsed.pg.application_name(name);
+        }
         let redacted = config::redacted(&parsed);
         let tls = tls::connector(parsed.ssl_mode, &parsed.roots)
             .map_err(|e| Error::Tls(format!("{redacted}: {e}")))?;

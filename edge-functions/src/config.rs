@@ -105,8 +105,11 @@ pub struct Config {
 
 impl Config {
     pub fn host(&self) -> anyhow::Result<HostConfig> {
-        let database = spine_db::DbConfig::parse(&self.database_url)
-            .map_err(|e| anyhow::anyhow!("DATABASE_URL: {e}"))?;
+        let database = spine_db::DbConfig::parse_for_process(
+            &self.database_url,
+            concat!("spine-functions/", env!("CARGO_PKG_VERSION")),
+        )
+        .map_err(|e| anyhow::anyhow!("DATABASE_URL: {e}"))?;
         let mut host = HostConfig::new(database);
         host.concurrency = self.concurrency as usize;
         host.db_schemas = self

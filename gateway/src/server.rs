@@ -31,8 +31,11 @@ pub struct Gateway {
 impl Gateway {
     /// Connects what the gateway needs; fails when the database cannot be read.
     pub async fn start(config: &Config) -> anyhow::Result<Gateway> {
-        let db = spine_db::DbConfig::parse(&config.database_url)
-            .map_err(|e| anyhow::anyhow!("DATABASE_URL: {e}"))?;
+        let db = spine_db::DbConfig::parse_for_process(
+            &config.database_url,
+            concat!("spine-gateway/", env!("CARGO_PKG_VERSION")),
+        )
+        .map_err(|e| anyhow::anyhow!("DATABASE_URL: {e}"))?;
         spine_db::version::check_at_start(&db, "spine-gateway", env!("CARGO_PKG_VERSION")).await?;
         let pool = spine_db::Pool::new(
             &db,

@@ -17,6 +17,8 @@
 //! - Messages show the URL without its password or token ([`NatsUrl`]'s
 //!   `Display`); seeds are read from their files when connecting and kept nowhere.
 
+pub mod account;
+
 use anyhow::Context as _;
 use async_nats::{ConnectOptions, ServerAddr};
 use std::fmt;

@@ -665,7 +665,11 @@ impl Config {
             services,
             ingress,
             jwt,
-            database: spine_db::DbConfig::parse(&s.database_url).context("DATABASE_URL")?,
+            database: spine_db::DbConfig::parse_for_process(
+                &s.database_url,
+                concat!("spine-worker/", env!("CARGO_PKG_VERSION")),
+            )
+            .context("DATABASE_URL")?,
             nats: NatsConfig::new(&s.nats_url, s.nats.clone())?,
             meili_url,
             http_addr: s.http_addr,

@@ -1,0 +1,382 @@
+//! `spine` as an operator runs it: a child process against the dev stack, its
+//! output (tables and `--json`) and exit codes (0 done, 1 failed, 2 bad input).
+
+use serde_json::Value;
+use spine_tests::daemons::{new_queue, Nats, Worker};
+use spine_tests::proc::{cargo_bin, wait_until, ChildGuard};
+use spine_tests::{connect, database_url, one};
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+use uuid::Uuid;
+
+fn spine(args: &[&str]) -> Output {
+    Command::new(cargo_bin("spine"))
+        .args(args)
+        .env("DATABASE_URL", database_url())
+        .env_remove("SPINE_JWT_SECRET")
+        .output()
+        .expect("run spine")
+}
+
+/// Runs `spine args… --json`, expecting exit 0; its stdout as JSON.
+fn json(args: &[&str]) -> Value {
+    let out = spine(&[args, &["--json"]].concat());
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{args:?}: {}",
+        text(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{args:?}: {e}: {}", text(&out.stdout)))
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// A failure: its exit code and its one line on stderr.
+fn fails(args: &[&str], code: i32) -> String {
+    let out = spine(args);
+    let stderr = text(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "{args:?}: {stderr}{}",
+        text(&out.stdout)
+    );
+    assert_eq!(stderr.trim_end().lines().count(), 1, "one line: {stderr}");
+    stderr
+}
+
+#[tokio::test]
+async fn jobs_are_listed_redriven_and_cancelled() {
+    let db = connect().await;
+    let queue = new_queue(&db).await;
+    db.execute(
+        "SELECT spine.enqueue($1, jsonb_build_object('n', n), max_attempts => 1) FROM generate_series(1, 2) n",
+        &[&queue],
+    )
+    .await
+    .unwrap();
+    let id: i64 = one(
+        &db,
+        "SELECT id FROM spine.fetch_jobs(ARRAY[$1], 'cli-test', 1)",
+        &[&queue],
+    )
+    .await;
+    db.execute(
+        "SELECT spine.fail_job($1, 'boom', NULL, 'cli-test')",
+        &[&id],
+    )
+    .await
+    .unwrap();
+
+    let queues = json(&["queues"]);
+    let row = queues
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|q| q["queue"] == queue.as_str())
+        .expect("the queue is listed");
+    assert_eq!(
+        (row["queued"].as_i64(), row["dead"].as_i64()),
+        (Some(1), Some(1)),
+        "{row}"
+    );
+
+    let dead = json(&["jobs", &queue, "--state", "dead"]);
+    assert_eq!(dead.as_array().unwrap().len(), 1, "{dead}");
+    assert_eq!(dead[0]["id"], id);
+    assert_eq!(dead[0]["last_error"], "boom");
+    // The table shows the same job.
+    let table = text(&spine(&["jobs", &queue, "--state", "dead"]).stdout);
+    assert!(table.starts_with("ID"), "{table}");
+    assert!(
+        table.contains("boom") && table.contains(&id.to_string()),
+        "{table}"
+    );
+
+    assert_eq!(json(&["redrive", &queue])["redriven"], 1);
+    assert_eq!(
+        json(&["jobs", &queue, "--state", "dead"]),
+        Value::Array(vec![])
+    );
+    let queued = json(&["jobs", &queue, "--state", "queued"]);
+    assert_eq!(queued.as_array().unwrap().len(), 2, "{queued}");
+
+    let out = spine(&["cancel", &id.to_string()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).trim(), format!("job {id} cancelled"));
+    let cancelled = json(&["jobs", &queue, "--state", "cancelled"]);
+    assert_eq!(cancelled[0]["id"], id, "the archive has it");
+
+    assert!(fails(&["cancel", &id.to_string()], 2).contains("no live job"));
+    assert!(fails(&["cancel", "x"], 2).contains("invalid value"));
+    assert!(fails(&["jobs", "no_such_queue"], 2).contains("does not exist"));
+    assert!(fails(&["redrive", "no_such_queue"], 2).contains("does not exist"));
+    assert!(fails(&["jobs", &queue, "--state", "lost"], 2).contains("lost"));
+}
+
+#[tokio::test]
+async fn tail_shows_events_in_commit_order_and_follows() {
+    let db = connect().await;
+    let domain = format!("cli{}", &Uuid::new_v4().simple().to_string()[..10]);
+    for n in 1..=3 {
+        db.execute(
+            "SELECT spine.emit($1, jsonb_build_object('n', $2::int), 'tail/' || $2::int)",
+            &[&format!("{domain}.Ticked"), &n],
+        )
+        .await
+        .unwrap();
+    }
+    let pattern = format!("{domain}.*");
+    let out = spine(&["tail", "--type", &pattern, "-n", "10", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let ns: Vec<i64> = text(&out.stdout)
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["data"]["n"]
+                .as_i64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(ns, vec![1, 2, 3], "in commit order, oldest first");
+    let two = spine(&["tail", "--type", &pattern, "-n", "2", "--json"]);
+    assert_eq!(text(&two.stdout).lines().count(), 2, "the newest two");
+    let subject = spine(&["tail", "--type", &pattern, "--subject", "tail/2", "--json"]);
+    assert_eq!(text(&subject.stdout).lines().count(), 1);
+
+    let mut follow = ChildGuard(
+        Command::new(cargo_bin("spine"))
+            .args(["tail", "--type", &pattern, "-n", "0", "--follow", "--json"])
+            .env("DATABASE_URL", database_url())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let stdout = follow.0.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            if tx.send(line.unwrap()).is_err() {
+                break;
+            }
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Another type first: read past by the cursor, not shown.
+    db.execute("SELECT spine.emit('other.Ticked', '{}')", &[])
+        .await
+        .unwrap();
+    db.execute(
+        "SELECT spine.emit($1, '{\"n\": 4}')",
+        &[&format!("{domain}.Ticked")],
+    )
+    .await
+    .unwrap();
+    let line = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("tail --follow printed the new event");
+    let event: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(event["type"], format!("{domain}.Ticked"));
+    assert_eq!(event["data"]["n"], 4);
+    assert!(
+        matches!(
+            rx.recv_timeout(Duration::from_millis(500)),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout)
+        ),
+        "nothing else (other.Ticked is not shown)"
+    );
+    drop(follow);
+}
+
+#[tokio::test]
+async fn explain_and_replay_name_the_event() {
+    let db = connect().await;
+    let id: Uuid = one(&db, "SELECT spine.emit('cli.Explained', '{}')", &[]).await;
+    assert_eq!(json(&["explain", &id.to_string()]), Value::Array(vec![]));
+    assert_eq!(json(&["replay", &id.to_string()])["fired"], 0);
+    let unknown = Uuid::new_v4().to_string();
+    assert!(fails(&["explain", &unknown], 2).contains("no event"));
+    assert!(fails(&["replay", "not-a-uuid"], 2).contains("invalid value"));
+}
+
+#[tokio::test]
+async fn audit_verify_checks_the_chain_and_an_anchor() {
+    let db = connect().await;
+    db.execute("SELECT spine.audit('cli.tested', 'cli', '{}')", &[])
+        .await
+        .unwrap();
+    db.execute("SELECT spine.audit_seal()", &[]).await.unwrap();
+    let report = json(&["audit", "verify"]);
+    assert_eq!(report["ok"], true, "{report}");
+    assert!(report["rows"].as_i64().unwrap() > 0);
+
+    let (seq, hash): (i64, String) = {
+        let r = db
+            .query_one(
+                "SELECT seq, encode(hash, 'hex') FROM spine.audit_log ORDER BY seq DESC LIMIT 1",
+                &[],
+            )
+            .await
+            .unwrap();
+        (r.get(0), r.get(1))
+    };
+    let anchor = format!("{seq}:{hash}");
+    assert_eq!(
+        json(&["audit", "verify", "--anchor", &anchor])["anchor_matches"],
+        true
+    );
+    let wrong = format!("{seq}:{}", "00".repeat(32));
+    let out = spine(&["audit", "verify", "--anchor", &wrong, "--json"]);
+    assert_eq!(out.status.code(), Some(1), "a mismatched anchor fails");
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["anchor_matches"], false);
+    assert!(fails(&["audit", "verify", "--anchor", "12"], 2).contains("SEQ:HASH"));
+}
+
+#[tokio::test]
+async fn vault_keys_and_rotation() {
+    let keys = json(&["vault", "keys"]);
+    assert!(
+        keys.as_array()
+            .unwrap()
+            .iter()
+            .any(|k| k["current"] == true),
+        "{keys}"
+    );
+    let rotated = json(&["vault", "rotate"]);
+    assert!(rotated["reencrypted"].as_i64().unwrap() >= 0, "{rotated}");
+    assert!(rotated["key_version"].as_i64().is_some(), "{rotated}");
+}
+
+#[test]
+fn token_signs_for_a_role_and_refuses_bad_input() {
+    let user = Uuid::new_v4().to_string();
+    let out = json(&[
+        "token",
+        "authenticated",
+        &user,
+        "--secret",
+        "cli-test-secret",
+    ]);
+    let token = out["token"].as_str().unwrap();
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
+    validation.set_required_spec_claims(&["exp"]);
+    let claims = jsonwebtoken::decode::<Value>(
+        token,
+        &jsonwebtoken::DecodingKey::from_secret(b"cli-test-secret"),
+        &validation,
+    )
+    .expect("signed with the secret")
+    .claims;
+    assert_eq!(claims["role"], "authenticated");
+    assert_eq!(claims["sub"], user);
+    assert!(fails(&["token", "admin", "--secret", "s"], 2).contains("role must be"));
+    assert!(fails(&["token", "authenticated", "--secret", "s"], 2).contains("user's id"));
+    assert!(fails(&["token", "anon"], 2).contains("SPINE_JWT_SECRET"));
+}
+
+#[tokio::test]
+async fn status_lists_processes_and_doctor_reports_each_check() {
+    let db = connect().await;
+    let version: String = one(&db, "SELECT spine.version()", &[]).await;
+    let nats = Nats::start();
+    let sink = spine_tests::fresh_sink(&db).await;
+    let _worker = Worker::start(&sink, &nats.url(), &[]);
+    wait_until("the worker connects", Duration::from_secs(20), || async {
+        let status = json(&["status"]);
+        status["processes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["process"] == "spine-worker" && p["version"] == version.as_str())
+    })
+    .await;
+    let status = json(&["status"]);
+    assert_eq!(status["database"]["version"], version.as_str());
+    assert!(status["sinks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|s| s["name"] == sink.as_str()));
+    assert!(
+        status["cron"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|j| j["jobname"] == "spine-jobs-maintenance"),
+        "{}",
+        status["cron"]
+    );
+
+    let out = spine(&["doctor", "--json", "--nats", &nats.url()]);
+    let findings: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let checks: std::collections::BTreeSet<&str> = findings
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["check"].as_str().unwrap())
+        .collect();
+    for check in [
+        "version",
+        "pg_cron",
+        "checkpoints",
+        "autovacuum",
+        "vault",
+        "clock",
+        "nats",
+    ] {
+        assert!(checks.contains(check), "{check} missing: {findings}");
+    }
+    let errors: Vec<&Value> = findings
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["level"] == "error")
+        .collect();
+    assert_eq!(
+        out.status.code(),
+        Some(if errors.is_empty() { 0 } else { 1 }),
+        "{findings}"
+    );
+    assert!(
+        findings
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["check"] == "version"
+                && f["level"] == "ok"
+                && f["message"] == format!("spine-worker {version} connected")),
+        "the worker is seen with its version: {findings}"
+    );
+    // A NATS that is not there is an error finding, with its fix.
+    let out = spine(&["doctor", "--json", "--nats", "nats://127.0.0.1:1"]);
+    assert_eq!(out.status.code(), Some(1));
+    let findings: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(findings
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|f| f["check"] == "nats" && f["level"] == "error" && f["fix"].is_string()));
+    spine_tests::drop_sink(&db, &sink).await;
+}
+
+#[test]
+fn connection_problems_are_one_line() {
+    let out = Command::new(cargo_bin("spine"))
+        .args(["--db", "postgres://postgres@127.0.0.1:1/spine", "queues"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(stderr.starts_with("spine: error: "), "{stderr}");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+    let out = Command::new(cargo_bin("spine"))
+        .args(["--db", "postgres://h/db?sslmode=sometimes", "queues"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+}
