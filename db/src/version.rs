@@ -76,7 +76,7 @@ impl fmt::Display for VersionError {
             VersionError::Unreachable(e) => write!(f, "{e}"),
             VersionError::NotInstalled { database, message } => write!(
                 f,
-                "{database} has no spine extension ({message}): CREATE EXTENSION spine, \
+                "{database} has no spine extension ({message}): CREATE EXTENSION spine CASCADE, \
                  or point DATABASE_URL at a Spine database"
             ),
             VersionError::Incompatible {

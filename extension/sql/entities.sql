@@ -55,9 +55,11 @@ CREATE POLICY entities_plugin_kinds ON spine.entities AS RESTRICTIVE FOR SELECT 
 REVOKE ALL ON spine.entities, spine.entity_keys, spine.edges FROM PUBLIC;
 GRANT SELECT ON spine.entities, spine.entity_keys, spine.edges TO authenticated, service_role;
 
--- Embeddings, where pgvector is installed (the first migration creates it before
--- spine; on a cluster without it entities simply have no embedding column).
--- similar() runs as the caller, so RLS limits it to the caller's entities.
+-- Embeddings, in the schema pgvector is installed in (`extensions` on Supabase).
+-- spine.control requires vector: without that dependency pg_dump may create spine
+-- before vector on restore, and the embedding column would be missing when its
+-- rows are copied back (tests/tests/backup.rs). similar() runs as the caller, so
+-- RLS limits it to the caller's entities.
 DO $vector$
 DECLARE
     vector_schema text;
@@ -65,9 +67,8 @@ BEGIN
     SELECT n.nspname INTO vector_schema
       FROM pg_catalog.pg_extension e JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace
      WHERE e.extname = 'vector';
-    IF vector_schema IS NULL THEN
-        RAISE NOTICE 'spine: pgvector is not installed; entities get no embedding column';
-        RETURN;
+    IF vector_schema IS NULL THEN  -- unreachable while spine.control requires vector
+        RAISE EXCEPTION 'spine needs pgvector: CREATE EXTENSION vector first';
     END IF;
     EXECUTE format('ALTER TABLE spine.entities ADD COLUMN embedding %I.vector', vector_schema);
     EXECUTE format($f$

@@ -69,9 +69,20 @@ CREATE TRIGGER events_register_transaction
     FOR EACH STATEMENT EXECUTE FUNCTION spine.register_event_transaction();
 
 -- Runs at COMMIT (deferred), once per emitting transaction.
+--
+-- Only for rows registered without a commit_seq: pg_restore copies spine.events
+-- and spine.event_commits back with their own txids and commit_seqs, and those
+-- must keep them (renumbering would reorder history and move every sink's
+-- cursor). The restore's COPY into spine.events still registers the restoring
+-- transaction, which has no events of its own: that registration is dropped
+-- here instead of stamped (tests/tests/backup.rs).
 CREATE FUNCTION spine.stamp_event_commit() RETURNS trigger
     LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
+    IF NOT EXISTS (SELECT 1 FROM spine.events e WHERE e.txid = NEW.txid) THEN
+        DELETE FROM spine.event_commits WHERE txid = NEW.txid;
+        RETURN NULL;
+    END IF;
     -- Held until the transaction ends, i.e. after its commit became visible: the
     -- next emitting transaction gets a larger commit_seq only after this one is seen.
     PERFORM pg_advisory_xact_lock(1397770575, 0);
@@ -89,7 +100,7 @@ COMMENT ON FUNCTION spine.stamp_event_commit() IS
 CREATE CONSTRAINT TRIGGER event_commits_stamp
     AFTER INSERT ON spine.event_commits
     DEFERRABLE INITIALLY DEFERRED
-    FOR EACH ROW EXECUTE FUNCTION spine.stamp_event_commit();
+    FOR EACH ROW WHEN (NEW.commit_seq IS NULL) EXECUTE FUNCTION spine.stamp_event_commit();
 
 -- What consumers read: committed events in commit order after a cursor.
 --

@@ -20,3 +20,30 @@ REVOKE EXECUTE ON FUNCTION spine.library_version() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION spine.library_version() TO anon, authenticated, service_role;
 COMMENT ON FUNCTION spine.library_version() IS
     'Version of the loaded spine library; differs from spine.version() until ALTER EXTENSION spine UPDATE.';
+
+-- A restore (pg_restore) keeps the outbox's commit order: restored commits are not
+-- stamped again, and the restoring transaction leaves no empty commit behind.
+CREATE OR REPLACE FUNCTION spine.stamp_event_commit() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM spine.events e WHERE e.txid = NEW.txid) THEN
+        DELETE FROM spine.event_commits WHERE txid = NEW.txid;
+        RETURN NULL;
+    END IF;
+    -- Held until the transaction ends, i.e. after its commit became visible: the
+    -- next emitting transaction gets a larger commit_seq only after this one is seen.
+    PERFORM pg_advisory_xact_lock(1397770575, 0);
+    UPDATE spine.event_commits
+       SET commit_seq = nextval('spine.event_commit_seq'), committed_at = clock_timestamp()
+     WHERE txid = NEW.txid;
+    -- Wake-up only: consumers read the table, so a lost notification only delays.
+    PERFORM pg_notify(
+        coalesce(nullif(current_setting('spine.notify_channel', true), ''), 'spine_events'), '');
+    RETURN NULL;
+END
+$$;
+DROP TRIGGER IF EXISTS event_commits_stamp ON spine.event_commits;
+CREATE CONSTRAINT TRIGGER event_commits_stamp
+    AFTER INSERT ON spine.event_commits
+    DEFERRABLE INITIALLY DEFERRED
+    FOR EACH ROW WHEN (NEW.commit_seq IS NULL) EXECUTE FUNCTION spine.stamp_event_commit();

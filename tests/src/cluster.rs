@@ -10,10 +10,12 @@
 //! symlink to the system's, except the extension's own.
 
 use crate::proc::free_port;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use tokio_postgres::Client;
 
 /// The programs a cluster needs; each finds the others in its own directory.
 const PROGRAMS: &[&str] = &["postgres", "initdb", "pg_ctl", "pg_config"];
@@ -255,6 +257,104 @@ impl Drop for Cluster {
             .stderr(Stdio::null())
             .status();
     }
+}
+
+/// psql, stopping at the first error; its stdout.
+pub fn psql(url: &str, args: &[&str]) -> String {
+    let bindir = std::env::var("SPINE_PG_BINDIR").expect("SPINE_PG_BINDIR");
+    let out = Command::new(Path::new(&bindir).join("psql"))
+        .args(["-X", "-q", "-At", "-v", "ON_ERROR_STOP=1", "-d", url])
+        .args(args)
+        .output()
+        .expect("run psql");
+    assert!(
+        out.status.success(),
+        "psql {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Runs each migration of `dir` not in `done`, in name order, in its own
+/// transaction (as `supabase db push` and `cargo xtask up` do); their names.
+pub fn migrate(url: &str, dir: &Path, done: &BTreeSet<String>) -> BTreeSet<String> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "sql"))
+        .collect();
+    files.sort();
+    let mut applied = BTreeSet::new();
+    for file in files {
+        let name = file.file_name().unwrap().to_string_lossy().into_owned();
+        if !done.contains(&name) {
+            psql(url, &["--single-transaction", "-f", file.to_str().unwrap()]);
+        }
+        applied.insert(name);
+    }
+    applied
+}
+
+/// A new cluster on `inst` with database `spine`: Spine's migrations from
+/// `migrations`, then each of `then` (SQL files). pg_cron runs no job
+/// (`cron.max_running_jobs = 0`): a test's rows must not change behind its back.
+pub fn new_database(
+    inst: &Installation,
+    name: &str,
+    migrations: &Path,
+    then: &[PathBuf],
+) -> (Cluster, BTreeSet<String>) {
+    let cluster = Cluster::init(inst, name);
+    psql(&cluster.url("postgres"), &["-c", "CREATE DATABASE spine"]);
+    let url = cluster.url("spine");
+    let applied = migrate(&url, migrations, &BTreeSet::new());
+    for file in then {
+        psql(&url, &["-f", file.to_str().unwrap()]);
+    }
+    (cluster, applied)
+}
+
+/// Every user table (schema-qualified) with its columns now.
+pub async fn tables(db: &Client) -> BTreeMap<String, Vec<String>> {
+    let rows = db
+        .query(
+            "SELECT format('%I.%I', n.nspname, c.relname), \
+                    array_agg(quote_ident(a.attname) ORDER BY a.attnum) \
+               FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+               JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped \
+              WHERE c.relkind IN ('r', 'p') \
+                AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast') \
+                AND (n.nspname, c.relname) <> ('cron', 'job_run_details') \
+              GROUP BY 1",
+            &[],
+        )
+        .await
+        .unwrap();
+    rows.iter().map(|r| (r.get(0), r.get(1))).collect()
+}
+
+/// Each table's row count and a digest of its rows, over the given columns (for
+/// the upgrade test, those it had before: a later release may add some).
+pub async fn contents(
+    db: &Client,
+    tables: &BTreeMap<String, Vec<String>>,
+) -> BTreeMap<String, (i64, String)> {
+    let mut out = BTreeMap::new();
+    for (table, columns) in tables {
+        let row = db
+            .query_one(
+                &format!(
+                    "SELECT count(*), md5(coalesce(string_agg(r::text, E'\\n' ORDER BY r::text), '')) \
+                       FROM (SELECT {} FROM {table}) r",
+                    columns.join(", ")
+                ),
+                &[],
+            )
+            .await
+            .unwrap_or_else(|e| panic!("reading {table}: {e:?}"));
+        out.insert(table.clone(), (row.get(0), row.get(1)));
+    }
+    out
 }
 
 fn as_postgres(program: PathBuf) -> Command {

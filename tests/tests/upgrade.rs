@@ -17,12 +17,15 @@
 //! 4. the upgraded catalog equals a fresh install's (`upgrade/catalog.sql`);
 //!    and a process refuses a database newer than itself.
 
-use spine_tests::cluster::{extension_files, system_extension_files, Cluster, Installation};
+use spine_tests::cluster::{
+    contents, extension_files, migrate, new_database, psql, system_extension_files, tables,
+    Cluster, Installation,
+};
 use spine_tests::daemons::{Nats, Worker};
 use spine_tests::proc::tempdir::TempDir;
 use spine_tests::proc::wait_until;
 use spine_tests::{column, connect_to, one, sink_status};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -38,6 +41,11 @@ fn major(version: &str) -> u64 {
 
 fn minor(version: &str) -> u64 {
     version.split('.').nth(1).unwrap().parse().unwrap()
+}
+
+/// The application's own table with a webhook, made in both databases compared.
+fn app() -> PathBuf {
+    repo().join("tests/tests/upgrade/app.sql")
 }
 
 fn repo() -> PathBuf {
@@ -57,56 +65,6 @@ fn previous_release() -> (PathBuf, String) {
     (dir.into(), version)
 }
 
-/// psql, stopping at the first error; its stdout.
-fn psql(url: &str, args: &[&str]) -> String {
-    let bindir = std::env::var("SPINE_PG_BINDIR").expect("SPINE_PG_BINDIR");
-    let out = Command::new(Path::new(&bindir).join("psql"))
-        .args(["-X", "-q", "-At", "-v", "ON_ERROR_STOP=1", "-d", url])
-        .args(args)
-        .output()
-        .expect("run psql");
-    assert!(
-        out.status.success(),
-        "psql {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// Runs each migration of `dir` not in `done`, in name order, in its own
-/// transaction (as `supabase db push` and `cargo xtask up` do); their names.
-fn migrate(url: &str, dir: &Path, done: &BTreeSet<String>) -> BTreeSet<String> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "sql"))
-        .collect();
-    files.sort();
-    let mut applied = BTreeSet::new();
-    for file in files {
-        let name = file.file_name().unwrap().to_string_lossy().into_owned();
-        if !done.contains(&name) {
-            psql(url, &["--single-transaction", "-f", file.to_str().unwrap()]);
-        }
-        applied.insert(name);
-    }
-    applied
-}
-
-/// A new cluster on `inst` with database `spine`: Spine's migrations, then the
-/// application's own table (`upgrade/app.sql`).
-/// pg_cron runs no job (`cron.max_running_jobs = 0`): the test's rows must not
-/// change behind its back.
-fn new_database(inst: &Installation, name: &str, migrations: &Path) -> (Cluster, BTreeSet<String>) {
-    let cluster = Cluster::init(inst, name);
-    psql(&cluster.url("postgres"), &["-c", "CREATE DATABASE spine"]);
-    let url = cluster.url("spine");
-    let applied = migrate(&url, migrations, &BTreeSet::new());
-    let app = repo().join("tests/tests/upgrade/app.sql");
-    psql(&url, &["-f", app.to_str().unwrap()]);
-    (cluster, applied)
-}
-
 async fn connect(cluster: &Cluster) -> Client {
     connect_to(&cluster.url("spine"))
         .await
@@ -117,49 +75,6 @@ async fn connect(cluster: &Cluster) -> Client {
 async fn catalog(db: &Client) -> Vec<String> {
     let sql = std::fs::read_to_string(repo().join("tests/tests/upgrade/catalog.sql")).unwrap();
     column(db, &sql, &[]).await
-}
-
-/// Every user table (schema-qualified) with its columns now.
-async fn tables(db: &Client) -> BTreeMap<String, Vec<String>> {
-    let rows = db
-        .query(
-            "SELECT format('%I.%I', n.nspname, c.relname), \
-                    array_agg(quote_ident(a.attname) ORDER BY a.attnum) \
-               FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
-               JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped \
-              WHERE c.relkind IN ('r', 'p') \
-                AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast') \
-                AND (n.nspname, c.relname) <> ('cron', 'job_run_details') \
-              GROUP BY 1",
-            &[],
-        )
-        .await
-        .unwrap();
-    rows.iter().map(|r| (r.get(0), r.get(1))).collect()
-}
-
-/// Each table's row count and a digest of its rows, over the given columns (the
-/// columns it had before the upgrade: a later release may add some).
-async fn contents(
-    db: &Client,
-    tables: &BTreeMap<String, Vec<String>>,
-) -> BTreeMap<String, (i64, String)> {
-    let mut out = BTreeMap::new();
-    for (table, columns) in tables {
-        let row = db
-            .query_one(
-                &format!(
-                    "SELECT count(*), md5(coalesce(string_agg(r::text, E'\\n' ORDER BY r::text), '')) \
-                       FROM (SELECT {} FROM {table}) r",
-                    columns.join(", ")
-                ),
-                &[],
-            )
-            .await
-            .unwrap_or_else(|e| panic!("reading {table} after the upgrade: {e:?}"));
-        out.insert(table.clone(), (row.get(0), row.get(1)));
-    }
-    out
 }
 
 /// Waits until the relay's sink has nothing left to deliver.
@@ -193,7 +108,7 @@ async fn a_database_of_the_previous_release_upgrades_in_place() {
 
     // 1. The previous release, its migrations and data.
     inst.install_extension(&extension_files(&from.join("package")));
-    let (old, old_migrations) = new_database(&inst, "upgraded", &from.join("migrations"));
+    let (old, old_migrations) = new_database(&inst, "upgraded", &from.join("migrations"), &[app()]);
     let url = old.url("spine");
     psql(&url, &["-f", fixture.to_str().unwrap()]);
     let db = connect(&old).await;
@@ -325,7 +240,7 @@ async fn a_database_of_the_previous_release_upgrades_in_place() {
     drop(old);
 
     // 4. The same objects as a fresh install of this version.
-    let (fresh, _) = new_database(&inst, "fresh", &repo().join("migrations"));
+    let (fresh, _) = new_database(&inst, "fresh", &repo().join("migrations"), &[app()]);
     let fresh_catalog = catalog(&connect(&fresh).await).await;
     let (a, b): (BTreeSet<_>, BTreeSet<_>) =
         (fresh_catalog.iter().collect(), upgraded.iter().collect());

@@ -330,7 +330,7 @@ async fn rotation_reencrypts_while_readers_keep_reading() {
     let mut writer = session().await;
     writer
         .batch_execute(&format!(
-            "CREATE EXTENSION spine; SET spine.vault_key_file = '{}'",
+            "CREATE EXTENSION spine CASCADE; SET spine.vault_key_file = '{}'",
             old_keys.display()
         ))
         .await
@@ -428,7 +428,7 @@ async fn an_existing_vault_schema_is_used() {
          CREATE TABLE vault.store (name text, decrypted_secret text); \
          INSERT INTO vault.store VALUES ('TOKEN', 'from-supabase-vault'); \
          CREATE VIEW vault.decrypted_secrets AS SELECT name, decrypted_secret FROM vault.store; \
-         CREATE EXTENSION spine;",
+         CREATE EXTENSION spine CASCADE;",
     )
     .await
     .unwrap();

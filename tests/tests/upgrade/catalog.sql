@@ -107,6 +107,10 @@ SELECT line FROM (
                   e.extcondition)
       FROM pg_extension e
     UNION ALL
+    SELECT format('extension %s requires %s', e.extname, r.extname)
+      FROM pg_depend d JOIN pg_extension e ON e.oid = d.objid JOIN pg_extension r ON r.oid = d.refobjid
+     WHERE d.classid = 'pg_extension'::regclass AND d.refclassid = 'pg_extension'::regclass
+    UNION ALL
     SELECT format('member of %s: %s', e.extname, pg_describe_object(d.classid, d.objid, d.objsubid))
       FROM pg_depend d JOIN pg_extension e ON e.oid = d.refobjid
      WHERE d.refclassid = 'pg_extension'::regclass AND d.deptype = 'e'
