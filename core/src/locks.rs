@@ -131,7 +131,14 @@ mod tests {
         sources(root, &mut files);
         let this = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/locks.rs");
         let mut seen: BTreeMap<i32, Vec<String>> = BTreeMap::new();
-        for file in files.iter().filter(|f| **f != this) {
+        // Upgrade scripts (`spine--A--B.sql`) repeat their home's functions by
+        // design; the upgrade test checks they make the same objects.
+        let upgrade_script = |f: &Path| {
+            f.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("spine--") && n.matches("--").count() == 2)
+        };
+        for file in files.iter().filter(|f| **f != this && !upgrade_script(f)) {
             let text = std::fs::read_to_string(file).unwrap();
             for class in class_literals(&text) {
                 let rel = file.strip_prefix(root).unwrap().display().to_string();
