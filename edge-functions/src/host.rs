@@ -426,6 +426,22 @@ impl Host {
         }
     }
 
+    /// Whether the database answers now (`SELECT 1` on a pooled session, within
+    /// 2 s): what `/health/ready` reports.
+    pub async fn ping(&self) -> Result<(), String> {
+        let check = async {
+            let session = self.db.get().await.map_err(|e| e.to_string())?;
+            session
+                .simple_query("SELECT 1")
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        };
+        tokio::time::timeout(Duration::from_secs(2), check)
+            .await
+            .map_err(|_| "the database did not answer within 2 s".to_string())?
+    }
+
     /// The database pool's size, idle sessions and waiting callers (for metrics).
     pub fn db_status(&self) -> PoolStatus {
         self.db.status()

@@ -120,13 +120,28 @@ pub fn function_routes() -> Router<Arc<ServerState>> {
         .route("/functions/v1/{name}/{*rest}", any(invoke_nested))
 }
 
+/// The process serves HTTP.
+async fn live() -> Response {
+    json_response(StatusCode::OK, json!({"status": "ok"}))
+}
+
+/// The database answers: calls can read their functions and act.
+async fn ready(State(state): State<Arc<ServerState>>) -> Response {
+    match state.host.ping().await {
+        Ok(()) => json_response(StatusCode::OK, json!({"status": "ok"})),
+        Err(reason) => json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({"status": "unavailable", "reason": reason}),
+        ),
+    }
+}
+
 /// The routes and layers, for [`serve`] and for tests that drive it in process.
 pub fn router(state: Arc<ServerState>, cors: &CorsOrigins) -> Router {
     Router::new()
-        .route(
-            "/healthz",
-            get(|| async { json_response(StatusCode::OK, json!({"status": "ok"})) }),
-        )
+        .route("/health/live", get(live))
+        .route("/healthz", get(live))
+        .route("/health/ready", get(ready))
         .route("/metrics", get(metrics))
         .merge(function_routes())
         .fallback(|| async {

@@ -31,6 +31,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/embeddings", post(embeddings))
         .route("/embeddings", post(embeddings))
         .route("/health", get(health))
+        // The model is loaded before the server listens: live is ready.
+        .route("/health/live", get(health))
+        .route("/health/ready", get(health))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "not_found", "no such route") })
         .with_state(state)
 }

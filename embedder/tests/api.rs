@@ -103,6 +103,10 @@ async fn embeds_by_meaning_in_openais_shape() {
     )
     .await;
     assert_eq!(status, 200, "{answer}");
+    for path in ["/health", "/health/live", "/health/ready"] {
+        let r = reqwest::get(format!("{}{path}", server.url)).await.unwrap();
+        assert_eq!(r.status().as_u16(), 200, "{path}");
+    }
     assert_eq!(answer["object"], "list");
     assert_eq!(answer["model"], "sentence-transformers/all-MiniLM-L6-v2");
     assert!(answer["usage"]["prompt_tokens"].as_u64().unwrap() >= 3);

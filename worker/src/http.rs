@@ -1,8 +1,9 @@
-//! `/healthz` and `/metrics` (axum).
+//! `/health/live`, `/health/ready` (also at `/healthz`) and `/metrics` (axum).
 //!
-//! `/healthz` is 200 only when the relay reached Postgres recently and, if this
-//! instance is the active relay, its lag is under the threshold: a stuck relay is
-//! reported even though the process runs. `/metrics` is the registry of
+//! Live: the process serves HTTP. Ready is 200 only when the relay reached
+//! Postgres recently and, if this instance is the active relay, its lag is under
+//! the threshold (NATS out of reach shows as that lag): a stuck relay is reported
+//! even though the process runs. `/metrics` is the registry of
 //! [`crate::metrics`], with each queue's figures read from the database per scrape.
 
 use crate::metrics::{Metrics, QueueStat};
@@ -31,12 +32,19 @@ pub struct HttpState {
 
 pub fn router(state: Arc<HttpState>) -> Router {
     Router::new()
+        .route(
+            "/health/live",
+            get(|| async { axum::Json(json!({"status": "ok"})) }),
+        )
+        .route("/health/ready", get(healthz))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .fallback(|| async {
             (
                 StatusCode::NOT_FOUND,
-                axum::Json(json!({"error": "not found: use /healthz or /metrics"})),
+                axum::Json(
+                    json!({"error": "not found: use /health/live, /health/ready or /metrics"}),
+                ),
             )
         })
         .with_state(state)

@@ -500,3 +500,27 @@ async fn function_contracts_check_bodies_in_and_out() {
     let answered_error = post(r#"{"status": 422}"#).await.unwrap();
     assert_eq!(answered_error.status(), 422);
 }
+
+/// Live while the process serves; ready only while the database answers.
+#[tokio::test]
+async fn health_is_live_and_ready_only_with_a_database() {
+    let server = Server::start().await;
+    for path in ["/health/live", "/health/ready", "/healthz"] {
+        let r = reqwest::get(format!("{}{path}", server.url)).await.unwrap();
+        assert_eq!(r.status().as_u16(), 200, "{path}");
+    }
+    drop(server);
+    let server =
+        Server::start_with(&[("DATABASE_URL", "postgres://postgres@127.0.0.1:1/spine")]).await;
+    let live = reqwest::get(format!("{}/health/live", server.url))
+        .await
+        .unwrap();
+    assert_eq!(live.status().as_u16(), 200);
+    let ready = reqwest::get(format!("{}/health/ready", server.url))
+        .await
+        .unwrap();
+    assert_eq!(ready.status().as_u16(), 503);
+    let body: Value = serde_json::from_str(&ready.text().await.unwrap()).unwrap();
+    assert_eq!(body["status"], "unavailable", "{body}");
+    assert!(body["reason"].is_string(), "{body}");
+}

@@ -137,8 +137,10 @@ async fn relays_cloudevents_in_commit_order() {
         .and_then(|l| l.rsplit(' ').next()?.parse().ok())
         .unwrap_or(0);
     assert!(acked >= 4, "{metrics}");
-    let (status, body) = worker.get("/healthz").await.unwrap();
-    assert_eq!(status, 200, "{body}");
+    for path in ["/healthz", "/health/live", "/health/ready"] {
+        let (status, body) = worker.get(path).await.unwrap();
+        assert_eq!(status, 200, "{path}: {body}");
+    }
     drop(worker);
     drop_sink(&db, &sink).await;
 }
@@ -166,10 +168,19 @@ async fn survives_nats_outage_and_reports_it() {
     .await;
     nats.kill9();
     let ids = emit_tagged(&db, &tag, 50).await;
-    wait_until("healthz 503", Duration::from_secs(30), || async {
-        worker.get("/healthz").await.is_some_and(|(s, _)| s == 503)
+    wait_until("not ready (503)", Duration::from_secs(30), || async {
+        worker
+            .get("/health/ready")
+            .await
+            .is_some_and(|(s, _)| s == 503)
     })
     .await;
+    assert_eq!(worker.get("/healthz").await.map(|r| r.0), Some(503));
+    assert_eq!(
+        worker.get("/health/live").await.map(|r| r.0),
+        Some(200),
+        "alive while not ready"
+    );
     // The relay may fail at connect (no error row: it cannot reach NATS to try) or
     // mid-publish (error row); either way nothing was delivered.
     let status = sink_status(&db, &sink).await;
