@@ -12,11 +12,7 @@ use std::sync::Arc;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
+    spine_log::init("info").map_err(anyhow::Error::msg)?;
     let _ = rustls::crypto::ring::default_provider().install_default();
     let config = cli.config;
     match cli.command.unwrap_or(Command::Serve) {

@@ -40,11 +40,7 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
+    spine_log::init("info").map_err(anyhow::Error::msg)?;
     let Command::Serve {
         model_dir,
         model,

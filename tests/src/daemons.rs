@@ -335,6 +335,21 @@ pub struct Worker {
 
 impl Worker {
     pub fn start(sink: &str, nats_url: &str, extra_env: &[(&str, &str)]) -> Self {
+        Self::start_to(sink, nats_url, extra_env, Stdio::null())
+    }
+
+    /// [`Worker::start`] with its log (stdout) written to `log`.
+    pub fn start_logging(
+        sink: &str,
+        nats_url: &str,
+        extra_env: &[(&str, &str)],
+        log: &std::path::Path,
+    ) -> Self {
+        let file = std::fs::File::create(log).expect("create the worker's log file");
+        Self::start_to(sink, nats_url, extra_env, Stdio::from(file))
+    }
+
+    fn start_to(sink: &str, nats_url: &str, extra_env: &[(&str, &str)], stdout: Stdio) -> Self {
         let http_port = free_port();
         let mut cmd = Command::new(cargo_bin("spine-worker"));
         cmd.env("DATABASE_URL", database_url())
@@ -352,7 +367,7 @@ impl Worker {
             // Search sync only where a test asks for it (the stack may have one).
             .env_remove("MEILI_URL")
             .env_remove("MEILI_MASTER_KEY")
-            .stdout(Stdio::null());
+            .stdout(stdout);
         for (k, v) in extra_env {
             cmd.env(k, v);
         }

@@ -16,12 +16,7 @@ async fn main() -> anyhow::Result<()> {
     } else {
         "info"
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| default_filter.into()),
-        )
-        .init();
+    spine_log::init(default_filter).map_err(anyhow::Error::msg)?;
     // TLS for the http handler and NATS: rustls on ring (no system OpenSSL needed).
     let _ = rustls::crypto::ring::default_provider().install_default();
     let config = Config::from_settings(&cli.settings)?;

@@ -255,24 +255,46 @@ async fn session(
                 let run = metrics.started(&job.queue);
                 let done = state.done_tx.clone();
                 let id = job.id;
-                let task = tokio::spawn(handler.handle(job));
+                // Every line the handler logs carries the job and the chain of
+                // events it belongs to (SPINE_LOG_FORMAT=json: under "span").
+                let span = tracing::info_span!(
+                    "job",
+                    id = job.id,
+                    queue = %job.queue,
+                    correlation_id = tracing::field::Empty
+                );
+                if let Some(c) = job.payload.get("correlation_id").and_then(|c| c.as_str()) {
+                    span.record("correlation_id", c);
+                }
+                let task = tokio::spawn(tracing::Instrument::instrument(
+                    handler.handle(job),
+                    span.clone(),
+                ));
                 let handler_task = task.abort_handle();
-                let reporter = tokio::spawn(async move {
-                    // A panicking handler fails its job instead of losing it; an
-                    // aborted one (released at shutdown) reports nothing.
-                    let result = match task.await {
-                        Ok(result) => result,
-                        Err(e) if e.is_cancelled() => return,
-                        Err(e) => Err(JobError::Failed(format!("handler panicked: {e}"))),
-                    };
-                    run.finished(match &result {
-                        Ok(()) => "completed",
-                        Err(JobError::Snooze(_)) => "snoozed",
-                        Err(JobError::Failed(_)) => "failed",
-                    });
-                    drop(permit);
-                    let _ = done.send((id, result));
-                });
+                let reporter = tokio::spawn(tracing::Instrument::instrument(
+                    async move {
+                        // A panicking handler fails its job instead of losing it; an
+                        // aborted one (released at shutdown) reports nothing.
+                        let result = match task.await {
+                            Ok(result) => result,
+                            Err(e) if e.is_cancelled() => return,
+                            Err(e) => Err(JobError::Failed(format!("handler panicked: {e}"))),
+                        };
+                        run.finished(match &result {
+                            Ok(()) => "completed",
+                            Err(JobError::Snooze(_)) => "snoozed",
+                            Err(JobError::Failed(_)) => "failed",
+                        });
+                        match &result {
+                            Ok(()) => tracing::debug!("job completed"),
+                            Err(JobError::Snooze(wait)) => tracing::info!(?wait, "job snoozed"),
+                            Err(JobError::Failed(error)) => tracing::info!(%error, "job failed"),
+                        }
+                        drop(permit);
+                        let _ = done.send((id, result));
+                    },
+                    span,
+                ));
                 state.tasks.insert(id, (handler_task, reporter));
             }
         }
@@ -430,20 +452,17 @@ async fn record(
         };
         let id = *id;
         let recorded = match outcome {
-            JobError::Snooze(wait) => {
-                tracing::info!(job = id, ?wait, "job snoozed");
-                db.query_one(&statements.snooze, &[&id, &wait.as_secs_f64(), &worker])
-                    .await
-                    .map(|_| ())
-            }
-            JobError::Failed(error) => {
-                tracing::info!(job = id, %error, "job failed");
-                db.query_one(&statements.fail, &[&id, error, &worker])
-                    .await
-                    .map(|_| {
-                        metrics.failed.inc();
-                    })
-            }
+            // Logged where the handler finished, in the job's span.
+            JobError::Snooze(wait) => db
+                .query_one(&statements.snooze, &[&id, &wait.as_secs_f64(), &worker])
+                .await
+                .map(|_| ()),
+            JobError::Failed(error) => db
+                .query_one(&statements.fail, &[&id, error, &worker])
+                .await
+                .map(|_| {
+                    metrics.failed.inc();
+                }),
         };
         match recorded {
             Ok(()) => {}

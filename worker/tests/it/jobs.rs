@@ -353,3 +353,60 @@ async fn a_job_told_to_come_back_later_is_snoozed_not_failed() {
         arrivals[1] - arrivals[0]
     );
 }
+
+/// With SPINE_LOG_FORMAT=json every line a job's run logs is one JSON object
+/// carrying the job and the chain of events it belongs to.
+#[tokio::test]
+async fn json_logs_carry_the_jobs_correlation_id() {
+    let db = db().await;
+    let q = new_queue(&db).await;
+    let correlation = uuid::Uuid::new_v4();
+    let payload = serde_json::json!({
+        "url": "http://127.0.0.1:1/closed", "correlation_id": correlation.to_string()
+    });
+    let id: i64 = spine_tests::one(
+        &db,
+        "SELECT spine.enqueue($1, $2, max_attempts => 1)",
+        &[&q, &payload],
+    )
+    .await;
+    let dir = spine_tests::proc::tempdir::TempDir::new();
+    let log = dir.path().join("worker.log");
+    let env = [
+        ("SPINE_JOB_QUEUES", format!("{q}=http")),
+        ("SPINE_JOB_POLL_MS", "100".into()),
+        ("SPINE_LOG_FORMAT", "json".into()),
+        ("RUST_LOG", "info".into()),
+    ];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let sink = format!("t_{}", uuid::Uuid::new_v4().simple());
+    let worker = Worker::start_logging(&sink, "nats://127.0.0.1:1", &env, &log);
+    wait_until("the job is dead", Duration::from_secs(20), || async {
+        db.query_opt(
+            "SELECT 1 FROM spine.jobs WHERE id = $1 AND state = 'dead'",
+            &[&id],
+        )
+        .await
+        .unwrap()
+        .is_some()
+    })
+    .await;
+    drop(worker);
+    let text = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let failed = lines
+        .iter()
+        .find(|l| l["message"] == "job failed")
+        .unwrap_or_else(|| panic!("no \"job failed\" line: {text}"));
+    assert_eq!(failed["span"]["id"], id, "{failed}");
+    assert_eq!(failed["span"]["queue"], q.as_str(), "{failed}");
+    assert_eq!(
+        failed["span"]["correlation_id"],
+        correlation.to_string(),
+        "{failed}"
+    );
+    assert!(failed["error"].as_str().is_some(), "{failed}");
+}
