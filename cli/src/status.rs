@@ -1,4 +1,5 @@
-//! `spine status`: one look at a Spine database and what runs around it.
+//! `spine status`: one look at a Spine database and what runs around it: its
+//! versions, Spine's processes, sinks, queues, pg_cron, search and the gateway.
 //!
 //! Processes are found by their sessions: every Spine process names itself in
 //! `application_name` (`spine-worker/0.2.0`, …; see `spine_db::DbConfig`).
@@ -33,13 +34,22 @@ pub async fn run(db: &Db, out: &Out, gateway: Option<&str>) -> anyhow::Result<()
         )
         .await?;
     let cron = cron(db).await?;
+    let search = db
+        .rows(
+            "SELECT (SELECT url FROM spine.search_config) AS url, \
+                    (SELECT count(*) FROM spine.search_rejections) AS refused_documents, \
+                    (SELECT count(*) FROM spine.sinks WHERE kind = 'meilisearch') AS sinks",
+            &[],
+        )
+        .await?;
+    let search = search.into_iter().next().unwrap_or_default();
     let gateway = match gateway {
         Some(url) => Some(gateway_health(url).await),
         None => None,
     };
     let json = json!({
         "database": database.first(), "processes": processes, "sinks": sinks,
-        "queues": queues, "cron": cron, "gateway": gateway,
+        "queues": queues, "cron": cron, "gateway": gateway, "search": search,
     });
     out.emit(&json, || {
         let d = database.first().cloned().unwrap_or_default();
@@ -52,6 +62,13 @@ pub async fn run(db: &Db, out: &Out, gateway: Option<&str>) -> anyhow::Result<()
             s("library_version"),
             s("postgres")
         );
+        text += &match search.get("url").and_then(Value::as_str) {
+            Some(url) => format!(
+                "search    {url}: {} sync sink(s), {} document(s) refused (spine-worker check-index <kind>)\n",
+                search["sinks"], search["refused_documents"]
+            ),
+            None => "search    not configured (spine.configure_search)\n".to_string(),
+        };
         if let Some(g) = &gateway {
             text += &format!(
                 "gateway   {}: {}\n",

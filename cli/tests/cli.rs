@@ -297,6 +297,17 @@ async fn status_lists_processes_and_doctor_reports_each_check() {
     .await;
     let status = json(&["status"]);
     assert_eq!(status["database"]["version"], version.as_str());
+    let search_sinks: i64 = one(
+        &db,
+        "SELECT count(*) FROM spine.sinks WHERE kind = 'meilisearch'",
+        &[],
+    )
+    .await;
+    assert_eq!(
+        status["search"]["sinks"], search_sinks,
+        "{}",
+        status["search"]
+    );
     assert!(status["sinks"]
         .as_array()
         .unwrap()

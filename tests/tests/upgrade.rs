@@ -10,7 +10,8 @@
 //!    delivers part of the outbox to NATS, is killed, and more events follow; a
 //!    job is leased;
 //! 2. this version's files replace the old ones (as a package upgrade does),
-//!    `ALTER EXTENSION spine UPDATE`, then this version's new migrations;
+//!    `ALTER EXTENSION spine UPDATE` (then its script once more: scripts are
+//!    idempotent), then this version's new migrations;
 //! 3. every row of every table survived, the audit chain verifies, the vault
 //!    decrypts, the leased job completes, the relay resumes from its cursor (each
 //!    event in NATS once, in commit order);
@@ -145,6 +146,28 @@ async fn a_database_of_the_previous_release_upgrades_in_place() {
     // 2. This version's files, then ALTER EXTENSION … UPDATE and new migrations.
     inst.install_extension(&system_extension_files());
     psql(&url, &["-c", "ALTER EXTENSION spine UPDATE"]);
+    // Upgrade scripts are idempotent: the same script again changes nothing the
+    // comparison with a fresh install below would see.
+    let script = repo().join(format!(
+        "extension/sql/spine--{from_version}--{THIS_VERSION}.sql"
+    ));
+    let again = std::fs::read_to_string(&script)
+        .unwrap_or_else(|e| panic!("{}: {e}", script.display()))
+        .lines()
+        .filter(|l| !l.starts_with("\\echo"))
+        .collect::<Vec<_>>()
+        .join("\n")
+        .replace("'MODULE_PATHNAME'", "'$libdir/spine'");
+    let again_file = tmp.path().join("upgrade-again.sql");
+    std::fs::write(
+        &again_file,
+        format!("SET search_path = spine, public;\n{again}"),
+    )
+    .unwrap();
+    psql(
+        &url,
+        &["--single-transaction", "-f", again_file.to_str().unwrap()],
+    );
     migrate(&url, &repo().join("migrations"), &old_migrations);
     let db = connect(&old).await;
     let (version, library): (String, String) = {
