@@ -9,6 +9,8 @@ pub type Row = Map<String, Value>;
 
 pub struct Db {
     pub client: Client,
+    /// For work that opens connections of its own (`spine reindex`).
+    pub config: spine_db::DbConfig,
     /// `postgres://user@host:port/db`, without a password: what messages show.
     pub target: String,
 }
@@ -25,6 +27,7 @@ impl Db {
         Ok(Db {
             client,
             target: config.redacted().to_string(),
+            config,
         })
     }
 

@@ -8,6 +8,7 @@ mod doctor;
 mod events;
 mod jobs;
 mod output;
+mod search;
 mod status;
 mod trust;
 
@@ -106,6 +107,19 @@ enum Command {
         /// Lifetime in seconds.
         #[arg(long, default_value_t = 3600)]
         ttl: u64,
+    },
+    /// Rebuilds a kind's search index (swapped in atomically), with progress.
+    Reindex {
+        kind: String,
+        /// Meilisearch, as the worker reaches it.
+        #[arg(long, env = "MEILI_URL")]
+        meili_url: String,
+        /// Its master key (or an admin API key).
+        #[arg(long, env = "MEILI_MASTER_KEY", hide_env_values = true)]
+        meili_key: Option<String>,
+        /// The search sync's sink (its cursor marks what to write again).
+        #[arg(long, env = "SPINE_SEARCH_SINK", default_value = "meilisearch")]
+        search_sink: String,
     },
     /// Checks the settings that matter and says how to fix each finding.
     Doctor {
@@ -214,6 +228,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Explain { event } => events::explain(&db, &out, event).await,
         Command::Audit { command } => trust::audit(&db, &out, command).await,
         Command::Vault { command } => trust::vault(&db, &out, command).await,
+        Command::Reindex {
+            kind,
+            meili_url,
+            meili_key,
+            search_sink,
+        } => {
+            let meili = search::Meili {
+                url: meili_url,
+                key: meili_key,
+                sink: search_sink,
+            };
+            search::reindex(&db, &out, meili, &kind).await
+        }
         Command::Doctor { nats, nats_files } => {
             doctor::run(&db, &out, nats.as_deref(), nats_files).await
         }

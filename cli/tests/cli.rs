@@ -391,3 +391,64 @@ fn connection_problems_are_one_line() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
 }
+
+/// `spine reindex` rebuilds a kind's index: every entity of the kind is a document
+/// of `spine_<kind>` afterwards; a kind that cannot name an index is bad input.
+#[tokio::test]
+async fn reindex_rebuilds_a_kinds_index() {
+    assert!(fails(
+        &["reindex", "Not-A-Kind", "--meili-url", "http://127.0.0.1:1"],
+        2
+    )
+    .contains("not an entity kind"));
+    let Some(meili) = spine_tests::daemons::Meili::start("reindex_rebuilds_a_kinds_index") else {
+        return;
+    };
+    let db = connect().await;
+    let kind = format!("cli{}", &Uuid::new_v4().simple().to_string()[..8]);
+    let owner = Uuid::new_v4();
+    for n in 0..5 {
+        db.execute(
+            "SELECT spine.upsert_entity($1, jsonb_build_object('n', $2::int), NULL, $3)",
+            &[&kind, &n, &owner],
+        )
+        .await
+        .unwrap();
+    }
+    // A sink at the end of the outbox: nothing before the rebuild to write again.
+    let sink = format!("s_{}", Uuid::new_v4().simple());
+    db.execute(
+        "SELECT spine.ensure_sink($1, 'meilisearch', false)",
+        &[&sink],
+    )
+    .await
+    .unwrap();
+    let url = meili.url();
+    let done = json(&[
+        "reindex",
+        &kind,
+        "--meili-url",
+        &url,
+        "--meili-key",
+        &meili.key,
+        "--search-sink",
+        &sink,
+    ]);
+    assert_eq!(done["documents"], 5, "{done}");
+    assert_eq!(done["index"], format!("spine_{kind}"));
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let stats: Value = serde_json::from_str(
+        &reqwest::Client::new()
+            .get(format!("{url}/indexes/spine_{kind}/stats"))
+            .header("Authorization", format!("Bearer {}", meili.key))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(stats["numberOfDocuments"], 5, "{stats}");
+    spine_tests::drop_sink(&db, &sink).await;
+}

@@ -25,23 +25,79 @@ fn search(config: &Config) -> anyhow::Result<(&crate::config::SearchConfig, Meil
     Ok((sc, Meili::new(&sc.url, sc.key.as_deref())))
 }
 
+/// A kind that cannot name an index (callers report it as bad input).
+#[derive(Debug)]
+pub struct BadKind(pub String);
+
+impl std::fmt::Display for BadKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{:?} is not an entity kind (lowercase letters, digits, _)",
+            self.0
+        )
+    }
+}
+
+impl std::error::Error for BadKind {}
+
 fn check_kind(kind: &str) -> anyhow::Result<()> {
     let ok = kind.starts_with(|c: char| c.is_ascii_lowercase())
         && kind
             .chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
-    anyhow::ensure!(
-        ok,
-        "{kind:?} is not an entity kind (lowercase letters, digits, _)"
+    if !ok {
+        return Err(BadKind(kind.to_string()).into());
+    }
+    Ok(())
+}
+
+/// What a rebuild did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rebuilt {
+    /// Documents written into the new index.
+    pub documents: usize,
+    /// Entities written again for changes made during the rebuild.
+    pub again: usize,
+    /// Documents Meilisearch refused (recorded in `spine.search_rejections`).
+    pub refused: usize,
+}
+
+/// `spine-worker reindex <kind>`.
+pub async fn reindex(config: &Config, kind: &str) -> anyhow::Result<()> {
+    let (sc, _) = search(config)?;
+    let done = rebuild(&config.database, sc, kind, &mut |_, _| {}).await?;
+    println!(
+        "reindexed {}: {} documents, swapped in; {} written again for changes during the rebuild; {} refused by Meilisearch (see spine.search_rejections)",
+        index_name(kind),
+        done.documents,
+        done.again,
+        done.refused
     );
     Ok(())
 }
 
-pub async fn reindex(config: &Config, kind: &str) -> anyhow::Result<()> {
+/// Rebuilds `spine_<kind>` (see the module's comment); `progress(written, total)`
+/// after each page, `total` being the kind's entities when the rebuild started
+/// (for `spine reindex`'s progress bar).
+pub async fn rebuild(
+    database: &spine_db::DbConfig,
+    sc: &crate::config::SearchConfig,
+    kind: &str,
+    progress: &mut (dyn FnMut(u64, u64) + Send),
+) -> anyhow::Result<Rebuilt> {
     check_kind(kind)?;
-    let (sc, meili) = search(config)?;
-    let (db, connection) = crate::db::connect(&config.database).await?;
+    let meili = Meili::new(&sc.url, sc.key.as_deref());
+    let (db, connection) = crate::db::connect(database).await?;
     let _conn = crate::db::AbortOnDrop(tokio::spawn(connection));
+    let total: i64 = db
+        .query_one(
+            "SELECT count(*) FROM spine.entities WHERE kind = $1",
+            &[&kind],
+        )
+        .await?
+        .get(0);
+    progress(0, total as u64);
     // Where the sink was when the rebuild started reading.
     let start: (i64, i64) = db
         .query_opt(
@@ -88,6 +144,10 @@ pub async fn reindex(config: &Config, kind: &str) -> anyhow::Result<()> {
             }
             Err(e) => return Err(e),
         }
+        progress(
+            (count + refused_total) as u64,
+            (total as u64).max((count + refused_total) as u64),
+        );
     }
     meili.ensure_index(&live).await?;
     meili.wait(&[meili.swap(&live, &side).await?]).await?;
@@ -107,8 +167,11 @@ pub async fn reindex(config: &Config, kind: &str) -> anyhow::Result<()> {
         again += super::write_touched(&db, &meili, &sc.sink, &super::touched_by(&rows, Some(kind)))
             .await?;
     }
-    println!("reindexed {live}: {count} documents, swapped in; {again} written again for changes during the rebuild; {refused_total} refused by Meilisearch (see spine.search_rejections)");
-    Ok(())
+    Ok(Rebuilt {
+        documents: count,
+        again,
+        refused: refused_total,
+    })
 }
 
 /// Compares the ids of `spine_<kind>` with the entities of that kind. Differences
