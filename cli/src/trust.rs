@@ -7,13 +7,62 @@ use serde_json::json;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum AuditCommand {
-    /// Recomputes the hash chain; with --anchor, also checks a head published
-    /// earlier (an audit.HeadAnchored event kept outside the database).
+    /// Recomputes the hash chain; with --anchor or --published, also checks a head
+    /// published earlier (an audit.HeadAnchored event kept outside the database).
     Verify {
         /// `SEQ:HASH` (hex) from an audit.HeadAnchored event.
-        #[arg(long, value_parser = parse_anchor)]
+        #[arg(long, value_parser = parse_anchor, conflicts_with = "published")]
         anchor: Option<(i64, Vec<u8>)>,
+        /// Checks the newest audit.HeadAnchored the relay published to NATS (the
+        /// stream and subject the relay routes it to).
+        #[arg(long)]
+        published: bool,
+        #[command(flatten)]
+        nats: PublishedIn,
     },
+}
+
+/// Where the relay publishes: the worker's own settings.
+#[derive(Debug, clap::Args)]
+pub struct PublishedIn {
+    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:54391")]
+    nats: String,
+    #[command(flatten)]
+    files: spine_nats::NatsArgs,
+    #[arg(long, env = "SPINE_RELAY_STREAM", default_value = "SPINE")]
+    relay_stream: String,
+    #[arg(long, env = "SPINE_RELAY_STREAMS", default_value = "")]
+    relay_streams: String,
+}
+
+/// The newest audit.HeadAnchored in NATS: `(seq, hash)`.
+async fn published_anchor(at: PublishedIn) -> anyhow::Result<(i64, Vec<u8>)> {
+    let map = spine_worker::streams::StreamMap::parse(&at.relay_streams, &at.relay_stream)
+        .map_err(|e| BadInput(format!("SPINE_RELAY_STREAMS: {e}")))?;
+    let (index, subject) = map.route("audit.HeadAnchored");
+    let stream = &map.streams()[index].name;
+    let config = spine_nats::NatsConfig::new(&at.nats, at.files)?;
+    let js = async_nats::jetstream::new(config.connect().await?);
+    let message = js
+        .get_stream_no_info(stream)
+        .await
+        .map_err(|e| anyhow::anyhow!("stream {stream} at {config}: {e}"))?
+        .get_last_raw_message_by_subject(&subject)
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!("no {subject} in stream {stream} at {config} (has pg_cron's spine-audit-anchor run, and the relay delivered it?): {e}")
+        })?;
+    let envelope: serde_json::Value = serde_json::from_slice(&message.payload)?;
+    let seq = envelope["data"]["seq"].as_i64();
+    let hash = envelope["data"]["hash"]
+        .as_str()
+        .map(|h| format!("{}:{h}", seq.unwrap_or(0)));
+    match (seq, hash) {
+        (Some(_), Some(anchor)) => parse_anchor(&anchor).map_err(anyhow::Error::msg),
+        _ => anyhow::bail!(
+            "the newest {subject} in {stream} has no data.seq and data.hash: {envelope}"
+        ),
+    }
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -44,7 +93,16 @@ fn parse_anchor(s: &str) -> Result<(i64, Vec<u8>), String> {
 }
 
 pub async fn audit(db: &Db, out: &Out, command: AuditCommand) -> anyhow::Result<()> {
-    let AuditCommand::Verify { anchor } = command;
+    let AuditCommand::Verify {
+        anchor,
+        published,
+        nats,
+    } = command;
+    let anchor = match (anchor, published) {
+        (Some(a), _) => Some(a),
+        (None, true) => Some(published_anchor(nats).await?),
+        (None, false) => None,
+    };
     let rows: i64 = db
         .value("SELECT count(*) FROM spine.audit_log", &[])
         .await?;

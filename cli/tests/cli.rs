@@ -452,3 +452,46 @@ async fn reindex_rebuilds_a_kinds_index() {
     assert_eq!(stats["numberOfDocuments"], 5, "{stats}");
     spine_tests::drop_sink(&db, &sink).await;
 }
+
+/// `audit verify --published` finds the newest audit.HeadAnchored the relay put in
+/// NATS and checks it against the log.
+#[tokio::test]
+async fn audit_verify_checks_the_anchor_published_to_nats() {
+    let db = connect().await;
+    let nats = Nats::start();
+    // A sink at the outbox's end: the relay delivers only what follows.
+    let sink = format!("s_{}", Uuid::new_v4().simple());
+    db.execute("SELECT spine.ensure_sink($1, 'nats', false)", &[&sink])
+        .await
+        .unwrap();
+    let _relay = Worker::start(&sink, &nats.url(), &[]);
+    db.batch_execute("SELECT spine.audit('cli.anchored', 'cli', '{}'); SELECT spine.audit_seal();")
+        .await
+        .unwrap();
+    // pg_cron's spine-audit-anchor may anchor the head first (then this is NULL);
+    // either way an anchor at or past our row follows the sink's start.
+    let seq: i64 = one(
+        &db,
+        "SELECT coalesce(spine.audit_anchor(), (SELECT max(seq) FROM spine.audit_log))",
+        &[],
+    )
+    .await;
+    wait_until("the anchor is in NATS", Duration::from_secs(90), || async {
+        nats.read_all("SPINE").await.iter().any(|(_, _, e)| {
+            e["type"] == "audit.HeadAnchored" && e["data"]["seq"].as_i64() >= Some(seq)
+        })
+    })
+    .await;
+    let report = json(&["audit", "verify", "--published", "--nats", &nats.url()]);
+    assert_eq!(report["ok"], true, "{report}");
+    assert!(report["anchor_seq"].as_i64() >= Some(seq), "{report}");
+    assert_eq!(report["anchor_matches"], true, "{report}");
+    // A NATS without the stream: a one-line failure, exit 1.
+    let empty = Nats::start();
+    assert!(fails(
+        &["audit", "verify", "--published", "--nats", &empty.url()],
+        1
+    )
+    .contains("SPINE"));
+    spine_tests::drop_sink(&db, &sink).await;
+}
