@@ -476,13 +476,18 @@ impl Capabilities for HostCapabilities {
         })
     }
 
+    /// A function's `console.*`: the invoker thread is outside any span, so the
+    /// chain of events the call belongs to (a job-run call's correlation and
+    /// causing event) is written on the line itself.
     fn log(&mut self, level: &str, message: &str) {
         let function = &self.function.name;
+        let correlation_id = self.lineage.chain.map(|c| c.to_string());
+        let causation_id = self.lineage.cause.map(|c| c.to_string());
         match level {
-            "error" => tracing::error!(%function, "{message}"),
-            "warn" => tracing::warn!(%function, "{message}"),
-            "debug" => tracing::debug!(%function, "{message}"),
-            _ => tracing::info!(%function, "{message}"),
+            "error" => tracing::error!(%function, correlation_id, causation_id, "{message}"),
+            "warn" => tracing::warn!(%function, correlation_id, causation_id, "{message}"),
+            "debug" => tracing::debug!(%function, correlation_id, causation_id, "{message}"),
+            _ => tracing::info!(%function, correlation_id, causation_id, "{message}"),
         }
     }
 }

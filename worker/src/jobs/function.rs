@@ -13,7 +13,7 @@
 use super::handler::{Handler, HandlerFuture, Job, JobError};
 use spine_core::jobs::payloads::{self, Actor, FunctionJob};
 use spine_functions::engine::{Request, Response};
-use spine_functions::host::{Caller, Host};
+use spine_functions::host::{Caller, Host, Lineage};
 use std::sync::Arc;
 
 pub struct FunctionHandler {
@@ -26,13 +26,14 @@ impl FunctionHandler {
     }
 }
 
-/// Runs `name` with `body` for the job's owner; Ok only for a 2xx answer.
+/// Runs `name` with `body` for the job's owner, in the chain of events that
+/// caused it (what it emits, and its log lines, carry it); Ok only for a 2xx answer.
 pub async fn call(
     host: &Arc<Host>,
     name: &str,
     body: Vec<u8>,
     job: &Job,
-    causation: Option<uuid::Uuid>,
+    lineage: Lineage,
     actor: Option<&Actor>,
     extra_headers: Vec<(String, String)>,
 ) -> Result<Response, String> {
@@ -49,7 +50,7 @@ pub async fn call(
         body,
     };
     let caller = Caller::for_job(job.owner_id, actor);
-    host.invoke(name, request, caller, causation)
+    host.invoke(name, request, caller, lineage)
         .await
         .map_err(|e| format!("function {name}: {e}"))
 }
@@ -93,7 +94,10 @@ impl Handler for FunctionHandler {
                 &spec.function,
                 body,
                 &job,
-                spec.event_id,
+                Lineage {
+                    cause: spec.event_id,
+                    chain: spec.correlation_id,
+                },
                 spec.actor.as_ref(),
                 trace,
             )

@@ -123,7 +123,10 @@ impl WebhookHandler {
                     function,
                     body,
                     job,
-                    spec.causation_id,
+                    spine_functions::host::Lineage {
+                        cause: spec.causation_id,
+                        chain: spec.correlation_id,
+                    },
                     spec.actor.as_ref(),
                     signed,
                 )

@@ -410,3 +410,50 @@ async fn json_logs_carry_the_jobs_correlation_id() {
     );
     assert!(failed["error"].as_str().is_some(), "{failed}");
 }
+
+/// A function run by a job logs (console.log) with the job's chain of events on
+/// the line itself: the function runs on an invoker thread, outside the job's span.
+#[tokio::test]
+async fn a_function_jobs_console_lines_carry_its_correlation_id() {
+    let db = db().await;
+    let q = new_queue(&db).await;
+    let name = format!("f{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    db.execute(
+        "SELECT spine.deploy_function($1, $2)",
+        &[
+            &serde_json::json!({"name": name, "version": "1.0.0"}),
+            &"Deno.serve(() => { console.log('hello from the job'); return new Response('ok'); })",
+        ],
+    )
+    .await
+    .unwrap();
+    let correlation = uuid::Uuid::new_v4();
+    let payload = serde_json::json!({
+        "function": name, "payload": {}, "correlation_id": correlation.to_string()
+    });
+    let id: i64 = spine_tests::one(&db, "SELECT spine.enqueue($1, $2)", &[&q, &payload]).await;
+    let dir = spine_tests::proc::tempdir::TempDir::new();
+    let log = dir.path().join("worker.log");
+    let queues = format!("{q}=function");
+    let env = [
+        ("SPINE_JOB_QUEUES", queues.as_str()),
+        ("SPINE_JOB_POLL_MS", "100"),
+        ("SPINE_LOG_FORMAT", "json"),
+        ("RUST_LOG", "info"),
+    ];
+    let sink = format!("t_{}", uuid::Uuid::new_v4().simple());
+    let worker = Worker::start_logging(&sink, "nats://127.0.0.1:1", &env, &log);
+    wait_until("the job completed", Duration::from_secs(30), || async {
+        spine_tests::daemons::job_completed(&db, id).await
+    })
+    .await;
+    drop(worker);
+    let text = std::fs::read_to_string(&log).unwrap();
+    let line: serde_json::Value = text
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .find(|l: &serde_json::Value| l["message"] == "hello from the job")
+        .unwrap_or_else(|| panic!("no console line: {text}"));
+    assert_eq!(line["function"], name.as_str(), "{line}");
+    assert_eq!(line["correlation_id"], correlation.to_string(), "{line}");
+}
