@@ -331,6 +331,8 @@ impl Meili {
 pub struct Worker {
     child: Child,
     pub http_port: u16,
+    /// Stopped with SIGTERM when dropped (see [`job_runner`]); kill -9 otherwise.
+    graceful_drop: bool,
 }
 
 impl Worker {
@@ -374,6 +376,7 @@ impl Worker {
         Worker {
             child: cmd.spawn().expect("start spine-worker"),
             http_port,
+            graceful_drop: false,
         }
     }
 
@@ -449,7 +452,11 @@ impl Probe {
 
 impl Drop for Worker {
     fn drop(&mut self) {
-        self.kill9();
+        if self.graceful_drop {
+            self.terminate_and_wait(Duration::from_secs(5));
+        } else {
+            self.kill9();
+        }
     }
 }
 
@@ -580,15 +587,22 @@ impl Drop for Hook {
 
 /// A worker that runs only the job queues `queues` (a `SPINE_JOB_QUEUES` list),
 /// polling every 100 ms; `extra` settings come last, so they override these. The
-/// relay is not under test: it points at a NATS address nobody answers.
+/// relay is not under test: it points at a NATS address nobody answers. Dropped,
+/// it stops gracefully (SIGTERM), releasing its leases.
 pub fn job_runner(queues: &str, extra: &[(&str, &str)]) -> Worker {
     let mut env = vec![("SPINE_JOB_QUEUES", queues), ("SPINE_JOB_POLL_MS", "100")];
     env.extend_from_slice(extra);
-    Worker::start(
+    let mut worker = Worker::start(
         &format!("t_{}", uuid::Uuid::new_v4().simple()),
         "nats://127.0.0.1:1",
         &env,
-    )
+    );
+    // Tests share queues (the built-in `function` queue): a runner killed with -9
+    // at its test's end would keep the leases of jobs it had just taken for
+    // another test, which then waits out the lease (30 s, its whole timeout).
+    // SIGTERM lets it finish or release them; crash tests call kill9() themselves.
+    worker.graceful_drop = true;
+    worker
 }
 
 /// Whether job `id` is in the archive as completed.
