@@ -357,6 +357,51 @@ pub async fn contents(
     out
 }
 
+/// Waits (up to 60 s) until `sink` of the database at `url` exists and has
+/// nothing left to deliver.
+pub async fn sink_drained(url: &str, sink: &str) {
+    crate::proc::wait_until(
+        "the relay's sink is drained",
+        std::time::Duration::from_secs(60),
+        || async move {
+            let db = crate::connect_to(url).await.unwrap();
+            db.query_opt("SELECT 1 FROM spine.sink_status WHERE name = $1", &[&sink])
+                .await
+                .unwrap()
+                .is_some()
+                && crate::sink_status(&db, sink).await.backlog == 0
+        },
+    )
+    .await;
+}
+
+/// The relay's promise after whatever a test did to the database: stream `SPINE`
+/// of `nats` holds each event of the outbox once, in commit order.
+pub async fn assert_outbox_delivered_once_in_order(db: &Client, nats: &crate::daemons::Nats) {
+    let outbox: Vec<uuid::Uuid> =
+        crate::column(db, "SELECT id FROM spine.events_after(0, 0, 1000000)", &[]).await;
+    let delivered: Vec<uuid::Uuid> = nats
+        .read_all("SPINE")
+        .await
+        .into_iter()
+        .map(|(_, id, _)| id.parse().expect("Nats-Msg-Id is the event's id"))
+        .collect();
+    assert_eq!(
+        delivered.len(),
+        outbox.len(),
+        "every event once: no loss, no duplicate"
+    );
+    assert_eq!(delivered, outbox, "in commit order");
+}
+
+/// The repository's root (tests read its migrations, SQL fixtures, deploy files).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .into()
+}
+
 fn as_postgres(program: PathBuf) -> Command {
     let mut c = Command::new("sudo");
     c.args(["-u", "postgres", "--"]).arg(program);

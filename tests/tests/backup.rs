@@ -12,25 +12,16 @@
 //!   (within the stream's duplicate window): the stream holds each event once.
 
 use spine_tests::cluster::{
-    contents, new_database, psql, system_extension_files, tables, Cluster, Installation,
+    assert_outbox_delivered_once_in_order, contents, new_database, psql, repo_root, sink_drained,
+    system_extension_files, tables, Cluster, Installation,
 };
 use spine_tests::daemons::{Nats, Worker};
 use spine_tests::proc::tempdir::TempDir;
-use spine_tests::proc::wait_until;
-use spine_tests::{column, connect_to, one, sink_status};
-use std::path::{Path, PathBuf};
+use spine_tests::{connect_to, one, sink_status};
+use std::path::Path;
 use std::process::Command;
-use std::time::Duration;
-use uuid::Uuid;
 
 const SINK: &str = "backup_relay";
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .into()
-}
 
 fn pg_tool(name: &str) -> Command {
     let bindir = std::env::var("SPINE_PG_BINDIR").expect("SPINE_PG_BINDIR");
@@ -44,22 +35,6 @@ fn run(cmd: &mut Command) {
         "{cmd:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-}
-
-async fn drained(url: &str) {
-    wait_until(
-        "the relay's sink is drained",
-        Duration::from_secs(60),
-        || async move {
-            let db = connect_to(url).await.unwrap();
-            db.query_opt("SELECT 1 FROM spine.sinks WHERE name = $1", &[&SINK])
-                .await
-                .unwrap()
-                .is_some()
-                && sink_status(&db, SINK).await.backlog == 0
-        },
-    )
-    .await;
 }
 
 const DATA: &str = "
@@ -78,8 +53,8 @@ async fn a_dump_restores_into_a_working_database() {
     let tmp = TempDir::new();
     let inst = Installation::new(tmp.path());
     inst.install_extension(&system_extension_files());
-    let app = repo().join("tests/tests/upgrade/app.sql");
-    let migrations = repo().join("migrations");
+    let app = repo_root().join("tests/tests/upgrade/app.sql");
+    let migrations = repo_root().join("migrations");
     let (original, _) = new_database(&inst, "original", &migrations, &[app]);
     let url = original.url("spine");
     psql(&url, &["-c", DATA]);
@@ -87,7 +62,7 @@ async fn a_dump_restores_into_a_working_database() {
     // The relay delivers what there is, dies; 10 more events wait.
     let nats = Nats::start();
     let mut relay = Worker::start(SINK, &nats.url(), &[("DATABASE_URL", &url)]);
-    drained(&url).await;
+    sink_drained(&url, SINK).await;
     relay.kill9();
     psql(
         &url,
@@ -101,7 +76,7 @@ async fn a_dump_restores_into_a_working_database() {
     let before = contents(&db, &before_tables).await;
     // After the dump, the original delivers the 10.
     let mut relay = Worker::start(SINK, &nats.url(), &[("DATABASE_URL", &url)]);
-    drained(&url).await;
+    sink_drained(&url, SINK).await;
     relay.kill9();
     drop(db);
     drop(original);
@@ -146,14 +121,6 @@ async fn a_dump_restores_into_a_working_database() {
     db.batch_execute("SELECT spine.emit('backup.Noted', '{\"i\": 21}')")
         .await
         .unwrap();
-    drained(&url).await;
-    let outbox: Vec<Uuid> =
-        column(&db, "SELECT id FROM spine.events_after(0, 0, 1000000)", &[]).await;
-    let delivered: Vec<Uuid> = nats
-        .read_all("SPINE")
-        .await
-        .into_iter()
-        .map(|(_, id, _)| id.parse().expect("Nats-Msg-Id is the event's id"))
-        .collect();
-    assert_eq!(delivered, outbox, "each event once, in commit order");
+    sink_drained(&url, SINK).await;
+    assert_outbox_delivered_once_in_order(&db, &nats).await;
 }

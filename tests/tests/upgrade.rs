@@ -19,19 +19,16 @@
 //!    and a process refuses a database newer than itself.
 
 use spine_tests::cluster::{
-    contents, extension_files, migrate, new_database, psql, system_extension_files, tables,
-    Cluster, Installation,
+    assert_outbox_delivered_once_in_order, contents, extension_files, migrate, new_database, psql,
+    repo_root, sink_drained, system_extension_files, tables, Cluster, Installation,
 };
 use spine_tests::daemons::{Nats, Worker};
 use spine_tests::proc::tempdir::TempDir;
-use spine_tests::proc::wait_until;
 use spine_tests::{column, connect_to, one, sink_status};
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
-use std::time::Duration;
 use tokio_postgres::Client;
-use uuid::Uuid;
 
 const THIS_VERSION: &str = env!("CARGO_PKG_VERSION");
 const SINK: &str = "upgrade_relay";
@@ -46,14 +43,7 @@ fn minor(version: &str) -> u64 {
 
 /// The application's own table with a webhook, made in both databases compared.
 fn app() -> PathBuf {
-    repo().join("tests/tests/upgrade/app.sql")
-}
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .into()
+    repo_root().join("tests/tests/upgrade/app.sql")
 }
 
 /// The previous release's build (`package/`, `migrations/`) and its version.
@@ -74,31 +64,14 @@ async fn connect(cluster: &Cluster) -> Client {
 
 /// `upgrade/catalog.sql`'s lines for the database.
 async fn catalog(db: &Client) -> Vec<String> {
-    let sql = std::fs::read_to_string(repo().join("tests/tests/upgrade/catalog.sql")).unwrap();
+    let sql = std::fs::read_to_string(repo_root().join("tests/tests/upgrade/catalog.sql")).unwrap();
     column(db, &sql, &[]).await
-}
-
-/// Waits until the relay's sink has nothing left to deliver.
-async fn drained(url: &str) {
-    wait_until(
-        "the relay's sink is drained",
-        Duration::from_secs(60),
-        || async move {
-            let db = connect_to(url).await.unwrap();
-            db.query_opt("SELECT 1 FROM spine.sink_status WHERE name = $1", &[&SINK])
-                .await
-                .unwrap()
-                .is_some()
-                && sink_status(&db, SINK).await.backlog == 0
-        },
-    )
-    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_database_of_the_previous_release_upgrades_in_place() {
     let (from, from_version) = previous_release();
-    let fixture = repo().join(format!("tests/tests/upgrade/fixture-{from_version}.sql"));
+    let fixture = repo_root().join(format!("tests/tests/upgrade/fixture-{from_version}.sql"));
     assert!(
         fixture.is_file(),
         "{} missing: each release the upgrade starts from needs its fixture",
@@ -120,7 +93,7 @@ async fn a_database_of_the_previous_release_upgrades_in_place() {
     // upgrade order: processes first), delivers part of the outbox, and dies.
     let nats = Nats::start();
     let mut relay = Worker::start(SINK, &nats.url(), &[("DATABASE_URL", &url)]);
-    drained(&url).await;
+    sink_drained(&url, SINK).await;
     relay.kill9();
     db.batch_execute(
         "SELECT spine.emit('upgrade.Pinged', jsonb_build_object('n', n)) FROM generate_series(100, 124) n",
@@ -148,7 +121,7 @@ async fn a_database_of_the_previous_release_upgrades_in_place() {
     psql(&url, &["-c", "ALTER EXTENSION spine UPDATE"]);
     // Upgrade scripts are idempotent: the same script again changes nothing the
     // comparison with a fresh install below would see.
-    let script = repo().join(format!(
+    let script = repo_root().join(format!(
         "extension/sql/spine--{from_version}--{THIS_VERSION}.sql"
     ));
     let again = std::fs::read_to_string(&script)
@@ -168,7 +141,7 @@ async fn a_database_of_the_previous_release_upgrades_in_place() {
         &url,
         &["--single-transaction", "-f", again_file.to_str().unwrap()],
     );
-    migrate(&url, &repo().join("migrations"), &old_migrations);
+    migrate(&url, &repo_root().join("migrations"), &old_migrations);
     let db = connect(&old).await;
     let (version, library): (String, String) = {
         let r = db
@@ -221,21 +194,8 @@ async fn a_database_of_the_previous_release_upgrades_in_place() {
     db.batch_execute("SELECT spine.emit('upgrade.Pinged', '{\"n\": 200}')")
         .await
         .unwrap();
-    drained(&url).await;
-    let outbox: Vec<Uuid> =
-        column(&db, "SELECT id FROM spine.events_after(0, 0, 1000000)", &[]).await;
-    let delivered: Vec<Uuid> = nats
-        .read_all("SPINE")
-        .await
-        .into_iter()
-        .map(|(_, id, _)| id.parse().expect("Nats-Msg-Id is the event's id"))
-        .collect();
-    assert_eq!(
-        delivered.len(),
-        outbox.len(),
-        "every event once: no loss, no duplicate"
-    );
-    assert_eq!(delivered, outbox, "in commit order");
+    sink_drained(&url, SINK).await;
+    assert_outbox_delivered_once_in_order(&db, &nats).await;
     let upgraded = catalog(&db).await;
 
     // A process refuses a database newer than itself, saying what to upgrade.
@@ -263,7 +223,7 @@ async fn a_database_of_the_previous_release_upgrades_in_place() {
     drop(old);
 
     // 4. The same objects as a fresh install of this version.
-    let (fresh, _) = new_database(&inst, "fresh", &repo().join("migrations"), &[app()]);
+    let (fresh, _) = new_database(&inst, "fresh", &repo_root().join("migrations"), &[app()]);
     let fresh_catalog = catalog(&connect(&fresh).await).await;
     let (a, b): (BTreeSet<_>, BTreeSet<_>) =
         (fresh_catalog.iter().collect(), upgraded.iter().collect());
