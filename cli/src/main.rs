@@ -9,6 +9,7 @@ mod events;
 mod jobs;
 mod output;
 mod search;
+mod sources;
 mod status;
 mod trust;
 
@@ -120,6 +121,19 @@ enum Command {
         /// The search sync's sink (its cursor marks what to write again).
         #[arg(long, env = "SPINE_SEARCH_SINK", default_value = "meilisearch")]
         search_sink: String,
+    },
+    /// Maps a connector source's records again with its current mapping, with progress.
+    Backfill {
+        source: String,
+        /// The source's user (needed when several users have a source of that name).
+        #[arg(long)]
+        owner: Option<uuid::Uuid>,
+        /// Records per page; each page is one transaction.
+        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(i32).range(1..=10_000))]
+        batch: i32,
+        /// Resume after this raw record id (the `last` a stopped run printed).
+        #[arg(long, default_value_t = 0)]
+        after: i64,
     },
     /// Checks the settings that matter and says how to fix each finding.
     Doctor {
@@ -240,6 +254,20 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 sink: search_sink,
             };
             search::reindex(&db, &out, meili, &kind).await
+        }
+        Command::Backfill {
+            source,
+            owner,
+            batch,
+            after,
+        } => {
+            let job = sources::Backfill {
+                source,
+                owner,
+                batch,
+                after,
+            };
+            sources::backfill(&db, &out, job).await
         }
         Command::Doctor { nats, nats_files } => {
             doctor::run(&db, &out, nats.as_deref(), nats_files).await

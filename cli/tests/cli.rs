@@ -495,3 +495,81 @@ async fn audit_verify_checks_the_anchor_published_to_nats() {
     .contains("SPINE"));
     spine_tests::drop_sink(&db, &sink).await;
 }
+
+/// A field added to a source's mapping reaches every entity it built, page by
+/// page; the owner is found when only one user has a source of that name.
+#[tokio::test]
+async fn backfill_maps_a_source_again() {
+    let db = connect().await;
+    let name = format!("bf_{}", &Uuid::new_v4().simple().to_string()[..8]);
+    let owner = Uuid::new_v4();
+    let mapping = serde_json::json!({
+        "kind": "person",
+        "fields": {"name": {"path": "name", "required": true}, "email": {"path": "email"}},
+        "identity": ["email"]
+    });
+    db.execute(
+        "SELECT spine.save_source($1, $2, $3)",
+        &[&name, &mapping, &owner],
+    )
+    .await
+    .unwrap();
+    db.execute(
+        "SELECT spine.ingest($1, jsonb_agg(jsonb_build_object('id', n::text, 'name', 'P' || n, \
+                'email', 'p' || n || '@example.com', 'tier', n % 3)), $2) \
+           FROM generate_series(1, 2500) n",
+        &[&name, &owner],
+    )
+    .await
+    .unwrap();
+    let mut tiered = mapping.clone();
+    tiered["fields"]["tier"] = serde_json::json!({"path": "tier", "normalize": ["number"]});
+    db.execute(
+        "SELECT spine.save_source($1, $2, $3)",
+        &[&name, &tiered, &owner],
+    )
+    .await
+    .unwrap();
+
+    let done = json(&["backfill", &name, "--batch", "1000"]);
+    assert_eq!(
+        (&done["records"], &done["updated"], &done["rejected"]),
+        (&Value::from(2500), &Value::from(2500), &Value::from(0)),
+        "{done}"
+    );
+    assert_eq!(done["owner"], owner.to_string());
+    let tiers: i64 = one(
+        &db,
+        "SELECT count(*) FROM spine.entities WHERE owner_id = $1 AND data ? 'tier'",
+        &[&owner],
+    )
+    .await;
+    assert_eq!(tiers, 2500);
+    // Resumed past the end: nothing to do.
+    let last = done["last"].as_i64().unwrap().to_string();
+    assert_eq!(json(&["backfill", &name, "--after", &last])["records"], 0);
+    // Again from the start, for a person: everything unchanged.
+    let out = spine(&["backfill", &name]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let said = text(&out.stdout);
+    assert!(
+        said.starts_with(&format!(
+            "backfilled source {name}: 2500 records, 0 entities updated"
+        )),
+        "{said}"
+    );
+
+    assert!(fails(&["backfill", "no_such_source"], 2).contains("no source named"));
+    assert!(fails(&["backfill", &name, "--batch", "0"], 2).contains("--batch"));
+    // A second user with a source of that name: which one is meant must be said.
+    let other = Uuid::new_v4();
+    db.execute(
+        "SELECT spine.save_source($1, $2, $3)",
+        &[&name, &mapping, &other],
+    )
+    .await
+    .unwrap();
+    assert!(fails(&["backfill", &name], 2).contains("--owner"));
+    let theirs = json(&["backfill", &name, "--owner", &other.to_string()]);
+    assert_eq!(theirs["records"], 0, "{theirs}");
+}

@@ -140,7 +140,8 @@ GRANT EXECUTE ON FUNCTION
     spine.save_source(text, jsonb, uuid),
     spine.ingest(text, jsonb, uuid),
     spine.reprocess(text, uuid),
-    spine.rekey(text, uuid)
+    spine.rekey(text, uuid),
+    spine.backfill(text, bigint, integer, uuid)
     TO authenticated, service_role;
 COMMENT ON FUNCTION spine.upsert_entity(text, jsonb, uuid, uuid) IS
     'Creates an entity of the user, or replaces the data of one (by id); emits data.EntityCreated/Updated. Returns its id.';
@@ -153,6 +154,8 @@ COMMENT ON FUNCTION spine.ingest(text, jsonb, uuid) IS
 COMMENT ON FUNCTION spine.reprocess(text, uuid) IS 'Maps the rejected raw records of a source again.';
 COMMENT ON FUNCTION spine.rekey(text, uuid) IS
     'Adds the identity keys today''s normalizers make from a source''s processed records to the entities they built.';
+COMMENT ON FUNCTION spine.backfill(text, bigint, integer, uuid) IS
+    'Maps a page of a source''s records (latest processed versions, raw id after `after`) again with its current mapping; returns ingest''s counts, last and done.';
 
 -- Rules.
 GRANT EXECUTE ON FUNCTION

@@ -47,3 +47,19 @@ CREATE CONSTRAINT TRIGGER event_commits_stamp
     AFTER INSERT ON spine.event_commits
     DEFERRABLE INITIALLY DEFERRED
     FOR EACH ROW WHEN (NEW.commit_seq IS NULL) EXECUTE FUNCTION spine.stamp_event_commit();
+
+-- spine.backfill(source, after, batch_size): a source's records mapped again with
+-- its current mapping, a page per call (`spine backfill` pages with progress).
+CREATE OR REPLACE FUNCTION spine.backfill(
+    "source" text,
+    "after" bigint DEFAULT 0,
+    "batch_size" integer DEFAULT 1000,
+    "owner" uuid DEFAULT NULL
+) RETURNS jsonb
+    VOLATILE SECURITY DEFINER
+    SET search_path TO pg_catalog, pg_temp
+    LANGUAGE c AS 'MODULE_PATHNAME', 'backfill_wrapper';
+REVOKE EXECUTE ON FUNCTION spine.backfill(text, bigint, integer, uuid) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION spine.backfill(text, bigint, integer, uuid) TO authenticated, service_role;
+COMMENT ON FUNCTION spine.backfill(text, bigint, integer, uuid) IS
+    'Maps a page of a source''s records (latest processed versions, raw id after `after`) again with its current mapping; returns ingest''s counts, last and done.';

@@ -11,6 +11,7 @@
 //! `spine.raw_records` once, with its outcome. A record that fails is kept with
 //! its error and reported; it never aborts the batch.
 
+mod backfill;
 pub mod batch;
 
 use crate::entities;

@@ -968,3 +968,154 @@ async fn rekey_lets_new_records_find_entities_keyed_by_old_rules() {
     .await;
     assert_eq!(sqlstate(&missing), Some("42704"));
 }
+
+/// A field added to a mapping reaches the entities built before it: backfill
+/// maps the latest processed version of each record again, a page at a time;
+/// a second pass changes nothing and announces nothing. A record the new mapping
+/// refuses keeps its entity and is reported.
+#[tokio::test]
+async fn backfill_maps_every_record_again_in_pages() {
+    let mut db = connect().await;
+    let alice = Uuid::new_v4();
+    as_user(&mut db, alice, async |tx| {
+        save_crm(tx, &crm_mapping()).await;
+        ingest(
+            tx,
+            "crm",
+            json!([
+                {"id": "a", "full_name": "Ann", "email": "ann@example.com", "city": "Oslo"},
+                {"id": "b", "full_name": "Bob", "email": "bob@example.com", "city": "Rome"},
+                {"id": "c", "full_name": "Cy", "email": "cy@example.com"}
+            ]),
+        )
+        .await;
+        // A new version of a: the old one is history, not backfilled over it.
+        ingest(
+            tx,
+            "crm",
+            json!([{"id": "a", "full_name": "Ann B.", "email": "ann@example.com", "city": "Bergen"}]),
+        )
+        .await;
+    })
+    .await;
+    let mut with_city = crm_mapping();
+    with_city["fields"]["city"] = json!({"path": "city", "required": true});
+    let (pages, again) = as_user(&mut db, alice, async |tx| {
+        save_crm(tx, &with_city).await;
+        let mut pages: Vec<Value> = Vec::new();
+        let mut after = 0i64;
+        loop {
+            let page: Value = one(tx, "SELECT spine.backfill('crm', $1, 2)", &[&after]).await;
+            pages.push(page.clone());
+            if page["done"] == json!(true) {
+                break;
+            }
+            after = page["last"]
+                .as_i64()
+                .expect("a page that is not done has a last id");
+        }
+        let again: Value = one(tx, "SELECT spine.backfill('crm', 0, 10)", &[]).await;
+        (pages, again)
+    })
+    .await;
+    let sum = |field: &str| -> i64 { pages.iter().map(|p| p[field].as_i64().unwrap()).sum() };
+    assert_eq!(pages.len(), 2, "{pages:?}");
+    assert_eq!(
+        (sum("received"), sum("updated"), sum("rejected")),
+        (3, 2, 1),
+        "{pages:?}"
+    );
+    let refused = &pages
+        .iter()
+        .flat_map(|p| p["errors"].as_array().unwrap().clone())
+        .collect::<Vec<_>>();
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert_eq!(refused[0]["external_id"], json!("c"));
+    let cities: Vec<(String, Option<String>)> = column::<Value>(
+        &db,
+        "SELECT jsonb_build_array(data->>'name', data->>'city') FROM spine.entities \
+          WHERE owner_id = $1 AND kind = 'person' ORDER BY data->>'name'",
+        &[&alice],
+    )
+    .await
+    .into_iter()
+    .map(|v| {
+        (
+            v[0].as_str().unwrap().to_string(),
+            v[1].as_str().map(str::to_string),
+        )
+    })
+    .collect();
+    assert_eq!(
+        cities,
+        [
+            ("Ann B.".to_string(), Some("Bergen".to_string())),
+            ("Bob".to_string(), Some("Rome".to_string())),
+            ("Cy".to_string(), None),
+        ]
+    );
+    // Refused by today's mapping, c keeps its status and entity.
+    let statuses: Vec<String> = column(
+        &db,
+        "SELECT status || coalesce(':' || (entity_id IS NOT NULL)::text, '') FROM spine.raw_records \
+          WHERE owner_id = $1 ORDER BY id",
+        &[&alice],
+    )
+    .await;
+    assert_eq!(statuses, ["processed:true"; 4]);
+    assert_eq!(
+        (
+            &again["received"],
+            &again["unchanged"],
+            &again["rejected"],
+            &again["done"]
+        ),
+        (&json!(3), &json!(2), &json!(1), &json!(true)),
+        "{again}"
+    );
+    let announced: Vec<Value> = column(
+        &db,
+        "SELECT data FROM spine.events WHERE owner_id = $1 AND type = 'connector.DataReceived' \
+            AND data->>'operation' = 'backfill' ORDER BY id",
+        &[&alice],
+    )
+    .await;
+    // One per page of the first pass, none for the pass that changed nothing.
+    assert_eq!(announced.len(), 2, "{announced:?}");
+    assert!(
+        announced.iter().all(|a| a["updated"] == json!(1)),
+        "{announced:?}"
+    );
+
+    let bob = Uuid::new_v4();
+    let refusals = as_user(&mut db, bob, async |tx| {
+        let mut codes = Vec::new();
+        for (sql, owner) in [
+            ("SELECT spine.backfill('crm', 0, 100, $1)", Some(alice)),
+            ("SELECT spine.backfill('crm', 0, 100, $1)", None),
+            ("SELECT spine.backfill('crm', 0, 0, $1)", None),
+            ("SELECT spine.backfill('crm', 0, 10001, $1)", None),
+            ("SELECT spine.backfill('crm', NULL, 10, $1)", None),
+        ] {
+            tx.batch_execute("SAVEPOINT refused").await.unwrap();
+            let err = tx.execute(sql, &[&owner]).await.unwrap_err();
+            codes.push(sqlstate(&err).map(str::to_string));
+            tx.batch_execute("ROLLBACK TO SAVEPOINT refused")
+                .await
+                .unwrap();
+        }
+        codes
+    })
+    .await;
+    assert_eq!(
+        refusals,
+        [
+            Some("42501"),
+            Some("42704"),
+            Some("22023"),
+            Some("22023"),
+            Some("22004")
+        ]
+        .map(|c| c.map(str::to_string))
+    );
+}
