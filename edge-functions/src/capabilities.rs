@@ -39,6 +39,8 @@ pub struct HostCapabilities {
     function: Arc<Deployed>,
     caller: Caller,
     lineage: Lineage,
+    /// The HTTP request's id (`x-request-id`), for its console lines.
+    request_id: Option<String>,
     runtime: tokio::runtime::Handle,
     /// `plugin_secrets` answers, read once per invocation.
     secrets: Option<HashMap<String, String>>,
@@ -50,6 +52,7 @@ impl HostCapabilities {
         function: Arc<Deployed>,
         caller: Caller,
         lineage: Lineage,
+        request_id: Option<String>,
         runtime: tokio::runtime::Handle,
     ) -> Self {
         Self {
@@ -57,6 +60,7 @@ impl HostCapabilities {
             function,
             caller,
             lineage,
+            request_id,
             runtime,
             secrets: None,
         }
@@ -476,18 +480,25 @@ impl Capabilities for HostCapabilities {
         })
     }
 
-    /// A function's `console.*`: the invoker thread is outside any span, so the
-    /// chain of events the call belongs to (a job-run call's correlation and
-    /// causing event) is written on the line itself.
+    /// A function's `console.*`: the invoker thread is outside any span, so what
+    /// the call belongs to is written on the line itself: a job-run call's chain
+    /// of events (correlation and causing event), an HTTP call's request id.
     fn log(&mut self, level: &str, message: &str) {
         let function = &self.function.name;
         let correlation_id = self.lineage.chain.map(|c| c.to_string());
         let causation_id = self.lineage.cause.map(|c| c.to_string());
+        let request_id = self.request_id.as_deref();
         match level {
-            "error" => tracing::error!(%function, correlation_id, causation_id, "{message}"),
-            "warn" => tracing::warn!(%function, correlation_id, causation_id, "{message}"),
-            "debug" => tracing::debug!(%function, correlation_id, causation_id, "{message}"),
-            _ => tracing::info!(%function, correlation_id, causation_id, "{message}"),
+            "error" => {
+                tracing::error!(%function, correlation_id, causation_id, request_id, "{message}")
+            }
+            "warn" => {
+                tracing::warn!(%function, correlation_id, causation_id, request_id, "{message}")
+            }
+            "debug" => {
+                tracing::debug!(%function, correlation_id, causation_id, request_id, "{message}")
+            }
+            _ => tracing::info!(%function, correlation_id, causation_id, request_id, "{message}"),
         }
     }
 }

@@ -360,11 +360,18 @@ impl Host {
             }
         };
         let runtime = tokio::runtime::Handle::current();
+        // Set by the HTTP servers (crate::request_id): console lines carry it.
+        let request_id = request
+            .headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(crate::request_id::HEADER))
+            .map(|(_, v)| v.clone());
         let capabilities = HostCapabilities::new(
             self.clone(),
             function.clone(),
             caller,
             lineage,
+            request_id,
             runtime.clone(),
         );
         let (whole_tx, whole) = tokio::sync::oneshot::channel();

@@ -5,7 +5,8 @@
 //! - [`host`]: loads deployed functions and runs invocations for a caller;
 //!   [`invokers`]: the threads they run on; [`capabilities`]: what a function may
 //!   ask of the host (secrets, fetch, emit, [`sql`] `ctx.db`), each checked.
-//! - [`server`]: `POST /functions/v1/{name}` with [`jwt`] verification.
+//! - [`server`]: `POST /functions/v1/{name}` with [`jwt`] verification;
+//!   [`request_id`]: each request's id, in its logs and its response.
 //! - [`health`]: per-plugin outcomes reported to `spine.plugin_health`, and a
 //!   plugin that keeps failing disabled.
 //! - [`deploy`]: `spine-functions deploy` from a folder; [`config`]: settings.
@@ -24,6 +25,7 @@ pub mod host;
 pub mod invokers;
 pub mod jwt;
 pub mod metrics;
+pub mod request_id;
 pub mod server;
 pub mod sql;
 pub mod stream;

@@ -153,6 +153,7 @@ pub fn router(state: Arc<ServerState>, cors: &CorsOrigins) -> Router {
         })
         .with_state(state)
         .layer(RequestBodyTimeoutLayer::new(BODY_STALL_TIMEOUT))
+        .layer(axum::middleware::from_fn(crate::request_id::middleware))
         .layer(cors.layer())
 }
 

@@ -140,6 +140,9 @@ impl Gateway {
                     "no route: the API is under /auth/v1, /rest/v1, /realtime/v1 and /functions/v1",
                 )
             })
+            .layer(axum::middleware::from_fn(
+                spine_functions::request_id::middleware,
+            ))
             .layer(cors.layer()))
     }
 }

@@ -30,6 +30,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{watch, Notify};
+use tracing::Instrument;
 
 pub async fn run(
     config: Arc<Config>,
@@ -38,6 +39,9 @@ pub async fn run(
     shutdown: watch::Receiver<bool>,
 ) {
     let (config, metrics, wake) = (&config, &metrics, &wake);
+    // Every line the relay logs, its restarts' too, names its sink (JSON logs:
+    // under `span`).
+    let span = tracing::info_span!("relay", sink = %config.relay.sink);
     crate::supervise::restart_with_backoff("relay", shutdown, |mut stop| async move {
         let result = session(config, metrics, wake, &mut stop).await;
         if result.is_err() {
@@ -45,6 +49,7 @@ pub async fn run(
         }
         result
     })
+    .instrument(span)
     .await
 }
 
@@ -281,6 +286,14 @@ impl Batch {
                     outcome.duplicates += u64::from(ack.duplicate);
                 }
                 Err(e) => {
+                    // The event in hand and its chain, for whoever follows it in
+                    // the logs; the session's error (logged on restart) says why.
+                    tracing::warn!(
+                        event_id = %event.id,
+                        correlation_id = %event.correlation_id,
+                        event_type = %event.event_type,
+                        "JetStream did not acknowledge an event; the relay resumes from it"
+                    );
                     outcome.error = Some(
                         anyhow::Error::new(e)
                             .context(format!("JetStream did not acknowledge event {}", event.id)),

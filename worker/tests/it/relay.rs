@@ -460,3 +460,43 @@ async fn relays_with_an_nkey_and_a_client_certificate() {
     );
     drop_sink(&db, &sink).await;
 }
+
+/// With SPINE_LOG_FORMAT=json the relay's lines, its restarts' too, name the
+/// sink they are about: here NATS cannot be reached, so the relay holds the
+/// sink, fails, and says so, again and again.
+#[tokio::test]
+async fn json_log_lines_of_the_relay_name_its_sink() {
+    let db = db().await;
+    let sink = fresh_sink(&db).await;
+    let dir = spine_tests::proc::tempdir::TempDir::new();
+    let log = dir.path().join("worker.log");
+    let worker = Worker::start_logging(
+        &sink,
+        "nats://127.0.0.1:1",
+        &[("SPINE_LOG_FORMAT", "json"), ("RUST_LOG", "info")],
+        &log,
+    );
+    wait_until(
+        "the relay's failure is logged",
+        Duration::from_secs(20),
+        || async {
+            std::fs::read_to_string(&log).is_ok_and(|t| t.contains("relay session failed"))
+        },
+    )
+    .await;
+    drop(worker);
+    let text = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    for message in ["relay holds the sink", "relay session failed"] {
+        let line = lines
+            .iter()
+            .find(|l| l["message"] == message)
+            .unwrap_or_else(|| panic!("no {message:?} line: {text}"));
+        assert_eq!(line["span"]["name"], "relay", "{line}");
+        assert_eq!(line["span"]["sink"], sink.as_str(), "{line}");
+    }
+    drop_sink(&db, &sink).await;
+}
