@@ -106,6 +106,11 @@ pub struct RelayMetrics {
     /// Where that time goes, so a regression points at its stage: an event's
     /// commit to the relay having read it (the NOTIFY wake-up and the read),
     pub commit_to_read: Histogram,
+    /// split, for reads that follow a NOTIFY wake-up, into the first event's
+    /// commit to the wake-up (NOTIFY delivery, the listener, the hand-over)
+    pub commit_to_wake: Histogram,
+    /// and the wake-up to the read's rows (the query),
+    pub wake_to_read: Histogram,
     /// a batch's read to its last publish handed to the client,
     pub read_to_sent: Histogram,
     /// and its last publish to its acknowledgements (including any wait in the
@@ -134,6 +139,8 @@ impl Default for RelayMetrics {
             batches: Counter::default(),
             commit_to_ack: latency_histogram(),
             commit_to_read: latency_histogram(),
+            commit_to_wake: latency_histogram(),
+            wake_to_read: latency_histogram(),
             read_to_sent: latency_histogram(),
             sent_to_ack: latency_histogram(),
             oldest_pending_micros: AtomicI64::new(0),
@@ -176,6 +183,16 @@ impl RelayMetrics {
             "relay_commit_to_read_seconds",
             "From an event's commit to the relay's read of it (wake-up and read)",
             self.commit_to_read.clone(),
+        );
+        r.register(
+            "relay_commit_to_wake_seconds",
+            "From the first event's commit to the NOTIFY wake-up that led to its read",
+            self.commit_to_wake.clone(),
+        );
+        r.register(
+            "relay_wake_to_read_seconds",
+            "From a NOTIFY wake-up to the rows of the read it started",
+            self.wake_to_read.clone(),
         );
         r.register(
             "relay_read_to_sent_seconds",
@@ -247,6 +264,22 @@ impl RelayMetrics {
             let seconds = (now - *at).num_microseconds().unwrap_or(0).max(0) as f64 / 1e6;
             self.commit_to_read.observe(seconds);
         }
+    }
+
+    /// Records, for a read started by a NOTIFY wake-up at `woke` (wall clock, and
+    /// monotonic), the first event's commit→wake-up and the wake-up→rows time.
+    pub fn woken_read(
+        &self,
+        first_committed: &DateTime<Utc>,
+        woke: (DateTime<Utc>, std::time::Instant),
+    ) {
+        let to_wake = (woke.0 - *first_committed)
+            .num_microseconds()
+            .unwrap_or(0)
+            .max(0) as f64
+            / 1e6;
+        self.commit_to_wake.observe(to_wake);
+        self.wake_to_read.observe(woke.1.elapsed().as_secs_f64());
     }
 
     /// Records the commit→acknowledgement time of events acknowledged now.

@@ -102,6 +102,9 @@ async fn session(
     // starts; and per stream, what its next publish expects to be its last message.
     let mut sent_upto = cursor;
     let mut last_sent: Vec<Option<String>> = vec![None; rc.streams.streams().len()];
+    // When a NOTIFY last woke the relay (wall clock, monotonic), until the read
+    // it started: that read's stages are split at the wake-up.
+    let mut woke: Option<(chrono::DateTime<chrono::Utc>, std::time::Instant)> = None;
     loop {
         let stopping = *shutdown.borrow();
         if stopping && inflight.is_empty() {
@@ -111,6 +114,7 @@ async fn session(
         if !stopping && inflight.len() < PIPELINE {
             let rows = sink.read(sent_upto, rc.batch).await?;
             metrics.mark_ok();
+            let woken = woke.take();
             if !rows.is_empty() {
                 read_nothing = false;
                 let read_at = std::time::Instant::now();
@@ -119,6 +123,9 @@ async fn session(
                     .map(Event::from_row)
                     .collect::<Result<Vec<_>, _>>()?;
                 metrics.read(events.iter().map(|e| &e.committed_at));
+                if let Some(at) = woken {
+                    metrics.woken_read(&events[0].committed_at, at);
+                }
                 if inflight.is_empty() {
                     metrics.set_oldest_pending(Some(events[0].committed_at));
                 }
@@ -171,7 +178,9 @@ async fn session(
         if read_nothing {
             metrics.set_oldest_pending(None);
             tokio::select! {
-                _ = wake.notified() => {}
+                _ = wake.notified() => {
+                    woke = Some((chrono::Utc::now(), std::time::Instant::now()));
+                }
                 _ = tokio::time::sleep(rc.poll) => {}
                 _ = shutdown.changed() => {}
             }

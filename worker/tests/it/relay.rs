@@ -500,3 +500,47 @@ async fn json_log_lines_of_the_relay_name_its_sink() {
     }
     drop_sink(&db, &sink).await;
 }
+
+/// The relay's /metrics split commit→read at the NOTIFY wake-up (#26): with
+/// polling all but off, each trickled event is read after a wake-up, and both
+/// halves are recorded for those reads.
+#[tokio::test]
+async fn commit_to_read_is_split_at_the_wake_up() {
+    let db = db().await;
+    let sink = fresh_sink(&db).await;
+    let nats = Nats::start();
+    let worker = Worker::start(&sink, &nats.url(), &[("SPINE_RELAY_POLL_MS", "60000")]);
+    wait_until("relay active", Duration::from_secs(20), || async {
+        worker
+            .get("/metrics")
+            .await
+            .is_some_and(|(_, m)| m.contains(&format!("spine_relay_active{{sink=\"{sink}\"}} 1")))
+    })
+    .await;
+    let tag = format!("wake-{}/", Uuid::new_v4().simple());
+    for _ in 0..10 {
+        emit_tagged(&db, &tag, 1).await;
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    wait_until("all 10 delivered", Duration::from_secs(20), || async {
+        mine(&nats, &tag).await.len() >= 10
+    })
+    .await;
+    let (_, text) = worker.get("/metrics").await.expect("metrics");
+    let value = |name: &str| -> f64 {
+        let key = format!("{name}{{sink=\"{sink}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&key)?.parse().ok())
+            .unwrap_or_else(|| panic!("no {key}in {text}"))
+    };
+    let woken = value("spine_relay_commit_to_wake_seconds_count");
+    assert!(woken >= 1.0, "reads after a wake-up: {woken}");
+    assert_eq!(value("spine_relay_wake_to_read_seconds_count"), woken);
+    assert!(
+        value("spine_relay_commit_to_read_seconds_count") >= 10.0,
+        "every event's commit→read"
+    );
+    assert!(value("spine_relay_wake_to_read_seconds_sum") > 0.0);
+    drop(worker);
+    drop_sink(&db, &sink).await;
+}
