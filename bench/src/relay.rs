@@ -49,15 +49,32 @@ pub struct Settings {
         value_name = "N"
     )]
     pub events: usize,
+    /// Measure on NATS_URL (the stack's server) instead of a fresh nats-server.
+    #[arg(long)]
+    pub stack_nats: bool,
 }
 
 const WINDOW: usize = 1000;
 
-pub async fn run(s: Settings) -> anyhow::Result<()> {
+pub async fn run(mut s: Settings) -> anyhow::Result<()> {
+    // A fresh nats-server (its JetStream store in a temporary directory) unless
+    // asked otherwise: the stack's store grows with every run (1.6 GB after a
+    // day of runs, 2026-12-07), and a large store slowed publishes and acks, so
+    // runs were not comparable.
+    let private = (!s.stack_nats).then(spine_tests::daemons::Nats::start);
+    if let Some(nats) = &private {
+        s.nats_url = nats.url();
+    }
     let n = s.events;
     println!(
-        "relay benchmark: {n} events; NATS {}; Postgres {}\n",
-        s.nats_url, s.database_url
+        "relay benchmark: {n} events; NATS {} ({}); Postgres {}\n",
+        s.nats_url,
+        if private.is_some() {
+            "a fresh nats-server"
+        } else {
+            "the stack's"
+        },
+        s.database_url
     );
     let raw = raw_publish_rate(&s.nats_url, n).await?;
     println!(
