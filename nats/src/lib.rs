@@ -1,9 +1,9 @@
 //! Connecting Spine's processes (the worker, the gateway) to NATS, one way:
 //!
-//! - `NATS_URL`: `nats://host:port` (port 4222 by default), or `tls://…` for TLS,
-//!   verified against the system's roots (`SSL_CERT_FILE` / `SSL_CERT_DIR`
-//!   override them) or `NATS_CA`; a server that requires TLS gets it with
-//!   `nats://` too.
+//! - `NATS_URL`: `nats://host:port` (port 4222 by default; a cluster's servers
+//!   separated by commas), or `tls://…` for TLS, verified against the system's
+//!   roots (`SSL_CERT_FILE` / `SSL_CERT_DIR` override them) or `NATS_CA`; a
+//!   server that requires TLS gets it with `nats://` too.
 //! - `user:password@` in the URL authenticates with user and password, a lone
 //!   `token@` with a token (as the Go client reads them; percent-encoded).
 //!   async-nats 0.51 ignores credentials in a URL (nats-io/nats.rs#1623), so they
@@ -18,6 +18,9 @@
 //!   `Display`); seeds are read from their files when connecting and kept nowhere.
 
 pub mod account;
+pub mod replicas;
+
+pub use replicas::Replicas;
 
 use anyhow::Context as _;
 use async_nats::{ConnectOptions, ServerAddr};
@@ -28,11 +31,14 @@ use std::time::Duration;
 /// How long connecting (TCP, TLS, handshake) may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// A parsed `NATS_URL`: where to connect and with which credentials.
+/// A parsed `NATS_URL`: where to connect and with which credentials. A
+/// cluster's servers are listed with commas (`nats://a:4222,nats://b:4222`, as
+/// the Go client and the `nats` CLI read it); the client connects to one and
+/// fails over to the others (and to the servers the cluster announces).
 #[derive(Clone)]
 pub struct NatsUrl {
-    /// The address without credentials.
-    addr: ServerAddr,
+    /// The addresses without credentials.
+    addrs: Vec<ServerAddr>,
     auth: Auth,
 }
 
@@ -44,7 +50,30 @@ enum Auth {
 }
 
 impl NatsUrl {
-    pub fn parse(url: &str) -> anyhow::Result<Self> {
+    pub fn parse(urls: &str) -> anyhow::Result<Self> {
+        let mut addrs = Vec::new();
+        let mut auth = Auth::None;
+        for (i, url) in urls.split(',').map(str::trim).enumerate() {
+            let (addr, this) = Self::parse_one(url).with_context(|| match i {
+                0 => "the URL".to_string(),
+                i => format!("URL {} of the list", i + 1),
+            })?;
+            // One identity for the whole cluster: a URL without credentials
+            // uses the others'.
+            match (&auth, this) {
+                (_, Auth::None) => {}
+                (Auth::None, this) => auth = this,
+                (known, this) => anyhow::ensure!(
+                    *known == this,
+                    "the URLs carry different credentials: a cluster is one account"
+                ),
+            }
+            addrs.push(addr);
+        }
+        Ok(Self { addrs, auth })
+    }
+
+    fn parse_one(url: &str) -> anyhow::Result<(ServerAddr, Auth)> {
         // async-nats's own parser (the schemes it accepts, port 4222 by default);
         // its messages never repeat the URL.
         let addr: ServerAddr = url
@@ -69,7 +98,7 @@ impl NatsUrl {
         let _ = plain.set_password(None);
         let _ = plain.set_username("");
         let addr = ServerAddr::from_url(plain).map_err(|e| anyhow::anyhow!("{e}"))?;
-        Ok(Self { addr, auth })
+        Ok((addr, auth))
     }
 
     /// The URL's credentials and a connect timeout.
@@ -174,16 +203,16 @@ impl NatsConfig {
         Ok(options)
     }
 
-    /// The server's address, without credentials (for `options().connect(…)`).
-    pub fn server_addr(&self) -> ServerAddr {
-        self.url.addr.clone()
+    /// The servers' addresses, without credentials (for `options().connect(…)`).
+    pub fn server_addrs(&self) -> Vec<ServerAddr> {
+        self.url.addrs.clone()
     }
 
     /// Connects once (no retry: callers retry with backoff or report).
     pub async fn connect(&self) -> anyhow::Result<async_nats::Client> {
         self.options()
             .await?
-            .connect(self.url.addr.clone())
+            .connect(self.url.addrs.clone())
             .await
             .with_context(|| format!("connecting to NATS at {}", self.url))
     }
@@ -195,18 +224,24 @@ impl fmt::Display for NatsConfig {
     }
 }
 
-/// The URL with the user name but without password or token.
+/// The URLs with the user name but without password or token.
 impl fmt::Display for NatsUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut shown = self.addr.clone().into_inner();
-        if let Auth::UserPassword(user, _) = &self.auth {
-            let encoded =
-                percent_encoding::utf8_percent_encode(user, percent_encoding::NON_ALPHANUMERIC)
-                    .to_string();
-            let _ = shown.set_username(&encoded);
+        for (i, addr) in self.addrs.iter().enumerate() {
+            let mut shown = addr.clone().into_inner();
+            if let Auth::UserPassword(user, _) = &self.auth {
+                let encoded =
+                    percent_encoding::utf8_percent_encode(user, percent_encoding::NON_ALPHANUMERIC)
+                        .to_string();
+                let _ = shown.set_username(&encoded);
+            }
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            // Url adds a `/` to an empty path; NATS URLs are written without one.
+            f.write_str(shown.as_str().trim_end_matches('/'))?;
         }
-        // Url adds a `/` to an empty path; NATS URLs are written without one.
-        f.write_str(shown.as_str().trim_end_matches('/'))
+        Ok(())
     }
 }
 
@@ -255,8 +290,29 @@ mod tests {
 
         // Without a scheme, nats:// (as async-nats reads it).
         assert_eq!(NatsUrl::parse("h:7").unwrap().to_string(), "nats://h:7");
-        let err = NatsUrl::parse("http://u:pw@h").unwrap_err().to_string();
+        let err = format!("{:#}", NatsUrl::parse("http://u:pw@h").unwrap_err());
         assert!(err.contains("scheme") && !err.contains("pw"), "{err}");
         assert!(NatsUrl::parse("nats://").is_err());
+    }
+
+    /// A cluster's servers, comma-separated: one identity for all of them.
+    #[test]
+    fn a_list_of_urls_is_a_cluster() {
+        let u = NatsUrl::parse("nats://a:1, nats://b:2,c").unwrap();
+        assert_eq!(u.to_string(), "nats://a:1,nats://b:2,nats://c:4222");
+        assert_eq!(u.addrs.len(), 3);
+        let u = NatsUrl::parse("nats://al:pw@a:1,nats://b:2").unwrap();
+        assert!(u.auth == Auth::UserPassword("al".into(), "pw".into()));
+        assert_eq!(u.to_string(), "nats://al@a:1,nats://al@b:2");
+        let err = format!(
+            "{:#}",
+            NatsUrl::parse("nats://al:pw@a:1,nats://bo:pw2@b:2").unwrap_err()
+        );
+        assert!(
+            err.contains("different credentials") && !err.contains("pw"),
+            "{err}"
+        );
+        let err = format!("{:#}", NatsUrl::parse("nats://a:1,").unwrap_err());
+        assert!(err.contains("URL 2 of the list"), "{err}");
     }
 }

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn nats_binary() -> PathBuf {
+pub(crate) fn nats_binary() -> PathBuf {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
         .chain(["/usr/sbin".into(), "/usr/local/sbin".into()])
@@ -187,39 +187,58 @@ impl Nats {
     /// Every message in `stream`, in stream order, as (subject, Nats-Msg-Id, envelope);
     /// empty while the relay has not created the stream yet.
     pub async fn read_all(&self, stream: &str) -> Vec<(String, String, serde_json::Value)> {
-        use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy};
-        let js = self.jetstream().await;
-        let Ok(mut stream) = js.get_stream(stream).await else {
-            return Vec::new();
-        };
-        let total = stream.info().await.unwrap().state.messages as usize;
-        let consumer = stream
-            .create_consumer(pull::Config {
-                deliver_policy: DeliverPolicy::All,
-                ack_policy: AckPolicy::None,
-                ..Default::default()
-            })
-            .await
-            .unwrap();
-        let mut messages = consumer.messages().await.unwrap();
-        let mut out = Vec::with_capacity(total);
-        while out.len() < total {
-            let msg = tokio::time::timeout(Duration::from_secs(10), messages.next())
-                .await
-                .expect("stream delivered all its messages")
-                .expect("consumer open")
-                .expect("message");
-            let id = msg
-                .headers
-                .as_ref()
-                .and_then(|h| h.get("Nats-Msg-Id"))
-                .map(|v| v.to_string())
-                .unwrap_or_default();
-            let envelope = serde_json::from_slice(&msg.payload).expect("envelope is JSON");
-            out.push((msg.subject.to_string(), id, envelope));
-        }
-        out
+        read_stream(&self.jetstream().await, stream).await
     }
+}
+
+/// Every message in `stream`, in stream order, as (subject, Nats-Msg-Id,
+/// envelope); empty while the stream does not exist.
+pub async fn read_stream(
+    js: &async_nats::jetstream::Context,
+    stream: &str,
+) -> Vec<(String, String, serde_json::Value)> {
+    match js.get_stream(stream).await {
+        Ok(_) => try_read_stream(js, stream).await.expect("read the stream"),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// A message as the tests read it: (subject, Nats-Msg-Id, envelope).
+pub type Message = (String, String, serde_json::Value);
+
+/// [`read_stream`], failing instead of panicking (a cluster electing a leader
+/// answers with errors for a while).
+pub async fn try_read_stream(
+    js: &async_nats::jetstream::Context,
+    stream: &str,
+) -> anyhow::Result<Vec<Message>> {
+    use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy};
+    let mut stream = js.get_stream(stream).await?;
+    let total = stream.info().await?.state.messages as usize;
+    let consumer = stream
+        .create_consumer(pull::Config {
+            deliver_policy: DeliverPolicy::All,
+            ack_policy: AckPolicy::None,
+            ..Default::default()
+        })
+        .await?;
+    let mut messages = consumer.messages().await?;
+    let mut out = Vec::with_capacity(total);
+    while out.len() < total {
+        let msg = tokio::time::timeout(Duration::from_secs(10), messages.next())
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("the consumer closed"))?
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let id = msg
+            .headers
+            .as_ref()
+            .and_then(|h| h.get("Nats-Msg-Id"))
+            .map(|v| v.to_string())
+            .unwrap_or_default();
+        let envelope = serde_json::from_slice(&msg.payload)?;
+        out.push((msg.subject.to_string(), id, envelope));
+    }
+    Ok(out)
 }
 
 /// A CA (`ca.crt`), a certificate it signed for 127.0.0.1 and localhost

@@ -12,6 +12,7 @@
 
 pub mod cluster;
 pub mod daemons;
+pub mod nats_cluster;
 pub mod proc;
 pub mod stack;
 

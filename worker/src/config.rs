@@ -63,7 +63,7 @@ pub struct Settings {
     pub database_url: String,
 
     /// NATS with JetStream: nats://host:port or tls://host:port, with user:password@
-    /// or token@ when the server asks for them.
+    /// or token@ when the server asks for them; a cluster's servers separated by commas.
     #[arg(
         long,
         env = "NATS_URL",
@@ -75,6 +75,17 @@ pub struct Settings {
 
     #[command(flatten)]
     pub nats: NatsArgs,
+
+    /// Copies JetStream keeps of the streams the worker creates (relay, ingress):
+    /// auto (1 on a single server, up to 3 in a cluster; auto only grows an
+    /// existing stream) or 1-5 (applied to existing streams too).
+    #[arg(
+        long,
+        env = "SPINE_NATS_REPLICAS",
+        default_value = "auto",
+        value_name = "N"
+    )]
+    pub nats_replicas: spine_nats::Replicas,
 
     /// Meilisearch; unset or empty turns the search sync off.
     #[arg(long, env = "MEILI_URL", value_name = "URL")]
@@ -374,6 +385,8 @@ pub struct Config {
     pub database: spine_db::DbConfig,
     /// `NATS_URL`: NATS server with JetStream enabled (credentials kept apart).
     pub nats: NatsConfig,
+    /// `SPINE_NATS_REPLICAS`: replicas of the streams the worker creates.
+    pub nats_replicas: spine_nats::Replicas,
     /// `MEILI_URL`: Meilisearch; `None` turns search sync off.
     pub meili_url: Option<String>,
     /// Search sync settings; present when `MEILI_URL` is.
@@ -671,6 +684,7 @@ impl Config {
             )
             .context("DATABASE_URL")?,
             nats: NatsConfig::new(&s.nats_url, s.nats.clone())?,
+            nats_replicas: s.nats_replicas,
             meili_url,
             http_addr: s.http_addr,
             relay: RelayConfig {

@@ -54,12 +54,17 @@ async fn session(
 ) -> anyhow::Result<()> {
     let (mut db, connection) = crate::db::connect(&config.database).await?;
     let _connection = crate::db::AbortOnDrop(tokio::spawn(connection));
-    let js = jetstream::new(config.nats.connect().await?);
+    let client = config.nats.connect().await?;
+    let replicas = config.nats_replicas.wanted(&client.server_info());
+    let js = jetstream::new(client);
+    // Created with the replicas the server reached has room for; an existing
+    // stream is left as it is (it holds what publishers sent: an operator's).
     let stream = js
         .get_or_create_stream(stream::Config {
             name: ingress.stream.clone(),
             subjects: ingress.subjects.clone(),
             storage: stream::StorageType::File,
+            num_replicas: replicas,
             ..Default::default()
         })
         .await

@@ -29,6 +29,7 @@ pub mod jobs;
 pub mod listener;
 pub mod metrics;
 pub mod relay;
+pub mod resume;
 pub mod search;
 pub mod services;
 pub mod sink;

@@ -90,9 +90,9 @@ async fn session(
     // grow even when NATS is down from the start.
     let head = sink.read(cursor, 1).await?;
     metrics.set_oldest_pending(head.first().map(|r| r.get("committed_at")));
-    let js = connect_jetstream(&config.nats, rc).await?;
+    let (js, replicas) = connect_jetstream(&config.nats, rc, config.nats_replicas).await?;
     for stream in rc.streams.streams() {
-        ensure_stream(&js, stream, rc.duplicate_window).await?;
+        ensure_stream(&js, stream, rc.duplicate_window, replicas).await?;
     }
 
     // Up to PIPELINE batches are in flight: while JetStream stores one, the next is
@@ -100,7 +100,8 @@ async fn session(
     let mut inflight: VecDeque<Batch> = VecDeque::new();
     // The last event sent (not necessarily acknowledged): where the next read
     // starts; and per stream, what its next publish expects to be its last message.
-    let mut sent_upto = cursor;
+    // From the cursor, or earlier for a stream that lost what it acknowledged.
+    let mut sent_upto = crate::resume::resume(&js, &sink.db, &rc.streams, cursor).await?;
     let mut last_sent: Vec<Option<String>> = vec![None; rc.streams.streams().len()];
     // When a NOTIFY last woke the relay (wall clock, monotonic), until the read
     // it started: that read's stages are split at the wake-up.
@@ -199,15 +200,27 @@ struct Batch {
     sent_at: std::time::Instant,
 }
 
+/// A JetStream context, and the replicas its streams get on the server (or
+/// cluster) it reached.
 async fn connect_jetstream(
     url: &spine_nats::NatsConfig,
     rc: &RelayConfig,
-) -> anyhow::Result<Context> {
+    replicas: spine_nats::Replicas,
+) -> anyhow::Result<(Context, Replication)> {
     let client = url.connect().await?;
-    Ok(jetstream::ContextBuilder::new()
+    let wanted = replicas.wanted(&client.server_info());
+    let js = jetstream::ContextBuilder::new()
         .timeout(Duration::from_secs(5))
         .max_ack_inflight(rc.batch as usize * PIPELINE)
-        .build(client))
+        .build(client);
+    Ok((js, Replication { replicas, wanted }))
+}
+
+/// `SPINE_NATS_REPLICAS` and what it comes to on the server reached.
+#[derive(Clone, Copy)]
+struct Replication {
+    replicas: spine_nats::Replicas,
+    wanted: usize,
 }
 
 /// Creates the stream, or updates the settings the relay relies on.
@@ -215,12 +228,14 @@ async fn ensure_stream(
     js: &Context,
     stream: &crate::streams::Stream,
     duplicate_window: Duration,
+    replication: Replication,
 ) -> anyhow::Result<()> {
     let wanted = stream::Config {
         name: stream.name.clone(),
         subjects: vec![format!("{}.>", stream.prefix)],
         duplicate_window,
         storage: stream::StorageType::File,
+        num_replicas: replication.wanted,
         ..Default::default()
     };
     let mut existing = js
@@ -228,12 +243,25 @@ async fn ensure_stream(
         .await
         .with_context(|| format!("creating JetStream stream {}", stream.name))?;
     let info = existing.info().await?;
+    let rescale = replication
+        .replicas
+        .changes(info.config.num_replicas, wanted.num_replicas);
     if info.config.subjects != wanted.subjects
         || info.config.duplicate_window != wanted.duplicate_window
+        || rescale
     {
         let mut updated = info.config.clone();
         updated.subjects = wanted.subjects;
         updated.duplicate_window = wanted.duplicate_window;
+        if rescale {
+            tracing::info!(
+                stream = %stream.name,
+                from = info.config.num_replicas,
+                to = wanted.num_replicas,
+                "changing the stream's replicas"
+            );
+            updated.num_replicas = wanted.num_replicas;
+        }
         js.update_stream(updated)
             .await
             .with_context(|| format!("updating JetStream stream {}", stream.name))?;

@@ -104,7 +104,9 @@ fn peers_ready(config: &Config) -> Result<Option<std::path::PathBuf>> {
 
 /// The shared JetStream peer script (Node's nats client), for reference.
 fn peer_jetstream(config: &Config, peers: &std::path::Path) -> Result<()> {
-    println!("\npeer (shared/bench/peers/jetstream.mjs, Node nats client, the stack's nats-server):");
+    println!(
+        "\npeer (shared/bench/peers/jetstream.mjs, Node nats client, the stack's nats-server):"
+    );
     exec(
         Command::new("node")
             .arg("jetstream.mjs")

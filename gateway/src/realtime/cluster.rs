@@ -41,7 +41,7 @@ pub async fn join(hub: Arc<Hub>, nats: spine_nats::NatsConfig) -> anyhow::Result
         .options()
         .await?
         .retry_on_initial_connect()
-        .connect(nats.server_addr())
+        .connect(nats.server_addrs())
         .await?;
     let origin = uuid::Uuid::new_v4().to_string();
     let mut notes = client.subscribe(NOTES).await?;
