@@ -110,7 +110,7 @@ fn peer_jetstream(config: &Config, peers: &std::path::Path) -> Result<()> {
     exec(
         Command::new("node")
             .arg("jetstream.mjs")
-            .arg(config.nats_url())
+            .arg(format!("nats://127.0.0.1:{}", config.nats_port))
             .arg("20000")
             .current_dir(peers),
     )

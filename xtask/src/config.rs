@@ -184,8 +184,13 @@ impl Config {
         format!("postgres://postgres@127.0.0.1:{}/postgres", self.pg_port)
     }
 
+    /// The stack's NATS: one URL, or a cluster's, comma-separated.
     pub fn nats_url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.nats_port)
+        crate::nats::client_ports(self)
+            .iter()
+            .map(|p| format!("nats://127.0.0.1:{p}"))
+            .collect::<Vec<_>>()
+            .join(",")
     }
 }
 

@@ -20,7 +20,7 @@ const ALICE: &str = "6f1d3c2e-0d7a-4a55-9c1e-2b8f5a0e9d11";
 
 pub fn run(config: &Config) -> Result<()> {
     setup::run(config)?;
-    stack::up(config)?;
+    stack::up(config, None)?;
     {
         let _s = step("cargo build -p spine-worker -p spine-functions");
         exec(

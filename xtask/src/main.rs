@@ -60,7 +60,12 @@ enum Task {
     Setup,
     /// Start the dev stack (Postgres + extension + migrations + seed, NATS,
     /// Meilisearch when available) under target/spine-dev/.
-    Up,
+    Up {
+        /// NATS as a JetStream cluster of N nodes on loopback (1: one server);
+        /// remembered for later runs.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=5))]
+        nats_cluster: Option<u16>,
+    },
     /// Stop the dev stack.
     Down {
         /// Also delete its data.
@@ -106,7 +111,7 @@ fn run(cli: Cli) -> Result<()> {
     let config = Config::new(cli.settings)?;
     match cli.command {
         Task::Setup => setup::run(&config),
-        Task::Up => stack::up(&config),
+        Task::Up { nats_cluster } => stack::up(&config, nats_cluster),
         Task::Down { clean } => stack::down(&config, clean),
         Task::Status => stack::status(&config),
         Task::Env => stack::print_env(&config),
@@ -136,7 +141,17 @@ mod tests {
     /// Commands with their arguments, and settings as flags.
     #[test]
     fn commands_and_flags_parse() {
-        assert_eq!(parse(&["up"]).unwrap().command, Task::Up);
+        assert_eq!(
+            parse(&["up"]).unwrap().command,
+            Task::Up { nats_cluster: None }
+        );
+        assert_eq!(
+            parse(&["up", "--nats-cluster", "3"]).unwrap().command,
+            Task::Up {
+                nats_cluster: Some(3)
+            }
+        );
+        assert!(parse(&["up", "--nats-cluster", "9"]).is_err());
         assert_eq!(
             parse(&["down", "--clean"]).unwrap().command,
             Task::Down { clean: true }

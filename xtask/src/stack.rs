@@ -9,18 +9,23 @@ use std::process::Command;
 
 /// Builds and installs the extension into the system PostgreSQL 15, then starts
 /// every component and brings the database up to date. Safe to run repeatedly.
-pub fn up(config: &Config) -> Result<()> {
+pub fn up(config: &Config, nats_cluster: Option<u16>) -> Result<()> {
     install_extension(config, Profile::Debug)?;
-    start(config)
+    start_with(config, nats_cluster)
 }
 
 /// Starts every component and applies migrations, using whatever extension build
 /// is installed.
 pub fn start(config: &Config) -> Result<()> {
+    start_with(config, None)
+}
+
+/// [`start`] with NATS of `nats_cluster` nodes (None: as last time).
+pub fn start_with(config: &Config, nats_cluster: Option<u16>) -> Result<()> {
     std::fs::create_dir_all(&config.dev_dir)?;
     postgres::up(config)?;
     migrate::run(config)?;
-    nats::up(config)?;
+    nats::up(config, nats_cluster)?;
     meili::up(config)?;
     crate::gateway::up(config)?;
     crate::embedder::up(config)?;

@@ -131,7 +131,7 @@ pub fn run(config: &Config) -> Result<()> {
         )?;
     }
     crate::upgrade::prepare(config)?;
-    stack::up(config)?;
+    stack::up(config, None)?;
     {
         let _s = step("cargo test (workspace, against the dev stack)");
         let mut cmd = Command::new("cargo");
