@@ -101,7 +101,7 @@ async fn session(
     // The last event sent (not necessarily acknowledged): where the next read
     // starts; and per stream, what its next publish expects to be its last message.
     // From the cursor, or earlier for a stream that lost what it acknowledged.
-    let mut sent_upto = crate::resume::resume(&js, &sink.db, &rc.streams, cursor).await?;
+    let mut sent_upto = crate::resume::resume(&js, &sink.db, &rc.sink, &rc.streams, cursor).await?;
     let mut last_sent: Vec<Option<String>> = vec![None; rc.streams.streams().len()];
     // When a NOTIFY last woke the relay (wall clock, monotonic), until the read
     // it started: that read's stages are split at the wake-up.
