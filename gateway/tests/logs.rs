@@ -3,7 +3,7 @@
 //! and the response returns it: with `SPINE_LOG_FORMAT=json`, a function's
 //! `console.log` line served through `/functions/v1` has it.
 
-use serde_json::{json, Value};
+use serde_json::json;
 use spine_tests::proc::tempdir::TempDir;
 use spine_tests::proc::{free_port, wait_until, ChildGuard};
 use std::time::Duration;
@@ -83,10 +83,7 @@ async fn a_requests_log_lines_and_response_carry_its_id() {
     )
     .await;
     let text = std::fs::read_to_string(&log).unwrap();
-    let lines: Vec<Value> = text
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
-        .collect();
+    let lines = spine_tests::json_log_lines(&text);
     let line = lines
         .iter()
         .find(|l| l["message"] == "hello from a request" && l["request_id"] == mine.as_str())

@@ -255,3 +255,11 @@ pub fn plan_of<'a>(plans: &'a [String], marker: &str) -> &'a str {
         .find(|p| p.contains(marker))
         .unwrap_or_else(|| panic!("no logged plan contains {marker:?}: {plans:#?}"))
 }
+
+/// A log written with `SPINE_LOG_FORMAT=json`: each line as JSON, failing on
+/// a line that is not.
+pub fn json_log_lines(text: &str) -> Vec<serde_json::Value> {
+    text.lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect()
+}

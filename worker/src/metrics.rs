@@ -261,8 +261,7 @@ impl RelayMetrics {
     pub fn read<'a>(&self, committed: impl IntoIterator<Item = &'a DateTime<Utc>>) {
         let now = Utc::now();
         for at in committed {
-            let seconds = (now - *at).num_microseconds().unwrap_or(0).max(0) as f64 / 1e6;
-            self.commit_to_read.observe(seconds);
+            self.commit_to_read.observe(seconds_between(at, &now));
         }
     }
 
@@ -273,12 +272,8 @@ impl RelayMetrics {
         first_committed: &DateTime<Utc>,
         woke: (DateTime<Utc>, std::time::Instant),
     ) {
-        let to_wake = (woke.0 - *first_committed)
-            .num_microseconds()
-            .unwrap_or(0)
-            .max(0) as f64
-            / 1e6;
-        self.commit_to_wake.observe(to_wake);
+        self.commit_to_wake
+            .observe(seconds_between(first_committed, &woke.0));
         self.wake_to_read.observe(woke.1.elapsed().as_secs_f64());
     }
 
@@ -286,10 +281,15 @@ impl RelayMetrics {
     pub fn acknowledged<'a>(&self, committed: impl IntoIterator<Item = &'a DateTime<Utc>>) {
         let now = Utc::now();
         for at in committed {
-            let seconds = (now - *at).num_microseconds().unwrap_or(0).max(0) as f64 / 1e6;
-            self.commit_to_ack.observe(seconds);
+            self.commit_to_ack.observe(seconds_between(at, &now));
         }
     }
+}
+
+/// Seconds from `earlier` to `later` by the wall clock, never negative (the
+/// database's and this host's clocks may disagree by a little).
+fn seconds_between(earlier: &DateTime<Utc>, later: &DateTime<Utc>) -> f64 {
+    (*later - *earlier).num_microseconds().unwrap_or(0).max(0) as f64 / 1e6
 }
 
 /// The job runner: what this worker ran, per queue.

@@ -393,10 +393,7 @@ async fn json_logs_carry_the_jobs_correlation_id() {
     .await;
     drop(worker);
     let text = std::fs::read_to_string(&log).unwrap();
-    let lines: Vec<serde_json::Value> = text
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
-        .collect();
+    let lines = spine_tests::json_log_lines(&text);
     let failed = lines
         .iter()
         .find(|l| l["message"] == "job failed")

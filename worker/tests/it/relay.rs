@@ -21,6 +21,15 @@ async fn emit_tagged(db: &tokio_postgres::Client, tag: &str, n: i32) -> Vec<Uuid
     .collect()
 }
 
+/// Whether the worker serving `/metrics` on `port` holds `sink` and relays.
+async fn relay_active(port: u16, sink: &str) -> bool {
+    let needle = format!("spine_relay_active{{sink=\"{sink}\"}} 1");
+    Worker::probe(port)
+        .get("/metrics")
+        .await
+        .is_some_and(|(_, m)| m.contains(&needle))
+}
+
 /// Messages of this test (subject starts with the tag), in stream order.
 async fn mine(nats: &Nats, tag: &str) -> Vec<(String, String, serde_json::Value)> {
     nats.read_all("SPINE")
@@ -159,11 +168,8 @@ async fn survives_nats_outage_and_reports_it() {
         &[("SPINE_RELAY_LAG_THRESHOLD_SECS", "1")],
     );
     let tag = format!("outage-{}/", Uuid::new_v4().simple());
-    wait_until("relay active", Duration::from_secs(20), || async {
-        worker
-            .get("/metrics")
-            .await
-            .is_some_and(|(_, m)| m.contains(&format!("spine_relay_active{{sink=\"{sink}\"}} 1")))
+    wait_until("relay active", Duration::from_secs(20), || {
+        relay_active(worker.http_port, &sink)
     })
     .await;
     nats.kill9();
@@ -219,15 +225,7 @@ async fn standby_takes_over_after_kill() {
     let sink = fresh_sink(&db).await;
     let nats = Nats::start();
     let tag = format!("takeover-{}/", Uuid::new_v4().simple());
-    let active = |port: u16| {
-        let needle = format!("spine_relay_active{{sink=\"{sink}\"}} 1");
-        async move {
-            Worker::probe(port)
-                .get("/metrics")
-                .await
-                .is_some_and(|(_, m)| m.contains(&needle))
-        }
-    };
+    let active = |port: u16| relay_active(port, &sink);
     let mut workers = vec![Worker::start(&sink, &nats.url(), DEFAULT_POLL)];
     wait_until("one active", Duration::from_secs(20), || {
         active(workers[0].http_port)
@@ -519,10 +517,7 @@ async fn json_log_lines_of_the_relay_name_its_sink() {
     .await;
     drop(worker);
     let text = std::fs::read_to_string(&log).unwrap();
-    let lines: Vec<serde_json::Value> = text
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
-        .collect();
+    let lines = spine_tests::json_log_lines(&text);
     for message in ["relay holds the sink", "relay session failed"] {
         let line = lines
             .iter()
@@ -543,11 +538,8 @@ async fn commit_to_read_is_split_at_the_wake_up() {
     let sink = fresh_sink(&db).await;
     let nats = Nats::start();
     let worker = Worker::start(&sink, &nats.url(), &[("SPINE_RELAY_POLL_MS", "60000")]);
-    wait_until("relay active", Duration::from_secs(20), || async {
-        worker
-            .get("/metrics")
-            .await
-            .is_some_and(|(_, m)| m.contains(&format!("spine_relay_active{{sink=\"{sink}\"}} 1")))
+    wait_until("relay active", Duration::from_secs(20), || {
+        relay_active(worker.http_port, &sink)
     })
     .await;
     let tag = format!("wake-{}/", Uuid::new_v4().simple());
