@@ -12,6 +12,8 @@
 //!   the write limit measured in the same run.
 //! - [`services`]: NATS request/reply verbs (SQL and edge function) next to a
 //!   bare NATS echo.
+//! - [`scale`]: the outbox at volume, partitioned and dropped by retention, next
+//!   to the unpartitioned table purged by DELETE.
 //! - [`relay`]: outbox → JetStream drain rate and commit→delivery latency, next to
 //!   the raw JetStream publish rate on the same server.
 
@@ -24,6 +26,7 @@ mod pickup;
 mod realtime;
 mod relay;
 mod rules;
+mod scale;
 mod search;
 mod services;
 mod stats;
@@ -66,6 +69,9 @@ enum Bench {
     Realtime(realtime::Settings),
     /// NATS request/reply verbs (SQL and edge function) next to a bare echo.
     Services(services::Settings),
+    /// The outbox at volume: partitions dropped by retention next to an
+    /// unpartitioned table purged by DELETE (10M events by default).
+    Scale(scale::Settings),
 }
 
 #[tokio::main]
@@ -81,6 +87,7 @@ async fn main() -> anyhow::Result<()> {
         Bench::Gateway(s) => gateway::run(s).await,
         Bench::Realtime(s) => realtime::run(s).await,
         Bench::Services(s) => services::run(s).await,
+        Bench::Scale(s) => scale::run(s).await,
     }
 }
 

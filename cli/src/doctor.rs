@@ -59,10 +59,12 @@ const CRON_JOBS: &[&str] = &[
     "spine-webhook-maintenance",
 ];
 
-/// Tables every event or job writes and deletes: vacuum must keep up.
+/// Tables every event or job writes and deletes: vacuum must keep up. The
+/// outbox's time partitions are dropped whole; only its default partitions see
+/// DELETE.
 const HOT_TABLES: &[&str] = &[
-    "spine.events",
-    "spine.event_commits",
+    "spine.events_default",
+    "spine.event_commits_default",
     "spine.jobs",
     "spine.jobs_archive",
 ];

@@ -15,8 +15,8 @@
 -- (PostgreSQL takes a database-wide lock in PreCommit_Notify), so it costs little more.
 
 CREATE TABLE spine.events (
-    seq            bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    id             uuid        NOT NULL UNIQUE,
+    seq            bigint GENERATED ALWAYS AS IDENTITY,
+    id             uuid        NOT NULL,
     type           text        NOT NULL,
     source         text        NOT NULL DEFAULT '/spine',
     subject        text,
@@ -25,10 +25,14 @@ CREATE TABLE spine.events (
     correlation_id uuid        NOT NULL,
     causation_id   uuid,
     txid           xid8        NOT NULL DEFAULT pg_current_xact_id(),
-    occurred_at    timestamptz NOT NULL DEFAULT clock_timestamp()
-);
-CREATE INDEX events_txid_seq_idx ON spine.events (txid, seq);
-CREATE INDEX events_owner_seq_idx ON spine.events (owner_id, seq);
+    occurred_at    timestamptz NOT NULL DEFAULT clock_timestamp(),
+    tx_started_at  timestamptz NOT NULL DEFAULT transaction_timestamp()
+) PARTITION BY RANGE (tx_started_at);
+-- Keys and indexes are each partition's own (spine.index_event_partition), not
+-- the parent's: a partition that pg_restore brings back gets exactly the indexes
+-- the dump holds, where the parent's would be cloned on ATTACH and then made a
+-- second time (pg_restore fails). Unique within a partition; seq is unique by its
+-- identity, id by construction (UUIDv7s from spine.emit).
 
 COMMENT ON TABLE spine.events IS
     'Transactional outbox: immutable events, written with spine.emit() in the transaction that caused them.';
@@ -40,14 +44,17 @@ COMMENT ON COLUMN spine.events.owner_id IS 'Owning user (auth.uid() of the emitt
 COMMENT ON COLUMN spine.events.correlation_id IS 'Id of the first event of the causal chain.';
 COMMENT ON COLUMN spine.events.causation_id IS 'Id of the event that directly caused this one.';
 COMMENT ON COLUMN spine.events.txid IS 'Emitting transaction; joins spine.event_commits.';
+COMMENT ON COLUMN spine.events.tx_started_at IS
+    'Start of the emitting transaction (the same for all its events): the partition key, shared with spine.event_commits.';
 
 -- One row per emitting transaction; commit_seq is set at commit.
 CREATE SEQUENCE spine.event_commit_seq AS bigint;
 CREATE TABLE spine.event_commits (
-    txid         xid8 PRIMARY KEY,
-    commit_seq   bigint UNIQUE,
-    committed_at timestamptz
-);
+    txid          xid8 NOT NULL,
+    commit_seq    bigint,
+    committed_at  timestamptz,
+    tx_started_at timestamptz NOT NULL DEFAULT transaction_timestamp()
+) PARTITION BY RANGE (tx_started_at);
 COMMENT ON TABLE spine.event_commits IS
     'Commit order of emitting transactions: commit_seq is assigned at commit, under a lock held until the commit is visible.';
 
@@ -57,8 +64,11 @@ COMMENT ON TABLE spine.event_commits IS
 CREATE FUNCTION spine.register_event_transaction() RETURNS trigger
     LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    INSERT INTO spine.event_commits (txid) VALUES (pg_current_xact_id())
-        ON CONFLICT (txid) DO NOTHING;
+    -- Only this transaction registers its own txid: no race to guard against.
+    IF NOT EXISTS (SELECT 1 FROM spine.event_commits
+                    WHERE txid = pg_current_xact_id() AND tx_started_at = transaction_timestamp()) THEN
+        INSERT INTO spine.event_commits (txid) VALUES (pg_current_xact_id());
+    END IF;
     RETURN NULL;
 END
 $$;
@@ -79,8 +89,9 @@ CREATE TRIGGER events_register_transaction
 CREATE FUNCTION spine.stamp_event_commit() RETURNS trigger
     LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    IF NOT EXISTS (SELECT 1 FROM spine.events e WHERE e.txid = NEW.txid) THEN
-        DELETE FROM spine.event_commits WHERE txid = NEW.txid;
+    IF NOT EXISTS (SELECT 1 FROM spine.events e
+                    WHERE e.txid = NEW.txid AND e.tx_started_at = NEW.tx_started_at) THEN
+        DELETE FROM spine.event_commits WHERE txid = NEW.txid AND tx_started_at = NEW.tx_started_at;
         RETURN NULL;
     END IF;
     -- Held until the transaction ends, i.e. after its commit became visible: the
@@ -88,7 +99,7 @@ BEGIN
     PERFORM pg_advisory_xact_lock(1397770575, 0);
     UPDATE spine.event_commits
        SET commit_seq = nextval('spine.event_commit_seq'), committed_at = clock_timestamp()
-     WHERE txid = NEW.txid;
+     WHERE txid = NEW.txid AND tx_started_at = NEW.tx_started_at;
     -- Wake-up only: consumers read the table, so a lost notification only delays.
     PERFORM pg_notify(
         coalesce(nullif(current_setting('spine.notify_channel', true), ''), 'spine_events'), '');
@@ -124,7 +135,7 @@ CREATE FUNCTION spine.events_after(
     LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
     SELECT c.commit_seq, e.seq, e.id, e.type, e.source, e.subject, e.owner_id, e.data,
            e.correlation_id, e.causation_id, e.occurred_at, c.committed_at
-      FROM (SELECT k.commit_seq, k.txid, k.committed_at
+      FROM (SELECT k.commit_seq, k.txid, k.tx_started_at, k.committed_at
               FROM spine.event_commits k
              WHERE k.commit_seq >= after_commit_seq
              ORDER BY k.commit_seq
@@ -133,7 +144,7 @@ CREATE FUNCTION spine.events_after(
             SELECT ev.seq, ev.id, ev.type, ev.source, ev.subject, ev.owner_id, ev.data,
                    ev.correlation_id, ev.causation_id, ev.occurred_at
               FROM spine.events ev
-             WHERE ev.txid = c.txid
+             WHERE ev.txid = c.txid AND ev.tx_started_at = c.tx_started_at
                AND (c.commit_seq, ev.seq) > (after_commit_seq, after_seq)
              ORDER BY ev.seq
              LIMIT max_events) AS e
@@ -224,14 +235,16 @@ SELECT s.name,
        s.cursor_seq,
        s.delivered,
        (SELECT count(*)
-          FROM spine.event_commits c JOIN spine.events e ON e.txid = c.txid
+          FROM spine.event_commits c
+            JOIN spine.events e ON e.txid = c.txid AND e.tx_started_at = c.tx_started_at
          WHERE c.commit_seq >= s.cursor_commit_seq
            AND (c.commit_seq, e.seq) > (s.cursor_commit_seq, s.cursor_seq)) AS backlog,
        -- The oldest undelivered event's commit time: the same index walk as
        -- events_after, so it costs one row however long the backlog.
        coalesce(extract(epoch FROM now() - (
            SELECT c.committed_at
-             FROM spine.event_commits c JOIN spine.events e ON e.txid = c.txid
+             FROM spine.event_commits c
+            JOIN spine.events e ON e.txid = c.txid AND e.tx_started_at = c.tx_started_at
             WHERE c.commit_seq >= s.cursor_commit_seq
               AND (c.commit_seq, e.seq) > (s.cursor_commit_seq, s.cursor_seq)
             ORDER BY c.commit_seq, e.seq
@@ -244,7 +257,107 @@ SELECT s.name,
 COMMENT ON VIEW spine.sink_status IS
     'Per sink: cursor, delivered count, backlog (undelivered events; counting costs time proportional to the backlog), lag in seconds (age of the oldest undelivered event), last error.';
 
--- Retention: events every sink has delivered and that are older than keep are deleted.
+-- Partitions and retention.
+--
+-- spine.events and spine.event_commits are partitioned by range of tx_started_at
+-- with the same bounds (partitions.sql), so a transaction's events and its
+-- commit row sit in partitions of one range, and events_after's lookup by
+-- (txid, tx_started_at) touches a single partition. Rows written before a
+-- partition exists for their range (a fresh install before its first
+-- maintenance, a database upgraded from 0.1.0) go to the default partitions,
+-- which purge_events still trims by DELETE.
+CREATE TABLE spine.events_default PARTITION OF spine.events DEFAULT;
+CREATE TABLE spine.event_commits_default PARTITION OF spine.event_commits DEFAULT;
+SELECT spine.index_partition('spine.events_default');
+SELECT spine.index_partition('spine.event_commits_default');
+
+-- A function, not a view: a write to a view that cannot be updated fails with
+-- 55000 before the privilege check; a function is simply not granted.
+CREATE FUNCTION spine.event_partitions() RETURNS TABLE (
+    name text, range_start timestamptz, range_end timestamptz, events_estimate bigint, total_bytes bigint
+)
+    LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT e.relid::regclass::text,
+           lower(spine.partition_range(e.relid)),
+           upper(spine.partition_range(e.relid)),
+           nullif(greatest(c.reltuples, -1), -1)::bigint,
+           pg_total_relation_size(e.relid) + coalesce(pg_total_relation_size(k.relid), 0)
+      FROM pg_partition_tree('spine.events') e
+      JOIN pg_class c ON c.oid = e.relid
+      LEFT JOIN pg_partition_tree('spine.event_commits') k
+             ON k.isleaf AND spine.partition_range(k.relid) IS NOT DISTINCT FROM spine.partition_range(e.relid)
+            AND (spine.partition_range(e.relid) IS NOT NULL OR k.relid = 'spine.event_commits_default'::regclass)
+     WHERE e.isleaf
+     ORDER BY 2 NULLS FIRST
+$$;
+COMMENT ON FUNCTION spine.event_partitions() IS
+    'Partitions of spine.events (with their spine.event_commits twin): range, estimated events (NULL before ANALYZE), bytes of both. The default partition has no range.';
+
+CREATE FUNCTION spine.create_event_partitions("at" timestamptz DEFAULT now()) RETURNS integer
+    LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    SELECT spine.create_partitions(ARRAY['spine.events', 'spine.event_commits']::regclass[],
+                                   spine.partition_width('spine.event_partition_interval'), "at")
+$$;
+COMMENT ON FUNCTION spine.create_event_partitions(timestamptz) IS
+    'Makes the partitions of spine.events and spine.event_commits for the ranges from at to four spine.event_partition_interval ahead; returns how many ranges it made. Run by spine.purge_events().';
+
+-- Drops the partitions (both twins) whose range ended keep before `at` and whose
+-- commits every sink has passed: checked first without locks, then again under
+-- the locks (spine.lock_for_drop), when writers that still held the partition
+-- are done. Counting happens before the locks, so writers wait only for the
+-- drop. Returns the number of events dropped.
+CREATE FUNCTION spine.drop_event_partitions(keep interval, "at" timestamptz DEFAULT now(),
+                                            lock_wait interval DEFAULT '100 milliseconds')
+    RETURNS bigint
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    part record;
+    parents regclass[] := ARRAY['spine.events', 'spine.event_commits']::regclass[];
+    n bigint;
+    dropped bigint := 0;
+BEGIN
+    FOR part IN
+        SELECT e.relid AS events_part, k.relid AS commits_part
+          FROM pg_partition_tree('spine.events') e
+          JOIN pg_partition_tree('spine.event_commits') k
+            ON k.isleaf AND spine.partition_range(k.relid) = spine.partition_range(e.relid)
+         WHERE e.isleaf AND upper(spine.partition_range(e.relid)) <= "at" - keep
+         ORDER BY lower(spine.partition_range(e.relid))
+    LOOP
+        CONTINUE WHEN NOT spine.event_partition_delivered(part.commits_part);
+        EXECUTE format('SELECT count(*) FROM %s', part.events_part) INTO n;
+        CONTINUE WHEN NOT spine.lock_for_drop(parents, ARRAY[part.events_part, part.commits_part], lock_wait);
+        CONTINUE WHEN NOT spine.event_partition_delivered(part.commits_part);
+        EXECUTE format('DROP TABLE %s, %s', part.events_part, part.commits_part);
+        dropped := dropped + n;
+    END LOOP;
+    RETURN dropped;
+END
+$$;
+COMMENT ON FUNCTION spine.drop_event_partitions(interval, timestamptz, interval) IS
+    'Drops the partitions of spine.events and spine.event_commits whose range ended keep before at and whose events every sink delivered, waiting at most lock_wait for the locks; returns how many events went. Run by spine.purge_events().';
+
+-- Whether every commit in a partition of spine.event_commits is before every
+-- sink's cursor (false without sinks: nothing has been delivered).
+CREATE FUNCTION spine.event_partition_delivered(commits_part regclass) RETURNS boolean
+    LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    horizon bigint := (SELECT min(cursor_commit_seq) FROM spine.sinks);
+    undelivered boolean;
+BEGIN
+    IF horizon IS NULL THEN
+        RETURN false;
+    END IF;
+    EXECUTE format('SELECT EXISTS (SELECT 1 FROM %s WHERE commit_seq IS NULL OR commit_seq >= $1)',
+                   commits_part)
+       INTO undelivered USING horizon;
+    RETURN NOT undelivered;
+END
+$$;
+COMMENT ON FUNCTION spine.event_partition_delivered(regclass) IS
+    'True when every commit in a partition of spine.event_commits is behind every sink''s cursor.';
+
+-- Retention: events every sink has delivered and that are older than keep go.
 -- keep defaults to the setting spine.event_retention (default 7 days).
 CREATE FUNCTION spine.purge_events(keep interval DEFAULT NULL) RETURNS bigint
     LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
@@ -257,24 +370,28 @@ BEGIN
     IF keep < interval '0' THEN
         RAISE EXCEPTION 'keep must be a non-negative interval' USING ERRCODE = 'invalid_parameter_value';
     END IF;
+    PERFORM spine.create_event_partitions(now());
     -- Without sinks nothing has been delivered: keep everything.
     SELECT min(cursor_commit_seq) INTO horizon FROM spine.sinks;
     IF horizon IS NULL THEN
         RETURN 0;
     END IF;
     WITH old AS (
-        DELETE FROM spine.event_commits
+        DELETE FROM spine.event_commits_default
          WHERE commit_seq < horizon AND committed_at < now() - keep
-        RETURNING txid
+        RETURNING txid, tx_started_at
     ), gone AS (
-        DELETE FROM spine.events e USING old WHERE e.txid = old.txid RETURNING 1
+        DELETE FROM spine.events_default e USING old
+         WHERE e.txid = old.txid AND e.tx_started_at = old.tx_started_at
+        RETURNING 1
     )
     SELECT count(*) INTO purged FROM gone;
-    RETURN purged;
+    -- Last: a drop's locks on spine.events stay until this transaction ends.
+    RETURN purged + spine.drop_event_partitions(keep, now());
 END
 $$;
 COMMENT ON FUNCTION spine.purge_events(interval) IS
-    'Deletes events delivered to every sink and older than keep (default: spine.event_retention); run by pg_cron.';
+    'Retention, run by pg_cron: makes the partitions ahead, drops those delivered to every sink and older than keep (default: spine.event_retention), and deletes such events from the default partition; returns how many events went.';
 
 -- Access. Users read their own events; only spine.emit() writes.
 ALTER TABLE spine.events ENABLE ROW LEVEL SECURITY;

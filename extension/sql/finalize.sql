@@ -2,8 +2,11 @@
 
 -- Extension tables are left out of pg_dump unless registered: without this a
 -- logical backup would lose queued jobs, undelivered events and sink cursors.
-SELECT pg_catalog.pg_extension_config_dump('spine.events', '');
-SELECT pg_catalog.pg_extension_config_dump('spine.event_commits', '');
+-- Of partitioned tables, the default partitions: the partitions maintenance
+-- makes later are not members of the extension, so pg_dump keeps them like any
+-- table.
+SELECT pg_catalog.pg_extension_config_dump('spine.events_default', '');
+SELECT pg_catalog.pg_extension_config_dump('spine.event_commits_default', '');
 SELECT pg_catalog.pg_extension_config_dump('spine.event_commit_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('spine.sinks', '');
 SELECT pg_catalog.pg_extension_config_dump('spine.embedding_kinds', '');
@@ -16,7 +19,7 @@ SELECT pg_catalog.pg_extension_config_dump('spine.realtime_messages', '');
 SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('spine.realtime_messages', 'id')::regclass, '');
 SELECT pg_catalog.pg_extension_config_dump('spine.queues', '');
 SELECT pg_catalog.pg_extension_config_dump('spine.jobs', '');
-SELECT pg_catalog.pg_extension_config_dump('spine.jobs_archive', '');
+SELECT pg_catalog.pg_extension_config_dump('spine.jobs_archive_default', '');
 SELECT pg_catalog.pg_extension_config_dump('spine.schedules', '');
 SELECT pg_catalog.pg_extension_config_dump('spine.plugin_health', '');
 SELECT pg_catalog.pg_extension_config_dump('spine.queue_rate_windows', '');
@@ -101,6 +104,8 @@ GRANT EXECUTE ON FUNCTION spine.drop_sink(text) TO service_role;
 GRANT EXECUTE ON FUNCTION spine.advance_sink(text, bigint, bigint, bigint) TO service_role;
 GRANT EXECUTE ON FUNCTION spine.record_sink_error(text, text) TO service_role;
 GRANT EXECUTE ON FUNCTION spine.purge_events(interval) TO service_role;
+GRANT EXECUTE ON FUNCTION spine.partition_range(regclass) TO service_role;
+GRANT EXECUTE ON FUNCTION spine.event_partitions() TO service_role;
 GRANT EXECUTE ON FUNCTION
     spine.enqueue(text, jsonb, spine.job_priority, timestamptz, text, integer),
     spine.enqueue_batch(text, jsonb[], spine.job_priority, timestamptz, integer),

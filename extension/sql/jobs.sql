@@ -125,7 +125,7 @@ COMMENT ON COLUMN spine.jobs.errors IS 'Error history: [{attempt, at, error}], n
 COMMENT ON COLUMN spine.jobs.lease_until IS 'A running job whose lease passes returns to the queue.';
 
 CREATE TABLE spine.jobs_archive (
-    id              bigint PRIMARY KEY,
+    id              bigint NOT NULL,
     queue           text NOT NULL,
     owner_id        uuid,
     priority        spine.job_priority NOT NULL,
@@ -137,12 +137,12 @@ CREATE TABLE spine.jobs_archive (
     errors          jsonb NOT NULL,
     created_at      timestamptz NOT NULL,
     finished_at     timestamptz NOT NULL DEFAULT now()
-);
-CREATE INDEX jobs_archive_finished_idx ON spine.jobs_archive (finished_at);
-CREATE INDEX jobs_archive_idempotency_idx
-    ON spine.jobs_archive (queue, coalesce(owner_id, '00000000-0000-0000-0000-000000000000'), idempotency_key)
-    WHERE idempotency_key IS NOT NULL;
-CREATE INDEX jobs_archive_owner_idx ON spine.jobs_archive (owner_id) WHERE owner_id IS NOT NULL;
+) PARTITION BY RANGE (finished_at);
+-- Partitions of spine.job_archive_partition_interval (partitions.sql), made ahead
+-- and dropped whole by spine.jobs_maintenance; keys and indexes per partition
+-- (spine.index_partition): id, finished_at, the idempotency key, owner_id.
+CREATE TABLE spine.jobs_archive_default PARTITION OF spine.jobs_archive DEFAULT;
+SELECT spine.index_partition('spine.jobs_archive_default');
 -- A queue's finished jobs go with it (maintenance purges by the queue's retention,
 -- which a dropped queue no longer has).
 CREATE FUNCTION spine.queue_dropped() RETURNS trigger
@@ -731,23 +731,72 @@ COMMENT ON FUNCTION spine.queue_stats() IS
     'Per queue and priority: queued, running, retrying (failed, waiting for their next attempt), dead, and the age of the oldest ready job. Rows are filtered by RLS for users.';
 
 -- Maintenance (pg_cron, every minute): expired leases back to their queues,
--- archived jobs past their queue's retention deleted.
+-- finished jobs past retention gone.
+--
+-- The archive is partitioned by finished_at; a partition goes as a whole once
+-- its range ended the longest retention of any queue ago, so a finished job
+-- stays for its queue's retention and at most one partition width more (its
+-- idempotency key stays taken as long). Queues with a shorter retention than the
+-- longest would otherwise keep their jobs for the longest: those are deleted at
+-- their own retention, as are the default partition's rows.
 CREATE FUNCTION spine.jobs_maintenance() RETURNS jsonb
     LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     reclaimed bigint;
     purged bigint;
+    longest interval := (SELECT max(retention) FROM spine.queues);
 BEGIN
     reclaimed := spine.reclaim_expired_leases(NULL);
     DELETE FROM spine.jobs_archive a USING spine.queues q
-     WHERE q.name = a.queue AND a.finished_at < now() - q.retention;
+     WHERE q.name = a.queue AND a.finished_at < now() - q.retention
+       AND (q.retention < longest OR a.tableoid = 'spine.jobs_archive_default'::regclass);
     GET DIAGNOSTICS purged = ROW_COUNT;
     DELETE FROM spine.queue_rate_windows w WHERE w.window_start < now() - interval '1 day';
+    PERFORM spine.create_job_archive_partitions(now());
+    -- Last: a drop's locks on spine.jobs_archive stay until this transaction ends.
+    purged := purged + spine.drop_job_archive_partitions(now());
     RETURN jsonb_build_object('leases_reclaimed', reclaimed, 'archive_purged', purged);
 END
 $$;
 COMMENT ON FUNCTION spine.jobs_maintenance() IS
-    'Returns expired leases to their queues and deletes archived jobs past retention; run by pg_cron.';
+    'Returns expired leases to their queues, makes archive partitions ahead and drops (or deletes) archived jobs past retention; run by pg_cron.';
+
+CREATE FUNCTION spine.create_job_archive_partitions("at" timestamptz DEFAULT now()) RETURNS integer
+    LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    SELECT spine.create_partitions(ARRAY['spine.jobs_archive']::regclass[],
+                                   spine.partition_width('spine.job_archive_partition_interval'), "at")
+$$;
+COMMENT ON FUNCTION spine.create_job_archive_partitions(timestamptz) IS
+    'Makes the partitions of spine.jobs_archive for the ranges from at to four spine.job_archive_partition_interval ahead; returns how many. Run by spine.jobs_maintenance().';
+
+-- Drops the archive partitions whose range ended the longest queue retention
+-- before `at` (every queue's jobs in them are past retention); counted before
+-- the locks (spine.lock_for_drop). Returns the number of jobs dropped.
+CREATE FUNCTION spine.drop_job_archive_partitions("at" timestamptz DEFAULT now(),
+                                                  lock_wait interval DEFAULT '100 milliseconds')
+    RETURNS bigint
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    part regclass;
+    longest interval := coalesce((SELECT max(retention) FROM spine.queues), interval '0');
+    n bigint;
+    dropped bigint := 0;
+BEGIN
+    FOR part IN
+        SELECT p.relid FROM pg_partition_tree('spine.jobs_archive') p
+         WHERE p.isleaf AND upper(spine.partition_range(p.relid)) <= "at" - longest
+         ORDER BY lower(spine.partition_range(p.relid))
+    LOOP
+        EXECUTE format('SELECT count(*) FROM %s', part) INTO n;
+        CONTINUE WHEN NOT spine.lock_for_drop(ARRAY['spine.jobs_archive']::regclass[], ARRAY[part], lock_wait);
+        EXECUTE format('DROP TABLE %s', part);
+        dropped := dropped + n;
+    END LOOP;
+    RETURN dropped;
+END
+$$;
+COMMENT ON FUNCTION spine.drop_job_archive_partitions(timestamptz, interval) IS
+    'Drops the partitions of spine.jobs_archive whose range ended the longest queue retention before at, waiting at most lock_wait for the locks; returns how many jobs went. Run by spine.jobs_maintenance().';
 
 CREATE FUNCTION spine.schedule(
     schedule_name text,

@@ -23,6 +23,20 @@ pub static JOBS_CHANNEL: GucSetting<Option<CString>> =
 pub static EVENT_RETENTION: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(Some(c"7 days"));
 
+/// `spine.event_partition_interval`: the time range each partition of
+/// `spine.events` (and `spine.event_commits`) covers. `spine.purge_events()` makes
+/// partitions four ranges ahead and drops whole ones once delivered and past
+/// retention. Days, hours, minutes or seconds; keep it longer than the pg_cron
+/// period of `spine-purge-events` (15 minutes).
+pub static EVENT_PARTITION_INTERVAL: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(c"1 day"));
+
+/// `spine.job_archive_partition_interval`: the time range each partition of
+/// `spine.jobs_archive` covers; `spine.jobs_maintenance()` makes them ahead and
+/// drops whole ones past the longest queue retention.
+pub static JOB_ARCHIVE_PARTITION_INTERVAL: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(c"1 day"));
+
 /// `spine.vault_key_file`: path of the file holding the vault's root keys
 /// (`version:64 hex digits` per line). Set in postgresql.conf; superuser-only, and
 /// hidden from other roles. Read by the backend, never exposed to SQL.
@@ -147,6 +161,22 @@ pub fn init() {
         c"How long delivered events are kept before spine.purge_events() deletes them.",
         c"An interval such as '7 days'. Events not yet delivered to every sink are never purged.",
         &EVENT_RETENTION,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_string_guc(
+        c"spine.event_partition_interval",
+        c"Time range of each partition of spine.events, made ahead by spine.purge_events().",
+        c"An interval in days, hours, minutes or seconds, such as '1 day'. Retention drops whole partitions.",
+        &EVENT_PARTITION_INTERVAL,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_string_guc(
+        c"spine.job_archive_partition_interval",
+        c"Time range of each partition of spine.jobs_archive, made ahead by spine.jobs_maintenance().",
+        c"An interval in days, hours, minutes or seconds, such as '1 day'. Retention drops whole partitions.",
+        &JOB_ARCHIVE_PARTITION_INTERVAL,
         GucContext::Userset,
         GucFlags::default(),
     );

@@ -11,11 +11,19 @@ extension_sql_file!(
     bootstrap
 );
 
+// Time partitions of the outbox and the job archive: ranges made ahead, whole
+// partitions dropped by retention.
+extension_sql_file!(
+    "../sql/partitions.sql",
+    name = "partitions",
+    requires = ["supabase_compat"]
+);
+
 // The outbox: events, commit order, sinks, retention.
 extension_sql_file!(
     "../sql/events.sql",
     name = "events",
-    requires = ["supabase_compat"]
+    requires = ["supabase_compat", "partitions"]
 );
 
 // The job queue. Its functions call the Rust helpers check_queue_name, check_cron
@@ -25,6 +33,7 @@ extension_sql_file!(
     name = "jobs",
     requires = [
         "supabase_compat",
+        "partitions",
         check_queue_name,
         check_cron,
         cached_table_changed,

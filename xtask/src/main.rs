@@ -11,7 +11,7 @@
 //! - [`demo`]: setup + up, then the main flow, printed for a person to read.
 //! - [`layers`]: the extension's module layering check.
 //! - [`suite`]: the full test suite that `.ci/run` calls.
-//! - [`bench`]: benchmarks (`cargo xtask bench relay|jobs|audit|rules|ingest|functions|search|gateway|realtime`).
+//! - [`bench`]: benchmarks (`cargo xtask bench relay|jobs|audit|rules|ingest|functions|search|gateway|realtime|services|scale`).
 
 mod bench;
 mod config;

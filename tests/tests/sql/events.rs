@@ -521,7 +521,7 @@ async fn events_after_walks_the_indexes_whatever_the_statistics() {
     .unwrap();
     let read = plan_of(&plans, "spine.event_commits");
     assert!(
-        read.contains("events_txid_seq_idx")
+        read.contains("_txid_seq_idx")
             && !read.contains("Seq Scan on events")
             && !read.contains("Hash Join"),
         "{read}"

@@ -13,6 +13,7 @@ mod docs;
 mod events;
 mod foundation;
 mod jobs;
+mod partitions;
 mod policy;
 mod rls_matrix;
 mod rules;
