@@ -10,7 +10,8 @@
 //! `spine.create_event_partitions` / `spine.drop_event_partitions` for the
 //! partitioned tables, 0.1.0's `DELETE` for the unpartitioned ones, with
 //! autovacuum running as configured. Printed per day: the bytes of each layout,
-//! the relay's read of the next 1,000 events (`events_after`, p50 of 50 reads)
+//! the relay's read of the next 1,000 events (`events_after`, p50 of 50 reads,
+//! the layouts alternating)
 //! and the time each retention took.
 //!
 //! Then the commit ceiling: 1-16 clients each committing one-event transactions
@@ -44,6 +45,9 @@ pub struct Settings {
     /// Retention in days.
     #[arg(long, default_value_t = 7)]
     pub keep_days: u32,
+    /// Keep the benchmark's database afterwards, to look into it.
+    #[arg(long)]
+    pub keep_database: bool,
     /// Seconds per figure of the commit ceiling (0 skips it).
     #[arg(long, default_value_t = 3)]
     pub ceiling_seconds: u64,
@@ -119,19 +123,40 @@ fn mb(bytes: i64) -> f64 {
     bytes as f64 / 1_048_576.0
 }
 
-/// p50 of the relay's read of the next BACKLOG events, through `function`.
-async fn read_p50(db: &Client, function: &str, cursor: i64) -> anyhow::Result<Duration> {
-    let read = db
-        .prepare(&format!("SELECT count(*) FROM {function}($1, 0, 1000)"))
+/// p50 of the relay's read of the next BACKLOG events through each layout's
+/// `events_after`, the two reads alternating so that both see the same moment
+/// (autovacuum, hint bits of the day's new rows).
+async fn read_p50s(db: &Client, cursor: i64) -> anyhow::Result<(Duration, Duration)> {
+    let part = db
+        .prepare("SELECT count(*) FROM spine.events_after($1, 0, 1000)")
         .await?;
-    let mut samples = Vec::with_capacity(READS);
+    let flat = db
+        .prepare("SELECT count(*) FROM flat.events_after($1, 0, 1000)")
+        .await?;
+    let (mut part_samples, mut flat_samples) = (Vec::new(), Vec::new());
     for _ in 0..READS {
-        let t = Instant::now();
-        let n: i64 = db.query_one(&read, &[&cursor]).await?.get(0);
-        samples.push(t.elapsed());
-        anyhow::ensure!(n == BACKLOG, "{function} read {n} events, not {BACKLOG}");
+        for (read, samples) in [(&part, &mut part_samples), (&flat, &mut flat_samples)] {
+            let t = Instant::now();
+            let n: i64 = db.query_one(read, &[&cursor]).await?.get(0);
+            samples.push(t.elapsed());
+            anyhow::ensure!(n == BACKLOG, "read {n} events, not {BACKLOG}");
+        }
     }
-    Ok(quantile(&mut samples, 0.5))
+    Ok((
+        quantile(&mut part_samples, 0.5),
+        quantile(&mut flat_samples, 0.5),
+    ))
+}
+
+async fn read_p50s_warm(db: &Client, cursor: i64) -> anyhow::Result<()> {
+    for function in ["spine.events_after", "flat.events_after"] {
+        db.query_one(
+            &format!("SELECT count(*) FROM {function}($1, 0, 1000)"),
+            &[&cursor],
+        )
+        .await?;
+    }
+    Ok(())
 }
 
 async fn timed(db: &Client, sql: &str) -> anyhow::Result<Duration> {
@@ -148,9 +173,10 @@ pub async fn run(s: Settings) -> anyhow::Result<()> {
     let per_day = (s.events / u64::from(s.days)) as i64 / EVENTS_PER_TX * EVENTS_PER_TX;
     let admin = connect(&s.database_url).await?;
     admin
-        .batch_execute(&format!(
-            "DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE); CREATE DATABASE {DATABASE}"
-        ))
+        .batch_execute(&format!("DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)"))
+        .await?;
+    admin
+        .batch_execute(&format!("CREATE DATABASE {DATABASE}"))
         .await?;
     let (base, _) = s.database_url.rsplit_once('/').expect("a database URL");
     let url = format!("{base}/{DATABASE}");
@@ -195,20 +221,20 @@ pub async fn run(s: Settings) -> anyhow::Result<()> {
     for day in 0..s.days {
         let day_start: String = db
             .query_one(
-                "SELECT ($1::timestamptz + make_interval(days => $2))::text",
+                "SELECT ($1::text::timestamptz + make_interval(days => $2))::text",
                 &[&first_day, &(day as i32)],
             )
             .await?
             .get(0);
         let day_end: String = db
             .query_one(
-                "SELECT ($1::timestamptz + interval '1 day')::text",
+                "SELECT ($1::text::timestamptz + interval '1 day')::text",
                 &[&day_start],
             )
             .await?
             .get(0);
         db.execute(
-            "SELECT spine.create_event_partitions($1::timestamptz)",
+            "SELECT spine.create_event_partitions($1::text::timestamptz)",
             &[&day_start],
         )
         .await?;
@@ -222,8 +248,9 @@ pub async fn run(s: Settings) -> anyhow::Result<()> {
             &db,
             "INSERT INTO spine.event_commits (txid, commit_seq, committed_at, tx_started_at) \
                SELECT txid, commit_seq, at, at FROM flat.staged_commits; \
-             INSERT INTO spine.events OVERRIDING SYSTEM VALUE \
+             INSERT INTO spine.events \
                     (seq, id, type, subject, data, correlation_id, txid, occurred_at, tx_started_at) \
+             OVERRIDING SYSTEM VALUE \
                SELECT seq, id, 'bench.ThingHappened', subject, data, correlation_id, txid, at, at \
                  FROM flat.staged_events",
         )
@@ -239,7 +266,7 @@ pub async fn run(s: Settings) -> anyhow::Result<()> {
         // The relay keeps up to BACKLOG events behind the head.
         let cursor: i64 = db
             .query_one(
-                "SELECT max(commit_seq) - $1 / 10 + 1 FROM flat.staged_commits",
+                "SELECT max(commit_seq) - $1::bigint / 10 + 1 FROM flat.staged_commits",
                 &[&BACKLOG],
             )
             .await?
@@ -268,8 +295,10 @@ pub async fn run(s: Settings) -> anyhow::Result<()> {
             ),
         )
         .await?;
-        let read_part = read_p50(&db, "spine.events_after", cursor).await?;
-        let read_flat = read_p50(&db, "flat.events_after", cursor).await?;
+        // Each read once, unmeasured: the first after a day's bulk write sets the
+        // new rows' hint bits.
+        read_p50s_warm(&db, cursor).await?;
+        let (read_part, read_flat) = read_p50s(&db, cursor).await?;
         let row = db
             .query_one(
                 "SELECT (SELECT sum(pg_total_relation_size(relid))::bigint FROM pg_partition_tree('spine.events') WHERE isleaf) \
@@ -333,9 +362,11 @@ pub async fn run(s: Settings) -> anyhow::Result<()> {
     if s.ceiling_seconds > 0 {
         commit_ceiling(&url, s.ceiling_seconds).await?;
     }
-    admin
-        .batch_execute(&format!("DROP DATABASE {DATABASE} WITH (FORCE)"))
-        .await?;
+    if !s.keep_database {
+        admin
+            .batch_execute(&format!("DROP DATABASE {DATABASE} WITH (FORCE)"))
+            .await?;
+    }
     Ok(())
 }
 

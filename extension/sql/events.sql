@@ -117,12 +117,18 @@ CREATE CONSTRAINT TRIGGER event_commits_stamp
 --
 -- Written so that one plan is right whatever the tables' statistics: the next
 -- commits in order (at most max_events of them: each has an event), then each
--- commit's events by the (txid, seq) index. A SQL function's body is planned
--- without its arguments' values, so the plain join's plan followed the
--- statistics: once autovacuum had analyzed a few thousand small commits beside
--- a backlog of large ones, the planner hashed all of spine.events (a parallel
--- seq scan) on every read, 20-50 ms each, and the relay's commit→delivery p50 at
--- 1,000 events/s was 30-54 ms in four runs of five (auto_explain, 2026-12-06).
+-- commit's events by the (txid, seq) index of the one partition that holds them.
+-- The plan is generic (planned without the arguments' values) and cached for
+-- the session: a plain join's plan followed the statistics (once autovacuum had
+-- analyzed a few thousand small commits beside a backlog of large ones, the
+-- planner hashed all of spine.events on every read, 20-50 ms each: auto_explain,
+-- 2026-12-06), and planning over a partitioned table each call cost the relay
+-- 0.4-0.5 ms per read next to the unpartitioned table (`bench scale`, SQL
+-- function, 2026-12-07). Never in parallel: a partition just filled and not yet
+-- analyzed made the planner gather the commits with two workers, and launching
+-- them took 47 of the read's 55 ms. Never JIT-compiled: the generic plan's cost
+-- estimate (1.2M for a 1.4 ms walk) passed jit_above_cost, and compiling took
+-- 48 ms of each read at 333k events a day (auto_explain, `bench scale`).
 CREATE FUNCTION spine.events_after(
     after_commit_seq bigint,
     after_seq bigint,
@@ -132,24 +138,32 @@ CREATE FUNCTION spine.events_after(
     owner_id uuid, data jsonb, correlation_id uuid, causation_id uuid,
     occurred_at timestamptz, committed_at timestamptz
 )
-    LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
-    SELECT c.commit_seq, e.seq, e.id, e.type, e.source, e.subject, e.owner_id, e.data,
-           e.correlation_id, e.causation_id, e.occurred_at, c.committed_at
-      FROM (SELECT k.commit_seq, k.txid, k.tx_started_at, k.committed_at
-              FROM spine.event_commits k
-             WHERE k.commit_seq >= after_commit_seq
-             ORDER BY k.commit_seq
-             LIMIT max_events) AS c
-      CROSS JOIN LATERAL (
-            SELECT ev.seq, ev.id, ev.type, ev.source, ev.subject, ev.owner_id, ev.data,
-                   ev.correlation_id, ev.causation_id, ev.occurred_at
-              FROM spine.events ev
-             WHERE ev.txid = c.txid AND ev.tx_started_at = c.tx_started_at
-               AND (c.commit_seq, ev.seq) > (after_commit_seq, after_seq)
-             ORDER BY ev.seq
-             LIMIT max_events) AS e
-     ORDER BY c.commit_seq, e.seq
-     LIMIT max_events
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, pg_temp
+    SET plan_cache_mode = force_generic_plan
+    SET max_parallel_workers_per_gather = 0
+    SET jit = off AS $$
+#variable_conflict use_column
+BEGIN
+    RETURN QUERY
+        SELECT c.commit_seq, e.seq, e.id, e.type, e.source, e.subject, e.owner_id, e.data,
+               e.correlation_id, e.causation_id, e.occurred_at, c.committed_at
+          FROM (SELECT k.commit_seq, k.txid, k.tx_started_at, k.committed_at
+                  FROM spine.event_commits k
+                 WHERE k.commit_seq >= after_commit_seq
+                 ORDER BY k.commit_seq
+                 LIMIT max_events) AS c
+          CROSS JOIN LATERAL (
+                SELECT ev.seq, ev.id, ev.type, ev.source, ev.subject, ev.owner_id, ev.data,
+                       ev.correlation_id, ev.causation_id, ev.occurred_at
+                  FROM spine.events ev
+                 WHERE ev.txid = c.txid AND ev.tx_started_at = c.tx_started_at
+                   AND (c.commit_seq, ev.seq) > (after_commit_seq, after_seq)
+                 ORDER BY ev.seq
+                 LIMIT max_events) AS e
+         ORDER BY c.commit_seq, e.seq
+         LIMIT max_events;
+END
 $$;
 COMMENT ON FUNCTION spine.events_after(bigint, bigint, integer) IS
     'Committed events after the cursor (commit_seq, seq), in commit order. Never skips a late commit.';

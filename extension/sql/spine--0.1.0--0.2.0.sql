@@ -385,24 +385,32 @@ CREATE OR REPLACE FUNCTION spine.events_after(
     owner_id uuid, data jsonb, correlation_id uuid, causation_id uuid,
     occurred_at timestamptz, committed_at timestamptz
 )
-    LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
-    SELECT c.commit_seq, e.seq, e.id, e.type, e.source, e.subject, e.owner_id, e.data,
-           e.correlation_id, e.causation_id, e.occurred_at, c.committed_at
-      FROM (SELECT k.commit_seq, k.txid, k.tx_started_at, k.committed_at
-              FROM spine.event_commits k
-             WHERE k.commit_seq >= after_commit_seq
-             ORDER BY k.commit_seq
-             LIMIT max_events) AS c
-      CROSS JOIN LATERAL (
-            SELECT ev.seq, ev.id, ev.type, ev.source, ev.subject, ev.owner_id, ev.data,
-                   ev.correlation_id, ev.causation_id, ev.occurred_at
-              FROM spine.events ev
-             WHERE ev.txid = c.txid AND ev.tx_started_at = c.tx_started_at
-               AND (c.commit_seq, ev.seq) > (after_commit_seq, after_seq)
-             ORDER BY ev.seq
-             LIMIT max_events) AS e
-     ORDER BY c.commit_seq, e.seq
-     LIMIT max_events
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, pg_temp
+    SET plan_cache_mode = force_generic_plan
+    SET max_parallel_workers_per_gather = 0
+    SET jit = off AS $$
+#variable_conflict use_column
+BEGIN
+    RETURN QUERY
+        SELECT c.commit_seq, e.seq, e.id, e.type, e.source, e.subject, e.owner_id, e.data,
+               e.correlation_id, e.causation_id, e.occurred_at, c.committed_at
+          FROM (SELECT k.commit_seq, k.txid, k.tx_started_at, k.committed_at
+                  FROM spine.event_commits k
+                 WHERE k.commit_seq >= after_commit_seq
+                 ORDER BY k.commit_seq
+                 LIMIT max_events) AS c
+          CROSS JOIN LATERAL (
+                SELECT ev.seq, ev.id, ev.type, ev.source, ev.subject, ev.owner_id, ev.data,
+                       ev.correlation_id, ev.causation_id, ev.occurred_at
+                  FROM spine.events ev
+                 WHERE ev.txid = c.txid AND ev.tx_started_at = c.tx_started_at
+                   AND (c.commit_seq, ev.seq) > (after_commit_seq, after_seq)
+                 ORDER BY ev.seq
+                 LIMIT max_events) AS e
+         ORDER BY c.commit_seq, e.seq
+         LIMIT max_events;
+END
 $$;
 COMMENT ON FUNCTION spine.events_after(bigint, bigint, integer) IS
     'Committed events after the cursor (commit_seq, seq), in commit order. Never skips a late commit.';
