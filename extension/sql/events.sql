@@ -58,16 +58,22 @@ CREATE TABLE spine.event_commits (
 COMMENT ON TABLE spine.event_commits IS
     'Commit order of emitting transactions: commit_seq is assigned at commit, under a lock held until the commit is visible.';
 
--- Registers the transaction once per INSERT statement into spine.events (a no-op
--- index probe after the first). Statement-level, so a 10k-row INSERT pays once; and
--- it re-registers after a ROLLBACK TO SAVEPOINT removed an earlier registration.
+-- Registers the transaction once per INSERT statement into spine.events: the
+-- first statement inserts its row, later ones see the transaction-local flag
+-- spine.event_commit_registered (superuser-only, so users cannot set it). SET
+-- LOCAL, the flag is undone with a rolled-back savepoint, as the row is, and the
+-- next statement registers again. Statement-level, so a 10k-row INSERT pays once.
 CREATE FUNCTION spine.register_event_transaction() RETURNS trigger
     LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    tx text := pg_current_xact_id()::text;
 BEGIN
-    -- Only this transaction registers its own txid: no race to guard against.
-    IF NOT EXISTS (SELECT 1 FROM spine.event_commits
-                    WHERE txid = pg_current_xact_id() AND tx_started_at = transaction_timestamp()) THEN
-        INSERT INTO spine.event_commits (txid) VALUES (pg_current_xact_id());
+    -- Loading the library defines the setting, which drops a value a user set
+    -- before it existed (a placeholder: PostgreSQL checks the setter's rights then).
+    PERFORM spine.library_version();
+    IF current_setting('spine.event_commit_registered', true) IS DISTINCT FROM tx THEN
+        INSERT INTO spine.event_commits (txid) VALUES (tx::xid8);
+        PERFORM set_config('spine.event_commit_registered', tx, true);
     END IF;
     RETURN NULL;
 END

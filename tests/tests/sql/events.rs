@@ -4,8 +4,8 @@
 use futures_util::StreamExt;
 use serde_json::json;
 use spine_tests::{
-    act_as, connect, database_url, drop_sink, fresh_sink, logged_plans, one, plan_of, sink_status,
-    sqlstate,
+    act_as, connect, connect_to, database_url, drop_sink, fresh_sink, logged_plans, one, plan_of,
+    sink_status, sqlstate,
 };
 use tokio_postgres::{AsyncMessage, NoTls};
 use uuid::Uuid;
@@ -589,4 +589,40 @@ async fn events_take_the_transactions_cause() {
         .await
         .unwrap_err();
     assert_eq!(sqlstate(&err), Some("22023"), "{err:?}");
+}
+
+/// The register trigger remembers, per transaction, that it has registered the
+/// transaction (`spine.event_commit_registered`). Only a superuser may set that:
+/// a user who could would keep their transaction out of `spine.event_commits`,
+/// and its events from ever being delivered. Set before the library defined it (a
+/// placeholder), the value is dropped when the library loads; after, SET is 42501.
+#[tokio::test]
+async fn users_cannot_skip_registering_their_transaction() {
+    let db = connect_to(&database_url()).await.unwrap();
+    let subject = format!("forged-{}", Uuid::new_v4());
+    db.batch_execute(&format!(
+        "BEGIN; SET LOCAL ROLE service_role; \
+         SELECT set_config('spine.event_commit_registered', pg_current_xact_id()::text, true); \
+         SELECT spine.emit('test.ThingHappened', '{{}}', '{subject}'); COMMIT"
+    ))
+    .await
+    .unwrap();
+    let stamped: bool = one(
+        &db,
+        "SELECT c.commit_seq IS NOT NULL FROM spine.events e JOIN spine.event_commits c \
+             ON c.txid = e.txid AND c.tx_started_at = e.tx_started_at WHERE e.subject = $1",
+        &[&subject],
+    )
+    .await;
+    assert!(stamped, "registered and stamped despite the forged flag");
+    for role in ["anon", "authenticated", "service_role"] {
+        let err = db
+            .batch_execute(&format!(
+                "BEGIN; SET LOCAL ROLE {role}; SET LOCAL spine.event_commit_registered = '1'"
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(sqlstate(&err), Some("42501"), "{role}");
+        db.batch_execute("ROLLBACK").await.unwrap();
+    }
 }
