@@ -264,7 +264,7 @@ async fn drain_rate(s: &Settings, n: usize) -> anyhow::Result<(f64, f64, f64)> {
     let target = db
         .query_one(
             "SELECT c.commit_seq, max(e.seq) FROM spine.event_commits c \
-             JOIN spine.events e ON e.txid = c.txid \
+             JOIN spine.events e ON e.txid = c.txid AND e.tx_started_at = c.tx_started_at \
              WHERE c.commit_seq = (SELECT max(commit_seq) FROM spine.event_commits) \
              GROUP BY c.commit_seq",
             &[],

@@ -61,7 +61,8 @@ pub async fn tail(
         .rows(
             "SELECT c.commit_seq, e.seq, c.committed_at, e.type, e.subject, e.owner_id, e.id, \
                     e.data, e.correlation_id \
-               FROM spine.events e JOIN spine.event_commits c ON c.txid = e.txid \
+               FROM spine.events e JOIN spine.event_commits c \
+                 ON c.txid = e.txid AND c.tx_started_at = e.tx_started_at \
               WHERE ($1::text IS NULL OR e.type LIKE $1) \
                 AND ($2::text IS NULL OR e.subject LIKE $2) \
                 AND ($3::uuid IS NULL OR e.owner_id = $3) \
@@ -78,7 +79,7 @@ pub async fn tail(
     let head = db
         .rows(
             "SELECT c.commit_seq, e.seq FROM spine.events e \
-               JOIN spine.event_commits c ON c.txid = e.txid \
+               JOIN spine.event_commits c ON c.txid = e.txid AND c.tx_started_at = e.tx_started_at \
               ORDER BY c.commit_seq DESC, e.seq DESC LIMIT 1",
             &[],
         )

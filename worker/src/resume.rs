@@ -154,7 +154,8 @@ async fn last_routed(
                    FROM spine.event_commits c \
                    CROSS JOIN LATERAL ( \
                         SELECT id, type, seq FROM spine.events e \
-                         WHERE e.txid = c.txid AND (c.commit_seq < $1 OR e.seq <= $2) \
+                         WHERE e.txid = c.txid AND e.tx_started_at = c.tx_started_at \
+                           AND (c.commit_seq < $1 OR e.seq <= $2) \
                          ORDER BY e.seq DESC) e \
                   WHERE c.commit_seq <= $1 AND c.commit_seq IS NOT NULL \
                   ORDER BY c.commit_seq DESC, e.seq DESC LIMIT $3",
@@ -182,7 +183,7 @@ async fn position(db: &Client, event: Uuid) -> anyhow::Result<Option<Cursor>> {
     Ok(db
         .query_opt(
             "SELECT c.commit_seq, e.seq FROM spine.events e \
-               JOIN spine.event_commits c ON c.txid = e.txid \
+               JOIN spine.event_commits c ON c.txid = e.txid AND c.tx_started_at = e.tx_started_at \
               WHERE e.id = $1 AND c.commit_seq IS NOT NULL",
             &[&event],
         )

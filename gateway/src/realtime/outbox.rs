@@ -31,7 +31,8 @@ const READ: &str = "SELECT commit_seq, seq, type, data, \
     FROM spine.events_after($1, $2, $3)";
 
 const HEAD: &str = "SELECT h.commit_seq, coalesce((SELECT max(e.seq) FROM spine.events e \
-      JOIN spine.event_commits c ON c.txid = e.txid WHERE c.commit_seq = h.commit_seq), 0) \
+      JOIN spine.event_commits c ON c.txid = e.txid AND c.tx_started_at = e.tx_started_at \
+      WHERE c.commit_seq = h.commit_seq), 0) \
     FROM (SELECT coalesce(max(commit_seq), 0) AS commit_seq FROM spine.event_commits) AS h";
 
 /// One committed event as Realtime uses it.
