@@ -59,8 +59,43 @@ struct PublicKey {
 pub struct Verifier {
     secret: Option<DecodingKey>,
     public: Vec<PublicKey>,
+    api_keys: ApiKeys,
     leeway: u64,
 }
+
+/// Supabase's opaque API keys: `sb_publishable_…` acts as anon, `sb_secret_…`
+/// as service_role. They are not JWTs; only an exact match counts.
+#[derive(Default, Clone)]
+pub struct ApiKeys {
+    pub publishable: Option<String>,
+    pub secret: Option<String>,
+}
+
+impl ApiKeys {
+    /// The role an opaque key stands for, if it is one of ours.
+    fn role_of(&self, token: &str) -> Option<&'static str> {
+        let same = |k: &Option<String>| {
+            k.as_deref()
+                .is_some_and(|k| constant_time_eq(k.as_bytes(), token.as_bytes()))
+        };
+        if same(&self.publishable) {
+            Some("anon")
+        } else if same(&self.secret) {
+            Some("service_role")
+        } else {
+            None
+        }
+    }
+}
+
+/// Compares without stopping at the first difference, so the time taken does
+/// not tell how much of a guessed key was right.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The prefix of Supabase's opaque API keys.
+pub const OPAQUE_KEY_PREFIX: &str = "sb_";
 
 /// Names the keys, never their material.
 impl std::fmt::Debug for Verifier {
@@ -75,6 +110,10 @@ impl std::fmt::Debug for Verifier {
                     .map(|k| (&k.kid, k.alg))
                     .collect::<Vec<_>>(),
             )
+            .field(
+                "api_keys",
+                &[&self.api_keys.publishable, &self.api_keys.secret].map(|k| k.is_some()),
+            )
             .field("leeway", &self.leeway)
             .finish()
     }
@@ -87,8 +126,18 @@ impl Verifier {
         Verifier {
             secret: secret.map(DecodingKey::from_secret),
             public: Vec::new(),
+            api_keys: ApiKeys::default(),
             leeway: DEFAULT_LEEWAY_SECS,
         }
+    }
+
+    /// Also accepts these opaque `sb_…` keys (empty ones are ignored).
+    pub fn with_api_keys(mut self, keys: ApiKeys) -> Self {
+        self.api_keys = ApiKeys {
+            publishable: keys.publishable.filter(|k| !k.is_empty()),
+            secret: keys.secret.filter(|k| !k.is_empty()),
+        };
+        self
     }
 
     pub fn with_leeway(mut self, secs: u64) -> Self {
@@ -133,7 +182,19 @@ impl Verifier {
         self.verify(token.trim())
     }
 
+    /// A JWT, or one of the opaque API keys given to [`Verifier::with_api_keys`].
     pub fn verify(&self, token: &str) -> Result<Claims, JwtError> {
+        if token.starts_with(OPAQUE_KEY_PREFIX) {
+            let role = self
+                .api_keys
+                .role_of(token)
+                .ok_or_else(|| JwtError::Invalid("unknown API key".into()))?;
+            return Ok(Claims {
+                role: role.to_string(),
+                sub: None,
+                all: serde_json::json!({ "role": role }),
+            });
+        }
         let header = jsonwebtoken::decode_header(token)
             .map_err(|e| JwtError::Invalid(format!("malformed header: {e}")))?;
         let mut last = JwtError::Invalid(format!("alg {:?} is not accepted", header.alg));
@@ -374,6 +435,31 @@ mod tests {
         let nosub = sign(&json!({"role": "authenticated"}), KEY);
         assert!(matches!(hs().verify(&nosub), Err(JwtError::Invalid(_))));
         assert!(matches!(hs().verify("a.b"), Err(JwtError::Invalid(_))));
+    }
+
+    #[test]
+    fn opaque_api_keys_stand_for_their_roles() {
+        let v = hs().with_api_keys(ApiKeys {
+            publishable: Some("sb_publishable_abc".into()),
+            secret: Some("sb_secret_xyz".into()),
+        });
+        assert_eq!(v.verify("sb_publishable_abc").unwrap().role, "anon");
+        let service = v.verify_header(Some("Bearer sb_secret_xyz")).unwrap();
+        assert_eq!((service.role.as_str(), service.sub), ("service_role", None));
+        assert_eq!(service.all, json!({"role": "service_role"}));
+        for wrong in ["sb_secret_xy", "sb_secret_xyzz", "sb_", "sb_publishable_"] {
+            assert!(
+                matches!(v.verify(wrong), Err(JwtError::Invalid(_))),
+                "{wrong}"
+            );
+        }
+        // Empty keys configure nothing, and a verifier without keys knows none.
+        let none = hs().with_api_keys(ApiKeys {
+            publishable: Some(String::new()),
+            secret: None,
+        });
+        assert!(none.verify("sb_publishable_abc").is_err());
+        assert!(none.verify("sb_").is_err());
     }
 
     /// `exp`, `nbf` and `iat` are checked with the leeway on either side of it.

@@ -4,7 +4,8 @@
 //! async runtime, so `cargo test -p spine-core` runs in seconds.
 //!
 //! - [`audit_chain`]: the audit log's hash chain (what a row's hash covers).
-//! - [`auth`] (feature `jwt`): bearer tokens, HS256 and JWKS keys.
+//! - [`auth`] (feature `jwt`): bearer tokens, HS256 and JWKS keys, `sb_` API keys.
+//! - [`signing`] (feature `jwt`): the key access tokens are signed with (HS256 or ES256).
 //! - [`names`]: the identifier rules (entity kinds, plugins, queues, webhooks, domains).
 //! - [`json`]: paths into JSON values and JSON text sizes.
 //! - [`time`]: civil date arithmetic and RFC 3339 timestamps.
@@ -33,5 +34,7 @@ pub mod manifest;
 pub mod names;
 pub mod rules;
 pub mod service;
+#[cfg(feature = "jwt")]
+pub mod signing;
 pub mod time;
 pub mod trace;

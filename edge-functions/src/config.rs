@@ -3,7 +3,7 @@
 //! and the code cannot drift.
 
 use crate::host::HostConfig;
-use crate::jwt::{JwksSource, KeySettings};
+use crate::jwt::KeySettings;
 use crate::server::CorsOrigins;
 use clap::{Args, Parser, Subcommand};
 use std::net::SocketAddr;
@@ -66,22 +66,8 @@ pub struct Config {
     #[arg(long, env = "SPINE_JWT_SECRET", hide_env_values = true, global = true)]
     pub jwt_secret: Option<String>,
 
-    /// Public keys for ES256/RS256 tokens: a JWKS document, or @FILE.
-    #[arg(long, env = "SPINE_JWKS", conflicts_with = "jwks_url")]
-    pub jwks: Option<String>,
-
-    /// A URL serving the JWKS (Supabase: https://<project>.supabase.co/auth/v1/.well-known/jwks.json),
-    /// fetched at start and again when a token names an unknown key.
-    #[arg(long, env = "SPINE_JWKS_URL")]
-    pub jwks_url: Option<String>,
-
-    /// The least time between two fetches of SPINE_JWKS_URL, in seconds.
-    #[arg(long, env = "SPINE_JWKS_REFETCH_SECS", default_value_t = 30)]
-    pub jwks_refetch_secs: u64,
-
-    /// Clock skew allowed on exp, nbf and iat, in seconds.
-    #[arg(long, env = "SPINE_JWT_LEEWAY", default_value_t = crate::jwt::DEFAULT_LEEWAY_SECS)]
-    pub jwt_leeway: u64,
+    #[command(flatten)]
+    pub tokens: crate::jwt::TokenArgs,
 
     /// Origins browsers may call from: * or a comma-separated list.
     #[arg(long, env = "SPINE_CORS_ORIGINS", default_value = "*", value_parser = CorsOrigins::parse)]
@@ -126,20 +112,7 @@ impl Config {
     }
 
     pub fn keys(&self) -> KeySettings {
-        let jwks = match (&self.jwks, &self.jwks_url) {
-            (Some(doc), _) => Some(match doc.strip_prefix('@') {
-                Some(path) => JwksSource::File(path.into()),
-                None => JwksSource::Inline(doc.clone()),
-            }),
-            (None, Some(url)) => Some(JwksSource::Url(url.clone())),
-            (None, None) => None,
-        };
-        KeySettings {
-            secret: self.jwt_secret.clone(),
-            jwks,
-            leeway_secs: Some(self.jwt_leeway),
-            refetch_every: Some(std::time::Duration::from_secs(self.jwks_refetch_secs)),
-        }
+        self.tokens.settings(self.jwt_secret.clone())
     }
 }
 
@@ -165,6 +138,7 @@ mod tests {
         ])
         .unwrap();
         assert!(matches!(cli.command, Some(Command::Serve)));
+        use crate::jwt::JwksSource;
         assert_eq!(
             cli.config.keys().jwks,
             Some(JwksSource::File("/etc/jwks.json".into()))

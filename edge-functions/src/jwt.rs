@@ -4,7 +4,7 @@
 //! the keys and fetches a URL's JWKS again when a token names a key it does not
 //! know, which is how a signing-key rotation reaches a running host.
 
-pub use spine_core::auth::{sign, Claims, JwtError, Verifier, DEFAULT_LEEWAY_SECS, ROLES};
+pub use spine_core::auth::{sign, ApiKeys, Claims, JwtError, Verifier, DEFAULT_LEEWAY_SECS, ROLES};
 
 use anyhow::Context;
 use std::sync::{Arc, Mutex, RwLock};
@@ -22,15 +22,92 @@ pub enum JwksSource {
 }
 
 /// Settings for [`Keys::load`].
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct KeySettings {
     pub secret: Option<String>,
     pub jwks: Option<JwksSource>,
+    /// The JWKS of the key this process signs tokens with (the gateway's ES256
+    /// key): always trusted, beside `jwks`.
+    pub own_jwks: Option<String>,
+    /// Opaque `sb_publishable_…` / `sb_secret_…` keys.
+    pub api_keys: ApiKeys,
     pub leeway_secs: Option<u64>,
     /// A token naming an unknown key fetches the JWKS URL again at most this
     /// often (default 30 s), so tokens with made-up `kid`s cannot turn the host
     /// into a load generator against the key server.
     pub refetch_every: Option<Duration>,
+}
+
+/// Names what is configured, never a key.
+impl std::fmt::Debug for KeySettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeySettings")
+            .field("secret", &self.secret.as_ref().map(|_| "(set)"))
+            .field("jwks", &self.jwks)
+            .field("own_jwks", &self.own_jwks.is_some())
+            .field(
+                "api_keys",
+                &[&self.api_keys.publishable, &self.api_keys.secret].map(|k| k.is_some()),
+            )
+            .field("leeway_secs", &self.leeway_secs)
+            .field("refetch_every", &self.refetch_every)
+            .finish()
+    }
+}
+
+/// The token flags both HTTP processes (`spine-functions`, `spine-gateway`)
+/// take besides the JWT secret, which each names its own way.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TokenArgs {
+    /// Public keys for ES256/RS256 tokens: a JWKS document, or @FILE.
+    #[arg(long, env = "SPINE_JWKS", conflicts_with = "jwks_url")]
+    pub jwks: Option<String>,
+
+    /// A URL serving the JWKS (Supabase: https://<project>.supabase.co/auth/v1/.well-known/jwks.json),
+    /// fetched at start and again when a token names an unknown key.
+    #[arg(long, env = "SPINE_JWKS_URL")]
+    pub jwks_url: Option<String>,
+
+    /// The least time between two fetches of SPINE_JWKS_URL, in seconds.
+    #[arg(long, env = "SPINE_JWKS_REFETCH_SECS", default_value_t = 30)]
+    pub jwks_refetch_secs: u64,
+
+    /// Clock skew allowed on exp, nbf and iat, in seconds.
+    #[arg(long, env = "SPINE_JWT_LEEWAY", default_value_t = DEFAULT_LEEWAY_SECS)]
+    pub jwt_leeway: u64,
+
+    /// A publishable key (`sb_publishable_…`) that acts as the anon role.
+    #[arg(long, env = "SPINE_PUBLISHABLE_KEY", hide_env_values = true)]
+    pub publishable_key: Option<String>,
+
+    /// A secret key (`sb_secret_…`) that acts as the service role.
+    #[arg(long, env = "SPINE_SECRET_KEY", hide_env_values = true)]
+    pub secret_key: Option<String>,
+}
+
+impl TokenArgs {
+    /// The settings for [`Keys::load`], with the process's JWT secret.
+    pub fn settings(&self, secret: Option<String>) -> KeySettings {
+        let jwks = match (&self.jwks, &self.jwks_url) {
+            (Some(doc), _) => Some(match doc.strip_prefix('@') {
+                Some(path) => JwksSource::File(path.into()),
+                None => JwksSource::Inline(doc.clone()),
+            }),
+            (None, Some(url)) => Some(JwksSource::Url(url.clone())),
+            (None, None) => None,
+        };
+        KeySettings {
+            secret,
+            jwks,
+            own_jwks: None,
+            api_keys: ApiKeys {
+                publishable: self.publishable_key.clone(),
+                secret: self.secret_key.clone(),
+            },
+            leeway_secs: Some(self.jwt_leeway),
+            refetch_every: Some(Duration::from_secs(self.jwks_refetch_secs)),
+        }
+    }
 }
 
 /// [`KeySettings::refetch_every`]'s default.
@@ -47,7 +124,7 @@ impl Keys {
     /// Loads every configured key; fails if there is none or one is unusable.
     pub async fn load(settings: KeySettings) -> anyhow::Result<Self> {
         anyhow::ensure!(
-            settings.secret.is_some() || settings.jwks.is_some(),
+            settings.secret.is_some() || settings.jwks.is_some() || settings.own_jwks.is_some(),
             "no JWT keys: set SPINE_JWT_SECRET, SPINE_JWKS or SPINE_JWKS_URL"
         );
         let verifier = build(&settings).await?;
@@ -60,7 +137,19 @@ impl Keys {
 
     /// Verifies `Authorization: Bearer <token>`.
     pub async fn verify_header(&self, header: Option<&str>) -> Result<Claims, JwtError> {
-        match self.verifier().verify_header(header) {
+        let header = header.ok_or(JwtError::Missing)?;
+        let token = header
+            .strip_prefix("Bearer ")
+            .or_else(|| header.strip_prefix("bearer "))
+            .ok_or(JwtError::NotBearer)?;
+        self.verify(token.trim()).await
+    }
+
+    /// Verifies a token (a JWT or an opaque API key); a JWT naming a key the
+    /// JWKS URL did not serve fetches it again first (at most every
+    /// `refetch_every`).
+    pub async fn verify(&self, token: &str) -> Result<Claims, JwtError> {
+        match self.verifier().verify(token) {
             Err(JwtError::UnknownKey(kid)) if self.may_refetch() => {
                 match build(&self.settings).await {
                     Ok(fresh) => {
@@ -69,7 +158,7 @@ impl Keys {
                     }
                     Err(e) => tracing::warn!(error = %e, "fetching the JWKS again failed"),
                 }
-                self.verifier().verify_header(header)
+                self.verifier().verify(token)
             }
             outcome => outcome,
         }
@@ -94,7 +183,11 @@ impl Keys {
 
 async fn build(settings: &KeySettings) -> anyhow::Result<Verifier> {
     let mut verifier = Verifier::new(settings.secret.as_deref().map(str::as_bytes))
-        .with_leeway(settings.leeway_secs.unwrap_or(DEFAULT_LEEWAY_SECS));
+        .with_leeway(settings.leeway_secs.unwrap_or(DEFAULT_LEEWAY_SECS))
+        .with_api_keys(settings.api_keys.clone());
+    if let Some(own) = &settings.own_jwks {
+        verifier = verifier.with_jwks(own).map_err(|e| anyhow::anyhow!(e))?;
+    }
     let document = match &settings.jwks {
         None => return Ok(verifier),
         Some(JwksSource::Inline(text)) => text.clone(),

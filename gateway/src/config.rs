@@ -46,13 +46,15 @@ pub struct Config {
     #[arg(long, env = "SPINE_JWT_SECRET", hide_env_values = true, global = true)]
     pub jwt_secret: Option<String>,
 
-    /// A publishable key (`sb_publishable_…`) that acts as the anon role.
-    #[arg(long, env = "SPINE_PUBLISHABLE_KEY", hide_env_values = true)]
-    pub publishable_key: Option<String>,
+    /// An ES256 key /auth/v1 signs access tokens with instead of the secret
+    /// (Supabase's JWT signing keys): a PKCS#8 PEM P-256 private key, or @FILE.
+    /// Its public half is served at /auth/v1/.well-known/jwks.json. The anon
+    /// and service-role keys stay HS256, as Supabase's legacy keys do.
+    #[arg(long, env = "SPINE_JWT_SIGNING_KEY", hide_env_values = true)]
+    pub jwt_signing_key: Option<String>,
 
-    /// A secret key (`sb_secret_…`) that acts as the service role.
-    #[arg(long, env = "SPINE_SECRET_KEY", hide_env_values = true)]
-    pub secret_key: Option<String>,
+    #[command(flatten)]
+    pub tokens: spine_functions::jwt::TokenArgs,
 
     /// Schemas `/rest/v1` exposes, comma-separated; the first is the default.
     #[arg(long, env = "SPINE_REST_SCHEMAS", default_value = "public,spine")]
@@ -114,6 +116,34 @@ impl Config {
 
     pub fn auth_enabled(&self) -> bool {
         self.auth == "on"
+    }
+
+    /// The key /auth/v1 signs access tokens with: the ES256 key when one is
+    /// configured, else the JWT secret.
+    pub fn signer(&self) -> anyhow::Result<spine_core::signing::Signer> {
+        use spine_core::signing::Signer;
+        let Some(key) = self.jwt_signing_key.as_deref().filter(|k| !k.is_empty()) else {
+            return Ok(Signer::hs256(self.secret()?.as_bytes()));
+        };
+        let pem = match key.strip_prefix('@') {
+            Some(path) => std::fs::read(path)
+                .map_err(|e| anyhow::anyhow!("SPINE_JWT_SIGNING_KEY: reading {path}: {e}"))?,
+            None => key.as_bytes().to_vec(),
+        };
+        Ok(Signer::es256_from_pem(&pem)?)
+    }
+
+    /// Every key tokens are verified with: the secret, the signer's public
+    /// key, SPINE_JWKS / SPINE_JWKS_URL and the `sb_` keys.
+    pub fn key_settings(
+        &self,
+        signer: &spine_core::signing::Signer,
+    ) -> anyhow::Result<spine_functions::jwt::KeySettings> {
+        let mut settings = self.tokens.settings(Some(self.secret()?.to_string()));
+        if let spine_core::signing::Signer::Es256 { .. } = signer {
+            settings.own_jwks = Some(signer.jwks().to_string());
+        }
+        Ok(settings)
     }
 
     /// The JWT secret; an error naming the variable when it is not set.

@@ -7,7 +7,9 @@
 //! A bearer token, when present, decides; without one the request is anon.
 
 use serde_json::{json, Value};
-use spine_core::auth::{Claims, JwtError, Verifier, ROLES};
+use spine_core::auth::{Claims, JwtError};
+use spine_functions::jwt::{KeySettings, Keys};
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// The role a request runs as, and the claims passed as `request.jwt.claims`.
@@ -35,24 +37,45 @@ impl Caller {
     }
 }
 
+/// Every key a token may be checked against: the project's JWT secret, the
+/// gateway's own signing key, a JWKS (fetched again when a token names a key
+/// it lacks) and the opaque `sb_…` keys. The same [`Keys`] serve
+/// `/functions/v1`, so a key works on every path of the base URL.
 pub struct ApiKeys {
-    verifier: Verifier,
-    publishable: Option<String>,
-    secret: Option<String>,
+    keys: Arc<Keys>,
 }
 
 impl ApiKeys {
-    pub fn new(jwt_secret: &str, publishable: Option<String>, secret: Option<String>) -> Self {
-        ApiKeys {
-            verifier: Verifier::new(Some(jwt_secret.as_bytes())),
-            publishable: publishable.filter(|k| !k.is_empty()),
-            secret: secret.filter(|k| !k.is_empty()),
-        }
+    pub fn new(keys: Arc<Keys>) -> Self {
+        ApiKeys { keys }
+    }
+
+    /// Only the project's JWT secret and these opaque keys: for tests.
+    pub async fn with_secret(
+        jwt_secret: &str,
+        publishable: Option<String>,
+        secret: Option<String>,
+    ) -> anyhow::Result<Self> {
+        let keys = Keys::load(KeySettings {
+            secret: Some(jwt_secret.to_string()),
+            api_keys: spine_core::auth::ApiKeys {
+                publishable,
+                secret,
+            },
+            ..Default::default()
+        })
+        .await?;
+        Ok(ApiKeys::new(Arc::new(keys)))
+    }
+
+    /// The keys themselves, shared with the function host.
+    pub fn keys(&self) -> Arc<Keys> {
+        self.keys.clone()
     }
 
     /// The caller of a request from its `Authorization` header (`Bearer …`);
     /// without one, from its `apikey`; with neither, anon.
-    pub fn caller(
+    pub async fn caller(
         &self,
         authorization: Option<&str>,
         apikey: Option<&str>,
@@ -68,48 +91,20 @@ impl ApiKeys {
         };
         match token {
             None => Ok(Caller::anon()),
-            Some(t) => self.token(t),
+            // The verifier refuses any role but Supabase's three, so a valid
+            // signature on `role: postgres` never makes a superuser.
+            Some(t) => {
+                let Claims { role, all, .. } = self.keys.verify(t).await?;
+                Ok(Caller { role, claims: all })
+            }
         }
     }
 
     /// The caller of an HTTP request: its `Authorization` and `apikey` headers.
-    pub fn from_headers(&self, headers: &axum::http::HeaderMap) -> Result<Caller, JwtError> {
+    pub async fn from_headers(&self, headers: &axum::http::HeaderMap) -> Result<Caller, JwtError> {
         let get = |n: &str| headers.get(n).and_then(|v| v.to_str().ok());
-        self.caller(get("authorization"), get("apikey"))
+        self.caller(get("authorization"), get("apikey")).await
     }
-
-    /// A token: an opaque key, or a JWT whose role must be one of Supabase's.
-    fn token(&self, token: &str) -> Result<Caller, JwtError> {
-        if token.starts_with("sb_") {
-            let same = |k: &Option<String>| {
-                k.as_deref()
-                    .is_some_and(|k| constant_time_eq(k.as_bytes(), token.as_bytes()))
-            };
-            let role = if same(&self.publishable) {
-                "anon"
-            } else if same(&self.secret) {
-                "service_role"
-            } else {
-                return Err(JwtError::Invalid("unknown API key".into()));
-            };
-            return Ok(Caller {
-                role: role.into(),
-                claims: json!({"role": role}),
-            });
-        }
-        let Claims { role, all, .. } = self.verifier.verify(token)?;
-        // A valid signature on `role: postgres` must not make a superuser.
-        if !ROLES.contains(&role.as_str()) {
-            return Err(JwtError::Invalid(format!(
-                "role {role:?} is not anon, authenticated or service_role"
-            )));
-        }
-        Ok(Caller { role, claims: all })
-    }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// The anon and service-role keys, as Supabase shapes them: long-lived JWTs
@@ -135,56 +130,69 @@ mod tests {
 
     const SECRET: &str = "super-secret-jwt-token-with-at-least-32-characters-long";
 
-    fn keys() -> ApiKeys {
-        ApiKeys::new(
+    async fn keys() -> ApiKeys {
+        ApiKeys::with_secret(
             SECRET,
             Some("sb_publishable_abc".into()),
             Some("sb_secret_xyz".into()),
         )
+        .await
+        .unwrap()
     }
 
-    #[test]
-    fn bearer_decides_else_apikey_else_anon() {
+    #[tokio::test]
+    async fn bearer_decides_else_apikey_else_anon() {
         let (anon, service) = project_keys(SECRET);
-        let k = keys();
-        assert_eq!(k.caller(None, None).unwrap(), Caller::anon());
-        assert_eq!(k.caller(None, Some(&anon)).unwrap().role, "anon");
+        let k = keys().await;
+        assert_eq!(k.caller(None, None).await.unwrap(), Caller::anon());
+        assert_eq!(k.caller(None, Some(&anon)).await.unwrap().role, "anon");
         let bearer = format!("Bearer {service}");
         assert_eq!(
-            k.caller(Some(&bearer), Some(&anon)).unwrap().role,
+            k.caller(Some(&bearer), Some(&anon)).await.unwrap().role,
             "service_role"
         );
         assert_eq!(
             k.caller(Some("Bearer sb_publishable_abc"), None)
+                .await
                 .unwrap()
                 .role,
             "anon"
         );
         assert_eq!(
-            k.caller(None, Some("sb_secret_xyz")).unwrap().role,
+            k.caller(None, Some("sb_secret_xyz")).await.unwrap().role,
             "service_role"
         );
     }
 
-    #[test]
-    fn forged_and_foreign_tokens_are_refused() {
-        let k = keys();
-        assert!(k.caller(Some("Bearer sb_secret_wrong"), None).is_err());
-        assert!(k.caller(Some("Basic abc"), None).is_err());
+    #[tokio::test]
+    async fn forged_and_foreign_tokens_are_refused() {
+        let k = keys().await;
+        assert!(k
+            .caller(Some("Bearer sb_secret_wrong"), None)
+            .await
+            .is_err());
+        assert!(k.caller(Some("Basic abc"), None).await.is_err());
         let other = spine_core::auth::sign(
             &json!({"role": "service_role", "exp": 4_000_000_000u64}),
             b"another-secret-another-secret-another",
         );
-        assert!(k.caller(Some(&format!("Bearer {other}")), None).is_err());
+        assert!(k
+            .caller(Some(&format!("Bearer {other}")), None)
+            .await
+            .is_err());
         let superuser = spine_core::auth::sign(
             &json!({"role": "postgres", "exp": 4_000_000_000u64}),
             SECRET.as_bytes(),
         );
         assert!(k
             .caller(Some(&format!("Bearer {superuser}")), None)
+            .await
             .is_err());
         // alg none: header {"alg":"none"}, no signature.
         let none = "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.eyJyb2xlIjoic2VydmljZV9yb2xlIn0.";
-        assert!(k.caller(Some(&format!("Bearer {none}")), None).is_err());
+        assert!(k
+            .caller(Some(&format!("Bearer {none}")), None)
+            .await
+            .is_err());
     }
 }

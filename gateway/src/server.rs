@@ -26,6 +26,8 @@ pub struct Gateway {
     pub rest: Arc<Rest>,
     pub functions: Arc<ServerState>,
     pub realtime: Arc<Realtime>,
+    /// What /auth/v1 signs access tokens with.
+    pub signer: Arc<spine_core::signing::Signer>,
 }
 
 impl Gateway {
@@ -44,25 +46,19 @@ impl Gateway {
                 ..Default::default()
             },
         );
-        let secret = config.secret()?;
-        let keys = Arc::new(ApiKeys::new(
-            secret,
-            config.publishable_key.clone(),
-            config.secret_key.clone(),
-        ));
+        let signer = Arc::new(config.signer()?);
+        let token_keys = Arc::new(
+            spine_functions::jwt::Keys::load(config.key_settings(&signer)?)
+                .await
+                .context("loading the JWT keys")?,
+        );
+        let keys = Arc::new(ApiKeys::new(token_keys.clone()));
         let rest = Rest::start(pool.clone(), db.clone(), config)
             .await
             .context("loading the schema cache")?;
         let mut host = spine_functions::host::HostConfig::new(db.clone());
         host.db_schemas = config.schemas();
-        let verifier = spine_functions::jwt::Keys::load(spine_functions::jwt::KeySettings {
-            secret: Some(secret.to_string()),
-            jwks: None,
-            leeway_secs: None,
-            refetch_every: None,
-        })
-        .await?;
-        let functions = Arc::new(ServerState::new(Host::new(host), Arc::new(verifier)));
+        let functions = Arc::new(ServerState::new(Host::new(host), token_keys));
         let realtime = Realtime::start(
             pool.clone(),
             db.clone(),
@@ -78,6 +74,7 @@ impl Gateway {
             keys,
             rest,
             functions,
+            signer,
         })
     }
 
@@ -92,7 +89,7 @@ impl Gateway {
                 self.pool.clone(),
                 self.keys.clone(),
                 AuthSettings {
-                    jwt_secret: config.secret()?.to_string(),
+                    signer: self.signer.clone(),
                     jwt_exp_secs: config.jwt_exp_secs,
                 },
                 AuthOptions {

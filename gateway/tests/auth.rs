@@ -9,6 +9,8 @@ use axum::http::{HeaderMap, Method, Request, StatusCode};
 use axum::Router;
 use http_body_util::BodyExt;
 use serde_json::{json, Value};
+use spine_core::signing::Signer;
+use spine_functions::jwt::{KeySettings, Keys};
 use spine_gateway::auth::{self, AuthOptions, AuthSettings, Limit, RateLimits};
 use spine_gateway::keys::{project_keys, ApiKeys};
 use std::net::SocketAddr;
@@ -24,7 +26,7 @@ struct T {
     db: tokio_postgres::Client,
     anon: String,
     service: String,
-    keys: ApiKeys,
+    keys: Arc<ApiKeys>,
     peer: SocketAddr,
 }
 
@@ -39,6 +41,12 @@ async fn setup() -> Option<T> {
 }
 
 async fn setup_with(options: AuthOptions) -> Option<T> {
+    setup_signing(options, Signer::hs256(SECRET.as_bytes())).await
+}
+
+/// `/auth/v1` signing access tokens with `signer`; its requests verify tokens
+/// with the secret and, for an ES256 signer, its public key.
+async fn setup_signing(options: AuthOptions, signer: Signer) -> Option<T> {
     let Ok(url) = std::env::var("DATABASE_URL") else {
         eprintln!("SKIP: DATABASE_URL is not set; /auth/v1 tests need a database");
         return None;
@@ -56,12 +64,23 @@ async fn setup_with(options: AuthOptions) -> Option<T> {
         .await
         .expect("the migration applies");
     let pool = spine_db::Pool::new(&db, spine_db::PoolOptions::default());
-    let keys = Arc::new(ApiKeys::new(SECRET, None, Some("sb_secret_test".into())));
+    let mut settings = KeySettings {
+        secret: Some(SECRET.into()),
+        api_keys: spine_core::auth::ApiKeys {
+            publishable: None,
+            secret: Some("sb_secret_test".into()),
+        },
+        ..Default::default()
+    };
+    if let Signer::Es256 { .. } = signer {
+        settings.own_jwks = Some(signer.jwks().to_string());
+    }
+    let keys = Arc::new(ApiKeys::new(Arc::new(Keys::load(settings).await.unwrap())));
     let app = auth::router_with(
         pool,
-        keys,
+        keys.clone(),
         AuthSettings {
-            jwt_secret: SECRET.into(),
+            signer: Arc::new(signer),
             jwt_exp_secs: 3600,
         },
         options,
@@ -74,7 +93,7 @@ async fn setup_with(options: AuthOptions) -> Option<T> {
         db: client,
         anon,
         service,
-        keys: ApiKeys::new(SECRET, None, None),
+        keys,
         peer,
     })
 }
@@ -223,6 +242,102 @@ fn token(r: &Reply, key: &str) -> String {
     r.body[key].as_str().unwrap().to_string()
 }
 
+const EC_PEM: &[u8] = include_bytes!("../../core/tests/data/jwt/es256-test-only.pem");
+const OTHER_EC_PEM: &[u8] = include_bytes!("../../core/tests/data/jwt/es256-other-test-only.pem");
+
+/// With an ES256 signing key (Supabase's JWT signing keys), access tokens are
+/// ES256 with the key's id, `/.well-known/jwks.json` serves the public key, and
+/// that document alone verifies them (what `auth.getClaims()` does). The
+/// HS256 project keys keep working; a token signed by another key under the
+/// same id is refused.
+#[tokio::test]
+async fn es256_tokens_verify_with_the_served_jwks() {
+    let signer = Signer::es256_from_pem(EC_PEM).unwrap();
+    let Some(t) = setup_signing(AuthOptions::default(), signer).await else {
+        return;
+    };
+    let e = email();
+    let r = t.signup(&e, "secret-pw").await;
+    assert_session(&r, &e);
+    let access = token(&r, "access_token");
+    let header = jsonwebtoken::decode_header(&access).unwrap();
+    assert_eq!(header.alg, jsonwebtoken::Algorithm::ES256);
+
+    let jwks = t
+        .send(Method::GET, "/.well-known/jwks.json", None, Body::empty())
+        .await;
+    assert_eq!(jwks.status, StatusCode::OK);
+    assert_eq!(jwks.headers["cache-control"], "public, max-age=600");
+    let key = &jwks.body["keys"][0];
+    assert_eq!(jwks.body["keys"].as_array().unwrap().len(), 1);
+    assert_eq!(header.kid.as_deref(), key["kid"].as_str());
+    assert_eq!(
+        (key["kty"].as_str(), key["crv"].as_str()),
+        (Some("EC"), Some("P-256"))
+    );
+    assert_eq!(
+        (key["alg"].as_str(), key["use"].as_str()),
+        (Some("ES256"), Some("sig"))
+    );
+    assert!(
+        key.get("d").is_none(),
+        "the private key is never served: {key}"
+    );
+
+    let offline = spine_core::auth::Verifier::new(None)
+        .with_jwks(&jwks.body.to_string())
+        .unwrap();
+    let claims = offline.verify(&access).unwrap();
+    assert_eq!(claims.sub.as_deref(), r.body["user"]["id"].as_str());
+
+    let me = t
+        .call(Method::GET, "/user", Some(&access), Value::Null)
+        .await;
+    assert_eq!(me.status, StatusCode::OK, "{}", me.body);
+    let service = t
+        .call(Method::GET, "/admin/users", Some(&t.service), Value::Null)
+        .await;
+    assert_eq!(
+        service.status,
+        StatusCode::OK,
+        "HS256 project keys still work"
+    );
+
+    let forged = Signer::es256_from_pem(OTHER_EC_PEM).unwrap();
+    let mut forged_claims = claims.all.clone();
+    forged_claims["role"] = json!("authenticated");
+    let Signer::Es256 { key: other, .. } = forged else {
+        unreachable!()
+    };
+    let forged = jsonwebtoken::encode(
+        &jsonwebtoken::Header {
+            kid: header.kid.clone(),
+            ..jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256)
+        },
+        &forged_claims,
+        &other,
+    )
+    .unwrap();
+    assert_error(
+        &t.call(Method::GET, "/user", Some(&forged), Value::Null)
+            .await,
+        403,
+        "bad_jwt",
+    );
+}
+
+/// Without a signing key, the JWKS is empty, as GoTrue serves it for a
+/// shared secret: clients fall back to asking `/user`.
+#[tokio::test]
+async fn hs256_serves_an_empty_jwks() {
+    let Some(t) = setup().await else { return };
+    let jwks = t
+        .send(Method::GET, "/.well-known/jwks.json", None, Body::empty())
+        .await;
+    assert_eq!(jwks.status, StatusCode::OK);
+    assert_eq!(jwks.body, json!({"keys": []}));
+}
+
 /// Sign-up answers a session whose access token carries GoTrue's claims; the
 /// password is stored as a `$2a$` bcrypt hash and the refresh token only as
 /// its SHA-256.
@@ -238,6 +353,7 @@ async fn signup_returns_a_session_with_gotrue_claims() {
     let caller = t
         .keys
         .caller(Some(&format!("Bearer {access}")), None)
+        .await
         .unwrap();
     let c = &caller.claims;
     assert_eq!(caller.role, "authenticated");
@@ -374,14 +490,20 @@ async fn refresh_rotates_and_reuse_revokes_the_family() {
     assert_session(&s2, &e);
     let r2 = token(&s2, "refresh_token");
     assert_ne!(r1, r2);
-    let claims = |tok: &str| {
-        t.keys
-            .caller(Some(&format!("Bearer {tok}")), None)
-            .unwrap()
-            .claims
+    let claims = |tok: String| {
+        let keys = t.keys.clone();
+        async move {
+            keys.caller(Some(&format!("Bearer {tok}")), None)
+                .await
+                .unwrap()
+                .claims
+        }
     };
     let a2 = token(&s2, "access_token");
-    assert_eq!(claims(&a1)["session_id"], claims(&a2)["session_id"]);
+    assert_eq!(
+        claims(a1.clone()).await["session_id"],
+        claims(a2.clone()).await["session_id"]
+    );
     assert_eq!(t.rows(&e).await, (1, 1, 2));
     let me = t.call(Method::GET, "/user", Some(&a2), Value::Null).await;
     assert_eq!(me.status, StatusCode::OK);

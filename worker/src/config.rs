@@ -669,6 +669,7 @@ impl Config {
                 .map(spine_functions::jwt::JwksSource::Url),
             leeway_secs: None,
             refetch_every: None,
+            ..Default::default()
         });
         Ok(Self {
             jobs,

@@ -24,7 +24,7 @@ fn keys_file(config: &Config) -> PathBuf {
     dir(config).join("keys.env")
 }
 
-fn binary(config: &Config) -> PathBuf {
+pub fn binary(config: &Config) -> PathBuf {
     config.root.join("target/debug").join(PROGRAM)
 }
 

@@ -49,6 +49,8 @@ pub fn run(config: &Config) -> Result<TestCounts> {
     for (k, v) in env {
         cmd.env(k, v);
     }
+    // signing-keys.test.mjs starts a gateway of its own with an ES256 key.
+    cmd.env("SPINE_GATEWAY_BIN", crate::gateway::binary(config));
     exec_tests(&mut cmd)
 }
 

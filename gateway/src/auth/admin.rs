@@ -18,13 +18,13 @@ use std::collections::HashMap;
 use uuid::Uuid;
 
 /// GoTrue's `requireAdmin`.
-fn require_admin(auth: &Auth, headers: &HeaderMap) -> Result<(), AuthError> {
+async fn require_admin(auth: &Auth, headers: &HeaderMap) -> Result<(), AuthError> {
     let authorization = header(headers, "authorization");
     let apikey = header(headers, "apikey");
     if authorization.is_none() && apikey.is_none() {
         return Err(AuthError::no_authorization());
     }
-    let caller = auth.keys.caller(authorization, apikey).map_err(|e| {
+    let caller = auth.keys.caller(authorization, apikey).await.map_err(|e| {
         AuthError::bad_jwt(format!(
             "invalid JWT: unable to parse or verify signature, {e}"
         ))
@@ -106,7 +106,7 @@ pub async fn create(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, AuthError> {
-    require_admin(&auth, &headers)?;
+    require_admin(&auth, &headers).await?;
     let req: AdminUser = json_body(body)?;
     if req.phone.as_deref().is_some_and(|p| !p.is_empty()) {
         return Err(AuthError::bad_request(
@@ -173,7 +173,7 @@ pub async fn list(
     headers: HeaderMap,
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Result<Response, AuthError> {
-    require_admin(&auth, &headers)?;
+    require_admin(&auth, &headers).await?;
     let q = query.map(|q| q.0).unwrap_or_default();
     let number = |name: &str, default: i64| -> Result<i64, AuthError> {
         match q.get(name) {
@@ -229,7 +229,7 @@ pub async fn get(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, AuthError> {
-    require_admin(&auth, &headers)?;
+    require_admin(&auth, &headers).await?;
     let id = user_id(&id)?;
     let conn = Conn::get(&auth.pool).await?;
     let user = users::by_id(&conn, id)
@@ -247,7 +247,7 @@ pub async fn update(
     Path(id): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, AuthError> {
-    require_admin(&auth, &headers)?;
+    require_admin(&auth, &headers).await?;
     let id = user_id(&id)?;
     let req: AdminUser = json_body(body)?;
     if req.phone.as_deref().is_some_and(|p| !p.is_empty()) {
@@ -326,7 +326,7 @@ pub async fn delete(
     Path(id): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, AuthError> {
-    require_admin(&auth, &headers)?;
+    require_admin(&auth, &headers).await?;
     let id = user_id(&id)?;
     // auth-js sends `{should_soft_delete}`; an empty body is a hard delete.
     let req: Delete = match &body {

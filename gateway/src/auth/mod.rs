@@ -3,10 +3,11 @@
 //! (migration `20261206000000_auth_users.sql`, GoTrue's columns).
 //!
 //! - [`session`]: sign-up, sign-in and refresh (`/signup`, `/token`), the
-//!   signed-in user (`/user`), sign-out (`/logout`), `/settings`;
+//!   signed-in user (`/user`), sign-out (`/logout`), `/settings`, the public
+//!   signing key (`/.well-known/jwks.json`);
 //! - [`admin`]: `/admin/users` for the service role;
 //! - [`users`]: rows as GoTrue's JSON and the statements on them;
-//! - [`tokens`]: access tokens (HS256, GoTrue's claims) and refresh tokens
+//! - [`tokens`]: access tokens (HS256 or ES256, GoTrue's claims) and refresh tokens
 //!   (random, stored as SHA-256); [`password`]: bcrypt off the async workers;
 //! - [`limits`]: rate limits on sign-in and sign-up; [`error`]: GoTrue's error
 //!   body; [`db`]: one pooled connection and its transaction.
@@ -44,8 +45,8 @@ use std::sync::Arc;
 /// What `/auth/v1` needs besides the database.
 #[derive(Debug, Clone)]
 pub struct AuthSettings {
-    /// HS256 secret access tokens are signed with.
-    pub jwt_secret: String,
+    /// What access tokens are signed with: the JWT secret, or an ES256 key.
+    pub signer: Arc<spine_core::signing::Signer>,
     /// Lifetime of an access token, in seconds.
     pub jwt_exp_secs: u64,
 }
@@ -103,6 +104,7 @@ pub fn router_with(
         .route("/user", get(session::get_user).put(session::update_user))
         .route("/logout", post(session::logout))
         .route("/settings", get(session::settings))
+        .route("/.well-known/jwks.json", get(session::jwks))
         .route("/admin/users", get(admin::list).post(admin::create))
         .route(
             "/admin/users/{id}",

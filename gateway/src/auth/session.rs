@@ -33,7 +33,7 @@ fn param(query: &Params, name: &str) -> Option<String> {
 fn session_answer(auth: &Auth, user: &User, session: Uuid, started: u64, refresh: &str) -> Value {
     let session_id = session.to_string();
     tokens::session_body(
-        &auth.settings.jwt_secret,
+        &auth.settings.signer,
         &AccessClaims {
             user: &user.json,
             session_id: &session_id,
@@ -333,11 +333,15 @@ pub async fn signed_in(
     headers: &HeaderMap,
 ) -> Result<SignedIn, AuthError> {
     let authorization = header(headers, "authorization").ok_or_else(AuthError::no_authorization)?;
-    let caller = auth.keys.caller(Some(authorization), None).map_err(|e| {
-        AuthError::bad_jwt(format!(
-            "invalid JWT: unable to parse or verify signature, {e}"
-        ))
-    })?;
+    let caller = auth
+        .keys
+        .caller(Some(authorization), None)
+        .await
+        .map_err(|e| {
+            AuthError::bad_jwt(format!(
+                "invalid JWT: unable to parse or verify signature, {e}"
+            ))
+        })?;
     let id = caller
         .user_id()
         .and_then(|s| Uuid::parse_str(s).ok())
@@ -490,4 +494,15 @@ pub async fn settings() -> Json<Value> {
         "sms_provider": "",
         "saml_enabled": false
     }))
+}
+
+/// `GET /.well-known/jwks.json`: the public key access tokens are signed with,
+/// for `auth.getClaims()` and other services to verify them offline; no key
+/// when tokens are signed with the shared secret. Clients may cache it for ten
+/// minutes, as auth-js does (its JWKS_TTL).
+pub async fn jwks(state: State) -> impl axum::response::IntoResponse {
+    (
+        [(axum::http::header::CACHE_CONTROL, "public, max-age=600")],
+        Json(state.0.settings.signer.jwks()),
+    )
 }

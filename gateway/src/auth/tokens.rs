@@ -1,6 +1,7 @@
 //! Access and refresh tokens.
 //!
-//! Access tokens are HS256 JWTs with GoTrue's claims (`GoTrueClaims`): `sub, aud,
+//! Access tokens are JWTs (HS256 with the project secret, or ES256 with the
+//! gateway's signing key) with GoTrue's claims (`GoTrueClaims`): `sub, aud,
 //! exp, iat, iss, email, phone, app_metadata, user_metadata, role, aal, amr,
 //! session_id, is_anonymous`. Refresh tokens are 32 random bytes, base64url;
 //! only their SHA-256 is stored, so a copy of the table cannot be replayed.
@@ -69,8 +70,12 @@ pub fn access_claims(c: &AccessClaims<'_>) -> Value {
 }
 
 /// The body of a successful sign-up, sign-in or refresh, as auth-js reads it.
-pub fn session_body(secret: &str, claims: &AccessClaims<'_>, refresh_token: &str) -> Value {
-    let token = spine_core::auth::sign(&access_claims(claims), secret.as_bytes());
+pub fn session_body(
+    signer: &spine_core::signing::Signer,
+    claims: &AccessClaims<'_>,
+    refresh_token: &str,
+) -> Value {
+    let token = signer.sign(&access_claims(claims));
     json!({
         "access_token": token,
         "token_type": "bearer",

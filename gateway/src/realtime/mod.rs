@@ -157,7 +157,7 @@ async fn websocket(
     let Some(apikey) = apikey else {
         return connect_error(StatusCode::UNAUTHORIZED, "apikey is required".into());
     };
-    let caller = match rt.keys.caller(None, Some(apikey)) {
+    let caller = match rt.keys.caller(None, Some(apikey)).await {
         Ok(c) => c,
         Err(e) => return connect_error(StatusCode::UNAUTHORIZED, format!("invalid apikey: {e}")),
     };
@@ -182,7 +182,7 @@ struct Message {
 }
 
 /// The caller of a REST broadcast; any valid key may send to public topics.
-fn rest_caller(rt: &Realtime, headers: &HeaderMap) -> Result<crate::keys::Caller, ApiError> {
+async fn rest_caller(rt: &Realtime, headers: &HeaderMap) -> Result<crate::keys::Caller, ApiError> {
     let readable = |n: &str| headers.get(n).and_then(|v| v.to_str().ok()).is_some();
     if !readable("apikey") && !readable("authorization") {
         return Err(ApiError::new(
@@ -193,6 +193,7 @@ fn rest_caller(rt: &Realtime, headers: &HeaderMap) -> Result<crate::keys::Caller
     }
     rt.keys
         .from_headers(headers)
+        .await
         .map_err(|e| ApiError::new(StatusCode::UNAUTHORIZED, "bad_jwt", e.to_string()))
 }
 
@@ -252,7 +253,7 @@ async fn broadcast_batch(
     headers: HeaderMap,
     body: Result<Json<Batch>, axum::extract::rejection::JsonRejection>,
 ) -> Result<StatusCode, ApiError> {
-    let caller = rest_caller(&rt, &headers)?;
+    let caller = rest_caller(&rt, &headers).await?;
     let Json(batch) =
         body.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_json", e.body_text()))?;
     if batch.messages.len() > 100 {
@@ -282,7 +283,7 @@ async fn broadcast_one(
     headers: HeaderMap,
     body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
 ) -> Result<StatusCode, ApiError> {
-    let caller = rest_caller(&rt, &headers)?;
+    let caller = rest_caller(&rt, &headers).await?;
     let Json(payload) =
         body.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_json", e.body_text()))?;
     let message = Message {

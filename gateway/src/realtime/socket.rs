@@ -181,7 +181,7 @@ impl Session {
     }
 
     /// The caller a join or refresh names: its token, or the socket's key.
-    fn caller_of(&self, token: Option<&str>) -> Result<Caller, String> {
+    async fn caller_of(&self, token: Option<&str>) -> Result<Caller, String> {
         match token {
             None => Ok(self.caller.clone()),
             Some(t) if t.starts_with("sb_") => Ok(self.caller.clone()),
@@ -190,6 +190,7 @@ impl Session {
                     .rt
                     .keys
                     .caller(None, Some(t))
+                    .await
                     .map_err(|e| format!("InvalidJWTToken: {e}"))?;
                 if caller.claims.get("exp").and_then(Value::as_f64).is_none() {
                     return Err(
@@ -236,7 +237,7 @@ impl Session {
             .get("access_token")
             .or_else(|| frame.payload.get("user_token"))
             .and_then(Value::as_str);
-        let caller = self.caller_of(token)?;
+        let caller = self.caller_of(token).await?;
         let access = if private {
             let access = self.rt.channel_access(sub_topic, &caller.claims).await?;
             if !access.read_broadcast {
@@ -390,7 +391,7 @@ impl Session {
         if token.starts_with("sb_") {
             return;
         }
-        let checked = match self.caller_of(Some(token)) {
+        let checked = match self.caller_of(Some(token)).await {
             Ok(caller) if channel.private => {
                 match self.rt.channel_access(channel.sub_topic(), &caller.claims).await {
                     Ok(access) if access.read_broadcast => Ok(caller),

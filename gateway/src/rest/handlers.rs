@@ -54,8 +54,8 @@ fn prefer(headers: &HeaderMap) -> Prefer {
     p
 }
 
-fn caller(keys: &ApiKeys, headers: &HeaderMap) -> Result<Caller, ApiError> {
-    keys.from_headers(headers).map_err(|e| match e {
+async fn caller(keys: &ApiKeys, headers: &HeaderMap) -> Result<Caller, ApiError> {
+    keys.from_headers(headers).await.map_err(|e| match e {
         JwtError::Expired => ApiError::new(StatusCode::UNAUTHORIZED, "PGRST303", "JWT expired"),
         other => ApiError::new(StatusCode::UNAUTHORIZED, "PGRST301", other.to_string()),
     })
@@ -63,12 +63,12 @@ fn caller(keys: &ApiKeys, headers: &HeaderMap) -> Result<Caller, ApiError> {
 
 /// Who calls and which schema, for any request: the caller from its token,
 /// the media types it accepts, the schema of its profile header.
-fn addressed(
+async fn addressed(
     state: &State,
     method: &Method,
     headers: &HeaderMap,
 ) -> Result<(Caller, String), ApiError> {
-    let caller = caller(&state.keys, headers)?;
+    let caller = caller(&state.keys, headers).await?;
     check_accept(headers)?;
     Ok((caller, profile(&state.rest, method, headers)?))
 }
@@ -290,7 +290,7 @@ async fn table_inner(
 ) -> Result<Response, ApiError> {
     let (parts, body) = request.into_parts();
     let (method, headers) = (&parts.method, &parts.headers);
-    let (caller, schema) = addressed(&state, method, headers)?;
+    let (caller, schema) = addressed(&state, method, headers).await?;
     let cache = state.rest.cache();
     let table = table_of(&cache, &schema, &name)?;
     let q = query::parse(&pairs(raw), &[])?;
@@ -638,7 +638,7 @@ async fn rpc_inner(
 ) -> Result<Response, ApiError> {
     let (parts, body) = request.into_parts();
     let (method, headers) = (&parts.method, &parts.headers);
-    let (caller, schema) = addressed(&state, method, headers)?;
+    let (caller, schema) = addressed(&state, method, headers).await?;
     let cache = state.rest.cache();
     let overloads = cache.functions(&schema, &name);
     let all_args: Vec<&str> = overloads

@@ -373,4 +373,14 @@ test("functions.invoke as a user and without a token", async () => {
   const keyOnly = createClient(URL, env("SPINE_PUBLISHABLE_KEY"), options());
   r = await keyOnly.functions.invoke("hello", { body: {} });
   assert.equal(r.error?.context?.status, 401);
+  // Sent as a bearer, an opaque key works on /functions/v1 as on /rest/v1.
+  const bearer = (key) => ({ Authorization: `Bearer ${key}` });
+  r = await keyOnly.functions.invoke("hello", { body: {}, headers: bearer(env("SPINE_PUBLISHABLE_KEY")) });
+  assert.equal(r.error, null, String(r.error));
+  assert.deepEqual([r.data.role, r.data.user], ["anon", null]);
+  r = await keyOnly.functions.invoke("hello", { body: {}, headers: bearer(env("SPINE_SECRET_KEY")) });
+  assert.equal(r.error, null, String(r.error));
+  assert.equal(r.data.role, "service_role");
+  r = await keyOnly.functions.invoke("hello", { body: {}, headers: bearer("sb_secret_not_ours") });
+  assert.equal(r.error?.context?.status, 401);
 });
