@@ -3,11 +3,14 @@
 
 use super::cache::{Function, Returns, SchemaCache, Table};
 use super::query::{self, Query};
-use super::sql::{self, Params, Relation};
+use super::sql::{self, Params, Relation, Total};
 use super::Rest;
 use crate::error::ApiError;
 use crate::keys::{ApiKeys, Caller};
-use crate::request::{execute_once, query_once, quote_ident, End, RequestInfo};
+use crate::request::{
+    execute_once, query_checked, query_once, query_with_estimate, quote_ident, End, MaxAffected,
+    RequestInfo,
+};
 use axum::body::Body;
 use axum::extract::{Path, RawQuery, Request};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
@@ -30,28 +33,82 @@ const OBJECT: &str = "application/vnd.pgrst.object+json";
 struct Prefer {
     representation: bool,
     headers_only: bool,
-    count: bool,
+    count: Option<Count>,
     merge: bool,
     ignore: bool,
     rollback: bool,
+    /// `missing=default`: keys a row of a bulk insert lacks take the column's
+    /// default, not NULL.
+    missing_default: bool,
+    strict: bool,
+    /// `max-affected=n`, enforced with `handling=strict` (as PostgREST).
+    max_affected: Option<u64>,
+    /// What was understood, for `Preference-Applied`.
+    applied: Vec<String>,
 }
 
-fn prefer(headers: &HeaderMap) -> Prefer {
+/// `Prefer: count=…`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Count {
+    Exact,
+    /// The planner's estimate (`EXPLAIN`), no scan.
+    Planned,
+    /// Exact up to `max_rows`, the estimate beyond.
+    Estimated,
+}
+
+impl Prefer {
+    fn max_affected(&self) -> Option<MaxAffected> {
+        self.max_affected.filter(|_| self.strict).map(MaxAffected)
+    }
+}
+
+/// The `Prefer` headers. Unknown or malformed preferences are ignored, unless
+/// `handling=strict` asks for 400 `PGRST122` instead (PostgREST's rule).
+fn prefer(headers: &HeaderMap) -> Result<Prefer, ApiError> {
     let mut p = Prefer::default();
+    let mut invalid: Vec<&str> = Vec::new();
     for value in headers.get_all("prefer") {
         for item in value.to_str().unwrap_or_default().split(',') {
-            match item.trim() {
+            let item = item.trim();
+            if item.is_empty() {
+                continue;
+            }
+            match item {
                 "return=representation" => p.representation = true,
                 "return=headers-only" => p.headers_only = true,
-                "count=exact" | "count=planned" | "count=estimated" => p.count = true,
+                "return=minimal" => {}
+                "count=exact" => p.count = Some(Count::Exact),
+                "count=planned" => p.count = Some(Count::Planned),
+                "count=estimated" => p.count = Some(Count::Estimated),
                 "resolution=merge-duplicates" => p.merge = true,
                 "resolution=ignore-duplicates" => p.ignore = true,
                 "tx=rollback" => p.rollback = true,
-                _ => {}
+                "tx=commit" => p.rollback = false,
+                "missing=default" => p.missing_default = true,
+                "missing=null" => p.missing_default = false,
+                "handling=strict" => p.strict = true,
+                "handling=lenient" => p.strict = false,
+                _ => match item.strip_prefix("max-affected=").map(str::parse::<u64>) {
+                    Some(Ok(n)) => p.max_affected = Some(n),
+                    _ => {
+                        invalid.push(item);
+                        continue;
+                    }
+                },
             }
+            p.applied.push(item.to_string());
         }
     }
-    p
+    if p.strict && !invalid.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "PGRST122",
+            "Invalid preferences given with handling=strict",
+        )
+        .details(format!("Invalid preferences: {}", invalid.join(", "))));
+    }
+    Ok(p)
 }
 
 async fn caller(keys: &ApiKeys, headers: &HeaderMap) -> Result<Caller, ApiError> {
@@ -199,10 +256,27 @@ fn page_response(
     head: bool,
     counted: bool,
 ) -> Result<Response, ApiError> {
+    let total = if counted {
+        rows.first().and_then(|r| r.get::<_, Option<i64>>(0))
+    } else {
+        None
+    };
+    page_response_with(rows, q, headers, head, total)
+}
+
+/// [`page_response`] with the total given (the planner's, for
+/// `count=planned`), not read from the rows.
+fn page_response_with(
+    rows: &[tokio_postgres::Row],
+    q: &Query,
+    headers: &HeaderMap,
+    head: bool,
+    total: Option<i64>,
+) -> Result<Response, ApiError> {
+    let counted = total.is_some();
     let row = rows
         .first()
         .ok_or_else(|| ApiError::bad_query("no result"))?;
-    let total: Option<i64> = row.get(0);
     let n: i64 = row.get(1);
     let body: String = row.get(2);
     let offset = q.offset.unwrap_or(0) as i64;
@@ -277,9 +351,27 @@ pub async fn table(
     RawQuery(raw): RawQuery,
     request: Request,
 ) -> Response {
-    table_inner(state, name, raw, request)
+    let applied = applied_preferences(request.headers());
+    let mut r = table_inner(state, name, raw, request)
         .await
-        .unwrap_or_else(IntoResponse::into_response)
+        .unwrap_or_else(IntoResponse::into_response);
+    announce(&mut r, applied);
+    r
+}
+
+/// The preferences a request's `Prefer` named that were understood.
+fn applied_preferences(headers: &HeaderMap) -> Option<String> {
+    prefer(headers)
+        .ok()
+        .map(|p| p.applied.join(", "))
+        .filter(|a| !a.is_empty())
+}
+
+/// `Preference-Applied` on a successful answer, as PostgREST sends it.
+fn announce(r: &mut Response, applied: Option<String>) {
+    if let (true, Some(applied)) = (r.status().is_success(), applied) {
+        set_header(r, "preference-applied", applied);
+    }
 }
 
 async fn table_inner(
@@ -294,7 +386,7 @@ async fn table_inner(
     let cache = state.rest.cache();
     let table = table_of(&cache, &schema, &name)?;
     let q = query::parse(&pairs(raw), &[])?;
-    let p = prefer(headers);
+    let p = prefer(headers)?;
     let rel = Relation {
         name: format!("{schema}.{name}"),
         columns: &table.columns,
@@ -312,24 +404,46 @@ async fn table_inner(
     };
     match *method {
         Method::GET | Method::HEAD => {
+            let head = *method == Method::HEAD;
+            let from = format!("{target} AS _t");
+            let max_rows = state.rest.max_rows;
+            let total = match p.count {
+                None => Total::None,
+                Some(Count::Exact) => Total::Exact,
+                Some(Count::Planned) => Total::None,
+                // Without max-rows there is no bound to estimate beyond.
+                Some(Count::Estimated) if max_rows == 0 => Total::Exact,
+                Some(Count::Estimated) => Total::AtMost(max_rows + 1),
+            };
             let mut params = Params::default();
-            let sql = sql::read_sql(
-                &rel,
-                &format!("{target} AS _t"),
-                &q,
-                p.count,
-                state.rest.max_rows,
-                &mut params,
-            )?;
-            let rows = query_once(
-                &state.rest.pool,
-                info,
-                &sql,
-                &params_of(&params),
-                End::Commit,
-            )
-            .await?;
-            page_response(&rows, &q, headers, *method == Method::HEAD, p.count)
+            let sql = sql::read_sql(&rel, &from, &q, total, max_rows, &mut params)?;
+            let params = params_of(&params);
+            if matches!(p.count, Some(Count::Planned | Count::Estimated)) && total != Total::Exact {
+                // The planner's estimate of the filtered rows, in the same
+                // transaction (so under the same RLS), as PostgREST asks it.
+                let mut count_params = Params::default();
+                let filter = sql::where_sql(&rel, &q, &mut count_params)?;
+                let count_sql = format!("SELECT 1 FROM {from}{filter}");
+                let (planned, rows) = query_with_estimate(
+                    &state.rest.pool,
+                    info,
+                    &count_sql,
+                    &params_of(&count_params),
+                    &sql,
+                    &params,
+                )
+                .await?;
+                let counted: Option<i64> = rows.first().and_then(|r| r.get(0));
+                let total = match counted {
+                    // count=estimated: exact while within max-rows.
+                    Some(n) if n <= max_rows as i64 => n,
+                    Some(n) => planned.max(n),
+                    None => planned,
+                };
+                return page_response_with(&rows, &q, headers, head, Some(total));
+            }
+            let rows = query_once(&state.rest.pool, info, &sql, &params, End::Commit).await?;
+            page_response(&rows, &q, headers, head, p.count.is_some())
         }
         Method::POST => {
             let body = body_json(&state.rest, body)
@@ -370,9 +484,17 @@ async fn table_inner(
                 }
             }
             let mut params = Params::default();
-            let body_param = params.push(Value::Array(rows).to_string());
             let cols: Vec<String> = columns.iter().map(|c| quote_ident(c)).collect();
             let cols = cols.join(", ");
+            let lacking = |r: &Value| columns.iter().any(|c| r.get(c).is_none());
+            let source = if p.missing_default && rows.iter().any(lacking) {
+                defaults_for_missing(&target, &columns, &rows, &mut params)?
+            } else {
+                let body_param = params.push(Value::Array(rows).to_string());
+                format!(
+                    "SELECT {cols} FROM json_populate_recordset(NULL::{target}, CAST({body_param} AS json)) _j"
+                )
+            };
             let conflict = if p.merge || p.ignore {
                 let keys = q
                     .on_conflict
@@ -400,9 +522,7 @@ async fn table_inner(
             let insert = if columns.is_empty() {
                 format!("INSERT INTO {target} DEFAULT VALUES{conflict}")
             } else {
-                format!(
-                    "INSERT INTO {target} AS _t ({cols}) SELECT {cols} FROM json_populate_recordset(NULL::{target}, CAST({body_param} AS json)) _j{conflict}"
-                )
+                format!("INSERT INTO {target} AS _t ({cols}) {source}{conflict}")
             };
             write(
                 &state,
@@ -482,6 +602,43 @@ async fn table_inner(
     }
 }
 
+/// Most rows a `missing=default` insert takes when some lack a column: each
+/// such row is a bind parameter, and a statement has at most 65,535.
+const MAX_DEFAULTED_ROWS: usize = 10_000;
+
+/// `Prefer: missing=default`: the rows as a `VALUES` list in which a column a
+/// row lacks is `DEFAULT` (Postgres's own default: sequences, identity,
+/// `auth.uid()`, …), and a column it has is read as the insert reads it.
+fn defaults_for_missing(
+    target: &str,
+    columns: &[String],
+    rows: &[Value],
+    params: &mut Params,
+) -> Result<String, ApiError> {
+    if rows.len() > MAX_DEFAULTED_ROWS {
+        return Err(ApiError::bad_body(format!(
+            "missing=default takes at most {MAX_DEFAULTED_ROWS} rows when some lack a column; \
+             send the rest in another request"
+        )));
+    }
+    let mut values = Vec::with_capacity(rows.len());
+    for row in rows {
+        let v = params.push(row.to_string());
+        let cells: Vec<String> = columns
+            .iter()
+            .map(|c| match row.get(c) {
+                Some(_) => format!(
+                    "(json_populate_record(NULL::{target}, CAST({v} AS json))).{}",
+                    quote_ident(c)
+                ),
+                None => "DEFAULT".to_string(),
+            })
+            .collect();
+        values.push(format!("({})", cells.join(", ")));
+    }
+    Ok(format!("VALUES {}", values.join(", ")))
+}
+
 /// Runs an INSERT/UPDATE/DELETE: with `return=representation` the changed rows
 /// (through the query's `select`), else only how many.
 #[allow(clippy::too_many_arguments)]
@@ -497,6 +654,8 @@ async fn write(
     headers: &HeaderMap,
     location: Option<(&str, &[String])>,
 ) -> Result<Response, ApiError> {
+    // max-affected holds PATCH and DELETE (PostgREST's rule), not inserts.
+    let max = location.is_none().then(|| p.max_affected()).flatten();
     if let (false, true, Some((table, key))) = (p.representation, p.headers_only, location) {
         if !key.is_empty() {
             return located(state, info, &statement, &params, p, table, key).await;
@@ -508,12 +667,19 @@ async fn write(
             "WITH _t AS ({statement} RETURNING _t.*) \
              SELECT NULL::int8, count(*), coalesce(json_agg(_r), '[]')::text FROM (SELECT {select} FROM _t) _r"
         );
-        let rows = query_once(&state.rest.pool, info, &sql, &params_of(&params), end(p)).await?;
+        let rows = query_checked(
+            &state.rest.pool,
+            info,
+            &sql,
+            &params_of(&params),
+            end(p),
+            max.map(|m| (m, 1)),
+        )
+        .await?;
         let mut r = page_response(&rows, &Query::default(), headers, false, false)?;
         *r.status_mut() = ok;
         let n: i64 = rows[0].get(1);
         set_header(&mut r, "content-range", format!("*/{n}"));
-        set_header(&mut r, "preference-applied", "return=representation".into());
         return Ok(r);
     }
     let n = execute_once(
@@ -522,6 +688,7 @@ async fn write(
         &statement,
         &params_of(&params),
         end(p),
+        max,
     )
     .await?;
     let status = if ok == StatusCode::CREATED {
@@ -561,7 +728,6 @@ async fn located(
     let mut r = json_response(StatusCode::CREATED, String::new(), true);
     r.headers_mut().remove(header::CONTENT_TYPE);
     set_header(&mut r, "content-range", format!("*/{n}"));
-    set_header(&mut r, "preference-applied", "return=headers-only".into());
     if let (1, Some(first)) = (n, first) {
         let row: serde_json::Map<String, Value> = serde_json::from_str(&first).unwrap_or_default();
         let query: Vec<String> = key
@@ -592,9 +758,12 @@ pub async fn rpc(
     RawQuery(raw): RawQuery,
     request: Request,
 ) -> Response {
-    rpc_inner(state, name, raw, request)
+    let applied = applied_preferences(request.headers());
+    let mut r = rpc_inner(state, name, raw, request)
         .await
-        .unwrap_or_else(IntoResponse::into_response)
+        .unwrap_or_else(IntoResponse::into_response);
+    announce(&mut r, applied);
+    r
 }
 
 fn pick<'f>(
@@ -683,7 +852,7 @@ async fn rpc_inner(
     };
     let given: Vec<&str> = args.keys().map(String::as_str).collect();
     let f = pick(overloads, &given, &schema, &name)?;
-    let p = prefer(headers);
+    let p = prefer(headers)?;
     let mut params = Params::default();
     let target = format!("{}.{}", quote_ident(&schema), quote_ident(&name));
     let (args_from, call) = if given == [""] {
@@ -762,7 +931,13 @@ async fn rpc_inner(
                     name: format!("{schema}.{name}"),
                     columns: &f.columns,
                 };
-                sql::read_sql(&rel, &from, &q, p.count, state.rest.max_rows, &mut params)?
+                // Counts of a function's rows are exact, whatever was asked.
+                let total = if p.count.is_some() {
+                    Total::Exact
+                } else {
+                    Total::None
+                };
+                sql::read_sql(&rel, &from, &q, total, state.rest.max_rows, &mut params)?
             } else {
                 if !q.conditions.is_empty() || !q.order.is_empty() || !q.select.is_empty() {
                     return Err(ApiError::bad_query(
@@ -770,7 +945,7 @@ async fn rpc_inner(
                     ));
                 }
                 let page = sql::page_sql(&q, state.rest.max_rows);
-                let total = if p.count {
+                let total = if p.count.is_some() {
                     format!("(SELECT count(*) FROM {from})")
                 } else {
                     "NULL::int8".into()
@@ -781,7 +956,44 @@ async fn rpc_inner(
             };
             let rows =
                 query_once(&state.rest.pool, info, &sql, &params_of(&params), end(&p)).await?;
-            page_response(&rows, &q, headers, head, p.count)
+            page_response(&rows, &q, headers, head, p.count.is_some())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn prefer_of(values: &[&str]) -> Result<Prefer, ApiError> {
+        let mut h = HeaderMap::new();
+        for v in values {
+            h.append("prefer", HeaderValue::from_str(v).unwrap());
+        }
+        prefer(&h)
+    }
+
+    #[test]
+    fn preferences_as_postgrest_reads_them() {
+        // supabase-js appends: one header per call, or a comma list.
+        let p = prefer_of(&["count=planned, return=representation", "missing=default"]).unwrap();
+        assert_eq!(p.count, Some(Count::Planned));
+        assert!(p.representation && p.missing_default);
+        assert_eq!(
+            p.applied,
+            ["count=planned", "return=representation", "missing=default"]
+        );
+        // max-affected counts only with handling=strict.
+        let lenient = prefer_of(&["max-affected=2"]).unwrap();
+        assert_eq!(lenient.max_affected(), None);
+        let strict = prefer_of(&["handling=strict", "max-affected=2"]).unwrap();
+        assert_eq!(strict.max_affected(), Some(MaxAffected(2)));
+        // Unknown or malformed: ignored, unless strict.
+        let p = prefer_of(&["count=sometimes, max-affected=x, tx=rollback"]).unwrap();
+        assert_eq!(p.count, None);
+        assert!(p.rollback);
+        let e = prefer_of(&["handling=strict, max-affected=-1, frobnicate"]).unwrap_err();
+        let body = e.into_response();
+        assert_eq!(body.status(), StatusCode::BAD_REQUEST);
     }
 }

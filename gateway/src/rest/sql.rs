@@ -262,13 +262,24 @@ pub fn page_sql(q: &Query, max_rows: u64) -> String {
     sql
 }
 
+/// What a read counts besides its page (`Prefer: count=…`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Total {
+    None,
+    /// Every matching row.
+    Exact,
+    /// Matching rows, but no more than this many: `count=estimated` counts
+    /// exactly up to a bound and asks the planner beyond it.
+    AtMost(u64),
+}
+
 /// A read of `from` (`"s"."t" AS _t`, or a function call aliased `_t`):
 /// columns (total or NULL, rows in the page, the page as JSON text).
 pub fn read_sql(
     rel: &Relation,
     from: &str,
     q: &Query,
-    with_total: bool,
+    total: Total,
     max_rows: u64,
     params: &mut Params,
 ) -> Result<String, ApiError> {
@@ -276,10 +287,12 @@ pub fn read_sql(
     let filter = where_sql(rel, q, params)?;
     let order = order_sql(rel, &q.order, params)?;
     let page = page_sql(q, max_rows);
-    let total = if with_total {
-        format!("(SELECT count(*) FROM {from}{filter})")
-    } else {
-        "NULL::int8".into()
+    let total = match total {
+        Total::Exact => format!("(SELECT count(*) FROM {from}{filter})"),
+        Total::AtMost(n) => {
+            format!("(SELECT count(*) FROM (SELECT 1 FROM {from}{filter} LIMIT {n}) _c)")
+        }
+        Total::None => "NULL::int8".into(),
     };
     Ok(format!(
         "SELECT {total}, count(*), coalesce(json_agg(_r), '[]')::text \
@@ -319,7 +332,14 @@ mod tests {
             columns: &cols,
         };
         let mut params = Params::default();
-        let sql = read_sql(&rel, "\"public\".\"t\" AS _t", &q, true, 1000, &mut params)?;
+        let sql = read_sql(
+            &rel,
+            "\"public\".\"t\" AS _t",
+            &q,
+            Total::Exact,
+            1000,
+            &mut params,
+        )?;
         Ok((sql, params.0))
     }
 

@@ -223,6 +223,92 @@ test("select, order, range, count, single, maybeSingle", async () => {
   assert.deepEqual(r.data, [1, 2, 3]);
 });
 
+test("count=planned asks the planner, count=estimated counts exactly up to max-rows", async () => {
+  // fixture.sql: 3,000 rows analyzed, 1,000 then deleted; max-rows is 1,000.
+  const db = anonClient();
+  let r = await db.from("sjs_many").select("id", { count: "exact", head: true });
+  assert.equal(r.error, null, JSON.stringify(r.error));
+  assert.equal(r.count, 2000);
+  r = await db.from("sjs_many").select("id", { count: "planned", head: true });
+  assert.equal(r.error, null, JSON.stringify(r.error));
+  assert.equal(r.count, 3000, "the estimate, not a scan");
+  r = await db.from("sjs_many").select("id", { count: "planned" }).lte("v", 300).range(0, 9);
+  assert.equal(r.data.length, 10);
+  assert.ok(r.count >= 200 && r.count <= 400, `the planner's estimate for v <= 300: ${r.count}`);
+  assert.equal(r.status, 206);
+  // Beyond max-rows the estimate; within it the exact count.
+  r = await db.from("sjs_many").select("id", { count: "estimated", head: true });
+  assert.equal(r.count, 3000);
+  r = await db.from("sjs_many").select("id", { count: "estimated" }).lte("id", 500).range(0, 1);
+  assert.equal(r.count, 500);
+  assert.deepEqual(r.data, [{ id: 1 }, { id: 2 }]);
+  const raw = await fetch(`${URL}/rest/v1/sjs_many?select=id&limit=1`, {
+    headers: { apikey: ANON, Prefer: "count=planned" },
+  });
+  assert.equal(raw.headers.get("content-range"), "0-0/3000");
+  assert.equal(raw.headers.get("preference-applied"), "count=planned");
+});
+
+test("missing=default fills the keys a row lacks with the column defaults", async () => {
+  const alice = userClient();
+  const batch = randomUUID();
+  let r = await alice
+    .from("sjs_defaults")
+    .insert([{ batch, label: "a" }, { batch, n: 1 }], { defaultToNull: false })
+    .select("owner, label, n");
+  assert.equal(r.error, null, JSON.stringify(r.error));
+  assert.deepEqual(r.data, [
+    { owner: alice.uid, label: "a", n: 7 },
+    { owner: alice.uid, label: "untitled", n: 1 },
+  ]);
+  // Without it (supabase-js's default), a lacking key is NULL, as in PostgREST.
+  r = await alice.from("sjs_defaults").insert([{ batch, label: "b" }, { batch, n: 2 }]).select("label, n");
+  assert.deepEqual(r.data, [
+    { label: "b", n: null },
+    { label: null, n: 2 },
+  ]);
+  // An explicit null stays null with missing=default.
+  r = await alice
+    .from("sjs_defaults")
+    .insert([{ batch, label: null }, { batch, n: 3 }], { defaultToNull: false })
+    .select("label, n");
+  assert.deepEqual(r.data, [
+    { label: null, n: 7 },
+    { label: "untitled", n: 3 },
+  ]);
+});
+
+test("maxAffected refuses a PATCH or DELETE that changes more rows, and changes none", async () => {
+  const alice = userClient();
+  const batch = randomUUID();
+  await alice.from("sjs_defaults").insert([1, 2, 3].map((n) => ({ batch, n })));
+  let r = await alice.from("sjs_defaults").update({ label: "x" }).eq("batch", batch).maxAffected(2);
+  assert.equal(r.error?.code, "PGRST124", JSON.stringify(r.error));
+  assert.equal(r.status, 400);
+  assert.equal(r.error.details, "The query affects 3 rows");
+  r = await alice.from("sjs_defaults").update({ label: "x" }).eq("batch", batch).maxAffected(2).select("n");
+  assert.equal(r.error?.code, "PGRST124");
+  r = await alice.from("sjs_defaults").select("label").eq("batch", batch);
+  assert.deepEqual(r.data.map((x) => x.label), ["untitled", "untitled", "untitled"], "rolled back");
+  r = await alice.from("sjs_defaults").delete().eq("batch", batch).maxAffected(1);
+  assert.equal(r.error?.code, "PGRST124");
+  r = await alice.from("sjs_defaults").update({ label: "y" }).eq("batch", batch).maxAffected(3).select("label");
+  assert.equal(r.error, null, JSON.stringify(r.error));
+  assert.equal(r.data.length, 3);
+  r = await alice.from("sjs_defaults").delete().eq("batch", batch).maxAffected(3);
+  assert.equal(r.error, null, JSON.stringify(r.error));
+  r = await alice.from("sjs_defaults").select("n").eq("batch", batch);
+  assert.deepEqual(r.data, []);
+  // handling=strict also refuses preferences it does not know.
+  const raw = await fetch(`${URL}/rest/v1/sjs_many?select=id&limit=1`, {
+    headers: { apikey: ANON, Prefer: "handling=strict, timezone=Mars/Olympus, count=exact" },
+  });
+  assert.equal(raw.status, 400);
+  const body = await raw.json();
+  assert.equal(body.code, "PGRST122");
+  assert.equal(body.details, "Invalid preferences: timezone=Mars/Olympus");
+});
+
 test("insert, upsert, update, delete", async () => {
   const alice = userClient();
   let r = await alice.from("sjs_kv").insert({ k: "a", v: 1 });
