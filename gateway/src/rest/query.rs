@@ -51,6 +51,12 @@ pub enum Op {
     Plfts,
     Phfts,
     Wfts,
+    /// Range operators: `<<`, `>>`, `&<`, `&>`, `-|-`.
+    Sl,
+    Sr,
+    Nxr,
+    Nxl,
+    Adj,
 }
 
 impl Op {
@@ -76,9 +82,21 @@ impl Op {
             "plfts" => Op::Plfts,
             "phfts" => Op::Phfts,
             "wfts" => Op::Wfts,
+            "sl" => Op::Sl,
+            "sr" => Op::Sr,
+            "nxr" => Op::Nxr,
+            "nxl" => Op::Nxl,
+            "adj" => Op::Adj,
             _ => return None,
         })
     }
+}
+
+/// The `(any)` / `(all)` modifier of `eq gt gte lt lte like ilike match imatch`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Quantifier {
+    Any,
+    All,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -89,6 +107,8 @@ pub enum Condition {
         op: Op,
         /// The text-search configuration of `fts(english)`.
         config: Option<String>,
+        /// `like(any).{a*,b*}`: the operator against any or all of `values`.
+        quantifier: Option<Quantifier>,
         /// `in`: the list's items; otherwise one value.
         values: Vec<String>,
     },
@@ -364,12 +384,50 @@ fn parse_filter(key: &str, value: &str) -> Result<Condition, ApiError> {
     let op = Op::parse(op_name).ok_or_else(|| {
         ApiError::bad_query(format!("unknown operator {op_name:?} in \"{key}={value}\""))
     })?;
+    let quantifier = match config.as_deref() {
+        Some("any") => Some(Quantifier::Any),
+        Some("all") => Some(Quantifier::All),
+        _ => None,
+    };
+    let config = if quantifier.is_some() { None } else { config };
+    if quantifier.is_some()
+        && !matches!(
+            op,
+            Op::Eq
+                | Op::Gt
+                | Op::Gte
+                | Op::Lt
+                | Op::Lte
+                | Op::Like
+                | Op::Ilike
+                | Op::Match
+                | Op::Imatch
+        )
+    {
+        return Err(ApiError::bad_query(format!(
+            "{op_name} takes no (any)/(all) modifier"
+        )));
+    }
     if config.is_some() && !matches!(op, Op::Fts | Op::Plfts | Op::Phfts | Op::Wfts) {
         return Err(ApiError::bad_query(format!(
             "{op_name} takes no configuration"
         )));
     }
-    let values = if op == Op::In {
+    let values = if quantifier.is_some() {
+        let list = operand
+            .strip_prefix('{')
+            .and_then(|l| l.strip_suffix('}'))
+            .ok_or_else(|| {
+                ApiError::bad_query(format!(
+                    "{op_text} takes a list: {key}={op_text}.{{a,b}}, got {value:?}"
+                ))
+            })?;
+        if list.is_empty() {
+            Vec::new()
+        } else {
+            split_top(list, ',')?.into_iter().map(unquote).collect()
+        }
+    } else if op == Op::In {
         let list = operand
             .strip_prefix('(')
             .and_then(|l| l.strip_suffix(')'))
@@ -400,6 +458,7 @@ fn parse_filter(key: &str, value: &str) -> Result<Condition, ApiError> {
         negated,
         op,
         config,
+        quantifier,
         values,
     })
 }
@@ -513,7 +572,20 @@ mod tests {
                 negated: false,
                 op: Op::In,
                 config: None,
+                quantifier: None,
                 values: vec!["a".into(), "b,c".into()]
+            }
+        );
+        let like_any = q(&[("name", "like(any).{a*,\"b,c\"}")]).unwrap();
+        assert_eq!(
+            like_any.conditions[0],
+            Condition::Filter {
+                field: field("name"),
+                negated: false,
+                op: Op::Like,
+                config: None,
+                quantifier: Some(Quantifier::Any),
+                values: vec!["a*".into(), "b,c".into()]
             }
         );
         let Condition::Logic { or, children, .. } = &got.conditions[4] else {
@@ -534,6 +606,9 @@ mod tests {
             ("or", "(id.eq.1"),
             ("limit", "ten"),
             ("id", "eq(x).1"),
+            ("id", "eq(any).1"),
+            ("id", "in(any).{1}"),
+            ("id", "sl(all).{1}"),
         ] {
             let err = q(&[(k, v)]).unwrap_err();
             assert_eq!(err.code, "PGRST100", "{k}={v}");

@@ -4,7 +4,7 @@
 //! `timestamptz`, enums and arrays parse as they would behind PostgREST.
 
 use super::cache::Column;
-use super::query::{Arrow, Condition, Field, Op, OrderTerm, Query, SelectItem};
+use super::query::{Arrow, Condition, Field, Op, OrderTerm, Quantifier, Query, SelectItem};
 use crate::error::ApiError;
 use crate::request::quote_ident;
 use axum::http::StatusCode;
@@ -88,6 +88,50 @@ pub fn array_literal(items: &[String]) -> String {
     format!("{{{}}}", quoted.join(","))
 }
 
+/// `f LIKE ANY(…)`, `f >= ALL(…)`: the operator against a list, the list one
+/// array parameter of the column's type (text for the pattern operators).
+fn quantified_sql(
+    f: &str,
+    t: &str,
+    op: Op,
+    quantifier: Quantifier,
+    values: &[String],
+    params: &mut Params,
+) -> String {
+    let which = match quantifier {
+        Quantifier::Any => "ANY",
+        Quantifier::All => "ALL",
+    };
+    let (left, sym, items, element) = match op {
+        Op::Like | Op::Ilike => (
+            format!("{f}::text"),
+            if op == Op::Like { "LIKE" } else { "ILIKE" },
+            values.iter().map(|v| v.replace('*', "%")).collect(),
+            "text",
+        ),
+        Op::Match | Op::Imatch => (
+            format!("{f}::text"),
+            if op == Op::Match { "~" } else { "~*" },
+            values.to_vec(),
+            "text",
+        ),
+        _ => (
+            f.to_string(),
+            match op {
+                Op::Gt => ">",
+                Op::Gte => ">=",
+                Op::Lt => "<",
+                Op::Lte => "<=",
+                _ => "=",
+            },
+            values.to_vec(),
+            t.trim_end_matches("[]"),
+        ),
+    };
+    let list = value(params, &array_literal(&items), &format!("{element}[]"));
+    format!("{left} {sym} {which}({list})")
+}
+
 fn condition_sql(rel: &Relation, c: &Condition, params: &mut Params) -> Result<String, ApiError> {
     match c {
         Condition::Logic {
@@ -114,9 +158,18 @@ fn condition_sql(rel: &Relation, c: &Condition, params: &mut Params) -> Result<S
             negated,
             op,
             config,
+            quantifier,
             values,
         } => {
             let (f, t) = field_sql(rel, field, params)?;
+            if let Some(quantifier) = quantifier {
+                let sql = quantified_sql(&f, &t, *op, *quantifier, values, params);
+                return Ok(if *negated {
+                    format!("NOT ({sql})")
+                } else {
+                    sql
+                });
+            }
             let first = values.first().map(String::as_str).unwrap_or_default();
             let compare =
                 |sym: &str, params: &mut Params| format!("{f} {sym} {}", value(params, first, &t));
@@ -152,6 +205,11 @@ fn condition_sql(rel: &Relation, c: &Condition, params: &mut Params) -> Result<S
                 Op::Cs => compare("@>", params),
                 Op::Cd => compare("<@", params),
                 Op::Ov => compare("&&", params),
+                Op::Sl => compare("<<", params),
+                Op::Sr => compare(">>", params),
+                Op::Nxr => compare("&<", params),
+                Op::Nxl => compare("&>", params),
+                Op::Adj => compare("-|-", params),
                 Op::Fts | Op::Plfts | Op::Phfts | Op::Wfts => {
                     let function = match op {
                         Op::Fts => "to_tsquery",

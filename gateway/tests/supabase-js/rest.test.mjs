@@ -223,6 +223,33 @@ test("select, order, range, count, single, maybeSingle", async () => {
   assert.deepEqual(r.data, [1, 2, 3]);
 });
 
+test("range operators and like/ilike/eq/gt with (any) and (all)", async () => {
+  const db = anonClient();
+  const ids = (r) => {
+    assert.equal(r.error, null, JSON.stringify(r.error));
+    return r.data.map((x) => x.id);
+  };
+  const q = () => db.from("sjs_slots").select("id").order("id");
+  assert.deepEqual(ids(await q().rangeGt("during", "[5,10)")), [3]);
+  assert.deepEqual(ids(await q().rangeGte("during", "[5,10)")), [2, 3]);
+  assert.deepEqual(ids(await q().rangeLt("during", "[5,10)")), [1]);
+  assert.deepEqual(ids(await q().rangeLte("during", "[5,10)")), [1, 2]);
+  assert.deepEqual(ids(await q().rangeAdjacent("during", "[10,20)")), [2, 3]);
+  assert.deepEqual(ids(await q().not("during", "adj", "[10,20)")), [1]);
+  assert.deepEqual(ids(await q().likeAnyOf("name", ["al%", "%mm%"])), [1, 3]);
+  assert.deepEqual(ids(await q().likeAllOf("name", ["%a%", "%l%"])), [1]);
+  assert.deepEqual(ids(await q().ilikeAnyOf("name", ["BETA", "G*"])), [2, 3]);
+  assert.deepEqual(ids(await q().ilikeAllOf("name", ["%A", "B%"])), [2]);
+  // The modifiers on other operators, through the raw filter.
+  assert.deepEqual(ids(await q().filter("id", "eq(any)", "{1,3}")), [1, 3]);
+  assert.deepEqual(ids(await q().filter("id", "gt(all)", "{1,2}")), [3]);
+  assert.deepEqual(ids(await q().filter("name", "match(any)", "{^a,^g}")), [1, 3]);
+  const bad = await q().filter("id", "in(any)", "{1}");
+  assert.equal(bad.error?.code, "PGRST100");
+  const quoted = await q().filter("name", "eq(any)", '{"alpha","x\\"y"}');
+  assert.deepEqual(ids(quoted), [1]);
+});
+
 test("count=planned asks the planner, count=estimated counts exactly up to max-rows", async () => {
   // fixture.sql: 3,000 rows analyzed, 1,000 then deleted; max-rows is 1,000.
   const db = anonClient();
