@@ -86,9 +86,33 @@ fn free_addr() -> SocketAddr {
         .unwrap()
 }
 
+/// A child process killed when dropped, so a failing test leaves no gateway
+/// behind (one holding the test's stderr would also keep its reader waiting).
+struct Killed(std::process::Child);
+
+impl std::ops::Deref for Killed {
+    type Target = std::process::Child;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Killed {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
+}
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// The spine-gateway binary on `addr`; with `nats`, sharing broadcasts and
 /// presence with other gateways.
-fn spawn_gateway(addr: SocketAddr, nats: Option<&str>) -> std::process::Child {
+fn spawn_gateway(addr: SocketAddr, nats: Option<&str>) -> Killed {
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_spine-gateway"));
     cmd.env("DATABASE_URL", spine_tests::database_url())
         .env("SPINE_JWT_SECRET", SECRET)
@@ -98,7 +122,7 @@ fn spawn_gateway(addr: SocketAddr, nats: Option<&str>) -> std::process::Child {
     if let Some(url) = nats {
         cmd.env("NATS_URL", url);
     }
-    cmd.spawn().unwrap()
+    Killed(cmd.spawn().unwrap())
 }
 
 /// The reader starts at the outbox's head; wait until it follows (a join
@@ -657,6 +681,142 @@ async fn two_gateways_share_broadcasts_and_presence_over_nats_and_a_killed_one_l
     assert_eq!(left.payload["leaves"]["a"]["metas"][0]["on"], "one");
     two.kill().unwrap();
     let _ = two.wait();
+}
+
+/// Joins `topic` with `payload` and tracks `{who: key}`.
+async fn join_and_track(c: &mut Phoenix, topic: &str, payload: Value, key: &str) {
+    let r = c.push(Some("1"), topic, "phx_join", payload).await;
+    assert_eq!(c.reply(&r).await.payload["status"], "ok", "{key} joins");
+    let r = c
+        .push(
+            Some("1"),
+            topic,
+            "presence",
+            json!({"type": "presence", "event": "track", "payload": {"who": key}}),
+        )
+        .await;
+    assert_eq!(c.reply(&r).await.payload["status"], "ok", "{key} tracks");
+}
+
+/// Three gateways on one database and one NATS (#23 item 3): rows inserted
+/// through the third gateway's `/rest/v1` reach clients of the other two;
+/// presence spans them; when the first dies, its client moves to the third,
+/// joins from its last position and tracks again, and the second gateway's
+/// client sees it leave and come back, with no change lost or repeated.
+#[tokio::test]
+async fn three_gateways_writes_through_one_reach_the_others_and_presence_moves_with_a_client() {
+    let Ok(nats) = std::env::var("NATS_URL") else {
+        panic!("NATS_URL: run through cargo xtask test");
+    };
+    // reqwest's rustls has no default provider of its own.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    prepare().await;
+    let spawn = || {
+        let addr = free_addr();
+        (spawn_gateway(addr, Some(&nats)), addr)
+    };
+    let (mut one, addr_one) = spawn();
+    let (mut two, addr_two) = spawn();
+    let (mut three, addr_three) = spawn();
+    for addr in [addr_one, addr_two, addr_three] {
+        wait_until_following(addr).await;
+    }
+    let run = uuid::Uuid::new_v4().to_string();
+    let topic = format!("realtime:trio-{run}");
+    let config = |key: &str, position: Option<&str>| {
+        json!({"config": {
+            "broadcast": {"self": false},
+            "presence": {"enabled": true, "key": key},
+            "postgres_changes": binding(&run, position),
+        }})
+    };
+    let mut a = Phoenix::connect(addr_one, &service_key(), "2.0.0")
+        .await
+        .unwrap();
+    join_and_track(&mut a, &topic, config("a", Some("now")), "a").await;
+    // b only watches: its join's presence_state already names a.
+    let mut b = Phoenix::connect(addr_two, &service_key(), "2.0.0")
+        .await
+        .unwrap();
+    b.push(Some("1"), &topic, "phx_join", config("b", Some("now")))
+        .await;
+    let sees_a_join = |m: &Msg| match m.event.as_str() {
+        "presence_state" => m.payload.get("a").is_some(),
+        "presence_diff" => m.payload["joins"].get("a").is_some(),
+        _ => false,
+    };
+    b.until("a's presence on gateway two", sees_a_join).await;
+
+    // Written through the third gateway's REST API.
+    let http = reqwest::Client::new();
+    let write = |from: i32, to: i32| {
+        let rows: Vec<Value> = (from..=to).map(|n| json!({"run": run, "n": n})).collect();
+        let request = http
+            .post(format!("http://{addr_three}/rest/v1/gw_rt_items"))
+            .bearer_auth(service_key())
+            .header("content-type", "application/json")
+            .body(Value::Array(rows).to_string());
+        async move {
+            let response = request.send().await.unwrap();
+            assert_eq!(response.status(), 201, "{}", response.text().await.unwrap());
+        }
+    };
+    write(1, 3).await;
+    let mut last_a = None;
+    for c in [&mut a, &mut b] {
+        let mut got = Vec::new();
+        while got.len() < 3 {
+            let m = c
+                .until("a change written through gateway three", |m| {
+                    m.event == "postgres_changes"
+                })
+                .await;
+            got.push(record_n(&m));
+            last_a = m.payload["data"]["record"]["spine_position"]
+                .as_str()
+                .map(str::to_string);
+        }
+        assert_eq!(got, [1, 2, 3]);
+    }
+    // `last_a` is b's last position now; a saw the same rows, so it is a's too.
+    let position = last_a.expect("changes carry their position");
+
+    one.kill().unwrap();
+    one.wait().unwrap();
+    assert!(a.closed_within(Duration::from_secs(5)).await);
+    b.until("a leaves when its gateway dies", |m| {
+        m.event == "presence_diff" && m.payload["leaves"].get("a").is_some()
+    })
+    .await;
+    write(4, 50).await;
+
+    // a's client moves to gateway three, from its position, and tracks again.
+    let mut a = Phoenix::connect(addr_three, &service_key(), "2.0.0")
+        .await
+        .unwrap();
+    join_and_track(&mut a, &topic, config("a", Some(&position)), "a").await;
+    let mut got = Vec::new();
+    while got.len() < 47 {
+        let m = a
+            .until("the changes written while a was away", |m| {
+                m.event == "postgres_changes"
+            })
+            .await;
+        got.push(record_n(&m));
+    }
+    assert_eq!(got, (4..=50).collect::<Vec<i64>>());
+    b.until("a back, now through gateway three", sees_a_join)
+        .await;
+    assert!(
+        a.recv(Duration::from_millis(500))
+            .await
+            .is_none_or(|m| m.event != "postgres_changes"),
+        "nothing twice"
+    );
+    for g in [&mut two, &mut three] {
+        g.kill().unwrap();
+        let _ = g.wait();
+    }
 }
 
 #[tokio::test]
