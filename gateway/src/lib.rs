@@ -8,6 +8,7 @@
 //! - [`auth`]: `/auth/v1`, the GoTrue subset supabase-js needs;
 //! - [`realtime`]: `/realtime/v1`, Supabase Realtime's protocol on the outbox;
 //! - `/functions/v1`: the function host (spine-functions), embedded;
+//! - [`studio`]: `/studio`, the web console's embedded files;
 //! - [`server`]: the routes, CORS, health and metrics; [`config`]: settings;
 //!   [`error`]: PostgREST-shaped errors.
 
@@ -19,3 +20,4 @@ pub mod realtime;
 pub mod request;
 pub mod rest;
 pub mod server;
+pub mod studio;

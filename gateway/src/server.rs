@@ -130,11 +130,14 @@ impl Gateway {
                     .layer(RequestBodyTimeoutLayer::new(BODY_STALL_TIMEOUT)),
             )
             .merge(health)
+            .merge(crate::studio::router(
+                crate::keys::project_keys(config.secret()?).0,
+            ))
             .fallback(|| async {
                 crate::error::ApiError::new(
                     StatusCode::NOT_FOUND,
                     "not_found",
-                    "no route: the API is under /auth/v1, /rest/v1, /realtime/v1 and /functions/v1",
+                    "no route: the API is under /auth/v1, /rest/v1, /realtime/v1 and /functions/v1; the console at /studio",
                 )
             })
             .layer(axum::middleware::from_fn(

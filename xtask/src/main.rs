@@ -28,6 +28,7 @@ mod postgres;
 mod proc;
 mod setup;
 mod stack;
+mod studio;
 mod suite;
 mod supabase_js;
 mod tls;

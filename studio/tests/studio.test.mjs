@@ -1,0 +1,185 @@
+// Spine Studio in a real browser: Playwright (playwright-core, pinned) driving
+// Debian's Chromium headless against the dev stack's gateway. Run by
+// `cargo xtask test` with SPINE_URL, SPINE_ANON_KEY, SPINE_SERVICE_KEY and
+// DATABASE_URL from `cargo xtask env`. Screenshots of the main pages go to
+// STUDIO_SCREENSHOTS (docs/studio/), so the docs show what the test saw.
+
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
+import { mkdirSync } from "node:fs";
+import { randomUUID } from "node:crypto";
+import { chromium } from "playwright-core";
+import { createClient } from "@supabase/supabase-js";
+
+const env = (name) => {
+  const v = process.env[name];
+  if (!v) throw new Error(`${name} is not set: run through cargo xtask test`);
+  return v;
+};
+const URL = env("SPINE_URL");
+const SERVICE = env("SPINE_SERVICE_KEY");
+const ANON = env("SPINE_ANON_KEY");
+const SHOTS = process.env.STUDIO_SCREENSHOTS;
+const CHROMIUM = process.env.CHROMIUM ?? "/usr/bin/chromium";
+
+const service = createClient(URL, SERVICE, { auth: { persistSession: false } });
+const spine = service.schema("spine");
+const ok = ({ data, error }) => {
+  if (error) throw new Error(JSON.stringify(error));
+  return data;
+};
+
+let browser;
+// Every console error and uncaught exception of every page, checked at the end.
+const problems = [];
+
+before(async () => {
+  browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    args: ["--no-sandbox", "--disable-background-networking", "--disable-gpu", "--disable-component-update", "--no-first-run"],
+  });
+  if (SHOTS) mkdirSync(SHOTS, { recursive: true });
+});
+after(async () => browser?.close());
+
+// `refusals`: the page is meant to be refused by the API once (a wrong key),
+// so the browser's "Failed to load resource" for that answer is expected.
+async function open({ refusals = false } = {}) {
+  const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+  const page = await context.newPage();
+  page.on("console", (m) => {
+    if (m.type() !== "error") return;
+    if (refusals && m.text().includes("status of 401")) return;
+    problems.push(`${page.url()}: ${m.text()}`);
+  });
+  page.on("pageerror", (e) => problems.push(`${page.url()}: ${e.message}`));
+  await page.goto(`${URL}/studio/`);
+  return page;
+}
+
+async function asOperator() {
+  const page = await open();
+  await page.fill("input[name=key]", SERVICE);
+  await page.click("text=Open as operator");
+  await page.waitForSelector("[data-testid=who] >> text=operator");
+  return page;
+}
+
+async function asUser(email, password) {
+  const page = await open();
+  await page.fill("input[name=email]", email);
+  await page.fill("input[name=password]", password);
+  await page.click("button:has-text('Sign in')");
+  await page.waitForSelector(`[data-testid=who] >> text=${email}`);
+  return page;
+}
+
+async function signUp() {
+  const db = createClient(URL, ANON, { auth: { persistSession: false } });
+  const email = `studio-${randomUUID()}@example.test`;
+  const password = "studio password";
+  const r = await db.auth.signUp({ email, password });
+  assert.equal(r.error, null, String(r.error));
+  return { db, email, password, uid: r.data.user.id };
+}
+
+const shoot = async (page, name) => SHOTS && page.screenshot({ path: `${SHOTS}/${name}.png`, fullPage: true });
+
+test("the console is served with its security headers, and a wrong key gets an error", async () => {
+  const r = await fetch(`${URL}/studio/`);
+  assert.equal(r.status, 200);
+  assert.match(r.headers.get("content-security-policy"), /frame-ancestors 'none'/);
+  assert.equal((await (await fetch(`${URL}/studio/config.json`)).json()).anonKey.length > 0, true);
+  const page = await open({ refusals: true });
+  await shoot(page, "sign-in");
+  await page.fill("input[name=key]", ANON);
+  await page.click("text=Open as operator");
+  await page.waitForSelector("[role=alert] >> text=not a service key");
+  await page.context().close();
+});
+
+test("a job failing to dead letter appears and is redriven from the page", async () => {
+  const queue = `studio_${randomUUID().replaceAll("-", "").slice(0, 12)}`;
+  ok(await spine.rpc("create_queue", { queue_name: queue }));
+  const id = ok(await spine.rpc("enqueue", { queue, payload: { order: 42 }, max_attempts: 1 }));
+  // What a worker does when the job's handler throws on its last attempt.
+  const [leased] = ok(await spine.rpc("fetch_jobs", { queues: [queue], worker: "studio-test", n: 1 }));
+  assert.equal(leased.id, id);
+  ok(await spine.rpc("fail_job", { id, error: "card declined", worker: "studio-test" }));
+
+  const page = await asOperator();
+  await page.waitForSelector(`[data-testid=queue-stats] >> text=${queue}`);
+  await shoot(page, "overview");
+  await page.click("text=Queues and jobs");
+  await page.selectOption("[data-testid=queue]", queue);
+  await page.click(".tabs >> text=dead");
+  await page.click(`[data-testid=jobs] >> text=${id}`);
+  await page.waitForSelector("[data-testid=job-detail] >> text=card declined");
+  await page.waitForSelector('[data-testid=job-detail] >> text="order": 42');
+  await shoot(page, "jobs");
+  await page.click("text=Redrive the queue's dead jobs");
+  await page.click("button:has-text('Confirm')");
+  await page.waitForSelector("[role=status] >> text=1 redriven");
+  const [job] = ok(await spine.from("jobs").select("state, attempts, errors").eq("id", id));
+  assert.equal(job.state, "queued");
+  assert.equal(job.attempts, 0);
+  assert.equal(job.errors[0].error, "card declined", "the error history stays");
+  await page.context().close();
+});
+
+test("an event emitted in SQL appears in the live tail", async () => {
+  const page = await asOperator();
+  await page.click("text=Events");
+  await page.waitForSelector("[data-testid=tail-status] >> text=live");
+  const subject = `studio-${randomUUID()}`;
+  const started = Date.now();
+  execFileSync("psql", [env("DATABASE_URL"), "-qAtc", `SELECT spine.emit('studio.TailTested', '{"n": 1}', '${subject}')`]);
+  await page.waitForSelector(`[data-testid=events] >> text=${subject}`, { timeout: 10_000 });
+  const shown = Date.now() - started;
+  console.log(`# the tail showed the event ${shown} ms after psql started`);
+  await page.fill("[data-testid=filter-subject]", subject);
+  await page.click(`[data-testid=events] >> text=${subject}`);
+  await page.waitForSelector('[data-testid=events] >> text="n": 1');
+  await shoot(page, "events");
+  await page.context().close();
+});
+
+test("a user sees their own jobs and events in the console, and not another user's", async () => {
+  const alice = await signUp();
+  const bob = await signUp();
+  const queue = `studio_${randomUUID().replaceAll("-", "").slice(0, 12)}`;
+  ok(await spine.rpc("create_queue", { queue_name: queue, user_enqueue: true }));
+  const job = ok(await alice.db.schema("spine").rpc("enqueue", { queue, payload: { mine: "alice" } }));
+
+  const bobPage = await asUser(bob.email, bob.password);
+  const alicePage = await asUser(alice.email, alice.password);
+  for (const page of [alicePage, bobPage]) {
+    await page.click("text=Queues and jobs");
+    await page.click(".tabs >> text=queued");
+  }
+  await alicePage.waitForSelector(`[data-testid=jobs] >> text=${job}`);
+  await bobPage.waitForSelector("text=No queued jobs");
+  assert.equal(await bobPage.locator(`[data-testid=jobs] >> text=${job}`).count(), 0);
+
+  for (const page of [alicePage, bobPage]) {
+    await page.click("text=Events");
+    await page.waitForSelector("[data-testid=tail-status] >> text=live");
+  }
+  const subject = `alice-${randomUUID()}`;
+  ok(await alice.db.schema("spine").rpc("emit", { type: "studio.PrivateNoted", data: {}, subject }));
+  await alicePage.waitForSelector(`[data-testid=events] >> text=${subject}`);
+  // Alice's page shows it: Bob's had the same time to, and must not.
+  await bobPage.waitForTimeout(1000);
+  assert.equal(await bobPage.locator(`text=${subject}`).count(), 0, "Bob sees Alice's event");
+  await bobPage.click("text=Overview");
+  await bobPage.waitForSelector("[data-testid=queue-stats]");
+  assert.equal(await bobPage.locator(`[data-testid=queue-stats] >> text=${queue}`).count(), 0);
+  assert.equal(await bobPage.locator("[data-testid=sinks]").count(), 0, "sinks are the operator's");
+  await alicePage.context().close();
+  await bobPage.context().close();
+});
+
+test("no page logged an error", () => {
+  assert.deepEqual(problems, []);
+});
