@@ -134,29 +134,58 @@ pub async fn redrive(db: &Db, out: &Out, queue: &str) -> anyhow::Result<()> {
 }
 
 pub async fn cancel(db: &Db, out: &Out, ids: &[i64]) -> anyhow::Result<()> {
+    each_job(
+        db,
+        out,
+        ids,
+        "SELECT spine.cancel_job($1)",
+        (
+            "cancelled",
+            "no live job with id {} (finished jobs cannot be cancelled)",
+        ),
+    )
+    .await
+}
+
+pub async fn retry(db: &Db, out: &Out, ids: &[i64]) -> anyhow::Result<()> {
+    each_job(
+        db,
+        out,
+        ids,
+        "SELECT spine.retry_job($1)",
+        ("retried", "no dead or retrying job with id {}"),
+    )
+    .await
+}
+
+/// Runs `sql` (true when it acted) for each job; `verb` names the outcome in
+/// the output, `missing` the error for ids it did not act on (exit 2).
+async fn each_job(
+    db: &Db,
+    out: &Out,
+    ids: &[i64],
+    sql: &str,
+    (verb, missing_text): (&str, &str),
+) -> anyhow::Result<()> {
     let mut results = Vec::new();
     let mut missing = Vec::new();
     for id in ids {
-        let cancelled: bool = db.value("SELECT spine.cancel_job($1)", &[id]).await?;
-        if !cancelled {
+        let acted: bool = db.value(sql, &[id]).await?;
+        if !acted {
             missing.push(id.to_string());
         }
-        results.push(json!({"id": id, "cancelled": cancelled}));
+        results.push(json!({"id": id, verb: acted}));
     }
     out.emit(&json!(results), || {
         results
             .iter()
-            .filter(|r| r["cancelled"] == true)
-            .map(|r| format!("job {} cancelled", r["id"]))
+            .filter(|r| r[verb] == true)
+            .map(|r| format!("job {} {verb}", r["id"]))
             .collect::<Vec<_>>()
             .join("\n")
     });
     if !missing.is_empty() {
-        return Err(BadInput(format!(
-            "no live job with id {} (finished jobs cannot be cancelled)",
-            missing.join(", ")
-        ))
-        .into());
+        return Err(BadInput(missing_text.replace("{}", &missing.join(", "))).into());
     }
     Ok(())
 }

@@ -83,6 +83,11 @@ enum Command {
         #[arg(required = true)]
         ids: Vec<i64>,
     },
+    /// Runs dead or retrying jobs again now (a dead one with fresh attempts).
+    Retry {
+        #[arg(required = true)]
+        ids: Vec<i64>,
+    },
     /// Evaluates the owner's rules again for a stored event.
     Replay { event: uuid::Uuid },
     /// Which rules considered an event, which matched, which fired, and why.
@@ -238,6 +243,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         } => jobs::list(&db, &out, &queue, state, limit).await,
         Command::Redrive { queue } => jobs::redrive(&db, &out, &queue).await,
         Command::Cancel { ids } => jobs::cancel(&db, &out, &ids).await,
+        Command::Retry { ids } => jobs::retry(&db, &out, &ids).await,
         Command::Replay { event } => events::replay(&db, &out, event).await,
         Command::Explain { event } => events::explain(&db, &out, event).await,
         Command::Audit { command } => trust::audit(&db, &out, command).await,

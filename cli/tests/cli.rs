@@ -51,7 +51,7 @@ fn fails(args: &[&str], code: i32) -> String {
 }
 
 #[tokio::test]
-async fn jobs_are_listed_redriven_and_cancelled() {
+async fn jobs_are_listed_redriven_retried_and_cancelled() {
     let db = connect().await;
     let queue = new_queue(&db).await;
     db.execute(
@@ -113,6 +113,27 @@ async fn jobs_are_listed_redriven_and_cancelled() {
     assert_eq!(cancelled[0]["id"], id, "the archive has it");
 
     assert!(fails(&["cancel", &id.to_string()], 2).contains("no live job"));
+    assert!(fails(&["retry", &id.to_string()], 2).contains("no dead or retrying job"));
+
+    // The other job dies too; `spine retry` runs it again with fresh attempts.
+    let other: i64 = one(
+        &db,
+        "SELECT id FROM spine.fetch_jobs(ARRAY[$1], 'cli-test', 1)",
+        &[&queue],
+    )
+    .await;
+    db.execute(
+        "SELECT spine.fail_job($1, 'boom again', NULL, 'cli-test')",
+        &[&other],
+    )
+    .await
+    .unwrap();
+    let out = spine(&["retry", &other.to_string()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).trim(), format!("job {other} retried"));
+    let queued = json(&["jobs", &queue, "--state", "queued"]);
+    assert_eq!(queued[0]["id"], other, "{queued}");
+    assert_eq!(queued[0]["attempts"], 0, "{queued}");
     assert!(fails(&["cancel", "x"], 2).contains("invalid value"));
     assert!(fails(&["jobs", "no_such_queue"], 2).contains("does not exist"));
     assert!(fails(&["redrive", "no_such_queue"], 2).contains("does not exist"));

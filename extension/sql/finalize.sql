@@ -110,6 +110,7 @@ GRANT EXECUTE ON FUNCTION
     spine.enqueue(text, jsonb, spine.job_priority, timestamptz, text, integer),
     spine.enqueue_batch(text, jsonb[], spine.job_priority, timestamptz, integer),
     spine.cancel_job(bigint),
+    spine.retry_job(bigint),
     spine.queue_stats(),
     spine.check_queue_name(text),
     spine.check_cron(text),

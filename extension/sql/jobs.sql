@@ -677,12 +677,44 @@ BEGIN
     GET DIAGNOSTICS n = ROW_COUNT;
     IF n > 0 THEN
         PERFORM spine.wake_runners(redrive.queue);
+        PERFORM spine.audit('queue.redriven', 'queue:' || redrive.queue, jsonb_build_object('jobs', n));
     END IF;
     RETURN n;
 END
 $$;
 COMMENT ON FUNCTION spine.redrive(text) IS
-    'Puts every dead job of a queue back to queued with fresh attempts (error history kept); returns how many.';
+    'Puts every dead job of a queue back to queued with fresh attempts (error history kept); returns how many. Audited as queue.redriven.';
+
+-- One job again, now: a dead one with fresh attempts (as redrive), a retrying
+-- one without waiting for its backoff. Owners retry their own; service_role any.
+CREATE FUNCTION spine.retry_job(id bigint) RETURNS boolean
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    j spine.jobs;
+    was spine.job_state;
+BEGIN
+    SELECT k.state INTO was FROM spine.jobs k
+     WHERE k.id = retry_job.id
+       AND (spine.caller_is_privileged() OR k.owner_id = auth.uid())
+       FOR UPDATE;
+    UPDATE spine.jobs k
+       SET state = 'queued', run_at = now(), updated_at = now(),
+           attempts = CASE WHEN k.state = 'dead' THEN 0 ELSE k.attempts END
+     WHERE k.id = retry_job.id
+       AND k.state IN ('dead', 'retrying')
+       AND (spine.caller_is_privileged() OR k.owner_id = auth.uid())
+    RETURNING * INTO j;
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    PERFORM spine.wake_runners(j.queue);
+    PERFORM spine.audit('job.retried', 'job:' || j.id,
+                        jsonb_build_object('queue', j.queue, 'was', was));
+    RETURN true;
+END
+$$;
+COMMENT ON FUNCTION spine.retry_job(bigint) IS
+    'Runs a dead or retrying job again now (a dead one with fresh attempts; error history kept); false if there is no such job of yours in those states. Audited as job.retried.';
 
 -- Owners cancel their own jobs; service_role any.
 CREATE FUNCTION spine.cancel_job(id bigint) RETURNS boolean
@@ -705,11 +737,13 @@ BEGIN
          idempotency_key, errors, created_at)
     VALUES (j.id, j.queue, j.owner_id, j.priority, 'cancelled', j.payload, j.attempts,
             j.max_attempts, j.idempotency_key, j.errors, j.created_at);
+    PERFORM spine.audit('job.cancelled', 'job:' || j.id,
+                        jsonb_build_object('queue', j.queue, 'was', j.state));
     RETURN true;
 END
 $$;
 COMMENT ON FUNCTION spine.cancel_job(bigint) IS
-    'Cancels a job that has not finished (a running one is released; its worker''s completion is then ignored); false if there is no such job of yours.';
+    'Cancels a job that has not finished (a running one is released; its worker''s completion is then ignored); false if there is no such job of yours. Audited as job.cancelled.';
 
 CREATE FUNCTION spine.queue_stats() RETURNS TABLE (
     queue text, priority spine.job_priority, queued bigint, running bigint, retrying bigint,

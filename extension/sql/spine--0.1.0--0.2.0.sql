@@ -646,3 +646,85 @@ REVOKE EXECUTE ON FUNCTION spine.partition_range(regclass), spine.partition_widt
     spine.create_job_archive_partitions(timestamptz),
     spine.drop_job_archive_partitions(timestamptz, interval) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION spine.partition_range(regclass), spine.event_partitions() TO service_role;
+
+-- Operators' job actions are audited (queue.redriven, job.cancelled,
+-- job.retried), and one job can be run again now: spine.retry_job.
+CREATE OR REPLACE FUNCTION spine.redrive(queue text) RETURNS bigint
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    n bigint;
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM spine.queues q WHERE q.name = redrive.queue) THEN
+        RAISE EXCEPTION 'queue "%" does not exist', queue USING ERRCODE = 'undefined_object';
+    END IF;
+    UPDATE spine.jobs j SET state = 'queued', attempts = 0, run_at = now(), updated_at = now()
+     WHERE j.queue = redrive.queue AND j.state = 'dead';
+    GET DIAGNOSTICS n = ROW_COUNT;
+    IF n > 0 THEN
+        PERFORM spine.wake_runners(redrive.queue);
+        PERFORM spine.audit('queue.redriven', 'queue:' || redrive.queue, jsonb_build_object('jobs', n));
+    END IF;
+    RETURN n;
+END
+$$;
+COMMENT ON FUNCTION spine.redrive(text) IS
+    'Puts every dead job of a queue back to queued with fresh attempts (error history kept); returns how many. Audited as queue.redriven.';
+
+CREATE OR REPLACE FUNCTION spine.cancel_job(id bigint) RETURNS boolean
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    j spine.jobs;
+    privileged boolean := spine.caller_is_privileged();
+BEGIN
+    PERFORM spine.lock_idempotency_key(k.queue, k.owner_id, k.idempotency_key)
+       FROM spine.jobs k WHERE k.id = cancel_job.id AND k.idempotency_key IS NOT NULL;
+    DELETE FROM spine.jobs
+     WHERE spine.jobs.id = cancel_job.id
+       AND (privileged OR owner_id = auth.uid())
+    RETURNING * INTO j;
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    INSERT INTO spine.jobs_archive
+        (id, queue, owner_id, priority, state, payload, attempts, max_attempts,
+         idempotency_key, errors, created_at)
+    VALUES (j.id, j.queue, j.owner_id, j.priority, 'cancelled', j.payload, j.attempts,
+            j.max_attempts, j.idempotency_key, j.errors, j.created_at);
+    PERFORM spine.audit('job.cancelled', 'job:' || j.id,
+                        jsonb_build_object('queue', j.queue, 'was', j.state));
+    RETURN true;
+END
+$$;
+COMMENT ON FUNCTION spine.cancel_job(bigint) IS
+    'Cancels a job that has not finished (a running one is released; its worker''s completion is then ignored); false if there is no such job of yours. Audited as job.cancelled.';
+
+CREATE OR REPLACE FUNCTION spine.retry_job(id bigint) RETURNS boolean
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    j spine.jobs;
+    was spine.job_state;
+BEGIN
+    SELECT k.state INTO was FROM spine.jobs k
+     WHERE k.id = retry_job.id
+       AND (spine.caller_is_privileged() OR k.owner_id = auth.uid())
+       FOR UPDATE;
+    UPDATE spine.jobs k
+       SET state = 'queued', run_at = now(), updated_at = now(),
+           attempts = CASE WHEN k.state = 'dead' THEN 0 ELSE k.attempts END
+     WHERE k.id = retry_job.id
+       AND k.state IN ('dead', 'retrying')
+       AND (spine.caller_is_privileged() OR k.owner_id = auth.uid())
+    RETURNING * INTO j;
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    PERFORM spine.wake_runners(j.queue);
+    PERFORM spine.audit('job.retried', 'job:' || j.id,
+                        jsonb_build_object('queue', j.queue, 'was', was));
+    RETURN true;
+END
+$$;
+COMMENT ON FUNCTION spine.retry_job(bigint) IS
+    'Runs a dead or retrying job again now (a dead one with fresh attempts; error history kept); false if there is no such job of yours in those states. Audited as job.retried.';
+REVOKE EXECUTE ON FUNCTION spine.retry_job(bigint) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION spine.retry_job(bigint) TO authenticated, service_role;

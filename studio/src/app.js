@@ -5,11 +5,13 @@ import { SignIn } from "./pages/signin.js";
 import { Overview } from "./pages/overview.js";
 import { Jobs } from "./pages/jobs.js";
 import { Events } from "./pages/events.js";
+import { Audit } from "./pages/audit.js";
 
 const PAGES = [
   ["overview", "Overview", Overview],
   ["jobs", "Queues and jobs", Jobs],
   ["events", "Events", Events],
+  ["audit", "Audit log", Audit],
 ];
 
 function currentPage() {

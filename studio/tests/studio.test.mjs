@@ -99,14 +99,18 @@ test("the console is served with its security headers, and a wrong key gets an e
   await page.context().close();
 });
 
-test("a job failing to dead letter appears and is redriven from the page", async () => {
+test("jobs failing to dead letter appear, are retried and redriven from the page, and audited", async () => {
   const queue = `studio_${randomUUID().replaceAll("-", "").slice(0, 12)}`;
   ok(await spine.rpc("create_queue", { queue_name: queue }));
-  const id = ok(await spine.rpc("enqueue", { queue, payload: { order: 42 }, max_attempts: 1 }));
-  // What a worker does when the job's handler throws on its last attempt.
-  const [leased] = ok(await spine.rpc("fetch_jobs", { queues: [queue], worker: "studio-test", n: 1 }));
-  assert.equal(leased.id, id);
-  ok(await spine.rpc("fail_job", { id, error: "card declined", worker: "studio-test" }));
+  const ids = [];
+  for (const order of [41, 42]) {
+    ids.push(ok(await spine.rpc("enqueue", { queue, payload: { order }, max_attempts: 1 })));
+  }
+  // What a worker does when the jobs' handler throws on their last attempt.
+  const leased = ok(await spine.rpc("fetch_jobs", { queues: [queue], worker: "studio-test", n: 2 }));
+  assert.deepEqual(leased.map((j) => j.id).sort(), [...ids].sort());
+  for (const id of ids) ok(await spine.rpc("fail_job", { id, error: "card declined", worker: "studio-test" }));
+  const [first, second] = ids;
 
   const page = await asOperator();
   await page.waitForSelector(`[data-testid=queue-stats] >> text=${queue}`);
@@ -114,17 +118,32 @@ test("a job failing to dead letter appears and is redriven from the page", async
   await page.click("text=Queues and jobs");
   await page.selectOption("[data-testid=queue]", queue);
   await page.click(".tabs >> text=dead");
-  await page.click(`[data-testid=jobs] >> text=${id}`);
+  await page.click(`[data-testid=jobs] >> text="${first}"`);
   await page.waitForSelector("[data-testid=job-detail] >> text=card declined");
-  await page.waitForSelector('[data-testid=job-detail] >> text="order": 42');
+  await page.waitForSelector('[data-testid=job-detail] >> text="order": 41');
   await shoot(page, "jobs");
+  await page.click("text=Retry now");
+  await page.click("button:has-text('Confirm')");
+  await page.waitForSelector("[role=status] >> text=retried");
+  let [job] = ok(await spine.from("jobs").select("state, attempts").eq("id", first));
+  assert.deepEqual(job, { state: "queued", attempts: 0 });
+
   await page.click("text=Redrive the queue's dead jobs");
   await page.click("button:has-text('Confirm')");
   await page.waitForSelector("[role=status] >> text=1 redriven");
-  const [job] = ok(await spine.from("jobs").select("state, attempts, errors").eq("id", id));
-  assert.equal(job.state, "queued");
-  assert.equal(job.attempts, 0);
-  assert.equal(job.errors[0].error, "card declined", "the error history stays");
+  const [redriven] = ok(await spine.from("jobs").select("state, attempts, errors").eq("id", second));
+  assert.equal(redriven.state, "queued");
+  assert.equal(redriven.attempts, 0);
+  assert.equal(redriven.errors[0].error, "card declined", "the error history stays");
+
+  await page.click("text=Audit log");
+  await page.waitForSelector(`[data-testid=audit] >> text=job:${first}`);
+  await page.waitForSelector(`[data-testid=audit] >> text=queue:${queue}`);
+  const retried = page.locator("[data-testid=audit] tr", { hasText: `job:${first}` });
+  assert.match(await retried.innerText(), /job\.retried[\s\S]*service_role|service_role[\s\S]*job\.retried/);
+  await page.click("text=Verify the chain");
+  await page.waitForSelector("[data-testid=verdict] >> text=the chain is intact");
+  await shoot(page, "audit");
   await page.context().close();
 });
 
@@ -158,9 +177,20 @@ test("a user sees their own jobs and events in the console, and not another user
     await page.click("text=Queues and jobs");
     await page.click(".tabs >> text=queued");
   }
-  await alicePage.waitForSelector(`[data-testid=jobs] >> text=${job}`);
+  await alicePage.waitForSelector(`[data-testid=jobs] >> text="${job}"`);
   await bobPage.waitForSelector("text=No queued jobs");
-  assert.equal(await bobPage.locator(`[data-testid=jobs] >> text=${job}`).count(), 0);
+  assert.equal(await bobPage.locator(`[data-testid=jobs] >> text="${job}"`).count(), 0);
+  // Alice cancels her job from the page; the audit row is hers, not Bob's to see.
+  await alicePage.click(`[data-testid=jobs] >> text="${job}"`);
+  await alicePage.click("[data-testid=job-detail] >> text=Cancel");
+  await alicePage.click("button:has-text('Confirm')");
+  await alicePage.waitForSelector("[role=status] >> text=cancelled");
+  for (const page of [alicePage, bobPage]) await page.click("text=Audit log");
+  await alicePage.waitForSelector(`[data-testid=audit] >> text=job:${job}`);
+  await bobPage.waitForSelector("[data-testid=audit]");
+  await bobPage.waitForTimeout(500);
+  assert.equal(await bobPage.locator(`text=job:${job}`).count(), 0, "Bob sees Alice's audit row");
+  assert.equal(await bobPage.locator("text=Verify the chain").count(), 0, "verifying is the operator's");
 
   for (const page of [alicePage, bobPage]) {
     await page.click("text=Events");

@@ -19,28 +19,29 @@ async function load(session, queue, state) {
   return { queues: queues.map((x) => x.name), jobs: await q.then(rows) };
 }
 
-/** An action that asks first: the button, then "Confirm" / "Back". */
+/**
+ * An action that asks first: the button, then "Confirm" / "Back". Its outcome
+ * goes to `onDone`, which the page shows: the job it acted on may leave the
+ * list (and this button with it) as soon as the list reloads.
+ */
 function Confirmed({ label, question, run, onDone }) {
   const [asking, setAsking] = useState(false);
-  const [outcome, setOutcome] = useState(null);
   if (!asking) {
-    return html`<span>
-      <button onClick=${() => setAsking(true)}>${label}</button>
-      ${outcome && html`<span class="muted" role="status">${outcome}</span>`}
-    </span>`;
+    return html`<button onClick=${() => setAsking(true)}>${label}</button>`;
   }
   return html`<span class="confirm">
     ${question}
     <button
       class="danger"
       onClick=${async () => {
+        let outcome;
         try {
-          setOutcome(await run());
+          outcome = await run();
         } catch (e) {
-          setOutcome(`failed: ${e.message}`);
+          outcome = `failed: ${e.message}`;
         }
         setAsking(false);
-        onDone?.();
+        onDone(outcome);
       }}
     >
       Confirm
@@ -59,6 +60,13 @@ function JobDetail({ session, job, onChanged }) {
     ${job.errors.length === 0
       ? html`<p class="muted">None.</p>`
       : html`<ol>${job.errors.map((e) => html`<li><pre>${JSON.stringify(e, null, 2)}</pre></li>`)}</ol>`}
+    ${["dead", "retrying"].includes(job.state) &&
+    html`<${Confirmed}
+      label="Retry now"
+      question=${`Run job ${job.id} again now${job.state === "dead" ? ", with fresh attempts" : ""}?`}
+      run=${async () => ((await spine.rpc("retry_job", { id: job.id }).then(rows)) ? "retried" : "not yours, or no longer dead or retrying")}
+      onDone=${onChanged}
+    />`}
     ${LIVE.includes(job.state) &&
     html`<${Confirmed}
       label="Cancel"
@@ -75,16 +83,22 @@ export function Jobs({ session }) {
   const [selected, setSelected] = useState(null);
   const [tick, setTick] = useState(0);
   const { data, error } = usePoll(() => load(session, queue, state), 3000, [session, queue, state, tick]);
-  const refresh = () => setTick((t) => t + 1);
+  const [notice, setNotice] = useState(null);
+  const refresh = (outcome) => {
+    setNotice(outcome);
+    setTick((t) => t + 1);
+  };
   const pickQueue = (q) => {
     sessionStorage.setItem("studio-queue", q);
     setQueue(q);
     setSelected(null);
+    setNotice(null);
   };
   const job = data?.jobs.find((j) => j.id === selected);
   return html`
     <h1>Queues and jobs</h1>
     ${error && html`<p class="error">${error}</p>`}
+    ${notice && html`<p class="notice" role="status">${notice}</p>`}
     <div class="toolbar">
       <label>Queue
         <select value=${queue} onChange=${(e) => pickQueue(e.target.value)} data-testid="queue">

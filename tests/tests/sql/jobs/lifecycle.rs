@@ -289,3 +289,130 @@ async fn dropping_a_queue_deletes_its_archive() {
     let n: i64 = one(&db, archived, &[&kept]).await;
     assert_eq!(n, 1, "another queue's archive stays");
 }
+
+/// Audit rows of `action` whose target is `target`: (role, actor, details).
+async fn audited(
+    db: &Client,
+    action: &str,
+    target: &str,
+) -> Vec<(String, Option<Uuid>, serde_json::Value)> {
+    db.query(
+        "SELECT role, actor, details FROM spine.audit_log \
+          WHERE action = $1 AND target = $2 ORDER BY seq",
+        &[&action, &target],
+    )
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| (r.get(0), r.get(1), r.get(2)))
+    .collect()
+}
+
+/// `spine.retry_job` runs one job again now: a dead one with fresh attempts, a
+/// retrying one without its backoff; the owner may, another user may not, and
+/// queued or finished jobs are left alone. It, `cancel_job` and `redrive` each
+/// write an audit row naming who acted.
+#[tokio::test]
+async fn retry_cancel_and_redrive_are_audited_and_retry_runs_one_job_now() {
+    let mut db = connect().await;
+    let q = new_queue(&db, None).await;
+    let (alice, bob) = (Uuid::new_v4(), Uuid::new_v4());
+    let as_user = |who: Uuid| json!({"sub": who.to_string(), "role": "authenticated"});
+
+    // Alice's job fails on its only attempt: dead.
+    let t = db.transaction().await.unwrap();
+    act_as(&t, "authenticated", as_user(alice)).await;
+    let id: i64 = one(
+        &t,
+        "SELECT spine.enqueue($1, '{}', max_attempts => 1)",
+        &[&q],
+    )
+    .await;
+    t.commit().await.unwrap();
+    assert_eq!(fetch(&db, &q, "w", 1, "30 s").await, vec![(id, 1)]);
+    db.execute("SELECT spine.fail_job($1, 'boom')", &[&id])
+        .await
+        .unwrap();
+
+    let t = db.transaction().await.unwrap();
+    act_as(&t, "authenticated", as_user(bob)).await;
+    let retried: bool = one(&t, "SELECT spine.retry_job($1)", &[&id]).await;
+    assert!(!retried, "bob cannot retry alice's job");
+    t.commit().await.unwrap();
+
+    let t = db.transaction().await.unwrap();
+    act_as(&t, "authenticated", as_user(alice)).await;
+    let retried: bool = one(&t, "SELECT spine.retry_job($1)", &[&id]).await;
+    assert!(retried);
+    t.commit().await.unwrap();
+    let row = db
+        .query_one(
+            "SELECT state::text, attempts, errors->0->>'error' FROM spine.jobs WHERE id = $1",
+            &[&id],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "queued");
+    assert_eq!(row.get::<_, i32>(1), 0, "fresh attempts");
+    assert_eq!(row.get::<_, String>(2), "boom", "the history stays");
+    let again: bool = one(&db, "SELECT spine.retry_job($1)", &[&id]).await;
+    assert!(!again, "a queued job is not retried");
+    let target = format!("job:{id}");
+    let rows = audited(&db, "job.retried", &target).await;
+    assert_eq!(rows.len(), 1, "one row for the retry that acted: {rows:?}");
+    assert_eq!(rows[0].0, "authenticated");
+    assert_eq!(rows[0].1, Some(alice));
+    assert_eq!(rows[0].2, json!({"queue": q, "was": "dead"}));
+
+    // Retrying: runs now instead of after its backoff, attempts kept.
+    let q2 = new_queue(&db, None).await;
+    let id2 = enqueue(&db, &q2, json!({}), "interactive").await;
+    assert_eq!(fetch(&db, &q2, "w", 1, "30 s").await, vec![(id2, 1)]);
+    db.execute("SELECT spine.fail_job($1, 'later', '1 hour')", &[&id2])
+        .await
+        .unwrap();
+    assert!(
+        fetch(&db, &q2, "w", 1, "30 s").await.is_empty(),
+        "backing off"
+    );
+    let retried: bool = one(&db, "SELECT spine.retry_job($1)", &[&id2]).await;
+    assert!(retried);
+    assert_eq!(fetch(&db, &q2, "w", 1, "30 s").await, vec![(id2, 2)]);
+
+    // Cancel and redrive write theirs too.
+    let t = db.transaction().await.unwrap();
+    act_as(&t, "authenticated", as_user(alice)).await;
+    let cancelled: bool = one(&t, "SELECT spine.cancel_job($1)", &[&id]).await;
+    assert!(cancelled);
+    t.commit().await.unwrap();
+    let rows = audited(&db, "job.cancelled", &target).await;
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].1, Some(alice));
+    assert_eq!(rows[0].2, json!({"queue": q, "was": "queued"}));
+
+    let id3 = enqueue(&db, &q2, json!({}), "interactive").await;
+    db.execute(
+        "UPDATE spine.jobs SET state = 'dead' WHERE id = $1",
+        &[&id3],
+    )
+    .await
+    .unwrap();
+    let t = db.transaction().await.unwrap();
+    act_as(&t, "service_role", json!({"role": "service_role"})).await;
+    let n: i64 = one(&t, "SELECT spine.redrive($1)", &[&q2]).await;
+    assert_eq!(n, 1);
+    t.commit().await.unwrap();
+    let rows = audited(&db, "queue.redriven", &format!("queue:{q2}")).await;
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].0, "service_role");
+    assert_eq!(rows[0].2, json!({"jobs": 1}));
+    let none: i64 = one(&db, "SELECT spine.redrive($1)", &[&q2]).await;
+    assert_eq!(none, 0);
+    assert_eq!(
+        audited(&db, "queue.redriven", &format!("queue:{q2}"))
+            .await
+            .len(),
+        1,
+        "a redrive that moved nothing is not audited"
+    );
+}
