@@ -120,7 +120,7 @@ test("jobs failing to dead letter appear, are retried and redriven from the page
   await page.click(".tabs >> text=dead");
   await page.click(`[data-testid=jobs] >> text="${first}"`);
   await page.waitForSelector("[data-testid=job-detail] >> text=card declined");
-  await page.waitForSelector('[data-testid=job-detail] >> text="order": 41');
+  await page.waitForSelector(`[data-testid=job-detail] pre:has-text('"order": 41')`);
   await shoot(page, "jobs");
   await page.click("text=Retry now");
   await page.click("button:has-text('Confirm')");
@@ -159,8 +159,50 @@ test("an event emitted in SQL appears in the live tail", async () => {
   console.log(`# the tail showed the event ${shown} ms after psql started`);
   await page.fill("[data-testid=filter-subject]", subject);
   await page.click(`[data-testid=events] >> text=${subject}`);
-  await page.waitForSelector('[data-testid=events] >> text="n": 1');
+  await page.waitForSelector(`[data-testid=event-detail] pre:has-text('"n": 1')`);
   await shoot(page, "events");
+  await page.context().close();
+});
+
+test("an event's causal chain and why its rules fired, as its owner sees them", async () => {
+  const alice = await signUp();
+  const spineAsAlice = alice.db.schema("spine");
+  ok(
+    await spineAsAlice.rpc("save_rule", {
+      name: "big orders",
+      on_event: "studio.OrderNoted",
+      condition: { ">": [{ var: "event.data.total" }, 100] },
+      actions: [{ emit: { type: "studio.OrderFlagged", data: { total: "{{event.data.total}}" } } }],
+    }),
+  );
+  const page = await asUser(alice.email, alice.password);
+  await page.click("text=Events");
+  await page.waitForSelector("[data-testid=tail-status] >> text=live");
+  for (const [total, subject] of [[150, "order-big"], [50, "order-small"]]) {
+    ok(await spineAsAlice.rpc("emit", { type: "studio.OrderNoted", data: { total }, subject }));
+  }
+  // The flagged event carries the order's subject too: pick the order itself.
+  const order = (subject) =>
+    page.locator("[data-testid=events] tr", { hasText: "studio.OrderNoted" }).filter({ hasText: subject });
+  // Every event of hers is in the tail before a click: a row arriving above
+  // would move the rows under the pointer.
+  for (const row of [order("order-big"), order("order-small"), page.locator("[data-testid=events] tr", { hasText: "studio.OrderFlagged" }), page.locator("[data-testid=events] tr", { hasText: "rules.RuleFired" })]) {
+    await row.waitFor();
+  }
+  await order("order-big").click();
+  const chain = "[data-testid=event-detail] [data-testid=chain-event]";
+  await page.waitForSelector(`${chain} >> text=studio.OrderFlagged`);
+  await page.waitForSelector(`${chain} >> text=rules.RuleFired`);
+  const fired = page.locator("[data-testid=explain] tr", { hasText: "big orders" });
+  await fired.waitFor();
+  assert.match(await fired.innerText(), /true\s+true\s+true/, "considered, matches, fired");
+  await shoot(page, "event-chain");
+  await order("order-small").click();
+  await page.waitForSelector(`[data-testid=event-detail] pre:has-text('"total": 50')`);
+  const quiet = page.locator("[data-testid=explain] tr", { hasText: "big orders" });
+  await page.waitForFunction(() => /true\s+false\s+false/.test(document.querySelector("[data-testid=explain] tbody")?.innerText ?? ""));
+  assert.match(await quiet.innerText(), /true\s+false\s+false/, "considered, no match, not fired");
+  assert.equal(await page.locator(`${chain} >> text=studio.OrderFlagged`).count(), 0, "nothing flagged the small order");
   await page.context().close();
 });
 

@@ -1,6 +1,7 @@
 import { html } from "htm/preact";
 import { useEffect, useState } from "preact/hooks";
 import { rows } from "../poll.js";
+import { EventDetail } from "./chain.js";
 
 const KEEP = 200;
 
@@ -68,6 +69,7 @@ export function Events({ session }) {
     data-testid=${`filter-${name}`}
   />`;
   const shown = events.filter((e) => passes(e, filter));
+  const opened = events.find((e) => e.id === open);
   return html`
     <h1>Events <small class=${status === "live" ? "ok" : "muted"} data-testid="tail-status">${status}</small></h1>
     <div class="toolbar">${field("type", "type prefix")} ${field("subject", "subject")} ${field("owner", "owner id")}</div>
@@ -75,14 +77,14 @@ export function Events({ session }) {
       <thead><tr><th>occurred</th><th>type</th><th>subject</th><th>owner</th><th>correlation</th></tr></thead>
       <tbody>
         ${shown.map(
-          (e) => html`<tr onClick=${() => setOpen(open === e.id ? null : e.id)}>
-              <td>${e.occurred_at}</td><td>${e.type}</td><td>${e.subject ?? ""}</td>
-              <td class="mono">${e.owner_id ?? ""}</td><td class="mono">${e.correlation_id}</td>
-            </tr>
-            ${open === e.id && html`<tr class="detail"><td colspan="5"><pre>${JSON.stringify(e.data, null, 2)}</pre></td></tr>`}`,
+          (e) => html`<tr class=${open === e.id ? "selected" : ""} onClick=${() => setOpen(open === e.id ? null : e.id)}>
+            <td>${e.occurred_at}</td><td>${e.type}</td><td>${e.subject ?? ""}</td>
+            <td class="mono">${e.owner_id ?? ""}</td><td class="mono">${e.correlation_id}</td>
+          </tr>`,
         )}
       </tbody>
     </table>
     ${shown.length === 0 && html`<p class="muted">No events yet.</p>`}
+    ${opened && html`<${EventDetail} session=${session} event=${opened} />`}
   `;
 }
