@@ -174,12 +174,7 @@ impl Verifier {
 
     /// Verifies `Authorization: Bearer <token>`.
     pub fn verify_header(&self, header: Option<&str>) -> Result<Claims, JwtError> {
-        let header = header.ok_or(JwtError::Missing)?;
-        let token = header
-            .strip_prefix("Bearer ")
-            .or_else(|| header.strip_prefix("bearer "))
-            .ok_or(JwtError::NotBearer)?;
-        self.verify(token.trim())
+        self.verify(bearer_token(header.ok_or(JwtError::Missing)?)?)
     }
 
     /// A JWT, or one of the opaque API keys given to [`Verifier::with_api_keys`].
@@ -337,6 +332,16 @@ fn algorithm_of(jwk: &Jwk) -> Result<Algorithm, String> {
         ));
     }
     Ok(alg)
+}
+
+/// The token of an `Authorization: Bearer <token>` header (the scheme in
+/// either case PostgREST accepts), trimmed.
+pub fn bearer_token(header: &str) -> Result<&str, JwtError> {
+    header
+        .strip_prefix("Bearer ")
+        .or_else(|| header.strip_prefix("bearer "))
+        .map(str::trim)
+        .ok_or(JwtError::NotBearer)
 }
 
 /// Signs `claims` with HS256: for tests, benchmarks and `spine-functions token`.

@@ -137,12 +137,8 @@ impl Keys {
 
     /// Verifies `Authorization: Bearer <token>`.
     pub async fn verify_header(&self, header: Option<&str>) -> Result<Claims, JwtError> {
-        let header = header.ok_or(JwtError::Missing)?;
-        let token = header
-            .strip_prefix("Bearer ")
-            .or_else(|| header.strip_prefix("bearer "))
-            .ok_or(JwtError::NotBearer)?;
-        self.verify(token.trim()).await
+        let token = spine_core::auth::bearer_token(header.ok_or(JwtError::Missing)?)?;
+        self.verify(token).await
     }
 
     /// Verifies a token (a JWT or an opaque API key); a JWT naming a key the

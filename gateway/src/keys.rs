@@ -81,12 +81,7 @@ impl ApiKeys {
         apikey: Option<&str>,
     ) -> Result<Caller, JwtError> {
         let token = match authorization {
-            Some(h) => Some(
-                h.strip_prefix("Bearer ")
-                    .or_else(|| h.strip_prefix("bearer "))
-                    .ok_or(JwtError::NotBearer)?
-                    .trim(),
-            ),
+            Some(h) => Some(spine_core::auth::bearer_token(h)?),
             None => apikey.map(str::trim),
         };
         match token {

@@ -230,6 +230,16 @@ impl Phoenix {
         panic!("no {what} within 10 s");
     }
 
+    /// The next `n` row changes, in the order they came; `what` names them
+    /// when they do not.
+    async fn changes(&mut self, n: usize, what: &str) -> Vec<Msg> {
+        let mut got = Vec::with_capacity(n);
+        while got.len() < n {
+            got.push(self.until(what, |m| m.event == "postgres_changes").await);
+        }
+        got
+    }
+
     async fn reply(&mut self, r: &str) -> Msg {
         let r = r.to_string();
         self.until(&format!("reply to {r}"), move |m| {
@@ -579,13 +589,12 @@ async fn changes_survive_a_killed_gateway(resume_on_another: bool) {
             .payload["status"],
         "ok"
     );
-    let mut got = Vec::new();
-    while got.len() < 500 {
-        let m = c
-            .until("the replayed changes", |m| m.event == "postgres_changes")
-            .await;
-        got.push(record_n(&m));
-    }
+    let got: Vec<i64> = c
+        .changes(500, "the replayed changes")
+        .await
+        .iter()
+        .map(record_n)
+        .collect();
     assert_eq!(got, (1..=500).collect::<Vec<i64>>());
     assert!(
         c.recv(Duration::from_millis(500))
@@ -762,24 +771,15 @@ async fn three_gateways_writes_through_one_reach_the_others_and_presence_moves_w
         }
     };
     write(1, 3).await;
-    let mut last_a = None;
-    for c in [&mut a, &mut b] {
-        let mut got = Vec::new();
-        while got.len() < 3 {
-            let m = c
-                .until("a change written through gateway three", |m| {
-                    m.event == "postgres_changes"
-                })
-                .await;
-            got.push(record_n(&m));
-            last_a = m.payload["data"]["record"]["spine_position"]
-                .as_str()
-                .map(str::to_string);
-        }
-        assert_eq!(got, [1, 2, 3]);
+    let mut seen = Vec::new();
+    for c in [&mut b, &mut a] {
+        seen = c.changes(3, "a change written through gateway three").await;
+        assert_eq!(seen.iter().map(record_n).collect::<Vec<_>>(), [1, 2, 3]);
     }
-    // `last_a` is b's last position now; a saw the same rows, so it is a's too.
-    let position = last_a.expect("changes carry their position");
+    let position = seen[2].payload["data"]["record"]["spine_position"]
+        .as_str()
+        .expect("changes carry their position")
+        .to_string();
 
     one.kill().unwrap();
     one.wait().unwrap();
@@ -795,15 +795,12 @@ async fn three_gateways_writes_through_one_reach_the_others_and_presence_moves_w
         .await
         .unwrap();
     join_and_track(&mut a, &topic, config("a", Some(&position)), "a").await;
-    let mut got = Vec::new();
-    while got.len() < 47 {
-        let m = a
-            .until("the changes written while a was away", |m| {
-                m.event == "postgres_changes"
-            })
-            .await;
-        got.push(record_n(&m));
-    }
+    let got: Vec<i64> = a
+        .changes(47, "the changes written while a was away")
+        .await
+        .iter()
+        .map(record_n)
+        .collect();
     assert_eq!(got, (4..=50).collect::<Vec<i64>>());
     b.until("a back, now through gateway three", sees_a_join)
         .await;

@@ -351,8 +351,9 @@ pub async fn table(
     RawQuery(raw): RawQuery,
     request: Request,
 ) -> Response {
-    let applied = applied_preferences(request.headers());
-    let mut r = table_inner(state, name, raw, request)
+    let prefer = prefer(request.headers());
+    let applied = applied_preferences(&prefer);
+    let mut r = table_inner(state, name, raw, request, prefer)
         .await
         .unwrap_or_else(IntoResponse::into_response);
     announce(&mut r, applied);
@@ -360,8 +361,9 @@ pub async fn table(
 }
 
 /// The preferences a request's `Prefer` named that were understood.
-fn applied_preferences(headers: &HeaderMap) -> Option<String> {
-    prefer(headers)
+fn applied_preferences(prefer: &Result<Prefer, ApiError>) -> Option<String> {
+    prefer
+        .as_ref()
         .ok()
         .map(|p| p.applied.join(", "))
         .filter(|a| !a.is_empty())
@@ -379,6 +381,7 @@ async fn table_inner(
     name: String,
     raw: Option<String>,
     request: Request,
+    prefer: Result<Prefer, ApiError>,
 ) -> Result<Response, ApiError> {
     let (parts, body) = request.into_parts();
     let (method, headers) = (&parts.method, &parts.headers);
@@ -386,7 +389,8 @@ async fn table_inner(
     let cache = state.rest.cache();
     let table = table_of(&cache, &schema, &name)?;
     let q = query::parse(&pairs(raw), &[])?;
-    let p = prefer(headers)?;
+    // A bad Prefer is answered here, after the caller and the resource.
+    let p = prefer?;
     let rel = Relation {
         name: format!("{schema}.{name}"),
         columns: &table.columns,
@@ -758,8 +762,9 @@ pub async fn rpc(
     RawQuery(raw): RawQuery,
     request: Request,
 ) -> Response {
-    let applied = applied_preferences(request.headers());
-    let mut r = rpc_inner(state, name, raw, request)
+    let prefer = prefer(request.headers());
+    let applied = applied_preferences(&prefer);
+    let mut r = rpc_inner(state, name, raw, request, prefer)
         .await
         .unwrap_or_else(IntoResponse::into_response);
     announce(&mut r, applied);
@@ -804,6 +809,7 @@ async fn rpc_inner(
     name: String,
     raw: Option<String>,
     request: Request,
+    prefer: Result<Prefer, ApiError>,
 ) -> Result<Response, ApiError> {
     let (parts, body) = request.into_parts();
     let (method, headers) = (&parts.method, &parts.headers);
@@ -852,7 +858,8 @@ async fn rpc_inner(
     };
     let given: Vec<&str> = args.keys().map(String::as_str).collect();
     let f = pick(overloads, &given, &schema, &name)?;
-    let p = prefer(headers)?;
+    // A bad Prefer is answered here, after the caller and the resource.
+    let p = prefer?;
     let mut params = Params::default();
     let target = format!("{}.{}", quote_ident(&schema), quote_ident(&name));
     let (args_from, call) = if given == [""] {
