@@ -19,8 +19,9 @@
 //!    and a process refuses a database newer than itself.
 
 use spine_tests::cluster::{
-    assert_outbox_delivered_once_in_order, contents, extension_files, migrate, new_database, psql,
-    repo_root, sink_drained, system_extension_files, tables, Cluster, Installation,
+    assert_outbox_delivered_once_in_order, contents, extension_files, migrate, new_database,
+    pause_cron, psql, repo_root, sink_drained, system_extension_files, tables, Cluster,
+    Installation,
 };
 use spine_tests::daemons::{Nats, Worker};
 use spine_tests::proc::tempdir::TempDir;
@@ -85,6 +86,7 @@ async fn a_database_of_the_previous_release_upgrades_in_place() {
     let (old, old_migrations) = new_database(&inst, "upgraded", &from.join("migrations"), &[app()]);
     let url = old.url("spine");
     psql(&url, &["-f", fixture.to_str().unwrap()]);
+    pause_cron(&url); // the fixture schedules a job
     let db = connect(&old).await;
     let version: String = one(&db, "SELECT spine.version()", &[]).await;
     assert_eq!(version, from_version);
