@@ -12,6 +12,10 @@
 //!   message in flight is lost (NATS restarted mid-batch), the later ones are
 //!   refused instead of being stored out of order. The first needs no
 //!   expectation: its predecessor was acknowledged before the cursor moved past it.
+//!   JetStream answers a duplicate before it checks the expectation, so after a
+//!   run of duplicates (a replay onto a stream that already holds them) the next
+//!   new event's expectation names a message that is not the stream's last: that
+//!   refusal loses nothing, and the relay resends from that event, unexpecting.
 //! - Which stream and subject an event goes to is the stream map's
 //!   ([`crate::streams`]); every stream of the map is created or updated at start.
 
@@ -103,6 +107,10 @@ async fn session(
     // From the cursor, or earlier for a stream that lost what it acknowledged.
     let mut sent_upto = crate::resume::resume(&js, &sink.db, &rc.sink, &rc.streams, cursor).await?;
     let mut last_sent: Vec<Option<String>> = vec![None; rc.streams.streams().len()];
+    // Where the committed cursor is, and whether the last acknowledgement was a
+    // duplicate (see `Outcome::resend`).
+    let mut committed = cursor;
+    let mut after_duplicate = false;
     // When a NOTIFY last woke the relay (wall clock, monotonic), until the read
     // it started: that read's stages are split at the wake-up.
     let mut woke: Option<(chrono::DateTime<chrono::Utc>, std::time::Instant)> = None;
@@ -146,7 +154,8 @@ async fn session(
         // Wait for the oldest batch when the pipeline is full or nothing new came.
         if inflight.len() >= PIPELINE || (read_nothing && !inflight.is_empty()) {
             let mut batch = inflight.pop_front().expect("checked non-empty");
-            let outcome = batch.acknowledged().await;
+            let outcome = batch.acknowledged(after_duplicate).await;
+            after_duplicate = outcome.last_duplicate;
             metrics
                 .sent_to_ack
                 .observe(batch.sent_at.elapsed().as_secs_f64());
@@ -159,9 +168,19 @@ async fn session(
                 let upto = &batch.events[outcome.acked - 1];
                 sink.advance((upto.commit_seq, upto.seq), outcome.acked as i64)
                     .await?;
+                committed = (upto.commit_seq, upto.seq);
                 metrics.published.inc_by(outcome.acked as u64);
                 metrics.duplicates.inc_by(outcome.duplicates);
                 metrics.batches.inc();
+            }
+            if outcome.resend {
+                // The batches behind were chained to the refused event: drop
+                // them and send again from it, its first publish unexpecting.
+                inflight.clear();
+                sent_upto = committed;
+                last_sent.iter_mut().for_each(|l| *l = None);
+                after_duplicate = false;
+                continue;
             }
             if let Some(error) = outcome.error {
                 // Also logged and counted by the caller.
@@ -275,6 +294,11 @@ async fn ensure_stream(
 struct Outcome {
     acked: usize,
     duplicates: u64,
+    /// Whether the last acknowledgement awaited was a duplicate.
+    last_duplicate: bool,
+    /// The event after the acknowledged prefix was refused only because its
+    /// predecessor was a duplicate: resend from it without an expectation.
+    resend: bool,
     error: Option<anyhow::Error>,
 }
 
@@ -308,11 +332,14 @@ async fn send(
 }
 
 impl Batch {
-    /// Awaits the acknowledgements in order (they are taken out of the batch).
-    async fn acknowledged(&mut self) -> Outcome {
+    /// Awaits the acknowledgements in order (they are taken out of the batch);
+    /// `after_duplicate`: the previous batch's last acknowledgement was a duplicate.
+    async fn acknowledged(&mut self, after_duplicate: bool) -> Outcome {
         let mut outcome = Outcome {
             acked: 0,
             duplicates: 0,
+            last_duplicate: after_duplicate,
+            resend: false,
             error: None,
         };
         let acks = std::mem::take(&mut self.acks);
@@ -321,6 +348,15 @@ impl Batch {
                 Ok(ack) => {
                     outcome.acked += 1;
                     outcome.duplicates += u64::from(ack.duplicate);
+                    outcome.last_duplicate = ack.duplicate;
+                }
+                Err(e)
+                    if outcome.last_duplicate
+                        && e.kind() == jetstream::context::PublishErrorKind::WrongLastMessageId =>
+                {
+                    tracing::debug!(event_id = %event.id, "resending after a run of duplicates");
+                    outcome.resend = true;
+                    break;
                 }
                 Err(e) => {
                     // The event in hand and its chain, for whoever follows it in

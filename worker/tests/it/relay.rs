@@ -330,6 +330,63 @@ async fn replay_after_lost_cursor_is_deduplicated() {
     drop_sink(&db, &sink).await;
 }
 
+/// A relay replaying events the stream already holds (a restored database, a
+/// sink made again from the start) reaches new events after the duplicates: the
+/// first new one's expectation names the last duplicate, while the stream's
+/// last message is another (here one published by someone else). That refusal
+/// loses nothing; the relay resends without counting an error. Before, it
+/// failed the session and restarted with backoff, once per run of duplicates.
+#[tokio::test]
+async fn new_events_after_a_replay_of_duplicates_are_not_an_error() {
+    let db = db().await;
+    let sink = fresh_sink(&db).await;
+    let start = sink_status(&db, &sink).await.cursor;
+    let nats = Nats::start();
+    let tag = format!("after-dups-{}/", Uuid::new_v4().simple());
+    let mut ids = emit_tagged(&db, &tag, 200).await;
+    let worker = Worker::start(&sink, &nats.url(), &[]);
+    wait_until("200 delivered", Duration::from_secs(20), || async {
+        mine(&nats, &tag).await.len() >= 200
+    })
+    .await;
+    drop(worker);
+    // Someone else's message becomes the stream's last.
+    nats.jetstream()
+        .await
+        .publish("spine.other.Published", "{}".into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    ids.extend(emit_tagged(&db, &format!("{tag}new-"), 50).await);
+    // The cursor back where it started: 200 duplicates, then 50 new events.
+    db.execute(
+        "UPDATE spine.sinks SET cursor_commit_seq = $2, cursor_seq = $3 WHERE name = $1",
+        &[&sink, &start.0, &start.1],
+    )
+    .await
+    .unwrap();
+    let worker = Worker::start(&sink, &nats.url(), &[]);
+    wait_until("250 delivered", Duration::from_secs(20), || async {
+        mine(&nats, &tag).await.len() >= 250
+    })
+    .await;
+    let (_, m) = worker.get("/metrics").await.unwrap();
+    let errors = m
+        .lines()
+        .find(|l| l.starts_with("spine_relay_errors_total"))
+        .and_then(|l| l.rsplit(' ').next())
+        .unwrap_or("0")
+        .to_string();
+    assert_eq!(errors, "0", "{m}");
+    assert_eq!(sink_status(&db, &sink).await.last_error, None);
+    let got: Vec<String> = mine(&nats, &tag).await.into_iter().map(|m| m.1).collect();
+    let want: Vec<String> = ids.iter().map(Uuid::to_string).collect();
+    assert_eq!(got, want, "each once, in commit order");
+    drop(worker);
+    drop_sink(&db, &sink).await;
+}
+
 /// The stream map sends each event to its stream under its prefix
 /// (`connector.*` → connector-data, `audit.*` → audit-log, the rest →
 /// platform-events), in commit order within each; and the audit rows arrive
