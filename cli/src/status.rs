@@ -122,14 +122,7 @@ pub async fn run(db: &Db, out: &Out, gateway: Option<&str>) -> anyhow::Result<()
 
 async fn processes(db: &Db) -> anyhow::Result<Vec<Row>> {
     db.rows(
-        "SELECT split_part(application_name, '/', 1) AS process, \
-                split_part(application_name, '/', 2) AS version, count(*) AS sessions, \
-                date_trunc('second', min(backend_start)) AS since, \
-                string_agg(DISTINCT coalesce(host(client_addr), 'local'), ',') AS client \
-           FROM pg_stat_activity \
-          WHERE application_name LIKE 'spine-%' AND pid <> pg_backend_pid() \
-            AND datname = current_database() \
-          GROUP BY 1, 2 ORDER BY 1, 2",
+        "SELECT process, version, sessions, since, clients AS client FROM spine.processes()",
         &[],
     )
     .await

@@ -421,3 +421,27 @@ CREATE POLICY events_owner_reads ON spine.events
     FOR SELECT TO authenticated USING (owner_id = auth.uid());
 GRANT SELECT ON spine.events TO authenticated, service_role;
 GRANT SELECT ON spine.event_commits, spine.sinks, spine.sink_status TO service_role;
+
+-- The Spine processes connected to this database, from pg_stat_activity: each
+-- names itself in application_name ('spine-worker/0.2.0', see spine_db::DbConfig).
+-- What `spine status` and the Studio's overview show as process health: a
+-- process that is not here is not running (or cannot reach the database).
+-- SECURITY DEFINER: without pg_read_all_stats, other roles' sessions show no
+-- times or addresses.
+CREATE FUNCTION spine.processes() RETURNS TABLE (
+    process text, version text, sessions bigint, since timestamptz,
+    last_active timestamptz, clients text
+)
+    LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    SELECT split_part(a.application_name, '/', 1), split_part(a.application_name, '/', 2),
+           count(*), date_trunc('second', min(a.backend_start)),
+           date_trunc('second', max(greatest(a.state_change, a.backend_start))),
+           string_agg(DISTINCT coalesce(host(a.client_addr), 'local'), ',')
+      FROM pg_stat_activity a
+     WHERE a.application_name LIKE 'spine-%' AND a.pid <> pg_backend_pid()
+       AND a.datname = current_database()
+     GROUP BY 1, 2
+     ORDER BY 1, 2
+$$;
+COMMENT ON FUNCTION spine.processes() IS
+    'The Spine processes connected to this database (by application_name): sessions, connected since, last active, client addresses.';

@@ -106,6 +106,7 @@ GRANT EXECUTE ON FUNCTION spine.record_sink_error(text, text) TO service_role;
 GRANT EXECUTE ON FUNCTION spine.purge_events(interval) TO service_role;
 GRANT EXECUTE ON FUNCTION spine.partition_range(regclass) TO service_role;
 GRANT EXECUTE ON FUNCTION spine.event_partitions() TO service_role;
+GRANT EXECUTE ON FUNCTION spine.processes() TO service_role;
 GRANT EXECUTE ON FUNCTION
     spine.enqueue(text, jsonb, spine.job_priority, timestamptz, text, integer),
     spine.enqueue_batch(text, jsonb[], spine.job_priority, timestamptz, integer),

@@ -99,6 +99,12 @@ pub struct Config {
     #[arg(long, env = "SPINE_AUTH_SIGN_UP_LIMIT", default_value = "30/300")]
     pub sign_up_limit: String,
 
+    /// The Meilisearch URL clients search (the worker's setting of the same
+    /// name): the Studio's search box may connect to it, and nowhere else
+    /// outside the gateway (its Content-Security-Policy).
+    #[arg(long, env = "SPINE_SEARCH_PUBLIC_URL", value_name = "URL")]
+    pub search_public_url: Option<String>,
+
     /// Lifetime of the access tokens /auth/v1 issues, in seconds.
     #[arg(long, env = "SPINE_AUTH_JWT_EXP", default_value_t = 3600)]
     pub jwt_exp_secs: u64,

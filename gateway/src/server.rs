@@ -132,6 +132,7 @@ impl Gateway {
             .merge(health)
             .merge(crate::studio::router(
                 crate::keys::project_keys(config.secret()?).0,
+                crate::studio::origin(config.search_public_url.as_deref())?,
             ))
             .fallback(|| async {
                 crate::error::ApiError::new(

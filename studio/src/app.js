@@ -6,11 +6,17 @@ import { Overview } from "./pages/overview.js";
 import { Jobs } from "./pages/jobs.js";
 import { Events } from "./pages/events.js";
 import { Audit } from "./pages/audit.js";
+import { Rules } from "./pages/rules.js";
+import { Entities } from "./pages/entities.js";
+import { Trust } from "./pages/trust.js";
 
 const PAGES = [
   ["overview", "Overview", Overview],
   ["jobs", "Queues and jobs", Jobs],
   ["events", "Events", Events],
+  ["rules", "Rules", Rules],
+  ["entities", "Entities", Entities],
+  ["trust", "Trust", Trust],
   ["audit", "Audit log", Audit],
 ];
 

@@ -70,6 +70,13 @@ pub fn up(config: &Config) -> Result<()> {
         .env("SPINE_SECRET_KEY", SECRET_KEY)
         // Realtime broadcasts and presence shared with other gateways.
         .env("NATS_URL", config.nats_url());
+    // The Studio's search box connects to Meilisearch when the stack has one.
+    match crate::meili::search(config) {
+        crate::meili::Search::External(url) | crate::meili::Search::Managed { url, .. } => {
+            cmd.env("SPINE_SEARCH_PUBLIC_URL", url);
+        }
+        crate::meili::Search::Off => {}
+    }
     daemon::spawn(cmd, &dir(config).join("gateway.log"), &pid_file(config))?;
     daemon::wait_for_port(config.gateway_port, PROGRAM, Duration::from_secs(30))?;
     if !keys_file(config).exists() {

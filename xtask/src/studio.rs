@@ -42,7 +42,12 @@ pub fn run(config: &Config) -> Result<TestCounts> {
     ])
     .current_dir(&dir)
     .env("CHROMIUM", CHROMIUM)
-    .env("STUDIO_SCREENSHOTS", config.root.join("docs/studio"));
+    .env("STUDIO_SCREENSHOTS", config.root.join("docs/studio"))
+    // The overview test runs a relay of its own (built by the workspace tests).
+    .env(
+        "SPINE_WORKER_BIN",
+        config.root.join("target/debug/spine-worker"),
+    );
     for (k, v) in stack::env_vars(config)? {
         cmd.env(k, v);
     }

@@ -62,6 +62,26 @@ export function Events({ session }) {
   const { events, status } = useTail(session);
   const [filter, setFilter] = useState({ type: "", subject: "", owner: "" });
   const [open, setOpen] = useState(null);
+  // An event another page linked to (a rule's firing), opened even when it is
+  // older than the tail.
+  const [linked, setLinked] = useState(null);
+  useEffect(() => {
+    const id = sessionStorage.getItem("studio-event");
+    if (!id) return;
+    sessionStorage.removeItem("studio-event");
+    session.db
+      .schema("spine")
+      .from("events")
+      .select("*")
+      .eq("id", id)
+      .then(rows)
+      .then(([e]) => {
+        if (!e) return;
+        setLinked(e);
+        setOpen(e.id);
+      })
+      .catch(() => {});
+  }, [session]);
   const field = (name, placeholder) => html`<input
     placeholder=${placeholder}
     value=${filter[name]}
@@ -69,7 +89,7 @@ export function Events({ session }) {
     data-testid=${`filter-${name}`}
   />`;
   const shown = events.filter((e) => passes(e, filter));
-  const opened = events.find((e) => e.id === open);
+  const opened = events.find((e) => e.id === open) ?? (linked?.id === open ? linked : null);
   return html`
     <h1>Events <small class=${status === "live" ? "ok" : "muted"} data-testid="tail-status">${status}</small></h1>
     <div class="toolbar">${field("type", "type prefix")} ${field("subject", "subject")} ${field("owner", "owner id")}</div>

@@ -1,6 +1,7 @@
 import { html } from "htm/preact";
 import { useState } from "preact/hooks";
 import { usePoll, rows } from "../poll.js";
+import { Confirmed } from "../confirm.js";
 
 const LIVE = ["queued", "retrying", "running", "dead"];
 const ARCHIVED = ["completed", "cancelled"];
@@ -17,37 +18,6 @@ async function load(session, queue, state) {
     .limit(100);
   if (queue) q = q.eq("queue", queue);
   return { queues: queues.map((x) => x.name), jobs: await q.then(rows) };
-}
-
-/**
- * An action that asks first: the button, then "Confirm" / "Back". Its outcome
- * goes to `onDone`, which the page shows: the job it acted on may leave the
- * list (and this button with it) as soon as the list reloads.
- */
-function Confirmed({ label, question, run, onDone }) {
-  const [asking, setAsking] = useState(false);
-  if (!asking) {
-    return html`<button onClick=${() => setAsking(true)}>${label}</button>`;
-  }
-  return html`<span class="confirm">
-    ${question}
-    <button
-      class="danger"
-      onClick=${async () => {
-        let outcome;
-        try {
-          outcome = await run();
-        } catch (e) {
-          outcome = `failed: ${e.message}`;
-        }
-        setAsking(false);
-        onDone(outcome);
-      }}
-    >
-      Confirm
-    </button>
-    <button onClick=${() => setAsking(false)}>Back</button>
-  </span>`;
 }
 
 function JobDetail({ session, job, onChanged }) {

@@ -1,27 +1,78 @@
 import { html } from "htm/preact";
 import { usePoll, rows } from "../poll.js";
+import { useSeries, Sparkline } from "../charts.js";
 
 async function load(session) {
   const spine = session.db.schema("spine");
-  const [queues, health, sinks] = await Promise.all([
+  const operator = session.role === "operator";
+  const [queues, health, sinks, processes] = await Promise.all([
     spine.rpc("queue_stats").then(rows),
     fetch("/health/ready").then(async (r) => ({ ok: r.ok, body: await r.json() })),
-    session.role === "operator" ? spine.from("sink_status").select("*").then(rows) : null,
+    operator ? spine.from("sink_status").select("*").order("name").then(rows) : null,
+    operator ? spine.rpc("processes").then(rows) : null,
   ]);
-  return { queues, health, sinks };
+  return { queues, health, sinks, processes, at: Date.now() };
 }
 
+const waiting = (queues) => queues.reduce((n, q) => n + Number(q.queued) + Number(q.retrying), 0);
+const running = (queues) => queues.reduce((n, q) => n + Number(q.running), 0);
+
+/**
+ * What runs and how fast: the gateway's readiness and the processes connected
+ * to the database (operator), throughput of every sink (the NATS relay, search
+ * sync) and the jobs waiting and running, charted over the last two minutes of
+ * polls; queue depths; sinks' backlog and lag.
+ */
 export function Overview({ session }) {
   const { data, error } = usePoll(() => load(session), 2000, [session]);
+  const series = useSeries();
   if (!data) return html`<p class="muted">${error ?? "Loading…"}</p>`;
+  // Recorded while rendering (once per poll: a sample per `at`), so the
+  // charts include the poll they are drawn with.
+  for (const s of data.sinks ?? []) series.record(`sink:${s.name}`, s.delivered, data.at);
+  series.record("jobs:waiting", waiting(data.queues), data.at);
+  series.record("jobs:running", running(data.queues), data.at);
   return html`
     <h1>Overview</h1>
     ${error && html`<p class="error">${error}</p>`}
+    <div class="grid cards">
+      <section>
+        <h2>Gateway</h2>
+        <p data-testid="health" class=${data.health.ok ? "ok" : "error"}>
+          ${data.health.ok ? "ready" : `not ready: ${JSON.stringify(data.health.body)}`}
+        </p>
+      </section>
+      ${data.processes &&
+      html`<section>
+        <h2>Processes</h2>
+        <table data-testid="processes">
+          <thead><tr><th>process</th><th>version</th><th>sessions</th><th>since</th><th>last active</th></tr></thead>
+          <tbody>
+            ${data.processes.map(
+              (p) => html`<tr>
+                <td>${p.process}</td><td>${p.version}</td><td>${p.sessions}</td>
+                <td>${new Date(p.since).toLocaleTimeString()}</td><td>${new Date(p.last_active).toLocaleTimeString()}</td>
+              </tr>`,
+            )}
+          </tbody>
+        </table>
+        ${data.processes.length === 0 && html`<p class="error">No Spine process is connected to the database.</p>`}
+      </section>`}
+    </div>
     <section>
-      <h2>Gateway</h2>
-      <p data-testid="health" class=${data.health.ok ? "ok" : "error"}>
-        ${data.health.ok ? "ready" : `not ready: ${JSON.stringify(data.health.body)}`}
-      </p>
+      <h2>Throughput</h2>
+      <table data-testid="throughput">
+        <tbody>
+          ${(data.sinks ?? []).map(
+            (s) => html`<tr>
+              <td>${s.kind} <strong>${s.name}</strong> delivered</td>
+              <td><${Sparkline} points=${series.rate(`sink:${s.name}`)} unit="/s" testid=${`rate-${s.name}`} /></td>
+            </tr>`,
+          )}
+          <tr><td>jobs waiting</td><td><${Sparkline} points=${series.level("jobs:waiting")} testid="jobs-waiting" /></td></tr>
+          <tr><td>jobs running</td><td><${Sparkline} points=${series.level("jobs:running")} testid="jobs-running" /></td></tr>
+        </tbody>
+      </table>
     </section>
     <section>
       <h2>Queues</h2>
