@@ -34,9 +34,14 @@ pub enum Action {
         key: String,
         value: Template,
     },
+    /// A job running function `name`: in the built-in `function` queue, or in
+    /// `queue` (one open to users, which a worker serves with the function
+    /// handler: its own concurrency, rate limit and priority).
     CallFunction {
         name: String,
         payload: Template,
+        queue: Option<String>,
+        priority: String,
     },
     Webhook {
         url: String,
@@ -54,6 +59,21 @@ impl Action {
             Action::CallFunction { .. } => "call_function",
             Action::Webhook { .. } => "webhook",
         }
+    }
+}
+
+/// An action's `priority` field: realtime, interactive (the default) or background.
+fn priority(action: &str, f: &Fields<'_>) -> Result<String, String> {
+    match f.map.get("priority") {
+        None => Ok("interactive".to_string()),
+        Some(Value::String(p))
+            if ["realtime", "interactive", "background"].contains(&p.as_str()) =>
+        {
+            Ok(p.clone())
+        }
+        Some(other) => Err(format!(
+            "{action}: priority {other} is not realtime, interactive or background"
+        )),
     }
 }
 
@@ -134,17 +154,7 @@ fn parse_one(value: &Value) -> Result<Action, String> {
     match kind.as_str() {
         "enqueue" => {
             let f = Fields::new("enqueue", body, &["queue", "payload", "priority"])?;
-            let priority = match f.map.get("priority") {
-                None => "interactive".to_string(),
-                Some(Value::String(p)) if ["realtime", "interactive", "background"].contains(&p.as_str()) => {
-                    p.clone()
-                }
-                Some(other) => {
-                    return Err(format!(
-                        "enqueue: priority {other} is not realtime, interactive or background"
-                    ))
-                }
-            };
+            let priority = priority("enqueue", &f)?;
             Ok(Action::Enqueue {
                 queue: f.text("queue")?,
                 payload: f.template("payload")?,
@@ -179,13 +189,19 @@ fn parse_one(value: &Value) -> Result<Action, String> {
             })
         }
         "call_function" => {
-            let f = Fields::new("call_function", body, &["name", "payload"])?;
+            let f = Fields::new("call_function", body, &["name", "payload", "queue", "priority"])?;
             let name = f.text("name")?;
             spine_core::manifest::check_plugin_name(&name)
                 .map_err(|e| format!("call_function: {e}"))?;
+            let queue = match f.map.get("queue") {
+                None => None,
+                Some(_) => Some(f.text("queue")?),
+            };
             Ok(Action::CallFunction {
                 name,
                 payload: f.template("payload")?,
+                queue,
+                priority: priority("call_function", &f)?,
             })
         }
         "webhook" => {
@@ -243,6 +259,50 @@ mod tests {
             kinds,
             ["enqueue", "emit", "set_state", "call_function", "webhook"]
         );
+    }
+
+    #[test]
+    fn a_function_call_may_name_its_queue_and_priority() {
+        let actions = parse(&json!([
+            {"call_function": {"name": "sms", "payload": {}}},
+            {"call_function": {"name": "sms", "payload": {}, "queue": "send_outgoing_message", "priority": "realtime"}}
+        ]))
+        .unwrap();
+        match (&actions[0], &actions[1]) {
+            (
+                Action::CallFunction {
+                    queue: None,
+                    priority: p0,
+                    ..
+                },
+                Action::CallFunction {
+                    queue: Some(q),
+                    priority: p1,
+                    ..
+                },
+            ) => {
+                assert_eq!(p0, "interactive");
+                assert_eq!(
+                    (q.as_str(), p1.as_str()),
+                    ("send_outgoing_message", "realtime")
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        for (action, expected) in [
+            (json!({"name": "sms", "queue": 3}), "\"queue\""),
+            (
+                json!({"name": "sms", "priority": "soon"}),
+                "call_function: priority",
+            ),
+            (
+                json!({"name": "sms", "lane": "x"}),
+                "unknown field \"lane\"",
+            ),
+        ] {
+            let err = parse(&json!([{ "call_function": action }])).unwrap_err();
+            assert!(err.contains(expected), "{err}");
+        }
     }
 
     #[test]

@@ -371,7 +371,12 @@ fn run(
             let job = enqueue(queue, event.owner, payload.render(ctx), priority, &key)?;
             json!({"enqueue": {"queue": queue, "job_id": job}})
         }
-        Action::CallFunction { name, payload } => {
+        Action::CallFunction {
+            name,
+            payload,
+            queue,
+            priority,
+        } => {
             let body = FunctionJob {
                 function: name.clone(),
                 payload: payload.render(ctx),
@@ -380,8 +385,15 @@ fn run(
                 actor: None,
             }
             .to_value();
-            let job = enqueue("function", event.owner, body, "interactive", &key)?;
-            json!({"call_function": {"name": name, "job_id": job}})
+            let queue = match queue {
+                Some(q) => {
+                    check_queue_for_users(q)?;
+                    q.as_str()
+                }
+                None => "function",
+            };
+            let job = enqueue(queue, event.owner, body, priority, &key)?;
+            json!({"call_function": {"name": name, "queue": queue, "job_id": job}})
         }
         Action::Webhook {
             url,

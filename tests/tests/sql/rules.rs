@@ -220,6 +220,71 @@ async fn every_action_kind() {
     assert_eq!(kinds, ["set_state", "emit", "call_function", "webhook"]);
 }
 
+/// `call_function` with a queue of its own: the job lands there with the given
+/// priority and keeps the event (what a plain `enqueue` of a function job lost);
+/// a queue closed to users is refused when the rule fires, as for `enqueue`.
+#[tokio::test]
+async fn a_function_call_goes_to_its_queue_in_the_events_chain() {
+    let mut db = connect().await;
+    let alice = Uuid::new_v4();
+    let queue = user_queue(&db).await;
+    let event = as_user(&mut db, alice, async |tx| {
+        save_rule(
+            tx,
+            "sms on call",
+            "communication.CallStarted",
+            json!(true),
+            json!([{"call_function": {"name": "sms", "queue": queue, "priority": "realtime",
+                                       "payload": {"to": "{{event.data.from}}"}}}]),
+        )
+        .await;
+        emit(
+            tx,
+            "communication.CallStarted",
+            json!({"from": "+49305550100"}),
+        )
+        .await
+    })
+    .await;
+    let r = db
+        .query_one(
+            "SELECT payload, priority::text FROM spine.jobs WHERE queue = $1 AND owner_id = $2",
+            &[&queue, &alice],
+        )
+        .await
+        .unwrap();
+    let (payload, priority): (Value, String) = (r.get(0), r.get(1));
+    assert_eq!(priority, "realtime");
+    assert_eq!(payload["function"], json!("sms"));
+    assert_eq!(payload["payload"], json!({"to": "+49305550100"}));
+    assert_eq!(payload["event_id"], json!(event.to_string()));
+
+    let closed = format!("r{}", Uuid::new_v4().simple());
+    db.execute("SELECT spine.create_queue($1)", &[&closed])
+        .await
+        .unwrap();
+    let tx = db.transaction().await.unwrap();
+    spine_tests::act_as(
+        &tx,
+        "authenticated",
+        json!({"sub": alice.to_string(), "role": "authenticated"}),
+    )
+    .await;
+    save_rule(
+        &tx,
+        "into a closed queue",
+        "communication.CallEnded",
+        json!(true),
+        json!([{"call_function": {"name": "sms", "queue": closed, "payload": {}}}]),
+    )
+    .await;
+    let err = tx
+        .query_one("SELECT spine.emit('communication.CallEnded', '{}')", &[])
+        .await
+        .unwrap_err();
+    assert_eq!(spine_tests::sqlstate(&err), Some("42501"), "{err:?}");
+}
+
 /// Rules are validated when saved; each problem is a clear error.
 #[tokio::test]
 async fn bad_rules_are_refused_when_saved() {
