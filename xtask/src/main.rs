@@ -18,6 +18,7 @@ mod config;
 mod daemon;
 mod demo;
 mod embedder;
+mod examples;
 mod gateway;
 mod jsonlogic;
 mod layers;
@@ -85,6 +86,11 @@ enum Task {
     },
     /// Setup + up, then run the main flow and show what happened.
     Demo,
+    /// Up, then walk through one of `examples/` on the stack, step by step.
+    Example {
+        #[arg(value_parser = clap::builder::PossibleValuesParser::new(examples::EXAMPLES))]
+        name: String,
+    },
     /// The full test suite: fmt, layers, cargo deny, clippy, pgrx tests,
     /// integration tests.
     Test,
@@ -118,6 +124,7 @@ fn run(cli: Cli) -> Result<()> {
         Task::Env => stack::print_env(&config),
         Task::Psql { args } => stack::psql(&config, &args),
         Task::Demo => demo::run(&config),
+        Task::Example { name } => examples::walk(&config, &name),
         Task::Test => suite::run(&config),
         Task::Layers { root } => layers::run(root.as_deref().unwrap_or(&config.root)),
         Task::Bench { name } => bench::run(&config, &name),

@@ -153,6 +153,7 @@ pub fn run(config: &Config) -> Result<()> {
     }
     counts += crate::supabase_js::run(config)?;
     counts += crate::studio::run(config)?;
+    counts += crate::examples::test(config)?;
     // The plain closing line CI tools read, over every test binary of the run.
     println!(
         "\nsummary: {} passed, {} failed",
