@@ -47,6 +47,7 @@
 mod serve;
 
 pub use serve::{Handlers, Reply, Serving};
+pub use spine_core::contract::NamedContract;
 pub use spine_core::service::{ErrorBody, ErrorCode, Request, SubjectTemplate};
 
 use serde::de::DeserializeOwned;

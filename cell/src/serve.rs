@@ -1,11 +1,16 @@
 //! Serving a service's verbs: one queue-group subscription per service, a task
 //! per request, a reply envelope for every outcome (a verb nobody handles is
-//! `NOT_FOUND`, a handler that panics is `INTERNAL`).
+//! `NOT_FOUND`, a handler that panics is `INTERNAL`, data that breaks the verb's
+//! contract is `VALIDATION` with the pointers, as Spine's own verbs answer).
+//! A handler sees the caller's `Authorization` in `request.authorization`
+//! (from the NATS header when the envelope has none), to act as the caller in
+//! what it asks Spine.
 
 use crate::{CellError, ErrorCode, Request, SubjectTemplate};
 use futures_util::future::BoxFuture;
 use futures_util::StreamExt;
 use serde_json::Value;
+use spine_core::contract::{self, NamedContract};
 use spine_core::service::Reply as Envelope;
 use std::collections::HashMap;
 use std::future::Future;
@@ -40,6 +45,7 @@ type Handler = Arc<dyn Fn(Request) -> BoxFuture<'static, Reply> + Send + Sync>;
 #[derive(Default, Clone)]
 pub struct Handlers {
     verbs: HashMap<String, Handler>,
+    contracts: HashMap<String, Arc<NamedContract>>,
 }
 
 impl Handlers {
@@ -55,6 +61,15 @@ impl Handlers {
     {
         self.verbs
             .insert(verb.to_string(), Arc::new(move |r| Box::pin(f(r))));
+        self
+    }
+
+    /// Checks `verb`'s request data against `contract` before its handler runs:
+    /// a value that breaks it is answered `VALIDATION`, with
+    /// `spine_core::contract::details` (the schema's name, each offending
+    /// value's JSON Pointer and why, never the value).
+    pub fn contract(mut self, verb: &str, contract: NamedContract) -> Self {
+        self.contracts.insert(verb.to_string(), Arc::new(contract));
         self
     }
 }
@@ -114,7 +129,7 @@ async fn answer(
     handlers: &Handlers,
     message: &async_nats::Message,
 ) -> Envelope {
-    let request: Request = match serde_json::from_slice(&message.payload) {
+    let mut request: Request = match serde_json::from_slice(&message.payload) {
         Ok(r) => r,
         Err(e) => {
             return Envelope::error(
@@ -126,9 +141,30 @@ async fn answer(
         }
     };
     let verb = template.split(&message.subject).map(|(_, v)| v);
-    let Some(handler) = verb.and_then(|v| handlers.verbs.get(v)) else {
+    let Some((verb, handler)) = verb.and_then(|v| handlers.verbs.get(v).map(|h| (v, h))) else {
         return Envelope::error(&request, ErrorCode::NotFound, "no such verb", Value::Null);
     };
+    if let Some(contract) = handlers.contracts.get(verb) {
+        if let Err(violations) = contract.check(&request.data) {
+            return Envelope::error(
+                &request,
+                ErrorCode::Validation,
+                format!(
+                    "data breaks contract {}: {}",
+                    contract.name,
+                    contract::summary(&violations)
+                ),
+                contract::details(&contract.name, &violations),
+            );
+        }
+    }
+    if request.authorization.is_none() {
+        request.authorization = message
+            .headers
+            .as_ref()
+            .and_then(|h| h.get("Authorization"))
+            .map(|v| v.as_str().to_string());
+    }
     // A panicking handler is this request's INTERNAL error, not the server's end.
     let run = tokio::spawn(handler(request.clone()));
     match run.await {

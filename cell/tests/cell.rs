@@ -133,3 +133,64 @@ async fn a_cell_calls_spines_verbs_and_serves_its_own() {
         .unwrap_err();
     assert!(matches!(err, CellError::NoAnswer(_)), "{err}");
 }
+
+/// A verb with a contract refuses data that breaks it before the handler runs
+/// (VALIDATION, each offending value's pointer); a handler sees its caller's
+/// `Authorization` header in the envelope, to act as them towards Spine.
+#[tokio::test]
+async fn served_verbs_check_their_contract_and_see_the_caller() {
+    let nats = Nats::start();
+    let template = "k.{service}.{verb}";
+    let cell = Cell::connect(&nats.url(), template).await.unwrap();
+    let contract = spine_cell::NamedContract::compile(
+        "calc.add",
+        &json!({"type": "object", "required": ["a", "b"],
+                "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}}}),
+    )
+    .unwrap();
+    let _serving = cell
+        .serve(
+            "calc",
+            Handlers::new()
+                .contract("add", contract)
+                .verb("add", |req| async move {
+                    let (a, b) = (
+                        req.data["a"].as_i64().unwrap(),
+                        req.data["b"].as_i64().unwrap(),
+                    );
+                    Reply::data(json!({"sum": a + b, "caller": req.authorization}))
+                }),
+        )
+        .await
+        .unwrap();
+    let caller = Cell::connect(&nats.url(), template)
+        .await
+        .unwrap()
+        .with_token("the-callers-token");
+    let answer: serde_json::Value = caller
+        .request("calc", "add", &json!({"a": 2, "b": 40}))
+        .await
+        .unwrap();
+    assert_eq!(
+        answer,
+        json!({"sum": 42, "caller": "Bearer the-callers-token"})
+    );
+    match caller
+        .request::<_, serde_json::Value>("calc", "add", &json!({"a": "two", "b": 1.5}))
+        .await
+        .unwrap_err()
+    {
+        CellError::Service { code, details, .. } => {
+            assert_eq!(code, ErrorCode::Validation);
+            assert_eq!(details["schema"], "calc.add");
+            let pointers: Vec<&str> = details["violations"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v["pointer"].as_str().unwrap())
+                .collect();
+            assert_eq!(pointers, ["/a", "/b"], "{details}");
+        }
+        other => panic!("{other}"),
+    }
+}
