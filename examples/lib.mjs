@@ -36,9 +36,10 @@ export const psql = (sql, vars = {}) =>
 export async function signUp(name) {
   const db = createClient(env("SPINE_URL"), env("SPINE_ANON_KEY"), { auth: { persistSession: false } });
   const email = `${name}-${randomUUID()}@example.test`;
-  const { data, error } = await db.auth.signUp({ email, password: `${name} password` });
+  const password = `${name} password`;
+  const { data, error } = await db.auth.signUp({ email, password });
   if (error) throw new Error(`sign-up: ${error.message}`);
-  return { db, spine: db.schema("spine"), email, id: data.user.id };
+  return { db, spine: db.schema("spine"), email, password, id: data.user.id };
 }
 
 /** Polls `check` (async) until it returns something truthy, or fails after `ms`. */

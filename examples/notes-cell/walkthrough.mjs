@@ -1,6 +1,6 @@
 // `cargo xtask example notes-cell`: the notes service of the cells platform on
 // the running stack — as a Rust cell (two instances, cbs.notes.*) and as an edge
-// function behind Spine's own services (svc.notes.*) — printed step by step.
+// function behind Spine's own services (svc.notebook.*) — printed step by step.
 
 import { spawn } from "node:child_process";
 import { randomUUID } from "node:crypto";
@@ -30,10 +30,10 @@ try {
   say("1. The operator applies the schema (public.notes with RLS, the notes_store verbs exposed with\n   spine.expose_service, the share key in the vault), defines the input contract from\n   schemas/note-create.json and binds it to the edge function's verb, and deploys the function.");
   psql(readFileSync(join(here, "schema.sql"), "utf8"));
   psql("SELECT spine.define_schema('notes.create', :'schema'::jsonb)", { schema: readFileSync(join(here, "schemas/note-create.json"), "utf8").replaceAll("\n", " ") });
-  psql("SELECT spine.bind_schema('verb', 'notes.create', 'notes.create')");
+  psql("SELECT spine.bind_schema('verb', 'notebook.create', 'notes.create')");
   psql("SELECT spine.deploy_function(:'manifest'::jsonb, :'source')", {
-    manifest: readFileSync(join(here, "functions/notes/manifest.json"), "utf8").replaceAll("\n", " "),
-    source: readFileSync(join(here, "functions/notes/index.js"), "utf8"),
+    manifest: readFileSync(join(here, "functions/notebook/manifest.json"), "utf8").replaceAll("\n", " "),
+    source: readFileSync(join(here, "functions/notebook/index.js"), "utf8"),
   });
   console.log("   " + psql("SELECT string_agg(service || '.' || verb, ', ' ORDER BY verb) FROM spine.services WHERE service = 'notes_store'"));
 
@@ -71,10 +71,10 @@ try {
   say("   Alice gets it, with a share link signed by the vault's key:");
   show((await ask("cbs.notes.get", { id: created[0].id }, token)).data.share);
 
-  say("8. The same service as a 22-line edge function, served by Spine's worker on svc.notes.*:");
-  const viaFunction = await ask("svc.notes.create", { title: "via the function" }, token);
+  say("8. The same service as a 23-line edge function `notebook`, served by Spine's worker on svc.notebook.*:");
+  const viaFunction = await ask("svc.notebook.create", { title: "via the function" }, token);
   show({ ok: viaFunction.ok, id: viaFunction.data?.id, owner_id: viaFunction.data?.owner_id });
-  show((await ask("svc.notes.create", { title: 5 }, token)).error);
+  show((await ask("svc.notebook.create", { title: 5 }, token)).error);
   say("Done. examples/notes-cell/tests/notes.rs checks this in `cargo xtask test`.");
 } finally {
   for (const c of children) c.kill("SIGTERM");

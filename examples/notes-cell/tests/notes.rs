@@ -1,7 +1,7 @@
 //! notes-cell end to end, against the dev stack's Postgres, a private
 //! nats-server, Spine's worker and two `notes-cell` processes: the notes
 //! service as a Rust cell (cbs.notes.*) and as an edge function behind Spine's
-//! own services (svc.notes.*).
+//! own services (svc.notebook.*).
 
 use serde_json::{json, Value};
 use spine_cell::{Cell, CellError, ErrorCode, Request};
@@ -100,9 +100,13 @@ fn start_cell(s: &Stack, name: &str) -> ChildGuard {
 
 /// Calls until something answers (the processes are starting).
 async fn first_answer(cell: &Cell, verb: &str, data: Value) -> Value {
+    first_answer_of(cell, "notes", verb, data).await
+}
+
+async fn first_answer_of(cell: &Cell, service: &str, verb: &str, data: Value) -> Value {
     let deadline = Instant::now() + Duration::from_secs(40);
     loop {
-        match cell.request::<_, Value>("notes", verb, &data).await {
+        match cell.request::<_, Value>(service, verb, &data).await {
             Ok(v) => return v,
             Err(CellError::NoAnswer(_)) if Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(100)).await
@@ -113,7 +117,16 @@ async fn first_answer(cell: &Cell, verb: &str, data: Value) -> Value {
 }
 
 async fn error_of(cell: &Cell, verb: &str, data: Value) -> (Option<ErrorCode>, Value) {
-    match cell.request::<_, Value>("notes", verb, &data).await {
+    error_of_service(cell, "notes", verb, data).await
+}
+
+async fn error_of_service(
+    cell: &Cell,
+    service: &str,
+    verb: &str,
+    data: Value,
+) -> (Option<ErrorCode>, Value) {
+    match cell.request::<_, Value>(service, verb, &data).await {
         Ok(v) => panic!("{verb} {data}: answered {v}"),
         Err(CellError::Service { code, details, .. }) => (Some(code), details),
         Err(e) => (e.code(), Value::Null),
@@ -331,7 +344,7 @@ async fn killing_one_cell_loses_no_answered_request() {
 }
 
 /// The same service as an edge function behind Spine's own services
-/// (svc.notes.*): the contract is bound to the verb in Spine, RLS decides.
+/// (svc.notebook.*: a service is named like its function): the contract is bound to the verb in Spine, RLS decides.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_edge_function_version_answers_the_same_way() {
     let s = stack();
@@ -343,16 +356,16 @@ async fn the_edge_function_version_answers_the_same_way() {
         .await
         .unwrap();
     db.execute(
-        "SELECT spine.bind_schema('verb', 'notes.create', 'notes.create')",
+        "SELECT spine.bind_schema('verb', 'notebook.create', 'notes.create')",
         &[],
     )
     .await
     .unwrap();
     let manifest: Value = serde_json::from_str(
-        &std::fs::read_to_string(here("functions/notes/manifest.json")).unwrap(),
+        &std::fs::read_to_string(here("functions/notebook/manifest.json")).unwrap(),
     )
     .unwrap();
-    let source = std::fs::read_to_string(here("functions/notes/index.js")).unwrap();
+    let source = std::fs::read_to_string(here("functions/notebook/index.js")).unwrap();
     db.execute(
         "SELECT spine.deploy_function($1, $2)",
         &[&manifest, &source],
@@ -366,8 +379,9 @@ async fn the_edge_function_version_answers_the_same_way() {
         .await
         .unwrap()
         .with_token(&alice_token);
-    let note = first_answer(
+    let note = first_answer_of(
         &as_alice,
+        "notebook",
         "create",
         json!({"title": "from the function", "body": "b"}),
     )
@@ -375,13 +389,17 @@ async fn the_edge_function_version_answers_the_same_way() {
     assert_eq!(note["owner_id"], json!(alice.to_string()));
     let id = note["id"].as_str().unwrap();
     let got: Value = as_alice
-        .request("notes", "get", &json!({"id": id}))
+        .request("notebook", "get", &json!({"id": id}))
         .await
         .unwrap();
     assert_eq!(got["title"], "from the function");
-    let list: Value = as_alice.request("notes", "list", &json!({})).await.unwrap();
+    let list: Value = as_alice
+        .request("notebook", "list", &json!({}))
+        .await
+        .unwrap();
     assert!(list.as_array().unwrap().iter().any(|n| n["id"] == id));
-    let (code, details) = error_of(&as_alice, "create", json!({"title": 5})).await;
+    let (code, details) =
+        error_of_service(&as_alice, "notebook", "create", json!({"title": 5})).await;
     assert_eq!(code, Some(ErrorCode::Validation));
     assert_eq!(details["pointer"], "/title", "{details}");
     let as_bob = Cell::connect(&s.nats.url(), &s.spine_subject)
@@ -389,7 +407,9 @@ async fn the_edge_function_version_answers_the_same_way() {
         .unwrap()
         .with_token(&bob_token);
     assert_eq!(
-        error_of(&as_bob, "get", json!({"id": id})).await.0,
+        error_of_service(&as_bob, "notebook", "get", json!({"id": id}))
+            .await
+            .0,
         Some(ErrorCode::NotFound)
     );
 }

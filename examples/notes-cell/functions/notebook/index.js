@@ -1,5 +1,6 @@
 // The notes service as an edge function. Spine's worker serves it on NATS
-// (svc.notes.{verb} → POST /functions/v1/notes/{verb}) as the caller, so RLS
+// (svc.notebook.{verb} → POST /functions/v1/notebook/{verb}; a service is
+// named like its function, and `notes` is the cell's) as the caller, so RLS
 // decides; the input contract (schemas/note-create.json) is bound to the verb
 // in Spine, which refuses a bad request before this runs.
 const verbs = {
