@@ -241,6 +241,14 @@ pub struct Settings {
     )]
     pub relay_streams: String,
 
+    /// `on`: every subject ends with the event's owner (`<prefix>.<type>.<owner
+    /// id>`, `system` for events without one), so a consumer can be limited to
+    /// one user's events on the server (filter `platform-events.*.*.<id>`, NATS
+    /// permissions per user). Changes the subjects consumers filter on.
+    #[arg(long, env = "SPINE_RELAY_OWNER_SUBJECTS", default_value = "off",
+          value_parser = ["on", "off"])]
+    pub relay_owner_subjects: String,
+
     /// Events read and published per round, the publishes in flight (1-10000).
     #[arg(long, env = "SPINE_RELAY_BATCH", default_value_t = 1000,
           value_name = "N", value_parser = clap::value_parser!(u32).range(1..=10_000))]
@@ -692,7 +700,8 @@ impl Config {
                 sink: s.relay_sink.clone(),
                 streams: crate::streams::StreamMap::parse(&s.relay_streams, &s.relay_stream)
                     .map_err(anyhow::Error::msg)
-                    .context("SPINE_RELAY_STREAMS")?,
+                    .context("SPINE_RELAY_STREAMS")?
+                    .with_owner_subjects(s.relay_owner_subjects == "on"),
                 batch: s.relay_batch as i32,
                 poll: Duration::from_millis(s.relay_poll_ms),
                 duplicate_window: Duration::from_secs(s.relay_dedup_window_secs),

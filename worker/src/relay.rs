@@ -313,7 +313,7 @@ async fn send(
 ) -> anyhow::Result<Vec<PublishAckFuture>> {
     let mut acks = Vec::with_capacity(events.len());
     for event in events {
-        let (stream, subject) = map.route(&event.event_type);
+        let (stream, subject) = map.subject(&event.event_type, event.owner_id);
         let mut message = PublishMessage::build()
             .payload(event.cloudevent_json()?.into())
             .message_id(event.id.to_string())

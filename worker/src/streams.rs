@@ -44,7 +44,12 @@ impl Pattern {
 pub struct StreamMap {
     routes: Vec<(Pattern, usize)>,
     streams: Vec<Stream>,
+    /// Subjects end with the event's owner (`SPINE_RELAY_OWNER_SUBJECTS`).
+    owner_subjects: bool,
 }
+
+/// The last subject token of an event without an owner, when subjects carry it.
+pub const NO_OWNER: &str = "system";
 
 impl StreamMap {
     /// Every event to `stream`, as `spine.<type>` (Spine's default).
@@ -55,6 +60,7 @@ impl StreamMap {
                 name: stream.to_string(),
                 prefix: "spine".into(),
             }],
+            owner_subjects: false,
         }
     }
 
@@ -63,6 +69,7 @@ impl StreamMap {
         let mut map = StreamMap {
             routes: Vec::new(),
             streams: Vec::new(),
+            owner_subjects: false,
         };
         for entry in spec.split(',').map(str::trim).filter(|e| !e.is_empty()) {
             let (pattern, target) = entry
@@ -95,6 +102,25 @@ impl StreamMap {
             .map_or(0, |(_, i)| *i);
         let prefix = &self.streams[index].prefix;
         (index, format!("{prefix}.{event_type}"))
+    }
+
+    /// Subjects end with the event's owner from now on.
+    pub fn with_owner_subjects(mut self, on: bool) -> StreamMap {
+        self.owner_subjects = on;
+        self
+    }
+
+    /// The stream (by index) and subject of an event of `event_type` owned by
+    /// `owner`: [`StreamMap::route`]'s, with the owner's id (or [`NO_OWNER`]) as
+    /// the last token when subjects carry owners. Event types are always two
+    /// tokens, so `<prefix>.*.*.<id>` is exactly one user's events.
+    pub fn subject(&self, event_type: &str, owner: Option<uuid::Uuid>) -> (usize, String) {
+        let (index, subject) = self.route(event_type);
+        if !self.owner_subjects {
+            return (index, subject);
+        }
+        let owner = owner.map_or_else(|| NO_OWNER.to_string(), |o| o.to_string());
+        (index, format!("{subject}.{owner}"))
     }
 
     pub fn streams(&self) -> &[Stream] {
@@ -191,6 +217,25 @@ mod tests {
             "SPINE",
         )
         .unwrap()
+    }
+
+    #[test]
+    fn subjects_may_end_with_the_owner() {
+        let owner = uuid::Uuid::parse_str("6f1d3c2e-0d7a-4a55-9c1e-2b8f5a0e9d11").unwrap();
+        assert_eq!(
+            hub().subject("data.EntityCreated", Some(owner)),
+            (2, "platform-events.data.EntityCreated".into()),
+            "off by default"
+        );
+        let map = hub().with_owner_subjects(true);
+        assert_eq!(
+            map.subject("data.EntityCreated", Some(owner)),
+            (2, format!("platform-events.data.EntityCreated.{owner}"))
+        );
+        assert_eq!(
+            map.subject("audit.EntriesSealed", None),
+            (1, "audit-log.audit.EntriesSealed.system".into())
+        );
     }
 
     #[test]

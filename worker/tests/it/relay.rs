@@ -387,6 +387,47 @@ async fn new_events_after_a_replay_of_duplicates_are_not_an_error() {
     drop_sink(&db, &sink).await;
 }
 
+/// With `SPINE_RELAY_OWNER_SUBJECTS=on` each subject ends with the event's
+/// owner (`system` without one), so a consumer filtered to one user's
+/// subjects is sent only their events.
+#[tokio::test]
+async fn subjects_may_end_with_the_events_owner() {
+    let mut db = db().await;
+    let sink = fresh_sink(&db).await;
+    let nats = Nats::start();
+    let tag = format!("owned-{}/", Uuid::new_v4().simple());
+    let alice = Uuid::new_v4();
+    let tx = db.transaction().await.unwrap();
+    spine_tests::act_as(
+        &tx,
+        "authenticated",
+        serde_json::json!({"sub": alice.to_string(), "role": "authenticated"}),
+    )
+    .await;
+    tx.execute(
+        "SELECT spine.emit('test.ThingHappened', '{}', $1)",
+        &[&format!("{tag}alice")],
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    emit_tagged(&db, &tag, 1).await;
+    let _worker = Worker::start(&sink, &nats.url(), &[("SPINE_RELAY_OWNER_SUBJECTS", "on")]);
+    wait_until("2 delivered", Duration::from_secs(20), || async {
+        mine(&nats, &tag).await.len() >= 2
+    })
+    .await;
+    let subjects: Vec<String> = mine(&nats, &tag).await.into_iter().map(|m| m.0).collect();
+    assert_eq!(
+        subjects,
+        [
+            format!("spine.test.ThingHappened.{alice}"),
+            "spine.test.ThingHappened.system".to_string()
+        ]
+    );
+    drop_sink(&db, &sink).await;
+}
+
 /// The stream map sends each event to its stream under its prefix
 /// (`connector.*` → connector-data, `audit.*` → audit-log, the rest →
 /// platform-events), in commit order within each; and the audit rows arrive
