@@ -105,6 +105,11 @@ pub struct Config {
     #[arg(long, env = "SPINE_SEARCH_PUBLIC_URL", value_name = "URL")]
     pub search_public_url: Option<String>,
 
+    /// Static files served beside the API: `/path=directory`, comma-separated
+    /// (an app's page and the supabase-js bundle it loads, on the API's origin).
+    #[arg(long, env = "SPINE_SITES", default_value = "", value_name = "MOUNTS")]
+    pub sites: String,
+
     /// Lifetime of the access tokens /auth/v1 issues, in seconds.
     #[arg(long, env = "SPINE_AUTH_JWT_EXP", default_value_t = 3600)]
     pub jwt_exp_secs: u64,

@@ -20,4 +20,5 @@ pub mod realtime;
 pub mod request;
 pub mod rest;
 pub mod server;
+pub mod sites;
 pub mod studio;

@@ -130,6 +130,10 @@ impl Gateway {
                     .layer(RequestBodyTimeoutLayer::new(BODY_STALL_TIMEOUT)),
             )
             .merge(health)
+            .merge(crate::sites::router(
+                &crate::sites::parse(&config.sites)
+                    .map_err(|e| anyhow::anyhow!("SPINE_SITES: {e}"))?,
+            ))
             .merge(crate::studio::router(
                 crate::keys::project_keys(config.secret()?).0,
                 crate::studio::origin(config.search_public_url.as_deref())?,

@@ -70,6 +70,19 @@ pub fn up(config: &Config) -> Result<()> {
         .env("SPINE_SECRET_KEY", SECRET_KEY)
         // Realtime broadcasts and presence shared with other gateways.
         .env("NATS_URL", config.nats_url());
+    // The examples' pages, and the supabase-js bundle they load (from the
+    // examples' node_modules), on the API's origin.
+    let examples = config.root.join("examples");
+    cmd.env(
+        "SPINE_SITES",
+        format!(
+            "/examples/hub={},/examples/vendor/supabase-js={}",
+            examples.join("hub/web").display(),
+            examples
+                .join("node_modules/@supabase/supabase-js/dist/umd")
+                .display()
+        ),
+    );
     // The Studio's search box connects to Meilisearch when the stack has one.
     match crate::meili::search(config) {
         crate::meili::Search::External(url) | crate::meili::Search::Managed { url, .. } => {
