@@ -13,7 +13,7 @@ use std::path::Path;
 use std::process::Command;
 
 /// The examples, each a directory of `examples/`.
-pub const EXAMPLES: &[&str] = &["call-responder", "notes-cell"];
+pub const EXAMPLES: &[&str] = &["call-responder", "hub", "notes-cell"];
 
 /// Installs the examples' npm packages and builds the processes they start.
 fn prepare(config: &Config) -> Result<()> {
@@ -60,18 +60,20 @@ fn node(config: &Config, dir: &Path) -> Result<Command> {
     for (k, v) in stack::env_vars(config)? {
         cmd.env(k, v);
     }
-    cmd.env(
-        "SPINE_WORKER_BIN",
-        config.root.join("target/debug/spine-worker"),
-    )
-    .env(
-        "SPINE_FUNCTIONS_BIN",
-        config.root.join("target/debug/spine-functions"),
-    )
-    .env(
-        "SPINE_NOTES_CELL_BIN",
-        config.root.join("target/debug/notes-cell"),
-    );
+    // The hub's page test drives Debian's Chromium (`cargo xtask setup`).
+    cmd.env("CHROMIUM", "/usr/bin/chromium")
+        .env(
+            "SPINE_WORKER_BIN",
+            config.root.join("target/debug/spine-worker"),
+        )
+        .env(
+            "SPINE_FUNCTIONS_BIN",
+            config.root.join("target/debug/spine-functions"),
+        )
+        .env(
+            "SPINE_NOTES_CELL_BIN",
+            config.root.join("target/debug/notes-cell"),
+        );
     Ok(cmd)
 }
 
