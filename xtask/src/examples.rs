@@ -13,7 +13,7 @@ use std::path::Path;
 use std::process::Command;
 
 /// The examples, each a directory of `examples/`.
-pub const EXAMPLES: &[&str] = &["call-responder", "hub", "notes-cell"];
+pub const EXAMPLES: &[&str] = &["agent-bridge", "call-responder", "hub", "notes-cell"];
 
 /// Installs the examples' npm packages and builds the processes they start.
 fn prepare(config: &Config) -> Result<()> {
@@ -36,7 +36,7 @@ fn prepare(config: &Config) -> Result<()> {
                 .current_dir(config.root.join("examples")),
         )?;
     }
-    let _s = step("cargo build -p spine-worker -p spine-functions -p spine-example-notes-cell");
+    let _s = step("cargo build -p spine-worker -p spine-functions and the examples' binaries");
     exec(
         Command::new("cargo")
             .args([
@@ -47,7 +47,12 @@ fn prepare(config: &Config) -> Result<()> {
                 "-p",
                 "spine-functions",
             ])
-            .args(["-p", "spine-example-notes-cell"])
+            .args([
+                "-p",
+                "spine-example-notes-cell",
+                "-p",
+                "spine-example-agent-bridge",
+            ])
             .current_dir(&config.root),
     )
 }
@@ -61,19 +66,15 @@ fn node(config: &Config, dir: &Path) -> Result<Command> {
         cmd.env(k, v);
     }
     // The hub's page test drives Debian's Chromium (`cargo xtask setup`).
-    cmd.env("CHROMIUM", "/usr/bin/chromium")
-        .env(
-            "SPINE_WORKER_BIN",
-            config.root.join("target/debug/spine-worker"),
-        )
-        .env(
-            "SPINE_FUNCTIONS_BIN",
-            config.root.join("target/debug/spine-functions"),
-        )
-        .env(
-            "SPINE_NOTES_CELL_BIN",
-            config.root.join("target/debug/notes-cell"),
-        );
+    cmd.env("CHROMIUM", "/usr/bin/chromium");
+    for (var, binary) in [
+        ("SPINE_WORKER_BIN", "spine-worker"),
+        ("SPINE_FUNCTIONS_BIN", "spine-functions"),
+        ("SPINE_NOTES_CELL_BIN", "notes-cell"),
+        ("SPINE_BRIDGE_SUPERVISOR_BIN", "bridge-supervisor"),
+    ] {
+        cmd.env(var, config.root.join("target/debug").join(binary));
+    }
     Ok(cmd)
 }
 
