@@ -227,7 +227,8 @@ GRANT EXECUTE ON FUNCTION
     spine.register_plugin(jsonb),
     spine.set_plugin_enabled(text, boolean),
     spine.rotate_vault_key(),
-    spine.vault_key_versions()
+    spine.vault_key_versions(),
+    spine.vault_secrets()
     TO service_role;
 GRANT EXECUTE ON FUNCTION
     spine.grant_consent(text, text[], uuid),
@@ -296,6 +297,8 @@ COMMENT ON FUNCTION spine.vault_create_secret(text, text, text, uuid) IS 'Behind
 COMMENT ON FUNCTION spine.vault_update_secret(uuid, text, text, text, uuid) IS 'Behind vault.update_secret.';
 COMMENT ON FUNCTION spine.rotate_vault_key() IS
     'Re-encrypts every secret under the newest root key version; returns how many. Audited.';
+COMMENT ON FUNCTION spine.vault_secrets() IS
+    'The vault''s secrets by id and name, with description and times, never their values; service_role only.';
 COMMENT ON FUNCTION spine.vault_key_versions() IS
     'Root key versions in the keyring, which is current, and how many secrets each encrypts.';
 

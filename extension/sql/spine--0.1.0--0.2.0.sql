@@ -755,3 +755,19 @@ COMMENT ON FUNCTION spine.processes() IS
     'The Spine processes connected to this database (by application_name): sessions, connected since, last active, client addresses.';
 REVOKE EXECUTE ON FUNCTION spine.processes() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION spine.processes() TO service_role;
+
+-- The vault's secret names for operators (the Studio's trust page): spine.vault_secrets.
+-- The vault's secrets by name, never their values: what an operator's console
+-- lists (the vault schema is not exposed through /rest/v1).
+CREATE OR REPLACE FUNCTION spine.vault_secrets() RETURNS TABLE (
+    id uuid, name text, description text, created_at timestamptz, updated_at timestamptz
+)
+    LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    SELECT s.id, s.name, s.description, s.created_at, s.updated_at
+      FROM vault.secrets s
+     ORDER BY s.name NULLS LAST, s.created_at
+$$;
+COMMENT ON FUNCTION spine.vault_secrets() IS
+    'The vault''s secrets by id and name, with description and times, never their values; service_role only.';
+REVOKE EXECUTE ON FUNCTION spine.vault_secrets() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION spine.vault_secrets() TO service_role;

@@ -97,3 +97,14 @@ BEGIN
     PERFORM pg_catalog.pg_extension_config_dump('vault.secrets', '');
 END
 $vault$;
+
+-- The vault's secrets by name, never their values: what an operator's console
+-- lists (the vault schema is not exposed through /rest/v1).
+CREATE FUNCTION spine.vault_secrets() RETURNS TABLE (
+    id uuid, name text, description text, created_at timestamptz, updated_at timestamptz
+)
+    LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    SELECT s.id, s.name, s.description, s.created_at, s.updated_at
+      FROM vault.secrets s
+     ORDER BY s.name NULLS LAST, s.created_at
+$$;

@@ -287,6 +287,17 @@ test("the overview lists the connected processes and charts a relay's throughput
     assert.ok(points.split(" ").length >= 2, points);
     // A flat line has no box to be visible: "attached".
     await page.waitForSelector("[data-testid=jobs-waiting] svg polyline", { state: "attached" });
+    // Jobs completed: twenty run through a queue as a worker runs them.
+    const queue = `studio_${short()}`;
+    ok(await spine.rpc("create_queue", { queue_name: queue }));
+    ok(await spine.rpc("enqueue_batch", { queue, payloads: Array.from({ length: 20 }, (_, i) => ({ i })) }));
+    const leased = ok(await spine.rpc("fetch_jobs", { queues: [queue], worker: "studio-test", n: 20 }));
+    ok(await spine.rpc("complete_jobs", { ids: leased.map((j) => j.id), worker: "studio-test" }));
+    await page.waitForFunction(
+      () => parseFloat(document.querySelector("[data-testid=jobs-done] .value")?.textContent ?? "0") >= 2,
+      null,
+      { timeout: 10_000 },
+    );
     await page.waitForTimeout(4000); // a few more polls under load, for the picture
     await shoot(page, "overview-charts");
   } finally {
@@ -377,6 +388,9 @@ test("a user grants and revokes a plugin's consent; the operator sees functions,
       plugin_name: fn, invocations: 4, failures: 1, limit_hits: 0, total_ms: 20, failures_in_a_row: 1, last_error: "TypeError: boom",
     }),
   );
+  const secretName = `studio-${short()}`;
+  const secretValue = `value-${randomUUID()}`;
+  execFileSync("psql", [env("DATABASE_URL"), "-qAtc", `SELECT vault.create_secret('${secretValue}', '${secretName}')`]);
   const alice = await signUp();
   const page = await asUser(alice.email, alice.password, { refusals: [403] });
   await nav(page, "Trust");
@@ -408,6 +422,9 @@ test("a user grants and revokes a plugin's consent; the operator sees functions,
   await health.waitFor();
   assert.match(await health.innerText(), /\s4\s+1\s+0\s+5\.0 ms\s+TypeError: boom/, "runs, failures, limit hits, mean, last error");
   await op.waitForSelector("[data-testid=key-versions] tbody tr");
+  await op.waitForSelector(`[data-testid=vault-secrets] >> text=${secretName}`);
+  assert.equal(await op.locator(`text=${secretValue}`).count(), 0, "no value on the page");
+  assert.ok(!(await op.content()).includes(secretValue), "nor in its HTML");
   await op.waitForSelector("[data-testid=deliveries]");
   await shoot(op, "trust");
   await op.click("text=Re-encrypt under the current key");

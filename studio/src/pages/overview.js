@@ -2,16 +2,30 @@ import { html } from "htm/preact";
 import { usePoll, rows } from "../poll.js";
 import { useSeries, Sparkline } from "../charts.js";
 
+/** The window the completed-jobs rate is counted over. */
+const WINDOW_MS = 10_000;
+
 async function load(session) {
   const spine = session.db.schema("spine");
   const operator = session.role === "operator";
-  const [queues, health, sinks, processes] = await Promise.all([
+  const [queues, health, sinks, processes, finished] = await Promise.all([
     spine.rpc("queue_stats").then(rows),
     fetch("/health/ready").then(async (r) => ({ ok: r.ok, body: await r.json() })),
     operator ? spine.from("sink_status").select("*").order("name").then(rows) : null,
     operator ? spine.rpc("processes").then(rows) : null,
+    // Jobs completed in the last 10 s (the archive's index on finished_at),
+    // as RLS shows them: a user's own.
+    spine
+      .from("jobs_archive")
+      .select("id", { count: "exact", head: true })
+      .eq("state", "completed")
+      .gt("finished_at", new Date(Date.now() - WINDOW_MS).toISOString())
+      .then(({ count, error }) => {
+        if (error) throw new Error(error.message);
+        return count;
+      }),
   ]);
-  return { queues, health, sinks, processes, at: Date.now() };
+  return { queues, health, sinks, processes, finishedPerSecond: finished / (WINDOW_MS / 1000), at: Date.now() };
 }
 
 const waiting = (queues) => queues.reduce((n, q) => n + Number(q.queued) + Number(q.retrying), 0);
@@ -20,8 +34,8 @@ const running = (queues) => queues.reduce((n, q) => n + Number(q.running), 0);
 /**
  * What runs and how fast: the gateway's readiness and the processes connected
  * to the database (operator), throughput of every sink (the NATS relay, search
- * sync) and the jobs waiting and running, charted over the last two minutes of
- * polls; queue depths; sinks' backlog and lag.
+ * sync), jobs completed per second and the jobs waiting and running, charted
+ * over the last two minutes of polls; queue depths; sinks' backlog and lag.
  */
 export function Overview({ session }) {
   const { data, error } = usePoll(() => load(session), 2000, [session]);
@@ -32,6 +46,7 @@ export function Overview({ session }) {
   for (const s of data.sinks ?? []) series.record(`sink:${s.name}`, s.delivered, data.at);
   series.record("jobs:waiting", waiting(data.queues), data.at);
   series.record("jobs:running", running(data.queues), data.at);
+  series.record("jobs:done", data.finishedPerSecond, data.at);
   return html`
     <h1>Overview</h1>
     ${error && html`<p class="error">${error}</p>`}
@@ -69,6 +84,7 @@ export function Overview({ session }) {
               <td><${Sparkline} points=${series.rate(`sink:${s.name}`)} unit="/s" testid=${`rate-${s.name}`} /></td>
             </tr>`,
           )}
+          <tr><td>jobs completed (10 s average)</td><td><${Sparkline} points=${series.level("jobs:done")} unit="/s" testid="jobs-done" /></td></tr>
           <tr><td>jobs waiting</td><td><${Sparkline} points=${series.level("jobs:waiting")} testid="jobs-waiting" /></td></tr>
           <tr><td>jobs running</td><td><${Sparkline} points=${series.level("jobs:running")} testid="jobs-running" /></td></tr>
         </tbody>

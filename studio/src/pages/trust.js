@@ -6,7 +6,7 @@ import { Confirmed } from "../confirm.js";
 async function load(session) {
   const spine = session.db.schema("spine");
   const operator = session.role === "operator";
-  const [plugins, consents, secrets, keyVersions, functions, health, deliveries] = await Promise.all([
+  const [plugins, consents, secrets, keyVersions, functions, health, deliveries, vaultSecrets] = await Promise.all([
     spine.from("plugins").select("name, version, enabled, manifest, updated_at").order("name").then(rows),
     spine.from("consents").select("id, owner_id, plugin, scope, granted_at").is("revoked_at", null).order("plugin").order("scope").then(rows),
     operator ? null : spine.rpc("my_secrets").then(rows),
@@ -16,8 +16,9 @@ async function load(session) {
     operator
       ? spine.from("webhook_deliveries").select("*").order("id", { ascending: false }).limit(50).then(rows)
       : null,
+    operator ? spine.rpc("vault_secrets").then(rows) : null,
   ]);
-  return { plugins, consents, secrets, keyVersions, functions, health, deliveries };
+  return { plugins, consents, secrets, keyVersions, functions, health, deliveries, vaultSecrets };
 }
 
 /**
@@ -110,10 +111,18 @@ function Secrets({ session, data, done }) {
     </section>`;
   }
   return html`<section>
-    <h2>Vault keys</h2>
+    <h2>Vault</h2>
     <table data-testid="key-versions"><thead><tr><th>root key version</th><th>current</th><th>in keyring</th><th>secrets</th></tr></thead><tbody>
       ${data.keyVersions.map(
         (k) => html`<tr><td>${k.key_version}</td><td>${k.current ? "yes" : ""}</td><td class=${k.in_keyring ? "" : "error"}>${k.in_keyring ? "yes" : "missing"}</td><td>${k.secrets}</td></tr>`,
+      )}
+    </tbody></table>
+    <h3>Secrets</h3>
+    <p class="muted">Names only: no page shows a value.</p>
+    <table data-testid="vault-secrets"><thead><tr><th>name</th><th>description</th><th>stored</th><th>changed</th></tr></thead><tbody>
+      ${data.vaultSecrets.map(
+        (v) => html`<tr><td>${v.name ?? html`<span class="muted">(unnamed)</span>`}</td><td>${v.description ?? ""}</td>
+          <td>${new Date(v.created_at).toLocaleString()}</td><td>${new Date(v.updated_at).toLocaleString()}</td></tr>`,
       )}
     </tbody></table>
     <${Confirmed}
