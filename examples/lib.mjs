@@ -18,6 +18,22 @@ export const env = (name) => {
 export const bin = (name) =>
   process.env[`SPINE_${name.replace(/^spine-/, "").replaceAll("-", "_").toUpperCase()}_BIN`] ?? join(root, "target/debug", name);
 
+/**
+ * An example's operator setup: its `schema.sql` (psql), its `functions/` when
+ * it has them (`spine-functions deploy`), then a wait until the gateway's
+ * schema cache (reloaded by the schema's NOTIFY, asynchronously) sees `table`.
+ */
+export async function install(dir, { table, functions = true }) {
+  execFileSync("psql", [env("DATABASE_URL"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-f", join(dir, "schema.sql")]);
+  if (functions) {
+    execFileSync(bin("spine-functions"), ["deploy", join(dir, "functions")], { env: { ...process.env, RUST_LOG: "warn" } });
+  }
+  await until(`the gateway to see public.${table}`, async () => {
+    const r = await fetch(`${env("SPINE_URL")}/rest/v1/${table}?limit=0`, { headers: { apikey: env("SPINE_ANON_KEY") } });
+    return r.status !== 404;
+  });
+}
+
 /** supabase-js's answer's data, or a thrown error naming the call. */
 export const ok = (what) => ({ data, error }) => {
   if (error) throw new Error(`${what}: ${error.code ?? ""} ${error.message}`);

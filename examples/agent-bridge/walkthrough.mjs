@@ -3,10 +3,9 @@
 // debounced in Spine's job queue, the supervisor delivering them.
 
 import { spawn } from "node:child_process";
-import { readFileSync } from "node:fs";
-import { dirname, join } from "node:path";
+import { dirname } from "node:path";
 import { fileURLToPath } from "node:url";
-import { bin, ok, psql, signUp, until } from "../lib.mjs";
+import { bin, install, ok, psql, signUp, until } from "../lib.mjs";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const say = (text) => console.log(`\n${text}`);
@@ -14,12 +13,8 @@ const show = (value) => console.log(`   ${JSON.stringify(value)}`);
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 say("1. The operator applies the schema: threads, participants, messages with a gap-free seq per thread,\n   read cursors, agent sessions, deliveries; bridge_post debounces the thread's trigger job.\n   The walkthrough shortens the quiet window to 2 s and the max defer to 6 s.");
-psql(readFileSync(join(here, "schema.sql"), "utf8"));
+await install(here, { table: "bridge_settings", functions: false });
 psql("UPDATE public.bridge_settings SET quiet_window = '2 seconds', max_defer = '6 seconds'");
-await until("the gateway to see the bridge's functions", async () => {
-  const r = await fetch(`${process.env.SPINE_URL}/rest/v1/bridge_settings?limit=0`, { headers: { apikey: process.env.SPINE_ANON_KEY } });
-  return r.status !== 404;
-});
 
 say("2. The supervisor runs the bridge_triggers queue (health: /health/live, /health/ready, /metrics).");
 const port = 54398;

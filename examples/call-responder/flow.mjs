@@ -4,12 +4,12 @@
 // HTTP POST for Twilio, JetStream for what the rest of the company consumes.
 // `walkthrough.mjs` prints it; `call-responder.test.mjs` checks it.
 
-import { execFileSync, spawn } from "node:child_process";
+import { spawn } from "node:child_process";
 import { createHmac, randomBytes } from "node:crypto";
 import { createServer } from "node:http";
-import { dirname, join } from "node:path";
+import { dirname } from "node:path";
 import { fileURLToPath } from "node:url";
-import { bin, env, ok, psql, until } from "../lib.mjs";
+import { bin, env, install, ok, psql, until } from "../lib.mjs";
 
 export { ok, psql, signUp, streamEvents, until } from "../lib.mjs";
 
@@ -17,14 +17,8 @@ const here = dirname(fileURLToPath(import.meta.url));
 
 /** The operator's part: the schema, the two plugins, the platform's Twilio token. */
 export async function operatorSetup(twilioToken) {
-  execFileSync("psql", [env("DATABASE_URL"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-f", join(here, "schema.sql")]);
-  execFileSync(bin("spine-functions"), ["deploy", join(here, "functions")], { env: { ...process.env, RUST_LOG: "warn" } });
+  await install(here, { table: "phone_numbers" });
   // One platform account signs every inbound call: a shared secret, not a user's.
-  // The schema's NOTIFY reloads the gateway's schema cache asynchronously.
-  await until("the gateway to see the example's tables", async () => {
-    const r = await fetch(`${env("SPINE_URL")}/rest/v1/phone_numbers?limit=0`, { headers: { apikey: env("SPINE_ANON_KEY") } });
-    return r.status !== 404;
-  });
   psql(`SELECT CASE WHEN id IS NULL THEN vault.create_secret(:'token', 'TWILIO_AUTH_TOKEN')
                     ELSE (SELECT id FROM (SELECT vault.update_secret(id, :'token')) _) END
           FROM (SELECT (SELECT id FROM vault.secrets WHERE name = 'TWILIO_AUTH_TOKEN') AS id) s`,

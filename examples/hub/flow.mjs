@@ -3,10 +3,10 @@
 // stream map, JetStream consumers limited to one user's subjects.
 // `walkthrough.mjs` prints it; `hub.test.mjs` checks it.
 
-import { execFileSync, spawn } from "node:child_process";
-import { dirname, join } from "node:path";
+import { spawn } from "node:child_process";
+import { dirname } from "node:path";
 import { fileURLToPath } from "node:url";
-import { bin, env, ok, psql, until } from "../lib.mjs";
+import { bin, env, install, ok, psql, until } from "../lib.mjs";
 
 export { ok, psql, signUp, until } from "../lib.mjs";
 
@@ -17,12 +17,7 @@ export const STREAM_MAP = "connector.*=connector-data, audit.*=audit-log, *=plat
 
 /** The operator's part: the page's view, the two functions. */
 export async function operatorSetup() {
-  execFileSync("psql", [env("DATABASE_URL"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-f", join(here, "schema.sql")]);
-  execFileSync(bin("spine-functions"), ["deploy", join(here, "functions")], { env: { ...process.env, RUST_LOG: "warn" } });
-  await until("the gateway to see public.my_people", async () => {
-    const r = await fetch(`${env("SPINE_URL")}/rest/v1/my_people?limit=0`, { headers: { apikey: env("SPINE_ANON_KEY") } });
-    return r.status !== 404;
-  });
+  await install(here, { table: "my_people" });
 }
 
 /** A user's part: the CRM source's mapping and consent to the two plugins. */

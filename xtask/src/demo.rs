@@ -5,7 +5,7 @@
 
 use crate::config::Config;
 use crate::postgres::{psql, query};
-use crate::proc::{exec, step};
+use crate::proc::{cargo_build, exec, step};
 use crate::{setup, stack};
 use anyhow::{bail, Context, Result};
 use std::process::{Command, Stdio};
@@ -21,21 +21,7 @@ const ALICE: &str = "6f1d3c2e-0d7a-4a55-9c1e-2b8f5a0e9d11";
 pub fn run(config: &Config) -> Result<()> {
     setup::run(config)?;
     stack::up(config, None)?;
-    {
-        let _s = step("cargo build -p spine-worker -p spine-functions");
-        exec(
-            Command::new("cargo")
-                .args([
-                    "build",
-                    "--quiet",
-                    "-p",
-                    "spine-worker",
-                    "-p",
-                    "spine-functions",
-                ])
-                .current_dir(&config.root),
-        )?;
-    }
+    cargo_build(&config.root, &["spine-worker", "spine-functions"])?;
     {
         let _s = step("spine-functions deploy edge-functions/functions");
         let mut deploy = functions_command(config)?;

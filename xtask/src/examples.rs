@@ -6,7 +6,7 @@
 //! (supabase-js, the NATS client), pinned by `examples/package-lock.json`.
 
 use crate::config::Config;
-use crate::proc::{exec, exec_tests, find_program, step, TestCounts};
+use crate::proc::{cargo_build, exec, exec_tests, find_program, step, TestCounts};
 use crate::stack;
 use anyhow::{bail, Result};
 use std::path::Path;
@@ -36,24 +36,14 @@ fn prepare(config: &Config) -> Result<()> {
                 .current_dir(config.root.join("examples")),
         )?;
     }
-    let _s = step("cargo build -p spine-worker -p spine-functions and the examples' binaries");
-    exec(
-        Command::new("cargo")
-            .args([
-                "build",
-                "--quiet",
-                "-p",
-                "spine-worker",
-                "-p",
-                "spine-functions",
-            ])
-            .args([
-                "-p",
-                "spine-example-notes-cell",
-                "-p",
-                "spine-example-agent-bridge",
-            ])
-            .current_dir(&config.root),
+    cargo_build(
+        &config.root,
+        &[
+            "spine-worker",
+            "spine-functions",
+            "spine-example-notes-cell",
+            "spine-example-agent-bridge",
+        ],
     )
 }
 

@@ -48,6 +48,18 @@ fn describe(cmd: &Command) -> String {
 }
 
 /// Runs a command with inherited stdio; an exit status other than 0 is an error.
+/// `cargo build --quiet -p …` of the workspace at `root`, as one step: the
+/// binaries a command then starts from target/debug.
+pub fn cargo_build(root: &std::path::Path, packages: &[&str]) -> Result<()> {
+    let _s = step(format!("cargo build -p {}", packages.join(" -p ")));
+    let mut cmd = Command::new("cargo");
+    cmd.args(["build", "--quiet"]).current_dir(root);
+    for p in packages {
+        cmd.args(["-p", p]);
+    }
+    exec(&mut cmd)
+}
+
 pub fn exec(cmd: &mut Command) -> Result<()> {
     let what = describe(cmd);
     println!("    $ {what}");

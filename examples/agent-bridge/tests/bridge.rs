@@ -4,6 +4,7 @@
 //! timing another part checks.
 
 use serde_json::json;
+use spine_tests::cluster::psql;
 use spine_tests::proc::{free_port, wait_until, ChildGuard};
 use spine_tests::{connect, database_url};
 use std::process::{Command, Stdio};
@@ -19,16 +20,8 @@ const MAX_DEFER: &str = "3 seconds";
 const POSTS_PER_MINUTE: i32 = 30;
 
 fn apply_schema() {
-    let out = Command::new("psql")
-        .args([&database_url(), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-f"])
-        .arg(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("schema.sql"))
-        .output()
-        .expect("psql");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let schema = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("schema.sql");
+    psql(&database_url(), &["-f", schema.to_str().unwrap()]);
 }
 
 struct Supervisor {

@@ -5,6 +5,7 @@
 
 use serde_json::{json, Value};
 use spine_cell::{Cell, CellError, ErrorCode, Request};
+use spine_tests::cluster::psql;
 use spine_tests::daemons::{Nats, Worker};
 use spine_tests::proc::ChildGuard;
 use spine_tests::{connect, database_url};
@@ -42,15 +43,9 @@ fn apply_schema() {
         return;
     }
     *applied = true;
-    let out = Command::new("psql")
-        .args([&database_url(), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-f"])
-        .arg(here("schema.sql"))
-        .output()
-        .expect("psql");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    psql(
+        &database_url(),
+        &["-f", here("schema.sql").to_str().unwrap()],
     );
 }
 

@@ -30,6 +30,15 @@ async fn relay_active(port: u16, sink: &str) -> bool {
         .is_some_and(|(_, m)| m.contains(&needle))
 }
 
+/// The value of the first `/metrics` line starting with `name` (0 when absent).
+fn metric(text: &str, name: &str) -> u64 {
+    text.lines()
+        .find(|l| l.starts_with(name))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
 /// Messages of this test (subject starts with the tag), in stream order.
 async fn mine(nats: &Nats, tag: &str) -> Vec<(String, String, serde_json::Value)> {
     nats.read_all("SPINE")
@@ -303,13 +312,6 @@ async fn replay_after_lost_cursor_is_deduplicated() {
     .await
     .unwrap();
     let worker = Worker::start(&sink, &nats.url(), &[]);
-    let metric = |text: &str, name: &str| -> u64 {
-        text.lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    };
     wait_until(
         "replayed as duplicates",
         Duration::from_secs(20),
@@ -372,13 +374,7 @@ async fn new_events_after_a_replay_of_duplicates_are_not_an_error() {
     })
     .await;
     let (_, m) = worker.get("/metrics").await.unwrap();
-    let errors = m
-        .lines()
-        .find(|l| l.starts_with("spine_relay_errors_total"))
-        .and_then(|l| l.rsplit(' ').next())
-        .unwrap_or("0")
-        .to_string();
-    assert_eq!(errors, "0", "{m}");
+    assert_eq!(metric(&m, "spine_relay_errors_total"), 0, "{m}");
     assert_eq!(sink_status(&db, &sink).await.last_error, None);
     let got: Vec<String> = mine(&nats, &tag).await.into_iter().map(|m| m.1).collect();
     let want: Vec<String> = ids.iter().map(Uuid::to_string).collect();
