@@ -124,6 +124,19 @@ pub struct Permissions {
     pub network: Vec<String>,
     #[serde(default)]
     pub users: UserPermissions,
+    #[serde(default)]
+    pub ai: AiPermissions,
+}
+
+/// `ai`: `{"embeddings": true}` lets a function embed text with the host's
+/// embeddings API (`Supabase.ai.Session`), the operator's endpoint that embeds
+/// entities, so queries and entities share one model. No user consent: the text
+/// goes nowhere the operator did not already send entity text.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AiPermissions {
+    #[serde(default)]
+    pub embeddings: bool,
 }
 
 /// `users`: `{"act_as": true}` lets a function act for a user who consented
@@ -422,6 +435,15 @@ mod tests {
     }
 
     #[test]
+    fn embeddings_are_declared_or_not_there() {
+        assert!(!sms().permissions.ai.embeddings);
+        let m = Manifest::parse(json!({"name": "recall", "version": "1.0.0",
+            "permissions": {"ai": {"embeddings": true}}}))
+        .unwrap();
+        assert!(m.permissions.ai.embeddings);
+    }
+
+    #[test]
     fn bad_manifests_name_the_field() {
         let cases = [
             (json!({"name": "Bad Name", "version": "1.0.0"}), "name"),
@@ -453,6 +475,10 @@ mod tests {
             (
                 json!({"name": "ok", "version": "1.0.0", "limits": {"memory_mb": 0}}),
                 "limits.memory_mb",
+            ),
+            (
+                json!({"name": "ok", "version": "1.0.0", "permissions": {"ai": {"chat": true}}}),
+                "unknown field",
             ),
         ];
         for (manifest, expected) in cases {

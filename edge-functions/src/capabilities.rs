@@ -6,6 +6,9 @@
 //!   secrets.write, name)`, then `spine.set_my_secret` as the caller (stored as
 //!   the user's own `<uid>/<NAME>`);
 //! - `fetch`: `spine.authorize(plugin, network.fetch, host)`, then the request;
+//! - `embed`: declared in the manifest (`ai.embeddings`), then the host's own
+//!   embeddings API with its model (no consent: it is the endpoint the operator
+//!   embeds entities with, not a host the plugin chose);
 //! - `emit`: `spine.authorize(plugin, events.emit, type)`, then `spine.emit` as
 //!   the caller;
 //! - `db`: PostgREST's operations (see [`crate::sql`]) in the caller's role with
@@ -33,6 +36,11 @@ const FRAMING_HEADERS: [&str; 4] = ["host", "content-length", "transfer-encoding
 
 /// Largest response body a function's fetch reads.
 const MAX_FETCH_BODY: usize = 10 << 20;
+
+/// Most texts one `Session.run` embeds (the stack's embedder takes 256), and
+/// their largest total size.
+const MAX_EMBED_INPUTS: usize = 256;
+const MAX_EMBED_BYTES: usize = 1 << 20;
 
 pub struct HostCapabilities {
     host: Arc<Host>,
@@ -385,6 +393,47 @@ impl HostCapabilities {
         Ok(json!({"status": status, "headers": headers, "body": body}))
     }
 
+    async fn embed(&self, arg: &Value, deadline: Instant) -> Result<Value, OpError> {
+        let type_error = |m: String| OpError::new("TypeError", m);
+        if !self.function.embeddings {
+            return Err(OpError::new(
+                "PermissionDenied",
+                format!(
+                    "{} may not embed text: its manifest does not declare \"ai\": {{\"embeddings\": true}}",
+                    self.principal()
+                ),
+            ));
+        }
+        let Some(api) = &self.host.config.embeddings else {
+            return Err(OpError::new(
+                "Error",
+                "Supabase.ai.Session: this host has no embeddings API (SPINE_EMBEDDINGS_URL is not set)",
+            ));
+        };
+        let model = arg["model"].as_str().unwrap_or_default();
+        if !api.is_model(model) {
+            return Err(type_error(format!(
+                "Supabase.ai.Session({model:?}): this host embeds with {} (SPINE_EMBEDDINGS_MODEL), \
+                 the model of the entities' vectors; a query needs the same one",
+                api.model
+            )));
+        }
+        let inputs: Vec<String> = serde_json::from_value(arg["input"].clone())
+            .map_err(|_| type_error("Session.run: input must be a string or strings".into()))?;
+        let bytes: usize = inputs.iter().map(String::len).sum();
+        if inputs.is_empty() || inputs.len() > MAX_EMBED_INPUTS || bytes > MAX_EMBED_BYTES {
+            return Err(type_error(format!(
+                "Session.run: 1 to {MAX_EMBED_INPUTS} texts of at most {MAX_EMBED_BYTES} bytes in all"
+            )));
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        let vectors = api
+            .embed(&self.host.http, &inputs, left)
+            .await
+            .map_err(|e| OpError::new("Error", e.to_string()))?;
+        Ok(json!(vectors))
+    }
+
     async fn db(&self, arg: Value, deadline: Instant) -> Result<Value, OpError> {
         let op = arg["op"].as_str().unwrap_or_default();
         let statement = sql::build(op, &arg, &self.host.config.db_schemas)
@@ -463,6 +512,7 @@ impl Capabilities for HostCapabilities {
                     "secret_set" => self.set_secret(&arg, deadline).await,
                     "act_as" => self.act_as(&arg, deadline).await,
                     "fetch" => self.fetch(&arg, deadline).await,
+                    "embed" => self.embed(&arg, deadline).await,
                     "db" => self.db(arg, deadline).await,
                     "emit" => self.emit(arg, deadline).await,
                     other => Err(OpError::new(

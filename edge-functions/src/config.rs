@@ -87,6 +87,10 @@ pub struct Config {
         value_delimiter = ','
     )]
     pub db_schemas: Vec<String>,
+
+    /// `SPINE_EMBEDDINGS_*`: the embeddings API of `Supabase.ai.Session`.
+    #[command(flatten)]
+    pub embeddings: crate::embeddings::EmbeddingsArgs,
 }
 
 impl Config {
@@ -98,6 +102,7 @@ impl Config {
         .map_err(|e| anyhow::anyhow!("DATABASE_URL: {e}"))?;
         let mut host = HostConfig::new(database);
         host.concurrency = self.concurrency as usize;
+        host.embeddings = self.embeddings.api();
         host.db_schemas = self
             .db_schemas
             .iter()

@@ -47,6 +47,9 @@ pub struct HostConfig {
     pub db_schemas: Vec<String>,
     /// Failures in a row that disable a plugin (0: never); see [`crate::health`].
     pub disable_after: u32,
+    /// The embeddings API of `Supabase.ai.Session` (`SPINE_EMBEDDINGS_*`); None:
+    /// functions' embeddings fail with `NotConfigured`.
+    pub embeddings: Option<crate::embeddings::EmbeddingsApi>,
 }
 
 impl HostConfig {
@@ -67,6 +70,7 @@ impl HostConfig {
             cache_ttl: Duration::from_secs(2),
             db_schemas: vec!["public".into(), "spine".into()],
             disable_after: crate::health::disable_after_from_env(),
+            embeddings: None,
         }
     }
 }
@@ -156,6 +160,8 @@ pub struct Deployed {
     pub public: bool,
     /// The manifest declares `users.act_as`.
     pub act_as: bool,
+    /// The manifest declares `ai.embeddings`.
+    pub embeddings: bool,
     /// The JSON Schemas bound to its request and response bodies
     /// (`spine.bind_schema('function', name, …)`).
     pub input: Option<Arc<NamedContract>>,
@@ -515,6 +521,7 @@ impl Host {
             secrets_write: manifest.permissions.secrets.write,
             public: !manifest.verify_jwt,
             act_as: manifest.permissions.users.act_as,
+            embeddings: manifest.permissions.ai.embeddings,
             input,
             output,
         });

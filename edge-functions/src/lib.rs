@@ -19,6 +19,7 @@ pub mod capabilities;
 pub mod config;
 pub mod contracts;
 pub mod deploy;
+pub mod embeddings;
 pub mod engine;
 pub mod health;
 pub mod host;

@@ -56,6 +56,10 @@ pub struct Config {
     #[command(flatten)]
     pub tokens: spine_functions::jwt::TokenArgs,
 
+    /// `SPINE_EMBEDDINGS_*`: the embeddings API of functions' `Supabase.ai.Session`.
+    #[command(flatten)]
+    pub embeddings: spine_functions::embeddings::EmbeddingsArgs,
+
     /// Schemas `/rest/v1` exposes, comma-separated; the first is the default.
     #[arg(long, env = "SPINE_REST_SCHEMAS", default_value = "public,spine")]
     pub rest_schemas: String,

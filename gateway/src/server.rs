@@ -58,6 +58,7 @@ impl Gateway {
             .context("loading the schema cache")?;
         let mut host = spine_functions::host::HostConfig::new(db.clone());
         host.db_schemas = config.schemas();
+        host.embeddings = config.embeddings.api();
         let functions = Arc::new(ServerState::new(Host::new(host), token_keys));
         let realtime = Realtime::start(
             pool.clone(),

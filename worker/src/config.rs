@@ -100,29 +100,10 @@ pub struct Settings {
     )]
     pub meili_master_key: Option<String>,
 
-    /// An OpenAI-compatible embeddings API (its base URL, e.g.
-    /// `http://127.0.0.1:54397/v1`: requests go to `…/embeddings`); unset or
-    /// empty: `embed` jobs wait (snoozed) until it is set.
-    #[arg(long, env = "SPINE_EMBEDDINGS_URL", value_name = "URL")]
-    pub embeddings_url: Option<String>,
-
-    /// The model asked of the embeddings API.
-    #[arg(
-        long,
-        env = "SPINE_EMBEDDINGS_MODEL",
-        default_value = "sentence-transformers/all-MiniLM-L6-v2",
-        value_name = "NAME"
-    )]
-    pub embeddings_model: String,
-
-    /// Sent as `Authorization: Bearer <key>` to the embeddings API (a cloud API's key).
-    #[arg(
-        long,
-        env = "SPINE_EMBEDDINGS_API_KEY",
-        hide_env_values = true,
-        value_name = "KEY"
-    )]
-    pub embeddings_api_key: Option<String>,
+    /// `SPINE_EMBEDDINGS_*`: the embeddings API of `embed` jobs and of the
+    /// embedded function host (one configuration for every process).
+    #[command(flatten)]
+    pub embeddings: spine_functions::embeddings::EmbeddingsArgs,
 
     /// NATS subjects the worker answers requests on: fixed tokens, then
     /// `{service}.{verb}` (e.g. `cbs.{service}.{verb}`); empty turns services off.
@@ -456,23 +437,7 @@ pub struct ServicesConfig {
 }
 
 /// The embeddings API the `embed` handler calls (OpenAI's `/embeddings` shape).
-#[derive(Clone)]
-pub struct EmbeddingsConfig {
-    /// Base URL; requests go to `{url}/embeddings`.
-    pub url: String,
-    pub model: String,
-    pub api_key: Option<String>,
-}
-
-impl std::fmt::Debug for EmbeddingsConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EmbeddingsConfig")
-            .field("url", &self.url)
-            .field("model", &self.model)
-            .field("api_key", &self.api_key.as_ref().map(|_| "…"))
-            .finish()
-    }
-}
+pub type EmbeddingsConfig = spine_functions::embeddings::EmbeddingsApi;
 
 #[derive(Debug, Clone)]
 pub struct JobsConfig {
@@ -635,15 +600,7 @@ impl Config {
             batch: s.search_batch as i32,
             poll: Duration::from_millis(s.search_poll_ms),
         });
-        let embeddings = s
-            .embeddings_url
-            .clone()
-            .filter(|u| !u.is_empty())
-            .map(|url| EmbeddingsConfig {
-                url: url.trim_end_matches('/').to_string(),
-                model: s.embeddings_model.clone(),
-                api_key: s.embeddings_api_key.clone().filter(|k| !k.is_empty()),
-            });
+        let embeddings = s.embeddings.api();
         let services = match s.services_subject.trim() {
             "" => None,
             template => Some(ServicesConfig {

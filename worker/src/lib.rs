@@ -50,9 +50,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     // The function host runs function and webhook jobs in-process; only a worker
     // that runs jobs starts one (it holds threads and a database pool).
     let functions = (!config.jobs.queues.is_empty() || config.services.is_some()).then(|| {
-        spine_functions::host::Host::new(spine_functions::host::HostConfig::new(
-            config.database.clone(),
-        ))
+        let mut host = spine_functions::host::HostConfig::new(config.database.clone());
+        host.embeddings = config.embeddings.clone();
+        spine_functions::host::Host::new(host)
     });
     let metrics = Arc::new(metrics::Metrics::new(
         &config.relay.sink,

@@ -69,7 +69,9 @@ pub fn up(config: &Config) -> Result<()> {
         .env("SPINE_PUBLISHABLE_KEY", PUBLISHABLE_KEY)
         .env("SPINE_SECRET_KEY", SECRET_KEY)
         // Realtime broadcasts and presence shared with other gateways.
-        .env("NATS_URL", config.nats_url());
+        .env("NATS_URL", config.nats_url())
+        // Functions' Supabase.ai.Session: the model the worker embeds entities with.
+        .envs(crate::embedder::env_vars(config));
     // The examples' pages, and the supabase-js bundle they load (from the
     // examples' node_modules), on the API's origin.
     let examples = config.root.join("examples");

@@ -27,8 +27,9 @@ pub fn start_with(config: &Config, nats_cluster: Option<u16>) -> Result<()> {
     migrate::run(config)?;
     nats::up(config, nats_cluster)?;
     meili::up(config)?;
-    crate::gateway::up(config)?;
+    // The embedder first: the gateway's functions embed with it.
     crate::embedder::up(config)?;
+    crate::gateway::up(config)?;
     println!();
     status(config)
 }

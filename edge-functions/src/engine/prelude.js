@@ -703,6 +703,27 @@
     env: Object.freeze({ get: (name) => call("secret", String(name)) }),
   });
 
+  // Supabase's embeddings API for functions: `new Supabase.ai.Session(model)`
+  // then `await session.run(text)` → number[] (or texts → number[][]). The
+  // host's own embeddings API and model (the entities' vectors' model), for a
+  // manifest that declares "ai": {"embeddings": true}. Options such as
+  // mean_pool / normalize are the API's business and are ignored.
+  class Session {
+    constructor(model) {
+      if (typeof model !== "string" || model === "") throw new TypeError("Supabase.ai.Session needs a model name");
+      this.model = model;
+    }
+    async run(input, _options = {}) {
+      const one = typeof input === "string";
+      if (!one && !(Array.isArray(input) && input.every((t) => typeof t === "string"))) {
+        throw new TypeError("Session.run: input must be a string or an array of strings");
+      }
+      const vectors = call("embed", { model: this.model, input: one ? [input] : input });
+      return one ? vectors[0] : vectors;
+    }
+  }
+  const Supabase = Object.freeze({ ai: Object.freeze({ Session }) });
+
   // ---- what the host calls ----------------------------------------------------
   let responseReader = null;
   const internals = {
@@ -758,7 +779,7 @@
     TextEncoder, TextDecoder, atob, btoa, URL, URLSearchParams, Headers, Request, Response,
     ReadableStream, ReadableStreamDefaultReader, WritableStream, TransformStream,
     TextEncoderStream, TextDecoderStream,
-    fetch, setTimeout, clearTimeout, console, crypto, Deno, Spine: context,
+    fetch, setTimeout, clearTimeout, console, crypto, Deno, Supabase, Spine: context,
     queueMicrotask: (fn) => { Promise.resolve().then(fn); },
     structuredClone: (v) => JSON.parse(JSON.stringify(v)),
   });

@@ -13,6 +13,7 @@ use super::handler::{snooze_for, Handler, HandlerFuture, Job, JobError};
 use crate::config::EmbeddingsConfig;
 use serde::Deserialize;
 use spine_db::Pool;
+use spine_functions::embeddings::EmbedError;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,16 +31,6 @@ pub struct EmbedHandler {
 #[derive(Deserialize)]
 struct Payload {
     entity_id: uuid::Uuid,
-}
-
-#[derive(Deserialize)]
-struct EmbeddingsAnswer {
-    data: Vec<EmbeddingItem>,
-}
-
-#[derive(Deserialize)]
-struct EmbeddingItem {
-    embedding: Vec<f32>,
 }
 
 impl EmbedHandler {
@@ -95,54 +86,25 @@ impl EmbedHandler {
     }
 
     async fn embed(&self, api: &EmbeddingsConfig, text: &str) -> Result<Vec<f32>, JobError> {
-        let mut request = self
-            .http
-            .post(format!("{}/embeddings", api.url))
-            .timeout(REQUEST_TIMEOUT)
-            .header("content-type", "application/json")
-            .body(serde_json::json!({"model": api.model, "input": [text]}).to_string());
-        if let Some(key) = &api.api_key {
-            request = request.bearer_auth(key);
-        }
-        let response = request
-            .send()
+        match api
+            .embed(&self.http, &[text.to_string()], REQUEST_TIMEOUT)
             .await
-            .map_err(|e| format!("embeddings API {}: {e}", api.url))?;
-        let status = response.status().as_u16();
-        if !response.status().is_success() {
-            let retry_after = response
-                .headers()
-                .get("retry-after")
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string);
-            if let Some(wait) = snooze_for(status, retry_after.as_deref()) {
-                return Err(JobError::Snooze(wait));
+        {
+            Ok(mut vectors) => Ok(vectors.remove(0)),
+            Err(e) => {
+                if let EmbedError::Status {
+                    status,
+                    retry_after,
+                    ..
+                } = &e
+                {
+                    if let Some(wait) = snooze_for(*status, retry_after.as_deref()) {
+                        return Err(JobError::Snooze(wait));
+                    }
+                }
+                Err(JobError::Failed(e.to_string()))
             }
-            let body: String = response
-                .text()
-                .await
-                .unwrap_or_default()
-                .chars()
-                .take(300)
-                .collect();
-            return Err(JobError::Failed(format!(
-                "embeddings API {} answered {status}: {body}",
-                api.url
-            )));
         }
-        let body = response
-            .bytes()
-            .await
-            .map_err(|e| format!("embeddings API {}: {e}", api.url))?;
-        let answer: EmbeddingsAnswer = serde_json::from_slice(&body)
-            .map_err(|e| format!("embeddings API {}: not an embeddings answer: {e}", api.url))?;
-        answer
-            .data
-            .into_iter()
-            .next()
-            .map(|item| item.embedding)
-            .filter(|v| !v.is_empty())
-            .ok_or_else(|| JobError::Failed("the embeddings API returned no vector".into()))
     }
 }
 
