@@ -428,8 +428,12 @@ impl Host {
             return Ok(Answer::Whole(response));
         };
         // Whichever comes first: the head of a stream (not checked against an
-        // output schema: it is sent as it is made), or the whole answer.
+        // output schema: it is sent as it is made), or the whole answer. The
+        // head is asked first: a stream that already ended has its head sent
+        // *and* the whole-answer channel dropped, and an unbiased select took
+        // the dropped channel half of the time ("the thread died").
         tokio::select! {
+            biased;
             Ok(head) = head => Ok(Answer::Streamed(head)),
             whole = whole => {
                 let response = whole.unwrap_or_else(|_| Err(died()))?;

@@ -422,6 +422,38 @@ async fn streamed_bodies_arrive_as_they_are_produced() {
     }
 }
 
+/// A stream that is done by the time the host looks (its head and its end
+/// both ready) is answered, every time: the host once picked either at
+/// random and answered half of such calls 500 "the invocation's thread died"
+/// (found by the assistant example, whose skills fail fast when a key is
+/// missing).
+#[tokio::test]
+async fn a_stream_done_at_once_is_always_answered() {
+    let db = connect().await;
+    let quick = hello(
+        &db,
+        r#"Deno.serve(() => new Response(new ReadableStream({
+             async start(c) { await null; c.enqueue("event: error\ndata: no key\n\n"); c.close(); },
+           }), { headers: { "content-type": "text/event-stream" } }));"#,
+    )
+    .await;
+    let server = Server::start().await;
+    let anon = jwt::sign(&json!({"role": "anon"}), secret().as_bytes());
+    let client = reqwest::Client::new();
+    for attempt in 0..40 {
+        let response = client
+            .post(format!("{}/functions/v1/{quick}", server.url))
+            .bearer_auth(&anon)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        let body = response.text().await.unwrap();
+        assert_eq!(status, 200, "attempt {attempt}: {body}");
+        assert_eq!(body, "event: error\ndata: no key\n\n", "attempt {attempt}");
+    }
+}
+
 /// A function's input schema refuses a bad body with 400 VALIDATION and the
 /// pointers, before the function runs; its output schema turns a reply that
 /// breaks it into 500 INVALID_RESPONSE; an error the function answers (4xx) is
