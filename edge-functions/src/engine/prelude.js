@@ -569,7 +569,14 @@
   }
   const wireHeaders = (h) => Array.from(h.entries());
 
+  // One turn of the event loop before a call that waits on the network: the
+  // host blocks this thread while it waits, so a chunk a streamed response
+  // enqueued just before (an agent's "thought") goes out first, as it would
+  // in Deno, where the wait is asynchronous.
+  const turn = () => new Promise((resolve) => setTimeout(resolve, 0));
+
   async function fetch(input, init = {}) {
+    await turn();
     const req = input instanceof Request && Object.keys(init).length === 0 ? input : new Request(input, init);
     const body = wireBody(await wholeBody(req._body));
     const answer = call("fetch", { url: req.url, method: req.method, headers: wireHeaders(req.headers), body });
@@ -718,6 +725,7 @@
       if (!one && !(Array.isArray(input) && input.every((t) => typeof t === "string"))) {
         throw new TypeError("Session.run: input must be a string or an array of strings");
       }
+      await turn();
       const vectors = call("embed", { model: this.model, input: one ? [input] : input });
       return one ? vectors[0] : vectors;
     }

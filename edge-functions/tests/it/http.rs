@@ -454,6 +454,68 @@ async fn a_stream_done_at_once_is_always_answered() {
     }
 }
 
+/// A chunk enqueued just before a slow `fetch` goes out before the fetch
+/// returns (an agent's "thought" while it waits on its model), not with the
+/// answer: the host's fetch blocks the function's thread, so it first lets
+/// the event loop turn once.
+#[tokio::test]
+async fn a_chunk_before_a_slow_fetch_goes_out_first() {
+    let db = connect().await;
+    let model = axum::Router::new().route(
+        "/slow",
+        get(|| async {
+            tokio::time::sleep(Duration::from_millis(700)).await;
+            "the answer"
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, model).await.unwrap() });
+    let source = format!(
+        r#"Deno.serve(() => new Response(new ReadableStream({{
+             async start(c) {{
+               c.enqueue("thinking\n");
+               const r = await fetch("http://127.0.0.1:{port}/slow");
+               c.enqueue(await r.text());
+               c.close();
+             }},
+           }}), {{ headers: {{ "content-type": "text/event-stream" }} }}));"#
+    );
+    let name = deploy(
+        &db,
+        json!({"network": ["127.0.0.1"]}),
+        json!({"wall_ms": 10_000}),
+        &source,
+    )
+    .await;
+    let server = Server::start().await;
+    let system = jwt::sign(&json!({"role": "service_role"}), secret().as_bytes());
+    let mut response = reqwest::Client::new()
+        .post(format!("{}/functions/v1/{name}", server.url))
+        .bearer_auth(&system)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let mut chunks = Vec::new();
+    let started = Instant::now();
+    while let Some(chunk) = response.chunk().await.unwrap() {
+        chunks.push((
+            started.elapsed(),
+            String::from_utf8(chunk.to_vec()).unwrap(),
+        ));
+    }
+    let body: String = chunks.iter().map(|(_, c)| c.as_str()).collect();
+    assert_eq!(body, "thinking\nthe answer");
+    let (thought_at, first) = &chunks[0];
+    assert_eq!(first, "thinking\n", "{chunks:?}");
+    let (answer_at, _) = chunks.last().unwrap();
+    assert!(
+        *answer_at - *thought_at >= Duration::from_millis(400),
+        "the thought came with the answer: {chunks:?}"
+    );
+}
+
 /// A function's input schema refuses a bad body with 400 VALIDATION and the
 /// pointers, before the function runs; its output schema turns a reply that
 /// breaks it into 500 INVALID_RESPONSE; an error the function answers (4xx) is
