@@ -20,14 +20,19 @@ export const bin = (name) =>
 
 /**
  * An example's operator setup: its `schema.sql` (psql), its `functions/` when
- * it has them (`spine-functions deploy`), then a wait until the gateway's
- * schema cache (reloaded by the schema's NOTIFY, asynchronously) sees `table`.
+ * it has them (`spine-functions deploy`), the SQL files of `then` (what needs
+ * the functions, such as a database webhook to one), then a wait until the
+ * gateway's schema cache (reloaded by the schema's NOTIFY, asynchronously)
+ * sees `table`.
  */
-export async function install(dir, { table, functions = true }) {
-  execFileSync("psql", [env("DATABASE_URL"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-f", join(dir, "schema.sql")]);
+export async function install(dir, { table, functions = true, then = [] }) {
+  const apply = (file) =>
+    execFileSync("psql", [env("DATABASE_URL"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-f", join(dir, file)]);
+  apply("schema.sql");
   if (functions) {
     execFileSync(bin("spine-functions"), ["deploy", join(dir, "functions")], { env: { ...process.env, RUST_LOG: "warn" } });
   }
+  then.forEach(apply);
   await until(`the gateway to see public.${table}`, async () => {
     const r = await fetch(`${env("SPINE_URL")}/rest/v1/${table}?limit=0`, { headers: { apikey: env("SPINE_ANON_KEY") } });
     return r.status !== 404;

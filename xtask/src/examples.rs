@@ -13,7 +13,13 @@ use std::path::Path;
 use std::process::Command;
 
 /// The examples, each a directory of `examples/`.
-pub const EXAMPLES: &[&str] = &["agent-bridge", "call-responder", "hub", "notes-cell"];
+pub const EXAMPLES: &[&str] = &[
+    "agent-bridge",
+    "assistant",
+    "call-responder",
+    "hub",
+    "notes-cell",
+];
 
 /// Installs the examples' npm packages and builds the processes they start.
 fn prepare(config: &Config) -> Result<()> {
@@ -43,6 +49,7 @@ fn prepare(config: &Config) -> Result<()> {
             "spine-functions",
             "spine-example-notes-cell",
             "spine-example-agent-bridge",
+            "spine-example-assistant",
         ],
     )
 }
@@ -62,6 +69,7 @@ fn node(config: &Config, dir: &Path) -> Result<Command> {
         ("SPINE_FUNCTIONS_BIN", "spine-functions"),
         ("SPINE_NOTES_CELL_BIN", "notes-cell"),
         ("SPINE_BRIDGE_SUPERVISOR_BIN", "bridge-supervisor"),
+        ("SPINE_ASSISTANT_BIN", "spine-assistant"),
     ] {
         cmd.env(var, config.root.join("target/debug").join(binary));
     }
