@@ -6,6 +6,9 @@
 //!   secrets.write, name)`, then `spine.set_my_secret` as the caller (stored as
 //!   the user's own `<uid>/<NAME>`);
 //! - `fetch`: `spine.authorize(plugin, network.fetch, host)`, then the request;
+//!   its body is read when the function reads it: whole (`fetch_rest`, for
+//!   `text()`, `json()`…) or chunk by chunk as it arrives (`fetch_read`, for
+//!   `response.body`: an LLM's tokens relayed as they come);
 //! - `embed`: declared in the manifest (`ai.embeddings`), then the host's own
 //!   embeddings API with its model (no consent: it is the endpoint the operator
 //!   embeds entities with, not a host the plugin chose);
@@ -37,6 +40,18 @@ const FRAMING_HEADERS: [&str; 4] = ["host", "content-length", "transfer-encoding
 /// Largest response body a function's fetch reads.
 const MAX_FETCH_BODY: usize = 10 << 20;
 
+/// Fetched bodies a function may hold unread at once (each holds a connection);
+/// a further fetch drops the oldest.
+const MAX_OPEN_BODIES: usize = 16;
+
+/// A fetched response whose body the function has not read to its end.
+struct OpenBody {
+    url: String,
+    response: reqwest::Response,
+    /// Bytes read so far (the cap counts them all).
+    read: usize,
+}
+
 /// Most texts one `Session.run` embeds (the stack's embedder takes 256), and
 /// their largest total size.
 const MAX_EMBED_INPUTS: usize = 256;
@@ -52,6 +67,9 @@ pub struct HostCapabilities {
     runtime: tokio::runtime::Handle,
     /// `plugin_secrets` answers, read once per invocation.
     secrets: Option<HashMap<String, String>>,
+    /// Fetched bodies not read to their end, by the id the function holds.
+    bodies: HashMap<u64, OpenBody>,
+    next_body: u64,
 }
 
 impl HostCapabilities {
@@ -71,6 +89,8 @@ impl HostCapabilities {
             request_id,
             runtime,
             secrets: None,
+            bodies: HashMap::new(),
+            next_body: 0,
         }
     }
 
@@ -310,7 +330,7 @@ impl HostCapabilities {
         Ok(json!({"id": user.to_string(), "role": "authenticated"}))
     }
 
-    async fn fetch(&self, arg: &Value, deadline: Instant) -> Result<Value, OpError> {
+    async fn fetch(&mut self, arg: &Value, deadline: Instant) -> Result<Value, OpError> {
         let type_error = |m: String| OpError::new("TypeError", m);
         let url = arg["url"]
             .as_str()
@@ -354,7 +374,7 @@ impl HostCapabilities {
             }
             _ => {}
         }
-        let mut response = request.send().await.map_err(|e| {
+        let response = request.send().await.map_err(|e| {
             if e.is_timeout() {
                 OpError::new(
                     "TimeoutError",
@@ -370,27 +390,82 @@ impl HostCapabilities {
             .iter()
             .filter_map(|(k, v)| Some((k.to_string(), v.to_str().ok()?.to_string())))
             .collect();
-        let mut body = Vec::new();
-        while let Some(chunk) = response
-            .chunk()
-            .await
-            .map_err(|e| OpError::new("TypeError", format!("fetch {url}: {e}")))?
-        {
-            body.extend_from_slice(&chunk);
-            if body.len() > MAX_FETCH_BODY {
+        if self.bodies.len() >= MAX_OPEN_BODIES {
+            // A function that only looks at statuses leaves bodies unread: the
+            // oldest one's connection goes (reading it later is a TypeError).
+            if let Some(oldest) = self.bodies.keys().min().copied() {
+                self.bodies.remove(&oldest);
+            }
+        }
+        // The body stays on the connection until the function reads it.
+        self.next_body += 1;
+        self.bodies.insert(
+            self.next_body,
+            OpenBody {
+                url: url.to_string(),
+                response,
+                read: 0,
+            },
+        );
+        Ok(json!({"status": status, "headers": headers, "body": {"fetched": self.next_body}}))
+    }
+
+    /// The next chunk of a fetched body as it arrives (`{text}` or `{b64}`), or
+    /// null at its end; with `rest`, everything left, in one piece.
+    async fn fetch_body(&mut self, arg: &Value, rest: bool) -> Result<Value, OpError> {
+        let id = arg.as_u64().unwrap_or_default();
+        let Some(open) = self.bodies.get_mut(&id) else {
+            return Err(OpError::new(
+                "TypeError",
+                format!("this fetched body was read to its end, or dropped unread ({MAX_OPEN_BODIES} more were fetched since)"),
+            ));
+        };
+        let mut bytes = Vec::new();
+        loop {
+            let chunk = open.response.chunk().await.map_err(|e| {
+                let kind = if e.is_timeout() {
+                    "TimeoutError"
+                } else {
+                    "TypeError"
+                };
+                OpError::new(kind, format!("fetch {}: {e}", open.url))
+            });
+            let chunk = match chunk {
+                Ok(chunk) => chunk,
+                Err(e) => {
+                    self.bodies.remove(&id);
+                    return Err(e);
+                }
+            };
+            let Some(chunk) = chunk else {
+                self.bodies.remove(&id);
+                if bytes.is_empty() && !rest {
+                    return Ok(Value::Null);
+                }
+                break;
+            };
+            open.read += chunk.len();
+            if open.read > MAX_FETCH_BODY {
+                let url = self.bodies.remove(&id).map(|o| o.url).unwrap_or_default();
                 return Err(OpError::new(
                     "TypeError",
                     format!("fetch {url}: the response is larger than {MAX_FETCH_BODY} bytes"),
                 ));
             }
-        }
-        let body = match String::from_utf8(body) {
-            Ok(text) => json!({ "text": text }),
-            Err(e) => {
-                json!({ "b64": base64::engine::general_purpose::STANDARD.encode(e.into_bytes()) })
+            bytes.extend_from_slice(&chunk);
+            if !rest {
+                break;
             }
-        };
-        Ok(json!({"status": status, "headers": headers, "body": body}))
+        }
+        let b64 = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
+        if !rest {
+            // A chunk becomes a Uint8Array (natively, from base64).
+            return Ok(json!({ "b64": b64(&bytes) }));
+        }
+        Ok(match String::from_utf8(bytes) {
+            Ok(text) => json!({ "text": text }),
+            Err(e) => json!({ "b64": b64(e.as_bytes()) }),
+        })
     }
 
     async fn embed(&self, arg: &Value, deadline: Instant) -> Result<Value, OpError> {
@@ -512,6 +587,12 @@ impl Capabilities for HostCapabilities {
                     "secret_set" => self.set_secret(&arg, deadline).await,
                     "act_as" => self.act_as(&arg, deadline).await,
                     "fetch" => self.fetch(&arg, deadline).await,
+                    "fetch_read" => self.fetch_body(&arg, false).await,
+                    "fetch_rest" => self.fetch_body(&arg, true).await,
+                    "fetch_cancel" => {
+                        self.bodies.remove(&arg.as_u64().unwrap_or_default());
+                        Ok(Value::Null)
+                    }
                     "embed" => self.embed(&arg, deadline).await,
                     "db" => self.db(arg, deadline).await,
                     "emit" => self.emit(arg, deadline).await,

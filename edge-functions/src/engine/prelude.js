@@ -9,6 +9,9 @@
   "use strict";
   const host = global.__host;
   delete global.__host;
+  // Base64 → Uint8Array, native (fetched bodies' chunks).
+  const b64Bytes = global.__bytes;
+  delete global.__bytes;
 
   class HostError extends Error {
     constructor(message, kind) {
@@ -491,6 +494,26 @@
     if (body instanceof URLSearchParams) return { text: body.toString() };
     return { text: String(body) };
   }
+  // A fetched response's body stays with the host until it is read: whole
+  // (`text()`, `json()`, …: one host call) or, through `.body`, chunk by chunk
+  // as it arrives (an LLM's tokens). Each read first lets the event loop turn
+  // (see `turn`), so a stream relaying it sends what it has first.
+  const restOf = async (b) => { await turn(); return unwireBody(call("fetch_rest", b.fetched)); };
+  const fetchedStream = (id) => new ReadableStream({
+    async pull(c) {
+      await turn();
+      const w = call("fetch_read", id);
+      if (w === null) c.close();
+      else c.enqueue(b64Bytes(w.b64));
+    },
+    cancel() { call("fetch_cancel", id); },
+  });
+  // The body as a stream, made once (a fetched body's stream reads the host's).
+  function streamOf(b) {
+    if (!("stream" in b)) b.stream = fetchedStream(b.fetched);
+    return b.stream;
+  }
+
   class Body {
     _initBody(body) { this._body = toBody(body); this.bodyUsed = false; }
     _take() {
@@ -500,12 +523,18 @@
     }
     async text() {
       const b = this._take();
-      return !b ? "" : "text" in b ? b.text : "bytes" in b ? utf8Decode(b.bytes) : utf8Decode(await readAll(b.stream));
+      if (!b) return "";
+      if ("text" in b) return b.text;
+      if ("bytes" in b) return utf8Decode(b.bytes);
+      if (!("stream" in b)) { const v = await restOf(b); return typeof v === "string" ? v : utf8Decode(v); }
+      return utf8Decode(await readAll(b.stream));
     }
     async json() { return JSON.parse(await this.text()); }
     async arrayBuffer() {
       const b = this._take();
-      const bytes = !b ? new Uint8Array(0) : "bytes" in b ? b.bytes : "text" in b ? utf8Encode(b.text) : await readAll(b.stream);
+      const fetched = b && !("stream" in b) && "fetched" in b ? await restOf(b) : null;
+      const bytes = !b ? new Uint8Array(0) : "bytes" in b ? b.bytes : "text" in b ? utf8Encode(b.text)
+        : fetched !== null ? (typeof fetched === "string" ? utf8Encode(fetched) : fetched) : await readAll(b.stream);
       return bytes.slice().buffer;
     }
     async bytes() { return new Uint8Array(await this.arrayBuffer()); }
@@ -513,7 +542,7 @@
     get body() {
       const b = this._body;
       if (!b) return null;
-      if ("stream" in b) return b.stream;
+      if ("stream" in b || "fetched" in b) return streamOf(b);
       if (!this._bodyStream) {
         const bytes = "bytes" in b ? b.bytes : utf8Encode(b.text);
         this._bodyStream = new ReadableStream({ start(c) { c.enqueue(bytes); c.close(); } });
@@ -522,7 +551,7 @@
     }
   }
   // What a body was built from, to build another body from it.
-  const bodySource = (b) => !b ? null : "text" in b ? b.text : "bytes" in b ? b.bytes : b.stream;
+  const bodySource = (b) => !b ? null : "text" in b ? b.text : "bytes" in b ? b.bytes : streamOf(b);
 
   class Request extends Body {
     constructor(input, init = {}) {
@@ -562,7 +591,8 @@
     return "text" in b ? { text: b.text } : { b64: btoa(bytesToBinary(b.bytes)) };
   }
   // A request body to send whole (fetch sends no streams: it is read first).
-  const wholeBody = async (b) => b && "stream" in b ? { bytes: await readAll(b.stream) } : b;
+  const wholeBody = async (b) => !b ? b : "stream" in b ? { bytes: await readAll(b.stream) }
+    : "fetched" in b ? toBody(await restOf(b)) : b;
   function unwireBody(w) {
     if (!w) return null;
     return "text" in w ? w.text : binaryToBytes(atob(w.b64));
@@ -580,7 +610,9 @@
     const req = input instanceof Request && Object.keys(init).length === 0 ? input : new Request(input, init);
     const body = wireBody(await wholeBody(req._body));
     const answer = call("fetch", { url: req.url, method: req.method, headers: wireHeaders(req.headers), body });
-    const res = new Response(unwireBody(answer.body), { status: answer.status, headers: answer.headers });
+    const res = new Response(null, { status: answer.status, headers: answer.headers });
+    // The host keeps the body until it is read (see restOf); an older host answers it whole.
+    res._body = answer.body && "fetched" in answer.body ? { fetched: answer.body.fetched } : toBody(unwireBody(answer.body));
     res.url = req.url;
     return res;
   }
@@ -749,10 +781,12 @@
       if (!(res instanceof Response)) {
         throw new TypeError(`the handler returned ${res === undefined ? "undefined" : typeof res}, not a Response`);
       }
-      if (res._body && "stream" in res._body) {
-        // The host pumps it with `read` below, sending each chunk as it comes.
-        if (res.bodyUsed || res._body.stream.locked) throw new TypeError("the response's body stream was already read");
-        responseReader = res._body.stream.getReader();
+      if (res._body && ("stream" in res._body || "fetched" in res._body)) {
+        // The host pumps it with `read` below, sending each chunk as it comes
+        // (a fetched response returned as it is: relayed as it arrives).
+        const stream = streamOf(res._body);
+        if (res.bodyUsed || stream.locked) throw new TypeError("the response's body stream was already read");
+        responseReader = stream.getReader();
         return JSON.stringify({ status: res.status, headers: wireHeaders(res.headers), stream: true });
       }
       return JSON.stringify({ status: res.status, headers: wireHeaders(res.headers), body: wireBody(res._body) });

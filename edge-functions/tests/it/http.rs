@@ -516,6 +516,112 @@ async fn a_chunk_before_a_slow_fetch_goes_out_first() {
     );
 }
 
+/// A fetched body is read as it arrives: a function returning `new
+/// Response(upstream.body)` relays a provider's stream chunk by chunk (an
+/// LLM's tokens), `text()` still reads a body whole, the 10 MiB cap holds
+/// for both ways of reading, and past 16 unread bodies the oldest is dropped.
+#[tokio::test]
+async fn fetched_bodies_stream_as_they_arrive() {
+    let db = connect().await;
+    let upstream = axum::Router::new()
+        .route(
+            "/tokens",
+            get(|| async {
+                let words = futures_util::stream::unfold(0, |i| async move {
+                    if i == 3 {
+                        return None;
+                    }
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    Some((Ok::<_, std::io::Error>(format!("data: {i}\n\n")), i + 1))
+                });
+                axum::body::Body::from_stream(words)
+            }),
+        )
+        .route("/huge", get(|| async { "x".repeat(11 << 20) }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, upstream).await.unwrap() });
+    let network = json!({"network": ["127.0.0.1"]});
+    let relay = deploy(
+        &db,
+        network.clone(),
+        json!({"wall_ms": 10_000}),
+        &format!(
+            r#"Deno.serve(async () => {{
+                 const r = await fetch("http://127.0.0.1:{port}/tokens");
+                 return new Response(r.body, {{ headers: {{ "content-type": "text/event-stream" }} }});
+               }});"#
+        ),
+    )
+    .await;
+    let whole = deploy(
+        &db,
+        network,
+        json!({"wall_ms": 30_000, "memory_mb": 256, "cpu_ms": 10_000}),
+        &format!(
+            r#"const attempt = async (f) => {{ try {{ return {{ ok: await f() }}; }} catch (e) {{ return {{ err: e.name, message: e.message }}; }} }};
+               Deno.serve(async () => Response.json({{
+                 text: await attempt(async () => (await fetch("http://127.0.0.1:{port}/tokens")).text()),
+                 huge_text: await attempt(async () => (await fetch("http://127.0.0.1:{port}/huge")).text()),
+                 unread: await attempt(async () => {{
+                   const rs = [];
+                   for (let i = 0; i < 17; i++) rs.push(await fetch("http://127.0.0.1:{port}/tokens"));
+                   const last = await rs[16].text();
+                   try {{ await rs[0].text(); return "the oldest was kept"; }} catch (e) {{ return [e.name, last]; }}
+                 }}),
+                 huge_stream: await attempt(async () => {{
+                   let n = 0;
+                   for await (const chunk of (await fetch("http://127.0.0.1:{port}/huge")).body) n += chunk.length;
+                   return n;
+                 }}),
+               }}));"#
+        ),
+    )
+    .await;
+    let server = Server::start().await;
+    let system = jwt::sign(&json!({"role": "service_role"}), secret().as_bytes());
+    let client = reqwest::Client::new();
+    let mut response = client
+        .post(format!("{}/functions/v1/{relay}", server.url))
+        .bearer_auth(&system)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let started = Instant::now();
+    let mut chunks = Vec::new();
+    while let Some(chunk) = response.chunk().await.unwrap() {
+        chunks.push((
+            started.elapsed(),
+            String::from_utf8(chunk.to_vec()).unwrap(),
+        ));
+    }
+    let body: String = chunks.iter().map(|(_, c)| c.as_str()).collect();
+    assert_eq!(body, "data: 0\n\ndata: 1\n\ndata: 2\n\n");
+    let spread = chunks.last().unwrap().0 - chunks[0].0;
+    assert!(
+        spread >= Duration::from_millis(400),
+        "relayed as it came, not at the end: {chunks:?}"
+    );
+
+    let (status, got) = server.call(&whole, Some(&system), json!({})).await;
+    assert_eq!(status, 200, "{got}");
+    assert_eq!(got["text"]["ok"], "data: 0\n\ndata: 1\n\ndata: 2\n\n");
+    assert_eq!(
+        got["unread"]["ok"],
+        json!(["TypeError", "data: 0\n\ndata: 1\n\ndata: 2\n\n"]),
+        "past 16 unread bodies the oldest goes: {got}"
+    );
+    for way in ["huge_text", "huge_stream"] {
+        assert_eq!(got[way]["err"], "TypeError", "{way}: {got}");
+        let message = got[way]["message"].as_str().unwrap();
+        assert!(
+            message.contains("larger than 10485760 bytes"),
+            "{way}: {message}"
+        );
+    }
+}
+
 /// A function's input schema refuses a bad body with 400 VALIDATION and the
 /// pointers, before the function runs; its output schema turns a reply that
 /// breaks it into 500 INVALID_RESPONSE; an error the function answers (4xx) is
