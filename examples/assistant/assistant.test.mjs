@@ -105,7 +105,7 @@ test("recall ranks the right memory first, and Bob recalls nothing of Alice's", 
   assert.match(await must(bob, ["recall", "When is Sam's birthday?"]), /^nothing recalled/);
 });
 
-test("ask streams the skill's thoughts and answer as they come, with Alice's own key", async () => {
+test("ask streams the skill's thoughts and the model's tokens as they come, with Alice's own key", async () => {
   const r = await ask(alice, "When is Sam's birthday?");
   assert.equal(r.code, 0, r.stderr);
   const lines = r.stdout.trim().split("\n");
@@ -120,6 +120,11 @@ test("ask streams the skill's thoughts and answer as they come, with Alice's own
   const answer = r.chunks[thought + 1];
   assert.ok(answer?.text.startsWith("From"), JSON.stringify(r.chunks));
   assert.ok(answer.at - r.chunks[thought].at >= 300, JSON.stringify(r.chunks));
+  // And the answer itself token by token, as the model streams it (a word every
+  // 60 ms): in pieces spread over its ~800 ms, not in one piece at the end.
+  const pieces = r.chunks.slice(thought + 1);
+  assert.ok(pieces.length >= 4, JSON.stringify(pieces));
+  assert.ok(pieces.at(-1).at - pieces[0].at >= 400, JSON.stringify(pieces));
   const call = provider.requests.findLast((q) => q.path === "/v1/chat/completions");
   assert.equal(call.authorization, `Bearer ${LLM_KEY}`, "her own key, from the vault");
   assert.match(JSON.parse(call.body).messages[0].content, /Sam's birthday is on March 3rd/);

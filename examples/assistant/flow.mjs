@@ -44,11 +44,11 @@ export function startWorker({ sink }) {
 /**
  * Stand-ins for the user's own providers (the part of the app outside Spine;
  * no network here): an OpenAI-compatible chat API that streams its answer
- * after `thinkMs`, built from the memories it was given, and a weather
+ * after `thinkMs`, a word every `wordMs`, built from the memories it was given, and a weather
  * service. Each checks the bearer key it was given; `requests` records what
  * they received.
  */
-export async function providers({ llmKey, weatherKey, thinkMs = 600 }) {
+export async function providers({ llmKey, weatherKey, thinkMs = 600, wordMs = 60 }) {
   const requests = [];
   const server = createServer(async (req, res) => {
     let body = "";
@@ -68,6 +68,7 @@ export async function providers({ llmKey, weatherKey, thinkMs = 600 }) {
       for (const word of answer.split(/(?<= )/)) {
         const chunk = { object: "chat.completion.chunk", model, choices: [{ index: 0, delta: { content: word } }] };
         res.write(`data: ${JSON.stringify(chunk)}\n\n`);
+        await new Promise((r) => setTimeout(r, wordMs));
       }
       res.end("data: [DONE]\n\n");
     } else if (req.method === "GET" && url.pathname === "/forecast") {

@@ -7,9 +7,9 @@
 const enc = new TextEncoder();
 const event = (name, data) => enc.encode(`event: ${name}\ndata: ${JSON.stringify(data)}\n\n`);
 
-/** The `content` deltas of an OpenAI chat completion stream's text. */
-function* deltas(sse) {
-  for (const line of sse.split("\n")) {
+/** The `content` deltas of lines of an OpenAI chat completion stream. */
+function* deltas(lines) {
+  for (const line of lines) {
     if (!line.startsWith("data: ") || line === "data: [DONE]") continue;
     const delta = JSON.parse(line.slice(6)).choices?.[0]?.delta?.content;
     if (delta) yield delta;
@@ -45,8 +45,13 @@ Deno.serve(async (req, ctx) => {
             }),
           });
           if (!answer.ok) throw new Error(`the model answered ${answer.status}: ${(await answer.text()).slice(0, 200)}`);
-          // The provider's stream, relayed delta by delta.
-          for (const delta of deltas(await answer.text())) out.enqueue(event("token", delta));
+          // The provider's stream, relayed delta by delta as it arrives.
+          let partial = "";
+          for await (const text of answer.body.pipeThrough(new TextDecoderStream())) {
+            const lines = (partial + text).split("\n");
+            partial = lines.pop();
+            for (const delta of deltas(lines)) out.enqueue(event("token", delta));
+          }
           out.enqueue(event("done", {}));
         } catch (e) {
           out.enqueue(event("error", e.message));
