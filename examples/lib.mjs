@@ -1,7 +1,7 @@
 // Helpers every example shares: the stack's environment, psql, users through
 // /auth/v1, waiting, and reading a JetStream stream.
 
-import { execFileSync } from "node:child_process";
+import { execFileSync, spawn } from "node:child_process";
 import { randomUUID } from "node:crypto";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -36,6 +36,27 @@ export async function install(dir, { table, functions = true, then = [] }) {
   await until(`the gateway to see public.${table}`, async () => {
     const r = await fetch(`${env("SPINE_URL")}/rest/v1/${table}?limit=0`, { headers: { apikey: env("SPINE_ANON_KEY") } });
     return r.status !== 404;
+  });
+}
+
+/**
+ * `spine-worker` as an example runs it: its relay advancing a sink of its own
+ * (made at the outbox's head, so it relays the example's events, not the
+ * history), no NATS services, a free port for /healthz, and `env` (the
+ * queues it runs, relay settings).
+ */
+export function spawnWorker(sink, env) {
+  psql("SELECT spine.ensure_sink(:'sink', 'nats', false)", { sink });
+  return spawn(bin("spine-worker"), [], {
+    env: {
+      ...process.env,
+      SPINE_RELAY_SINK: sink,
+      SPINE_SERVICES_SUBJECT: "",
+      SPINE_HTTP_ADDR: "127.0.0.1:0",
+      RUST_LOG: "warn",
+      ...env,
+    },
+    stdio: ["ignore", "ignore", "inherit"],
   });
 }
 

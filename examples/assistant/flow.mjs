@@ -9,7 +9,7 @@ import { createServer } from "node:http";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { bin, install, psql } from "../lib.mjs";
+import { bin, install, psql, spawnWorker } from "../lib.mjs";
 
 export { psql, until } from "../lib.mjs";
 
@@ -26,19 +26,7 @@ export async function operatorSetup() {
  * to `skill-weights`, in-process). Its relay advances a sink of its own.
  */
 export function startWorker({ sink }) {
-  psql("SELECT spine.ensure_sink(:'sink', 'nats', false)", { sink });
-  return spawn(bin("spine-worker"), [], {
-    env: {
-      ...process.env,
-      SPINE_RELAY_SINK: sink,
-      SPINE_JOB_QUEUES: "embed,webhook.assistant_skill_usage=webhook",
-      SPINE_JOB_POLL_MS: "100",
-      SPINE_HTTP_ADDR: "127.0.0.1:0",
-      SPINE_SERVICES_SUBJECT: "",
-      RUST_LOG: "warn",
-    },
-    stdio: ["ignore", "ignore", "inherit"],
-  });
+  return spawnWorker(sink, { SPINE_JOB_QUEUES: "embed,webhook.assistant_skill_usage=webhook", SPINE_JOB_POLL_MS: "100" });
 }
 
 /**

@@ -4,12 +4,11 @@
 // HTTP POST for Twilio, JetStream for what the rest of the company consumes.
 // `walkthrough.mjs` prints it; `call-responder.test.mjs` checks it.
 
-import { spawn } from "node:child_process";
 import { createHmac, randomBytes } from "node:crypto";
 import { createServer } from "node:http";
 import { dirname } from "node:path";
 import { fileURLToPath } from "node:url";
-import { bin, env, install, ok, psql, until } from "../lib.mjs";
+import { env, install, ok, psql, spawnWorker, until } from "../lib.mjs";
 
 export { ok, psql, signUp, streamEvents, until } from "../lib.mjs";
 
@@ -148,20 +147,10 @@ export async function call({ token, from, to, sid = `CA${randomBytes(16).toStrin
  * plugin in-process. `leaseSecs`: how soon a killed worker's job runs again.
  */
 export function startWorker({ sink, leaseSecs = 30 }) {
-  // A new sink starts at the outbox's head: this app's events, not the history.
-  psql("SELECT spine.ensure_sink(:'sink', 'nats', false)", { sink });
-  return spawn(bin("spine-worker"), [], {
-    env: {
-      ...process.env,
-      SPINE_RELAY_SINK: sink,
-      SPINE_JOB_QUEUES: "send_outgoing_message=function",
-      SPINE_JOB_LEASE_SECS: String(leaseSecs),
-      SPINE_JOB_POLL_MS: "100",
-      SPINE_HTTP_ADDR: "127.0.0.1:0",
-      SPINE_SERVICES_SUBJECT: "",
-      RUST_LOG: "warn",
-    },
-    stdio: ["ignore", "ignore", "inherit"],
+  return spawnWorker(sink, {
+    SPINE_JOB_QUEUES: "send_outgoing_message=function",
+    SPINE_JOB_LEASE_SECS: String(leaseSecs),
+    SPINE_JOB_POLL_MS: "100",
   });
 }
 

@@ -3,10 +3,9 @@
 // stream map, JetStream consumers limited to one user's subjects.
 // `walkthrough.mjs` prints it; `hub.test.mjs` checks it.
 
-import { spawn } from "node:child_process";
 import { dirname } from "node:path";
 import { fileURLToPath } from "node:url";
-import { bin, env, install, ok, psql, until } from "../lib.mjs";
+import { env, install, ok, psql, spawnWorker, until } from "../lib.mjs";
 
 export { ok, psql, signUp, until } from "../lib.mjs";
 
@@ -52,20 +51,7 @@ export async function pushContacts(user, contacts) {
  * connector-data and audit-log, each subject ending with the event's owner.
  */
 export function startRelay(sink) {
-  psql("SELECT spine.ensure_sink(:'sink', 'nats', false)", { sink });
-  return spawn(bin("spine-worker"), [], {
-    env: {
-      ...process.env,
-      SPINE_RELAY_SINK: sink,
-      SPINE_RELAY_STREAMS: STREAM_MAP,
-      SPINE_RELAY_OWNER_SUBJECTS: "on",
-      SPINE_JOB_QUEUES: "",
-      SPINE_SERVICES_SUBJECT: "",
-      SPINE_HTTP_ADDR: "127.0.0.1:0",
-      RUST_LOG: "warn",
-    },
-    stdio: ["ignore", "ignore", "inherit"],
-  });
+  return spawnWorker(sink, { SPINE_RELAY_STREAMS: STREAM_MAP, SPINE_RELAY_OWNER_SUBJECTS: "on", SPINE_JOB_QUEUES: "" });
 }
 
 /**
