@@ -9,9 +9,11 @@
   "use strict";
   const host = global.__host;
   delete global.__host;
-  // Base64 → Uint8Array, native (fetched bodies' chunks).
-  const b64Bytes = global.__bytes;
-  delete global.__bytes;
+  // Byte conversions done natively (see quickjs.rs): base64 → bytes, string →
+  // UTF-8 (undefined for a lone surrogate), bytes → string (lossy).
+  const native = global.__native;
+  delete global.__native;
+  const b64Bytes = native.bytes;
 
   class HostError extends Error {
     constructor(message, kind) {
@@ -29,6 +31,9 @@
   // ---- text and bytes -------------------------------------------------------
   function utf8Encode(str) {
     str = String(str);
+    const fast = native.utf8(str);
+    if (fast !== undefined) return fast;
+    // A lone surrogate: encoded here, as U+FFFD.
     const out = [];
     for (let i = 0; i < str.length; i++) {
       let c = str.charCodeAt(i);
@@ -47,29 +52,9 @@
     return new Uint8Array(out);
   }
 
-  function utf8Decode(bytes) {
-    let s = "";
-    for (let i = 0; i < bytes.length; ) {
-      const b = bytes[i];
-      let c, n;
-      if (b < 0x80) { c = b; n = 1; }
-      else if (b >= 0xc2 && b < 0xe0) { c = b & 31; n = 2; }
-      else if (b >= 0xe0 && b < 0xf0) { c = b & 15; n = 3; }
-      else if (b >= 0xf0 && b < 0xf5) { c = b & 7; n = 4; }
-      else { s += "\ufffd"; i++; continue; }
-      let ok = i + n <= bytes.length;
-      for (let k = 1; ok && k < n; k++) {
-        const t = bytes[i + k];
-        if ((t & 0xc0) !== 0x80) ok = false; else c = (c << 6) | (t & 63);
-      }
-      if (!ok || (n === 3 && (c < 0x800 || (c >= 0xd800 && c < 0xe000))) || (n === 4 && (c < 0x10000 || c > 0x10ffff))) {
-        s += "\ufffd"; i++; continue;
-      }
-      s += String.fromCodePoint(c);
-      i += n;
-    }
-    return s;
-  }
+  // Each invalid sequence (its maximal part) becomes one U+FFFD, as WHATWG's
+  // TextDecoder does.
+  const utf8Decode = (bytes) => native.text(bytes instanceof Uint8Array ? bytes : Uint8Array.from(bytes));
 
   class TextEncoder {
     get encoding() { return "utf-8"; }

@@ -114,6 +114,35 @@ fn text_and_bytes() {
     assert_eq!(r.body, expected);
 }
 
+/// TextEncoder and TextDecoder (native in the host) as WHATWG defines them: a
+/// lone surrogate encodes as U+FFFD, each invalid sequence's maximal part
+/// decodes as one U+FFFD, and a view decodes only its own bytes.
+#[test]
+fn text_codecs_follow_whatwg() {
+    let src = r#"Deno.serve(() => {
+        const hex = (b) => Array.from(b, (x) => x.toString(16).padStart(2, "0")).join(" ");
+        const codes = (s) => Array.from(s, (c) => c.codePointAt(0).toString(16)).join(" ");
+        const enc = new TextEncoder(), dec = new TextDecoder();
+        const big = new Uint8Array([0x41, 0xe2, 0x82, 0xac, 0x42]);
+        return Response.json({
+          lone: hex(enc.encode("a\ud800b")),
+          pair: hex(enc.encode("\u{1f30d}")),
+          truncated: codes(dec.decode(new Uint8Array([0xe2, 0x82, 0x41]))),
+          invalid: codes(dec.decode(new Uint8Array([0xff, 0xc0, 0x80]))),
+          view: dec.decode(big.subarray(1, 4)),
+          empty: dec.decode(),
+        });
+    });"#;
+    let r = run(src, post(""), Limits::default()).unwrap();
+    let got: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(got["lone"], "61 ef bf bd 62");
+    assert_eq!(got["pair"], "f0 9f 8c 8d");
+    assert_eq!(got["truncated"], "fffd 41", "one U+FFFD for E2 82");
+    assert_eq!(got["invalid"], "fffd fffd fffd");
+    assert_eq!(got["view"], "€");
+    assert_eq!(got["empty"], "");
+}
+
 /// Timers work: a handler may wait on setTimeout.
 #[test]
 fn timers_resolve() {
