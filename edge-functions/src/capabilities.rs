@@ -52,6 +52,41 @@ struct OpenBody {
     read: usize,
 }
 
+impl OpenBody {
+    /// The next chunk, or with `whole` everything left (empty at the end);
+    /// None at the end of a body read chunk by chunk.
+    async fn read(&mut self, whole: bool) -> Result<Option<Vec<u8>>, OpError> {
+        let mut bytes = Vec::new();
+        loop {
+            let chunk = self.response.chunk().await.map_err(|e| {
+                let kind = if e.is_timeout() {
+                    "TimeoutError"
+                } else {
+                    "TypeError"
+                };
+                OpError::new(kind, format!("fetch {}: {e}", self.url))
+            })?;
+            let Some(chunk) = chunk else {
+                return Ok((whole || !bytes.is_empty()).then_some(bytes));
+            };
+            self.read += chunk.len();
+            if self.read > MAX_FETCH_BODY {
+                return Err(OpError::new(
+                    "TypeError",
+                    format!(
+                        "fetch {}: the response is larger than {MAX_FETCH_BODY} bytes",
+                        self.url
+                    ),
+                ));
+            }
+            bytes.extend_from_slice(&chunk);
+            if !whole {
+                return Ok(Some(bytes));
+            }
+        }
+    }
+}
+
 /// Most texts one `Session.run` embeds (the stack's embedder takes 256), and
 /// their largest total size.
 const MAX_EMBED_INPUTS: usize = 256;
@@ -410,8 +445,10 @@ impl HostCapabilities {
         Ok(json!({"status": status, "headers": headers, "body": {"fetched": self.next_body}}))
     }
 
-    /// The next chunk of a fetched body as it arrives (`{text}` or `{b64}`), or
-    /// null at its end; with `rest`, everything left, in one piece.
+    /// The next chunk of a fetched body as it arrives (`{b64}`), or null at its
+    /// end; with `rest`, everything left in one piece (`{text}`, or `{b64}`
+    /// when it is not UTF-8). A body read to its end, or that failed, is
+    /// forgotten.
     async fn fetch_body(&mut self, arg: &Value, rest: bool) -> Result<Value, OpError> {
         let id = arg.as_u64().unwrap_or_default();
         let Some(open) = self.bodies.get_mut(&id) else {
@@ -420,51 +457,19 @@ impl HostCapabilities {
                 format!("this fetched body was read to its end, or dropped unread ({MAX_OPEN_BODIES} more were fetched since)"),
             ));
         };
-        let mut bytes = Vec::new();
-        loop {
-            let chunk = open.response.chunk().await.map_err(|e| {
-                let kind = if e.is_timeout() {
-                    "TimeoutError"
-                } else {
-                    "TypeError"
-                };
-                OpError::new(kind, format!("fetch {}: {e}", open.url))
-            });
-            let chunk = match chunk {
-                Ok(chunk) => chunk,
-                Err(e) => {
-                    self.bodies.remove(&id);
-                    return Err(e);
-                }
-            };
-            let Some(chunk) = chunk else {
-                self.bodies.remove(&id);
-                if bytes.is_empty() && !rest {
-                    return Ok(Value::Null);
-                }
-                break;
-            };
-            open.read += chunk.len();
-            if open.read > MAX_FETCH_BODY {
-                let url = self.bodies.remove(&id).map(|o| o.url).unwrap_or_default();
-                return Err(OpError::new(
-                    "TypeError",
-                    format!("fetch {url}: the response is larger than {MAX_FETCH_BODY} bytes"),
-                ));
-            }
-            bytes.extend_from_slice(&chunk);
-            if !rest {
-                break;
-            }
+        let read = open.read(rest).await;
+        if rest || !matches!(read, Ok(Some(_))) {
+            self.bodies.remove(&id);
         }
         let b64 = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
-        if !rest {
+        Ok(match read? {
+            None => Value::Null,
             // A chunk becomes a Uint8Array (natively, from base64).
-            return Ok(json!({ "b64": b64(&bytes) }));
-        }
-        Ok(match String::from_utf8(bytes) {
-            Ok(text) => json!({ "text": text }),
-            Err(e) => json!({ "b64": b64(e.as_bytes()) }),
+            Some(chunk) if !rest => json!({ "b64": b64(&chunk) }),
+            Some(all) => match String::from_utf8(all) {
+                Ok(text) => json!({ "text": text }),
+                Err(e) => json!({ "b64": b64(e.as_bytes()) }),
+            },
         })
     }
 

@@ -9,8 +9,9 @@
   "use strict";
   const host = global.__host;
   delete global.__host;
-  // Byte conversions done natively (see quickjs.rs): base64 → bytes, string →
-  // UTF-8 (undefined for a lone surrogate), bytes → string (lossy).
+  // Byte conversions done natively (see quickjs.rs): base64 → bytes (every
+  // binary answer of the host), string → UTF-8 (undefined for a lone
+  // surrogate), bytes → string (lossy).
   const native = global.__native;
   delete global.__native;
   const b64Bytes = native.bytes;
@@ -125,7 +126,6 @@
     return out;
   }
   const bytesToBinary = (bytes) => { let s = ""; for (const b of bytes) s += String.fromCharCode(b); return s; };
-  const binaryToBytes = (s) => Uint8Array.from(s, (ch) => ch.charCodeAt(0));
 
   // ---- URL --------------------------------------------------------------------
   class URLSearchParams {
@@ -493,6 +493,10 @@
     },
     cancel() { call("fetch_cancel", id); },
   });
+  // A body as text or bytes, read to its end: a stream read here, a fetched
+  // body read whole by the host.
+  const wholeBody = async (b) => !b ? b : "stream" in b ? { bytes: await readAll(b.stream) }
+    : "fetched" in b ? toBody(await restOf(b)) : b;
   // The body as a stream, made once (a fetched body's stream reads the host's).
   function streamOf(b) {
     if (!("stream" in b)) b.stream = fetchedStream(b.fetched);
@@ -507,19 +511,13 @@
       return this._body;
     }
     async text() {
-      const b = this._take();
-      if (!b) return "";
-      if ("text" in b) return b.text;
-      if ("bytes" in b) return utf8Decode(b.bytes);
-      if (!("stream" in b)) { const v = await restOf(b); return typeof v === "string" ? v : utf8Decode(v); }
-      return utf8Decode(await readAll(b.stream));
+      const b = await wholeBody(this._take());
+      return !b ? "" : "text" in b ? b.text : utf8Decode(b.bytes);
     }
     async json() { return JSON.parse(await this.text()); }
     async arrayBuffer() {
-      const b = this._take();
-      const fetched = b && !("stream" in b) && "fetched" in b ? await restOf(b) : null;
-      const bytes = !b ? new Uint8Array(0) : "bytes" in b ? b.bytes : "text" in b ? utf8Encode(b.text)
-        : fetched !== null ? (typeof fetched === "string" ? utf8Encode(fetched) : fetched) : await readAll(b.stream);
+      const b = await wholeBody(this._take());
+      const bytes = !b ? new Uint8Array(0) : "bytes" in b ? b.bytes : utf8Encode(b.text);
       return bytes.slice().buffer;
     }
     async bytes() { return new Uint8Array(await this.arrayBuffer()); }
@@ -576,11 +574,9 @@
     return "text" in b ? { text: b.text } : { b64: btoa(bytesToBinary(b.bytes)) };
   }
   // A request body to send whole (fetch sends no streams: it is read first).
-  const wholeBody = async (b) => !b ? b : "stream" in b ? { bytes: await readAll(b.stream) }
-    : "fetched" in b ? toBody(await restOf(b)) : b;
   function unwireBody(w) {
     if (!w) return null;
-    return "text" in w ? w.text : binaryToBytes(atob(w.b64));
+    return "text" in w ? w.text : b64Bytes(w.b64);
   }
   const wireHeaders = (h) => Array.from(h.entries());
 
@@ -630,7 +626,7 @@
     throw new TypeError(`crypto.subtle: ${what} must be an ArrayBuffer or a typed array`);
   };
   const b64of = (data, what) => btoa(bytesToBinary(toBytes(data, what)));
-  const bufferOf = (b64) => binaryToBytes(atob(b64)).buffer;
+  const bufferOf = (b64) => b64Bytes(b64).buffer;
   const nameOf = (algorithm) => String(typeof algorithm === "string" ? algorithm : algorithm && algorithm.name);
   const notSupported = (what) =>
     new HostError(`crypto.subtle: ${what} is not supported (HMAC with raw keys, SHA digests)`, "NotSupportedError");
@@ -683,7 +679,7 @@
     subtle,
     randomUUID: () => call("uuid"),
     getRandomValues(array) {
-      const bytes = binaryToBytes(atob(call("random", array.byteLength)));
+      const bytes = b64Bytes(call("random", array.byteLength));
       new Uint8Array(array.buffer, array.byteOffset, array.byteLength).set(bytes);
       return array;
     },
