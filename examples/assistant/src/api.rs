@@ -16,8 +16,12 @@ pub struct Api {
 
 impl Api {
     /// The saved session, refreshed (and saved again) when about to expire.
-    pub async fn connect(url: String, anon_key: String, session_file: &Path) -> Result<Self> {
-        let http = reqwest::Client::new();
+    pub async fn connect(
+        http: reqwest::Client,
+        url: String,
+        anon_key: String,
+        session_file: &Path,
+    ) -> Result<Self> {
         let mut session = Session::load(session_file)?;
         if session.expiring() {
             let auth = Auth {

@@ -124,7 +124,15 @@ async fn run(cli: Cli) -> Result<()> {
         url: &cli.url,
         anon_key: &cli.anon_key,
     };
-    let connect = || Api::connect(cli.url.clone(), cli.anon_key.clone(), &session_file);
+    // One client (one connection pool, one TLS setup) for auth and the API.
+    let connect = || {
+        Api::connect(
+            http.clone(),
+            cli.url.clone(),
+            cli.anon_key.clone(),
+            &session_file,
+        )
+    };
     match &cli.command {
         Command::Signup { email, password } => {
             let s = auth.sign_up(email, password).await?;
